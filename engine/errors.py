@@ -1,0 +1,288 @@
+"""The engine's whole exception tree, in one place.
+
+Every failure a caller can see is one of these; lower libraries' errors (httpx, aiohttp,
+pydantic, yaml) are translated at the boundary into the most specific class here, the way
+httpx translates its transports' errors.
+
+    EngineError
+    ├── ConfigError                    config files or objects are invalid (carries diagnostics)
+    ├── RequestError                   the caller's request is invalid (HTTP 400)
+    │   ├── UnknownPolicyError         no such policy (HTTP 404)
+    │   └── UnknownModelError          no such model / provider pin (HTTP 404)
+    ├── RoutingError                   no candidate could be chosen
+    │   ├── NoCandidateError           every candidate was filtered out (lists why)
+    │   └── BudgetExceededError        the request or workspace budget does not allow the call
+    ├── ProviderError                  one attempt at one provider failed
+    │   ├── RateLimitedError           429 / quota; retryable, may carry retry_after
+    │   ├── UnavailableError           5xx, 529 overloaded, connection refused/reset; retryable
+    │   ├── ProviderTimeoutError       connect / first_token / total timeout; retryable
+    │   ├── ProtocolError              unparseable body, truncated stream; retryable
+    │   ├── AuthenticationError        401: bad key; skip the key, never retried
+    │   ├── PermissionDeniedError      403
+    │   ├── ModelNotFoundError         404 for the model
+    │   ├── ContextWindowExceededError the prompt does not fit this model
+    │   ├── ContentFilteredError       the provider refused on content grounds
+    │   ├── InvalidRequestError        400 that no other provider would accept either
+    │   └── CircuitOpenError           the breaker is open; no network call was made
+    └── AllCandidatesFailedError       every attempt failed; lists each attempt
+
+No message ever contains an API key or a prompt: messages are built from provider names,
+statuses and provider error texts passed through `redact`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+_KEY_PATTERNS = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|"
+    r"gsk_[A-Za-z0-9]{8,}|hf_[A-Za-z0-9]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,})"
+)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Remove every known secret and anything shaped like an API key from `text`."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return _KEY_PATTERNS.sub("***", text)
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One problem found in configuration, located as precisely as the input allows."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    path: str = ""
+    hint: str | None = None
+    severity: str = "error"  # "error" or "warning"
+
+    def format(self) -> str:
+        """`file:line:column: json.path: message (hint)` as editors and CI expect."""
+        loc = ":".join(str(p) for p in (self.file, self.line, self.column) if p is not None)
+        parts = [p for p in (loc, self.path) if p]
+        head = ": ".join(parts)
+        text = f"{head}: {self.message}" if head else self.message
+        if self.severity != "error":
+            text = f"{text} [{self.severity}]"
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity,
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": self.path,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class EngineError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+
+class ConfigError(EngineError):
+    """Configuration is invalid; `diagnostics` lists every problem found, not just the first."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]) -> None:
+        self.diagnostics = tuple(diagnostics)
+        errors = [d for d in self.diagnostics if d.severity == "error"]
+        first = errors[0].format() if errors else "invalid configuration"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(first + more)
+
+
+class RequestError(EngineError):
+    """The caller's request cannot be served as written."""
+
+    status = 400
+
+
+class UnknownPolicyError(RequestError):
+    status = 404
+
+
+class UnknownModelError(RequestError):
+    status = 404
+
+
+class RoutingError(EngineError):
+    """Selection produced nothing to call."""
+
+    status = 503
+
+
+class NoCandidateError(RoutingError):
+    """Every candidate was eliminated; `eliminated` maps model id to the reason."""
+
+    def __init__(self, message: str, eliminated: dict[str, str] | None = None) -> None:
+        self.eliminated = dict(eliminated or {})
+        super().__init__(message)
+
+
+class BudgetExceededError(RoutingError):
+    status = 429
+
+
+class ProviderError(EngineError):
+    """One attempt at one provider failed. Adapters raise these; the runtime decides what next."""
+
+    retryable: bool = False
+    status: int | None = None
+    kind: str = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+        code: str | None = None,
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        if status is not None:
+            self.status = status
+        self.retry_after = retry_after
+        self.code = code
+        super().__init__(redact(message))
+
+    def __repr__(self) -> str:
+        name = type(self).__name__
+        return f"{name}({str(self)!r}, provider={self.provider!r}, status={self.status})"
+
+
+class RateLimitedError(ProviderError):
+    retryable = True
+    status = 429
+    kind = "rate_limited"
+
+
+class UnavailableError(ProviderError):
+    retryable = True
+    status = 503
+    kind = "unavailable"
+
+
+class ProviderTimeoutError(ProviderError):
+    """`phase` is "connect", "first_token" or "total"."""
+
+    retryable = True
+    status = 504
+    kind = "timeout"
+
+    def __init__(self, message: str, *, phase: str = "total", **kw: Any) -> None:
+        self.phase = phase
+        super().__init__(message, **kw)
+
+
+class ProtocolError(ProviderError):
+    retryable = True
+    status = 502
+    kind = "protocol_error"
+
+
+class AuthenticationError(ProviderError):
+    status = 401
+    kind = "authentication"
+
+
+class PermissionDeniedError(ProviderError):
+    status = 403
+    kind = "permission_denied"
+
+
+class ModelNotFoundError(ProviderError):
+    status = 404
+    kind = "model_not_found"
+
+
+class ContextWindowExceededError(ProviderError):
+    status = 400
+    kind = "context_window_exceeded"
+
+
+class ContentFilteredError(ProviderError):
+    status = 400
+    kind = "content_filtered"
+
+
+class InvalidRequestError(ProviderError):
+    status = 400
+    kind = "invalid_request"
+
+
+class CircuitOpenError(ProviderError):
+    status = 503
+    kind = "circuit_open"
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One try at one candidate: what was called, how it ended and how long it took."""
+
+    provider: str
+    model: str
+    outcome: str  # "ok" or an error kind such as "rate_limited"
+    error: str | None = None
+    latency_ms: float = 0.0
+    retry: int = 0
+    fallback_index: int = 0
+    key_id: str | None = None
+    status: int | None = None
+
+
+class AllCandidatesFailedError(EngineError):
+    """Every candidate failed; `attempts` lists each try in order."""
+
+    status = 503
+
+    def __init__(self, attempts: Sequence[AttemptRecord], message: str | None = None) -> None:
+        self.attempts = tuple(attempts)
+        lines = [
+            f"{a.provider}/{a.model}: {a.outcome}" + (f" ({a.error})" if a.error else "")
+            for a in self.attempts
+        ]
+        head = message or f"all {len(self.attempts)} attempts failed"
+        super().__init__(redact(head + (": " + "; ".join(lines) if lines else "")))
+        self.last_status = next(
+            (a.status for a in reversed(self.attempts) if a.status is not None), None
+        )
+
+
+__all__ = [
+    "AllCandidatesFailedError",
+    "AttemptRecord",
+    "AuthenticationError",
+    "BudgetExceededError",
+    "CircuitOpenError",
+    "ConfigError",
+    "ContentFilteredError",
+    "ContextWindowExceededError",
+    "Diagnostic",
+    "EngineError",
+    "InvalidRequestError",
+    "ModelNotFoundError",
+    "NoCandidateError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "RateLimitedError",
+    "RequestError",
+    "RoutingError",
+    "UnavailableError",
+    "UnknownModelError",
+    "UnknownPolicyError",
+    "redact",
+]

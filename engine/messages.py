@@ -1,0 +1,268 @@
+"""Wire-neutral request, response, chunk, tool-call and usage types.
+
+Every adapter translates between these and its provider's wire format; nothing above the
+adapters ever sees a provider's JSON. The incoming request is a pydantic model (it is user
+input and must be validated with precise errors); what adapters produce are slotted frozen
+dataclasses (they are built on the hot path and never need validation).
+
+The request shape is OpenAI's chat body, because that is what people already write, plus
+the routing inputs (`model`, `metadata`, `capabilities`, `budget_usd`, `cache`,
+`fallbacks`) that adapters ignore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.errors import RequestError
+
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TextPart(_Strict):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ImageURL(_Strict):
+    url: str
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(_Strict):
+    type: Literal["image_url"] = "image_url"
+    image_url: ImageURL
+
+
+ContentPart = TextPart | ImagePart
+
+
+class FunctionCall(_Strict):
+    name: str
+    arguments: str = "{}"  # JSON text, exactly as the model produced it
+
+
+class ToolCall(_Strict):
+    """A call the assistant asked for; `arguments` stays JSON text (it may be invalid JSON)."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class Message(_Strict):
+    role: Role
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+    def text(self) -> str:
+        """The message's text, parts joined; images contribute nothing."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+
+class FunctionSpec(_Strict):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+
+
+class Tool(_Strict):
+    type: Literal["function"] = "function"
+    function: FunctionSpec
+
+
+class NamedToolChoice(_Strict):
+    type: Literal["function"] = "function"
+    function: dict[str, str]
+
+
+ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
+
+
+class ResponseFormat(_Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class Request(BaseModel):
+    """One chat call plus its routing inputs. Unknown top-level keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    messages: list[Message] = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: list[str] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    user: str | None = None
+    n: int | None = Field(default=None, ge=1, le=1)
+
+    # Routing inputs: never sent upstream.
+    model: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    capabilities: list[str] = Field(default_factory=list)
+    budget_usd: float | None = Field(default=None, ge=0)
+    cache: bool = True
+    fallbacks: list[str] = Field(default_factory=list)
+    variables: dict[str, Any] = Field(default_factory=dict)  # for policy templates
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_as_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @property
+    def output_limit(self) -> int | None:
+        """The caller's cap on generated tokens, whichever field they used."""
+        return self.max_completion_tokens or self.max_tokens
+
+
+def parse_request(data: Request | dict[str, Any]) -> Request:
+    """Validate a request dict; every problem is named with its JSON path in one RequestError."""
+    if isinstance(data, Request):
+        return data
+    if not isinstance(data, dict):
+        raise RequestError(f"request must be a JSON object, got {type(data).__name__}")
+    try:
+        return Request.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
+        )
+        raise RequestError(f"invalid request: {problems}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitInfo:
+    """What a provider's response headers (or error body) said about its limits."""
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests_s: float | None = None
+    limit_input_tokens: int | None = None
+    remaining_input_tokens: int | None = None
+    limit_output_tokens: int | None = None
+    remaining_output_tokens: int | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens_s: float | None = None
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallOut:
+    """A completed tool call in a response (arguments reassembled when streamed)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderResponse:
+    """What one adapter call returns: the normalised answer of one upstream request."""
+
+    content: str | None
+    tool_calls: tuple[ToolCallOut, ...] = ()
+    finish_reason: FinishReason = "stop"
+    usage: Usage = field(default_factory=Usage)
+    upstream_model: str = ""
+    response_id: str = ""
+    rate_limit: RateLimitInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A fragment of a streamed tool call; fragments with the same index concatenate."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One streamed piece: text, tool-call fragments, and on the last chunks finish/usage."""
+
+    content: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+    rate_limit: RateLimitInfo | None = None
+
+
+class StreamAccumulator:
+    """Rebuilds a ProviderResponse from chunks (tool-call fragments reassembled by index)."""
+
+    __slots__ = ("_calls", "_finish", "_model", "_text", "_usage")
+
+    def __init__(self, upstream_model: str = "") -> None:
+        self._text: list[str] = []
+        self._calls: dict[int, list[str]] = {}
+        self._finish: FinishReason = "stop"
+        self._usage = Usage()
+        self._model = upstream_model
+
+    def add(self, chunk: Chunk) -> None:
+        if chunk.content:
+            self._text.append(chunk.content)
+        for d in chunk.tool_calls:
+            slot = self._calls.setdefault(d.index, ["", "", ""])
+            slot[0] = d.id or slot[0]
+            slot[1] = d.name or slot[1]
+            slot[2] += d.arguments
+        if chunk.finish_reason is not None:
+            self._finish = chunk.finish_reason
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+
+    def result(self) -> ProviderResponse:
+        calls = tuple(ToolCallOut(i, n, a) for _, (i, n, a) in sorted(self._calls.items()))
+        return ProviderResponse(
+            content="".join(self._text) if self._text or not calls else None,
+            tool_calls=calls,
+            finish_reason=self._finish,
+            usage=self._usage,
+            upstream_model=self._model,
+        )

@@ -1,0 +1,52 @@
+"""The error tree: messages never carry secrets; diagnostics format as file:line:col."""
+
+from engine.errors import (
+    AllCandidatesFailedError,
+    AttemptRecord,
+    Diagnostic,
+    RateLimitedError,
+    redact,
+)
+from engine.secrets import Secret
+
+
+def test_redact_removes_known_secret_and_key_shapes() -> None:
+    """A known secret and anything shaped like a provider key are both masked."""
+    text = redact("key abc-CANARY-123 and sk-proj-abcdefghijklmnop", ["abc-CANARY-123"])
+    assert "CANARY" not in text and "sk-proj" not in text
+
+
+def test_provider_error_message_is_redacted() -> None:
+    """A provider error echoing a key never shows it."""
+    err = RateLimitedError("Incorrect API key provided: sk-abcdefghijklmnopqrstu", provider="x")
+    assert "sk-abc" not in str(err) and "sk-abc" not in repr(err)
+    assert err.retryable and err.status == 429
+
+
+def test_all_failed_lists_every_attempt() -> None:
+    """The final error names each attempt with its outcome."""
+    err = AllCandidatesFailedError(
+        [
+            AttemptRecord("a", "m1", "timeout", status=504),
+            AttemptRecord("b", "m2", "rate_limited", status=429),
+        ]
+    )
+    assert "a/m1: timeout" in str(err) and "b/m2: rate_limited" in str(err)
+    assert err.last_status == 429
+
+
+def test_diagnostic_format() -> None:
+    """Diagnostics print as file:line:col: path: message (hint)."""
+    d = Diagnostic(
+        "unknown key", "routes/a.yaml", 3, 5, "retry.attemps", "did you mean `attempts`?"
+    )
+    assert (
+        d.format()
+        == "routes/a.yaml:3:5: retry.attemps: unknown key (hint: did you mean `attempts`?)"
+    )
+
+
+def test_secret_never_prints() -> None:
+    """repr, str and format of a Secret hide the value."""
+    s = Secret("CANARY-KEY")
+    assert "CANARY" not in f"{s} {s!r} {s:>10}" and s.reveal() == "CANARY-KEY"
