@@ -1,0 +1,119 @@
+"""What the engine returns to callers: a normalised response and streamed events.
+
+Both carry the routing facts (which provider and model answered, attempts, cost, cache,
+policy and rule) and convert to OpenAI's chat.completion / chat.completion.chunk dicts,
+which is what the server sends and what most callers already parse.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import AttemptRecord
+from engine.messages import Chunk, FinishReason, ToolCallOut, Usage
+
+
+def _tool_calls_openai(calls: tuple[ToolCallOut, ...]) -> list[dict[str, Any]]:
+    return [
+        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+        for c in calls
+    ]
+
+
+def _usage_openai(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """The answer to one engine call, after routing, retries and failover."""
+
+    content: str | None
+    tool_calls: tuple[ToolCallOut, ...]
+    finish_reason: FinishReason
+    usage: Usage
+    cost_usd: float | None  # None when the model's price is unknown
+    provider: str
+    model: str  # "provider/name"
+    latency_ms: float
+    attempts: tuple[AttemptRecord, ...] = ()
+    cached: bool = False
+    policy: str | None = None
+    rule: str | None = None
+    id: str = ""
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def to_openai(self) -> dict[str, Any]:
+        """This response as an OpenAI `chat.completion` object."""
+        message: dict[str, Any] = {"role": "assistant", "content": self.content, "refusal": None}
+        if self.tool_calls:
+            message["tool_calls"] = _tool_calls_openai(self.tool_calls)
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": self.finish_reason,
+                }
+            ],
+            "usage": _usage_openai(self.usage),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One streamed chunk, with the routing facts known once the stream has started."""
+
+    chunk: Chunk
+    provider: str
+    model: str
+    id: str = ""
+    created: int = 0
+    cost_usd: float | None = None  # set on the final event, when usage is known
+    attempts: tuple[AttemptRecord, ...] = ()  # set on the first and final events
+    cached: bool = False
+    policy: str | None = None
+    rule: str | None = None
+
+    @property
+    def content(self) -> str:
+        return self.chunk.content
+
+    def to_openai(self) -> dict[str, Any]:
+        """This event as an OpenAI `chat.completion.chunk` object."""
+        c = self.chunk
+        delta: dict[str, Any] = {}
+        if c.content:
+            delta["content"] = c.content
+        if c.tool_calls:
+            delta["tool_calls"] = [
+                {
+                    "index": d.index,
+                    **({"id": d.id, "type": "function"} if d.id else {}),
+                    "function": {
+                        **({"name": d.name} if d.name else {}),
+                        "arguments": d.arguments,
+                    },
+                }
+                for d in c.tool_calls
+            ]
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": c.finish_reason}
+            ],
+        }
