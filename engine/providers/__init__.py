@@ -23,6 +23,9 @@ __all__ = ["Adapter", "aclose_all", "get_adapter", "protocols", "register_adapte
 _BUILTIN: dict[str, tuple[str, str]] = {
     "openai": ("engine.providers.openai", "OpenAIAdapter"),
     "azure": ("engine.providers.azure", "AzureAdapter"),
+    "anthropic": ("engine.providers.anthropic", "AnthropicAdapter"),
+    "gemini": ("engine.providers.gemini", "GeminiAdapter"),
+    "ollama": ("engine.providers.ollama", "OllamaAdapter"),
     "mock": ("engine.providers.mock", "MockAdapter"),
 }
 

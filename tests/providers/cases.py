@@ -6,7 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.endpoints import Endpoint, Timeouts
-from engine.testing.fakes import FakeAzure, FakeOpenAI, FakeUpstream
+from engine.testing.fakes import (
+    FakeAnthropic,
+    FakeAzure,
+    FakeGemini,
+    FakeOllama,
+    FakeOpenAI,
+    FakeUpstream,
+)
 
 from .conftest import CANARY, endpoint
 
@@ -17,6 +24,7 @@ class Case:
     fake: Callable[..., FakeUpstream]
     model: str
     options: dict[str, str] = field(default_factory=dict)
+    rate_headers: bool = True  # whether the real service sends rate-limit headers
 
     def endpoint(
         self, up: FakeUpstream, key: str | None = CANARY, timeouts: Timeouts | None = None
@@ -30,5 +38,8 @@ class Case:
 CASES = [
     Case("openai", FakeOpenAI, "gpt-test"),
     Case("azure", FakeAzure, "my-deployment", {"api_version": "2024-10-21"}),
+    Case("anthropic", FakeAnthropic, "claude-test"),
+    Case("gemini", FakeGemini, "gemini-test", rate_headers=False),
+    Case("ollama", FakeOllama, "llama-test", rate_headers=False),
 ]
 HTTP_PROTOCOLS = [c for c in CASES]

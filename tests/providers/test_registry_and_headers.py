@@ -18,7 +18,7 @@ from engine.providers.ratelimits import (
 
 def test_builtin_protocols_are_shared_instances() -> None:
     """get_adapter returns one shared instance per protocol, for every built-in protocol."""
-    for name in ("openai", "azure", "mock"):
+    for name in ("openai", "azure", "anthropic", "gemini", "ollama", "mock"):
         assert get_adapter(name) is get_adapter(name)
         assert get_adapter(name).protocol == name
 

@@ -13,11 +13,17 @@ Retry-After, connection reset, stall, truncated stream, malformed JSON, an error
 """
 
 from ._server import Ask, FakeUpstream, Fault, RecordedRequest
+from .anthropic import FakeAnthropic
+from .gemini import FakeGemini
+from .ollama import FakeOllama
 from .openai import FakeAzure, FakeOpenAI
 
 __all__ = [
     "Ask",
+    "FakeAnthropic",
     "FakeAzure",
+    "FakeGemini",
+    "FakeOllama",
     "FakeOpenAI",
     "FakeUpstream",
     "Fault",
