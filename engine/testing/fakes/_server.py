@@ -115,6 +115,7 @@ class FakeUpstream:
     def __init__(self, *, api_key: str | None = None, seed: int = 0) -> None:
         self.api_key = api_key
         self.requests: list[RecordedRequest] = []
+        self.sent: list[tuple[str, Any]] = []  # ("response" | "chunk" | "error", JSON sent)
         self.default_fault = Fault()
         self._script: deque[Fault] = deque()
         self._rng = random.Random(seed)
