@@ -167,6 +167,8 @@ class HttpClient:
         entry = self._sessions.get(key)
         if entry is not None and entry[0] is loop and not entry[1].closed:
             return entry[1]
+        # A pool from another (usually finished) loop cannot be used here: start a new one.
+        # Code that runs a loop per call must `await aclose_all()` before its loop ends.
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=endpoint.pool_size, limit_per_host=endpoint.pool_size, ttl_dns_cache=300

@@ -122,6 +122,8 @@ class FakeUpstream:
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
         self._count = 0
+        self._in_flight = 0
+        self.peak_in_flight = 0  # most requests handled at once (to observe pool limits)
         self.port = 0
 
     # ----- public API -------------------------------------------------------------------
@@ -273,6 +275,14 @@ class FakeUpstream:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Record, apply the fault, check credentials, then answer in the protocol's shape."""
+        self._in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        try:
+            return await self._handle(request)
+        finally:
+            self._in_flight -= 1
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
         self._count += 1
         fault = self._fault_for(request)
