@@ -8,8 +8,10 @@ engine already knows what it is about to send. So each attempt first takes a `Le
     limiter.settle(lease, usage.input_tokens, usage.output_tokens)   # real usage
     limiter.observe(provider, lease.key.id, response.rate_limit)     # what headers said
 
-- Windows are sliding, 60 s, kept as a log of each lease's footprint, so `settle` can
-  correct the estimate of exactly that lease (token-accurate: estimate before, real after).
+- Windows are sliding, 60 s, kept per key as counters in 0.1 s slices (memory stays
+  bounded at any request rate; usage leaves the window at most 0.1 s late, erring on the
+  safe side). A lease remembers its slice, so `settle` corrects exactly its own estimate
+  (token-accurate: estimate before, real usage after).
 - Several keys of one provider form a pool; a lease goes to the key with the most headroom
   left after this request (ties: fewest in flight, then fewest in the window, then order).
 - Limits come from the plan (`KeyPlan.rpm/input_tpm/output_tpm`) and from provider headers
@@ -29,6 +31,7 @@ protocol; see docs/state.md.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +44,8 @@ from engine.runtime.clock import Clock
 from engine.runtime.state import Lease
 
 WINDOW_S = 60.0
+#: Width of the window's time slices: usage leaves the window at most this late.
+RESOLUTION_S = 0.1
 #: How long a `remaining` header applies when the provider gave no reset time.
 DEFAULT_RESET_S = WINDOW_S
 #: The four dimensions a key is limited on; "tokens" is input+output (OpenAI's TPM).
@@ -48,14 +53,24 @@ DIMENSIONS: tuple[str, ...] = ("requests", "input_tokens", "output_tokens", "tok
 
 
 @dataclass(slots=True)
-class _Use:
-    """One lease's footprint in its key's window; corrected in place by settle."""
+class _Bucket:
+    """Usage of one key in one RESOLUTION_S slice of time."""
 
-    at: float
+    end: float  # the slice's end; it leaves the window at end + WINDOW_S
+    requests: int = 0
+    input: int = 0
+    output: int = 0
+    live: bool = True  # still inside the window
+
+
+@dataclass(slots=True)
+class _Use:
+    """One lease's booked footprint and the bucket holding it; corrected by settle."""
+
+    bucket: _Bucket
     requests: int
     input: int
     output: int
-    live: bool = True  # still inside the window
     open: bool = True  # not yet settled or released
 
 
@@ -68,24 +83,50 @@ class _Learned:
     reset_at: float = 0.0
 
 
+def _configured(key: KeyPlan) -> dict[str, int | None]:
+    return {
+        "requests": key.rpm,
+        "input_tokens": key.input_tpm,
+        "output_tokens": key.output_tpm,
+        "tokens": None,
+    }
+
+
 @dataclass(slots=True)
 class _KeyState:
     key: KeyPlan
-    uses: deque[_Use] = field(default_factory=deque)
+    configured: dict[str, int | None] = field(default_factory=dict)
+    buckets: deque[_Bucket] = field(default_factory=deque)
     used: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS, 0))
     learned: dict[str, _Learned] = field(
         default_factory=lambda: {d: _Learned() for d in DIMENSIONS}
     )
+    informed: bool = False  # headers have said something about this key
     blocked_until: float = 0.0
     in_flight: int = 0
 
+    def __post_init__(self) -> None:
+        self.rebind(self.key)
+
+    def rebind(self, key: KeyPlan) -> None:
+        self.key = key
+        self.configured = _configured(key)
+
+    def unlimited(self) -> bool:
+        """Nothing configured and nothing learned: the fast path skips all arithmetic."""
+        return (
+            not self.informed
+            and self.key.rpm is None
+            and self.key.input_tpm is None
+            and (self.key.output_tpm is None)
+        )
+
     def evict(self, now: float) -> None:
-        horizon = now - WINDOW_S
-        uses = self.uses
-        while uses and uses[0].at <= horizon:
-            use = uses.popleft()
-            use.live = False
-            self._count(use.requests, use.input, use.output, -1)
+        buckets = self.buckets
+        while buckets and buckets[0].end + WINDOW_S <= now:
+            bucket = buckets.popleft()
+            bucket.live = False
+            self._count(bucket.requests, bucket.input, bucket.output, -1)
 
     def _count(self, requests: int, inp: int, out: int, sign: int) -> None:
         used = self.used
@@ -95,13 +136,7 @@ class _KeyState:
         used["tokens"] += sign * (inp + out)
 
     def limit(self, dim: str) -> int | None:
-        key = self.key
-        configured = {
-            "requests": key.rpm,
-            "input_tokens": key.input_tpm,
-            "output_tokens": key.output_tpm,
-            "tokens": None,
-        }[dim]
+        configured = self.configured[dim]
         learned = self.learned[dim].limit
         if configured is None:
             return learned
@@ -114,27 +149,45 @@ class _KeyState:
             return None
         return learned.remaining
 
+    def _bucket(self, now: float) -> _Bucket:
+        buckets = self.buckets
+        if buckets and now < buckets[-1].end:
+            return buckets[-1]
+        end = (math.floor(now / RESOLUTION_S) + 1) * RESOLUTION_S
+        bucket = _Bucket(end if end > now else end + RESOLUTION_S)
+        buckets.append(bucket)
+        return bucket
+
     def take(self, now: float, need: dict[str, int]) -> _Use:
-        use = _Use(now, 1, need["input_tokens"], need["output_tokens"])
-        self.uses.append(use)
-        self._count(1, use.input, use.output, +1)
-        self._spend_hints(need, now, +1)
+        bucket = self._bucket(now)
+        inp, out = need["input_tokens"], need["output_tokens"]
+        bucket.requests += 1
+        bucket.input += inp
+        bucket.output += out
+        self._count(1, inp, out, +1)
+        if self.informed:
+            self._spend_hints(need, now, +1)
         self.in_flight += 1
-        return use
+        return _Use(bucket, 1, inp, out)
 
     def correct(self, use: _Use, requests: int, inp: int, out: int, now: float) -> None:
         """Replace a lease's estimate by what really happened (requests=0: never sent)."""
-        refund = {
-            "requests": use.requests - requests,
-            "input_tokens": use.input - inp,
-            "output_tokens": use.output - out,
-            "tokens": use.input + use.output - inp - out,
-        }
-        if use.live:
-            self._count(use.requests, use.input, use.output, -1)
-            self._count(requests, inp, out, +1)
+        d_req, d_in, d_out = requests - use.requests, inp - use.input, out - use.output
+        bucket = use.bucket
+        if bucket.live:
+            bucket.requests += d_req
+            bucket.input += d_in
+            bucket.output += d_out
+            self._count(d_req, d_in, d_out, +1)
         use.requests, use.input, use.output = requests, inp, out
-        self._spend_hints(refund, now, -1)
+        if self.informed:
+            refund = {
+                "requests": -d_req,
+                "input_tokens": -d_in,
+                "output_tokens": -d_out,
+                "tokens": -d_in - d_out,
+            }
+            self._spend_hints(refund, now, -1)
 
     def _spend_hints(self, amounts: dict[str, int], now: float, sign: int) -> None:
         for dim, amount in amounts.items():
@@ -158,19 +211,26 @@ def _effective(need: int, limit: int | None) -> int:
 
 
 def _headroom(state: _KeyState, now: float, need: dict[str, int]) -> float | None:
-    """Fraction of the tightest limit left after this request; None when it does not fit."""
+    """Fraction of the tightest limit left after this request; None when it does not fit.
+
+    On the hot path for every attempt, hence written flat rather than as helpers.
+    """
+    if state.unlimited():
+        return 1.0
     if now < state.blocked_until:
         return None
-    room = 1.0
+    informed, used, room = state.informed, state.used, 1.0
     for dim in DIMENSIONS:
-        limit = state.limit(dim)
-        wanted = _effective(need[dim], limit)
-        hint = state.remaining_hint(dim, now)
+        limit = state.limit(dim) if informed else state.configured[dim]
+        hint = state.remaining_hint(dim, now) if informed else None
+        if limit is None and hint is None:
+            continue
+        wanted = need[dim] if limit is None else min(need[dim], limit)
         if hint is not None and wanted > hint:
             return None
         if limit is None:
             continue
-        left = limit - state.used[dim] - wanted
+        left = limit - used[dim] - wanted
         if hint is not None:
             left = min(left, hint - wanted)
         if left < 0:
@@ -194,25 +254,25 @@ def _ready_at(state: _KeyState, now: float, need: dict[str, int]) -> float:
 
 
 def _window_frees(state: _KeyState, dim: str, allowed: int) -> float:
-    """When enough old uses leave the window for `used[dim] <= allowed` (0.0: already)."""
+    """When enough old slices leave the window for `used[dim] <= allowed` (0.0: already)."""
     used = state.used[dim]
     if used <= allowed:
         return 0.0
-    for use in state.uses:
-        used -= _footprint(use, dim)
+    for bucket in state.buckets:
+        used -= _footprint(bucket, dim)
         if used <= allowed:
-            return use.at + WINDOW_S
+            return bucket.end + WINDOW_S
     return 0.0
 
 
-def _footprint(use: _Use, dim: str) -> int:
+def _footprint(bucket: _Bucket, dim: str) -> int:
     if dim == "requests":
-        return use.requests
+        return bucket.requests
     if dim == "input_tokens":
-        return use.input
+        return bucket.input
     if dim == "output_tokens":
-        return use.output
-    return use.input + use.output
+        return bucket.output
+    return bucket.input + bucket.output
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +305,7 @@ class _Pool:
             if state is None:
                 state = self.states[key.id] = _KeyState(key)
             elif state.key is not key:
-                state.key = key
+                state.rebind(key)
             out.append(state)
         return out
 
@@ -438,6 +498,7 @@ class InProcessRateLimiter:
         tokens_reset = now + (info.reset_tokens_s or DEFAULT_RESET_S)
         requests_reset = now + (info.reset_requests_s or DEFAULT_RESET_S)
         learned = state.learned
+        state.informed = True
         _learn(learned["requests"], info.limit_requests, info.remaining_requests, requests_reset)
         _learn(
             learned["input_tokens"],

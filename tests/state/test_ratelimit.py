@@ -5,13 +5,23 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.compile.plan import KeyPlan
 from engine.errors import RateLimitedError
 from engine.messages import RateLimitInfo
-from engine.runtime.ratelimit import InProcessRateLimiter
+from engine.runtime.ratelimit import RESOLUTION_S, InProcessRateLimiter
 from engine.secrets import Secret
 from engine.testing.clock import FakeClock
+
+#: Usage leaves the window up to one time slice late; waits are exact to within one slice.
+SLICE = RESOLUTION_S
+
+
+def near(seconds: float) -> object:
+    """Equal to `seconds` give or take one slice of the window."""
+    return pytest.approx(seconds, abs=SLICE)
 
 
 def key(
@@ -57,7 +67,7 @@ async def test_requests_per_minute_window_slides(clock: FakeClock) -> None:
     await rl.acquire("p", [k], 10, 10, 0)
     with pytest.raises(RateLimitedError):
         await rl.acquire("p", [k], 10, 10, 0)
-    clock.advance(30)  # the first request leaves the window
+    clock.advance(30 + SLICE)  # the first request leaves the window
     lease = await rl.acquire("p", [k], 10, 10, 0)
     assert lease.key.id == "p#0"
     with pytest.raises(RateLimitedError):
@@ -109,7 +119,7 @@ async def test_request_larger_than_limit_waits_for_empty_window(clock: FakeClock
     rl.settle(await rl.acquire("p", [k], 10, 0, 0), 10, 0)
     lease = await rl.acquire("p", [k], 5000, 0, 120)
     assert lease.input_tokens == 5000
-    assert clock.slept == [60.0]
+    assert len(clock.slept) == 1 and clock.slept[0] == near(60.0)
 
 
 async def test_pool_picks_key_with_most_headroom(clock: FakeClock) -> None:
@@ -212,7 +222,7 @@ async def test_waits_for_the_window_then_succeeds(clock: FakeClock) -> None:
     rl.settle(await rl.acquire("p", [k], 1, 1, 0), 1, 1)
     clock.advance(20)
     await rl.acquire("p", [k], 1, 1, 60)
-    assert sum(clock.slept) == pytest.approx(40.0)
+    assert sum(clock.slept) == near(40.0)
 
 
 async def test_waits_up_to_max_wait_then_fails(clock: FakeClock) -> None:
@@ -224,7 +234,7 @@ async def test_waits_up_to_max_wait_then_fails(clock: FakeClock) -> None:
     with pytest.raises(RateLimitedError) as err:
         await rl.acquire("p", [k], 1, 1, 2.0)
     assert clock.monotonic() - start == pytest.approx(2.0)
-    assert err.value.retry_after == pytest.approx(58.0)
+    assert err.value.retry_after == near(58.0)
     assert err.value.provider == "p" and "p" in str(err.value)
 
 
@@ -236,7 +246,7 @@ async def test_fails_at_once_when_waiting_cannot_help(clock: FakeClock) -> None:
     with pytest.raises(RateLimitedError) as err:
         await rl.acquire("p", [k], 1, 1, 2.0)
     assert clock.slept == []
-    assert err.value.retry_after == pytest.approx(60.0)
+    assert err.value.retry_after == near(60.0)
 
 
 async def test_settle_wakes_a_waiter_before_its_sleep_ends() -> None:
@@ -287,7 +297,7 @@ async def test_short_waiter_behind_long_one_fails_at_its_own_deadline() -> None:
     with pytest.raises(RateLimitedError):
         await asyncio.wait_for(short, 1.0)
     assert not head.done()
-    clock.advance(50)
+    clock.advance(50 + SLICE)
     assert (await asyncio.wait_for(head, 1.0)).key.id == "p#0"
 
 
@@ -304,7 +314,7 @@ async def test_cancelled_waiter_leaves_the_queue() -> None:
     first.cancel()
     await asyncio.sleep(0.01)
     assert rl.status("p")["queued"] == 1
-    clock.advance(60)
+    clock.advance(60 + SLICE)
     assert (await asyncio.wait_for(second, 1.0)).key.id == "p#0"
 
 
@@ -351,3 +361,48 @@ async def test_reloaded_key_limits_apply(clock: FakeClock) -> None:
     await rl.acquire("p", [key(rpm=1)], 1, 1, 0)
     await rl.acquire("p", [key(rpm=5)], 1, 1, 0)
     assert rl.status("p")["keys"]["p#0"]["requests"] == {"limit": 5, "remaining": 3, "used": 2}
+
+
+_ops = st.lists(
+    st.tuples(
+        st.floats(0.0, 25.0, allow_nan=False),  # time passing before the request
+        st.integers(0, 400),  # estimated input tokens
+        st.integers(0, 300),  # estimated output tokens
+        st.floats(0.0, 1.0, allow_nan=False),  # share of the estimate really used
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=_ops)
+def test_window_never_exceeds_limits_and_never_refuses_without_cause(
+    ops: list[tuple[float, int, int, float]],
+) -> None:
+    """Over any 60 s, admitted usage stays within every limit; a refusal always had a reason."""
+    clock = FakeClock()
+    rl = InProcessRateLimiter(clock)
+    k = KeyPlan("p#0", None, rpm=5, input_tpm=1000, output_tpm=600)
+    taken: list[tuple[float, int, int]] = []  # (time, input, output) as settled
+
+    def within(span: float) -> tuple[int, int, int]:
+        now = clock.monotonic()
+        recent = [t for t in taken if t[0] > now - span]
+        return len(recent), sum(t[1] for t in recent), sum(t[2] for t in recent)
+
+    async def scenario() -> None:
+        for dt, tin, tout, share in ops:
+            clock.advance(dt)
+            try:
+                lease = await rl.acquire("p", [k], tin, tout, 0)
+            except RateLimitedError:
+                n, used_in, used_out = within(60 + SLICE)
+                assert n + 1 > 5 or used_in + tin > 1000 or used_out + tout > 600
+                continue
+            n, used_in, used_out = within(60)
+            assert n + 1 <= 5 and used_in + tin <= 1000 and used_out + tout <= 600
+            real_in, real_out = int(tin * share), int(tout * share)
+            rl.settle(lease, real_in, real_out)
+            taken.append((clock.monotonic(), real_in, real_out))
+
+    asyncio.run(scenario())
