@@ -4,7 +4,9 @@
 event loop). One daemon writer thread drains the queue and inserts in batches (up to
 `batch_size` rows per transaction, at least every `flush_interval_s`), so a burst of
 requests costs one fsync, not one each. `flush()` waits until everything recorded so far
-is on disk; `aclose()` flushes and stops the writer.
+is on disk; `aclose()` flushes and stops the writer. A row that cannot be written (a
+disk error, a malformed row) is logged and counted in `dropped`, never raised into a
+request: the ledger is a record of the traffic, not a gate on it.
 
 The database runs in WAL mode, so the queries (`totals`, `daily`, `spend_since`, from the
 `costs` command or from budgets restoring on start) read while the writer writes.
@@ -20,6 +22,7 @@ read-only and fails with a precise `ConfigError` when the file is missing or is 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import os
 import queue
@@ -189,12 +192,15 @@ class SQLiteLedger(LedgerQueries):
         self._interval = flush_interval_s
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
+        self.dropped = 0  # rows the writer could not store (see last_error)
+        self.last_error: str | None = None
         writer = _connect(self.path)
         super().__init__(_reader(self.path))
         self._thread = threading.Thread(
             target=self._write_loop, args=(writer,), name="engine-ledger", daemon=True
         )
         self._thread.start()
+        atexit.register(self.close)  # rows queued by a program that forgot to close
 
     @property
     def journal_mode(self) -> str:
@@ -222,6 +228,7 @@ class SQLiteLedger(LedgerQueries):
             return
         await self.flush()
         self._closed = True
+        atexit.unregister(self.close)
         self._queue.put(_STOP)
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         with self._lock:
@@ -232,6 +239,7 @@ class SQLiteLedger(LedgerQueries):
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self.close)
         self._queue.put(_STOP)
         self._thread.join()
         with self._lock:
@@ -272,19 +280,31 @@ class SQLiteLedger(LedgerQueries):
     def _commit(
         self, conn: sqlite3.Connection, batch: list[LedgerRow], markers: list[Future[None]]
     ) -> None:
-        error: BaseException | None = None
-        if batch:
-            try:
-                with conn:
-                    conn.executemany(_INSERT, [_values(r) for r in batch])
-            except sqlite3.Error as exc:  # disk full, locked, deleted: lose rows, not the app
-                log.warning("cost ledger: %d rows not written: %s", len(batch), exc)
-                error = exc
-        for marker in markers:
-            if error is None:
+        """Write a batch; flush markers always resolve, so a bad row never hangs `flush`."""
+        try:
+            if batch:
+                self._insert(conn, batch)
+        finally:
+            for marker in markers:
                 marker.set_result(None)
-            else:
-                marker.set_exception(error)
+
+    def _insert(self, conn: sqlite3.Connection, batch: list[LedgerRow]) -> None:
+        try:
+            with conn:
+                conn.executemany(_INSERT, [_values(r) for r in batch])
+            return
+        except Exception as exc:  # a bad row or a sick disk: retry one by one below
+            if len(batch) == 1:
+                self._drop(exc)
+                return
+        for row in batch:
+            self._insert(conn, [row])
+
+    def _drop(self, exc: BaseException) -> None:
+        """Losing a ledger row must not fail requests; it is counted and logged instead."""
+        self.dropped += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("cost ledger %s: row not written: %s", self.path, self.last_error)
 
 
 def _values(row: LedgerRow) -> tuple[Any, ...]:

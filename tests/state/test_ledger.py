@@ -5,6 +5,8 @@ from __future__ import annotations
 import calendar
 import logging
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,3 +210,34 @@ async def test_null_ledger_records_nothing() -> None:
     await ledger.flush()
     await ledger.aclose()
     assert ledger.totals(None, 0, "model") == [] and ledger.spend_since(0) == []
+
+
+async def test_unwritable_row_is_dropped_and_counted_not_raised(
+    path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A malformed row is logged and counted; the rows around it are still written."""
+    ledger = SQLiteLedger(path, clock)
+    bad = LedgerRow(DAY1, "acme", "p", "x", "x/y", object(), 0, None, 1.0, "ok", 0)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="engine.runtime.ledger"):
+        ledger.record(row(request_id="before"))
+        ledger.record(bad)
+        ledger.record(row(request_id="after"))
+        await ledger.flush()
+    assert ledger.count() == 2 and ledger.dropped == 1
+    assert "row not written" in caplog.text and ledger.last_error is not None
+    await ledger.aclose()
+
+
+def test_rows_are_written_at_exit_when_nobody_closed_the_ledger(path: Path) -> None:
+    """A program that records and exits without close() still leaves its rows on disk."""
+    script = (
+        "import sys\n"
+        "from engine.runtime.ledger import SQLiteLedger\n"
+        "from engine.runtime.state import LedgerRow\n"
+        "from engine.testing.clock import FakeClock\n"
+        "ledger = SQLiteLedger(sys.argv[1], FakeClock(), flush_interval_s=3600)\n"
+        "for i in range(7):\n"
+        "    ledger.record(LedgerRow(1.0, 'w', None, 'p', 'p/m', 1, 1, None, 1.0, 'ok', 0))\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True, timeout=60)
+    assert open_ledger(path).count() == 7
