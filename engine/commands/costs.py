@@ -41,8 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ledger", metavar="PATH", help="ledger file (default: $ENGINE_LEDGER or under --config)"
     )
     parser.add_argument("--workspace", metavar="W", help="one workspace (default: all)")
-    parser.add_argument("--period", choices=("day", "month"), default="day")
-    parser.add_argument("--by", choices=("model", "provider"), default="model")
+    parser.add_argument(
+        "--period", choices=("day", "month"), default="day", help="current UTC day or month"
+    )
+    parser.add_argument(
+        "--by", choices=("model", "provider"), default="model", help="how to group the totals"
+    )
     parser.add_argument("--format", choices=("table", "json"), default="table")
 
 
@@ -99,7 +103,8 @@ def render(report: Mapping[str, Any]) -> str:
     parts = [head, "", _table(by, rows), "", "Daily", "", _table("day", report["daily"])]
     unknown = report["total"]["unknown_cost"]
     if unknown:
-        parts += ["", f"note: {unknown} attempts had an unknown cost (not counted as zero above)"]
+        noun = "attempt" if unknown == 1 else "attempts"
+        parts += ["", f"note: {unknown} {noun} of unknown cost (not counted as zero above)"]
     return "\n".join(parts)
 
 

@@ -14,6 +14,7 @@ such as cachetools' `TLRUCache` would need a wrapper value per entry for a per-e
 and a subclass for the eviction counter, which is more code than this.
 
 `cache: false` on a request means "bypass"; the caller checks it and never calls `get`.
+Like the rest of the runtime's state, one cache serves one event loop; it never blocks.
 """
 
 from __future__ import annotations

@@ -24,8 +24,10 @@ engine already knows what it is about to send. So each attempt first takes a `Le
   once when the next free moment is past its deadline and no in-flight lease could free
   capacity sooner, since waiting could not help.
 
-A shared backend (Redis sorted sets per key and dimension) can implement the same
-protocol; see docs/state.md.
+One limiter serves one event loop (the engine's sync API runs on a single loop thread, so
+that holds); nothing here blocks, and waiting is `clock.sleep`. A shared backend (Redis
+hashes per key and dimension, checked by a Lua script) can implement the same protocol;
+see docs/state.md.
 """
 
 from __future__ import annotations
