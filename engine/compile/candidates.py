@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from engine.compile.plan import ModelPlan, ProviderPlan
-from engine.compile.tree import Candidate
+from engine.compile.tree import Candidate, candidate
 from engine.config.specs import FiltersSpec, RouteSpec
 
 Check = Callable[[ModelPlan], str | None]
@@ -153,10 +153,7 @@ def static_order(
     else:  # ordered, round_robin, least_loaded, local_first, balanced, capability_match
         n = len(models)
         ranked = [(m, float(n - i)) for i, m in enumerate(models)]
-    return tuple(
-        Candidate(m, m.capabilities, m.context_window, score, i)
-        for i, (m, score) in enumerate(ranked)
-    )
+    return tuple(candidate(m, score, i) for i, (m, score) in enumerate(ranked))
 
 
 def _blended(model: ModelPlan) -> float:

@@ -28,25 +28,24 @@ from engine.compile.plan import (
     StrategyPlan,
     TemplatePlan,
 )
-from engine.compile.predicates import compile_condition, describe, getter
+from engine.compile.predicates import compile_condition, describe
 from engine.compile.registry import build_models, build_providers, timeouts_of
 from engine.compile.templates import check_template
 from engine.compile.tree import (
-    Block,
     Candidate,
-    Chain,
     Goto,
     Leaf,
     PolicyTree,
     Rule,
-    Switch,
     Target,
+    build_indexes,
+    candidate,
 )
 from engine.config.link import link, merge_route, resolve, route_fields
 from engine.config.load import Document, join_path
 from engine.config.project import ConfigSet, load_data, load_dir
 from engine.config.rules import check_rules
-from engine.config.specs import AllOf, Compare, Condition, PolicySpec, RouteSpec, RuleSpec
+from engine.config.specs import PolicySpec, RouteSpec, RuleSpec
 from engine.errors import ConfigError, Diagnostic
 
 DEFAULT_POLICY = "default"
@@ -146,8 +145,12 @@ def _compile_policy(
         )
         problems += found
         label = rule.name or f"rules[{i}]"
-        rules.append(Rule(i, label, compile_condition(rule.when), target, describe(rule.when)))
-    tree = PolicyTree(name, _blocks(spec.rules, rules), default, tuple(rules))
+        text = describe(rule.when)
+        step = f"{name}: rule `{label}` matched ({text})"
+        rules.append(Rule(i, label, compile_condition(rule.when), target, text, step))
+    indexes = build_indexes([r.when for r in spec.rules], rules)
+    step = f"{name}: no rule matched, default route"
+    tree = PolicyTree(name, indexes, default, tuple(rules), step)
     return tree, problems
 
 
@@ -208,6 +211,7 @@ def _leaf(
         eliminated=elig.eliminated + chain_elim,
         sort=_SORTS.get(strategy, "static"),
         weights=(w.cost, w.quality, w.latency) if w else (1.0, 1.0, 1.0),
+        min_context=min((c.context_window for c in candidates), default=0),
     )
     return leaf, problems
 
@@ -239,7 +243,7 @@ def _chain(
         if not provider.enabled:
             elim.append((mid, f"provider disabled: {provider.disabled_reason}"))
             continue
-        kept.append(Candidate(model, model.capabilities, model.context_window, 0.0, len(kept)))
+        kept.append(candidate(model, 0.0, len(kept)))
     return tuple(c.model.id for c in kept), tuple(kept), tuple(elim)
 
 
@@ -278,60 +282,3 @@ def _template(
         variables=frozenset(t.variables),
         defaults=MappingProxyType(dict(t.defaults)),
     )
-
-
-def _blocks(specs: list[RuleSpec], rules: list[Rule]) -> tuple[Block, ...]:
-    """Group consecutive rules keyed on `feature == constant` of one feature into Switches."""
-    segments: list[list[tuple[Rule, tuple[str, Any, Condition | None] | None]]] = []
-    for spec, rule in zip(specs, rules, strict=True):
-        key = _eq_key(spec.when)
-        last = segments[-1] if segments else None
-        if key is not None and last and last[0][1] is not None and last[0][1][0] == key[0]:
-            last.append((rule, key))
-        else:
-            segments.append([(rule, key)])
-    blocks: list[Block] = []
-    plain: list[Rule] = []
-    for seg in segments:
-        if len(seg) < 2:
-            plain.extend(rule for rule, _ in seg)
-            continue
-        if plain:
-            blocks.append(Chain(tuple(plain)))
-            plain = []
-        blocks.append(_switch(seg))
-    if plain:
-        blocks.append(Chain(tuple(plain)))
-    return tuple(blocks)
-
-
-def _switch(seg: list[tuple[Rule, tuple[str, Any, Condition | None] | None]]) -> Switch:
-    table: dict[Any, list[tuple[Rule, Any]]] = {}
-    feature = ""
-    for rule, key in seg:
-        assert key is not None
-        feature, value, rest = key
-        table.setdefault(value, []).append((rule, compile_condition(rest) if rest else None))
-    return Switch(getter(feature), MappingProxyType({k: tuple(v) for k, v in table.items()}))
-
-
-def _eq_key(cond: Condition) -> tuple[str, Any, Condition | None] | None:
-    """(feature, constant, rest) when `cond` requires a scalar feature to equal a constant."""
-    if isinstance(cond, Compare):
-        return _compare_key(cond, None)
-    if isinstance(cond, AllOf):
-        for i, part in enumerate(cond.all_):
-            if isinstance(part, Compare):
-                others = cond.all_[:i] + cond.all_[i + 1 :]
-                rest = AllOf.model_validate({"all": others}) if others else None
-                found = _compare_key(part, rest)
-                if found is not None:
-                    return found
-    return None
-
-
-def _compare_key(cmp: Compare, rest: Condition | None) -> tuple[str, Any, Condition | None] | None:
-    op, value = cmp.operator
-    if op != "eq" or value is None or cmp.feature in ("capabilities", "tags"):
-        return None
-    return cmp.feature, value, rest

@@ -57,8 +57,9 @@ def _dead_rules(
         if samples is not None and not any(test(s) for s in samples):
             yield doc.diagnostic(path, f"rule `{_label(spec, i)}` can never match")
             continue
+        mine = _required_values(cond)
         for j, earlier, earlier_test in rules[:pos]:
-            if _uses_regex(earlier):
+            if _uses_regex(earlier) or _disjoint(mine, _required_values(earlier)):
                 continue
             pair = _samples([cond, earlier])
             if pair is None:
@@ -67,6 +68,29 @@ def _dead_rules(
                 msg = f"rule `{_label(spec, i)}` is shadowed by earlier rule `{_label(spec, j)}`"
                 yield doc.diagnostic(path, msg, hint="reorder the rules or narrow the earlier one")
                 break
+
+
+def _required_values(cond: Condition) -> dict[str, frozenset[Any]]:
+    """Values a scalar feature must take for `cond` to hold (from top-level eq / in)."""
+    parts = cond.all_ if isinstance(cond, AllOf) else [cond]
+    out: dict[str, frozenset[Any]] = {}
+    for part in parts:
+        if not isinstance(part, Compare) or part.feature in SET_FEATURES:
+            continue
+        op, value = part.operator
+        if op == "eq" and value is not None:
+            allowed = frozenset([value])
+        elif op == "in" and value is not None:
+            allowed = frozenset(value)
+        else:
+            continue
+        out[part.feature] = out[part.feature] & allowed if part.feature in out else allowed
+    return out
+
+
+def _disjoint(a: dict[str, frozenset[Any]], b: dict[str, frozenset[Any]]) -> bool:
+    """True when no request can satisfy both: a shared feature has no common value."""
+    return any(feature in b and not (values & b[feature]) for feature, values in a.items())
 
 
 def _label(spec: PolicySpec, i: int) -> str:
@@ -90,7 +114,7 @@ def _uses_regex(cond: Condition) -> bool:
     return any(c.operator[0] == "matches" for c in _compares(cond))
 
 
-def _samples(conds: list[Condition]) -> list[Features] | None:
+def _samples(conds: list[Condition]) -> Iterator[Features] | None:
     """Feature combinations covering every region of `conds`, or None when too many."""
     constants: dict[str, list[Any]] = {}
     for cond in conds:
@@ -105,10 +129,10 @@ def _samples(conds: list[Condition]) -> list[Features] | None:
     if size > MAX_SAMPLES:
         return None
     names = list(axes)
-    return [
+    return (
         _features(dict(zip(names, combo, strict=True)))
         for combo in itertools.product(*axes.values())
-    ]
+    )
 
 
 def _axis(feature: str, constants: list[Any]) -> list[Any]:
