@@ -176,6 +176,27 @@ async def bench_adapter(url: str, args: argparse.Namespace) -> None:
     await aclose_all()
 
 
+async def bench_sse_decoder() -> None:
+    """Our SSE decoder alone (no network): microseconds per event over typical chunk lines."""
+    from engine.providers.sse import iter_sse
+
+    line = b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"word "}}]}'
+    lines = [line, b""] * 20000
+
+    async def source():  # type: ignore[no-untyped-def]
+        for item in lines:
+            yield item
+
+    t0 = time.perf_counter()
+    count = 0
+    async for _ in iter_sse(source()):
+        count += 1
+    per_event = (time.perf_counter() - t0) / count * 1e6
+    print(
+        f"  {'SSE decoder (engine.providers.sse)':<34} {per_event:7.2f} us/event over {count} events"
+    )
+
+
 async def main(args: argparse.Namespace) -> None:
     proc, url = start_server()
     try:
@@ -187,6 +208,7 @@ async def main(args: argparse.Namespace) -> None:
         h = report("raw httpx POST (baseline)", *await bench_httpx(url, args))
         print(f"  -> httpx per-call / aiohttp per-call = {h / a:.2f}x")
         await bench_adapter(url, args)
+        await bench_sse_decoder()
     finally:
         proc.terminate()
         proc.wait()

@@ -4,13 +4,17 @@ translation, protocol-specific errors, and the shared transport's pool behaviour
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 
 import pytest
 
+from engine.endpoints import Timeouts
 from engine.errors import (
     AuthenticationError,
     ContentFilteredError,
     ModelNotFoundError,
+    ProviderTimeoutError,
     RateLimitedError,
     UnavailableError,
 )
@@ -278,3 +282,26 @@ async def test_sse_decoder_rules() -> None:
 
     events = [(e.event, e.data) async for e in iter_sse(lines())]
     assert events == [("a", "1\n2"), ("message", "x"), ("message", "last")]
+
+
+async def test_connect_timeout_has_connect_phase() -> None:
+    """A listener whose accept queue is full never completes the handshake: phase=connect."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # fill the accept queue so further SYNs are dropped
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        ep = endpoint(f"http://127.0.0.1:{port}/v1", timeouts=Timeouts(connect_s=0.05, total_s=5))
+        with pytest.raises(ProviderTimeoutError) as info:
+            await get_adapter("openai").complete(chat(), ep)
+        assert info.value.phase == "connect" and info.value.retryable
+    finally:
+        for s in [*fillers, server]:
+            s.close()

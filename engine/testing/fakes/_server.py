@@ -28,7 +28,9 @@ from aiohttp import web
 
 from engine.providers.mock import ScriptedAnswer, ScriptedTool, script_answer
 
-__all__ = ["Ask", "FakeUpstream", "Fault", "RecordedRequest"]
+__all__ = ["REFUSAL", "Ask", "FakeUpstream", "Fault", "RecordedRequest"]
+
+REFUSAL = "I can't help with that request."
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,7 @@ class Fault:
     reset_after: int | None = None  # drop the connection after N streamed frames
     stream_error_after: int | None = None  # send the protocol's in-stream error after N frames
     malformed: bool = False  # invalid JSON body (or one invalid JSON frame when streaming)
+    refuse: bool = False  # the model refuses on content grounds (each protocol's own way)
     headers: Mapping[str, str] = field(default_factory=dict)  # extra response headers
 
     @classmethod
@@ -299,6 +302,8 @@ class FakeUpstream:
         except BadRequest as exc:
             return self.error_response(400, str(exc), None, {})
         answer = ask.answer(self.call_id_prefix)
+        if fault.refuse:
+            answer = ScriptedAnswer(REFUSAL, (), "content_filter", answer.input_tokens, 7)
         if ask.stream:
             return await self._stream(request, ask, answer, fault)
         return await self._complete(request, ask, answer, fault)

@@ -189,11 +189,24 @@ class FakeGemini(FakeUpstream):
         ]
         return parts
 
+    def _blocked(self, ask: Ask, answer: ScriptedAnswer) -> dict[str, Any]:
+        """A refused prompt: no candidates at all, only promptFeedback.blockReason."""
+        return {
+            "promptFeedback": {"blockReason": "SAFETY"},
+            "usageMetadata": self._usage(answer, 0),
+            "modelVersion": ask.model,
+            "responseId": f"fake{self._count:06d}",
+        }
+
     def render(self, ask: Ask, answer: ScriptedAnswer) -> dict[str, Any]:
+        if answer.finish == "content_filter":
+            return self._blocked(ask, answer)
         usage = self._usage(answer, answer.output_tokens)
         return self._response(ask, self._parts(answer), _FINISH[answer.finish], usage)
 
     def frames(self, ask: Ask, answer: ScriptedAnswer) -> tuple[list[bytes], list[bytes]]:
+        if answer.finish == "content_filter":
+            return [sse(self._blocked(ask, answer))], []
         pieces = split_text(answer.text) or [""]
         out = []
         emitted = 0
