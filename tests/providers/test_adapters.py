@@ -250,3 +250,12 @@ async def test_refusal(case: Case, stream: bool) -> None:
     resp = result[0] if stream else result
     assert resp.content == REFUSAL
     assert resp.finish_reason == ("content_filter" if case.refusal == "finish" else "stop")
+
+
+async def test_first_token_timeout_does_not_cut_plain_answers(case: Case) -> None:
+    """A plain (non-streamed) answer has no first token, so only the total deadline applies."""
+    async with case.fake() as up:
+        up.script([Fault(latency=0.1)])
+        ep = case.endpoint(up, timeouts=Timeouts(first_token_s=0.02, total_s=5))
+        resp = await get_adapter(case.protocol).complete(chat("patience"), ep)
+    assert resp.content is not None and resp.content.endswith("patience")
