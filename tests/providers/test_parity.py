@@ -366,3 +366,65 @@ async def test_ollama_parity(stream: bool) -> None:
         mine = await ours(up, "ollama", "llama-p", stream)
     assert diff(mine.body, sdk.body) == []
     assert mine.path == sdk.path
+
+
+CHOICES = {
+    "required": ({"type": "any"}, "ANY"),
+    "none": ({"type": "none"}, "NONE"),
+    "named": ({"type": "tool", "name": "get_weather"}, "ANY"),
+}
+
+
+def _choice(name: str) -> Any:
+    return {"type": "function", "function": {"name": "get_weather"}} if name == "named" else name
+
+
+@pytest.mark.parametrize("name", CHOICES)
+async def test_tool_choice_parity(name: str) -> None:
+    """tool_choice required/none/named translates as the Anthropic and Gemini SDKs send it."""
+    request = parse_request(
+        {
+            "messages": [{"role": "user", "content": "x"}],
+            "max_tokens": 20,
+            "tools": LOGICAL["tools"],
+            "tool_choice": _choice(name),
+        }
+    )
+    anthropic_choice, gemini_mode = CHOICES[name]
+    async with FakeAnthropic() as up:
+        client = anthropic.AsyncAnthropic(base_url=up.url, api_key=KEY, max_retries=0)
+        await client.messages.create(
+            model="c",
+            max_tokens=20,
+            messages=[{"role": "user", "content": "x"}],
+            tools=[{"name": "get_weather", "description": "Weather", "input_schema": SCHEMA}],
+            tool_choice=anthropic_choice,  # type: ignore[arg-type]
+        )
+        await client.close()
+        sdk = up.last
+        await get_adapter("anthropic").complete(request, endpoint(up.url, "anthropic", "c", KEY))
+        assert diff(up.last.body, sdk.body) == []
+    async with FakeGemini() as up:
+        client_g = genai.Client(api_key=KEY, http_options=gtypes.HttpOptions(base_url=up.url))
+        calling = gtypes.FunctionCallingConfig(
+            mode=gemini_mode,  # type: ignore[arg-type]
+            allowed_function_names=["get_weather"] if name == "named" else None,
+        )
+        config = gtypes.GenerateContentConfig(
+            max_output_tokens=20,
+            tools=[
+                gtypes.Tool(
+                    function_declarations=[
+                        gtypes.FunctionDeclaration(
+                            name="get_weather", description="Weather", parameters_json_schema=SCHEMA
+                        )
+                    ]
+                )
+            ],
+            tool_config=gtypes.ToolConfig(function_calling_config=calling),
+            automatic_function_calling=gtypes.AutomaticFunctionCallingConfig(disable=True),
+        )
+        await client_g.aio.models.generate_content(model="g", contents="x", config=config)
+        sdk = up.last
+        await get_adapter("gemini").complete(request, endpoint(up.url, "gemini", "g", KEY))
+        assert diff(_camel(up.last.body), _camel(sdk.body)) == []

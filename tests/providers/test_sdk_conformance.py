@@ -366,3 +366,33 @@ async def test_ollama_sdk_raises_on_error_line() -> None:
                 model="l", messages=MESSAGES, stream=True
             ):
                 pass
+
+
+# ---------------------------------------------------------------- retry hints
+
+
+async def test_openai_sdk_honours_the_fakes_retry_after_ms() -> None:
+    """The SDK reads the fake's retry-after-ms, waits that little, and succeeds on retry."""
+    async with FakeOpenAI() as up:
+        up.script([Fault(status=429, retry_after=0.01)])
+        client = openai.AsyncOpenAI(base_url=up.url, api_key=KEY, max_retries=1)
+        done = await client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+        await client.close()
+    assert done.choices[0].message.content == "m heard: hello sdk"
+    assert len(up.requests) == 2
+    assert up.requests[1].headers["x-stainless-retry-count"] == "1"
+
+
+async def test_anthropic_sdk_retries_overloaded_and_reads_headers() -> None:
+    """The SDK retries the fake's 529 (with retry-after-ms) and exposes its rate-limit headers."""
+    async with FakeAnthropic() as up:
+        up.script([Fault(status=529, retry_after=0.01)])
+        client = anthropic.AsyncAnthropic(base_url=up.url, api_key=KEY, max_retries=1)
+        raw = await client.messages.with_raw_response.create(
+            model="c", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
+        message = await raw.parse()
+        await client.close()
+    assert message.content[0].text == "c heard: x"  # type: ignore[union-attr]
+    assert raw.headers["anthropic-ratelimit-requests-remaining"].isdigit()
+    assert len(up.requests) == 2
