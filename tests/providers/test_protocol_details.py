@@ -13,6 +13,7 @@ from engine.endpoints import Timeouts
 from engine.errors import (
     AuthenticationError,
     ContentFilteredError,
+    InvalidRequestError,
     ModelNotFoundError,
     ProviderTimeoutError,
     RateLimitedError,
@@ -305,3 +306,88 @@ async def test_connect_timeout_has_connect_phase() -> None:
     finally:
         for s in [*fillers, server]:
             s.close()
+
+
+async def test_bad_fault_header_is_a_precise_400() -> None:
+    """A malformed x-fake-fault header gets a 400 naming the problem, not a server crash."""
+    async with FakeOpenAI() as up:
+        ep = endpoint(up.url, **{"header:x-fake-fault": '{"stauts": 500}'})
+        with pytest.raises(InvalidRequestError, match="stauts"):
+            await get_adapter("openai").complete(chat(), ep)
+
+
+IMAGE = "data:image/png;base64,iVBORw0KGgo="
+
+
+async def test_images_translate_per_protocol() -> None:
+    """Data-URL images become Anthropic base64 blocks, Gemini inlineData and Ollama images."""
+    request = parse_request(
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "what is it?"},
+                        {"type": "image_url", "image_url": {"url": IMAGE}},
+                    ],
+                }
+            ]
+        }
+    )
+    async with FakeAnthropic() as a, FakeGemini() as g, FakeOllama() as o:
+        await get_adapter("anthropic").complete(request, endpoint(a.url, "anthropic", "c"))
+        await get_adapter("gemini").complete(request, endpoint(g.url, "gemini", "g"))
+        await get_adapter("ollama").complete(request, endpoint(o.url, "ollama", "l", key=None))
+    assert a.last.body["messages"][0]["content"][1] == {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
+    }
+    assert g.last.body["contents"][0]["parts"][1] == {
+        "inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgo="}
+    }
+    assert o.last.body["messages"][0]["images"] == ["iVBORw0KGgo="]
+
+
+async def test_ollama_rejects_linked_images_precisely() -> None:
+    """Ollama takes only inline images: a link is an InvalidRequestError before any request."""
+    request = parse_request(
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+                    ],
+                }
+            ]
+        }
+    )
+    async with FakeOllama() as o:
+        with pytest.raises(InvalidRequestError, match="base64"):
+            await get_adapter("ollama").complete(request, endpoint(o.url, "ollama", "l", key=None))
+        assert o.requests == []
+
+
+@pytest.mark.parametrize("protocol", ["anthropic", "gemini", "ollama"])
+async def test_unparseable_tool_arguments_are_a_precise_error(protocol: str) -> None:
+    """Protocols that need arguments as an object reject non-JSON arguments by call id."""
+    request = parse_request(
+        {
+            "messages": [
+                {"role": "user", "content": "x"},
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "call_9",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": "{oops"},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_9", "content": "r"},
+            ]
+        }
+    )
+    with pytest.raises(InvalidRequestError, match="call_9"):
+        await get_adapter(protocol).complete(request, endpoint("http://127.0.0.1:9", protocol, "m"))

@@ -288,7 +288,10 @@ class FakeUpstream:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
         self._count += 1
-        fault = self._fault_for(request)
+        try:
+            fault = self._fault_for(request)
+        except (ValueError, TypeError) as exc:
+            return self.error_response(400, f"bad x-fake-fault header: {exc}", None, {})
         await self._sleep(fault.latency)
         if fault.reset:
             return self._abort(request)
