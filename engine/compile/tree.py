@@ -191,9 +191,11 @@ class PolicyTree:
 Atom = tuple[str, str, Compare, Condition | None]  # (kind, feature, atom, rest)
 
 
-def build_indexes(conditions: Sequence[Condition], rules: Sequence[Rule]) -> tuple[Index, ...]:
-    """File each rule under its best key atom; returns the indexes in a fixed order."""
-    options = [list(_atoms(c)) for c in conditions]
+def build_indexes(
+    conditions: Sequence[Condition | None], rules: Sequence[Rule]
+) -> tuple[Index, ...]:
+    """File each rule under its best key atom (None: not indexable, scanned)."""
+    options = [_atoms(c) if c is not None else [] for c in conditions]
     popularity: dict[tuple[str, str], int] = {}
     for atoms in options:
         for kind, feature, _, _ in atoms:
