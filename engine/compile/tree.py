@@ -277,9 +277,7 @@ def _range_index(feature: str, items: list[tuple[Compare, Entry]]) -> RangeIndex
     samples = _region_samples(bounds)
     regions = []
     for value in samples:
-        holding = [
-            e for atom, e in items if _holds(atom.operator[0], value, float(atom.operator[1]))
-        ]
+        holding = [e for atom, e in items if _holds(*atom.operator, value)]
         regions.append(tuple(sorted(holding, key=lambda e: e.index)))
     return RangeIndex(feature, getter(feature), bounds, tuple(regions))
 
