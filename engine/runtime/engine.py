@@ -62,6 +62,14 @@ def _load(module: str, name: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def _default_budget(clock: Clock, ledger: Ledger) -> BudgetStore:
+    """The in-process store, its month so far restored from the ledger when it can tell."""
+    store = _load("engine.runtime.budget", "InProcessBudgetStore")
+    if hasattr(ledger, "spend_since") and hasattr(store, "from_ledger"):
+        return store.from_ledger(clock, ledger)  # type: ignore[no-any-return]
+    return store(clock)  # type: ignore[no-any-return]
+
+
 def _unbound_adapter(protocol: str) -> Adapter:
     raise RuntimeError("Services used outside an Engine")
 
@@ -147,13 +155,14 @@ class Engine:
         """An engine over a compiled plan; every collaborator can be injected (tests, Redis)."""
         clock = clock or SystemClock()
         state = "engine.runtime."
+        ledger = ledger or _load(state + "ledger", "NullLedger")()
         services = Services(
             adapter_for=_unbound_adapter,  # replaced by the Engine's own lookup
             limiter=rate_limiter or _load(state + "ratelimit", "InProcessRateLimiter")(clock),
-            budget=budget or _load(state + "budget", "InProcessBudgetStore")(clock),
+            budget=budget or _default_budget(clock, ledger),
             cache=cache or _load(state + "cache", "LRUCache")(1000, clock),
             cache_key=cache_key or _load(state + "cache", "cache_key"),
-            ledger=ledger or _load(state + "ledger", "NullLedger")(),
+            ledger=ledger,
             clock=clock,
             rng=rng or random.Random(seed),
             select=selector or _load("engine.compile", "select"),

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import os
 import random
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,6 +36,7 @@ from engine.compile.plan import (
     ModelPlan,
     Plan,
     ProviderPlan,
+    RetryPlan,
     RoutePlan,
     Scored,
     Selection,
@@ -89,6 +91,10 @@ BAD_KEY_COOLDOWN_S = 300.0
 #: The route pins and unknown policies run under: every default of the plan types.
 PIN_STRATEGY = StrategyPlan(name="ordered")
 
+#: Request ids: a per-process random prefix and a counter (unique, and cheaper than uuid4).
+_ID_PREFIX = os.urandom(4).hex()
+_IDS = itertools.count()
+
 Selector = Callable[[Plan, str, Features], Selection]
 Featurizer = Callable[[Request], Features]
 CacheKey = Callable[[Request, str], str]
@@ -119,6 +125,14 @@ class Services:
         task = asyncio.ensure_future(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
+
+    def release_lease(self, lease: Lease) -> None:
+        """Refund a lease whose request was never (fully) sent."""
+        release = getattr(self.limiter, "release", None)  # optional in older limiters
+        if release is not None:
+            release(lease)
+        else:
+            self.limiter.settle(lease, 0, 0)
 
     def good_keys(self, provider: ProviderPlan) -> tuple[KeyPlan, ...]:
         """The provider's keys minus those recently rejected; keyless providers get a label."""
@@ -209,7 +223,7 @@ class Execution:
         self.request = request
         self.streaming = streaming
         self.features = svc.features(request)
-        self.request_id = uuid.uuid4().hex
+        self.request_id = f"{_ID_PREFIX}{next(_IDS):010x}"
         self.started = svc.clock.monotonic()
         self.attempts: list[AttemptRecord] = []
         self.calls_in_leg = 0
@@ -292,10 +306,8 @@ class Execution:
         ordered = self.svc.strategies.order(key, route.strategy, sel.ranked, self.streaming)
         for s in ordered:
             yield from self._as_candidate(s, route, sel, index)
-        for model_id in route.chain:
-            model = self.plan.models.get(model_id)
-            if model is not None:
-                yield from self._as_candidate(self._score(model, route), route, sel, index)
+        for s in self._chain(sel):
+            yield from self._as_candidate(s, route, sel, index)
         nxt = route.fallback_policy
         if nxt and nxt not in visited and nxt in self.plan.policies:
             try:
@@ -304,6 +316,14 @@ class Execution:
                 self.eliminated[nxt] = str(exc)
                 return
             yield from self._policy_candidates(fallback, index, visited | {nxt})
+
+    def _chain(self, sel: Selection) -> tuple[Scored, ...]:
+        """The route's explicit chain as the compiler checked it for this request."""
+        checked: tuple[Scored, ...] | None = getattr(sel, "chain", None)
+        if checked is not None:
+            return checked
+        models = (self.plan.models.get(mid) for mid in sel.route.chain)
+        return tuple(self._score(m, sel.route) for m in models if m is not None)
 
     def _as_candidate(
         self, s: Scored, route: RoutePlan, sel: Selection, index: int
@@ -430,18 +450,25 @@ class Execution:
     async def _with_retries(
         self, cand: Candidate, index: int, streaming: bool
     ) -> tuple[Guard, ProviderResponse | OpenStream]:
+        """The first try runs bare (the hot path); only a retryable failure builds the
+        tenacity machinery for the rest, so a healthy call pays nothing for retries."""
         retry = cand.route.retry
+        try:
+            return await self._once(cand, 0, index, streaming)
+        except ProviderError as exc:
+            if retry.max_retries == 0 or not self._retryable(exc, cand):
+                raise
+            await self.svc.clock.sleep(self._delay(exc, 1, retry))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(retry.max_retries + 1),
-            wait=lambda state: self._wait(state, cand.route),
+            stop=stop_after_attempt(retry.max_retries),
+            wait=lambda state: self._wait(state, retry),
             retry=retry_if_exception(lambda e: self._retryable(e, cand)),
             sleep=self.svc.clock.sleep,
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                n = attempt.retry_state.attempt_number - 1
-                return await self._once(cand, n, index, streaming)
+                return await self._once(cand, attempt.retry_state.attempt_number, index, streaming)
         raise AssertionError("unreachable: tenacity either returns or re-raises")
 
     def _retryable(self, exc: BaseException, cand: Candidate) -> bool:
@@ -453,13 +480,16 @@ class Execution:
         # A provider asking for a longer pause than the cap is better failed over from.
         return exc.retry_after is None or exc.retry_after <= retry.max_retry_after_s
 
-    def _wait(self, state: RetryCallState, route: RoutePlan) -> float:
-        """Retry-After when the provider gave one, else exponential backoff with jitter."""
+    def _wait(self, state: RetryCallState, retry: RetryPlan) -> float:
         exc = state.outcome.exception() if state.outcome else None
+        # tenacity counts from the first retry; the bare first try came before it
+        return self._delay(exc, state.attempt_number + 1, retry)
+
+    def _delay(self, exc: BaseException | None, failures: int, retry: RetryPlan) -> float:
+        """Retry-After when the provider gave one, else exponential backoff with jitter."""
         if isinstance(exc, ProviderError) and exc.retry_after is not None:
             return max(0.0, exc.retry_after)
-        retry = route.retry
-        base = retry.backoff_initial_s * retry.multiplier ** (state.attempt_number - 1)
+        base = retry.backoff_initial_s * retry.multiplier ** (failures - 1)
         base = min(base, retry.backoff_max_s)
         if retry.jitter:
             base = base / 2 + self.svc.rng.random() * base / 2
@@ -514,12 +544,12 @@ class Execution:
         try:
             reservation = await self._reserve(cand)
         except BudgetExceededError as exc:
-            self.svc.limiter.settle(lease, 0, 0)
+            self.svc.release_lease(lease)
             self._abandon(cand)
             self._skip(cand, "budget_exceeded", str(exc))
             raise _Skip(cand.model.id) from None
         except BaseException:
-            self.svc.limiter.settle(lease, 0, 0)
+            self.svc.release_lease(lease)
             self._abandon(cand)
             raise
         return Guard(cand, lease, reservation, self.svc.clock.monotonic(), retry, index)
@@ -630,7 +660,7 @@ class Execution:
 
     def abort(self, guard: Guard) -> None:
         """A try ended without a verdict (cancelled): release, never count it as a failure."""
-        self.svc.limiter.settle(guard.lease, guard.lease.input_tokens, 0)
+        self.svc.release_lease(guard.lease)
         self._abandon(guard.cand)
         if guard.reservation is not None:
             # A task of its own, so a cancelled caller still gives its reservation back.

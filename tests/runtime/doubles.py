@@ -194,6 +194,7 @@ class Limiter:
         self.open: int = 0
         self.settled: list[tuple[str, int, int]] = []
         self.observed: list[RateLimitInfo] = []
+        self.released: list[str] = []
 
     async def acquire(
         self, provider: str, keys: Sequence[KeyPlan], tin: int, tout: int, max_wait_s: float
@@ -206,6 +207,10 @@ class Limiter:
     def settle(self, lease: Lease, tin: int, tout: int) -> None:
         self.open -= 1
         self.settled.append((lease.key.id, tin, tout))
+
+    def release(self, lease: Lease) -> None:
+        self.open -= 1
+        self.released.append(lease.key.id)
 
     def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
         self.observed.append(info)

@@ -101,6 +101,7 @@ async def test_cancellation_cancels_the_call_and_releases_reservations() -> None
         await task
     await asyncio.sleep(0)
     assert r.budget.reserved == {} and r.limiter.open == 0
+    assert r.limiter.released == ["a#0"]
     assert r.budget.spent_usd.get("w", 0.0) == 0.0
     assert r.engine.stats()["providers"] == {}  # a cancelled call is not a failure
 
