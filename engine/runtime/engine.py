@@ -78,6 +78,13 @@ def _config_dir(path: str | os.PathLike[str] | None) -> Path:
     return Path(path if path is not None else os.environ.get("ENGINE_CONFIG", "."))
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class _LoopThread:
     """A private event loop on a daemon thread: the sync API runs the async core here, so
     pooled connections survive between sync calls (asyncio.run would close them)."""
@@ -95,7 +102,12 @@ class _LoopThread:
             return self._loop
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        future = asyncio.run_coroutine_threadsafe(coro, self._start())
+        loop = self._start()
+        if _running_loop() is loop:
+            coro.close()
+            raise RuntimeError("a sync engine call from inside the engine's own loop would "
+                               "deadlock; use the async form (arun/astream/abatch)")
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result()
         except BaseException:

@@ -90,6 +90,7 @@ BREAKER_KINDS = frozenset({"unavailable", "timeout", "protocol_error"})
 BAD_KEY_COOLDOWN_S = 300.0
 #: The route pins and unknown policies run under: every default of the plan types.
 PIN_STRATEGY = StrategyPlan(name="ordered")
+PIN_ROUTE = RoutePlan(policy="", candidates=(), strategy=PIN_STRATEGY)
 
 #: Request ids: a per-process random prefix and a counter (unique, and cheaper than uuid4).
 _ID_PREFIX = os.urandom(4).hex()
@@ -235,22 +236,24 @@ class Execution:
         self.eliminated: dict[str, str] = {}
         self._rendered: dict[int, Request] = {}
         self.final: Response | None = None  # the assembled answer, once a stream has ended
-        self.primary = self._resolve(policy or request.model or plan.default_policy, 0)
+        self.primary = self._primary(policy or request.model or plan.default_policy)
         self._candidates = self._walk()
 
     # -- targets and candidates -----------------------------------------------------------
 
+    def _primary(self, target: str | None) -> _Leg | None:
+        """The first target; with request fallbacks, "no candidate" just moves on to them."""
+        try:
+            return self._resolve(target, 0)
+        except NoCandidateError as exc:
+            if not self.request.fallbacks:
+                raise
+            self.eliminated.update(exc.eliminated)
+            return None
+
     @property
     def route(self) -> RoutePlan:
-        return self.primary.route
-
-    @property
-    def policy(self) -> str | None:
-        return self.primary.selection.policy if self.primary.selection else None
-
-    @property
-    def rule(self) -> str | None:
-        return self.primary.selection.rule if self.primary.selection else None
+        return self.primary.route if self.primary is not None else PIN_ROUTE
 
     def _resolve(self, target: str | None, leg: int) -> _Leg:
         """A policy name or a `provider/name` pin, resolved against the plan."""
@@ -279,7 +282,8 @@ class Execution:
 
     def _walk(self) -> Iterator[Candidate]:
         """Every candidate in try order; later legs are resolved only when reached."""
-        yield from self._leg_candidates(self.primary, 0)
+        if self.primary is not None:
+            yield from self._leg_candidates(self.primary, 0)
         for i, target in enumerate(self.request.fallbacks, start=1):
             try:
                 leg = self._resolve(target, i)
@@ -734,7 +738,8 @@ class Execution:
         """The cache key when the primary route caches and the caller did not bypass it."""
         if not (self.route.cache.enabled and self.request.cache):
             return None
-        return self.svc.cache_key(self.request, self.primary.target)
+        target = self.primary.target if self.primary is not None else ""
+        return self.svc.cache_key(self.request, target)
 
     def cached_hit(self, hit: Response) -> Response:
         """A cache hit as this call's answer: costs nothing, recorded as cached."""

@@ -294,3 +294,20 @@ def test_sync_calls_from_many_threads() -> None:
         t.join()
     assert results == ["a/m1"] * 4
     r.engine.close()
+
+
+async def test_sync_call_from_the_engines_own_loop_is_refused() -> None:
+    """A hook calling the sync API on the engine's loop gets an error, not a deadlock."""
+    r = rig(pair())
+    errors: list[str] = []
+
+    async def nested(_req: Request, _resp: Response) -> None:
+        try:
+            r.engine.run(ask(), policy="p")
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    r.engine.add_hook("after_response", nested)
+    await asyncio.to_thread(r.engine.run, ask(), "p")
+    assert errors and "deadlock" in errors[0]
+    r.engine.close()

@@ -206,3 +206,11 @@ async def test_failed_request_is_counted() -> None:
     with pytest.raises(AllCandidatesFailedError):
         await r.engine.arun(ask(), policy="p")
     assert r.engine.stats()["totals"]["failures"] == 1
+
+
+async def test_fallbacks_apply_when_the_primary_policy_has_no_candidate() -> None:
+    """If the primary policy eliminates everything, the request's fallbacks still run."""
+    models = [model("a/m1"), model("b/eyes", caps=("chat", "vision"))]
+    r = rig(make_plan(models, [route("p", ["a/m1"])]))
+    resp = await r.engine.arun(ask(capabilities=["vision"], fallbacks=["b/eyes"]), policy="p")
+    assert resp.model == "b/eyes" and r.adapter.called() == ["eyes"]
