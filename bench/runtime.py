@@ -41,7 +41,6 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
@@ -89,9 +88,10 @@ def raw_client(url: str, session: aiohttp.ClientSession) -> Call:
 
 
 def engine_client(url: str, ledger_dir: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    from engine.runtime.ledger import SQLiteLedger
+
     from engine import Engine
     from engine.runtime.clock import SystemClock
-    from engine.runtime.ledger import SQLiteLedger
 
     models = {
         "providers": {"bench": {"protocol": "openai", "base_url": url, "api_key": KEY}},
