@@ -310,7 +310,7 @@ class Execution:
         ordered = self.svc.strategies.order(key, route.strategy, sel.ranked, self.streaming)
         for s in ordered:
             yield from self._as_candidate(s, route, sel, index)
-        for s in self._chain(sel):
+        for s in sel.chain:  # the explicit chain, as the compiler checked it for us
             yield from self._as_candidate(s, route, sel, index)
         nxt = route.fallback_policy
         if nxt and nxt not in visited and nxt in self.plan.policies:
@@ -320,14 +320,6 @@ class Execution:
                 self.eliminated[nxt] = str(exc)
                 return
             yield from self._policy_candidates(fallback, index, visited | {nxt})
-
-    def _chain(self, sel: Selection) -> tuple[Scored, ...]:
-        """The route's explicit chain as the compiler checked it for this request."""
-        checked: tuple[Scored, ...] | None = getattr(sel, "chain", None)
-        if checked is not None:
-            return checked
-        models = (self.plan.models.get(mid) for mid in sel.route.chain)
-        return tuple(self._score(m, sel.route) for m in models if m is not None)
 
     def _as_candidate(
         self, s: Scored, route: RoutePlan, sel: Selection, index: int

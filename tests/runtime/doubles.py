@@ -170,20 +170,25 @@ def features_of(request: Request) -> Features:
 def select(plan: Plan, policy: str, features: Features) -> Selection:
     """A reference selector: the route's candidates minus those lacking a capability."""
     route_plan: RoutePlan = plan.policies[policy]
-    ranked, eliminated = [], []
-    for mid in route_plan.candidates:
-        m = plan.models[mid]
-        if not features.capabilities <= m.capabilities:
-            eliminated.append((mid, "capabilities"))
-            continue
-        out = features.output_tokens or route_plan.default_max_tokens
-        worst = features.output_tokens or m.max_output
-        ranked.append(
-            Scored(m, 0.0, m.cost(features.input_tokens, out), m.cost(features.input_tokens, worst))
-        )
-    if not ranked:
+    eliminated: list[tuple[str, str]] = []
+
+    def kept(ids: Sequence[str]) -> tuple[Scored, ...]:
+        out = []
+        for mid in ids:
+            m = plan.models[mid]
+            if not features.capabilities <= m.capabilities:
+                eliminated.append((mid, "capabilities"))
+                continue
+            tin, cap = features.input_tokens, features.output_tokens
+            expected = cap or route_plan.default_max_tokens
+            out.append(Scored(m, 0.0, m.cost(tin, expected), m.cost(tin, cap or m.max_output)))
+        return tuple(out)
+
+    ranked = kept(route_plan.candidates)
+    chain = kept([c for c in route_plan.chain if c not in route_plan.candidates])
+    if not ranked and not chain:
         raise NoCandidateError(f"no candidate for {policy}", dict(eliminated))
-    return Selection(policy, None, (policy,), route_plan, tuple(ranked), tuple(eliminated))
+    return Selection(policy, None, (policy,), route_plan, ranked, tuple(eliminated), chain)
 
 
 class Limiter:
