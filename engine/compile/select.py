@@ -19,9 +19,9 @@ from engine.errors import NoCandidateError, UnknownPolicyError
 _INF = float("inf")
 Kept = tuple[Candidate, float | None, float | None]  # candidate, est. cost, worst-case cost
 
-# Scored and Selection are frozen slotted dataclasses, whose __init__ pays object.__setattr__ per field.
-# select builds several per request, so it fills the slots directly: same object,
-# about half the cost. Nothing else may do this.
+# Scored and Selection are frozen slotted dataclasses, whose __init__ pays
+# object.__setattr__ per field. select builds several per request, so it fills the
+# slots directly: same object, about half the cost. Nothing else may do this.
 _new = object.__new__
 _set_model, _set_score, _set_est, _set_worst = (
     vars(Scored)[name].__set__ for name in ("model", "score", "est_cost_usd", "worst_cost_usd")
