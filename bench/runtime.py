@@ -88,10 +88,9 @@ def raw_client(url: str, session: aiohttp.ClientSession) -> Call:
 
 
 def engine_client(url: str, ledger_dir: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
-    from engine.runtime.ledger import SQLiteLedger
-
     from engine import Engine
     from engine.runtime.clock import SystemClock
+    from engine.runtime.ledger import SQLiteLedger
 
     models = {
         "providers": {"bench": {"protocol": "openai", "base_url": url, "api_key": KEY}},
@@ -118,7 +117,10 @@ def engine_client(url: str, ledger_dir: str) -> tuple[Call, Callable[[], Awaitab
 
 
 def litellm_client(url: str) -> Call:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no fetch at import
     import litellm
+
+    litellm.telemetry = False
 
     router = litellm.Router(
         model_list=[
@@ -220,6 +222,7 @@ def litellm_elsewhere(url: str, args: argparse.Namespace) -> tuple[list[float], 
 
 
 def have_litellm() -> bool:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     try:
         import litellm  # noqa: F401
     except ImportError:

@@ -236,6 +236,8 @@ class Execution:
         self.eliminated: dict[str, str] = {}
         self._rendered: dict[int, Request] = {}
         self.final: Response | None = None  # the assembled answer, once a stream has ended
+        caps = [c for c in (self.features.budget_usd, request.budget_usd) if c is not None]
+        self._budget: float | None = min(caps) if caps else None
         self.primary = self._primary(policy or request.model or plan.default_policy)
         self._candidates = self._walk()
 
@@ -357,19 +359,17 @@ class Execution:
         return False
 
     def _within_budget(self, cand: Candidate) -> bool:
-        caps = [
-            c
-            for c in (
-                self.features.budget_usd,
-                self.request.budget_usd,
-                cand.route.budget.max_cost_per_request,
-            )
-            if c is not None
-        ]
-        if not caps:
+        """Worst-case cost within the request's budget and the route's per-request cap.
+
+        An unknown price cannot be shown to fit, so with a cap it does not."""
+        cap = self._budget
+        route_cap = cand.route.budget.max_cost_per_request
+        if route_cap is not None:
+            cap = route_cap if cap is None else min(cap, route_cap)
+        if cap is None:
             return True
         worst = cand.scored.worst_cost_usd
-        return worst is not None and worst <= min(caps)
+        return worst is not None and worst <= cap
 
     def exhausted(self) -> bool:
         return self.calls_in_leg >= self.leg_max
