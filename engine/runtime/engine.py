@@ -142,6 +142,14 @@ class Engine:
         self._keepalive: asyncio.Task[None] | None = None
         self.hooks = Hooks()
         services.adapter_for = self._adapter
+        self._register_keys(plan)
+
+    def _register_keys(self, plan: Plan) -> None:
+        """Show every key in rate_limit_status before its first request (if supported)."""
+        register = getattr(self._svc.limiter, "register", None)
+        if register is not None:
+            for p in plan.providers.values():
+                register(p.id, self._svc.good_keys(p))
 
     # -- construction ---------------------------------------------------------------------
 
@@ -524,8 +532,9 @@ class Engine:
             self._data = None
         if not isinstance(plan, Plan):
             raise TypeError(f"reload expects a Plan, got {type(plan).__name__}")
-        self._plan = plan
         self._svc.bad_keys.clear()
+        self._register_keys(plan)
+        self._plan = plan
         return plan
 
     def add_provider(self, provider_id: str, spec: Mapping[str, Any]) -> None:

@@ -656,11 +656,19 @@ class Execution:
 
     def abort(self, guard: Guard) -> None:
         """A try ended without a verdict (cancelled): release, never count it as a failure."""
-        self.svc.release_lease(guard.lease)
-        self._abandon(guard.cand)
+        svc, cand = self.svc, guard.cand
+        svc.release_lease(guard.lease)
+        self._abandon(cand)
         if guard.reservation is not None:
             # A task of its own, so a cancelled caller still gives its reservation back.
-            self.svc.spawn(self.svc.budget.release(guard.reservation))
+            svc.spawn(svc.budget.release(guard.reservation))
+        # The ledger still hears of it: the upstream may have started (and billed) the work.
+        latency = (svc.clock.monotonic() - guard.started) * 1000
+        svc.ledger.record(
+            LedgerRow(svc.clock.time(), self.workspace, cand.policy, cand.provider.id,
+                      cand.model.id, 0, 0, None, latency, "cancelled", guard.fallback_index,
+                      self.request_id)
+        )
 
     def _record(
         self,

@@ -198,3 +198,27 @@ def test_module_level_api_uses_engine_config(monkeypatch: pytest.MonkeyPatch, tm
     assert "hello there" in text
     assert engine.explain(HELLO, "cost_optimized")["policy"] == "cost_optimized"
     engine.default_engine().close()
+
+
+async def test_rate_limit_status_lists_keys_before_traffic_and_hides_secrets() -> None:
+    """rate_limit_status shows every key label (never the key) before the first request."""
+    models, routes = config("http://127.0.0.1:9/v1", "http://127.0.0.1:9")
+    models["providers"]["oa"]["keys"][0]["rpm"] = 60
+    eng = Engine.from_data(models, routes)
+    status = eng.rate_limit_status("oa")
+    assert set(status["keys"]) == {"oa#0", "oa#1"}
+    assert status["keys"]["oa#0"]["requests"]["limit"] == 60
+    assert "sk-" not in repr(status)
+    await eng.aclose()
+
+
+async def test_active_health_probe_reports_an_unreachable_provider() -> None:
+    """health(probe=True) marks a provider whose port refuses connections as degraded."""
+    async with FakeAnthropic() as an:
+        models, routes = config("http://127.0.0.1:9/v1", an.url)
+        eng = Engine.from_data(models, routes)
+        health = await eng.health(probe=True)
+        await eng.aclose()
+    assert health["providers"]["an"]["status"] == "healthy"
+    assert health["providers"]["oa"]["status"] == "degraded"
+    assert "probe failed" in health["providers"]["oa"]["reason"]

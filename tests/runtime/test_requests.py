@@ -104,6 +104,8 @@ async def test_cancellation_cancels_the_call_and_releases_reservations() -> None
     assert r.limiter.released == ["a#0"]
     assert r.budget.spent_usd.get("w", 0.0) == 0.0
     assert r.engine.stats()["providers"] == {}  # a cancelled call is not a failure
+    assert [row.outcome for row in r.ledger.rows] == ["cancelled"]
+    assert r.ledger.rows[0].cost_usd is None
 
 
 async def test_failed_attempts_release_their_reservation() -> None:
