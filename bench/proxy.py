@@ -406,7 +406,7 @@ def systems(tmp: Path, upstream: str, upstream_port: int) -> tuple[list[System],
                     "1",
                 ],
                 port,
-                env={"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"},
+                env={"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "LITELLM_MASTER_KEY": "sk-bench-0000000000"},
                 startup_s=120,
                 big_n=3000,
             )
@@ -424,7 +424,6 @@ def systems(tmp: Path, upstream: str, upstream_port: int) -> tuple[list[System],
                 port,
                 model="gpt-4o-mini",
                 headers={"x-portkey-provider": "openai", "x-portkey-custom-host": f"{upstream}/v1"},
-                env={"NODE_ENV": "production"},
                 big_n=10000,
             )
         )

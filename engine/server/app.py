@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -61,7 +61,7 @@ class RoutingEngine(Protocol):
 
     def stats(self) -> Any: ...
 
-    def reload(self, plan: Plan) -> None: ...
+    def reload(self, plan: Plan) -> object: ...
 
     async def aclose(self) -> None: ...
 
@@ -403,7 +403,7 @@ def create_app(
         engine,
         settings,
         Authenticator(settings.api_keys),
-        ServerMetrics(_stats_of(engine)),
+        ServerMetrics(_state_reader(engine)),
         watcher,
     )
 
@@ -437,9 +437,18 @@ def create_app(
     return app
 
 
-def _stats_of(engine: RoutingEngine) -> Any:
+def _state_reader(engine: RoutingEngine) -> Callable[[], Mapping[str, Any]]:
+    """Breaker states from stats() and queued waiters per provider, for the metrics scrape."""
+
     def read() -> Mapping[str, Any]:
-        value = engine.stats()
-        return value if isinstance(value, Mapping) else {}
+        stats = engine.stats()
+        stats = stats if isinstance(stats, Mapping) else {}
+        status = getattr(engine, "rate_limit_status", None)
+        queued: dict[str, int] = {}
+        if status is not None:
+            for provider in engine.plan.providers.values():
+                if provider.enabled:
+                    queued[provider.id] = int(status(provider.id).get("queued", 0))
+        return {"breakers": stats.get("breakers") or {}, "rate_limit_queued": queued}
 
     return read

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from engine.errors import AttemptRecord
@@ -107,10 +107,11 @@ class ServerMetrics:
 
 
 class EngineStateCollector(Collector):
-    """Breaker states and rate-limit waits, read from Engine.stats() at scrape time.
+    """Breaker states and rate-limit waiters, read from the engine at scrape time.
 
-    Reads `stats["breakers"]` ({name: "closed"|"half_open"|"open"}) and
-    `stats["rate_limit_waits"]` ({provider: count}) when present; absent keys yield nothing.
+    The reader returns `{"breakers": {name: "closed"|"half_open"|"open"},
+    "rate_limit_queued": {provider: waiting requests}}`; absent keys yield no samples.
+    Requests that gave up waiting show as `engine_attempt_failures{kind="rate_limited"}`.
     """
 
     def __init__(self, stats: Callable[[], Mapping[str, Any]]) -> None:
@@ -129,11 +130,11 @@ class EngineStateCollector(Collector):
         for name, state in dict(stats.get("breakers") or {}).items():
             breakers.add_metric([str(name)], BREAKER_VALUES.get(str(state), -1))
         yield breakers
-        waits = CounterMetricFamily(
-            "engine_rate_limit_waits",
-            "Times a request waited for rate-limit headroom.",
+        waits = GaugeMetricFamily(
+            "engine_rate_limit_queued",
+            "Requests waiting for rate-limit headroom right now.",
             labels=["provider"],
         )
-        for name, count in dict(stats.get("rate_limit_waits") or {}).items():
+        for name, count in dict(stats.get("rate_limit_queued") or {}).items():
             waits.add_metric([str(name)], float(count))
         yield waits

@@ -43,7 +43,11 @@ class ConfigWatcher:
     """Recompiles the config when its files change and hands good plans to `apply`."""
 
     def __init__(
-        self, config_dir: Path, load: Loader, apply: Callable[[Plan], None], interval_s: float = 2.0
+        self,
+        config_dir: Path,
+        load: Loader,
+        apply: Callable[[Plan], object],
+        interval_s: float = 2.0,
     ) -> None:
         self.config_dir = config_dir
         self.load = load

@@ -110,8 +110,10 @@ class StandInEngine:
         return {
             "requests": len(self.calls),
             "breakers": {"mock": "closed"},
-            "rate_limit_waits": {"mock": 0},
         }
+
+    def rate_limit_status(self, provider: str) -> dict[str, Any]:
+        return {"provider": provider, "queued": 0, "keys": {}}
 
     def reload(self, plan: Plan) -> None:
         self.reloaded.append(plan)

@@ -146,6 +146,7 @@ async def test_metrics_count_requests_tokens_cost_and_state(server: Running) -> 
     assert "engine_cost_usd_total" in text
     assert 'engine_ttft_seconds_count{policy="fast"} 1.0' in text
     assert 'engine_breaker_state{target="mock"} 0.0' in text
+    assert 'engine_rate_limit_queued{provider="mock"} 0.0' in text
 
 
 async def test_client_disconnect_cancels_the_engine_stream(server: Running) -> None:
