@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+
+from engine.errors import EngineError
 
 COMMANDS: dict[str, str] = {
     "validate": "check config files and report every problem as file:line:col",
@@ -55,5 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     module = _module(args.command)
     assert module is not None  # argparse only accepts commands whose module exists
-    code: int = module.run(args)
+    try:
+        code: int = module.run(args)
+    except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except EngineError as exc:  # a command that let one escape still gets no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     return code

@@ -35,7 +35,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.messages import RateLimitInfo
 
 _KEY_PATTERNS = re.compile(
     r"(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|"
@@ -138,6 +141,7 @@ class ProviderError(EngineError):
     retryable: bool = False
     status: int | None = None
     kind: str = "provider_error"
+    rate_limit: RateLimitInfo | None = None  # what the failing answer's headers said, if any
 
     def __init__(
         self,

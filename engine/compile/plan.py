@@ -193,6 +193,9 @@ class Selection:
     route: RoutePlan
     ranked: tuple[Scored, ...]
     eliminated: tuple[tuple[str, str], ...]  # (model id, the filter that removed it)
+    # The explicit fallback chain (route.chain) that passed this request's checks, minus
+    # anything already in `ranked`: try `ranked`, then `chain`, then route.fallback_policy.
+    chain: tuple[Scored, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

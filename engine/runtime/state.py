@@ -42,6 +42,10 @@ class RateLimiter(Protocol):
         """Correct the estimate with real usage."""
         ...
 
+    def release(self, lease: Lease) -> None:
+        """Refund a lease whose request was never sent (budget refused, cancelled)."""
+        ...
+
     def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
         """Learn limits and remaining headroom from the provider's headers."""
         ...

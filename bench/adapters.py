@@ -1,0 +1,200 @@
+"""Transport and adapter overhead: aiohttp vs httpx against a loopback server.
+
+    python -m bench.adapters [--calls 400] [--concurrent 50] [--total 2000]
+
+Runs a minimal chat/completions server in a subprocess (so its work does not share our
+event loop), then measures, for each client:
+
+- sequential per-call time (median and p90 over `--calls` keep-alive POSTs),
+- throughput with `--concurrent` requests in flight (`--total` requests),
+- and the full OpenAI adapter (`engine.providers.openai`: build body, send, parse) on the
+  chosen transport, sequential and streaming, so the adapter's own cost is visible.
+
+Prints figures only; nothing here asserts timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import httpx
+import orjson
+
+BODY = orjson.dumps(
+    {
+        "model": "gpt-bench",
+        "messages": [{"role": "user", "content": "Say hello in one word."}],
+        "max_tokens": 16,
+    }
+)
+
+SERVER = r"""
+import sys, time, orjson
+from aiohttp import web
+ANSWER = orjson.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 1,
+    "model": "gpt-bench", "choices": [{"index": 0, "message": {"role": "assistant",
+    "content": "Hello!", "refusal": None}, "logprobs": None, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14}})
+def chunk(delta, finish=None):
+    return b"data: " + orjson.dumps({"id": "c", "object": "chat.completion.chunk", "created": 1,
+        "model": "gpt-bench", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
+STREAM = (chunk({"role": "assistant", "content": ""}) + b"".join(chunk({"content": w + " "})
+    for w in "one two three four five six seven eight nine ten".split()) + chunk({}, "stop")
+    + b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[],'
+    b'"usage":{"prompt_tokens":12,"completion_tokens":10,"total_tokens":22}}\n\n'
+    + b"data: [DONE]\n\n")
+HEADERS = {"x-ratelimit-remaining-requests": "9999", "x-ratelimit-remaining-tokens": "99999",
+           "x-ratelimit-reset-requests": "6m0s"}
+async def handle(request):
+    body = orjson.loads(await request.read())
+    if body.get("stream"):
+        resp = web.StreamResponse(headers={**HEADERS, "Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(STREAM)
+        await resp.write_eof()
+        return resp
+    return web.Response(body=ANSWER, headers=HEADERS, content_type="application/json")
+app = web.Application()
+app.router.add_post("/v1/chat/completions", handle)
+import socket
+sock = socket.socket(); sock.bind(("127.0.0.1", 0))
+print(sock.getsockname()[1], flush=True)
+web.run_app(app, sock=sock, print=None, access_log=None)
+"""
+
+
+def start_server() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+async def sequential(call: Callable[[], Awaitable[None]], n: int) -> list[float]:
+    for _ in range(20):  # warm the pool and the code paths
+        await call()
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        await call()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+async def concurrent(call: Callable[[], Awaitable[None]], total: int, width: int) -> float:
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await call()
+
+    await asyncio.gather(*(call() for _ in range(width)))  # open the connections first
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(width)))
+    return total / (time.perf_counter() - t0)
+
+
+def report(name: str, times: list[float], rps: float | None) -> float:
+    times = sorted(times)
+    median = statistics.median(times) * 1e6
+    p90 = times[int(len(times) * 0.9)] * 1e6
+    extra = f"   {rps:8.0f} req/s at width" if rps else ""
+    print(f"  {name:<34} median {median:7.0f} us   p90 {p90:7.0f} us{extra}")
+    return median
+
+
+async def bench_aiohttp(url: str, args: argparse.Namespace) -> tuple[list[float], float]:
+    connector = aiohttp.TCPConnector(limit=100)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def call() -> None:
+            async with session.post(
+                url + "/chat/completions", data=BODY, headers={"Content-Type": "application/json"}
+            ) as resp:
+                orjson.loads(await resp.read())
+
+        return await sequential(call, args.calls), await concurrent(
+            call, args.total, args.concurrent
+        )
+
+
+async def bench_httpx(url: str, args: argparse.Namespace) -> tuple[list[float], float]:
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    async with httpx.AsyncClient(limits=limits) as client:
+
+        async def call() -> None:
+            resp = await client.post(
+                url + "/chat/completions",
+                content=BODY,
+                headers={"Content-Type": "application/json"},
+            )
+            orjson.loads(resp.content)
+
+        return await sequential(call, args.calls), await concurrent(
+            call, args.total, args.concurrent
+        )
+
+
+async def bench_adapter(url: str, args: argparse.Namespace) -> None:
+    from engine.endpoints import Endpoint
+    from engine.messages import parse_request
+    from engine.providers import aclose_all, get_adapter
+    from engine.secrets import Secret
+
+    adapter = get_adapter("openai")
+    endpoint = Endpoint("bench", "openai", url, "gpt-bench", api_key=Secret("sk-bench-key"))
+    request = parse_request(
+        {"messages": [{"role": "user", "content": "Say hello in one word."}], "max_tokens": 16}
+    )
+
+    async def complete() -> None:
+        await adapter.complete(request, endpoint)
+
+    async def stream() -> None:
+        async for _ in adapter.stream(request, endpoint):
+            pass
+
+    report(
+        "OpenAIAdapter.complete (aiohttp)",
+        await sequential(complete, args.calls),
+        await concurrent(complete, args.total, args.concurrent),
+    )
+    report(
+        "OpenAIAdapter.stream (12 chunks)",
+        await sequential(stream, args.calls),
+        await concurrent(stream, args.total, args.concurrent),
+    )
+    await aclose_all()
+
+
+async def main(args: argparse.Namespace) -> None:
+    proc, url = start_server()
+    try:
+        print(
+            f"loopback chat/completions server; {args.calls} sequential calls, "
+            f"{args.total} calls {args.concurrent} wide"
+        )
+        a = report("raw aiohttp POST", *await bench_aiohttp(url, args))
+        h = report("raw httpx POST (baseline)", *await bench_httpx(url, args))
+        print(f"  -> httpx per-call / aiohttp per-call = {h / a:.2f}x")
+        await bench_adapter(url, args)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=400)
+    parser.add_argument("--concurrent", type=int, default=50)
+    parser.add_argument("--total", type=int, default=2000)
+    asyncio.run(main(parser.parse_args()))

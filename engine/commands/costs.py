@@ -1,0 +1,130 @@
+"""`python -m engine costs`: spend from the cost ledger, totalled and broken down by day.
+
+Reads the ledger read-only (safe while an engine is writing to it: WAL). The period is the
+current UTC day or month, the same periods budgets use. Exit codes: 0 printed (even when
+nothing was spent), 1 no ledger at the path or the file is not a ledger, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from engine.errors import ConfigError
+from engine.runtime.ledger import default_ledger_path, open_ledger
+
+_COLUMNS = ("attempts", "ok", "input_tokens", "output_tokens", "cost_usd")
+_HEADERS = {
+    "attempts": "attempts",
+    "ok": "ok",
+    "input_tokens": "input tokens",
+    "output_tokens": "output tokens",
+    "cost_usd": "cost (USD)",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=os.environ.get("ENGINE_CONFIG", "."),
+        metavar="DIR",
+        help="config directory whose .engine/ledger.sqlite3 to read (default: $ENGINE_CONFIG or .)",
+    )
+    parser.add_argument(
+        "--ledger", metavar="PATH", help="ledger file (default: $ENGINE_LEDGER or under --config)"
+    )
+    parser.add_argument("--workspace", metavar="W", help="one workspace (default: all)")
+    parser.add_argument(
+        "--period", choices=("day", "month"), default="day", help="current UTC day or month"
+    )
+    parser.add_argument(
+        "--by", choices=("model", "provider"), default="model", help="how to group the totals"
+    )
+    parser.add_argument("--format", choices=("table", "json"), default="table")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print totals and the daily breakdown; 1 with a precise message when no ledger."""
+    path = args.ledger or default_ledger_path(args.config)
+    try:
+        ledger = open_ledger(path)
+    except ConfigError as exc:
+        for diagnostic in exc.diagnostics:
+            print(f"error: {diagnostic.format()}", file=sys.stderr)
+        return 1
+    since = period_start(args.period, time.time())
+    report = {
+        "ledger": str(path),
+        "workspace": args.workspace,
+        "period": args.period,
+        "since": time.strftime("%Y-%m-%d", time.gmtime(since)),
+        "by": args.by,
+        "totals": [dict(r) for r in ledger.totals(args.workspace, since, args.by)],
+        "daily": [dict(r) for r in ledger.daily(args.workspace, since)],
+    }
+    report["total"] = _sum(report["totals"])
+    out = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
+    print(out if args.format == "json" else render(report))
+    return 0
+
+
+def period_start(period: str, now: float) -> float:
+    """Unix time of 00:00 UTC today ('day') or on the 1st of this month ('month')."""
+    t = time.gmtime(now)
+    day = t.tm_mday if period == "day" else 1
+    return float(calendar.timegm((t.tm_year, t.tm_mon, day, 0, 0, 0, 0, 0, 0)))
+
+
+def _sum(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {c: 0 for c in (*_COLUMNS, "unknown_cost")}
+    total["cost_usd"] = 0.0
+    for row in rows:
+        for column in total:
+            total[column] += row[column] or 0
+    return total
+
+
+def render(report: Mapping[str, Any]) -> str:
+    """The report as two aligned tables (by model/provider, then by day)."""
+    who = f"workspace {report['workspace']!r}" if report["workspace"] else "all workspaces"
+    period = "today" if report["period"] == "day" else "this month"
+    head = f"Costs for {who}, {period} (since {report['since']} 00:00 UTC), by {report['by']}"
+    if not report["totals"]:
+        return f"{head}\n\nno attempts recorded in this period ({report['ledger']})"
+    by = report["by"]
+    rows = [*report["totals"], {by: "total", **report["total"]}]
+    parts = [head, "", _table(by, rows), "", "Daily", "", _table("day", report["daily"])]
+    unknown = report["total"]["unknown_cost"]
+    if unknown:
+        noun = "attempt" if unknown == 1 else "attempts"
+        parts += ["", f"note: {unknown} {noun} of unknown cost (not counted as zero above)"]
+    return "\n".join(parts)
+
+
+def _table(first: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    headers = [first, *(_HEADERS[c] for c in _COLUMNS)]
+    body = [[str(r[first]), *(_cell(r, c) for c in _COLUMNS)] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(headers, *body, strict=True)]
+    lines = [_line(headers, widths)] + [_line(cells, widths) for cells in body]
+    return "\n".join(lines)
+
+
+def _cell(row: Mapping[str, Any], column: str) -> str:
+    value = row[column] or 0
+    if column != "cost_usd":
+        return str(value)
+    text = f"{value:.6f}"
+    return f"{text} (+{row['unknown_cost']} unknown)" if row.get("unknown_cost") else text
+
+
+def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    first = cells[0].ljust(widths[0])
+    rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+    return "  ".join([first, *rest]).rstrip()

@@ -1,0 +1,88 @@
+"""`python -m engine validate PATH...`: check config files and report every problem at once.
+
+PATH may be a config directory (models.yaml + routes/), a routes/ directory, models.yaml or
+single route files. Route files are checked against the models.yaml beside (or above) them
+so references resolve. Output: one `file:line:column: json.path: message (hint)` per line,
+sorted; `--format json` for CI. Exit 0 when clean (warnings allowed), 1 on errors, 2 on usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from engine.compile.compiler import check_config
+from engine.config.project import ConfigSet, find_models_file, load_paths, route_files
+from engine.errors import Diagnostic
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="config dir, routes/ dir, models.yaml or route files",
+    )
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cs = collect([Path(p) for p in args.paths])
+    except UsageError as exc:
+        print(f"validate: {exc}", file=sys.stderr)
+        return 2
+    _, found = check_config(cs, os.environ)
+    _print(found, args.format)
+    failing = {"error", "warning"} if args.strict else {"error"}
+    return 1 if any(d.severity in failing for d in found) else 0
+
+
+class UsageError(Exception):
+    """A path that does not exist or is not config."""
+
+
+def collect(paths: list[Path]) -> ConfigSet:
+    """Sort the given paths into one models file and route files, like a config dir."""
+    models: Path | None = None
+    routes: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise UsageError(f"no such file or directory: {path}")
+        if path.is_dir():
+            found = find_models_file(path)
+            if found is not None:
+                models = models or found
+                sub = path / "routes"
+                routes += route_files(sub) if sub.is_dir() else []
+            else:
+                routes += route_files(path)
+                models = models or find_models_file(path.parent)
+        elif path.stem in ("models",):
+            models = path
+        else:
+            routes.append(path)
+            models = models or find_models_file(path.parent) or find_models_file(path.parent.parent)
+    return load_paths(
+        models, list(dict.fromkeys(routes)), os.environ, source=" ".join(map(str, paths))
+    )
+
+
+def _print(found: list[Diagnostic], fmt: str) -> None:
+    if fmt == "json":
+        errors = sum(d.severity == "error" for d in found)
+        body = {
+            "errors": errors,
+            "warnings": len(found) - errors,
+            "diagnostics": [d.as_dict() for d in found],
+        }
+        print(json.dumps(body, indent=2))
+        return
+    for d in found:
+        print(d.format())
+    errors = sum(d.severity == "error" for d in found)
+    print(f"{errors} error(s), {len(found) - errors} warning(s)", file=sys.stderr)

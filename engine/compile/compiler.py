@@ -1,0 +1,284 @@
+"""Compile a loaded configuration into a frozen `Plan`: every static decision made here.
+
+Pipeline: load (engine.config.project) -> link (references, cycles) -> registry (keys,
+prices, defaults) -> per policy: resolve `extends`, build each route's leaf (eligible
+candidates in static order, every default resolved), compile rule conditions into a
+decision tree. The runtime only ever sees the result.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from engine.compile.candidates import eligible, static_order
+from engine.compile.plan import (
+    BreakerPlan,
+    BudgetPlan,
+    CachePlan,
+    ModelPlan,
+    Plan,
+    ProviderPlan,
+    RateLimitPlan,
+    RetryPlan,
+    RoutePlan,
+    StrategyPlan,
+    TemplatePlan,
+)
+from engine.compile.predicates import compile_condition, describe
+from engine.compile.registry import build_models, build_providers, timeouts_of
+from engine.compile.templates import check_template
+from engine.compile.tree import (
+    Candidate,
+    Goto,
+    Leaf,
+    PolicyTree,
+    Rule,
+    Target,
+    build_indexes,
+    candidate,
+)
+from engine.config.link import link, merge_route, resolve, route_fields
+from engine.config.load import Document, join_path
+from engine.config.project import ConfigSet, load_data, load_dir
+from engine.config.rules import check_rules
+from engine.config.specs import PolicySpec, RouteSpec, RuleSpec
+from engine.errors import ConfigError, Diagnostic
+
+DEFAULT_POLICY = "default"
+_SORTS = {
+    "cost_optimized": "cost",
+    "balanced": "balanced",
+    "local_first": "local_first",
+    "capability_match": "capability_match",
+}
+
+
+def build_plan(config_dir: Path | str, *, env: Mapping[str, str] | None = None) -> Plan:
+    """Load and compile `<dir>/models.yaml` + `<dir>/routes/`; raises ConfigError on errors."""
+    plan, _ = load_plan(config_dir, env=env)
+    return plan
+
+
+def load_plan(
+    config_dir: Path | str, *, env: Mapping[str, str] | None = None
+) -> tuple[Plan, list[Diagnostic]]:
+    """Like build_plan, also returning the warnings (unset variables, disabled providers)."""
+    environ = os.environ if env is None else env
+    return compile_config(load_dir(config_dir, environ), environ)
+
+
+def build_plan_from_data(
+    models: Mapping[str, Any],
+    routes: Mapping[str, Mapping[str, Any]],
+    source: str = "<memory>",
+    *,
+    env: Mapping[str, str] | None = None,
+) -> Plan:
+    """Compile in-memory config (models.yaml as a dict, {policy name: route dict})."""
+    environ = os.environ if env is None else env
+    plan, _ = compile_config(load_data(models, routes, source, environ), environ)
+    return plan
+
+
+def compile_config(cs: ConfigSet, env: Mapping[str, str]) -> tuple[Plan, list[Diagnostic]]:
+    """Compile a loaded ConfigSet; raises ConfigError listing every error found."""
+    plan, found = check_config(cs, env)
+    if plan is None or any(d.severity == "error" for d in found):
+        raise ConfigError(found or [Diagnostic("invalid configuration", file=cs.source)])
+    return plan, found
+
+
+def check_config(cs: ConfigSet, env: Mapping[str, str]) -> tuple[Plan | None, list[Diagnostic]]:
+    """Every diagnostic for `cs`, and the Plan when there were no errors on the way."""
+    found = list(cs.diagnostics)
+    found += link(cs)
+    if cs.models is None or cs.models_doc is None:
+        return None, sort_diagnostics(found)
+    providers = build_providers(cs, env)
+    models, problems = build_models(cs, providers)
+    found += problems
+    resolved = resolve(cs)
+    policies: dict[str, PolicyTree] = {}
+    for name, spec in resolved.items():
+        doc = cs.policies[name].doc
+        found += check_rules(doc, spec)
+        tree, problems = _compile_policy(name, spec, doc, models, providers)
+        found += problems
+        policies[name] = tree
+    default = DEFAULT_POLICY if DEFAULT_POLICY in policies else None
+    plan = Plan(
+        models=MappingProxyType(models),
+        providers=MappingProxyType(providers),
+        policies=MappingProxyType(policies),
+        default_policy=default,
+        source=cs.source,
+    )
+    return plan, sort_diagnostics(found)
+
+
+def sort_diagnostics(found: list[Diagnostic]) -> list[Diagnostic]:
+    unique = list(dict.fromkeys(found))
+    return sorted(
+        unique, key=lambda d: (d.file or "", d.line or 0, d.column or 0, d.path, d.message)
+    )
+
+
+def _compile_policy(
+    name: str,
+    spec: PolicySpec,
+    doc: Document,
+    models: Mapping[str, ModelPlan],
+    providers: Mapping[str, ProviderPlan],
+) -> tuple[PolicyTree, list[Diagnostic]]:
+    base = route_fields(spec)
+    problems: list[Diagnostic] = []
+    default, found = _leaf(name, RouteSpec.model_validate(base), "", doc, models, providers)
+    problems += found
+    rules: list[Rule] = []
+    for i, rule in enumerate(spec.rules):
+        target, found = _rule_target(
+            name, base, rule, join_path("rules", i), doc, models, providers
+        )
+        problems += found
+        label = rule.name or f"rules[{i}]"
+        text = describe(rule.when)
+        step = f"{name}: rule `{label}` matched ({text})"
+        rules.append(Rule(i, label, compile_condition(rule.when), target, text, step))
+    indexes = build_indexes([r.when for r in spec.rules], rules)
+    step = f"{name}: no rule matched, default route"
+    tree = PolicyTree(name, indexes, default, tuple(rules), step)
+    return tree, problems
+
+
+def _rule_target(
+    policy: str,
+    base: dict[str, Any],
+    rule: RuleSpec,
+    path: str,
+    doc: Document,
+    models: Mapping[str, ModelPlan],
+    providers: Mapping[str, ProviderPlan],
+) -> tuple[Target, list[Diagnostic]]:
+    if rule.policy is not None:
+        return Goto(rule.policy), []
+    route = RouteSpec.model_validate(merge_route(base, route_fields(rule)))
+    return _leaf(policy, route, path, doc, models, providers)
+
+
+def _leaf(
+    policy: str,
+    route: RouteSpec,
+    path: str,
+    doc: Document,
+    models: Mapping[str, ModelPlan],
+    providers: Mapping[str, ProviderPlan],
+) -> tuple[Leaf, list[Diagnostic]]:
+    strategy = route.strategy or "balanced"
+    weights = dict(route.candidate_weights or {})
+    elig = eligible(route, models, providers)
+    problems: list[Diagnostic] = []
+    if elig.filtered_out and models:
+        problems.append(_no_candidate(doc, path, elig.last_filter, route))
+    candidates = static_order(strategy, elig.candidates, weights)
+    chain_ids, chain, chain_elim = _chain(
+        route, models, providers, {c.model.id for c in candidates}
+    )
+    plan = RoutePlan(
+        policy=policy,
+        candidates=tuple(c.model.id for c in candidates),
+        strategy=_strategy(strategy, route, weights),
+        chain=chain_ids,
+        fallback_policy=route.fallback.policy if route.fallback else None,
+        max_attempts=(route.fallback.max_attempts if route.fallback else None) or 5,
+        retry=_section(RetryPlan, route.retries, retry_on=frozenset),
+        breaker=_section(BreakerPlan, route.breaker),
+        rate_limit=_section(RateLimitPlan, route.rate_limit),
+        budget=_section(BudgetPlan, route.budget),
+        cache=_section(CachePlan, route.cache),
+        template=_template(route, doc, path, problems),
+        timeouts=timeouts_of(route.timeouts) if route.timeouts else None,
+        default_max_tokens=route.default_max_tokens or 1024,
+    )
+    w = route.weights
+    leaf = Leaf(
+        route=plan,
+        candidates=candidates,
+        chain=chain,
+        eliminated=elig.eliminated + chain_elim,
+        sort=_SORTS.get(strategy, "static"),
+        weights=(w.cost, w.quality, w.latency) if w else (1.0, 1.0, 1.0),
+        min_context=min((c.context_window for c in candidates), default=0),
+    )
+    return leaf, problems
+
+
+def _no_candidate(doc: Document, path: str, last: str | None, route: RouteSpec) -> Diagnostic:
+    if last is None:
+        where = join_path(path, "candidates") if route.candidates is not None else path
+        return doc.diagnostic(where, "no candidate: the candidate list is empty")
+    where = join_path(join_path(path, "filters"), last)
+    return doc.diagnostic(
+        where, f"filters leave no candidate: `filters.{last}` removed the last one"
+    )
+
+
+def _chain(
+    route: RouteSpec,
+    models: Mapping[str, ModelPlan],
+    providers: Mapping[str, ProviderPlan],
+    taken: set[str],
+) -> tuple[tuple[str, ...], tuple[Candidate, ...], tuple[tuple[str, str], ...]]:
+    ids = route.fallback.chain if route.fallback and route.fallback.chain else []
+    kept: list[Candidate] = []
+    elim: list[tuple[str, str]] = []
+    for mid in dict.fromkeys(ids):
+        model = models.get(mid)
+        if model is None or mid in taken:
+            continue
+        provider = providers[model.provider]
+        if not provider.enabled:
+            elim.append((mid, f"provider disabled: {provider.disabled_reason}"))
+            continue
+        kept.append(candidate(model, 0.0, len(kept)))
+    return tuple(c.model.id for c in kept), tuple(kept), tuple(elim)
+
+
+def _strategy(name: str, route: RouteSpec, weights: dict[str, float]) -> StrategyPlan:
+    w = route.weights
+    balance = {"cost": w.cost, "quality": w.quality, "latency": w.latency} if w else {}
+    return StrategyPlan(
+        name=name,  # type: ignore[arg-type]  # validated against the same Literal by the schema
+        weights=MappingProxyType(balance),
+        candidate_weights=MappingProxyType(weights),
+        seed=route.seed or 0,
+    )
+
+
+def _section(cls: Any, spec: Any, **convert: Any) -> Any:
+    """A plan section from an optional spec: set fields override the plan's defaults."""
+    if spec is None:
+        return cls()
+    values = {k: v for k, v in spec.model_dump().items() if v is not None}
+    for key, fn in convert.items():
+        if key in values:
+            values[key] = fn(values[key])
+    return cls(**values)
+
+
+def _template(
+    route: RouteSpec, doc: Document, path: str, problems: list[Diagnostic]
+) -> TemplatePlan | None:
+    t = route.template
+    if t is None:
+        return None
+    problems += check_template(doc, join_path(path, "template"), t)
+    return TemplatePlan(
+        system=t.system,
+        user=t.user,
+        variables=frozenset(t.variables),
+        defaults=MappingProxyType(dict(t.defaults)),
+    )

@@ -1,0 +1,86 @@
+"""`features_of(request) -> Features`: what rules and filters look at, extracted once.
+
+Required capabilities are the explicit `capabilities` plus what the body implies: tools
+-> "tools", an image part -> "vision", a JSON response_format -> "json", stream ->
+"streaming". Input tokens are estimated as characters / 4 (plus a little per message):
+routing needs the order of magnitude in microseconds, not the exact count, and the real
+count comes back in the provider's usage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.compile.plan import Features
+from engine.messages import ImagePart, Request, TextPart
+
+CHARS_PER_TOKEN = 4
+TOKENS_PER_MESSAGE = 4  # role and separators, as chat formats add
+
+
+def features_of(request: Request) -> Features:
+    """The routing features of one request."""
+    meta: dict[str, Any] = dict(request.metadata)
+    return Features(
+        task_type=_text(meta.get("task_type")),
+        capabilities=_capabilities(request),
+        input_tokens=estimate_tokens(request),
+        output_tokens=request.output_limit,
+        tags=_tags(meta.get("tags")),
+        workspace=_text(meta.get("workspace")),
+        metadata=meta,
+        budget_usd=request.budget_usd,
+    )
+
+
+def estimate_tokens(request: Request) -> int:
+    """Approximate prompt tokens: chars / 4, images ~765, tools' JSON, per-message overhead."""
+    chars = 0
+    extra = 0
+    for message in request.messages:
+        extra += TOKENS_PER_MESSAGE
+        content = message.content
+        if isinstance(content, str):
+            chars += len(content)
+        elif content is not None:
+            for part in content:
+                if isinstance(part, TextPart):
+                    chars += len(part.text)
+                else:
+                    extra += 765  # a high-detail image tile budget, as OpenAI counts it
+        for call in message.tool_calls or ():
+            chars += len(call.function.name) + len(call.function.arguments)
+    for tool in request.tools or ():
+        chars += len(tool.function.name) + len(tool.function.description or "")
+        chars += len(str(tool.function.parameters))
+    return chars // CHARS_PER_TOKEN + extra
+
+
+def _capabilities(request: Request) -> frozenset[str]:
+    caps = set(request.capabilities)
+    if request.tools:
+        caps.add("tools")
+    if request.stream:
+        caps.add("streaming")
+    fmt = request.response_format
+    if fmt is not None and fmt.type in ("json_object", "json_schema"):
+        caps.add("json")
+    if any(_has_image(m.content) for m in request.messages):
+        caps.add("vision")
+    return frozenset(caps)
+
+
+def _has_image(content: object) -> bool:
+    return isinstance(content, list) and any(isinstance(p, ImagePart) for p in content)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _tags(value: object) -> frozenset[str]:
+    if isinstance(value, str):
+        return frozenset({value})
+    if isinstance(value, list | tuple | set | frozenset):
+        return frozenset(str(v) for v in value)
+    return frozenset()

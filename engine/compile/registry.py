@@ -1,0 +1,176 @@
+"""models.yaml specs -> ProviderPlan and ModelPlan: keys, base URLs, prices, every default.
+
+Why separate from policy compilation: the registry is shared by every policy and is where
+the environment enters (keys, `<ID>_BASE_URL`), so it is resolved exactly once. A provider
+without its key is disabled with a stated reason (a warning, not an error), so a config
+with no keys at all still compiles and can route to local and mock models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+
+from engine.compile.plan import KeyPlan, ModelPlan, ProviderPlan
+from engine.config.env import base_url_variable
+from engine.config.load import Document, join_path
+from engine.config.prices import lookup
+from engine.config.project import ConfigSet
+from engine.config.specs import KeySpec, ModelSpec, ProviderSpec, TimeoutsSpec
+from engine.endpoints import Timeouts
+from engine.errors import Diagnostic
+from engine.secrets import Secret
+
+KEYLESS_PROTOCOLS = frozenset({"ollama", "mock"})
+DEFAULT_MAX_OUTPUT = 4096
+MOCK_BASE_URL = "mock://local"
+
+
+def build_providers(cs: ConfigSet, env: Mapping[str, str]) -> dict[str, ProviderPlan]:
+    assert cs.models is not None
+    return {pid: _provider(pid, spec, cs, env) for pid, spec in cs.models.providers.items()}
+
+
+def build_models(
+    cs: ConfigSet, providers: Mapping[str, ProviderPlan]
+) -> tuple[dict[str, ModelPlan], list[Diagnostic]]:
+    assert cs.models is not None and cs.models_doc is not None
+    models: dict[str, ModelPlan] = {}
+    problems: list[Diagnostic] = []
+    for mid, spec in cs.models.models.items():
+        provider_id, name = mid.split("/", 1)
+        if provider_id not in providers:
+            continue  # link reports the unknown provider
+        pspec = cs.models.providers[provider_id]
+        model, found = _model(mid, name, spec, pspec, providers[provider_id], cs.models_doc)
+        problems += found
+        if model is not None:
+            models[mid] = model
+    return models, problems
+
+
+def timeouts_of(spec: TimeoutsSpec | None, base: Timeouts | None = None) -> Timeouts:
+    base = base or Timeouts()
+    if spec is None:
+        return base
+    return Timeouts(
+        connect_s=spec.connect_s if spec.connect_s is not None else base.connect_s,
+        total_s=spec.total_s if spec.total_s is not None else base.total_s,
+        first_token_s=spec.first_token_s if spec.first_token_s is not None else base.first_token_s,
+    )
+
+
+def _provider(pid: str, spec: ProviderSpec, cs: ConfigSet, env: Mapping[str, str]) -> ProviderPlan:
+    keys = tuple(_keys(pid, spec))
+    base_url = env.get(base_url_variable(pid)) or spec.base_url
+    if spec.protocol == "mock" and not base_url:
+        base_url = MOCK_BASE_URL
+    reason = _disabled_reason(pid, spec, keys, base_url, cs)
+    return ProviderPlan(
+        id=pid,
+        protocol=spec.protocol,
+        base_url=base_url.rstrip("/"),
+        keys=keys,
+        timeouts=timeouts_of(spec.timeouts),
+        local=spec.local,
+        enabled=reason is None,
+        disabled_reason=reason,
+        pool_size=spec.pool_size,
+        options=MappingProxyType({k: _option(v) for k, v in spec.options.items()}),
+    )
+
+
+def _option(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _keys(pid: str, spec: ProviderSpec) -> Iterator[KeyPlan]:
+    entries: list[KeySpec | str] = [spec.api_key] if spec.api_key is not None else []
+    entries += spec.keys
+    default = spec.limits
+    for i, entry in enumerate(e for e in entries if (e.key if isinstance(e, KeySpec) else e)):
+        limits = entry if isinstance(entry, KeySpec) else default
+        value = entry.key if isinstance(entry, KeySpec) else entry
+        yield KeyPlan(
+            id=f"{pid}#{i}",
+            secret=Secret(value),
+            rpm=_limit(limits, default, "rpm"),
+            input_tpm=_limit(limits, default, "input_tpm"),
+            output_tpm=_limit(limits, default, "output_tpm"),
+        )
+
+
+def _limit(own: object, default: object, name: str) -> int | None:
+    value = getattr(own, name, None) if own is not None else None
+    if value is None and default is not None:
+        value = getattr(default, name, None)
+    return value
+
+
+def _disabled_reason(
+    pid: str, spec: ProviderSpec, keys: tuple[KeyPlan, ...], base_url: str, cs: ConfigSet
+) -> str | None:
+    prefix = join_path("providers", pid)
+    if not base_url:
+        missing = _unset_under(cs, join_path(prefix, "base_url"))
+        return f"{missing} is not set" if missing else "no base_url configured"
+    requires = (
+        spec.requires_key
+        if spec.requires_key is not None
+        else spec.protocol not in KEYLESS_PROTOCOLS
+    )
+    if requires and not keys:
+        missing = _unset_under(cs, join_path(prefix, "api_key")) or _unset_under(
+            cs, join_path(prefix, "keys")
+        )
+        return f"{missing} is not set" if missing else "no API key configured"
+    return None
+
+
+def _unset_under(cs: ConfigSet, prefix: str) -> str | None:
+    names = [
+        n for path, ns in cs.unset.items() if path == prefix or path.startswith(prefix) for n in ns
+    ]
+    return " / ".join(dict.fromkeys(names)) or None
+
+
+def _model(
+    mid: str, name: str, spec: ModelSpec, pspec: ProviderSpec, provider: ProviderPlan, doc: Document
+) -> tuple[ModelPlan | None, list[Diagnostic]]:
+    path = join_path("models", mid)
+    upstream = spec.upstream or name
+    local = spec.local if spec.local is not None else provider.local
+    known = lookup(pspec.price_source or provider.id, spec.price_ref or upstream)
+    input_price = spec.input_price if spec.input_price is not None else known.input_price
+    output_price = spec.output_price if spec.output_price is not None else known.output_price
+    problems: list[Diagnostic] = []
+    if local:  # local models cost nothing unless the file says otherwise
+        input_price = 0.0 if input_price is None else input_price
+        output_price = 0.0 if output_price is None else output_price
+    elif input_price is None or output_price is None:
+        msg = f"no price known for `{mid}`: cost ranking puts it last and budgets cannot admit it"
+        problems.append(
+            doc.diagnostic(path, msg, hint="set input_price and output_price", severity="warning")
+        )
+    window = spec.context_window or known.context_window
+    if window is None:
+        msg = f"context window of `{mid}` is unknown"
+        problems.append(doc.diagnostic(path, msg, hint="set context_window"))
+        return None, problems
+    max_output = min(spec.max_output or DEFAULT_MAX_OUTPUT, window)
+    return (
+        ModelPlan(
+            id=mid,
+            provider=provider.id,
+            upstream=upstream,
+            capabilities=frozenset(spec.capabilities),
+            context_window=window,
+            max_output=max_output,
+            input_price=input_price,
+            output_price=output_price,
+            quality=spec.quality,
+            latency_ms=spec.latency_ms,
+            local=local,
+        ),
+        problems,
+    )

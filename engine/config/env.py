@@ -1,0 +1,83 @@
+"""`${VAR}` / `${VAR:-default}` interpolation over loaded YAML data, and base-URL overrides.
+
+Why here and not in YAML tags: keys and URLs differ per machine, and people already keep
+them in conventional variables (`OPENAI_API_KEY`, `OPENAI_BASE_URL`). A variable that is
+unset and has no default is not an error: the value becomes "" and a warning names the
+variable, so a provider whose key is missing is disabled with a stated reason instead of
+breaking the whole config.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from engine.config.load import join_path
+
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+
+
+@dataclass(slots=True)
+class Interpolation:
+    """The result of interpolating a document: new data and the unset variables per path."""
+
+    data: Any
+    unset: dict[str, list[str]] = field(default_factory=dict)  # json path -> variable names
+
+
+def interpolate(data: Any, env: Mapping[str, str]) -> Interpolation:
+    """Replace every `${VAR}` in string values; record which paths used unset variables."""
+    result = Interpolation(None)
+    result.data = _walk(data, "", env, result.unset)
+    return result
+
+
+def variables_in(text: str) -> list[str]:
+    """The variable names a string refers to, in order."""
+    return [m.group(1) for m in _REF.finditer(text)]
+
+
+def base_url_variable(provider_id: str) -> str:
+    """`<ID>_BASE_URL`: the override every provider honours (`openai` -> `OPENAI_BASE_URL`)."""
+    return re.sub(r"[^A-Za-z0-9]", "_", provider_id).upper() + "_BASE_URL"
+
+
+def _walk(value: Any, path: str, env: Mapping[str, str], unset: dict[str, list[str]]) -> Any:
+    if isinstance(value, dict):
+        return {k: _walk(v, join_path(path, k), env, unset) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_walk(v, join_path(path, i), env, unset) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+        return _substitute(value, path, env, unset)
+    return value
+
+
+def _substitute(text: str, path: str, env: Mapping[str, str], unset: dict[str, list[str]]) -> Any:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        found = env.get(name)
+        if found:
+            return found
+        if default is not None:
+            return default
+        unset.setdefault(path, []).append(name)
+        return ""
+
+    out = _REF.sub(replace, text)
+    whole = _REF.fullmatch(text) is not None
+    if whole and out and "key" not in path and "url" not in path:
+        return _retype(out)
+    return out
+
+
+def _retype(text: str) -> Any:
+    """`rpm: ${RPM:-500}` should be the number 500, as if it had been written in YAML."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, int | float | bool) and not isinstance(value, str) else text

@@ -1,0 +1,180 @@
+"""Static analysis of a policy's rules: meaningless tests, rules that never match, shadowing.
+
+How: every operator in the language is piecewise constant between the constants a rule
+mentions (a threshold, a value, a tag). So sampling each feature at those constants, just
+around them and at a value none mentions covers every distinct region, and deciding a rule
+on all combinations of those samples is exact. Rule B is shadowed when every sample
+matching B also matches an earlier rule A (B can never be reached); a rule matching no
+sample can never match. Rules using `matches` (regexes) are not analysed. When the sample
+space is too large the pair is skipped, never guessed.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+from engine.compile.plan import Features
+from engine.compile.predicates import (
+    NUMERIC_FEATURES,
+    SET_FEATURES,
+    Predicate,
+    check_compare,
+    compile_condition,
+)
+from engine.config.load import Document, join_path
+from engine.config.specs import AllOf, AnyOf, Compare, Condition, NotOf, PolicySpec
+from engine.errors import Diagnostic
+
+MAX_SAMPLES = 4096
+_OTHER = "\x00other"
+_ABSENT = object()
+
+
+def check_rules(doc: Document, spec: PolicySpec) -> list[Diagnostic]:
+    problems: list[Diagnostic] = []
+    meaningful: list[tuple[int, Condition, Predicate]] = []
+    for i, rule in enumerate(spec.rules):
+        path = join_path(join_path("rules", i), "when")
+        bad = [check_compare(c) for c in _compares(rule.when)]
+        errors = [b for b in bad if b]
+        problems += [doc.diagnostic(path, msg) for msg in errors]
+        if not errors:
+            meaningful.append((i, rule.when, compile_condition(rule.when)))
+    problems += _dead_rules(doc, spec, meaningful)
+    return problems
+
+
+def _dead_rules(
+    doc: Document, spec: PolicySpec, rules: list[tuple[int, Condition, Predicate]]
+) -> Iterator[Diagnostic]:
+    for pos, (i, cond, test) in enumerate(rules):
+        if _uses_regex(cond):
+            continue
+        path = join_path(join_path("rules", i), "when")
+        samples = _samples([cond])
+        if samples is not None and not any(test(s) for s in samples):
+            yield doc.diagnostic(path, f"rule `{_label(spec, i)}` can never match")
+            continue
+        mine = _required_values(cond)
+        for j, earlier, earlier_test in rules[:pos]:
+            if _uses_regex(earlier) or _disjoint(mine, _required_values(earlier)):
+                continue
+            pair = _samples([cond, earlier])
+            if pair is None:
+                continue
+            if all(earlier_test(s) for s in pair if test(s)):
+                msg = f"rule `{_label(spec, i)}` is shadowed by earlier rule `{_label(spec, j)}`"
+                yield doc.diagnostic(path, msg, hint="reorder the rules or narrow the earlier one")
+                break
+
+
+def _required_values(cond: Condition) -> dict[str, frozenset[Any]]:
+    """Values a scalar feature must take for `cond` to hold (from top-level eq / in)."""
+    parts = cond.all_ if isinstance(cond, AllOf) else [cond]
+    out: dict[str, frozenset[Any]] = {}
+    for part in parts:
+        if not isinstance(part, Compare) or part.feature in SET_FEATURES:
+            continue
+        op, value = part.operator
+        if op == "eq" and value is not None:
+            allowed = frozenset([value])
+        elif op == "in" and value is not None:
+            allowed = frozenset(value)
+        else:
+            continue
+        out[part.feature] = out[part.feature] & allowed if part.feature in out else allowed
+    return out
+
+
+def _disjoint(a: dict[str, frozenset[Any]], b: dict[str, frozenset[Any]]) -> bool:
+    """True when no request can satisfy both: a shared feature has no common value."""
+    return any(feature in b and not (values & b[feature]) for feature, values in a.items())
+
+
+def _label(spec: PolicySpec, i: int) -> str:
+    return spec.rules[i].name or f"rules[{i}]"
+
+
+def _compares(cond: Condition) -> Iterator[Compare]:
+    if isinstance(cond, AllOf):
+        for c in cond.all_:
+            yield from _compares(c)
+    elif isinstance(cond, AnyOf):
+        for c in cond.any_:
+            yield from _compares(c)
+    elif isinstance(cond, NotOf):
+        yield from _compares(cond.not_)
+    else:
+        yield cond
+
+
+def _uses_regex(cond: Condition) -> bool:
+    return any(c.operator[0] == "matches" for c in _compares(cond))
+
+
+def _samples(conds: list[Condition]) -> Iterator[Features] | None:
+    """Feature combinations covering every region of `conds`, or None when too many."""
+    constants: dict[str, list[Any]] = {}
+    for cond in conds:
+        for cmp in _compares(cond):
+            _, value = cmp.operator
+            values = value if isinstance(value, list) else [value]
+            constants.setdefault(cmp.feature, []).extend(values)
+    axes = {feature: _axis(feature, values) for feature, values in constants.items()}
+    size = 1
+    for axis in axes.values():
+        size *= len(axis)
+    if size > MAX_SAMPLES:
+        return None
+    names = list(axes)
+    return (
+        _features(dict(zip(names, combo, strict=True)))
+        for combo in itertools.product(*axes.values())
+    )
+
+
+def _axis(feature: str, constants: list[Any]) -> list[Any]:
+    if feature in SET_FEATURES:
+        items = sorted({str(c) for c in constants if isinstance(c, str)})
+        if len(items) > 8:
+            return list(range(MAX_SAMPLES + 1))  # too many subsets: forces a skip
+        subsets = itertools.chain.from_iterable(
+            itertools.combinations(items, n) for n in range(len(items) + 1)
+        )
+        return [frozenset(s) for s in subsets]
+    numbers = sorted(
+        {float(c) for c in constants if isinstance(c, int | float) and not isinstance(c, bool)}
+    )
+    points: list[Any] = []
+    for n in numbers:
+        points += [n - 1, n - 0.5, n, n + 0.5, n + 1]
+    if numbers:
+        points += [numbers[0] - 10, numbers[-1] + 10]
+    if feature in NUMERIC_FEATURES:
+        points = sorted(
+            {int(p) if feature != "budget_usd" and p == int(p) else p for p in points if p >= 0}
+            | {0}
+        )
+        if feature != "budget_usd":
+            points = [p for p in points if isinstance(p, int)]
+    others = [c for c in constants if not (isinstance(c, int | float) and not isinstance(c, bool))]
+    optional = feature not in ("input_tokens",)
+    return list(dict.fromkeys([*points, *others, _OTHER])) + ([_ABSENT] if optional else [])
+
+
+def _features(values: dict[str, Any]) -> Features:
+    plain: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    for feature, value in values.items():
+        if feature.startswith("metadata."):
+            if value is not _ABSENT:
+                metadata[feature.removeprefix("metadata.")] = value
+        elif value is _ABSENT:
+            plain[feature] = None if feature not in SET_FEATURES else frozenset()
+        elif feature in ("input_tokens",) and not isinstance(value, int):
+            plain[feature] = 0
+        else:
+            plain[feature] = value
+    return Features(metadata=metadata, **plain)

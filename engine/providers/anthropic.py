@@ -1,0 +1,352 @@
+"""Anthropic Messages API (`POST /v1/messages`).
+
+Translation: system/developer messages become the top-level `system`; `max_tokens` is
+required (the caller's cap, else option `default_max_tokens`, default 4096); assistant tool
+calls become `tool_use` blocks with parsed `input`; `tool` messages become `tool_result`
+blocks in a user turn (consecutive results share one turn); `tool_choice` maps to
+auto/any/tool/none, and `parallel_tool_calls: false` to `disable_parallel_tool_use`.
+
+Streams are named SSE events: `message_start` carries input usage, `content_block_*`
+carry text and `input_json_delta` fragments, `message_delta` the stop reason and the
+cumulative output count, `message_stop` ends the stream; `ping` is ignored and
+`event: error` inside a 200 stream raises like the HTTP error of the same type (529
+`overloaded_error` is UnavailableError). Options: `anthropic_version` (default
+`2023-06-01`), `anthropic_beta`, `header:<Name>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+
+from engine.endpoints import Endpoint
+from engine.errors import InvalidRequestError, ProviderError
+from engine.messages import (
+    Chunk,
+    FinishReason,
+    ImagePart,
+    Message,
+    ProviderResponse,
+    RateLimitInfo,
+    Request,
+    TextPart,
+    ToolCallDelta,
+    ToolCallOut,
+    Usage,
+)
+
+from .common import decode_object, dumps, extra_headers, parse_arguments, system_text
+from .failures import classify, protocol_error
+from .http import HttpClient, shared_client
+from .ratelimits import parse_rate_limit
+from .sse import iter_sse
+
+__all__ = ["AnthropicAdapter"]
+
+_FINISH: dict[str, FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_STATUS_OF_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+def _image(part: ImagePart) -> dict[str, Any]:
+    url = part.image_url.url
+    if url.startswith("data:"):
+        head, _, data = url.partition(",")
+        media = head[5:].split(";")[0] or "image/png"
+        return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _content(m: Message) -> str | list[dict[str, Any]]:
+    if m.content is None or isinstance(m.content, str):
+        return m.content or ""
+    return [
+        {"type": "text", "text": p.text} if isinstance(p, TextPart) else _image(p)
+        for p in m.content
+    ]
+
+
+def _assistant(m: Message, endpoint: Endpoint) -> dict[str, Any]:
+    content = _content(m)
+    blocks: list[dict[str, Any]] = (
+        [{"type": "text", "text": content}] if isinstance(content, str) else content
+    )
+    blocks = [b for b in blocks if b.get("type") != "text" or b.get("text")]
+    for call in m.tool_calls or ():
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.id,
+                "name": call.function.name,
+                "input": parse_arguments(endpoint, call.id, call.function.arguments),
+            }
+        )
+    return {"role": "assistant", "content": blocks}
+
+
+def _messages(request: Request, endpoint: Endpoint) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for m in request.messages:
+        if m.role in ("system", "developer"):
+            continue
+        if m.role == "tool":
+            result = {
+                "type": "tool_result",
+                "tool_use_id": m.tool_call_id or "",
+                "content": m.text(),
+            }
+            if (
+                out
+                and out[-1]["role"] == "user"
+                and isinstance(out[-1]["content"], list)
+                and all(b.get("type") == "tool_result" for b in out[-1]["content"])
+            ):
+                out[-1]["content"].append(result)
+            else:
+                out.append({"role": "user", "content": [result]})
+        elif m.role == "assistant" and m.tool_calls:
+            out.append(_assistant(m, endpoint))
+        else:
+            out.append({"role": m.role, "content": _content(m)})
+    return out
+
+
+def _tool_choice(request: Request) -> dict[str, Any] | None:
+    choice = request.tool_choice
+    if choice is None:
+        spec: dict[str, Any] | None = None
+    elif isinstance(choice, str):
+        spec = {"type": {"auto": "auto", "required": "any", "none": "none"}[choice]}
+    else:
+        spec = {"type": "tool", "name": choice.function.get("name", "")}
+    if request.parallel_tool_calls is False and request.tools:
+        spec = spec or {"type": "auto"}
+        if spec["type"] != "none":
+            spec["disable_parallel_tool_use"] = True
+    return spec
+
+
+def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, Any]:
+    """The Messages API body for this request."""
+    limit = request.output_limit or int(endpoint.options.get("default_max_tokens", "4096"))
+    body: dict[str, Any] = {"model": endpoint.upstream_model, "max_tokens": limit}
+    system = system_text(request)
+    if system is not None:
+        body["system"] = system
+    body["messages"] = _messages(request, endpoint)
+    if not body["messages"]:
+        raise InvalidRequestError(
+            f"{endpoint.provider}: Anthropic needs at least one non-system message",
+            provider=endpoint.provider,
+            model=endpoint.upstream_model,
+        )
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.stop:
+        body["stop_sequences"] = request.stop
+    if request.tools:
+        body["tools"] = [
+            {
+                "name": t.function.name,
+                **({"description": t.function.description} if t.function.description else {}),
+                "input_schema": t.function.parameters,
+            }
+            for t in request.tools
+        ]
+    choice = _tool_choice(request)
+    if choice is not None:
+        body["tool_choice"] = choice
+    if request.user:
+        body["metadata"] = {"user_id": request.user}
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def _usage(data: Any, output: int | None = None) -> Usage:
+    if not isinstance(data, dict):
+        return Usage(output_tokens=output or 0)
+    cache_read = int(data.get("cache_read_input_tokens") or 0)
+    cache_write = int(data.get("cache_creation_input_tokens") or 0)
+    return Usage(
+        input_tokens=int(data.get("input_tokens") or 0) + cache_read + cache_write,
+        output_tokens=int(data.get("output_tokens") or 0) if output is None else output,
+        cached_input_tokens=cache_read,
+    )
+
+
+def _arguments(value: Any) -> str:
+    return orjson.dumps(value if value is not None else {}).decode()
+
+
+def parse_message(
+    endpoint: Endpoint, data: dict[str, Any], rate: RateLimitInfo | None
+) -> ProviderResponse:
+    """A Messages API `message` object as a ProviderResponse."""
+    blocks = data.get("content")
+    if not isinstance(blocks, list):
+        raise protocol_error(endpoint, "message has no content list")
+    text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+    calls = tuple(
+        ToolCallOut(str(b.get("id", "")), str(b.get("name", "")), _arguments(b.get("input")))
+        for b in blocks
+        if b.get("type") == "tool_use"
+    )
+    return ProviderResponse(
+        content=text if text or not calls else None,
+        tool_calls=calls,
+        finish_reason=_FINISH.get(str(data.get("stop_reason")), "stop"),
+        usage=_usage(data.get("usage")),
+        upstream_model=str(data.get("model") or endpoint.upstream_model),
+        response_id=str(data.get("id") or ""),
+        rate_limit=rate,
+    )
+
+
+def error_from_body(
+    endpoint: Endpoint, status: int, body: bytes | str, rate: RateLimitInfo | None
+) -> ProviderError:
+    """`{"type": "error", "error": {"type", "message"}}` (or a non-JSON proxy page)."""
+    try:
+        data = decode_object(endpoint, body, "error body")
+    except ProviderError:
+        raw = body if isinstance(body, str) else body.decode("utf-8", "replace")
+        return classify(endpoint, status, f"HTTP {status}: {raw[:300].strip()}", rate_limit=rate)
+    found = data.get("error")
+    error: dict[str, Any] = found if isinstance(found, dict) else {}
+    kind = str(error.get("type") or "")
+    status = status or _STATUS_OF_TYPE.get(kind, 500)
+    message = str(error.get("message") or f"HTTP {status}")
+    return classify(endpoint, status, message, kind or None, rate_limit=rate)
+
+
+@dataclass(slots=True)
+class _StreamState:
+    """What a stream has said so far: usage pieces and which blocks are tool calls."""
+
+    input_usage: dict[str, Any] = field(default_factory=dict)
+    tools: dict[int, int] = field(default_factory=dict)  # content block index -> tool index
+    fragments: dict[int, int] = field(default_factory=dict)  # tool index -> fragments seen
+    finish: FinishReason = "stop"
+
+
+def _on_event(state: _StreamState, kind: str, data: dict[str, Any]) -> Chunk | None:
+    if kind == "message_start":
+        state.input_usage = (data.get("message") or {}).get("usage") or {}
+    elif kind == "content_block_start":
+        block = data.get("content_block") or {}
+        if block.get("type") == "tool_use":
+            index = state.tools[int(data.get("index", 0))] = len(state.tools)
+            state.fragments[index] = 0
+            return Chunk(tool_calls=(ToolCallDelta(index, block.get("id"), block.get("name")),))
+    elif kind == "content_block_delta":
+        delta = data.get("delta") or {}
+        if delta.get("type") == "text_delta":
+            return Chunk(content=str(delta.get("text", ""))) if delta.get("text") else None
+        if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+            index = state.tools.get(int(data.get("index", 0)), 0)
+            state.fragments[index] = state.fragments.get(index, 0) + 1
+            return Chunk(tool_calls=(ToolCallDelta(index, arguments=delta["partial_json"]),))
+    elif kind == "content_block_stop":
+        stopped = state.tools.get(int(data.get("index", 0)))
+        if stopped is not None and not state.fragments.get(stopped):
+            return Chunk(tool_calls=(ToolCallDelta(stopped, arguments="{}"),))
+    elif kind == "message_delta":
+        reason = (data.get("delta") or {}).get("stop_reason")
+        state.finish = _FINISH.get(str(reason), "stop")
+        merged = {
+            **state.input_usage,
+            **{k: v for k, v in (data.get("usage") or {}).items() if v is not None},
+        }
+        return Chunk(finish_reason=state.finish, usage=_usage(merged))
+    return None
+
+
+class AnthropicAdapter:
+    """Messages API over HTTP: one request, normalised answer, translated errors."""
+
+    protocol = "anthropic"
+
+    def __init__(self, http: HttpClient | None = None) -> None:
+        self._http = http or shared_client()
+
+    def url(self, endpoint: Endpoint) -> str:
+        base = endpoint.base_url.rstrip("/")
+        return base + ("/messages" if base.endswith("/v1") else "/v1/messages")
+
+    def headers(self, endpoint: Endpoint) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "anthropic-version": endpoint.options.get("anthropic_version", "2023-06-01"),
+            **extra_headers(endpoint),
+        }
+        if "anthropic_beta" in endpoint.options:
+            headers["anthropic-beta"] = endpoint.options["anthropic_beta"]
+        if endpoint.api_key:
+            headers["x-api-key"] = endpoint.api_key.reveal()
+        return headers
+
+    async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
+        payload = dumps(build_body(request, endpoint, False))
+        reply = await self._http.post(endpoint, self.url(endpoint), self.headers(endpoint), payload)
+        rate = parse_rate_limit(reply.headers)
+        if reply.status >= 300:
+            raise error_from_body(endpoint, reply.status, reply.body, rate)
+        data = decode_object(endpoint, reply.body, "response body")
+        if data.get("type") == "error":
+            raise error_from_body(endpoint, 0, reply.body, rate)
+        return parse_message(endpoint, data, rate)
+
+    async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
+        payload = dumps(build_body(request, endpoint, True))
+        reply = await self._http.open_stream(
+            endpoint, self.url(endpoint), self.headers(endpoint), payload
+        )
+        try:
+            rate = parse_rate_limit(reply.headers)
+            if reply.status >= 300:
+                raise error_from_body(endpoint, reply.status, await reply.read(), rate)
+            state = _StreamState()
+            async for event in iter_sse(reply.lines()):
+                if event.event == "error":
+                    raise error_from_body(endpoint, 0, event.data, rate)
+                if event.event == "message_stop":
+                    return
+                data = decode_object(endpoint, event.data, f"{event.event} event")
+                chunk = _on_event(state, str(data.get("type") or event.event), data)
+                if chunk is not None:
+                    if rate is not None:
+                        chunk, rate = replace(chunk, rate_limit=rate), None
+                    yield chunk
+            raise protocol_error(endpoint, "stream ended before message_stop")
+        finally:
+            reply.close()
+
+    async def warm(self, endpoint: Endpoint) -> None:
+        await self._http.warm(endpoint, int(endpoint.options.get("warm_connections", "1")))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,247 @@
+"""Ollama's native chat API (`POST /api/chat`).
+
+Translation: messages keep their roles (system stays a message); sampling goes in
+`options` with Modelfile names (`num_predict` for the output cap, `stop`, `seed`...);
+tools use OpenAI's tool shape, but call arguments are objects and tool results name the
+function (`tool_name`). `stream` is always sent explicitly, because Ollama streams by
+default.
+
+Streams are NDJSON: one object per line, the last with `done: true`, `done_reason` and the
+token counts (`prompt_eval_count`, `eval_count`; absent counts mean 0). A line
+`{"error": "..."}` inside a 200 stream raises; a stream that ends before `done: true` was
+cut short. Errors are `{"error": "text"}`. Options: `keep_alive`, `num_ctx`, `header:<Name>`;
+a key, when configured (ollama.com), is sent as a Bearer token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import orjson
+
+from engine.endpoints import Endpoint
+from engine.errors import InvalidRequestError, ProviderError
+from engine.messages import (
+    Chunk,
+    FinishReason,
+    ImagePart,
+    Message,
+    ProviderResponse,
+    RateLimitInfo,
+    Request,
+    ToolCallDelta,
+    ToolCallOut,
+    Usage,
+)
+
+from .common import (
+    decode_object,
+    dumps,
+    extra_headers,
+    parse_arguments,
+    tool_names_by_id,
+)
+from .failures import classify, protocol_error
+from .http import HttpClient, shared_client
+from .ratelimits import parse_rate_limit
+from .sse import iter_ndjson
+
+__all__ = ["OllamaAdapter"]
+
+
+def _images(m: Message, endpoint: Endpoint) -> list[str]:
+    if not isinstance(m.content, list):
+        return []
+    images = []
+    for p in m.content:
+        if isinstance(p, ImagePart):
+            url = p.image_url.url
+            if not url.startswith("data:"):
+                raise InvalidRequestError(
+                    f"{endpoint.provider}: Ollama takes images as base64 data URLs, not links",
+                    provider=endpoint.provider,
+                    model=endpoint.upstream_model,
+                )
+            images.append(url.partition(",")[2])
+    return images
+
+
+def _message(m: Message, endpoint: Endpoint, names: dict[str, str]) -> dict[str, Any]:
+    role = "system" if m.role == "developer" else m.role
+    data: dict[str, Any] = {"role": role, "content": m.text()}
+    images = _images(m, endpoint)
+    if images:
+        data["images"] = images
+    if m.tool_calls:
+        data["tool_calls"] = [
+            {
+                "function": {
+                    "name": c.function.name,
+                    "arguments": parse_arguments(endpoint, c.id, c.function.arguments),
+                }
+            }
+            for c in m.tool_calls
+        ]
+    if m.role == "tool":
+        data["tool_name"] = names.get(m.tool_call_id or "", m.name or "")
+    return data
+
+
+def _options(request: Request, endpoint: Endpoint) -> dict[str, Any]:
+    pairs = (
+        ("temperature", request.temperature),
+        ("top_p", request.top_p),
+        ("num_predict", request.output_limit),
+        ("stop", request.stop),
+        ("seed", request.seed),
+        ("presence_penalty", request.presence_penalty),
+        ("frequency_penalty", request.frequency_penalty),
+    )
+    options = {k: v for k, v in pairs if v is not None}
+    if "num_ctx" in endpoint.options:
+        options["num_ctx"] = int(endpoint.options["num_ctx"])
+    return options
+
+
+def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, Any]:
+    """The /api/chat body for this request."""
+    names = tool_names_by_id(request.messages)
+    body: dict[str, Any] = {
+        "model": endpoint.upstream_model,
+        "messages": [_message(m, endpoint, names) for m in request.messages],
+        "stream": stream,
+    }
+    if request.tools:
+        body["tools"] = [t.model_dump(exclude_none=True) for t in request.tools]
+    options = _options(request, endpoint)
+    if options:
+        body["options"] = options
+    fmt = request.response_format
+    if fmt is not None and fmt.type != "text":
+        schema = (fmt.json_schema or {}).get("schema") if fmt.type == "json_schema" else None
+        body["format"] = schema or "json"
+    if "keep_alive" in endpoint.options:
+        body["keep_alive"] = endpoint.options["keep_alive"]
+    return body
+
+
+def _calls(message: dict[str, Any], first_index: int) -> list[ToolCallOut]:
+    out = []
+    for i, call in enumerate(message.get("tool_calls") or ()):
+        fn = call.get("function") or {}
+        name = str(fn.get("name", ""))
+        call_id = str(call.get("id") or f"call_{first_index + i}_{name}")
+        args = fn.get("arguments")
+        text = args if isinstance(args, str) else orjson.dumps(args or {}).decode()
+        out.append(ToolCallOut(call_id, name, text))
+    return out
+
+
+def _usage(data: dict[str, Any]) -> Usage:
+    return Usage(
+        input_tokens=int(data.get("prompt_eval_count") or 0),
+        output_tokens=int(data.get("eval_count") or 0),
+    )
+
+
+def _finish(data: dict[str, Any], has_calls: bool) -> FinishReason:
+    if has_calls:
+        return "tool_calls"
+    return "length" if data.get("done_reason") == "length" else "stop"
+
+
+def error_from_body(
+    endpoint: Endpoint, status: int, body: bytes, rate: RateLimitInfo | None
+) -> ProviderError:
+    """`{"error": "text"}` (or any other body) as a ProviderError."""
+    try:
+        data = decode_object(endpoint, body, "error body")
+        message = str(data.get("error") or f"HTTP {status}")
+    except ProviderError:
+        message = f"HTTP {status}: {body[:300].decode('utf-8', 'replace').strip()}"
+    return classify(endpoint, status, message, rate_limit=rate)
+
+
+class OllamaAdapter:
+    """Ollama /api/chat over HTTP: one request, normalised answer, translated errors."""
+
+    protocol = "ollama"
+
+    def __init__(self, http: HttpClient | None = None) -> None:
+        self._http = http or shared_client()
+
+    def url(self, endpoint: Endpoint) -> str:
+        return endpoint.base_url.rstrip("/").removesuffix("/api") + "/api/chat"
+
+    def headers(self, endpoint: Endpoint) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", **extra_headers(endpoint)}
+        if endpoint.api_key:
+            headers["Authorization"] = "Bearer " + endpoint.api_key.reveal()
+        return headers
+
+    async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
+        payload = dumps(build_body(request, endpoint, False))
+        reply = await self._http.post(endpoint, self.url(endpoint), self.headers(endpoint), payload)
+        rate = parse_rate_limit(reply.headers)
+        if reply.status >= 300:
+            raise error_from_body(endpoint, reply.status, reply.body, rate)
+        data = decode_object(endpoint, reply.body, "response body")
+        if "error" in data:
+            raise classify(endpoint, 0, str(data["error"]), rate_limit=rate)
+        message = data.get("message") or {}
+        calls = _calls(message, 0)
+        text = str(message.get("content") or "")
+        return ProviderResponse(
+            content=text if text or not calls else None,
+            tool_calls=tuple(calls),
+            finish_reason=_finish(data, bool(calls)),
+            usage=_usage(data),
+            upstream_model=str(data.get("model") or endpoint.upstream_model),
+            rate_limit=rate,
+        )
+
+    async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
+        payload = dumps(build_body(request, endpoint, True))
+        reply = await self._http.open_stream(
+            endpoint, self.url(endpoint), self.headers(endpoint), payload
+        )
+        try:
+            rate = parse_rate_limit(reply.headers)
+            if reply.status >= 300:
+                raise error_from_body(endpoint, reply.status, await reply.read(), rate)
+            calls_seen = 0
+            async for line in iter_ndjson(reply.lines()):
+                data = decode_object(endpoint, line, "stream line")
+                if "error" in data:
+                    raise classify(endpoint, 0, str(data["error"]), rate_limit=rate)
+                message = data.get("message") or {}
+                calls = _calls(message, calls_seen)
+                deltas = tuple(
+                    ToolCallDelta(calls_seen + i, c.id, c.name, c.arguments)
+                    for i, c in enumerate(calls)
+                )
+                calls_seen += len(calls)
+                done = bool(data.get("done"))
+                chunk = Chunk(
+                    content=str(message.get("content") or ""),
+                    tool_calls=deltas,
+                    finish_reason=_finish(data, calls_seen > 0) if done else None,
+                    usage=_usage(data) if done else None,
+                )
+                if rate is not None:
+                    chunk, rate = replace(chunk, rate_limit=rate), None
+                if chunk.content or deltas or done:
+                    yield chunk
+                if done:
+                    return
+            raise protocol_error(endpoint, "stream ended before done: true")
+        finally:
+            reply.close()
+
+    async def warm(self, endpoint: Endpoint) -> None:
+        await self._http.warm(endpoint, int(endpoint.options.get("warm_connections", "1")))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,275 @@
+"""OpenAI Chat Completions, and every OpenAI-compatible provider by base URL.
+
+Groq, DeepSeek, Mistral, Together, the Hugging Face router/TGI, OpenRouter, vLLM and
+llama.cpp servers all speak this protocol with small dialect differences, selected by
+endpoint options rather than subclasses:
+
+- `max_tokens_field`: `max_tokens` or `max_completion_tokens` (default: the field the
+  caller used; reasoning models need `max_completion_tokens`, older servers `max_tokens`).
+- `stream_usage`: send `stream_options.include_usage` when streaming (default true: the
+  ledger needs token counts; turn off for servers that reject the field).
+- `dialect`: `mistral` (`tool_choice: "any"`, `random_seed`), `groq` (no `messages[].name`).
+- `header:<Name>`: extra request headers (OpenRouter `HTTP-Referer`, `OpenAI-Project`...).
+
+Errors inside a 200 stream (`data: {"error": ...}`, OpenRouter and vLLM do this) raise like
+HTTP errors; `:` keep-alive comments and Azure's `choices: []` filter chunks are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
+from typing import Any
+
+from engine.endpoints import Endpoint
+from engine.errors import ProviderError
+from engine.messages import (
+    Chunk,
+    FinishReason,
+    ProviderResponse,
+    RateLimitInfo,
+    Request,
+    ToolCallDelta,
+    ToolCallOut,
+    Usage,
+)
+
+from .common import decode_object, dumps, extra_headers, option_bool
+from .failures import classify, protocol_error
+from .http import HttpClient, shared_client
+from .ratelimits import parse_rate_limit
+from .sse import iter_sse
+
+__all__ = ["OpenAIAdapter", "error_from_body", "finish_reason"]
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "model_length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+    "error": "error",
+}
+
+
+def finish_reason(value: Any) -> FinishReason:
+    """OpenAI's (and its imitators') finish reason in the engine's vocabulary."""
+    return _FINISH.get(value, "stop") if isinstance(value, str) else "stop"
+
+
+def _message(m: Any, dialect: str) -> dict[str, Any]:
+    data: dict[str, Any] = m.model_dump(exclude_none=True)
+    if m.role == "assistant" and "content" not in data:
+        data["content"] = None
+    if dialect == "groq":
+        data.pop("name", None)
+    return data
+
+
+def _token_field(request: Request, options: Mapping[str, str]) -> str:
+    chosen = options.get("max_tokens_field")
+    if chosen in ("max_tokens", "max_completion_tokens"):
+        return chosen
+    return "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
+
+
+def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, Any]:
+    """The chat/completions JSON body for this request (routing inputs left out)."""
+    options = endpoint.options
+    dialect = options.get("dialect", "openai")
+    body: dict[str, Any] = {
+        "model": endpoint.upstream_model,
+        "messages": [_message(m, dialect) for m in request.messages],
+    }
+    for name in (
+        "temperature",
+        "top_p",
+        "stop",
+        "parallel_tool_calls",
+        "presence_penalty",
+        "frequency_penalty",
+        "user",
+        "n",
+    ):
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value
+    if request.output_limit is not None:
+        body[_token_field(request, options)] = request.output_limit
+    if request.seed is not None:
+        body["random_seed" if dialect == "mistral" else "seed"] = request.seed
+    if request.tools:
+        body["tools"] = [t.model_dump(exclude_none=True) for t in request.tools]
+    if request.tool_choice is not None:
+        choice = request.tool_choice
+        body["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
+        if dialect == "mistral" and choice == "required":
+            body["tool_choice"] = "any"
+    if request.response_format is not None:
+        body["response_format"] = request.response_format.model_dump(exclude_none=True)
+    if stream:
+        body["stream"] = True
+        if option_bool(options, "stream_usage", True):
+            body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def _usage(data: Any) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    details = data.get("prompt_tokens_details") or {}
+    return Usage(
+        input_tokens=int(data.get("prompt_tokens") or 0),
+        output_tokens=int(data.get("completion_tokens") or 0),
+        cached_input_tokens=int(details.get("cached_tokens") or 0),
+    )
+
+
+def parse_completion(
+    endpoint: Endpoint, data: dict[str, Any], rate: RateLimitInfo | None
+) -> ProviderResponse:
+    """A chat.completion object as a ProviderResponse."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise protocol_error(endpoint, "response has no choices")
+    choice = choices[0]
+    message = choice.get("message") or {}
+    calls = tuple(
+        ToolCallOut(
+            str(c.get("id") or f"call_{i}"),
+            str((c.get("function") or {}).get("name") or ""),
+            str((c.get("function") or {}).get("arguments") or ""),
+        )
+        for i, c in enumerate(message.get("tool_calls") or ())
+    )
+    finish = finish_reason(choice.get("finish_reason"))
+    content = message.get("content")
+    if content is None and message.get("refusal"):
+        content, finish = message["refusal"], "content_filter"
+    return ProviderResponse(
+        content=content,
+        tool_calls=calls,
+        finish_reason="tool_calls" if calls and finish == "stop" else finish,
+        usage=_usage(data.get("usage")) or Usage(),
+        upstream_model=str(data.get("model") or endpoint.upstream_model),
+        response_id=str(data.get("id") or ""),
+        rate_limit=rate,
+    )
+
+
+def parse_chunk(data: dict[str, Any]) -> Chunk | None:
+    """A chat.completion.chunk as a Chunk; None for chunks that carry nothing."""
+    usage = _usage(data.get("usage"))
+    choices = data.get("choices") or ()
+    if not choices:
+        return Chunk(usage=usage) if usage else None
+    choice = choices[0]
+    delta = choice.get("delta") or {}
+    calls = tuple(
+        ToolCallDelta(
+            index=int(c.get("index") or 0),
+            id=c.get("id"),
+            name=(c.get("function") or {}).get("name"),
+            arguments=(c.get("function") or {}).get("arguments") or "",
+        )
+        for c in delta.get("tool_calls") or ()
+    )
+    raw_finish = choice.get("finish_reason")
+    finish = finish_reason(raw_finish) if raw_finish else None
+    content = delta.get("content") or delta.get("refusal") or ""
+    if not content and not calls and finish is None and usage is None:
+        return None
+    return Chunk(content=content, tool_calls=calls, finish_reason=finish, usage=usage)
+
+
+def error_from_body(
+    endpoint: Endpoint, status: int, body: bytes, rate: RateLimitInfo | None
+) -> ProviderError:
+    """An OpenAI-style error body (or whatever a compatible server sent) as a ProviderError."""
+    try:
+        data = decode_object(endpoint, body, "error body")
+    except ProviderError:
+        text = body[:300].decode("utf-8", "replace").strip()
+        return classify(endpoint, status, f"HTTP {status}: {text}", rate_limit=rate)
+    return error_from_object(endpoint, status, data, rate)
+
+
+def error_from_object(
+    endpoint: Endpoint, status: int, data: dict[str, Any], rate: RateLimitInfo | None
+) -> ProviderError:
+    """Classify `{"error": {...}}`, Mistral's `{"detail": ...}` or `{"message": ...}`."""
+    error = data.get("error", data)
+    if isinstance(error, str):
+        return classify(endpoint, status, error, rate_limit=rate)
+    if not isinstance(error, dict):
+        return classify(endpoint, status, f"HTTP {status}", rate_limit=rate)
+    message = str(error.get("message") or error.get("detail") or f"HTTP {status}")
+    inner = error.get("innererror") or error.get("inner_error") or {}
+    code = error.get("code") or (inner.get("code") if isinstance(inner, dict) else None)
+    code = code or error.get("type")
+    if isinstance(code, int) and not status:
+        status = code  # OpenRouter: numeric code equals the HTTP status it stands for
+    return classify(endpoint, status, message, str(code) if code else None, rate_limit=rate)
+
+
+class OpenAIAdapter:
+    """Chat Completions over HTTP: one request, normalised answer, translated errors."""
+
+    protocol = "openai"
+
+    def __init__(self, http: HttpClient | None = None) -> None:
+        self._http = http or shared_client()
+
+    def url(self, endpoint: Endpoint) -> str:
+        return endpoint.base_url.rstrip("/") + "/chat/completions"
+
+    def headers(self, endpoint: Endpoint) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", **extra_headers(endpoint)}
+        if endpoint.api_key:
+            headers["Authorization"] = "Bearer " + endpoint.api_key.reveal()
+        return headers
+
+    def body(self, request: Request, endpoint: Endpoint, stream: bool) -> dict[str, Any]:
+        return build_body(request, endpoint, stream)
+
+    async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
+        payload = dumps(self.body(request, endpoint, False))
+        reply = await self._http.post(endpoint, self.url(endpoint), self.headers(endpoint), payload)
+        rate = parse_rate_limit(reply.headers)
+        if reply.status >= 300:
+            raise error_from_body(endpoint, reply.status, reply.body, rate)
+        data = decode_object(endpoint, reply.body, "response body")
+        if "error" in data and "choices" not in data:
+            raise error_from_object(endpoint, 0, data, rate)
+        return parse_completion(endpoint, data, rate)
+
+    async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
+        payload = dumps(self.body(request, endpoint, True))
+        reply = await self._http.open_stream(
+            endpoint, self.url(endpoint), self.headers(endpoint), payload
+        )
+        try:
+            rate = parse_rate_limit(reply.headers)
+            if reply.status >= 300:
+                raise error_from_body(endpoint, reply.status, await reply.read(), rate)
+            async for event in iter_sse(reply.lines()):
+                if event.data == "[DONE]":
+                    return
+                data = decode_object(endpoint, event.data, "stream chunk")
+                if "error" in data:
+                    raise error_from_object(endpoint, 0, data, rate)
+                chunk = parse_chunk(data)
+                if chunk is not None:
+                    if rate is not None:
+                        chunk, rate = replace(chunk, rate_limit=rate), None
+                    yield chunk
+            raise protocol_error(endpoint, "stream ended before [DONE]")
+        finally:
+            reply.close()
+
+    async def warm(self, endpoint: Endpoint) -> None:
+        await self._http.warm(endpoint, int(endpoint.options.get("warm_connections", "1")))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,160 @@
+"""Parse providers' rate-limit and retry hints into `RateLimitInfo`.
+
+Sources: OpenAI/Azure/Groq `x-ratelimit-*` (resets as Go durations such as `6m0s`),
+Azure's hyphenated `x-rate-limit-reset-tokens`, Anthropic `anthropic-ratelimit-*` (resets as
+RFC 3339 timestamps), `retry-after-ms` and `retry-after` (seconds or an HTTP date), and
+Gemini's `RetryInfo.retryDelay` in an error body. Pure functions: the runtime's rate limiter
+gets plain numbers and never sees a header.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from engine.messages import RateLimitInfo
+
+__all__ = [
+    "parse_duration",
+    "parse_rate_limit",
+    "parse_retry_after",
+    "retry_delay_from_google_details",
+]
+
+_GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a Go-style duration (`6m0s`, `1.5s`, `12ms`) or a bare number of seconds."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    parts = _GO_DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _UNIT_S[u] for n, u in parts)
+
+
+def _seconds_until(stamp: str, now: float) -> float | None:
+    """Seconds from `now` until an RFC 3339 timestamp (Anthropic's reset headers)."""
+    try:
+        moment = datetime.fromisoformat(stamp.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return parse_duration(stamp)
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, moment.timestamp() - now)
+
+
+def parse_retry_after(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """`retry-after-ms` first, then `retry-after` as seconds or an HTTP date (as the SDKs do)."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def _int(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+def _duration(headers: Mapping[str, str], *names: str) -> float | None:
+    for name in names:
+        value = headers.get(name)
+        if value is not None:
+            return parse_duration(value)
+    return None
+
+
+def _anthropic(headers: Mapping[str, str], now: float) -> dict[str, Any]:
+    def reset(kind: str) -> float | None:
+        value = headers.get(f"anthropic-ratelimit-{kind}-reset")
+        return None if value is None else _seconds_until(value, now)
+
+    p = "anthropic-ratelimit-"
+    return {
+        "limit_requests": _int(headers, p + "requests-limit"),
+        "remaining_requests": _int(headers, p + "requests-remaining"),
+        "reset_requests_s": reset("requests"),
+        "limit_tokens": _int(headers, p + "tokens-limit"),
+        "remaining_tokens": _int(headers, p + "tokens-remaining"),
+        "reset_tokens_s": reset("tokens") or reset("input-tokens"),
+        "limit_input_tokens": _int(headers, p + "input-tokens-limit"),
+        "remaining_input_tokens": _int(headers, p + "input-tokens-remaining"),
+        "limit_output_tokens": _int(headers, p + "output-tokens-limit"),
+        "remaining_output_tokens": _int(headers, p + "output-tokens-remaining"),
+    }
+
+
+def _openai(headers: Mapping[str, str]) -> dict[str, Any]:
+    p = "x-ratelimit-"
+    return {
+        "limit_requests": _int(headers, p + "limit-requests"),
+        "remaining_requests": _int(headers, p + "remaining-requests"),
+        "reset_requests_s": _duration(headers, p + "reset-requests"),
+        "limit_tokens": _int(headers, p + "limit-tokens"),
+        "remaining_tokens": _int(headers, p + "remaining-tokens"),
+        "reset_tokens_s": _duration(headers, p + "reset-tokens", "x-rate-limit-reset-tokens"),
+    }
+
+
+def parse_rate_limit(headers: Mapping[str, str], now: float | None = None) -> RateLimitInfo | None:
+    """Every limit the headers state, or None when they state none (the common cheap case).
+
+    `headers` must look names up case-insensitively (aiohttp's CIMultiDict does).
+    """
+    moment = time.time() if now is None else now
+    fields: dict[str, Any] = {}
+    if "x-ratelimit-remaining-requests" in headers or "x-ratelimit-remaining-tokens" in headers:
+        fields.update(_openai(headers))
+    if "anthropic-ratelimit-requests-remaining" in headers or (
+        "anthropic-ratelimit-tokens-remaining" in headers
+        or "anthropic-ratelimit-input-tokens-remaining" in headers
+    ):
+        fields.update(_anthropic(headers, moment))
+    retry = parse_retry_after(headers, moment)
+    if retry is not None:
+        fields["retry_after_s"] = retry
+    fields = {k: v for k, v in fields.items() if v is not None}
+    return RateLimitInfo(**fields) if fields else None
+
+
+def retry_delay_from_google_details(details: Any) -> float | None:
+    """`retryDelay` of a `google.rpc.RetryInfo` entry in a Google error's `details` list."""
+    if not isinstance(details, list):
+        return None
+    for item in details:
+        if isinstance(item, dict) and str(item.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            delay = item.get("retryDelay")
+            if isinstance(delay, str):
+                return parse_duration(delay)
+    return None

@@ -1,0 +1,391 @@
+"""The cost ledger: every attempt as one SQLite row, written off the hot path.
+
+`record(row)` only puts the row on a thread-safe queue (sub-microsecond, never blocks the
+event loop). One daemon writer thread drains the queue and inserts in batches (up to
+`batch_size` rows per transaction, at least every `flush_interval_s`), so a burst of
+requests costs one fsync, not one each. `flush()` waits until everything recorded so far
+is on disk; `aclose()` flushes and stops the writer. A row that cannot be written (a
+disk error, a malformed row) is logged and counted in `dropped`, never raised into a
+request: the ledger is a record of the traffic, not a gate on it.
+
+The database runs in WAL mode, so the queries (`totals`, `daily`, `spend_since`, from the
+`costs` command or from budgets restoring on start) read while the writer writes.
+
+A `LedgerRow` has no field that could hold a key or a prompt, and the writer still passes
+every text field through `engine.errors.redact` as a second line of defence.
+
+Location: `default_ledger_path(config_dir)` is `<config dir>/.engine/ledger.sqlite3`
+unless `$ENGINE_LEDGER` names another file. `open_ledger(path)` opens an existing ledger
+read-only and fails with a precise `ConfigError` when the file is missing or is not one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from engine.errors import ConfigError, Diagnostic, redact
+from engine.runtime.clock import Clock
+from engine.runtime.state import LedgerRow
+
+log = logging.getLogger(__name__)
+
+#: Marks our files (`PRAGMA application_id`), so `costs` can tell a ledger from any SQLite.
+APPLICATION_ID = 0x4C454447  # "LEDG"
+SCHEMA_VERSION = 1
+GROUPS: Mapping[str, str] = {
+    "model": "model",
+    "provider": "provider",
+    "workspace": "workspace",
+    "policy": "policy",
+    "outcome": "outcome",
+}
+_COLUMNS = (
+    "ts",
+    "workspace",
+    "policy",
+    "provider",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_ms",
+    "outcome",
+    "fallback_index",
+    "request_id",
+    "cached",
+)
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    ts REAL NOT NULL,
+    workspace TEXT,
+    policy TEXT,
+    provider TEXT NOT NULL,
+    model TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL,
+    latency_ms REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    fallback_index INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    cached INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS attempts_by_time ON attempts (ts);
+CREATE INDEX IF NOT EXISTS attempts_by_workspace ON attempts (workspace, ts);
+PRAGMA application_id = {APPLICATION_ID};
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+_INSERT = f"INSERT INTO attempts ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
+def default_ledger_path(config_dir: str | os.PathLike[str]) -> Path:
+    """`$ENGINE_LEDGER` if set, else `<config dir>/.engine/ledger.sqlite3`."""
+    override = os.environ.get("ENGINE_LEDGER")
+    if override:
+        return Path(override)
+    return Path(config_dir) / ".engine" / "ledger.sqlite3"
+
+
+class LedgerQueries:
+    """The read side, shared by the live ledger and the read-only `open_ledger`."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def _select(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        with self._lock:
+            cur = self._conn.execute(sql, params)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    def totals(self, workspace: str | None, since: float, by: str) -> Sequence[Mapping[str, Any]]:
+        """Per `by` value (model, provider, ...): attempts, successes, tokens, cost.
+
+        `cost_usd` sums the rows whose cost is known; `unknown_cost` counts the rows whose
+        cost was unknown, so an unknown is never shown as a silent zero.
+        """
+        column = _group_column(by)
+        where, params = _where(workspace, since)
+        sql = (
+            f"SELECT {column} AS {by}, {_AGGREGATES} FROM attempts {where} "
+            f"GROUP BY {column} ORDER BY cost_usd DESC, {column}"
+        )
+        return self._select(sql, params)
+
+    def daily(self, workspace: str | None, since: float) -> Sequence[Mapping[str, Any]]:
+        """One row per UTC day: attempts, successes, tokens, cost (known and unknown)."""
+        where, params = _where(workspace, since)
+        sql = (
+            f"SELECT date(ts, 'unixepoch') AS day, {_AGGREGATES} FROM attempts {where} "
+            "GROUP BY day ORDER BY day"
+        )
+        return self._select(sql, params)
+
+    def spend_since(self, since: float) -> list[tuple[str, str, float]]:
+        """`(workspace, 'YYYY-MM-DD', usd)` of known costs per workspace and UTC day."""
+        sql = (
+            "SELECT workspace, date(ts, 'unixepoch') AS day, SUM(cost_usd) AS usd "
+            "FROM attempts WHERE ts >= ? AND workspace IS NOT NULL AND cost_usd IS NOT NULL "
+            "GROUP BY workspace, day ORDER BY workspace, day"
+        )
+        return [(r["workspace"], r["day"], float(r["usd"])) for r in self._select(sql, [since])]
+
+    def count(self) -> int:
+        """How many rows are on disk (flushed)."""
+        return int(self._select("SELECT COUNT(*) AS n FROM attempts", [])[0]["n"])
+
+
+_AGGREGATES = (
+    "COUNT(*) AS attempts, "
+    "SUM(outcome = 'ok') AS ok, "
+    "SUM(cached) AS cached, "
+    "SUM(input_tokens) AS input_tokens, "
+    "SUM(output_tokens) AS output_tokens, "
+    "COALESCE(SUM(cost_usd), 0.0) AS cost_usd, "
+    "SUM(cost_usd IS NULL) AS unknown_cost"
+)
+
+
+def _group_column(by: str) -> str:
+    try:
+        return GROUPS[by]
+    except KeyError:
+        raise ValueError(f"cannot group by {by!r}; choose one of {', '.join(GROUPS)}") from None
+
+
+def _where(workspace: str | None, since: float) -> tuple[str, list[Any]]:
+    if workspace is None:
+        return "WHERE ts >= ?", [since]
+    return "WHERE ts >= ? AND workspace = ?", [since, workspace]
+
+
+_STOP = object()
+
+
+class SQLiteLedger(LedgerQueries):
+    """Implements `engine.runtime.state.Ledger` on one SQLite file in WAL mode."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        clock: Clock,
+        batch_size: int = 256,
+        flush_interval_s: float = 0.5,
+    ) -> None:
+        if batch_size < 1 or flush_interval_s <= 0:
+            raise ValueError("batch_size must be >= 1 and flush_interval_s > 0")
+        self.path = Path(path)
+        self.clock = clock
+        self._batch_size = batch_size
+        self._interval = flush_interval_s
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self.dropped = 0  # rows the writer could not store (see last_error)
+        self.last_error: str | None = None
+        writer = _connect(self.path)
+        super().__init__(_reader(self.path))
+        self._thread = threading.Thread(
+            target=self._write_loop, args=(writer,), name="engine-ledger", daemon=True
+        )
+        self._thread.start()
+        atexit.register(self.close)  # rows queued by a program that forgot to close
+
+    @property
+    def journal_mode(self) -> str:
+        """The database's journal mode ('wal' once opened)."""
+        return str(self._select("PRAGMA journal_mode", [])[0]["journal_mode"])
+
+    def record(self, row: LedgerRow) -> None:
+        """Queue one attempt; the writer thread inserts it with its batch."""
+        if self._closed:  # a late attempt must not fail the request that made it
+            log.warning("cost ledger %s is closed; attempt row dropped", self.path)
+            return
+        self._queue.put(row)
+
+    async def flush(self) -> None:
+        """Return once every row recorded before this call is committed."""
+        if not self._thread.is_alive():
+            return
+        done: Future[None] = Future()
+        self._queue.put(done)
+        await asyncio.wrap_future(done)
+
+    async def aclose(self) -> None:
+        """Flush, stop the writer and close the files. Idempotent."""
+        if self._closed:
+            return
+        await self.flush()
+        self._closed = True
+        atexit.unregister(self.close)
+        self._queue.put(_STOP)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        with self._lock:
+            self._conn.close()
+
+    def close(self) -> None:
+        """The same as `aclose` for code without an event loop."""
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        self._queue.put(_STOP)
+        self._thread.join()
+        with self._lock:
+            self._conn.close()
+
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        """Drain the queue: batch rows, commit, answer flush markers; stop on _STOP."""
+        try:
+            while True:
+                batch, markers, stop = self._next_batch()
+                self._commit(conn, batch, markers)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _next_batch(self) -> tuple[list[LedgerRow], list[Future[None]], bool]:
+        batch: list[LedgerRow] = []
+        markers: list[Future[None]] = []
+        try:
+            item = self._queue.get(timeout=self._interval)
+        except queue.Empty:
+            return batch, markers, False
+        while True:
+            if item is _STOP:
+                return batch, markers, True
+            if isinstance(item, Future):
+                markers.append(item)
+                return batch, markers, False  # commit now: someone is waiting
+            batch.append(item)
+            if len(batch) >= self._batch_size:
+                return batch, markers, False
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, markers, False
+
+    def _commit(
+        self, conn: sqlite3.Connection, batch: list[LedgerRow], markers: list[Future[None]]
+    ) -> None:
+        """Write a batch; flush markers always resolve, so a bad row never hangs `flush`."""
+        try:
+            if batch:
+                self._insert(conn, batch)
+        finally:
+            for marker in markers:
+                marker.set_result(None)
+
+    def _insert(self, conn: sqlite3.Connection, batch: list[LedgerRow]) -> None:
+        try:
+            with conn:
+                conn.executemany(_INSERT, [_values(r) for r in batch])
+            return
+        except Exception as exc:  # a bad row or a sick disk: retry one by one below
+            if len(batch) == 1:
+                self._drop(exc)
+                return
+        for row in batch:
+            self._insert(conn, [row])
+
+    def _drop(self, exc: BaseException) -> None:
+        """Losing a ledger row must not fail requests; it is counted and logged instead."""
+        self.dropped += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("cost ledger %s: row not written: %s", self.path, self.last_error)
+
+
+def _values(row: LedgerRow) -> tuple[Any, ...]:
+    return (
+        row.ts,
+        _clean(row.workspace),
+        _clean(row.policy),
+        redact(row.provider),
+        redact(row.model),
+        row.input_tokens,
+        row.output_tokens,
+        row.cost_usd,
+        row.latency_ms,
+        redact(row.outcome),
+        row.fallback_index,
+        redact(row.request_id),
+        int(row.cached),
+    )
+
+
+def _clean(text: str | None) -> str | None:
+    return None if text is None else redact(text)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """The writer's connection: creates the file and schema, switches to WAL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+    conn.executescript(_SCHEMA)
+    conn.isolation_level = "DEFERRED"  # `with conn:` transactions for the batches
+    return conn
+
+
+def _reader(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, check_same_thread=False)
+
+
+def open_ledger(path: str | os.PathLike[str]) -> LedgerQueries:
+    """Open an existing ledger read-only, or raise ConfigError saying precisely why not."""
+    target = Path(path)
+    if not target.is_file():
+        raise _not_a_ledger(target, "no cost ledger at this path", "run the engine first")
+    try:
+        conn = sqlite3.connect(f"{target.resolve().as_uri()}?mode=ro", uri=True)
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise _not_a_ledger(target, f"not a cost ledger ({exc})", None) from None
+    if app_id != APPLICATION_ID:
+        conn.close()
+        raise _not_a_ledger(target, "an SQLite file, but not a cost ledger", None)
+    return LedgerQueries(conn)
+
+
+def _not_a_ledger(path: Path, message: str, hint: str | None) -> ConfigError:
+    hint = hint or "pass --ledger with the engine's ledger file, or set $ENGINE_LEDGER"
+    return ConfigError([Diagnostic(message, file=str(path), hint=hint)])
+
+
+class NullLedger:
+    """A ledger that records nothing: for tests and for users who turn the ledger off."""
+
+    def record(self, row: LedgerRow) -> None:
+        """Drop the row."""
+
+    async def flush(self) -> None:
+        """Nothing to flush."""
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+    def totals(self, workspace: str | None, since: float, by: str) -> Sequence[Mapping[str, Any]]:
+        """Always empty."""
+        _group_column(by)
+        return []
+
+    def daily(self, workspace: str | None, since: float) -> Sequence[Mapping[str, Any]]:
+        """Always empty."""
+        return []
+
+    def spend_since(self, since: float) -> list[tuple[str, str, float]]:
+        """Always empty."""
+        return []

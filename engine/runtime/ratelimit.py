@@ -1,0 +1,552 @@
+"""Client-side rate limiting per provider key: requests, input and output tokens per minute.
+
+Why on the client: a 429 costs a round trip and often a Retry-After penalty, while the
+engine already knows what it is about to send. So each attempt first takes a `Lease`:
+
+    lease = await limiter.acquire(provider, keys, est_in, est_out, max_wait_s)
+    ... call the provider with lease.key ...
+    limiter.settle(lease, usage.input_tokens, usage.output_tokens)   # real usage
+    limiter.observe(provider, lease.key.id, response.rate_limit)     # what headers said
+
+- Windows are sliding, 60 s, kept per key as counters in 0.1 s slices (memory stays
+  bounded at any request rate; usage leaves the window at most 0.1 s late, erring on the
+  safe side). A lease remembers its slice, so `settle` corrects exactly its own estimate
+  (token-accurate: estimate before, real usage after).
+- Several keys of one provider form a pool; a lease goes to the key with the most headroom
+  left after this request (ties: fewest in flight, then fewest in the window, then order).
+- Limits come from the plan (`KeyPlan.rpm/input_tpm/output_tpm`) and from provider headers
+  (`observe`): a learned limit tightens the configured one, a `remaining` count applies
+  until its reset, a `retry-after` blocks the key. Keys with neither are unlimited.
+- When no key has room, callers queue per provider in FIFO order (no barging: a newcomer
+  never overtakes a waiter). The head of the queue sleeps on the injected clock until the
+  earliest moment a key frees up, or until a settle/observe may have freed one. A waiter
+  whose `max_wait_s` runs out gets `RateLimitedError` (with `retry_after`); it gets it at
+  once when the next free moment is past its deadline and no in-flight lease could free
+  capacity sooner, since waiting could not help.
+
+One limiter serves one event loop (the engine's sync API runs on a single loop thread, so
+that holds); nothing here blocks, and waiting is `clock.sleep`. A shared backend (Redis
+hashes per key and dimension, checked by a Lua script) can implement the same protocol;
+see docs/state.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.compile.plan import KeyPlan
+from engine.errors import RateLimitedError
+from engine.messages import RateLimitInfo
+from engine.runtime.clock import Clock
+from engine.runtime.state import Lease
+
+WINDOW_S = 60.0
+#: Width of the window's time slices: usage leaves the window at most this late.
+RESOLUTION_S = 0.1
+#: How long a `remaining` header applies when the provider gave no reset time.
+DEFAULT_RESET_S = WINDOW_S
+#: The four dimensions a key is limited on; "tokens" is input+output (OpenAI's TPM).
+DIMENSIONS: tuple[str, ...] = ("requests", "input_tokens", "output_tokens", "tokens")
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """Usage of one key in one RESOLUTION_S slice of time."""
+
+    end: float  # the slice's end; it leaves the window at end + WINDOW_S
+    requests: int = 0
+    input: int = 0
+    output: int = 0
+    live: bool = True  # still inside the window
+
+
+@dataclass(slots=True)
+class _Use:
+    """One lease's booked footprint and the bucket holding it; corrected by settle."""
+
+    bucket: _Bucket
+    requests: int
+    input: int
+    output: int
+    open: bool = True  # not yet settled or released
+
+
+@dataclass(slots=True)
+class _Learned:
+    """What headers said about one dimension of one key."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset_at: float = 0.0
+
+
+def _configured(key: KeyPlan) -> dict[str, int | None]:
+    return {
+        "requests": key.rpm,
+        "input_tokens": key.input_tpm,
+        "output_tokens": key.output_tpm,
+        "tokens": None,
+    }
+
+
+@dataclass(slots=True)
+class _KeyState:
+    key: KeyPlan
+    configured: dict[str, int | None] = field(default_factory=dict)
+    buckets: deque[_Bucket] = field(default_factory=deque)
+    used: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS, 0))
+    learned: dict[str, _Learned] = field(
+        default_factory=lambda: {d: _Learned() for d in DIMENSIONS}
+    )
+    informed: bool = False  # headers have said something about this key
+    blocked_until: float = 0.0
+    in_flight: int = 0
+
+    def __post_init__(self) -> None:
+        self.rebind(self.key)
+
+    def rebind(self, key: KeyPlan) -> None:
+        self.key = key
+        self.configured = _configured(key)
+
+    def unlimited(self) -> bool:
+        """Nothing configured and nothing learned: the fast path skips all arithmetic."""
+        return (
+            not self.informed
+            and self.key.rpm is None
+            and self.key.input_tpm is None
+            and (self.key.output_tpm is None)
+        )
+
+    def evict(self, now: float) -> None:
+        buckets = self.buckets
+        while buckets and buckets[0].end + WINDOW_S <= now:
+            bucket = buckets.popleft()
+            bucket.live = False
+            self._count(bucket.requests, bucket.input, bucket.output, -1)
+
+    def _count(self, requests: int, inp: int, out: int, sign: int) -> None:
+        used = self.used
+        used["requests"] += sign * requests
+        used["input_tokens"] += sign * inp
+        used["output_tokens"] += sign * out
+        used["tokens"] += sign * (inp + out)
+
+    def limit(self, dim: str) -> int | None:
+        configured = self.configured[dim]
+        learned = self.learned[dim].limit
+        if configured is None:
+            return learned
+        return configured if learned is None else min(configured, learned)
+
+    def remaining_hint(self, dim: str, now: float) -> int | None:
+        """The provider's last `remaining` for dim, while its reset has not passed."""
+        learned = self.learned[dim]
+        if learned.remaining is None or now >= learned.reset_at:
+            return None
+        return learned.remaining
+
+    def _bucket(self, now: float) -> _Bucket:
+        buckets = self.buckets
+        if buckets and now < buckets[-1].end:
+            return buckets[-1]
+        end = (math.floor(now / RESOLUTION_S) + 1) * RESOLUTION_S
+        bucket = _Bucket(end if end > now else end + RESOLUTION_S)
+        buckets.append(bucket)
+        return bucket
+
+    def take(self, now: float, need: dict[str, int]) -> _Use:
+        bucket = self._bucket(now)
+        inp, out = need["input_tokens"], need["output_tokens"]
+        bucket.requests += 1
+        bucket.input += inp
+        bucket.output += out
+        self._count(1, inp, out, +1)
+        if self.informed:
+            self._spend_hints(need, now, +1)
+        self.in_flight += 1
+        return _Use(bucket, 1, inp, out)
+
+    def correct(self, use: _Use, requests: int, inp: int, out: int, now: float) -> None:
+        """Replace a lease's estimate by what really happened (requests=0: never sent)."""
+        d_req, d_in, d_out = requests - use.requests, inp - use.input, out - use.output
+        bucket = use.bucket
+        if bucket.live:
+            bucket.requests += d_req
+            bucket.input += d_in
+            bucket.output += d_out
+            self._count(d_req, d_in, d_out, +1)
+        use.requests, use.input, use.output = requests, inp, out
+        if self.informed:
+            refund = {
+                "requests": -d_req,
+                "input_tokens": -d_in,
+                "output_tokens": -d_out,
+                "tokens": -d_in - d_out,
+            }
+            self._spend_hints(refund, now, -1)
+
+    def _spend_hints(self, amounts: dict[str, int], now: float, sign: int) -> None:
+        for dim, amount in amounts.items():
+            learned = self.learned[dim]
+            if learned.remaining is not None and now < learned.reset_at:
+                learned.remaining = max(0, learned.remaining - sign * amount)
+
+
+def _needs(input_tokens: int, output_tokens: int) -> dict[str, int]:
+    return {
+        "requests": 1,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "tokens": input_tokens + output_tokens,
+    }
+
+
+def _effective(need: int, limit: int | None) -> int:
+    """A request larger than a whole limit waits for an empty window instead of forever."""
+    return need if limit is None else min(need, limit)
+
+
+def _headroom(state: _KeyState, now: float, need: dict[str, int]) -> float | None:
+    """Fraction of the tightest limit left after this request; None when it does not fit.
+
+    On the hot path for every attempt, hence written flat rather than as helpers.
+    """
+    if state.unlimited():
+        return 1.0
+    if now < state.blocked_until:
+        return None
+    informed, used, room = state.informed, state.used, 1.0
+    for dim in DIMENSIONS:
+        limit = state.limit(dim) if informed else state.configured[dim]
+        hint = state.remaining_hint(dim, now) if informed else None
+        if limit is None and hint is None:
+            continue
+        wanted = need[dim] if limit is None else min(need[dim], limit)
+        if hint is not None and wanted > hint:
+            return None
+        if limit is None:
+            continue
+        left = limit - used[dim] - wanted
+        if hint is not None:
+            left = min(left, hint - wanted)
+        if left < 0:
+            return None
+        room = min(room, left / limit if limit else 0.0)
+    return room
+
+
+def _ready_at(state: _KeyState, now: float, need: dict[str, int]) -> float:
+    """The earliest time this key could take the request if nothing else happened."""
+    ready = max(now, state.blocked_until)
+    for dim in DIMENSIONS:
+        limit = state.limit(dim)
+        wanted = _effective(need[dim], limit)
+        hint = state.remaining_hint(dim, now)
+        if hint is not None and wanted > hint:
+            ready = max(ready, state.learned[dim].reset_at)
+        if limit is not None:
+            ready = max(ready, _window_frees(state, dim, limit - wanted))
+    return ready
+
+
+def _window_frees(state: _KeyState, dim: str, allowed: int) -> float:
+    """When enough old slices leave the window for `used[dim] <= allowed` (0.0: already)."""
+    used = state.used[dim]
+    if used <= allowed:
+        return 0.0
+    for bucket in state.buckets:
+        used -= _footprint(bucket, dim)
+        if used <= allowed:
+            return bucket.end + WINDOW_S
+    return 0.0
+
+
+def _footprint(bucket: _Bucket, dim: str) -> int:
+    if dim == "requests":
+        return bucket.requests
+    if dim == "input_tokens":
+        return bucket.input
+    if dim == "output_tokens":
+        return bucket.output
+    return bucket.input + bucket.output
+
+
+@dataclass(frozen=True, slots=True)
+class _Lease(Lease):
+    """A Lease that remembers its footprint so settle corrects exactly this one."""
+
+    state: _KeyState
+    use: _Use
+
+
+@dataclass(slots=True)
+class _Waiter:
+    deadline: float
+    turn: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Pool:
+    """One provider's keys, its FIFO queue of waiters and who to wake on a change."""
+
+    states: dict[str, _KeyState] = field(default_factory=dict)
+    queue: deque[_Waiter] = field(default_factory=deque)
+    watchers: list[asyncio.Future[None]] = field(default_factory=list)
+
+    def bind(self, keys: Sequence[KeyPlan]) -> list[_KeyState]:
+        """The states for these keys; a reloaded plan's new limits replace the old."""
+        out = []
+        for key in keys:
+            state = self.states.get(key.id)
+            if state is None:
+                state = self.states[key.id] = _KeyState(key)
+            elif state.key is not key:
+                state.rebind(key)
+            out.append(state)
+        return out
+
+    def notify(self) -> None:
+        for fut in self.watchers:
+            if not fut.done():
+                fut.set_result(None)
+        self.watchers.clear()
+
+    def in_flight(self) -> int:
+        return sum(s.in_flight for s in self.states.values())
+
+    def pass_turn(self) -> None:
+        if self.queue and not self.queue[0].turn.done():
+            self.queue[0].turn.set_result(None)
+
+
+class InProcessRateLimiter:
+    """Rate limits for one process. Implements `engine.runtime.state.RateLimiter`."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._pools: dict[str, _Pool] = {}
+
+    def _pool(self, provider: str) -> _Pool:
+        pool = self._pools.get(provider)
+        if pool is None:
+            pool = self._pools[provider] = _Pool()
+        return pool
+
+    def register(self, provider: str, keys: Sequence[KeyPlan]) -> None:
+        """Make keys visible in `status` before their first request (optional)."""
+        self._pool(provider).bind(keys)
+
+    async def acquire(
+        self,
+        provider: str,
+        keys: Sequence[KeyPlan],
+        input_tokens: int,
+        output_tokens: int,
+        max_wait_s: float,
+    ) -> Lease:
+        """A lease on the key with most headroom; wait in FIFO order up to max_wait_s."""
+        if not keys:
+            keys = (KeyPlan(id=f"{provider}#0", secret=None),)
+        pool = self._pool(provider)
+        states = pool.bind(keys)
+        need = _needs(max(0, input_tokens), max(0, output_tokens))
+        if not pool.queue:
+            lease = self._try(provider, states, need)
+            if lease is not None:
+                return lease
+        return await self._wait(provider, pool, states, need, max_wait_s)
+
+    def _try(self, provider: str, states: list[_KeyState], need: dict[str, int]) -> Lease | None:
+        now = self._clock.monotonic()
+        best: _KeyState | None = None
+        best_rank: tuple[float, int, int] | None = None
+        for state in states:
+            state.evict(now)
+            room = _headroom(state, now, need)
+            if room is None:
+                continue
+            rank = (room, -state.in_flight, -state.used["requests"])
+            if best_rank is None or rank > best_rank:
+                best, best_rank = state, rank
+        if best is None:
+            return None
+        use = best.take(now, need)
+        return _Lease(provider, best.key, use.input, use.output, best, use)
+
+    async def _wait(
+        self,
+        provider: str,
+        pool: _Pool,
+        states: list[_KeyState],
+        need: dict[str, int],
+        max_wait_s: float,
+    ) -> Lease:
+        start = self._clock.monotonic()
+        if max_wait_s <= 0:
+            raise self._limited(provider, states, need, start, max_wait_s)
+        waiter = _Waiter(start + max_wait_s, asyncio.get_running_loop().create_future())
+        pool.queue.append(waiter)
+        pool.pass_turn()
+        pool.notify()  # the head re-plans its nap around this waiter's deadline
+        try:
+            await waiter.turn  # raises RateLimitedError if the head expired us
+            return await self._serve_head(provider, pool, states, need, waiter, start, max_wait_s)
+        finally:
+            pool.queue.remove(waiter)
+            pool.pass_turn()
+
+    async def _serve_head(
+        self,
+        provider: str,
+        pool: _Pool,
+        states: list[_KeyState],
+        need: dict[str, int],
+        waiter: _Waiter,
+        start: float,
+        max_wait_s: float,
+    ) -> Lease:
+        """The queue's head loops: try, expire late waiters behind it, sleep until ready."""
+        while True:
+            lease = self._try(provider, states, need)
+            if lease is not None:
+                return lease
+            now = self._clock.monotonic()
+            self._expire(provider, pool, states, need, now)
+            ready = min(_ready_at(s, now, need) for s in states)
+            hopeless = ready > waiter.deadline and pool.in_flight() == 0
+            if now >= waiter.deadline or hopeless:
+                raise self._limited(provider, states, need, start, max_wait_s)
+            wake = min([ready, *(w.deadline for w in pool.queue)])
+            await self._nap(pool, max(wake - now, 0.0))
+
+    def _expire(
+        self,
+        provider: str,
+        pool: _Pool,
+        states: list[_KeyState],
+        need: dict[str, int],
+        now: float,
+    ) -> None:
+        for waiter in list(pool.queue)[1:]:
+            if now >= waiter.deadline and not waiter.turn.done():
+                waiter.turn.set_exception(self._limited(provider, states, need, now, 0.0))
+
+    async def _nap(self, pool: _Pool, seconds: float) -> None:
+        """Sleep on the clock, but wake early when a settle/observe may have freed room."""
+        changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pool.watchers.append(changed)
+        sleeper = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait({changed, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            changed.cancel()
+            if changed in pool.watchers:
+                pool.watchers.remove(changed)
+
+    def _limited(
+        self,
+        provider: str,
+        states: list[_KeyState],
+        need: dict[str, int],
+        start: float,
+        max_wait_s: float,
+    ) -> RateLimitedError:
+        now = self._clock.monotonic()
+        ready = min(_ready_at(s, now, need) for s in states)
+        waited = now - start
+        return RateLimitedError(
+            f"every key of provider {provider!r} is at its rate limit "
+            f"(waited {waited:.2f}s of {max_wait_s:.2f}s; next room in {ready - now:.2f}s)",
+            provider=provider,
+            retry_after=max(ready - now, 0.0),
+            code="client_rate_limit",
+        )
+
+    def settle(self, lease: Lease, input_tokens: int, output_tokens: int) -> None:
+        """Correct the lease's estimate with real usage; a second settle is ignored."""
+        if not isinstance(lease, _Lease) or not lease.use.open:
+            return
+        now = self._clock.monotonic()
+        lease.use.open = False
+        lease.state.in_flight -= 1
+        use = lease.use
+        lease.state.correct(use, use.requests, max(0, input_tokens), max(0, output_tokens), now)
+        self._pool(lease.provider).notify()
+
+    def release(self, lease: Lease) -> None:
+        """Refund a lease whose request was never sent (cancelled, breaker open)."""
+        if not isinstance(lease, _Lease) or not lease.use.open:
+            return
+        now = self._clock.monotonic()
+        lease.use.open = False
+        lease.state.in_flight -= 1
+        lease.state.correct(lease.use, 0, 0, 0, now)
+        self._pool(lease.provider).notify()
+
+    def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
+        """Learn limits, remaining headroom and retry-after from a response's headers."""
+        pool = self._pool(provider)
+        state = pool.states.get(key_id)
+        if state is None:
+            state = pool.states[key_id] = _KeyState(KeyPlan(id=key_id, secret=None))
+        now = self._clock.monotonic()
+        tokens_reset = now + (info.reset_tokens_s or DEFAULT_RESET_S)
+        requests_reset = now + (info.reset_requests_s or DEFAULT_RESET_S)
+        learned = state.learned
+        state.informed = True
+        _learn(learned["requests"], info.limit_requests, info.remaining_requests, requests_reset)
+        _learn(
+            learned["input_tokens"],
+            info.limit_input_tokens,
+            info.remaining_input_tokens,
+            tokens_reset,
+        )
+        _learn(
+            learned["output_tokens"],
+            info.limit_output_tokens,
+            info.remaining_output_tokens,
+            tokens_reset,
+        )
+        _learn(learned["tokens"], info.limit_tokens, info.remaining_tokens, tokens_reset)
+        if info.retry_after_s is not None and info.retry_after_s > 0:
+            state.blocked_until = max(state.blocked_until, now + info.retry_after_s)
+        pool.notify()
+
+    def status(self, provider: str) -> dict[str, Any]:
+        """Per key id (never the key): limit and remaining per dimension; queued requests."""
+        pool = self._pools.get(provider) or _Pool()
+        now = self._clock.monotonic()
+        keys: dict[str, Any] = {}
+        for key_id, state in pool.states.items():
+            state.evict(now)
+            keys[key_id] = _key_status(state, now)
+        return {"provider": provider, "queued": len(pool.queue), "keys": keys}
+
+
+def _learn(learned: _Learned, limit: int | None, remaining: int | None, reset_at: float) -> None:
+    if limit is not None and limit > 0:
+        learned.limit = limit
+    if remaining is not None:
+        learned.remaining = max(0, remaining)
+        learned.reset_at = reset_at
+
+
+def _key_status(state: _KeyState, now: float) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dim in DIMENSIONS:
+        limit = state.limit(dim)
+        remaining = None if limit is None else max(0, limit - state.used[dim])
+        hint = state.remaining_hint(dim, now)
+        if hint is not None:
+            remaining = hint if remaining is None else min(remaining, hint)
+        out[dim] = {"limit": limit, "remaining": remaining, "used": state.used[dim]}
+    out["in_flight"] = state.in_flight
+    out["blocked_for_s"] = max(0.0, state.blocked_until - now)
+    return out

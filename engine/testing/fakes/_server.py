@@ -1,0 +1,392 @@
+"""The machinery every fake upstream shares: a loopback aiohttp server, request recording,
+and fault injection by script or per request.
+
+A fake is protocol-faithful (subclasses render each provider's real bodies, streams, headers
+and errors; the official SDKs parse them in tests/providers) and deterministic: its answer
+is derived from the request through `engine.providers.mock.script_answer`, so a test that
+checks content cannot pass by accident.
+
+Faults (`Fault`) are taken from the front of the script queue (`up.script([...])`), else
+from a request header `x-fake-fault: {"status": 429, ...}` (JSON of Fault fields), else from
+`up.default_fault`. Sleeps are real but meant to be tiny (tests use milliseconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import threading
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Self
+
+import orjson
+from aiohttp import web
+
+from engine.providers.mock import ScriptedAnswer, ScriptedTool, script_answer
+
+__all__ = ["Ask", "FakeUpstream", "Fault", "RecordedRequest"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """What to do wrong (or slowly) for one request. All delays are in seconds."""
+
+    status: int | None = None  # answer with the protocol's error body for this status
+    message: str | None = None  # error message override
+    code: str | None = None  # protocol error type/code override (e.g. "context_length_exceeded")
+    retry_after: float | None = None  # Retry-After header (and retry-after-ms when fractional)
+    latency: float | tuple[float, float] = 0.0  # before the response headers; (lo, hi) = random
+    first_token_delay: float = 0.0  # after headers, before the first body bytes
+    trickle: float = 0.0  # between streamed frames
+    reset: bool = False  # drop the connection before answering
+    stall: bool = False  # send headers, then never send the body
+    truncate_after: int | None = None  # end the stream cleanly after N frames, no terminator
+    reset_after: int | None = None  # drop the connection after N streamed frames
+    stream_error_after: int | None = None  # send the protocol's in-stream error after N frames
+    malformed: bool = False  # invalid JSON body (or one invalid JSON frame when streaming)
+    headers: Mapping[str, str] = field(default_factory=dict)  # extra response headers
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Fault:
+        """A Fault from the `x-fake-fault` header's JSON (unknown keys rejected)."""
+        raw = orjson.loads(data)
+        names = {f.name for f in fields(cls)}
+        unknown = set(raw) - names
+        if unknown:
+            raise ValueError(f"unknown fault fields: {sorted(unknown)}")
+        if isinstance(raw.get("latency"), list):
+            raw["latency"] = tuple(raw["latency"])
+        return cls(**raw)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request the fake received, as it arrived on the wire."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    headers: Mapping[str, str]  # lower-cased names
+    body: Any  # parsed JSON, or None when the body was not JSON
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """A request in neutral terms: what the scripted model needs to answer it."""
+
+    model: str
+    stream: bool
+    prompt_texts: Sequence[str]
+    last_user: str
+    tool_result: str | None = None
+    tools: Sequence[ScriptedTool] = ()
+    tool_choice: str | None = None
+    max_tokens: int | None = None
+    include_usage: bool = False
+
+    def answer(self, call_id_prefix: str = "call_") -> ScriptedAnswer:
+        return script_answer(
+            self.model,
+            self.prompt_texts,
+            self.last_user,
+            self.tool_result,
+            self.tools,
+            self.tool_choice,
+            self.max_tokens,
+            call_id_prefix,
+        )
+
+
+class BadRequest(Exception):
+    """The fake rejects the request as the real provider would (400 with this message)."""
+
+
+class FakeUpstream:
+    """Base class: subclasses add routes and render their protocol."""
+
+    name = "fake"
+    stream_content_type = "text/event-stream"
+
+    def __init__(self, *, api_key: str | None = None, seed: int = 0) -> None:
+        self.api_key = api_key
+        self.requests: list[RecordedRequest] = []
+        self.default_fault = Fault()
+        self._script: deque[Fault] = deque()
+        self._rng = random.Random(seed)
+        self._runner: web.AppRunner | None = None
+        self._closing: asyncio.Event | None = None
+        self._count = 0
+        self.port = 0
+
+    # ----- public API -------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The base URL a client should use (protocol-specific path prefix included)."""
+        return f"http://127.0.0.1:{self.port}{self.base_path}"
+
+    base_path = ""
+
+    def script(self, faults: Iterable[Fault | int]) -> None:
+        """Queue faults for the next requests, in order (an int is shorthand for a status)."""
+        self._script.extend(Fault(status=f) if isinstance(f, int) else f for f in faults)
+
+    @property
+    def last(self) -> RecordedRequest:
+        """The most recent request received."""
+        return self.requests[-1]
+
+    async def start(self) -> Self:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.add_routes(app)
+        self._closing = asyncio.Event()
+        self._runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.05
+        )
+        await self._runner.setup()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.port = int(sock.getsockname()[1])
+        await web.SockSite(self._runner, sock).start()
+        return self
+
+    async def stop(self) -> None:
+        if self._closing is not None:
+            self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @classmethod
+    @contextlib.contextmanager
+    def in_thread(cls, **kwargs: Any) -> Iterator[Self]:
+        """Run the fake on its own event loop in a daemon thread (for sync code and demos)."""
+        fake = cls(**kwargs)
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name=f"{cls.__name__}", daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(fake.start(), loop).result(timeout=30)
+            yield fake
+        finally:
+            asyncio.run_coroutine_threadsafe(fake.stop(), loop).result(timeout=30)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=30)
+            loop.close()
+
+    # ----- subclass hooks -----------------------------------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    def auth_error(self, request: web.Request) -> web.Response | None:
+        """An error response when the request's credentials are missing or wrong."""
+        return None
+
+    def parse(self, request: web.Request, body: Any) -> Ask:
+        raise NotImplementedError
+
+    def error_response(
+        self, status: int, message: str, code: str | None, headers: Mapping[str, str]
+    ) -> web.Response:
+        raise NotImplementedError
+
+    def render(self, ask: Ask, answer: ScriptedAnswer) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def frames(self, ask: Ask, answer: ScriptedAnswer) -> tuple[list[bytes], list[bytes]]:
+        """Stream frames and the terminator frames (cut off by `truncate_after`)."""
+        raise NotImplementedError
+
+    def stream_error_frame(self, message: str, code: str | None) -> bytes:
+        raise NotImplementedError
+
+    def malformed_frame(self) -> bytes:
+        return b'data: {"choices": [ this is not json\n\n'
+
+    def success_headers(self) -> dict[str, str]:
+        """Headers of a successful answer (request ids, rate-limit state)."""
+        return {}
+
+    def error_message(self, status: int) -> str:
+        return _DEFAULT_MESSAGES.get(status, f"fake {self.name} error {status}")
+
+    # ----- request handling ---------------------------------------------------------------
+
+    def _fault_for(self, request: web.Request) -> Fault:
+        if self._script:
+            with contextlib.suppress(IndexError):
+                return self._script.popleft()
+        header = request.headers.get("x-fake-fault")
+        if header:
+            return Fault.from_json(header)
+        return self.default_fault
+
+    async def _sleep(self, delay: float | tuple[float, float]) -> None:
+        seconds = self._rng.uniform(*delay) if isinstance(delay, tuple) else delay
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+    async def _hang(self) -> None:
+        assert self._closing is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), timeout=600)
+
+    async def _record(self, request: web.Request) -> Any:
+        raw = await request.read()
+        try:
+            body = orjson.loads(raw) if raw else None
+        except orjson.JSONDecodeError:
+            body = None
+        self.requests.append(
+            RecordedRequest(
+                request.method,
+                request.path,
+                dict(request.query),
+                {k.lower(): v for k, v in request.headers.items()},
+                body,
+                raw,
+            )
+        )
+        return body
+
+    def _error(self, fault: Fault, status: int) -> web.Response:
+        headers = dict(fault.headers)
+        if fault.retry_after is not None:
+            headers["retry-after"] = str(max(1, round(fault.retry_after)))
+            if fault.retry_after != int(fault.retry_after):
+                headers["retry-after-ms"] = str(int(fault.retry_after * 1000))
+        message = fault.message or self.error_message(status)
+        return self.error_response(status, message, fault.code, headers)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Record, apply the fault, check credentials, then answer in the protocol's shape."""
+        body = await self._record(request)
+        self._count += 1
+        fault = self._fault_for(request)
+        await self._sleep(fault.latency)
+        if fault.reset:
+            return self._abort(request)
+        denied = self.auth_error(request)
+        if denied is not None:
+            return denied
+        if fault.status is not None:
+            return self._error(fault, fault.status)
+        try:
+            ask = self.parse(request, body)
+        except BadRequest as exc:
+            return self.error_response(400, str(exc), None, {})
+        answer = ask.answer(self.call_id_prefix)
+        if ask.stream:
+            return await self._stream(request, ask, answer, fault)
+        return await self._complete(request, ask, answer, fault)
+
+    call_id_prefix = "call_"
+
+    def _abort(self, request: web.Request) -> web.StreamResponse:
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=500)
+
+    async def _complete(
+        self, request: web.Request, ask: Ask, answer: ScriptedAnswer, fault: Fault
+    ) -> web.StreamResponse:
+        payload = (
+            b'{"id": "x", "choices": [ {'
+            if fault.malformed
+            else orjson.dumps(self.render(ask, answer))
+        )
+        headers = {**self.success_headers(), **fault.headers, "Content-Type": "application/json"}
+        if not (fault.stall or fault.first_token_delay or fault.truncate_after is not None):
+            return web.Response(body=payload, headers=headers)
+        resp = web.StreamResponse(headers=headers)
+        resp.content_length = len(payload)
+        await resp.prepare(request)
+        if fault.stall:
+            await self._hang()
+            return resp
+        await self._sleep(fault.first_token_delay)
+        if fault.truncate_after is not None:
+            await resp.write(payload[: len(payload) // 2])
+            return self._abort(request)
+        await resp.write(payload)
+        await resp.write_eof()
+        return resp
+
+    async def _stream(
+        self, request: web.Request, ask: Ask, answer: ScriptedAnswer, fault: Fault
+    ) -> web.StreamResponse:
+        headers = {**self.success_headers(), **fault.headers}
+        headers["Content-Type"] = self.stream_content_type
+        headers["Cache-Control"] = "no-cache"
+        resp = web.StreamResponse(headers=headers)
+        await resp.prepare(request)
+        if fault.stall:
+            await self._hang()
+            return resp
+        await self._sleep(fault.first_token_delay)
+        body, tail = self.frames(ask, answer)
+        for index, frame in enumerate(body):
+            if fault.truncate_after is not None and index >= fault.truncate_after:
+                await resp.write_eof()
+                return resp
+            if fault.reset_after is not None and index >= fault.reset_after:
+                return self._abort(request)
+            if fault.stream_error_after is not None and index >= fault.stream_error_after:
+                message = fault.message or "Internal server error"
+                await resp.write(self.stream_error_frame(message, fault.code))
+                await resp.write_eof()
+                return resp
+            if fault.malformed and index == min(1, len(body) - 1):
+                await resp.write(self.malformed_frame())
+            await resp.write(frame)
+            await self._sleep(fault.trickle)
+        for frame in tail:
+            await resp.write(frame)
+        await resp.write_eof()
+        return resp
+
+
+_DEFAULT_MESSAGES = {
+    400: "Invalid request.",
+    401: "Incorrect API key provided.",
+    403: "You are not allowed to use this model.",
+    404: "The model does not exist or you do not have access to it.",
+    429: "Rate limit reached for requests. Please try again later.",
+    500: "The server had an error while processing your request.",
+    502: "Bad gateway.",
+    503: "The engine is currently overloaded, please try again later.",
+    504: "Gateway timeout.",
+    529: "Overloaded",
+}
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    """One server-sent event frame holding `data` as JSON (or raw text)."""
+    payload = data if isinstance(data, bytes) else orjson.dumps(data)
+    head = b"event: " + event.encode() + b"\n" if event else b""
+    return head + b"data: " + payload + b"\n\n"
+
+
+def split_text(text: str, size: int = 12) -> list[str]:
+    """Text in streaming-sized pieces (word-ish chunks)."""
+    return [text[i : i + size] for i in range(0, len(text), size)] if text else []
+
+
+def json_response(status: int, data: Any, headers: Mapping[str, str]) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps(data),
+        headers={**headers, "Content-Type": "application/json"},
+    )

@@ -1,0 +1,212 @@
+"""Fake Gemini API (`/v1beta/models/{model}:generateContent` and `:streamGenerateContent`).
+
+Requires `x-goog-api-key` (or `?key=`); a wrong key is a 400 `INVALID_ARGUMENT` with
+reason `API_KEY_INVALID`, as the live service answers. Responses are
+GenerateContentResponse objects (`candidates[].content.parts`, UPPER_CASE `finishReason`
+that stays `STOP` for function calls, `usageMetadata`, `modelVersion`, `responseId`);
+`alt=sse` streams data-only events, each a whole response with the new parts and cumulative
+usage, the last with `finishReason`, and no terminator (without `alt=sse` the real stream
+endpoint returns a JSON array, which this fake declines with a 400). Errors are Google RPC
+shaped; a 429 carries `RetryInfo.retryDelay` in the body instead of a Retry-After header.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from engine.providers.mock import ScriptedAnswer, ScriptedTool
+
+from ._server import Ask, BadRequest, FakeUpstream, Fault, json_response, split_text, sse
+
+__all__ = ["FakeGemini"]
+
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
+
+
+def _text(parts: Any) -> str:
+    if not isinstance(parts, list):
+        return ""
+    return "".join(str(p.get("text", "")) for p in parts if isinstance(p, dict))
+
+
+def _function_result(content: Any) -> str | None:
+    parts = content.get("parts") if isinstance(content, dict) else None
+    found = [
+        p["functionResponse"]
+        for p in parts or ()
+        if isinstance(p, dict) and "functionResponse" in p
+    ]
+    return json.dumps(found[-1].get("response")) if found else None
+
+
+class FakeGemini(FakeUpstream):
+    """Gemini generateContent; `url` is the origin, as the SDK's base_url."""
+
+    name = "gemini"
+    call_id_prefix = "fc_"
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/{version}/models/{target}", self.handle)
+
+    def auth_error(self, request: web.Request) -> web.Response | None:
+        key = request.headers.get("x-goog-api-key") or request.query.get("key")
+        if key is None or (self.api_key is not None and key != self.api_key):
+            body = {
+                "error": {
+                    "code": 400,
+                    "message": "API key not valid. Please pass a valid API key.",
+                    "status": "INVALID_ARGUMENT",
+                    "details": [
+                        {
+                            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                            "reason": "API_KEY_INVALID",
+                            "domain": "googleapis.com",
+                            "metadata": {"service": "generativelanguage.googleapis.com"},
+                        }
+                    ],
+                }
+            }
+            return json_response(400, body, {})
+        return None
+
+    def _error(self, fault: Fault, status: int) -> web.Response:
+        # Gemini gives no Retry-After header: the delay goes in the body's RetryInfo.
+        message = fault.message or self.error_message(status)
+        details: list[dict[str, Any]] = []
+        if fault.retry_after is not None:
+            details.append(
+                {
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": f"{fault.retry_after:g}s",
+                }
+            )
+        return json_response(
+            status, self._error_body(status, message, fault.code, details), dict(fault.headers)
+        )
+
+    def _error_body(
+        self, status: int, message: str, code: str | None, details: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        error: dict[str, Any] = {
+            "code": status,
+            "message": message,
+            "status": code or _STATUS.get(status, "UNKNOWN"),
+        }
+        if details:
+            error["details"] = details
+        return {"error": error}
+
+    def error_response(
+        self, status: int, message: str, code: str | None, headers: Mapping[str, str]
+    ) -> web.Response:
+        return json_response(status, self._error_body(status, message, code, []), headers)
+
+    def stream_error_frame(self, message: str, code: str | None) -> bytes:
+        return sse(self._error_body(500, message, code, []))
+
+    def parse(self, request: web.Request, body: Any) -> Ask:
+        model, _, method = request.match_info["target"].partition(":")
+        if method not in ("generateContent", "streamGenerateContent"):
+            raise BadRequest(f"Unknown method {method!r}")
+        if method == "streamGenerateContent" and request.query.get("alt") != "sse":
+            raise BadRequest("this fake streams only as server-sent events (alt=sse)")
+        if not isinstance(body, dict) or not body.get("contents"):
+            raise BadRequest("* GenerateContentRequest.contents: contents is not specified")
+        contents = body["contents"]
+        config = body.get("generationConfig") or {}
+        tools = [
+            ScriptedTool(d["name"], d.get("parametersJsonSchema") or d.get("parameters") or {})
+            for t in body.get("tools") or ()
+            for d in t.get("functionDeclarations") or ()
+        ]
+        calling = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
+        mode = calling.get("mode")
+        choice = {"AUTO": "auto", "NONE": "none", "ANY": "required"}.get(mode or "")
+        if mode == "ANY" and calling.get("allowedFunctionNames"):
+            choice = calling["allowedFunctionNames"][0]
+        users = [
+            c for c in contents if c.get("role", "user") == "user" and _function_result(c) is None
+        ]
+        system = (body.get("systemInstruction") or {}).get("parts")
+        return Ask(
+            model=model,
+            stream=method == "streamGenerateContent",
+            prompt_texts=[_text(system)] + [_text(c.get("parts")) for c in contents],
+            last_user=_text(users[-1].get("parts")) if users else "",
+            tool_result=_function_result(contents[-1]),
+            tools=tools,
+            tool_choice=choice,
+            max_tokens=config.get("maxOutputTokens"),
+        )
+
+    def _usage(self, answer: ScriptedAnswer, output: int) -> dict[str, Any]:
+        return {
+            "promptTokenCount": answer.input_tokens,
+            "candidatesTokenCount": output,
+            "totalTokenCount": answer.input_tokens + output,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": answer.input_tokens}],
+        }
+
+    def _response(
+        self, ask: Ask, parts: list[dict[str, Any]], finish: str | None, usage: dict[str, Any]
+    ) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+        if finish:
+            candidate["finishReason"] = finish
+        return {
+            "candidates": [candidate],
+            "usageMetadata": usage,
+            "modelVersion": ask.model,
+            "responseId": f"fake{self._count:06d}",
+        }
+
+    def _parts(self, answer: ScriptedAnswer) -> list[dict[str, Any]]:
+        parts: list[dict[str, Any]] = [{"text": answer.text}] if answer.text else []
+        parts += [
+            {"functionCall": {"name": c.name, "args": json.loads(c.arguments)}}
+            for c in answer.calls
+        ]
+        return parts
+
+    def render(self, ask: Ask, answer: ScriptedAnswer) -> dict[str, Any]:
+        usage = self._usage(answer, answer.output_tokens)
+        return self._response(ask, self._parts(answer), _FINISH[answer.finish], usage)
+
+    def frames(self, ask: Ask, answer: ScriptedAnswer) -> tuple[list[bytes], list[bytes]]:
+        pieces = split_text(answer.text) or [""]
+        out = []
+        emitted = 0
+        for i, piece in enumerate(pieces):
+            emitted = min(
+                answer.output_tokens, emitted + max(1, answer.output_tokens // len(pieces))
+            )
+            last = i == len(pieces) - 1 and not answer.calls
+            usage = self._usage(answer, answer.output_tokens if last else emitted)
+            parts = [{"text": piece}] if piece else []
+            finish = _FINISH[answer.finish] if last else None
+            if parts or finish:
+                out.append(self._response(ask, parts, finish, usage))
+        if answer.calls:
+            calls = [p for p in self._parts(answer) if "functionCall" in p]
+            usage = self._usage(answer, answer.output_tokens)
+            out.append(self._response(ask, calls, "STOP", usage))
+        return [sse(o) for o in out], []
+
+    def malformed_frame(self) -> bytes:
+        return b'data: {"candidates": [ {"content": oops\n\n'
+
+    def success_headers(self) -> dict[str, str]:
+        return {"x-gemini-service-tier": "standard", "server-timing": "gfet4t7; dur=12"}

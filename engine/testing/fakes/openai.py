@@ -1,0 +1,356 @@
+"""Fake OpenAI Chat Completions and Azure OpenAI upstreams.
+
+Bodies follow the official OpenAPI document (`CreateChatCompletionResponse`, the
+`chat.completion.chunk` stream with `stream_options.include_usage` and `data: [DONE]`,
+`{"error": {message, type, param, code}}`), headers follow what the services send
+(`x-request-id`, `x-ratelimit-*` with Go-style reset durations, `retry-after`). The Azure
+fake routes by deployment, requires `api-version` and the `api-key` header, opens streams
+with a `choices: []` prompt-filter chunk and reports content filtering the way the live
+service does (`innererror.content_filter_result`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from engine.providers.mock import ScriptedAnswer, ScriptedTool
+
+from ._server import Ask, BadRequest, FakeUpstream, json_response, split_text, sse
+
+__all__ = ["FakeAzure", "FakeOpenAI"]
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    429: "requests",
+    500: "server_error",
+    503: "server_error",
+}
+_CODES = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}
+
+
+def _fallback_type(status: int) -> str:
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def parse_chat(body: Any, model_override: str | None = None) -> Ask:
+    """A chat/completions body in neutral terms; BadRequest like the real API's 400s."""
+    if not isinstance(body, dict):
+        raise BadRequest("We could not parse the JSON body of your request.")
+    model = model_override or body.get("model")
+    messages = body.get("messages")
+    if not model:
+        raise BadRequest("you must provide a model parameter")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("[] is too short - 'messages'")
+    last = messages[-1]
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    tools = [
+        ScriptedTool(t["function"]["name"], t["function"].get("parameters") or {})
+        for t in body.get("tools") or ()
+    ]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or {}).get("name")
+    options = body.get("stream_options") or {}
+    return Ask(
+        model=str(model),
+        stream=bool(body.get("stream")),
+        prompt_texts=[_text(m.get("content")) for m in messages if isinstance(m, dict)],
+        last_user=_text(users[-1].get("content")) if users else "",
+        tool_result=_text(last.get("content")) if last.get("role") == "tool" else None,
+        tools=tools,
+        tool_choice=choice,
+        max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
+        include_usage=bool(options.get("include_usage")),
+    )
+
+
+class FakeOpenAI(FakeUpstream):
+    """`POST {url}/chat/completions` with Bearer auth; `url` ends in `/v1`."""
+
+    name = "openai"
+    base_path = "/v1"
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self.handle)
+
+    # --- auth and errors ---------------------------------------------------------------
+
+    def presented_key(self, request: web.Request) -> str | None:
+        auth = request.headers.get("Authorization", "")
+        return auth[7:] if auth.startswith("Bearer ") else None
+
+    def auth_error(self, request: web.Request) -> web.Response | None:
+        key = self.presented_key(request)
+        if key is None:
+            return self.error_response(401, "You didn't provide an API key.", None, {})
+        if self.api_key is not None and key != self.api_key:
+            # The real service echoes (part of) the wrong key: the adapter must redact it.
+            return self.error_response(401, f"Incorrect API key provided: {key}.", None, {})
+        return None
+
+    def error_body(self, status: int, message: str, code: str | None) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": message,
+                "type": _TYPES.get(status, _fallback_type(status)),
+                "param": None,
+                "code": code or _CODES.get(status),
+            }
+        }
+
+    def error_response(
+        self, status: int, message: str, code: str | None, headers: Mapping[str, str]
+    ) -> web.Response:
+        headers = {**headers, "x-request-id": f"req_{self._count:08d}"}
+        return json_response(status, self.error_body(status, message, code), headers)
+
+    def stream_error_frame(self, message: str, code: str | None) -> bytes:
+        return sse(self.error_body(500, message, code))
+
+    def success_headers(self) -> dict[str, str]:
+        used = self._count
+        return {
+            "x-request-id": f"req_{used:08d}",
+            "openai-processing-ms": "12",
+            "x-ratelimit-limit-requests": "10000",
+            "x-ratelimit-remaining-requests": str(max(0, 10000 - used)),
+            "x-ratelimit-reset-requests": "6m0s",
+            "x-ratelimit-limit-tokens": "2000000",
+            "x-ratelimit-remaining-tokens": str(max(0, 2000000 - 50 * used)),
+            "x-ratelimit-reset-tokens": "12ms",
+        }
+
+    # --- answers ------------------------------------------------------------------------
+
+    def parse(self, request: web.Request, body: Any) -> Ask:
+        return parse_chat(body)
+
+    def _id(self) -> str:
+        return f"chatcmpl-fake{self._count:06d}"
+
+    def _usage(self, answer: ScriptedAnswer) -> dict[str, Any]:
+        return {
+            "prompt_tokens": answer.input_tokens,
+            "completion_tokens": answer.output_tokens,
+            "total_tokens": answer.input_tokens + answer.output_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
+        }
+
+    def render(self, ask: Ask, answer: ScriptedAnswer) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": answer.text if not answer.calls else None,
+            "refusal": None,
+            "annotations": [],
+        }
+        if answer.calls:
+            message["tool_calls"] = [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in answer.calls
+            ]
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": answer.finish}
+        return self._decorate(
+            {
+                "id": self._id(),
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": ask.model,
+                "choices": [choice],
+                "usage": self._usage(answer),
+                "service_tier": "default",
+                "system_fingerprint": "fp_fake",
+            }
+        )
+
+    def _decorate(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Hook for Azure's content-filter annotations."""
+        return data
+
+    def _chunk(self, ask: Ask, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+        chunk: dict[str, Any] = {
+            "id": self._id(),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": ask.model,
+            "system_fingerprint": "fp_fake",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if ask.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    def frames(self, ask: Ask, answer: ScriptedAnswer) -> tuple[list[bytes], list[bytes]]:
+        chunks = [self._chunk(ask, {"role": "assistant", "content": "", "refusal": None}, None)]
+        chunks += [self._chunk(ask, {"content": piece}, None) for piece in split_text(answer.text)]
+        for index, call in enumerate(answer.calls):
+            head = {
+                "index": index,
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": ""},
+            }
+            chunks.append(self._chunk(ask, {"tool_calls": [head]}, None))
+            for piece in split_text(call.arguments, 7):
+                part = {"index": index, "function": {"arguments": piece}}
+                chunks.append(self._chunk(ask, {"tool_calls": [part]}, None))
+        chunks.append(self._chunk(ask, {}, answer.finish))
+        if ask.include_usage:
+            usage_chunk = self._chunk(ask, {}, None)
+            usage_chunk["choices"] = []
+            usage_chunk["usage"] = self._usage(answer)
+            chunks.append(usage_chunk)
+        return [sse(c) for c in self._lead_chunks(ask) + chunks], [b"data: [DONE]\n\n"]
+
+    def _lead_chunks(self, ask: Ask) -> list[dict[str, Any]]:
+        return []
+
+
+_FILTER_OK = {
+    "hate": {"filtered": False, "severity": "safe"},
+    "self_harm": {"filtered": False, "severity": "safe"},
+    "sexual": {"filtered": False, "severity": "safe"},
+    "violence": {"filtered": False, "severity": "safe"},
+}
+
+
+class FakeAzure(FakeOpenAI):
+    """`POST {url}/openai/deployments/{deployment}/chat/completions?api-version=...`.
+
+    `deployments` (optional) lists the deployments that exist; others answer 404
+    DeploymentNotFound. `url` is the resource endpoint (no path).
+    """
+
+    name = "azure"
+    base_path = ""
+
+    def __init__(
+        self, *, api_key: str | None = None, seed: int = 0, deployments: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(api_key=api_key, seed=seed)
+        self.deployments = deployments
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self.handle)
+
+    def presented_key(self, request: web.Request) -> str | None:
+        key = request.headers.get("api-key")
+        return key if key is not None else super().presented_key(request)
+
+    def auth_error(self, request: web.Request) -> web.Response | None:
+        key = self.presented_key(request)
+        if key is None or (self.api_key is not None and key != self.api_key):
+            message = (
+                "Access denied due to invalid subscription key or wrong API endpoint. "
+                "Make sure to provide a valid key for an active subscription and use a "
+                "correct regional API endpoint for your resource."
+            )
+            return json_response(401, {"error": {"code": "401", "message": message}}, {})
+        return None
+
+    def error_body(self, status: int, message: str, code: str | None) -> dict[str, Any]:
+        if code == "content_filter":
+            return {
+                "error": {
+                    "message": message,
+                    "type": None,
+                    "param": "prompt",
+                    "code": "content_filter",
+                    "status": status,
+                    "innererror": {
+                        "code": "ResponsibleAIPolicyViolation",
+                        "content_filter_result": {
+                            **_FILTER_OK,
+                            "violence": {"filtered": True, "severity": "medium"},
+                        },
+                    },
+                }
+            }
+        if status == 429:
+            return {"error": {"code": "429", "message": message}}
+        return super().error_body(status, message, code)
+
+    def error_response(
+        self, status: int, message: str, code: str | None, headers: Mapping[str, str]
+    ) -> web.Response:
+        headers = {**headers, "apim-request-id": f"apim-{self._count:08d}"}
+        return json_response(status, self.error_body(status, message, code), headers)
+
+    def success_headers(self) -> dict[str, str]:
+        used = self._count
+        return {
+            "apim-request-id": f"apim-{used:08d}",
+            "x-ms-region": "Sweden Central",
+            "x-ratelimit-remaining-requests": str(max(0, 1000 - used)),
+            "x-ratelimit-remaining-tokens": str(max(0, 100000 - 50 * used)),
+        }
+
+    def parse(self, request: web.Request, body: Any) -> Ask:
+        if not request.query.get("api-version"):
+            raise BadRequest("Missing required query parameter: api-version")
+        deployment = request.match_info["deployment"]
+        if self.deployments and deployment not in self.deployments:
+            raise _DeploymentNotFound
+        has_model = isinstance(body, dict) and body.get("model")
+        return parse_chat(body, model_override=None if has_model else deployment)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await super().handle(request)
+        except _DeploymentNotFound:
+            message = (
+                "The API deployment for this resource does not exist. If you created the "
+                "deployment within the last 5 minutes, please wait a moment and try again."
+            )
+            return json_response(
+                404, {"error": {"code": "DeploymentNotFound", "message": message}}, {}
+            )
+
+    def _decorate(self, data: dict[str, Any]) -> dict[str, Any]:
+        data["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": _FILTER_OK}]
+        for choice in data["choices"]:
+            choice["content_filter_results"] = _FILTER_OK
+        return data
+
+    def _lead_chunks(self, ask: Ask) -> list[dict[str, Any]]:
+        return [
+            {
+                "choices": [],
+                "created": 0,
+                "id": "",
+                "model": "",
+                "object": "",
+                "prompt_filter_results": [
+                    {"prompt_index": 0, "content_filter_results": _FILTER_OK}
+                ],
+            }
+        ]
+
+
+class _DeploymentNotFound(Exception):
+    pass

@@ -1,0 +1,97 @@
+"""Shared fixtures for the provider tests: fakes, endpoints, and pool cleanup per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from engine.endpoints import Endpoint, Timeouts
+from engine.messages import Request, parse_request
+from engine.providers import aclose_all
+from engine.secrets import Secret
+
+CANARY = "CANARY-key-7f3a9c1e5b"
+
+
+@pytest.fixture(autouse=True)
+async def _close_pools() -> AsyncIterator[None]:
+    """Every test gets fresh pools on its own event loop."""
+    yield
+    await aclose_all()
+
+
+def endpoint(
+    url: str,
+    protocol: str = "openai",
+    model: str = "gpt-test",
+    key: str | None = CANARY,
+    timeouts: Timeouts | None = None,
+    **options: str,
+) -> Endpoint:
+    """An endpoint for a fake upstream."""
+    return Endpoint(
+        provider=f"fake-{protocol}",
+        protocol=protocol,
+        base_url=url,
+        upstream_model=model,
+        api_key=Secret(key) if key is not None else None,
+        timeouts=timeouts or Timeouts(connect_s=2, total_s=10),
+        options=options,
+    )
+
+
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def chat(text: str = "hello there", **extra: Any) -> Request:
+    """A one-turn chat request with a system prompt."""
+    return parse_request(
+        {
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": text},
+            ],
+            **extra,
+        }
+    )
+
+
+def tool_conversation() -> Request:
+    """A conversation that already holds a tool call and its result."""
+    return parse_request(
+        {
+            "messages": [
+                {"role": "system", "content": "You are terse."},
+                {"role": "user", "content": "weather in Paris?"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_abc123",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_abc123", "content": '{"temp_c": 21}'},
+            ],
+            "tools": [WEATHER_TOOL],
+        }
+    )
+
+
+Factory = Callable[..., Endpoint]
