@@ -344,15 +344,16 @@ def engine_config(tmp: Path, upstream: str) -> Path:
         "models:\n"
         "  bench/gpt-4o-mini:\n"
         "    upstream: gpt-4o-mini\n"
+        "    capabilities: [chat, tools, json, streaming]\n"
         "    input_price: 0.15\n"
         "    output_price: 0.6\n"
         "    context_window: 128000\n"
         "    max_output: 16384\n"
     )
     (tmp / "routes" / "bench.yaml").write_text(
-        "policy: bench\nstrategy: ordered\ncandidates: [bench/gpt-4o-mini]\n"
+        "strategy: ordered\ncandidates: [bench/gpt-4o-mini]\n"
     )
-    (tmp / "server.yaml").write_text("ledger: false\naccess_log: false\n")
+    (tmp / "server.yaml").write_text("access_log: false\nreload: false\n")
     return tmp
 
 
@@ -384,7 +385,7 @@ def systems(tmp: Path, upstream: str, upstream_port: int) -> tuple[list[System],
             "engine",
             [PY, "-m", "engine", "serve", "--config", str(cfg), "--port", str(port)],
             port,
-            env={"ENGINE_LOG_LEVEL": "warning"},
+            env={"ENGINE_LOG_LEVEL": "warning", "ENGINE_LEDGER": str(tmp / "ledger.sqlite3")},
         )
     )
     skipped: list[str] = []
@@ -406,7 +407,11 @@ def systems(tmp: Path, upstream: str, upstream_port: int) -> tuple[list[System],
                     "1",
                 ],
                 port,
-                env={"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "LITELLM_MASTER_KEY": "sk-bench-0000000000"},
+                env={
+                    "LITELLM_LOG": "ERROR",
+                    "LITELLM_TELEMETRY": "False",
+                    "LITELLM_MASTER_KEY": "sk-bench-0000000000",
+                },
                 startup_s=120,
                 big_n=3000,
             )

@@ -74,9 +74,16 @@ def build_app(settings: ServerSettings | None = None) -> Starlette:
 
 
 def serve(settings: ServerSettings) -> None:
-    """Run uvicorn until SIGTERM/SIGINT; blocks."""
+    """Run uvicorn until SIGTERM/SIGINT; blocks, and returns normally after a graceful stop.
+
+    uvicorn re-raises the signal it caught once it has drained, restoring the previous
+    handler first; a no-op SIGTERM handler installed here turns that into a clean exit 0.
+    """
+    import signal
+
     import uvicorn
 
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(
         "engine.server.runner:build_app",
         factory=True,
