@@ -265,7 +265,8 @@ def test_threaded_fake_with_asyncio_run_per_call() -> None:
 
 
 async def test_sse_decoder_rules() -> None:
-    """Comments are skipped, multi-line data joins, CRLF-free lines and a final unterminated event count."""
+    """Comments and blank-data keep-alives are skipped, multi-line data joins, a final
+    unterminated event counts."""
 
     async def lines():  # type: ignore[no-untyped-def]
         for line in [
@@ -274,6 +275,8 @@ async def test_sse_decoder_rules() -> None:
             b"event: a",
             b"data: 1",
             b"data: 2",
+            b"",
+            b"data:",
             b"",
             b"data:x",
             b"",
