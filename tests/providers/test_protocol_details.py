@@ -394,3 +394,13 @@ async def test_unparseable_tool_arguments_are_a_precise_error(protocol: str) -> 
     )
     with pytest.raises(InvalidRequestError, match="call_9"):
         await get_adapter(protocol).complete(request, endpoint("http://127.0.0.1:9", protocol, "m"))
+
+
+async def test_azure_v1_api_style() -> None:
+    """api_style=v1 calls /openai/v1/chat/completions with the deployment as the model."""
+    async with FakeAzure(deployments=("prod-4o",)) as up:
+        resp = await get_adapter("azure").complete(
+            chat("v1"), endpoint(up.url, "azure", "prod-4o", api_style="v1")
+        )
+    assert up.last.path == "/openai/v1/chat/completions" and up.last.query == {}
+    assert up.last.body["model"] == "prod-4o" and resp.content == "prod-4o heard: v1"
