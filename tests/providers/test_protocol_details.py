@@ -31,7 +31,7 @@ from engine.testing.fakes import (
     Fault,
 )
 
-from .conftest import WEATHER_TOOL, chat, endpoint
+from .conftest import WEATHER_TOOL, chat, endpoint, tool_conversation
 
 
 async def _drain(protocol: str, request, ep) -> StreamAccumulator:  # type: ignore[no-untyped-def]
@@ -404,3 +404,43 @@ async def test_azure_v1_api_style() -> None:
         )
     assert up.last.path == "/openai/v1/chat/completions" and up.last.query == {}
     assert up.last.body["model"] == "prod-4o" and resp.content == "prod-4o heard: v1"
+
+
+async def test_gemini_thought_signatures_round_trip() -> None:
+    """A signed Gemini function call goes back with its signature; a foreign call needs the
+    configured bypass signature, else the thinking model rejects the conversation."""
+    from engine.testing.fakes.gemini import SKIP_SIGNATURE
+
+    async with FakeGemini(thought_signatures=True) as up:
+        ep = endpoint(up.url, "gemini", "g")
+        first = await get_adapter("gemini").complete(chat("Lima", tools=[WEATHER_TOOL]), ep)
+        call = first.tool_calls[0]
+        follow = parse_request(
+            {
+                "messages": [
+                    {"role": "user", "content": "Lima"},
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "id": call.id,
+                                "type": "function",
+                                "function": {"name": call.name, "arguments": call.arguments},
+                            }
+                        ],
+                    },
+                    {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 19}'},
+                ],
+                "tools": [WEATHER_TOOL],
+            }
+        )
+        answer = await get_adapter("gemini").complete(follow, ep)
+        assert answer.content == 'The tool said: {"temp_c": 19}'
+        assert "thoughtSignature" in up.last.body["contents"][1]["parts"][0]
+        with pytest.raises(InvalidRequestError, match="thought_signature"):
+            await get_adapter("gemini").complete(tool_conversation(), ep)
+        ok = await get_adapter("gemini").complete(
+            tool_conversation(),
+            endpoint(up.url, "gemini", "g", foreign_call_signature=SKIP_SIGNATURE),
+        )
+    assert ok.content is not None and "21" in ok.content
