@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sys
 
 import pytest
 
@@ -444,3 +445,25 @@ async def test_gemini_thought_signatures_round_trip() -> None:
             endpoint(up.url, "gemini", "g", foreign_call_signature=SKIP_SIGNATURE),
         )
     assert ok.content is not None and "21" in ok.content
+
+
+async def test_fake_runs_from_the_command_line() -> None:
+    """`python -m engine.testing.fakes openai` prints its URL and serves our adapter."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "engine.testing.fakes",
+        "openai",
+        "--key",
+        "demo-key",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        url = (await proc.stdout.readline()).decode().strip()
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+        resp = await get_adapter("openai").complete(chat("cli"), endpoint(url, key="demo-key"))
+        assert resp.content == "gpt-test heard: cli"
+    finally:
+        proc.terminate()
+        await proc.wait()

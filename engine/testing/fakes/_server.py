@@ -149,7 +149,8 @@ class FakeUpstream:
         """The most recent request received."""
         return self.requests[-1]
 
-    async def start(self) -> Self:
+    async def start(self, port: int = 0) -> Self:
+        """Listen on 127.0.0.1 (`port` 0 picks a free one)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         self.add_routes(app)
         self._closing = asyncio.Event()
@@ -158,7 +159,8 @@ class FakeUpstream:
         )
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
         self.port = int(sock.getsockname()[1])
         await web.SockSite(self._runner, sock).start()
         return self
