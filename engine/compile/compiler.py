@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -46,7 +47,7 @@ from engine.config.link import link, merge_route, resolve, route_fields
 from engine.config.load import Document, join_path
 from engine.config.project import ConfigSet, load_data, load_dir
 from engine.config.rules import check_rules, compares
-from engine.config.specs import Condition, PolicySpec, RouteSpec, RuleSpec
+from engine.config.specs import Condition, PolicySpec, RouteSpec, RuleSpec, WeightsSpec
 from engine.errors import ConfigError, Diagnostic
 
 DEFAULT_POLICY = "default"
@@ -201,6 +202,10 @@ def _leaf(
     if elig.filtered_out and models and not unknown:  # unknown ids: link reported them
         problems.append(_no_candidate(doc, path, elig.last_filter, route))
     candidates = static_order(strategy, elig.candidates, weights)
+    if strategy == "balanced" and route.weights is not None:
+        candidates = _balance_parts(candidates, route.weights)
+    elif strategy == "balanced":
+        candidates = _balance_parts(candidates, WeightsSpec())
     chain_ids, chain, chain_elim = _chain(
         route, models, providers, {c.model.id for c in candidates}
     )
@@ -231,6 +236,22 @@ def _leaf(
         min_context=min((c.context_window for c in candidates), default=0),
     )
     return leaf, problems
+
+
+def _balance_parts(cands: tuple[Candidate, ...], w: WeightsSpec) -> tuple[Candidate, ...]:
+    """The request-independent part of each balanced score (see select._balanced)."""
+    total = (w.cost + w.quality + w.latency) or 1.0
+    max_lat = max((c.model.latency_ms for c in cands), default=0.0) or 1.0
+    return tuple(
+        replace(
+            c,
+            balance_part=(
+                w.quality * c.model.quality + w.latency * (1.0 - c.model.latency_ms / max_lat)
+            )
+            / total,
+        )
+        for c in cands
+    )
 
 
 def _no_candidate(doc: Document, path: str, last: str | None, route: RouteSpec) -> Diagnostic:
