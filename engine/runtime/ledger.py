@@ -28,6 +28,7 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
@@ -191,6 +192,7 @@ class SQLiteLedger(LedgerQueries):
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._urgent = threading.Event()  # set by flush/close: commit without waiting
         self._closed = False
         self.dropped = 0  # rows the writer could not store (see last_error)
         self.last_error: str | None = None
@@ -220,6 +222,7 @@ class SQLiteLedger(LedgerQueries):
             return
         done: Future[None] = Future()
         self._queue.put(done)
+        self._urgent.set()
         await asyncio.wrap_future(done)
 
     async def aclose(self) -> None:
@@ -230,6 +233,7 @@ class SQLiteLedger(LedgerQueries):
         self._closed = True
         atexit.unregister(self.close)
         self._queue.put(_STOP)
+        self._urgent.set()
         await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
         with self._lock:
             self._conn.close()
@@ -241,6 +245,7 @@ class SQLiteLedger(LedgerQueries):
         self._closed = True
         atexit.unregister(self.close)
         self._queue.put(_STOP)
+        self._urgent.set()
         self._thread.join()
         with self._lock:
             self._conn.close()
@@ -263,6 +268,10 @@ class SQLiteLedger(LedgerQueries):
             item = self._queue.get(timeout=self._interval)
         except queue.Empty:
             return batch, markers, False
+        # Rows that follow are collected for up to one interval without waking this thread
+        # per row (a wake-up and a commit per request would take the GIL, and the disk, on
+        # the callers' latency path); flush and close wake it at once through `_urgent`.
+        deadline = time.monotonic() + self._interval
         while True:
             if item is _STOP:
                 return batch, markers, True
@@ -272,6 +281,15 @@ class SQLiteLedger(LedgerQueries):
             batch.append(item)
             if len(batch) >= self._batch_size:
                 return batch, markers, False
+            try:
+                item = self._queue.get_nowait()
+                continue
+            except queue.Empty:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining > 0:
+                self._urgent.wait(remaining)
+            self._urgent.clear()
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:

@@ -1,0 +1,102 @@
+"""Circuit breakers, one per provider and one per model, so a dead upstream costs nothing.
+
+closed --(N failures in the window, none since a success)--> open --(cooldown)--> half-open
+half-open lets exactly one probe through: its success closes the breaker, its failure
+re-opens it for another cooldown. While open, `allow` says no and the executor records a
+`circuit_open` attempt without any network call.
+
+All transitions are synchronous (no awaits), so concurrent requests on one loop see a
+consistent state and only one of them can win the half-open probe.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+from engine.compile.plan import BreakerPlan
+from engine.runtime.clock import Clock
+
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+@dataclass(slots=True)
+class _Breaker:
+    failures: deque[float] = field(default_factory=deque)
+    state: BreakerState = "closed"
+    opened_at: float = 0.0
+    cooldown_s: float = 30.0
+    probing: bool = False
+    last_error: str | None = None
+
+
+class BreakerBoard:
+    """Every breaker of one engine, keyed by provider id or model id."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._breakers: dict[str, _Breaker] = {}
+
+    def allow(self, key: str) -> bool:
+        """May a call go through now? Grants the single half-open probe to the first asker."""
+        b = self._breakers.get(key)
+        if b is None or b.state == "closed":
+            return True
+        if b.state == "open":
+            if self._clock.monotonic() - b.opened_at < b.cooldown_s:
+                return False
+            b.state = "half_open"
+            b.probing = False
+        if b.probing:
+            return False
+        b.probing = True
+        return True
+
+    def success(self, key: str) -> None:
+        """A success closes the breaker and clears its failures (they must be consecutive)."""
+        if key in self._breakers:
+            del self._breakers[key]
+
+    def failure(self, key: str, plan: BreakerPlan, error: str | None = None) -> None:
+        """Count one failure; open when the window holds `plan.failures` of them."""
+        b = self._breakers.setdefault(key, _Breaker())
+        now = self._clock.monotonic()
+        b.last_error = error
+        if b.state == "half_open":
+            self._open(b, now, plan)
+            return
+        b.failures.append(now)
+        while b.failures and now - b.failures[0] > plan.window_s:
+            b.failures.popleft()
+        if len(b.failures) >= plan.failures:
+            self._open(b, now, plan)
+
+    def abandon(self, key: str) -> None:
+        """A granted probe ended without a verdict (cancelled): let another probe through."""
+        b = self._breakers.get(key)
+        if b is not None and b.state == "half_open":
+            b.probing = False
+
+    def _open(self, b: _Breaker, now: float, plan: BreakerPlan) -> None:
+        b.state = "open"
+        b.opened_at = now
+        b.cooldown_s = plan.cooldown_s
+        b.probing = False
+        b.failures.clear()
+
+    def state(self, key: str) -> BreakerState:
+        """The state as a caller would see it now (an elapsed cooldown reads as half-open)."""
+        b = self._breakers.get(key)
+        if b is None:
+            return "closed"
+        if b.state == "open" and self._clock.monotonic() - b.opened_at >= b.cooldown_s:
+            return "half_open"
+        return b.state
+
+    def last_error(self, key: str) -> str | None:
+        b = self._breakers.get(key)
+        return None if b is None else b.last_error
+
+    def snapshot(self) -> dict[str, BreakerState]:
+        return {k: self.state(k) for k in self._breakers}

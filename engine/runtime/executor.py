@@ -1,0 +1,921 @@
+"""The attempt loop: one request from selection to answer, across candidates and retries.
+
+    target (policy | provider/name pin) + request.fallbacks
+      -> candidates: select() ranking, ordered by the live strategy, then the route's
+         chain, then its fallback_policy, then each request fallback, deduplicated
+      -> eligibility: provider enabled, keys left, context window, per-request budget
+      -> per candidate, tenacity AsyncRetrying (injected sleep, backoff with jitter,
+         Retry-After up to the cap), each try guarded by:
+            breaker (no network call when open) -> rate-limit lease -> budget reservation
+            -> one adapter call -> settle / release, ledger row, stats, strategy update
+      -> next candidate on failure, until one answers or max_attempts is spent
+
+Auth errors retire the key (others of the provider are still tried); permission errors skip
+the provider; context-window errors skip candidates whose window is not larger; a plain
+invalid request fails at once. When everything fails, AllCandidatesFailedError lists every
+attempt. Whatever ends an attempt (success, error, cancellation) settles or releases its
+reservations in a `finally`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import random
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from engine.compile.plan import (
+    Features,
+    KeyPlan,
+    ModelPlan,
+    Plan,
+    ProviderPlan,
+    RetryPlan,
+    RoutePlan,
+    Scored,
+    Selection,
+    StrategyPlan,
+)
+from engine.endpoints import Endpoint
+from engine.errors import (
+    AllCandidatesFailedError,
+    AttemptRecord,
+    AuthenticationError,
+    BudgetExceededError,
+    ContextWindowExceededError,
+    EngineError,
+    InvalidRequestError,
+    NoCandidateError,
+    PermissionDeniedError,
+    ProviderError,
+    RateLimitedError,
+    UnknownModelError,
+    UnknownPolicyError,
+)
+from engine.messages import (
+    Chunk,
+    ProviderResponse,
+    RateLimitInfo,
+    Request,
+    StreamAccumulator,
+    ToolCallDelta,
+    Usage,
+)
+from engine.providers.base import Adapter
+from engine.result import Response, StreamEvent
+from engine.runtime.breaker import BreakerBoard
+from engine.runtime.clock import Clock
+from engine.runtime.state import (
+    BudgetStore,
+    Lease,
+    Ledger,
+    LedgerRow,
+    RateLimiter,
+    Reservation,
+    ResponseCache,
+)
+from engine.runtime.stats import Stats
+from engine.runtime.strategies import StrategyState
+from engine.runtime.templates import apply_template
+
+#: Error kinds that say something about an upstream's health (they feed the breakers).
+BREAKER_KINDS = frozenset({"unavailable", "timeout", "protocol_error"})
+#: How long a key rejected with 401 is left out before it is tried again.
+BAD_KEY_COOLDOWN_S = 300.0
+#: The route pins and unknown policies run under: every default of the plan types.
+PIN_STRATEGY = StrategyPlan(name="ordered")
+PIN_ROUTE = RoutePlan(policy="", candidates=(), strategy=PIN_STRATEGY)
+
+#: Request ids: a per-process random prefix and a counter (unique, and cheaper than uuid4).
+_ID_PREFIX = os.urandom(4).hex()
+_IDS = itertools.count()
+
+Selector = Callable[[Plan, str, Features], Selection]
+Featurizer = Callable[[Request], Features]
+CacheKey = Callable[[Request, str], str]
+
+
+@dataclass(slots=True)
+class Services:
+    """The engine's live state and collaborators, shared by every request."""
+
+    adapter_for: Callable[[str], Adapter]
+    limiter: RateLimiter
+    budget: BudgetStore
+    cache: ResponseCache
+    cache_key: CacheKey
+    ledger: Ledger
+    clock: Clock
+    rng: random.Random
+    select: Selector
+    features: Featurizer
+    breakers: BreakerBoard
+    strategies: StrategyState
+    stats: Stats
+    bad_keys: dict[str, float] = field(default_factory=dict)  # key id -> retired until
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run bookkeeping that must finish even when the caller was cancelled."""
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def release_lease(self, lease: Lease) -> None:
+        """Refund a lease whose request was never (fully) sent."""
+        release = getattr(self.limiter, "release", None)  # optional in older limiters
+        if release is not None:
+            release(lease)
+        else:
+            self.limiter.settle(lease, 0, 0)
+
+    def good_keys(self, provider: ProviderPlan) -> tuple[KeyPlan, ...]:
+        """The provider's keys minus those recently rejected; keyless providers get a label."""
+        if not provider.keys:
+            return (KeyPlan(id=f"{provider.id}#none", secret=None),)
+        if not self.bad_keys:
+            return provider.keys
+        now = self.clock.monotonic()
+        return tuple(k for k in provider.keys if self.bad_keys.get(k.id, 0.0) <= now)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One model to try, with the route whose retry/breaker/budget settings apply."""
+
+    scored: Scored
+    provider: ProviderPlan
+    route: RoutePlan
+    policy: str | None
+    rule: str | None
+    leg: int  # 0 for the primary target, i for request.fallbacks[i - 1]
+
+    @property
+    def model(self) -> ModelPlan:
+        return self.scored.model
+
+
+@dataclass(slots=True)
+class _Leg:
+    """A resolved target: a policy's selection or a pin's synthetic one."""
+
+    target: str
+    route: RoutePlan
+    selection: Selection | None  # None for a pin
+    pin: Scored | None = None
+
+
+@dataclass(slots=True)
+class Guard:
+    """What one try holds while its call is in flight; closed exactly once."""
+
+    cand: Candidate
+    lease: Lease
+    reservation: Reservation | None
+    started: float
+    retry: int
+    fallback_index: int
+    ttft_ms: float | None = None
+
+
+@dataclass(slots=True)
+class OpenStream:
+    guard: Guard
+    first: Chunk | None
+    chunks: AsyncIterator[Chunk]
+
+
+class _Skip(Exception):
+    """A candidate was passed over without a network call (reason recorded as an attempt)."""
+
+
+def _unknown_model(pin: str, provider: ProviderPlan) -> ModelPlan:
+    """A pinned model the registry does not list: callable, with its cost unknown."""
+    _, _, name = pin.partition("/")
+    return ModelPlan(
+        id=pin,
+        provider=provider.id,
+        upstream=name,
+        capabilities=frozenset(),
+        context_window=0,
+        max_output=0,
+        input_price=None,
+        output_price=None,
+        quality=0.0,
+        latency_ms=0.0,
+        local=provider.local,
+    )
+
+
+class Execution:
+    """One engine call: resolves targets lazily, walks candidates, records every attempt."""
+
+    def __init__(
+        self, svc: Services, plan: Plan, request: Request, policy: str | None, streaming: bool
+    ) -> None:
+        self.svc = svc
+        self.plan = plan
+        self.request = request
+        self.streaming = streaming
+        self.features = svc.features(request)
+        self.request_id = f"{_ID_PREFIX}{next(_IDS):010x}"
+        self.started = svc.clock.monotonic()
+        self.attempts: list[AttemptRecord] = []
+        self.calls_in_leg = 0
+        self.leg_max = 0
+        self.fallback_index = 0
+        self.min_window = 0
+        self.skip_providers: set[str] = set()
+        self.tried: set[str] = set()
+        self.eliminated: dict[str, str] = {}
+        self._rendered: dict[int, Request] = {}
+        self.final: Response | None = None  # the assembled answer, once a stream has ended
+        caps = [c for c in (self.features.budget_usd, request.budget_usd) if c is not None]
+        self._budget: float | None = min(caps) if caps else None
+        self.primary = self._primary(policy or request.model or plan.default_policy)
+        self._candidates = self._walk()
+
+    # -- targets and candidates -----------------------------------------------------------
+
+    def _primary(self, target: str | None) -> _Leg | None:
+        """The first target; with request fallbacks, "no candidate" just moves on to them."""
+        try:
+            return self._resolve(target, 0)
+        except NoCandidateError as exc:
+            if not self.request.fallbacks:
+                raise
+            self.eliminated.update(exc.eliminated)
+            return None
+
+    @property
+    def route(self) -> RoutePlan:
+        return self.primary.route if self.primary is not None else PIN_ROUTE
+
+    def _resolve(self, target: str | None, leg: int) -> _Leg:
+        """A policy name or a `provider/name` pin, resolved against the plan."""
+        if not target:
+            raise UnknownPolicyError("no policy given and the configuration names no default")
+        if target in self.plan.policies:
+            sel = self.svc.select(self.plan, target, self.features)
+            return _Leg(target, sel.route, sel)
+        provider_id, slash, _ = target.partition("/")
+        provider = self.plan.providers.get(provider_id) if slash else None
+        if provider is None:
+            known = ", ".join(sorted(self.plan.policies)) or "none"
+            if slash:
+                raise UnknownModelError(f"unknown provider in model pin {target!r}")
+            raise UnknownPolicyError(f"unknown policy {target!r} (policies: {known})")
+        model = self.plan.models.get(target) or _unknown_model(target, provider)
+        route = RoutePlan(policy=target, candidates=(target,), strategy=PIN_STRATEGY)
+        return _Leg(target, route, None, self._score(model, route))
+
+    def _score(self, model: ModelPlan, route: RoutePlan, score: float = 0.0) -> Scored:
+        tin = self.features.input_tokens
+        cap = self.features.output_tokens
+        expected = cap or route.default_max_tokens
+        worst = cap or model.max_output or expected
+        return Scored(model, score, model.cost(tin, expected), model.cost(tin, worst))
+
+    def _walk(self) -> Iterator[Candidate]:
+        """Every candidate in try order; later legs are resolved only when reached."""
+        if self.primary is not None:
+            yield from self._leg_candidates(self.primary, 0)
+        for i, target in enumerate(self.request.fallbacks, start=1):
+            try:
+                leg = self._resolve(target, i)
+            except (NoCandidateError, UnknownPolicyError, UnknownModelError) as exc:
+                self.eliminated[target] = str(exc)
+                continue
+            yield from self._leg_candidates(leg, i)
+
+    def _leg_candidates(self, leg: _Leg, index: int) -> Iterator[Candidate]:
+        self.calls_in_leg = 0
+        self.leg_max = leg.route.max_attempts
+        if leg.pin is not None:
+            provider = self.plan.providers[leg.pin.model.provider]
+            yield Candidate(leg.pin, provider, leg.route, None, None, index)
+            return
+        assert leg.selection is not None
+        yield from self._policy_candidates(leg.selection, index, {leg.target})
+
+    def _policy_candidates(
+        self, sel: Selection, index: int, visited: set[str]
+    ) -> Iterator[Candidate]:
+        route = sel.route
+        key = f"{sel.policy}:{sel.rule}"
+        ordered = self.svc.strategies.order(key, route.strategy, sel.ranked, self.streaming)
+        for s in ordered:
+            yield from self._as_candidate(s, route, sel, index)
+        for s in sel.chain:  # the explicit chain, as the compiler checked it for us
+            yield from self._as_candidate(s, route, sel, index)
+        nxt = route.fallback_policy
+        if nxt and nxt not in visited and nxt in self.plan.policies:
+            try:
+                fallback = self.svc.select(self.plan, nxt, self.features)
+            except NoCandidateError as exc:
+                self.eliminated[nxt] = str(exc)
+                return
+            yield from self._policy_candidates(fallback, index, visited | {nxt})
+
+    def _as_candidate(
+        self, s: Scored, route: RoutePlan, sel: Selection, index: int
+    ) -> Iterator[Candidate]:
+        provider = self.plan.providers.get(s.model.provider)
+        if provider is not None:
+            yield Candidate(s, provider, route, sel.policy, sel.rule, index)
+
+    # -- eligibility ----------------------------------------------------------------------
+
+    def _skip(self, cand: Candidate, outcome: str, why: str) -> None:
+        self.eliminated[cand.model.id] = why
+        self.attempts.append(
+            AttemptRecord(
+                cand.provider.id, cand.model.id, outcome, why, 0.0, 0, self.fallback_index
+            )
+        )
+
+    def _eligible(self, cand: Candidate) -> bool:
+        """Static checks that need no network: each failure is recorded with its reason."""
+        m, p = cand.model, cand.provider
+        if m.id in self.tried:
+            return False
+        self.tried.add(m.id)
+        if not p.enabled:
+            self._skip(cand, "disabled", p.disabled_reason or "provider disabled")
+        elif p.id in self.skip_providers:
+            self._skip(cand, "skipped", "provider refused this request's credentials")
+        elif self.min_window and m.context_window <= self.min_window:
+            self._skip(cand, "context_window_exceeded", "context window not larger")
+        elif not self._within_budget(cand):
+            self._skip(cand, "budget_exceeded", "worst-case cost above the request budget")
+        else:
+            return True
+        return False
+
+    def _within_budget(self, cand: Candidate) -> bool:
+        """Worst-case cost within the request's budget and the route's per-request cap.
+
+        An unknown price cannot be shown to fit, so with a cap it does not."""
+        cap = self._budget
+        route_cap = cand.route.budget.max_cost_per_request
+        if route_cap is not None:
+            cap = route_cap if cap is None else min(cap, route_cap)
+        if cap is None:
+            return True
+        worst = cand.scored.worst_cost_usd
+        return worst is not None and worst <= cap
+
+    def exhausted(self) -> bool:
+        return self.calls_in_leg >= self.leg_max
+
+    # -- the failover loop ----------------------------------------------------------------
+
+    async def complete(self) -> tuple[Candidate, Guard, ProviderResponse]:
+        """Walk candidates until one answers; raise the final error otherwise."""
+        for cand in self._candidates:
+            if self.exhausted() or not self._eligible(cand):
+                continue
+            result = await self._try_candidate(cand, streaming=False)
+            if result is not None:
+                guard, resp = result
+                assert isinstance(resp, ProviderResponse)
+                return cand, guard, resp
+        raise self._final_error()
+
+    async def open_stream(self) -> tuple[Candidate, OpenStream]:
+        """Like `complete`, but the answer is a stream whose first chunk has arrived."""
+        for cand in self._candidates:
+            if self.exhausted() or not self._eligible(cand):
+                continue
+            result = await self._try_candidate(cand, streaming=True)
+            if result is not None:
+                _, opened = result
+                assert isinstance(opened, OpenStream)
+                return cand, opened
+        raise self._final_error()
+
+    def _final_error(self) -> EngineError:
+        calls = [a for a in self.attempts if a.key_id is not None]  # skips carry no key
+        if (
+            not calls
+            and self.attempts
+            and all(a.outcome == "budget_exceeded" for a in self.attempts)
+        ):
+            return BudgetExceededError(
+                "no candidate fits the budget: "
+                + "; ".join(f"{a.model}: {a.error}" for a in self.attempts)
+            )
+        if not self.attempts:
+            return NoCandidateError("no candidate could be tried", self.eliminated)
+        return AllCandidatesFailedError(self.attempts)
+
+    async def _try_candidate(
+        self, cand: Candidate, streaming: bool
+    ) -> tuple[Guard, ProviderResponse | OpenStream] | None:
+        """All tries at one candidate; None when it failed and the next should be tried."""
+        index = self.fallback_index
+        self.fallback_index += 1
+        while True:
+            try:
+                return await self._with_retries(cand, index, streaming)
+            except _Skip:
+                return None
+            except AuthenticationError:
+                keyed = bool(cand.provider.keys)
+                if keyed and self.svc.good_keys(cand.provider) and not self.exhausted():
+                    continue  # another key of the same provider
+                self.skip_providers.add(cand.provider.id)
+                return None
+            except PermissionDeniedError:
+                self.skip_providers.add(cand.provider.id)
+                return None
+            except ContextWindowExceededError:
+                self.min_window = max(self.min_window, cand.model.context_window, 1)
+                return None
+            except InvalidRequestError:
+                raise
+            except ProviderError:
+                return None
+
+    async def _with_retries(
+        self, cand: Candidate, index: int, streaming: bool
+    ) -> tuple[Guard, ProviderResponse | OpenStream]:
+        """The first try runs bare (the hot path); only a retryable failure builds the
+        tenacity machinery for the rest, so a healthy call pays nothing for retries."""
+        retry = cand.route.retry
+        try:
+            return await self._once(cand, 0, index, streaming)
+        except ProviderError as exc:
+            if retry.max_retries == 0 or not self._retryable(exc, cand):
+                raise
+            await self.svc.clock.sleep(self._delay(exc, 1, retry))
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(retry.max_retries),
+            wait=lambda state: self._wait(state, retry),
+            retry=retry_if_exception(lambda e: self._retryable(e, cand)),
+            sleep=self.svc.clock.sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._once(cand, attempt.retry_state.attempt_number, index, streaming)
+        raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+    def _retryable(self, exc: BaseException, cand: Candidate) -> bool:
+        if not isinstance(exc, ProviderError) or not exc.retryable or self.exhausted():
+            return False
+        retry = cand.route.retry
+        if exc.kind not in retry.retry_on:
+            return False
+        # A provider asking for a longer pause than the cap is better failed over from.
+        return exc.retry_after is None or exc.retry_after <= retry.max_retry_after_s
+
+    def _wait(self, state: RetryCallState, retry: RetryPlan) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        # tenacity counts from the first retry; the bare first try came before it
+        return self._delay(exc, state.attempt_number + 1, retry)
+
+    def _delay(self, exc: BaseException | None, failures: int, retry: RetryPlan) -> float:
+        """Retry-After when the provider gave one, else exponential backoff with jitter."""
+        if isinstance(exc, ProviderError) and exc.retry_after is not None:
+            return max(0.0, exc.retry_after)
+        base = retry.backoff_initial_s * retry.multiplier ** (failures - 1)
+        base = min(base, retry.backoff_max_s)
+        if retry.jitter:
+            base = base / 2 + self.svc.rng.random() * base / 2
+        return base
+
+    # -- one try --------------------------------------------------------------------------
+
+    def rendered(self, route: RoutePlan) -> Request:
+        """The request with this route's template applied (rendered once per route)."""
+        if route.template is None:
+            return self.request
+        key = id(route)
+        req = self._rendered.get(key)
+        if req is None:
+            req = self._rendered[key] = apply_template(route.template, self.request)
+        return req
+
+    def _admit(self, cand: Candidate, index: int) -> None:
+        """The breakers' verdict; an open one is recorded and costs no network call."""
+        b = self.svc.breakers
+        pid, mid = cand.provider.id, cand.model.id
+        if b.allow(pid):
+            if b.allow(mid):
+                return
+            b.abandon(pid)
+            key = mid
+        else:
+            key = pid
+        self.attempts.append(
+            AttemptRecord(pid, mid, "circuit_open", f"breaker open: {key}", 0.0, 0, index)
+        )
+        raise _Skip(key)
+
+    async def _guard(self, cand: Candidate, retry: int, index: int) -> Guard:
+        """Breaker, then a rate-limit lease, then a budget reservation, in that order."""
+        self._admit(cand, index)
+        keys = self.svc.good_keys(cand.provider)
+        if not keys:
+            self._abandon(cand)
+            self._skip(cand, "skipped", "every key of the provider was rejected")
+            raise _Skip(cand.provider.id)
+        tin = self.features.input_tokens
+        tout = self.features.output_tokens or cand.route.default_max_tokens
+        rl = cand.route.rate_limit
+        wait_s = 0.0 if rl.on_limited == "skip" else rl.max_wait_ms / 1000
+        try:
+            lease = await self.svc.limiter.acquire(cand.provider.id, keys, tin, tout, wait_s)
+        except RateLimitedError as exc:
+            self._abandon(cand)
+            self._skip(cand, "rate_limited", f"local rate limit: {exc}")
+            raise _Skip(cand.provider.id) from None
+        try:
+            reservation = await self._reserve(cand)
+        except BudgetExceededError as exc:
+            self.svc.release_lease(lease)
+            self._abandon(cand)
+            self._skip(cand, "budget_exceeded", str(exc))
+            raise _Skip(cand.model.id) from None
+        except BaseException:
+            self.svc.release_lease(lease)
+            self._abandon(cand)
+            raise
+        return Guard(cand, lease, reservation, self.svc.clock.monotonic(), retry, index)
+
+    async def _reserve(self, cand: Candidate) -> Reservation | None:
+        b = cand.route.budget
+        worst = cand.scored.worst_cost_usd
+        if (b.daily_usd is None and b.monthly_usd is None) or worst is None:
+            return None
+        return await self.svc.budget.reserve(self.workspace, worst, b.daily_usd, b.monthly_usd)
+
+    @property
+    def workspace(self) -> str:
+        return self.features.workspace or str(self.request.metadata.get("workspace", "default"))
+
+    def _abandon(self, cand: Candidate) -> None:
+        self.svc.breakers.abandon(cand.provider.id)
+        self.svc.breakers.abandon(cand.model.id)
+
+    def _endpoint(self, cand: Candidate, key: KeyPlan) -> Endpoint:
+        p = cand.provider
+        return Endpoint(
+            provider=p.id,
+            protocol=p.protocol,
+            base_url=p.base_url,
+            upstream_model=cand.model.upstream,
+            api_key=key.secret,
+            key_id=key.id,
+            timeouts=cand.route.timeouts or p.timeouts,
+            options=p.options,
+            pool_size=p.pool_size,
+        )
+
+    async def _once(
+        self, cand: Candidate, retry: int, index: int, streaming: bool
+    ) -> tuple[Guard, ProviderResponse | OpenStream]:
+        guard = await self._guard(cand, retry, index)
+        self.calls_in_leg += 1
+        adapter = self.svc.adapter_for(cand.provider.protocol)
+        endpoint = self._endpoint(cand, guard.lease.key)
+        request = self.rendered(cand.route)
+        mid = cand.model.id
+        self.svc.strategies.begin(mid)
+        try:
+            if streaming:
+                opened = await self._open(adapter, request, endpoint, guard)
+                return guard, opened
+            resp = await adapter.complete(request, endpoint)
+        except ProviderError as exc:
+            self.svc.strategies.end(mid)
+            await self.fail(guard, exc)
+            raise
+        except BaseException:
+            self.svc.strategies.end(mid)
+            self.abort(guard)
+            raise
+        self.svc.strategies.end(mid)
+        return guard, resp
+
+    async def _open(
+        self, adapter: Adapter, request: Request, endpoint: Endpoint, guard: Guard
+    ) -> OpenStream:
+        chunks = adapter.stream(request, endpoint)
+        try:
+            first: Chunk | None = await anext(chunks)
+        except StopAsyncIteration:
+            first = None
+        guard.ttft_ms = (self.svc.clock.monotonic() - guard.started) * 1000
+        return OpenStream(guard, first, chunks)
+
+    # -- closing a try --------------------------------------------------------------------
+
+    async def succeed(
+        self, guard: Guard, usage: Usage, rate_limit: RateLimitInfo | None
+    ) -> float | None:
+        """Settle everything for a successful try; returns its cost (None when unknown)."""
+        cand, svc = guard.cand, self.svc
+        latency = (svc.clock.monotonic() - guard.started) * 1000
+        cost = cand.model.cost(usage.input_tokens, usage.output_tokens)
+        svc.limiter.settle(guard.lease, usage.input_tokens, usage.output_tokens)
+        if rate_limit is not None:
+            svc.limiter.observe(cand.provider.id, guard.lease.key.id, rate_limit)
+        svc.breakers.success(cand.provider.id)
+        svc.breakers.success(cand.model.id)
+        svc.strategies.observe_latency(cand.model.id, latency, guard.ttft_ms)
+        self._record(guard, "ok", None, None, latency, usage, cost)
+        if guard.reservation is not None:
+            r = guard.reservation
+            await svc.budget.settle(r, r.amount_usd if cost is None else cost)
+        return cost
+
+    async def fail(self, guard: Guard, exc: ProviderError) -> None:
+        """Record a failed try and give back what it held."""
+        cand, svc = guard.cand, self.svc
+        latency = (svc.clock.monotonic() - guard.started) * 1000
+        svc.limiter.settle(guard.lease, guard.lease.input_tokens, 0)
+        if exc.kind in BREAKER_KINDS:
+            plan = cand.route.breaker
+            svc.breakers.failure(cand.provider.id, plan, exc.kind)
+            svc.breakers.failure(cand.model.id, plan, exc.kind)
+        else:
+            self._abandon(cand)
+        if isinstance(exc, AuthenticationError) and cand.provider.keys:
+            svc.bad_keys[guard.lease.key.id] = svc.clock.monotonic() + BAD_KEY_COOLDOWN_S
+        self._record(guard, exc.kind, str(exc), exc.status, latency, None, None)
+        if guard.reservation is not None:
+            await svc.budget.release(guard.reservation)
+
+    def abort(self, guard: Guard) -> None:
+        """A try ended without a verdict (cancelled): release, never count it as a failure."""
+        svc, cand = self.svc, guard.cand
+        svc.release_lease(guard.lease)
+        self._abandon(cand)
+        if guard.reservation is not None:
+            # A task of its own, so a cancelled caller still gives its reservation back.
+            svc.spawn(svc.budget.release(guard.reservation))
+        # The ledger still hears of it: the upstream may have started (and billed) the work.
+        latency = (svc.clock.monotonic() - guard.started) * 1000
+        svc.ledger.record(
+            LedgerRow(svc.clock.time(), self.workspace, cand.policy, cand.provider.id,
+                      cand.model.id, 0, 0, None, latency, "cancelled", guard.fallback_index,
+                      self.request_id)
+        )
+
+    def _record(
+        self,
+        guard: Guard,
+        outcome: str,
+        error: str | None,
+        status: int | None,
+        latency: float,
+        usage: Usage | None,
+        cost: float | None,
+    ) -> None:
+        cand, svc = guard.cand, self.svc
+        tin = usage.input_tokens if usage else 0
+        tout = usage.output_tokens if usage else 0
+        self.attempts.append(
+            AttemptRecord(
+                cand.provider.id,
+                cand.model.id,
+                outcome,
+                error,
+                latency,
+                guard.retry,
+                guard.fallback_index,
+                guard.lease.key.id,
+                status,
+            )
+        )
+        svc.stats.attempt(
+            cand.provider.id, cand.model.id, outcome == "ok", latency, cost, tin, tout
+        )
+        svc.ledger.record(
+            LedgerRow(
+                svc.clock.time(),
+                self.workspace,
+                cand.policy,
+                cand.provider.id,
+                cand.model.id,
+                tin,
+                tout,
+                cost,
+                latency,
+                outcome,
+                guard.fallback_index,
+                self.request_id,
+            )
+        )
+
+    # -- results --------------------------------------------------------------------------
+
+    def response(self, cand: Candidate, resp: ProviderResponse, cost: float | None) -> Response:
+        return Response(
+            content=resp.content,
+            tool_calls=resp.tool_calls,
+            finish_reason=resp.finish_reason,
+            usage=resp.usage,
+            cost_usd=cost,
+            provider=cand.provider.id,
+            model=cand.model.id,
+            latency_ms=(self.svc.clock.monotonic() - self.started) * 1000,
+            attempts=tuple(self.attempts),
+            policy=cand.policy,
+            rule=cand.rule,
+            id=f"chatcmpl-{self.request_id}",
+        )
+
+    def cache_key(self) -> str | None:
+        """The cache key when the primary route caches and the caller did not bypass it."""
+        if not (self.route.cache.enabled and self.request.cache):
+            return None
+        target = self.primary.target if self.primary is not None else ""
+        return self.svc.cache_key(self.request, target)
+
+    def cached_hit(self, hit: Response) -> Response:
+        """A cache hit as this call's answer: costs nothing, recorded as cached."""
+        latency = (self.svc.clock.monotonic() - self.started) * 1000
+        self.svc.ledger.record(
+            LedgerRow(
+                self.svc.clock.time(),
+                self.workspace,
+                hit.policy,
+                hit.provider,
+                hit.model,
+                0,
+                0,
+                0.0,
+                latency,
+                "ok",
+                0,
+                self.request_id,
+                cached=True,
+            )
+        )
+        return replace(
+            hit,
+            cached=True,
+            cost_usd=0.0,
+            latency_ms=latency,
+            attempts=(),
+            id=f"chatcmpl-{self.request_id}",
+        )
+
+    # -- the two ways a call ends ---------------------------------------------------------
+
+    async def run(self) -> Response:
+        """The whole non-streaming call: cache, failover, settle, stats."""
+        key = self.cache_key()
+        if key is not None:
+            hit = self.svc.cache.get(key)
+            if isinstance(hit, Response):
+                self.svc.stats.request(True, 0.0, cached=True)
+                return self.cached_hit(hit)
+        try:
+            cand, guard, resp = await self.complete()
+        except EngineError:
+            self.svc.stats.request(False)
+            raise
+        cost = await self.succeed(guard, resp.usage, resp.rate_limit)
+        out = self.response(cand, resp, cost)
+        u = resp.usage
+        self.svc.stats.request(
+            True, cost, u.input_tokens, u.output_tokens, fallback=guard.fallback_index > 0
+        )
+        if key is not None:
+            self.svc.cache.put(key, out, self.route.cache.ttl_s)
+        return out
+
+    async def stream(self) -> AsyncGenerator[StreamEvent, None]:
+        """The whole streaming call; `self.final` holds the assembled Response at the end."""
+        key = self.cache_key()
+        if key is not None:
+            hit = self.svc.cache.get(key)
+            if isinstance(hit, Response):
+                self.svc.stats.request(True, 0.0, cached=True)
+                self.final = self.cached_hit(hit)
+                for event in replay(self.final):
+                    yield event
+                return
+        while True:
+            try:
+                cand, opened = await self.open_stream()
+            except EngineError:
+                self.svc.stats.request(False)
+                raise
+            events = self._relay(cand, opened)
+            try:
+                async for event in events:
+                    yield event
+            except _Failover:
+                continue
+            finally:
+                await events.aclose()
+            return
+
+    async def _relay(
+        self, cand: Candidate, opened: OpenStream
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Yield one upstream stream's events; settle when it ends, fail over if allowed."""
+        guard, acc = opened.guard, StreamAccumulator(cand.model.upstream)
+        mid, held, limits = cand.model.id, None, None
+        chunk, first = opened.first, True
+        try:
+            while chunk is not None:
+                acc.add(chunk)
+                limits = chunk.rate_limit or limits
+                if chunk.usage is not None:
+                    held = chunk  # sent last, with the cost and every attempt
+                else:
+                    yield self._event(cand, chunk, attempts=first)
+                    first = False
+                chunk = await anext(opened.chunks, None)
+        except ProviderError as exc:
+            self.svc.strategies.end(mid)
+            await self.fail(guard, exc)
+            await _aclose(opened.chunks)
+            if first or cand.route.retry.after_first_token:
+                raise _Failover() from exc
+            self.svc.stats.request(False)
+            raise
+        except BaseException:
+            self.svc.strategies.end(mid)
+            self.abort(guard)
+            await _aclose(opened.chunks)
+            raise
+        self.svc.strategies.end(mid)
+        result = acc.result()
+        usage = result.usage if held is not None else self._estimate(result)
+        cost = await self.succeed(guard, usage, limits)
+        final = held or Chunk(finish_reason=None, usage=usage)
+        yield replace(self._event(cand, final, attempts=True), cost_usd=cost)
+        self._finish(cand, replace(result, usage=usage), cost, guard)
+
+    def _finish(
+        self, cand: Candidate, result: ProviderResponse, cost: float | None, guard: Guard
+    ) -> None:
+        self.final = self.response(cand, result, cost)
+        u = result.usage
+        self.svc.stats.request(
+            True, cost, u.input_tokens, u.output_tokens, fallback=guard.fallback_index > 0
+        )
+        key = self.cache_key()
+        if key is not None:
+            self.svc.cache.put(key, self.final, self.route.cache.ttl_s)
+
+    def _estimate(self, result: ProviderResponse) -> Usage:
+        """Usage when a stream reported none: the input estimate and ~4 characters a token."""
+        text = (result.content or "") + "".join(c.arguments for c in result.tool_calls)
+        return Usage(self.features.input_tokens, max(1, len(text) // 4) if text else 0)
+
+    def _event(self, cand: Candidate, chunk: Chunk, attempts: bool) -> StreamEvent:
+        return StreamEvent(
+            chunk=chunk,
+            provider=cand.provider.id,
+            model=cand.model.id,
+            id=f"chatcmpl-{self.request_id}",
+            created=int(self.svc.clock.time()),
+            attempts=tuple(self.attempts) if attempts else (),
+            policy=cand.policy,
+            rule=cand.rule,
+        )
+
+
+class _Failover(Exception):
+    """A stream failed where the policy allows another candidate to take over."""
+
+
+async def _aclose(chunks: AsyncIterator[Chunk]) -> None:
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(Exception):  # it already failed; closing is best effort
+            await close()
+
+
+def replay(resp: Response) -> Iterator[StreamEvent]:
+    """A stored Response as stream events: content, tool calls, then finish and usage."""
+    deltas = tuple(
+        ToolCallDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(resp.tool_calls)
+    )
+    common: dict[str, Any] = {
+        "provider": resp.provider,
+        "model": resp.model,
+        "id": resp.id,
+        "created": resp.created,
+        "cached": resp.cached,
+        "policy": resp.policy,
+        "rule": resp.rule,
+    }
+    if resp.content or deltas:
+        yield StreamEvent(Chunk(content=resp.content or "", tool_calls=deltas), **common)
+    last = Chunk(finish_reason=resp.finish_reason, usage=resp.usage)
+    yield StreamEvent(last, cost_usd=resp.cost_usd, attempts=resp.attempts, **common)

@@ -1,0 +1,90 @@
+"""Provider health as a caller sees it: healthy, degraded, open or disabled, with a reason.
+
+    disabled   the plan disabled the provider, or every one of its keys was rejected (401)
+    open       the provider's circuit breaker is open (calls are refused without a request)
+    degraded   a model breaker is open or half-open, a key was rejected, or recent errors
+               are frequent; or an active probe failed
+    healthy    none of the above
+
+Passive by default (no network); `probe=True` also opens a connection to each provider
+through its adapter's `warm`, which reaches the upstream without spending tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from engine.compile.plan import Plan, ProviderPlan
+from engine.endpoints import Endpoint
+from engine.errors import redact
+from engine.runtime.executor import Services
+
+#: Error rate over the recent window above which a provider reads as degraded.
+DEGRADED_ERROR_RATE = 0.25
+
+
+def endpoint_for(provider: ProviderPlan, plan: Plan, svc: Services) -> Endpoint:
+    """An endpoint reaching the provider with its first usable key and first model."""
+    keys = svc.good_keys(provider)
+    key = keys[0] if keys else None
+    model = next((m for m in plan.models.values() if m.provider == provider.id), None)
+    return Endpoint(
+        provider=provider.id,
+        protocol=provider.protocol,
+        base_url=provider.base_url,
+        upstream_model=model.upstream if model else "",
+        api_key=key.secret if key else None,
+        key_id=key.id if key else "",
+        timeouts=provider.timeouts,
+        options=provider.options,
+        pool_size=provider.pool_size,
+    )
+
+
+def passive(provider: ProviderPlan, plan: Plan, svc: Services) -> dict[str, Any]:
+    """The status of one provider from live state alone."""
+    if not provider.enabled:
+        return _status("disabled", provider.disabled_reason or "disabled in configuration")
+    if provider.keys and not svc.good_keys(provider):
+        return _status("disabled", "every key was rejected by the provider (401)")
+    breaker = svc.breakers.state(provider.id)
+    if breaker == "open":
+        last = svc.breakers.last_error(provider.id)
+        return _status("open", f"circuit breaker open after repeated {last or 'failures'}")
+    reasons = _degradations(provider, plan, svc, breaker)
+    return _status("degraded", "; ".join(reasons)) if reasons else _status("healthy", None)
+
+
+def _degradations(provider: ProviderPlan, plan: Plan, svc: Services, breaker: str) -> list[str]:
+    reasons = []
+    if breaker == "half_open":
+        reasons.append("circuit breaker half-open (probing)")
+    models = [m.id for m in plan.models.values() if m.provider == provider.id]
+    tripped = [m for m in models if svc.breakers.state(m) != "closed"]
+    if tripped:
+        reasons.append("breaker open for " + ", ".join(sorted(tripped)))
+    if len(svc.good_keys(provider)) < len(provider.keys):
+        reasons.append("some keys were rejected (401)")
+    rate = svc.stats.recent_error_rate(provider.id)
+    if rate > DEGRADED_ERROR_RATE:
+        reasons.append(f"recent error rate {rate:.0%}")
+    return reasons
+
+
+def _status(status: str, reason: str | None) -> dict[str, Any]:
+    return {"status": status, "reason": reason}
+
+
+async def probe(
+    provider: ProviderPlan, plan: Plan, svc: Services, warm: Callable[[Endpoint], Awaitable[None]]
+) -> dict[str, Any]:
+    """Passive status, then an active connection attempt for providers not already out."""
+    status = passive(provider, plan, svc)
+    if status["status"] in ("disabled", "open"):
+        return status
+    try:
+        await warm(endpoint_for(provider, plan, svc))
+    except Exception as exc:  # any failure to connect is what the probe reports
+        return _status("degraded", redact(f"probe failed: {type(exc).__name__}: {exc}"))
+    return status

@@ -1,0 +1,69 @@
+"""Hooks: plain async callables the engine calls around each request.
+
+The place for logging, metrics and custom middleware without subclassing anything:
+`before_request(request) -> Request | None` may return a replacement request (or raise to
+veto it); `after_response(request, response)` sees every answer, streamed ones assembled;
+`on_error(request, error)` sees every failure. A hook's own exception propagates: a hook
+that must never fail the call should catch its errors itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from engine.messages import Request
+from engine.result import Response
+
+HookName = Literal["before_request", "after_response", "on_error"]
+BeforeRequest = Callable[[Request], Awaitable[Request | None]]
+AfterResponse = Callable[[Request, Response], Awaitable[None]]
+OnError = Callable[[Request, BaseException], Awaitable[None]]
+
+NAMES: tuple[str, ...] = ("before_request", "after_response", "on_error")
+
+
+class Hooks:
+    """The registered hooks of one engine, called in registration order."""
+
+    def __init__(self) -> None:
+        self.before: list[BeforeRequest] = []
+        self.after: list[AfterResponse] = []
+        self.error: list[OnError] = []
+
+    def add(self, name: str, fn: Callable[..., Awaitable[Any]]) -> None:
+        """Register `fn` for the hook `name`; an unknown name is a ValueError naming all."""
+        if name == "before_request":
+            self.before.append(fn)
+        elif name == "after_response":
+            self.after.append(fn)
+        elif name == "on_error":
+            self.error.append(fn)
+        else:
+            raise ValueError(f"unknown hook {name!r}; hooks are: {', '.join(NAMES)}")
+
+    def remove(self, name: str, fn: Callable[..., Awaitable[Any]]) -> None:
+        """Unregister `fn` from the hook `name` (no error if it was not registered)."""
+        groups: dict[str, list[Any]] = {
+            "before_request": self.before,
+            "after_response": self.after,
+            "on_error": self.error,
+        }
+        group = groups.get(name, [])
+        if fn in group:
+            group.remove(fn)
+
+    async def before_request(self, request: Request) -> Request:
+        for fn in self.before:
+            replaced = await fn(request)
+            if replaced is not None:
+                request = replaced
+        return request
+
+    async def after_response(self, request: Request, response: Response) -> None:
+        for fn in self.after:
+            await fn(request, response)
+
+    async def on_error(self, request: Request, error: BaseException) -> None:
+        for fn in self.error:
+            await fn(request, error)

@@ -1,0 +1,133 @@
+"""Dynamic ordering of a selection's candidates from live state.
+
+The compiler ranks candidates statically (cost, quality, rules); for the strategies in
+`DYNAMIC_STRATEGIES` the final order depends on what happened at run time, which only the
+runtime knows: measured latency and time-to-first-token, in-flight counts, round-robin
+counters and a seeded random stream for `weighted`.
+
+Every update here is a plain synchronous method with no `await` inside, so on one event
+loop an update can never interleave with another (no get-then-set races across awaits).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.compile.plan import Scored, StrategyPlan
+
+#: Weight of a new sample in the moving averages (higher reacts faster).
+EWMA_ALPHA = 0.3
+#: Probability that latency_optimized tries an untried candidate first.
+EXPLORE_RATE = 0.1
+
+
+@dataclass(slots=True)
+class _Latency:
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    samples: int = 0
+
+
+class StrategyState:
+    """Live measurements and counters shared by every request of one engine."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self._latency: dict[str, _Latency] = {}
+        self._inflight: dict[str, int] = {}
+        self._counters: dict[str, int] = {}
+        self._rngs: dict[str, random.Random] = {}
+        self._seed = seed
+
+    # -- measurements -------------------------------------------------------------------
+
+    def observe_latency(self, model: str, latency_ms: float, ttft_ms: float | None = None) -> None:
+        """Fold one successful call's latency (and time to first token) into the averages."""
+        m = self._latency.get(model)
+        if m is None:
+            self._latency[model] = _Latency(latency_ms, ttft_ms, 1)
+            return
+        m.latency_ms += EWMA_ALPHA * (latency_ms - m.latency_ms)
+        if ttft_ms is not None:
+            m.ttft_ms = (
+                ttft_ms if m.ttft_ms is None else m.ttft_ms + EWMA_ALPHA * (ttft_ms - m.ttft_ms)
+            )
+        m.samples += 1
+
+    def measured_latency(self, model: str) -> float | None:
+        """The moving average of a model's latency, or None when it was never measured."""
+        m = self._latency.get(model)
+        return None if m is None else m.latency_ms
+
+    def expected_latency(self, scored: Scored, streaming: bool = False) -> float:
+        """Measured latency (TTFT when streaming and known), else the registry's prior."""
+        m = self._latency.get(scored.model.id)
+        if m is None:
+            return scored.model.latency_ms
+        if streaming and m.ttft_ms is not None:
+            return m.ttft_ms
+        return m.latency_ms
+
+    def begin(self, model: str) -> None:
+        self._inflight[model] = self._inflight.get(model, 0) + 1
+
+    def end(self, model: str) -> None:
+        self._inflight[model] = self._inflight.get(model, 1) - 1
+
+    def inflight(self, model: str) -> int:
+        return self._inflight.get(model, 0)
+
+    # -- ordering -----------------------------------------------------------------------
+
+    def order(
+        self, key: str, strategy: StrategyPlan, ranked: Sequence[Scored], streaming: bool = False
+    ) -> list[Scored]:
+        """The candidates in the order to try them; static strategies keep the compiler's."""
+        name = strategy.name
+        if len(ranked) < 2:
+            return list(ranked)
+        if name == "latency_optimized":
+            return self._by_latency(key, strategy, ranked, streaming)
+        if name == "least_loaded":
+            return sorted(ranked, key=lambda s: self.inflight(s.model.id))
+        if name == "round_robin":
+            return self._rotate(key, ranked)
+        if name == "weighted":
+            return self._weighted(key, strategy, ranked)
+        return list(ranked)
+
+    def _rng(self, key: str, strategy: StrategyPlan) -> random.Random:
+        rng = self._rngs.get(key)
+        if rng is None:
+            rng = self._rngs[key] = random.Random(f"{self._seed}:{strategy.seed}:{key}")
+        return rng
+
+    def _by_latency(
+        self, key: str, strategy: StrategyPlan, ranked: Sequence[Scored], streaming: bool
+    ) -> list[Scored]:
+        out = sorted(ranked, key=lambda s: self.expected_latency(s, streaming))
+        untried = [s for s in out if s.model.id not in self._latency]
+        if untried and self._rng(key, strategy).random() < EXPLORE_RATE:
+            out.remove(untried[0])
+            out.insert(0, untried[0])
+        return out
+
+    def _rotate(self, key: str, ranked: Sequence[Scored]) -> list[Scored]:
+        n = self._counters.get(key, 0)
+        self._counters[key] = n + 1
+        i = n % len(ranked)
+        return [*ranked[i:], *ranked[:i]]
+
+    def _weighted(self, key: str, strategy: StrategyPlan, ranked: Sequence[Scored]) -> list[Scored]:
+        """Weighted random order without replacement (Efraimidis-Spirakis keys u**(1/w))."""
+        rng = self._rng(key, strategy)
+        weights = strategy.candidate_weights
+
+        def draw(s: Scored) -> float:
+            w = weights.get(s.model.id, 1.0)
+            return rng.random() ** (1.0 / w) if w > 0 else -1.0
+
+        keyed = [(draw(s), i, s) for i, s in enumerate(ranked)]
+        keyed.sort(key=lambda t: (-t[0], t[1]))
+        return [s for _, _, s in keyed]
