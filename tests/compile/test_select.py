@@ -286,3 +286,18 @@ def test_plan_sections_resolve_every_default():
     assert (route.timeouts.total_s, route.timeouts.connect_s) == (9, 5.0)
     assert (route.rate_limit.on_limited, route.rate_limit.max_wait_ms) == ("skip", 2000)
     assert route.breaker.failures == 5 and route.cache.enabled is False and route.template is None
+
+
+def test_selection_values_are_ordinary_frozen_dataclasses():
+    """Scored/Selection built on the fast path equal normally built ones and stay frozen."""
+    import dataclasses
+
+    from engine.compile.plan import Scored
+
+    plan = plan_of(p={"strategy": "cost_optimized", "candidates": ["cloud/cheap"]})
+    sel = select(plan, "p", Features(input_tokens=100, output_tokens=10))
+    (s,) = sel.ranked
+    assert s == Scored(plan.models["cloud/cheap"], s.score, s.est_cost_usd, s.worst_cost_usd)
+    assert dataclasses.replace(sel) == sel
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.score = 1.0  # type: ignore[misc]
