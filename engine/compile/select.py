@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.compile.plan import Features, Plan, Scored, Selection
+from engine.compile.plan import Features, Plan, RoutePlan, Scored, Selection
 from engine.compile.tree import Candidate, Goto, Leaf, PolicyTree
 from engine.errors import NoCandidateError, UnknownPolicyError
 
@@ -28,16 +28,37 @@ _set_model, _set_score, _set_est, _set_worst = (
 )
 
 
-_SELECTION_SLOTS = tuple(
+(
+    _set_policy,
+    _set_rule,
+    _set_path,
+    _set_route,
+    _set_ranked,
+    _set_eliminated,
+    _set_chain,
+) = (
     vars(Selection)[name].__set__
     for name in ("policy", "rule", "path", "route", "ranked", "eliminated", "chain")
 )
 
 
-def _selection(*values: Any) -> Selection:
+def _selection(
+    policy: str,
+    rule: str | None,
+    path: tuple[str, ...],
+    route: RoutePlan,
+    ranked: tuple[Scored, ...],
+    eliminated: tuple[tuple[str, str], ...],
+    chain: tuple[Scored, ...],
+) -> Selection:
     s: Any = _new(Selection)
-    for setter, value in zip(_SELECTION_SLOTS, values, strict=True):
-        setter(s, value)
+    _set_policy(s, policy)
+    _set_rule(s, rule)
+    _set_path(s, path)
+    _set_route(s, route)
+    _set_ranked(s, ranked)
+    _set_eliminated(s, eliminated)
+    _set_chain(s, chain)
     return s  # type: ignore[no-any-return]
 
 

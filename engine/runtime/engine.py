@@ -105,8 +105,10 @@ class _LoopThread:
         loop = self._start()
         if _running_loop() is loop:
             coro.close()
-            raise RuntimeError("a sync engine call from inside the engine's own loop would "
-                               "deadlock; use the async form (arun/astream/abatch)")
+            raise RuntimeError(
+                "a sync engine call from inside the engine's own loop would "
+                "deadlock; use the async form (arun/astream/abatch)"
+            )
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result()

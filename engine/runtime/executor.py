@@ -665,9 +665,20 @@ class Execution:
         # The ledger still hears of it: the upstream may have started (and billed) the work.
         latency = (svc.clock.monotonic() - guard.started) * 1000
         svc.ledger.record(
-            LedgerRow(svc.clock.time(), self.workspace, cand.policy, cand.provider.id,
-                      cand.model.id, 0, 0, None, latency, "cancelled", guard.fallback_index,
-                      self.request_id)
+            LedgerRow(
+                svc.clock.time(),
+                self.workspace,
+                cand.policy,
+                cand.provider.id,
+                cand.model.id,
+                0,
+                0,
+                None,
+                latency,
+                "cancelled",
+                guard.fallback_index,
+                self.request_id,
+            )
         )
 
     def _record(
