@@ -54,3 +54,57 @@ def test_any_models_shape_gives_diagnostics_not_exceptions(models):
 def test_any_text_loads_without_exceptions(text):
     """Arbitrary YAML-ish text loads to data or diagnostics, never an exception."""
     load_text(text, "fuzz.yaml")
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=5))
+def test_schema_and_spec_models_agree(route):
+    """The committed JSON Schema accepts exactly what the typed spec accepts (no silent gaps)."""
+    from pydantic import ValidationError
+
+    from engine.config.schema import _validator
+    from engine.config.specs import PolicySpec
+
+    schema_ok = _validator("route").is_valid(route)
+    try:
+        PolicySpec.model_validate(route, strict=True)
+        spec_ok = True
+    except ValidationError:
+        spec_ok = False
+    assert schema_ok == spec_ok
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.nested_given],
+)
+@given(st.data())
+def test_schema_and_spec_agree_on_near_valid_policies(data):
+    """Valid generated policies with one field replaced by junk: schema and spec agree."""
+    from pydantic import ValidationError
+
+    from engine.config.schema import _validator
+    from engine.config.specs import PolicySpec
+    from tests.compile.test_properties import policies
+
+    route = data.draw(policies(["mock/a", "mock/b"]))
+    if data.draw(st.booleans()):
+        key = data.draw(st.sampled_from(sorted(route)))
+        route[key] = data.draw(VALUES)
+    rules = route.get("rules")
+    if (
+        isinstance(rules, list)
+        and rules
+        and isinstance(rules[0], dict)
+        and data.draw(st.booleans())
+    ):
+        rule = rules[0]
+        rule[data.draw(st.sampled_from(["when", "strategy", "x", "budget"]))] = data.draw(VALUES)
+    schema_ok = _validator("route").is_valid(route)
+    try:
+        PolicySpec.model_validate(route, strict=True)
+        spec_ok = True
+    except ValidationError:
+        spec_ok = False
+    assert schema_ok == spec_ok, route
