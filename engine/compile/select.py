@@ -72,7 +72,11 @@ def _scored(c: Candidate, score: float, est: float | None, worst: float | None) 
 
 
 def select(plan: Plan, policy: str, features: Features) -> Selection:
-    """Route one request: the deciding rule, the path taken, the ranked candidates."""
+    """Route one request: the deciding rule, the path taken, the ranked candidates.
+
+    Raises NoCandidateError when nothing is left and the route has no fallback policy; with
+    one, an empty Selection is returned so the caller moves on to that policy.
+    """
     leaf, rule, path, name = walk(plan, policy, features)
     return rank(leaf, features, name, rule, path)
 
@@ -130,7 +134,7 @@ def rank(
         args = (required, need, need_in, expected, out_cap, limit, dropped, "fallback chain: ")
         chain = tuple([_scored(c, 0.0, e, w) for e, w, c in _checked(leaf.chain, *args)])
     eliminated = leaf.eliminated + tuple(dropped) if dropped else leaf.eliminated
-    if not ranked and not chain:
+    if not ranked and not chain and route.fallback_policy is None:
         raise NoCandidateError(_no_candidate_message(policy, eliminated), dict(eliminated))
     return _selection(policy, rule, path, route, ranked, eliminated, chain)
 

@@ -86,7 +86,7 @@ def test_unset_variables_are_warnings_with_location(tmp_path):
         "providers:\n  acme:\n    protocol: openai\n    base_url: http://x\n    api_key: ${ACME_KEY}\n"
         "  mock: {protocol: mock}\nmodels:\n  mock/a: {context_window: 100}\n"
     )
-    (tmp_path / "routes" / "default.yaml").write_text("strategy: ordered\n")
+    (tmp_path / "routes" / "default.yaml").write_text("strategy: ordered\ncandidates: [mock/a]\n")
     plan, warnings = load_plan(tmp_path, env={})
     (w,) = warnings
     assert (w.severity, w.line, w.path) == ("warning", 5, "providers.acme.api_key")
