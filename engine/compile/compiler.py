@@ -15,6 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from engine.compile.analysis import check_rules, compares
 from engine.compile.candidates import eligible, static_order
 from engine.compile.plan import (
     BreakerPlan,
@@ -46,7 +47,6 @@ from engine.compile.tree import (
 from engine.config.link import link, merge_route, resolve, route_fields
 from engine.config.load import Document, join_path
 from engine.config.project import ConfigSet, load_data, load_dir
-from engine.config.rules import check_rules, compares
 from engine.config.specs import Condition, PolicySpec, RouteSpec, RuleSpec, WeightsSpec
 from engine.errors import ConfigError, Diagnostic
 

@@ -2,9 +2,10 @@
 
 The schema checks each file alone; linking checks them together: references to models,
 providers and policies that do not exist (with "did you mean"), cycles through `extends`
-or policy references (which would make routing loop), duplicate names, rules that can
-never match or are shadowed by an earlier rule, template errors, and budgets or limits
-that contradict each other. Each problem is located in the file where it was written.
+or policy references (which would make routing loop), duplicate names, and budgets or
+limits that contradict each other. Each problem is located in the file where it was
+written. (Dead and shadowed rules are found by engine.compile.analysis, templates by
+engine.compile.templates: both need compiled forms.)
 """
 
 from __future__ import annotations

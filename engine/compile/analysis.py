@@ -1,5 +1,8 @@
 """Static analysis of a policy's rules: meaningless tests, rules that never match, shadowing.
 
+It lives in compile/ because it decides rules with the compiled predicates themselves, so
+the analysis and the router can never disagree about what a condition means.
+
 How: every operator in the language is piecewise constant between the constants a rule
 mentions (a threshold, a value, a tag). So sampling each feature at those constants, just
 around them and at a value none mentions covers every distinct region, and deciding a rule
