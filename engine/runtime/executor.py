@@ -120,6 +120,9 @@ class Services:
     stats: Stats
     bad_keys: dict[str, float] = field(default_factory=dict)  # key id -> retired until
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    endpoints: dict[tuple[int, ...], tuple[tuple[Any, ...], Endpoint]] = field(
+        default_factory=dict
+    )
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping that must finish even when the caller was cancelled."""
@@ -159,6 +162,11 @@ class Candidate:
     @property
     def model(self) -> ModelPlan:
         return self.scored.model
+
+    @property
+    def name(self) -> str:
+        """The model's name within its provider, as attempt records show it."""
+        return self.scored.model.id.partition("/")[2]
 
 
 @dataclass(slots=True)
@@ -335,9 +343,7 @@ class Execution:
     def _skip(self, cand: Candidate, outcome: str, why: str) -> None:
         self.eliminated[cand.model.id] = why
         self.attempts.append(
-            AttemptRecord(
-                cand.provider.id, cand.model.id, outcome, why, 0.0, 0, self.fallback_index
-            )
+            AttemptRecord(cand.provider.id, cand.name, outcome, why, 0.0, 0, self.fallback_index)
         )
 
     def _eligible(self, cand: Candidate) -> bool:
@@ -506,6 +512,8 @@ class Execution:
     def _admit(self, cand: Candidate, index: int) -> None:
         """The breakers' verdict; an open one is recorded and costs no network call."""
         b = self.svc.breakers
+        if b.all_closed:
+            return
         pid, mid = cand.provider.id, cand.model.id
         if b.allow(pid):
             if b.allow(mid):
@@ -515,7 +523,7 @@ class Execution:
         else:
             key = pid
         self.attempts.append(
-            AttemptRecord(pid, mid, "circuit_open", f"breaker open: {key}", 0.0, 0, index)
+            AttemptRecord(pid, cand.name, "circuit_open", f"breaker open: {key}", 0.0, 0, index)
         )
         raise _Skip(key)
 
@@ -566,6 +574,19 @@ class Execution:
         self.svc.breakers.abandon(cand.model.id)
 
     def _endpoint(self, cand: Candidate, key: KeyPlan) -> Endpoint:
+        """The adapter's view of one model with one key; built once per plan and key."""
+        cache = self.svc.endpoints
+        parts = (cand.provider, cand.model, key, cand.route.timeouts)
+        ident = tuple(map(id, parts))
+        entry = cache.get(ident)
+        if entry is None:
+            if len(cache) > 4096:  # plans come and go on reload; never grow without bound
+                cache.clear()
+            # the entry keeps `parts` alive, so their ids cannot be reused while cached
+            entry = cache[ident] = (parts, self._new_endpoint(cand, key))
+        return entry[1]
+
+    def _new_endpoint(self, cand: Candidate, key: KeyPlan) -> Endpoint:
         p = cand.provider
         return Endpoint(
             provider=p.id,
@@ -628,8 +649,9 @@ class Execution:
         svc.limiter.settle(guard.lease, usage.input_tokens, usage.output_tokens)
         if rate_limit is not None:
             svc.limiter.observe(cand.provider.id, guard.lease.key.id, rate_limit)
-        svc.breakers.success(cand.provider.id)
-        svc.breakers.success(cand.model.id)
+        if not svc.breakers.all_closed:
+            svc.breakers.success(cand.provider.id)
+            svc.breakers.success(cand.model.id)
         svc.strategies.observe_latency(cand.model.id, latency, guard.ttft_ms)
         self._record(guard, "ok", None, None, latency, usage, cost)
         if guard.reservation is not None:
@@ -686,7 +708,7 @@ class Execution:
         self.attempts.append(
             AttemptRecord(
                 cand.provider.id,
-                cand.model.id,
+                cand.name,
                 outcome,
                 error,
                 latency,
