@@ -64,9 +64,9 @@ async def handle(request):
 app = web.Application()
 app.router.add_post("/v1/chat/completions", handle)
 import socket
-sock = socket.socket(); sock.bind(("127.0.0.1", 0))
+sock = socket.socket(); sock.bind(("127.0.0.1", 0)); sock.listen(1024)
 print(sock.getsockname()[1], flush=True)
-web.run_app(app, sock=sock, print=None, access_log=None)
+web.run_app(app, sock=sock, print=None, access_log=None, backlog=1024)
 """
 
 
@@ -176,6 +176,82 @@ async def bench_adapter(url: str, args: argparse.Namespace) -> None:
     await aclose_all()
 
 
+async def bench_sse_decoder() -> None:
+    """Our SSE decoder alone (no network): microseconds per event over typical chunk lines."""
+    from engine.providers.sse import iter_sse
+
+    line = b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"word "}}]}'
+    lines = [line, b""] * 20000
+
+    async def source():  # type: ignore[no-untyped-def]
+        for item in lines:
+            yield item
+
+    t0 = time.perf_counter()
+    count = 0
+    async for _ in iter_sse(source()):
+        count += 1
+    per_event = (time.perf_counter() - t0) / count * 1e6
+    print(
+        f"  {'SSE decoder (engine.providers.sse)':<34} {per_event:7.2f} us/event over {count} events"
+    )
+
+
+async def bench_translation(calls: int) -> None:
+    """Each adapter's own work (build body, encode, parse, normalise) with no network:
+    the transport is replaced by one that returns the fake upstream's canned answer."""
+    from multidict import CIMultiDict
+
+    from engine.endpoints import Endpoint
+    from engine.messages import parse_request
+    from engine.providers.anthropic import AnthropicAdapter
+    from engine.providers.gemini import GeminiAdapter
+    from engine.providers.http import HttpClient, Reply
+    from engine.providers.ollama import OllamaAdapter
+    from engine.providers.openai import OpenAIAdapter
+    from engine.secrets import Secret
+    from engine.testing.fakes import FakeAnthropic, FakeGemini, FakeOllama, FakeOpenAI
+
+    class Canned(HttpClient):
+        def __init__(self, body: bytes, headers: dict[str, str]) -> None:
+            super().__init__()
+            self.reply = Reply(200, CIMultiDict(headers), body)
+
+        async def post(self, endpoint, url, headers, body):  # type: ignore[no-untyped-def,override]
+            return self.reply
+
+    request = parse_request(
+        {
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Say hello in one word."},
+            ],
+            "max_tokens": 16,
+            "temperature": 0.2,
+        }
+    )
+    from engine.testing.fakes._server import Ask
+
+    ask = Ask(
+        model="m", stream=False, prompt_texts=["Be brief.", "Say hello"], last_user="Say hello"
+    )
+    for name, fake, adapter_cls in [
+        ("openai", FakeOpenAI, OpenAIAdapter),
+        ("anthropic", FakeAnthropic, AnthropicAdapter),
+        ("gemini", FakeGemini, GeminiAdapter),
+        ("ollama", FakeOllama, OllamaAdapter),
+    ]:
+        up = fake()
+        body = orjson.dumps(up.render(ask, ask.answer()))
+        adapter = adapter_cls(Canned(body, up.success_headers()))  # type: ignore[abstract]
+        endpoint = Endpoint("b", name, "http://127.0.0.1:1", "m", api_key=Secret("k"))
+
+        async def call() -> None:
+            await adapter.complete(request, endpoint)
+
+        report(f"{name} adapter, no network", await sequential(call, calls), None)
+
+
 async def main(args: argparse.Namespace) -> None:
     proc, url = start_server()
     try:
@@ -187,6 +263,8 @@ async def main(args: argparse.Namespace) -> None:
         h = report("raw httpx POST (baseline)", *await bench_httpx(url, args))
         print(f"  -> httpx per-call / aiohttp per-call = {h / a:.2f}x")
         await bench_adapter(url, args)
+        await bench_sse_decoder()
+        await bench_translation(args.calls)
     finally:
         proc.terminate()
         proc.wait()

@@ -20,10 +20,11 @@ import orjson
 from engine.errors import ConfigError
 from engine.runtime.ledger import default_ledger_path, open_ledger
 
-_COLUMNS = ("attempts", "ok", "input_tokens", "output_tokens", "cost_usd")
+_COLUMNS = ("attempts", "ok", "cached", "input_tokens", "output_tokens", "cost_usd")
 _HEADERS = {
     "attempts": "attempts",
     "ok": "ok",
+    "cached": "cached",
     "input_tokens": "input tokens",
     "output_tokens": "output tokens",
     "cost_usd": "cost (USD)",

@@ -32,11 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cs = collect([Path(p) for p in args.paths])
+        cs, context = collect([Path(p) for p in args.paths])
     except UsageError as exc:
         print(f"validate: {exc}", file=sys.stderr)
         return 2
     _, found = check_config(cs, os.environ)
+    found = [d for d in found if d.file not in context]
     _print(found, args.format)
     failing = {"error", "warning"} if args.strict else {"error"}
     return 1 if any(d.severity in failing for d in found) else 0
@@ -46,10 +47,16 @@ class UsageError(Exception):
     """A path that does not exist or is not config."""
 
 
-def collect(paths: list[Path]) -> ConfigSet:
-    """Sort the given paths into one models file and route files, like a config dir."""
+def collect(paths: list[Path]) -> tuple[ConfigSet, set[str]]:
+    """Sort the given paths into one models file and route files, like a config dir.
+
+    A single route file is checked together with its sibling route files, so references
+    to other policies resolve; those siblings are context only (returned second) and
+    their own problems are not reported.
+    """
     models: Path | None = None
     routes: list[Path] = []
+    context: list[Path] = []
     for path in paths:
         if not path.exists():
             raise UsageError(f"no such file or directory: {path}")
@@ -62,14 +69,16 @@ def collect(paths: list[Path]) -> ConfigSet:
             else:
                 routes += route_files(path)
                 models = models or find_models_file(path.parent)
-        elif path.stem in ("models",):
+        elif path.stem == "models":
             models = path
         else:
             routes.append(path)
+            context += route_files(path.parent)
             models = models or find_models_file(path.parent) or find_models_file(path.parent.parent)
-    return load_paths(
-        models, list(dict.fromkeys(routes)), os.environ, source=" ".join(map(str, paths))
-    )
+    extra = [p for p in dict.fromkeys(context) if p not in routes]
+    source = " ".join(map(str, paths))
+    cs = load_paths(models, list(dict.fromkeys(routes)) + extra, os.environ, source=source)
+    return cs, {str(p) for p in extra}
 
 
 def _print(found: list[Diagnostic], fmt: str) -> None:

@@ -19,6 +19,7 @@ from engine.compile.plan import (
     BreakerPlan,
     BudgetPlan,
     CachePlan,
+    Features,
     ModelPlan,
     Plan,
     ProviderPlan,
@@ -28,7 +29,7 @@ from engine.compile.plan import (
     StrategyPlan,
     TemplatePlan,
 )
-from engine.compile.predicates import compile_condition, describe
+from engine.compile.predicates import Predicate, check_compare, compile_condition, describe
 from engine.compile.registry import build_models, build_providers, timeouts_of
 from engine.compile.templates import check_template
 from engine.compile.tree import (
@@ -44,8 +45,8 @@ from engine.compile.tree import (
 from engine.config.link import link, merge_route, resolve, route_fields
 from engine.config.load import Document, join_path
 from engine.config.project import ConfigSet, load_data, load_dir
-from engine.config.rules import check_rules
-from engine.config.specs import PolicySpec, RouteSpec, RuleSpec
+from engine.config.rules import check_rules, compares
+from engine.config.specs import Condition, PolicySpec, RouteSpec, RuleSpec
 from engine.errors import ConfigError, Diagnostic
 
 DEFAULT_POLICY = "default"
@@ -147,11 +148,26 @@ def _compile_policy(
         label = rule.name or f"rules[{i}]"
         text = describe(rule.when)
         step = f"{name}: rule `{label}` matched ({text})"
-        rules.append(Rule(i, label, compile_condition(rule.when), target, text, step))
-    indexes = build_indexes([r.when for r in spec.rules], rules)
+        rules.append(Rule(i, label, _predicate(rule.when), target, text, step))
+    indexes = build_indexes([r.when if _meaningful(r.when) else None for r in spec.rules], rules)
     step = f"{name}: no rule matched, default route"
     tree = PolicyTree(name, indexes, default, tuple(rules), step)
     return tree, problems
+
+
+def _meaningful(cond: Condition) -> bool:
+    """False for conditions check_rules reports (`gt` on tags, a broken regex, ...)."""
+    return not any(check_compare(c) for c in compares(cond))
+
+
+def _predicate(cond: Condition) -> Predicate:
+    # A meaningless condition is an error already reported; the plan is never returned, but
+    # compiling the rest of the policy still finds that policy's other problems.
+    return compile_condition(cond) if _meaningful(cond) else _never
+
+
+def _never(features: Features) -> bool:
+    return False
 
 
 def _rule_target(
@@ -181,7 +197,8 @@ def _leaf(
     weights = dict(route.candidate_weights or {})
     elig = eligible(route, models, providers)
     problems: list[Diagnostic] = []
-    if elig.filtered_out and models:
+    unknown = [m for m in route.candidates or [] if m not in models]
+    if elig.filtered_out and models and not unknown:  # unknown ids: link reported them
         problems.append(_no_candidate(doc, path, elig.last_filter, route))
     candidates = static_order(strategy, elig.candidates, weights)
     chain_ids, chain, chain_elim = _chain(

@@ -72,7 +72,7 @@ def _provider(pid: str, spec: ProviderSpec, cs: ConfigSet, env: Mapping[str, str
         base_url=base_url.rstrip("/"),
         keys=keys,
         timeouts=timeouts_of(spec.timeouts),
-        local=spec.local,
+        local=spec.local or spec.protocol == "mock",  # the mock is always local and free
         enabled=reason is None,
         disabled_reason=reason,
         pool_size=spec.pool_size,

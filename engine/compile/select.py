@@ -20,8 +20,8 @@ _INF = float("inf")
 Kept = tuple[Candidate, float | None, float | None]  # candidate, est. cost, worst-case cost
 
 # Scored and Selection are frozen slotted dataclasses, whose __init__ pays
-# object.__setattr__ per field. select builds several per request, so it fills the
-# slots directly: same object, about half the cost. Nothing else may do this.
+# object.__setattr__ per field. select builds several per request, so it fills the slots
+# directly: the same objects at about half the cost. Nothing else may do this.
 _new = object.__new__
 _set_model, _set_score, _set_est, _set_worst = (
     vars(Scored)[name].__set__ for name in ("model", "score", "est_cost_usd", "worst_cost_usd")
@@ -104,7 +104,17 @@ def rank(
         ranked = _order(leaf, kept, required)
     chain: tuple[Scored, ...] = ()
     if leaf.chain:
-        found = _checked(leaf.chain, required, need, need_in, expected, out_cap, limit, dropped)
+        found = _checked(
+            leaf.chain,
+            required,
+            need,
+            need_in,
+            expected,
+            out_cap,
+            limit,
+            dropped,
+            "fallback chain: ",
+        )
         chain = tuple(_scored(c, 0.0, e, w) for c, e, w in found)
     eliminated = leaf.eliminated + tuple(dropped) if dropped else leaf.eliminated
     if not ranked and not chain:
@@ -150,6 +160,7 @@ def _checked(
     out_cap: int | None,
     limit: float | None,
     dropped: list[tuple[str, str]],
+    prefix: str = "",
 ) -> list[Kept]:
     kept: list[Kept] = []
     for cand in cands:
@@ -160,7 +171,7 @@ def _checked(
         if why is None:
             kept.append(item)
         else:
-            dropped.append((cand.model.id, why))
+            dropped.append((cand.model.id, prefix + why))
     return kept
 
 

@@ -191,9 +191,11 @@ class PolicyTree:
 Atom = tuple[str, str, Compare, Condition | None]  # (kind, feature, atom, rest)
 
 
-def build_indexes(conditions: Sequence[Condition], rules: Sequence[Rule]) -> tuple[Index, ...]:
-    """File each rule under its best key atom; returns the indexes in a fixed order."""
-    options = [list(_atoms(c)) for c in conditions]
+def build_indexes(
+    conditions: Sequence[Condition | None], rules: Sequence[Rule]
+) -> tuple[Index, ...]:
+    """File each rule under its best key atom (None: not indexable, scanned)."""
+    options = [_atoms(c) if c is not None else [] for c in conditions]
     popularity: dict[tuple[str, str], int] = {}
     for atoms in options:
         for kind, feature, _, _ in atoms:
@@ -275,9 +277,7 @@ def _range_index(feature: str, items: list[tuple[Compare, Entry]]) -> RangeIndex
     samples = _region_samples(bounds)
     regions = []
     for value in samples:
-        holding = [
-            e for atom, e in items if _holds(atom.operator[0], value, float(atom.operator[1]))
-        ]
+        holding = [e for atom, e in items if _holds(*atom.operator, value)]
         regions.append(tuple(sorted(holding, key=lambda e: e.index)))
     return RangeIndex(feature, getter(feature), bounds, tuple(regions))
 

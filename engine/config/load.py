@@ -143,9 +143,11 @@ class _Builder:
         return self._scalar(node, path)
 
     def _mapping(self, node: yaml.MappingNode, path: str) -> dict[Any, Any]:
-        self._constructor.flatten_mapping(node)  # YAML merge keys (`<<: *base`)
+        own = [pair for pair in node.value if pair[0].tag != "tag:yaml.org,2002:merge"]
+        self._constructor.flatten_mapping(node)  # YAML merge keys (`<<: *base`) go first
+        merged = node.value[: len(node.value) - len(own)]
         out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
+        for key_node, value_node in own:
             key = self._key(key_node, path)
             if key is None:
                 continue
@@ -155,6 +157,10 @@ class _Builder:
                 continue
             self.marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = self.build(value_node, child)
+        for key_node, value_node in merged:  # merged keys never override explicit ones
+            key = self._key(key_node, path)
+            if key is not None and key not in out:
+                out[key] = self.build(value_node, join_path(path, key))
         return out
 
     def _key(self, node: yaml.Node, path: str) -> str | None:

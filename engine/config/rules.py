@@ -37,7 +37,7 @@ def check_rules(doc: Document, spec: PolicySpec) -> list[Diagnostic]:
     meaningful: list[tuple[int, Condition, Predicate]] = []
     for i, rule in enumerate(spec.rules):
         path = join_path(join_path("rules", i), "when")
-        bad = [check_compare(c) for c in _compares(rule.when)]
+        bad = [check_compare(c) for c in compares(rule.when)]
         errors = [b for b in bad if b]
         problems += [doc.diagnostic(path, msg) for msg in errors]
         if not errors:
@@ -97,28 +97,29 @@ def _label(spec: PolicySpec, i: int) -> str:
     return spec.rules[i].name or f"rules[{i}]"
 
 
-def _compares(cond: Condition) -> Iterator[Compare]:
+def compares(cond: Condition) -> Iterator[Compare]:
+    """Every comparison inside `cond`, depth first."""
     if isinstance(cond, AllOf):
         for c in cond.all_:
-            yield from _compares(c)
+            yield from compares(c)
     elif isinstance(cond, AnyOf):
         for c in cond.any_:
-            yield from _compares(c)
+            yield from compares(c)
     elif isinstance(cond, NotOf):
-        yield from _compares(cond.not_)
+        yield from compares(cond.not_)
     else:
         yield cond
 
 
 def _uses_regex(cond: Condition) -> bool:
-    return any(c.operator[0] == "matches" for c in _compares(cond))
+    return any(c.operator[0] == "matches" for c in compares(cond))
 
 
 def _samples(conds: list[Condition]) -> Iterator[Features] | None:
     """Feature combinations covering every region of `conds`, or None when too many."""
     constants: dict[str, list[Any]] = {}
     for cond in conds:
-        for cmp in _compares(cond):
+        for cmp in compares(cond):
             _, value = cmp.operator
             values = value if isinstance(value, list) else [value]
             constants.setdefault(cmp.feature, []).extend(values)

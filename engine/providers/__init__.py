@@ -18,7 +18,19 @@ from engine.errors import UnknownModelError
 
 from .base import Adapter
 
-__all__ = ["Adapter", "aclose_all", "get_adapter", "protocols", "register_adapter"]
+__all__ = [
+    "Adapter",
+    "UnknownProtocolError",
+    "aclose_all",
+    "get_adapter",
+    "protocols",
+    "register_adapter",
+]
+
+
+class UnknownProtocolError(UnknownModelError, LookupError):
+    """No adapter is registered for the protocol (a LookupError too, like a missing key)."""
+
 
 _BUILTIN: dict[str, tuple[str, str]] = {
     "openai": ("engine.providers.openai", "OpenAIAdapter"),
@@ -39,13 +51,13 @@ def _builtin(protocol: str) -> Adapter:
 
 
 def get_adapter(protocol: str) -> Adapter:
-    """The shared adapter for `protocol`; UnknownModelError names the known protocols."""
+    """The shared adapter for `protocol`; UnknownProtocolError names the known protocols."""
     adapter = _adapters.get(protocol)
     if adapter is not None:
         return adapter
     if protocol not in _BUILTIN:
         known = ", ".join(protocols())
-        raise UnknownModelError(f"unknown provider protocol {protocol!r} (known: {known})")
+        raise UnknownProtocolError(f"unknown provider protocol {protocol!r} (known: {known})")
     adapter = _adapters[protocol] = _builtin(protocol)
     return adapter
 

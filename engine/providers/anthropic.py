@@ -11,7 +11,8 @@ carry text and `input_json_delta` fragments, `message_delta` the stop reason and
 cumulative output count, `message_stop` ends the stream; `ping` is ignored and
 `event: error` inside a 200 stream raises like the HTTP error of the same type (529
 `overloaded_error` is UnavailableError). Options: `anthropic_version` (default
-`2023-06-01`), `anthropic_beta`, `header:<Name>`.
+`2023-06-01`), `anthropic_beta`, `auth: bearer` (send the key as `Authorization: Bearer`,
+as anthropic SDK 2.x does, instead of `x-api-key`), `header:<Name>`.
 """
 
 from __future__ import annotations
@@ -306,7 +307,10 @@ class AnthropicAdapter:
         if "anthropic_beta" in endpoint.options:
             headers["anthropic-beta"] = endpoint.options["anthropic_beta"]
         if endpoint.api_key:
-            headers["x-api-key"] = endpoint.api_key.reveal()
+            if endpoint.options.get("auth") == "bearer":
+                headers["Authorization"] = "Bearer " + endpoint.api_key.reveal()
+            else:
+                headers["x-api-key"] = endpoint.api_key.reveal()
         return headers
 
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:

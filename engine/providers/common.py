@@ -19,9 +19,12 @@ from .failures import protocol_error
 
 __all__ = [
     "decode_json",
+    "decode_object",
     "dumps",
     "extra_headers",
+    "option_bool",
     "parse_arguments",
+    "system_text",
     "tool_names_by_id",
 ]
 

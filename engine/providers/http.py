@@ -7,10 +7,11 @@ and get bytes, headers and lines back, so the transport can be swapped in one pl
 
 One `aiohttp.ClientSession` (one keep-alive pool, sized by `Endpoint.pool_size`) per base
 URL origin and event loop. Timeouts follow `Endpoint.timeouts`: `connect_s` for the socket
-connect, `first_token_s` until the response headers and (when streaming) the first body
-bytes, `total_s` for the whole exchange. Each becomes `ProviderTimeoutError(phase=...)`;
-connection failures become `UnavailableError` before a response and `ProtocolError` once a
-stream has started (the answer was cut short). Nothing here retries.
+connect, `first_token_s` (streams only: a plain answer has no first token before its last)
+until the response headers and the first body bytes, `total_s` for the whole exchange.
+Each becomes `ProviderTimeoutError(phase=...)`; connection failures become
+`UnavailableError` before a response and `ProtocolError` once a stream has started (the
+answer was cut short). Nothing here retries.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import aiohttp
 from yarl import URL
@@ -40,11 +41,11 @@ class _Deadlines:
     first_is_first_token: bool  # whether `first` comes from first_token_s (names the phase)
 
     @classmethod
-    def start(cls, endpoint: Endpoint) -> _Deadlines:
+    def start(cls, endpoint: Endpoint, streaming: bool) -> _Deadlines:
         now = asyncio.get_running_loop().time()
         t = endpoint.timeouts
         total = now + t.total_s
-        if t.first_token_s is not None and now + t.first_token_s < total:
+        if streaming and t.first_token_s is not None and now + t.first_token_s < total:
             return cls(now + t.first_token_s, total, True)
         return cls(total, total, False)
 
@@ -120,7 +121,10 @@ class StreamReply:
 
     def close(self) -> None:
         """Give the connection back (or drop it when the body was not read to the end)."""
-        self._resp.close() if not self._resp.content.at_eof() else self._resp.release()
+        if self._resp.content.at_eof():
+            self._resp.release()
+        else:
+            self._resp.close()
 
 
 def _raise_cut(endpoint: Endpoint, exc: BaseException) -> NoReturn:
@@ -167,6 +171,8 @@ class HttpClient:
         entry = self._sessions.get(key)
         if entry is not None and entry[0] is loop and not entry[1].closed:
             return entry[1]
+        # A pool from another (usually finished) loop cannot be used here: start a new one.
+        # Code that runs a loop per call must `await aclose_all()` before its loop ends.
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=endpoint.pool_size, limit_per_host=endpoint.pool_size, ttl_dns_cache=300
@@ -204,7 +210,7 @@ class HttpClient:
         self, endpoint: Endpoint, url: str, headers: Mapping[str, str], body: bytes
     ) -> Reply:
         """One request, whole answer read; deadlines and connection errors translated."""
-        deadlines = _Deadlines.start(endpoint)
+        deadlines = _Deadlines.start(endpoint, streaming=False)
         resp = await self._send(endpoint, url, headers, body, deadlines)
         try:
             async with asyncio.timeout_at(deadlines.total):
@@ -221,7 +227,7 @@ class HttpClient:
         self, endpoint: Endpoint, url: str, headers: Mapping[str, str], body: bytes
     ) -> StreamReply:
         """One request whose body is read incrementally by the caller."""
-        deadlines = _Deadlines.start(endpoint)
+        deadlines = _Deadlines.start(endpoint, streaming=True)
         resp = await self._send(endpoint, url, headers, body, deadlines)
         return StreamReply(resp, endpoint, deadlines)
 
@@ -259,11 +265,3 @@ _SHARED = HttpClient()
 def shared_client() -> HttpClient:
     """The process-wide transport the built-in adapters share."""
     return _SHARED
-
-
-def json_headers(extra: Mapping[str, str] | None = None, **more: str) -> dict[str, Any]:
-    """Request headers for a JSON body."""
-    headers: dict[str, Any] = {"Content-Type": "application/json", **more}
-    if extra:
-        headers.update(extra)
-    return headers

@@ -70,7 +70,10 @@ def _images(m: Message, endpoint: Endpoint) -> list[str]:
 
 def _message(m: Message, endpoint: Endpoint, names: dict[str, str]) -> dict[str, Any]:
     role = "system" if m.role == "developer" else m.role
-    data: dict[str, Any] = {"role": role, "content": m.text()}
+    data: dict[str, Any] = {"role": role}
+    text = m.text()
+    if text or not m.tool_calls:
+        data["content"] = text
     images = _images(m, endpoint)
     if images:
         data["images"] = images

@@ -208,8 +208,8 @@ def error_from_object(
     inner = error.get("innererror") or error.get("inner_error") or {}
     code = error.get("code") or (inner.get("code") if isinstance(inner, dict) else None)
     code = code or error.get("type")
-    if isinstance(code, int) and not status:
-        status = code  # OpenRouter: numeric code equals the HTTP status it stands for
+    if not status and str(code).isdigit():
+        status = int(str(code))  # OpenRouter: a numeric code is the HTTP status it stands for
     return classify(endpoint, status, message, str(code) if code else None, rate_limit=rate)
 
 

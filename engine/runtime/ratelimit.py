@@ -287,8 +287,17 @@ class _Lease(Lease):
 
 @dataclass(slots=True)
 class _Waiter:
-    deadline: float
+    """One queued acquire: what it wants, since when, and its turn (or its error)."""
+
+    states: list[_KeyState]
+    need: dict[str, int]
+    start: float
+    max_wait_s: float
     turn: asyncio.Future[None]
+
+    @property
+    def deadline(self) -> float:
+        return self.start + self.max_wait_s
 
 
 @dataclass(slots=True)
@@ -387,55 +396,40 @@ class InProcessRateLimiter:
         need: dict[str, int],
         max_wait_s: float,
     ) -> Lease:
-        start = self._clock.monotonic()
+        turn = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(states, need, self._clock.monotonic(), max_wait_s, turn)
         if max_wait_s <= 0:
-            raise self._limited(provider, states, need, start, max_wait_s)
-        waiter = _Waiter(start + max_wait_s, asyncio.get_running_loop().create_future())
+            raise self._limited(provider, waiter)
         pool.queue.append(waiter)
         pool.pass_turn()
         pool.notify()  # the head re-plans its nap around this waiter's deadline
         try:
             await waiter.turn  # raises RateLimitedError if the head expired us
-            return await self._serve_head(provider, pool, states, need, waiter, start, max_wait_s)
+            return await self._serve_head(provider, pool, waiter)
         finally:
             pool.queue.remove(waiter)
             pool.pass_turn()
 
-    async def _serve_head(
-        self,
-        provider: str,
-        pool: _Pool,
-        states: list[_KeyState],
-        need: dict[str, int],
-        waiter: _Waiter,
-        start: float,
-        max_wait_s: float,
-    ) -> Lease:
+    async def _serve_head(self, provider: str, pool: _Pool, waiter: _Waiter) -> Lease:
         """The queue's head loops: try, expire late waiters behind it, sleep until ready."""
+        states, need = waiter.states, waiter.need
         while True:
             lease = self._try(provider, states, need)
             if lease is not None:
                 return lease
             now = self._clock.monotonic()
-            self._expire(provider, pool, states, need, now)
+            self._expire(provider, pool, now)
             ready = min(_ready_at(s, now, need) for s in states)
             hopeless = ready > waiter.deadline and pool.in_flight() == 0
             if now >= waiter.deadline or hopeless:
-                raise self._limited(provider, states, need, start, max_wait_s)
+                raise self._limited(provider, waiter)
             wake = min([ready, *(w.deadline for w in pool.queue)])
             await self._nap(pool, max(wake - now, 0.0))
 
-    def _expire(
-        self,
-        provider: str,
-        pool: _Pool,
-        states: list[_KeyState],
-        need: dict[str, int],
-        now: float,
-    ) -> None:
+    def _expire(self, provider: str, pool: _Pool, now: float) -> None:
         for waiter in list(pool.queue)[1:]:
             if now >= waiter.deadline and not waiter.turn.done():
-                waiter.turn.set_exception(self._limited(provider, states, need, now, 0.0))
+                waiter.turn.set_exception(self._limited(provider, waiter))
 
     async def _nap(self, pool: _Pool, seconds: float) -> None:
         """Sleep on the clock, but wake early when a settle/observe may have freed room."""
@@ -450,20 +444,13 @@ class InProcessRateLimiter:
             if changed in pool.watchers:
                 pool.watchers.remove(changed)
 
-    def _limited(
-        self,
-        provider: str,
-        states: list[_KeyState],
-        need: dict[str, int],
-        start: float,
-        max_wait_s: float,
-    ) -> RateLimitedError:
+    def _limited(self, provider: str, waiter: _Waiter) -> RateLimitedError:
         now = self._clock.monotonic()
-        ready = min(_ready_at(s, now, need) for s in states)
-        waited = now - start
+        ready = min(_ready_at(s, now, waiter.need) for s in waiter.states)
+        waited, allowed = now - waiter.start, max(waiter.max_wait_s, 0.0)
         return RateLimitedError(
             f"every key of provider {provider!r} is at its rate limit "
-            f"(waited {waited:.2f}s of {max_wait_s:.2f}s; next room in {ready - now:.2f}s)",
+            f"(waited {waited:.2f}s of {allowed:.2f}s; next room in {ready - now:.2f}s)",
             provider=provider,
             retry_after=max(ready - now, 0.0),
             code="client_rate_limit",

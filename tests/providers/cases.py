@@ -25,6 +25,7 @@ class Case:
     model: str
     options: dict[str, str] = field(default_factory=dict)
     rate_headers: bool = True  # whether the real service sends rate-limit headers
+    refusal: str = "finish"  # how a refusal shows: "finish" reason, "error", or "none"
 
     def endpoint(
         self, up: FakeUpstream, key: str | None = CANARY, timeouts: Timeouts | None = None
@@ -39,7 +40,7 @@ CASES = [
     Case("openai", FakeOpenAI, "gpt-test"),
     Case("azure", FakeAzure, "my-deployment", {"api_version": "2024-10-21"}),
     Case("anthropic", FakeAnthropic, "claude-test"),
-    Case("gemini", FakeGemini, "gemini-test", rate_headers=False),
-    Case("ollama", FakeOllama, "llama-test", rate_headers=False),
+    Case("gemini", FakeGemini, "gemini-test", rate_headers=False, refusal="error"),
+    Case("ollama", FakeOllama, "llama-test", rate_headers=False, refusal="none"),
 ]
 HTTP_PROTOCOLS = [c for c in CASES]

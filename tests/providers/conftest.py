@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +11,9 @@ from engine.endpoints import Endpoint, Timeouts
 from engine.messages import Request, parse_request
 from engine.providers import aclose_all
 from engine.secrets import Secret
+from engine.testing.fakes import FakeOpenAI
+
+from . import openapi
 
 CANARY = "CANARY-key-7f3a9c1e5b"
 
@@ -20,6 +23,52 @@ async def _close_pools() -> AsyncIterator[None]:
     """Every test gets fresh pools on its own event loop."""
     yield
     await aclose_all()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "dialect: the test sends a non-OpenAI dialect (Mistral) to the OpenAI fake"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _openai_wire_validates(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[None]:
+    """Every OpenAI-format body sent or received by an OpenAI/Azure fake in any test
+    validates against the official OpenAPI document (requests from our adapter and from
+    the SDKs; responses, stream chunks and errors of the OpenAI fake)."""
+    started: list[FakeOpenAI] = []
+    original = FakeOpenAI.start
+
+    async def start(self: FakeOpenAI) -> FakeOpenAI:
+        started.append(self)
+        return await original(self)
+
+    monkeypatch.setattr(FakeOpenAI, "start", start)
+    yield
+    if not started or request.node.get_closest_marker("dialect"):
+        return
+    if not openapi.SPEC_PATH.exists():
+        pytest.skip(openapi.MISSING_REASON)
+    found = []
+    for fake in started:
+        for req in fake.requests:
+            if req.body is not None:
+                found += [
+                    f"request {p}"
+                    for p in openapi.problems("CreateChatCompletionRequest", req.body)
+                ]
+        if type(fake) is not FakeOpenAI:
+            continue  # Azure's own additions (prompt-filter chunks) are not in OpenAI's spec
+        for kind, data in fake.sent:
+            schema = {
+                "response": "CreateChatCompletionResponse",
+                "chunk": "CreateChatCompletionStreamResponse",
+                "error": "ErrorResponse",
+            }[kind]
+            found += [f"{kind} {p}" for p in openapi.problems(schema, data)]
+    assert found == []
 
 
 def endpoint(

@@ -9,6 +9,7 @@ import pytest
 from engine.endpoints import Timeouts
 from engine.errors import (
     AuthenticationError,
+    ContentFilteredError,
     ContextWindowExceededError,
     ModelNotFoundError,
     PermissionDeniedError,
@@ -20,7 +21,7 @@ from engine.errors import (
 )
 from engine.messages import Request, StreamAccumulator
 from engine.providers import get_adapter
-from engine.testing.fakes import Fault
+from engine.testing.fakes import REFUSAL, Fault
 
 from .cases import CASES, Case
 from .conftest import CANARY, WEATHER_TOOL, chat, tool_conversation
@@ -228,3 +229,33 @@ async def test_warm_opens_a_connection(case: Case) -> None:
     async with case.fake() as up:
         await get_adapter(case.protocol).warm(case.endpoint(up))
         assert up.requests == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_refusal(case: Case, stream: bool) -> None:
+    """A content refusal is finish_reason=content_filter, or ContentFilteredError when the
+    protocol answers with no candidate at all (Gemini); Ollama has no refusal signal."""
+    async with case.fake() as up:
+        up.script([Fault(refuse=True)])
+        call = (
+            _stream(case, up, chat())
+            if stream
+            else get_adapter(case.protocol).complete(chat(), case.endpoint(up))
+        )
+        if case.refusal == "error":
+            with pytest.raises(ContentFilteredError):
+                await call
+            return
+        result = await call
+    resp = result[0] if stream else result
+    assert resp.content == REFUSAL
+    assert resp.finish_reason == ("content_filter" if case.refusal == "finish" else "stop")
+
+
+async def test_first_token_timeout_does_not_cut_plain_answers(case: Case) -> None:
+    """A plain (non-streamed) answer has no first token, so only the total deadline applies."""
+    async with case.fake() as up:
+        up.script([Fault(latency=0.1)])
+        ep = case.endpoint(up, timeouts=Timeouts(first_token_s=0.02, total_s=5))
+        resp = await get_adapter(case.protocol).complete(chat("patience"), ep)
+    assert resp.content is not None and resp.content.endswith("patience")

@@ -25,8 +25,9 @@ def test_builtin_protocols_are_shared_instances() -> None:
 
 def test_unknown_protocol_names_the_known_ones() -> None:
     """An unknown protocol is a precise error listing what exists."""
-    with pytest.raises(UnknownModelError, match="openai"):
+    with pytest.raises(UnknownModelError, match="openai") as info:
         get_adapter("carrier-pigeon")
+    assert isinstance(info.value, LookupError)
 
 
 def test_register_adapter_plugs_in_a_custom_one() -> None:

@@ -26,7 +26,11 @@ def write_ledger(path: Path, rows: list[LedgerRow]) -> None:
 
 
 def attempt(
-    model: str, cost: float | None, workspace: str = "acme", ts: float | None = None
+    model: str,
+    cost: float | None,
+    workspace: str = "acme",
+    ts: float | None = None,
+    cached: bool = False,
 ) -> LedgerRow:
     # Rows are stamped "now" because the command reports the current UTC day/month.
     return LedgerRow(
@@ -41,6 +45,7 @@ def attempt(
         40.0,
         "ok",
         0,
+        cached=cached,
     )
 
 
@@ -53,6 +58,7 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         [
             attempt("openai/gpt-4o-mini", 0.0015),
             attempt("openai/gpt-4o-mini", 0.0025),
+            attempt("openai/gpt-4o-mini", 0.0, cached=True),
             attempt("anthropic/claude-haiku", 0.0100),
             attempt("custom/unpriced", None),
             attempt("openai/gpt-4o-mini", 9.0, workspace="other"),
@@ -70,7 +76,7 @@ def test_table_shows_totals_by_model_and_daily(
     out = capsys.readouterr().out
     assert code == 0
     mini = next(line for line in out.splitlines() if line.startswith("openai/gpt-4o-mini"))
-    assert mini.split()[1] == "2" and "0.004000" in mini
+    assert mini.split()[1:4] == ["3", "3", "1"] and "0.004000" in mini  # attempts, ok, cached
     total = next(line for line in out.splitlines() if line.startswith("total"))
     assert "0.014000 (+1 unknown)" in total
     assert "Daily" in out and time.strftime("%Y-%m-%d", time.gmtime()) in out
@@ -89,7 +95,8 @@ def test_json_by_provider(config: Path, capsys: pytest.CaptureFixture[str]) -> N
         "anthropic": pytest.approx(0.01),
         "custom": 0.0,
     }
-    assert report["total"]["unknown_cost"] == 1 and report["total"]["attempts"] == 4
+    assert report["total"]["unknown_cost"] == 1 and report["total"]["attempts"] == 5
+    assert report["total"]["cached"] == 1
     assert len(report["daily"]) == 1
 
 
@@ -97,7 +104,7 @@ def test_all_workspaces_when_none_given(config: Path, capsys: pytest.CaptureFixt
     """Without --workspace the totals cover every workspace."""
     assert main(["costs", "--config", str(config), "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["total"]["attempts"] == 5
+    assert report["total"]["attempts"] == 6
 
 
 def test_ledger_path_from_flag_and_env(
@@ -109,7 +116,7 @@ def test_ledger_path_from_flag_and_env(
     """--ledger and $ENGINE_LEDGER both point the command at a ledger file."""
     ledger = str(config / ".engine" / "ledger.sqlite3")
     assert main(["costs", "--ledger", ledger, "--format", "json"]) == 0
-    assert json.loads(capsys.readouterr().out)["total"]["attempts"] == 5
+    assert json.loads(capsys.readouterr().out)["total"]["attempts"] == 6
     monkeypatch.setenv("ENGINE_LEDGER", ledger)
     assert main(["costs", "--config", str(tmp_path / "nowhere"), "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["ledger"] == ledger

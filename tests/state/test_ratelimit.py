@@ -294,7 +294,7 @@ async def test_short_waiter_behind_long_one_fails_at_its_own_deadline() -> None:
     short = asyncio.create_task(rl.acquire("p", [k], 1, 1, 10))
     await asyncio.sleep(0.01)
     clock.advance(10)
-    with pytest.raises(RateLimitedError):
+    with pytest.raises(RateLimitedError, match=r"waited 10\.00s of 10\.00s"):
         await asyncio.wait_for(short, 1.0)
     assert not head.done()
     clock.advance(50 + SLICE)

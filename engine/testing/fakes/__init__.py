@@ -12,13 +12,14 @@ Retry-After, connection reset, stall, truncated stream, malformed JSON, an error
 200 stream, slow trickle.
 """
 
-from ._server import Ask, FakeUpstream, Fault, RecordedRequest
+from ._server import REFUSAL, Ask, FakeUpstream, Fault, RecordedRequest
 from .anthropic import FakeAnthropic
 from .gemini import FakeGemini
 from .ollama import FakeOllama
 from .openai import FakeAzure, FakeOpenAI
 
 __all__ = [
+    "REFUSAL",
     "Ask",
     "FakeAnthropic",
     "FakeAzure",

@@ -28,7 +28,9 @@ from aiohttp import web
 
 from engine.providers.mock import ScriptedAnswer, ScriptedTool, script_answer
 
-__all__ = ["Ask", "FakeUpstream", "Fault", "RecordedRequest"]
+__all__ = ["REFUSAL", "Ask", "FakeUpstream", "Fault", "RecordedRequest"]
+
+REFUSAL = "I can't help with that request."
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,7 @@ class Fault:
     reset_after: int | None = None  # drop the connection after N streamed frames
     stream_error_after: int | None = None  # send the protocol's in-stream error after N frames
     malformed: bool = False  # invalid JSON body (or one invalid JSON frame when streaming)
+    refuse: bool = False  # the model refuses on content grounds (each protocol's own way)
     headers: Mapping[str, str] = field(default_factory=dict)  # extra response headers
 
     @classmethod
@@ -115,12 +118,15 @@ class FakeUpstream:
     def __init__(self, *, api_key: str | None = None, seed: int = 0) -> None:
         self.api_key = api_key
         self.requests: list[RecordedRequest] = []
+        self.sent: list[tuple[str, Any]] = []  # ("response" | "chunk" | "error", JSON sent)
         self.default_fault = Fault()
         self._script: deque[Fault] = deque()
         self._rng = random.Random(seed)
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
         self._count = 0
+        self._in_flight = 0
+        self.peak_in_flight = 0  # most requests handled at once (to observe pool limits)
         self.port = 0
 
     # ----- public API -------------------------------------------------------------------
@@ -272,9 +278,20 @@ class FakeUpstream:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Record, apply the fault, check credentials, then answer in the protocol's shape."""
+        self._in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        try:
+            return await self._handle(request)
+        finally:
+            self._in_flight -= 1
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
         self._count += 1
-        fault = self._fault_for(request)
+        try:
+            fault = self._fault_for(request)
+        except (ValueError, TypeError) as exc:
+            return self.error_response(400, f"bad x-fake-fault header: {exc}", None, {})
         await self._sleep(fault.latency)
         if fault.reset:
             return self._abort(request)
@@ -288,6 +305,8 @@ class FakeUpstream:
         except BadRequest as exc:
             return self.error_response(400, str(exc), None, {})
         answer = ask.answer(self.call_id_prefix)
+        if fault.refuse:
+            answer = ScriptedAnswer(REFUSAL, (), "content_filter", answer.input_tokens, 7)
         if ask.stream:
             return await self._stream(request, ask, answer, fault)
         return await self._complete(request, ask, answer, fault)

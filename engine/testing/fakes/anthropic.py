@@ -36,7 +36,12 @@ _TYPES = {
     504: "timeout_error",
     529: "overloaded_error",
 }
-_STOP = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+_STOP = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "content_filter": "refusal",
+}
 
 
 def _text(content: Any) -> str:

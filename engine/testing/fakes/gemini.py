@@ -36,6 +36,13 @@ _STATUS = {
 _FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP"}
 
 
+def _field(data: dict[str, Any], camel: str) -> Any:
+    """A field by its JSON name or its proto name: the API's proto-JSON accepts both."""
+    if camel in data:
+        return data[camel]
+    return data.get("".join("_" + c.lower() if c.isupper() else c for c in camel))
+
+
 def _text(parts: Any) -> str:
     if not isinstance(parts, list):
         return ""
@@ -45,9 +52,9 @@ def _text(parts: Any) -> str:
 def _function_result(content: Any) -> str | None:
     parts = content.get("parts") if isinstance(content, dict) else None
     found = [
-        p["functionResponse"]
+        _field(p, "functionResponse")
         for p in parts or ()
-        if isinstance(p, dict) and "functionResponse" in p
+        if isinstance(p, dict) and _field(p, "functionResponse")
     ]
     return json.dumps(found[-1].get("response")) if found else None
 
@@ -126,21 +133,22 @@ class FakeGemini(FakeUpstream):
         if not isinstance(body, dict) or not body.get("contents"):
             raise BadRequest("* GenerateContentRequest.contents: contents is not specified")
         contents = body["contents"]
-        config = body.get("generationConfig") or {}
+        config = _field(body, "generationConfig") or {}
         tools = [
-            ScriptedTool(d["name"], d.get("parametersJsonSchema") or d.get("parameters") or {})
+            ScriptedTool(d["name"], _field(d, "parametersJsonSchema") or d.get("parameters") or {})
             for t in body.get("tools") or ()
-            for d in t.get("functionDeclarations") or ()
+            for d in _field(t, "functionDeclarations") or ()
         ]
-        calling = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
+        calling = _field(_field(body, "toolConfig") or {}, "functionCallingConfig") or {}
         mode = calling.get("mode")
         choice = {"AUTO": "auto", "NONE": "none", "ANY": "required"}.get(mode or "")
-        if mode == "ANY" and calling.get("allowedFunctionNames"):
-            choice = calling["allowedFunctionNames"][0]
+        allowed = _field(calling, "allowedFunctionNames")
+        if mode == "ANY" and allowed:
+            choice = allowed[0]
         users = [
             c for c in contents if c.get("role", "user") == "user" and _function_result(c) is None
         ]
-        system = (body.get("systemInstruction") or {}).get("parts")
+        system = (_field(body, "systemInstruction") or {}).get("parts")
         return Ask(
             model=model,
             stream=method == "streamGenerateContent",
@@ -149,7 +157,7 @@ class FakeGemini(FakeUpstream):
             tool_result=_function_result(contents[-1]),
             tools=tools,
             tool_choice=choice,
-            max_tokens=config.get("maxOutputTokens"),
+            max_tokens=_field(config, "maxOutputTokens"),
         )
 
     def _usage(self, answer: ScriptedAnswer, output: int) -> dict[str, Any]:
@@ -181,11 +189,24 @@ class FakeGemini(FakeUpstream):
         ]
         return parts
 
+    def _blocked(self, ask: Ask, answer: ScriptedAnswer) -> dict[str, Any]:
+        """A refused prompt: no candidates at all, only promptFeedback.blockReason."""
+        return {
+            "promptFeedback": {"blockReason": "SAFETY"},
+            "usageMetadata": self._usage(answer, 0),
+            "modelVersion": ask.model,
+            "responseId": f"fake{self._count:06d}",
+        }
+
     def render(self, ask: Ask, answer: ScriptedAnswer) -> dict[str, Any]:
+        if answer.finish == "content_filter":
+            return self._blocked(ask, answer)
         usage = self._usage(answer, answer.output_tokens)
         return self._response(ask, self._parts(answer), _FINISH[answer.finish], usage)
 
     def frames(self, ask: Ask, answer: ScriptedAnswer) -> tuple[list[bytes], list[bytes]]:
+        if answer.finish == "content_filter":
+            return [sse(self._blocked(ask, answer))], []
         pieces = split_text(answer.text) or [""]
         out = []
         emitted = 0

@@ -118,10 +118,14 @@ class FakeOpenAI(FakeUpstream):
         self, status: int, message: str, code: str | None, headers: Mapping[str, str]
     ) -> web.Response:
         headers = {**headers, "x-request-id": f"req_{self._count:08d}"}
-        return json_response(status, self.error_body(status, message, code), headers)
+        body = self.error_body(status, message, code)
+        self.sent.append(("error", body))
+        return json_response(status, body, headers)
 
     def stream_error_frame(self, message: str, code: str | None) -> bytes:
-        return sse(self.error_body(500, message, code))
+        body = self.error_body(500, message, code)
+        self.sent.append(("error", body))
+        return sse(body)
 
     def success_headers(self) -> dict[str, str]:
         used = self._count
@@ -175,18 +179,25 @@ class FakeOpenAI(FakeUpstream):
                 for c in answer.calls
             ]
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": answer.finish}
-        return self._decorate(
-            {
-                "id": self._id(),
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": ask.model,
-                "choices": [choice],
-                "usage": self._usage(answer),
-                "service_tier": "default",
-                "system_fingerprint": "fp_fake",
-            }
+        return self._sent(
+            "response",
+            self._decorate(
+                {
+                    "id": self._id(),
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": ask.model,
+                    "choices": [choice],
+                    "usage": self._usage(answer),
+                    "service_tier": "default",
+                    "system_fingerprint": "fp_fake",
+                }
+            ),
         )
+
+    def _sent(self, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        self.sent.append((kind, data))
+        return data
 
     def _decorate(self, data: dict[str, Any]) -> dict[str, Any]:
         """Hook for Azure's content-filter annotations."""
@@ -225,7 +236,8 @@ class FakeOpenAI(FakeUpstream):
             usage_chunk["choices"] = []
             usage_chunk["usage"] = self._usage(answer)
             chunks.append(usage_chunk)
-        return [sse(c) for c in self._lead_chunks(ask) + chunks], [b"data: [DONE]\n\n"]
+        chunks = self._lead_chunks(ask) + chunks
+        return [sse(self._sent("chunk", c)) for c in chunks], [b"data: [DONE]\n\n"]
 
     def _lead_chunks(self, ask: Ask) -> list[dict[str, Any]]:
         return []

@@ -1,0 +1,454 @@
+"""The OpenAI-compatible HTTP app: translates HTTP to engine calls and back, nothing more.
+
+Routes: POST /v1/chat/completions (JSON or SSE), GET /v1/models, /v1/stats, /healthz,
+/readyz, /metrics. Starlette on uvicorn (uvloop + httptools) was chosen by measurement
+(bench/proxy.py): within noise of a raw ASGI pass-through, well ahead of plain asyncio/h11.
+
+Routing inputs from HTTP: `model` is a policy name or a `provider/name` id; the
+`x-engine-policy` header names a policy explicitly; `x-engine-workspace`,
+`x-engine-task-type` and `x-engine-tags` fill `metadata` (the body's own `metadata` wins,
+and a workspace bound to the API key wins over both). Response headers report which
+provider and model answered, attempts, cost and cache hits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import Response as HTTPResponse
+from starlette.routing import Route
+
+from engine.compile.plan import Plan
+from engine.messages import Request, parse_request
+from engine.result import Response, StreamEvent
+from engine.server.auth import Authenticator, Principal
+from engine.server.errors import INTERNAL, HTTPError, ServerError, to_http
+from engine.server.metrics import CONTENT_TYPE, ServerMetrics
+from engine.server.reload import ConfigWatcher
+from engine.server.settings import ServerSettings
+from engine.server.sse import SSE_HEADERS, ChunkEncoder, EventStreamResponse, aclose_events
+
+log = logging.getLogger("engine.server")
+
+POLICY_HEADER = "x-engine-policy"
+META_HEADERS = {
+    "x-engine-workspace": "workspace",
+    "x-engine-task-type": "task_type",
+    "x-engine-tags": "tags",
+}
+
+
+class RoutingEngine(Protocol):
+    """What the server needs from `engine.Engine` (kept narrow so tests can pass a double)."""
+
+    @property
+    def plan(self) -> Plan: ...
+
+    async def arun(self, request: Request, policy: str | None = None) -> Response: ...
+
+    def astream(
+        self, request: Request, policy: str | None = None
+    ) -> AsyncIterator[StreamEvent]: ...
+
+    def stats(self) -> Any: ...
+
+    def reload(self, plan: Plan) -> object: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class ServerState:
+    """Everything a request handler reaches for, built once per app."""
+
+    engine: RoutingEngine
+    settings: ServerSettings
+    auth: Authenticator
+    metrics: ServerMetrics
+    watcher: ConfigWatcher | None = None
+    started: float = field(default_factory=time.time)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def json_response(
+    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> HTTPResponse:
+    return HTTPResponse(
+        orjson.dumps(data), status, headers=dict(headers or {}), media_type="application/json"
+    )
+
+
+def error_response(error: HTTPError) -> HTTPResponse:
+    return json_response(error.body(), error.status, error.headers())
+
+
+def _state(request: HTTPRequest) -> ServerState:
+    state: ServerState = request.app.state.server
+    return state
+
+
+async def read_body(request: HTTPRequest, limit: int) -> bytes:
+    """The body, refusing more than `limit` bytes (413) without reading it all first."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ServerError:
+    return ServerError(
+        413, f"request body exceeds {limit} bytes", "invalid_request_error", "body_too_large"
+    )
+
+
+def decode_json(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise ServerError(
+            400,
+            "request body is empty; send a JSON object",
+            "invalid_request_error",
+            "invalid_json",
+        )
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ServerError(
+            400, f"malformed JSON: {exc}", "invalid_request_error", "invalid_json"
+        ) from None
+    if not isinstance(data, dict):
+        raise ServerError(
+            400,
+            f"request body must be a JSON object, got {type(data).__name__}",
+            "invalid_request_error",
+            "invalid_json",
+        )
+    return data
+
+
+def merge_metadata(data: dict[str, Any], headers: Mapping[str, str], who: Principal) -> None:
+    """Fill body `metadata` from x-engine-* headers; the key's workspace overrides both."""
+    meta = data.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        return  # parse_request names the type error precisely
+    merged: dict[str, Any] = {}
+    for header, key in META_HEADERS.items():
+        value = headers.get(header)
+        if value:
+            merged[key] = (
+                [t.strip() for t in value.split(",") if t.strip()] if key == "tags" else value
+            )
+    merged.update(meta or {})
+    if who.workspace is not None:
+        merged["workspace"] = who.workspace
+    if merged:
+        data["metadata"] = merged
+
+
+def routing_target(data: Mapping[str, Any], policy: str | None, plan: Plan) -> str | None:
+    """The policy or model id this request will use, for the API key's allow-list."""
+    model = data.get("model")
+    return policy or (model if isinstance(model, str) and model else None) or plan.default_policy
+
+
+def response_headers(
+    provider: str, model: str, attempts: int, cost: float | None, cached: bool, policy: str | None
+) -> dict[str, str]:
+    headers = {
+        "x-engine-provider": provider,
+        "x-engine-model": model,
+        "x-engine-attempts": str(max(attempts, 1)),
+        "x-engine-cache": "hit" if cached else "miss",
+    }
+    if cost is not None:
+        headers["x-engine-cost-usd"] = f"{cost:.8f}"
+    if policy:
+        headers["x-engine-policy"] = policy
+    return headers
+
+
+# --------------------------------------------------------------------------- chat
+
+
+async def chat_completions(request: HTTPRequest) -> HTTPResponse | EventStreamResponse:
+    state = _state(request)
+    started = time.perf_counter()
+    policy_hint = request.headers.get(POLICY_HEADER) or None
+    stream = False
+    try:
+        who = state.auth.authenticate(request.headers.get("authorization"))
+        data = decode_json(await read_body(request, state.settings.max_body_bytes))
+        state.auth.authorize(who, routing_target(data, policy_hint, state.engine.plan))
+        _cap_budget(data, state.auth.remaining(who))
+        merge_metadata(data, request.headers, who)
+        req = parse_request(data)
+        stream = req.stream
+        if stream:
+            return await _stream(state, req, policy_hint, who, started)
+        resp = await state.engine.arun(req, policy=policy_hint)
+    except Exception as exc:
+        return _failed(state, exc, policy_hint, started, stream=stream)
+    return _answer(state, resp, who, started)
+
+
+def _cap_budget(data: dict[str, Any], remaining: float | None) -> None:
+    if remaining is None:
+        return
+    asked = data.get("budget_usd")
+    data["budget_usd"] = min(asked, remaining) if isinstance(asked, int | float) else remaining
+
+
+def _answer(state: ServerState, resp: Response, who: Principal, started: float) -> HTTPResponse:
+    body = resp.to_openai()
+    if not body["id"]:
+        body["id"] = f"chatcmpl-{int(started * 1e9):x}"
+    state.auth.charge(who, resp.cost_usd)
+    state.metrics.observe(
+        policy=resp.policy, provider=resp.provider, model=resp.model, status=200, stream=False,
+        seconds=time.perf_counter() - started, input_tokens=resp.usage.input_tokens,
+        output_tokens=resp.usage.output_tokens, cost_usd=resp.cost_usd, attempts=resp.attempts,
+        cached=resp.cached,
+    )  # fmt: skip
+    headers = response_headers(
+        resp.provider, resp.model, len(resp.attempts), resp.cost_usd, resp.cached, resp.policy
+    )
+    return json_response(body, headers=headers)
+
+
+def _failed(
+    state: ServerState, exc: Exception, policy: str | None, started: float, stream: bool
+) -> HTTPResponse:
+    error = to_http(exc)
+    if error is None:
+        log.exception("unexpected error while serving a chat request")
+        error = INTERNAL
+    elif error.status >= 500:
+        log.warning("chat request failed: %s", error.message)
+    attempts = getattr(exc, "attempts", ())
+    state.metrics.observe(
+        policy=policy, provider="", model="", status=error.status, stream=stream,
+        seconds=time.perf_counter() - started, attempts=tuple(attempts),
+    )  # fmt: skip
+    return error_response(error)
+
+
+async def _stream(
+    state: ServerState, req: Request, policy: str | None, who: Principal, started: float
+) -> EventStreamResponse:
+    """Wait for the first event (so failover before it is invisible and errors get a status)."""
+    events = state.engine.astream(req, policy=policy)
+    try:
+        first = await anext(aiter(events))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await aclose_events(events)
+        raise
+    ttft = time.perf_counter() - started
+    tracker = _StreamTracker(state, who, first, started, ttft)
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    headers = {
+        **SSE_HEADERS,
+        **response_headers(
+            first.provider, first.model, len(first.attempts), None, first.cached, first.policy
+        ),
+    }
+    return EventStreamResponse(
+        first, events, ChunkEncoder(include_usage), headers, tracker.see, tracker.end
+    )
+
+
+class _StreamTracker:
+    """Collects usage and cost as events pass, and records them when the stream ends."""
+
+    def __init__(
+        self, state: ServerState, who: Principal, first: StreamEvent, started: float, ttft: float
+    ) -> None:
+        self.state, self.who, self.first, self.started = state, who, first, started
+        self.last = first
+        self.input_tokens = self.output_tokens = 0
+        state.metrics.ttft.labels(first.policy or "").observe(ttft)
+
+    def see(self, event: StreamEvent) -> None:
+        self.last = event
+        if event.chunk.usage is not None:
+            self.input_tokens = event.chunk.usage.input_tokens
+            self.output_tokens = event.chunk.usage.output_tokens
+
+    def end(self, error: BaseException | None, disconnected: bool) -> None:
+        status = (
+            499 if disconnected else (200 if error is None else (to_http(error) or INTERNAL).status)
+        )
+        cost = self.last.cost_usd
+        self.state.auth.charge(self.who, cost)
+        self.state.metrics.observe(
+            policy=self.first.policy, provider=self.first.provider, model=self.first.model,
+            status=status, stream=True, seconds=time.perf_counter() - self.started,
+            input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=cost,
+            attempts=self.last.attempts or self.first.attempts, cached=self.first.cached,
+        )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- other routes
+
+
+async def list_models(request: HTTPRequest) -> HTTPResponse:
+    state = _state(request)
+    state.auth.authenticate(request.headers.get("authorization"))
+    plan = state.engine.plan
+    created = int(state.started)
+    data: list[dict[str, Any]] = [
+        {"id": name, "object": "model", "created": created, "owned_by": "engine", "kind": "policy"}
+        for name in sorted(plan.policies)
+    ]
+    for model_id, model in sorted(plan.models.items()):
+        provider = plan.providers.get(model.provider)
+        data.append(
+            {
+                "id": model_id, "object": "model", "created": created, "owned_by": model.provider,
+                "kind": "model", "enabled": bool(provider and provider.enabled),
+            }
+        )  # fmt: skip
+    return json_response({"object": "list", "data": data})
+
+
+async def stats(request: HTTPRequest) -> HTTPResponse:
+    state = _state(request)
+    state.auth.authenticate(request.headers.get("authorization"))
+    payload = {
+        "engine": state.engine.stats(),
+        "server": {
+            "uptime_s": time.time() - state.started,
+            "key_spend_usd": state.auth.spent(),
+            "reloads": state.watcher.reloads if state.watcher else 0,
+            "reload_failures": state.watcher.failures if state.watcher else 0,
+        },
+    }
+    return HTTPResponse(
+        orjson.dumps(payload, default=_jsonable, option=orjson.OPT_NON_STR_KEYS),
+        media_type="application/json",
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    return str(value)
+
+
+async def healthz(request: HTTPRequest) -> HTTPResponse:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: HTTPRequest) -> HTTPResponse:
+    plan = _state(request).engine.plan
+    enabled = sorted(p.id for p in plan.providers.values() if p.enabled)
+    body = {
+        "status": "ready" if enabled else "no provider enabled",
+        "providers": enabled,
+        "policies": len(plan.policies),
+    }
+    return json_response(body, 200 if enabled else 503)
+
+
+async def metrics(request: HTTPRequest) -> HTTPResponse:
+    return HTTPResponse(_state(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+# --------------------------------------------------------------------------- app
+
+
+async def _server_error(request: HTTPRequest, exc: Exception) -> HTTPResponse:
+    error = to_http(exc)
+    return error_response(error or INTERNAL)
+
+
+async def _http_error(request: HTTPRequest, exc: Exception) -> HTTPResponse:
+    assert isinstance(exc, HTTPException)
+    code = (
+        "not_found"
+        if exc.status_code == 404
+        else "method_not_allowed"
+        if exc.status_code == 405
+        else None
+    )
+    return error_response(
+        HTTPError(exc.status_code, str(exc.detail), "invalid_request_error", code)
+    )
+
+
+def create_app(
+    engine: RoutingEngine, settings: ServerSettings, watcher: ConfigWatcher | None = None
+) -> Starlette:
+    """The ASGI app over one engine; the watcher (if any) runs while the app is up."""
+    state = ServerState(
+        engine,
+        settings,
+        Authenticator(settings.api_keys),
+        ServerMetrics(_state_reader(engine)),
+        watcher,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        import asyncio
+
+        task = asyncio.create_task(watcher.run()) if watcher and settings.reload else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await engine.aclose()  # flushes the ledger
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/stats", stats, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ],
+        exception_handlers={ServerError: _server_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.server = state
+    return app
+
+
+def _state_reader(engine: RoutingEngine) -> Callable[[], Mapping[str, Any]]:
+    """Breaker states from stats() and queued waiters per provider, for the metrics scrape."""
+
+    def read() -> Mapping[str, Any]:
+        stats = engine.stats()
+        stats = stats if isinstance(stats, Mapping) else {}
+        status = getattr(engine, "rate_limit_status", None)
+        queued: dict[str, int] = {}
+        if status is not None:
+            for provider in engine.plan.providers.values():
+                if provider.enabled:
+                    queued[provider.id] = int(status(provider.id).get("queued", 0))
+        return {"breakers": stats.get("breakers") or {}, "rate_limit_queued": queued}
+
+    return read

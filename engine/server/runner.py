@@ -1,0 +1,97 @@
+"""Start-up: settings, the bind-safety check, the provider banner, and uvicorn.
+
+`build_app()` is the factory uvicorn imports in every worker; it reads everything from
+ENGINE_* environment variables (the serve command exports its flags there first), so one
+worker or many behave the same. uvicorn handles SIGTERM: it stops accepting, drains
+in-flight requests and streams (up to `drain_timeout_s`), then runs the app's lifespan
+shutdown, which closes the engine and flushes the ledger.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+
+from engine.compile.plan import Plan
+from engine.errors import Diagnostic
+from engine.server.app import RoutingEngine, create_app
+from engine.server.reload import ConfigWatcher
+from engine.server.settings import ServerSettings, load_settings
+
+log = logging.getLogger("engine.server")
+
+
+def load_plan(config_dir: Path) -> tuple[Plan, list[Diagnostic]]:
+    """The compiler's `load_plan` (validate + compile); raises ConfigError."""
+    compile_pkg: Any = importlib.import_module("engine.compile")
+    plan, warnings = compile_pkg.load_plan(config_dir)
+    return plan, list(warnings)
+
+
+def engine_from_config(config_dir: Path) -> RoutingEngine:
+    engine_pkg: Any = importlib.import_module("engine")
+    engine: RoutingEngine = engine_pkg.Engine.from_config(config_dir)
+    return engine
+
+
+def bind_problem(settings: ServerSettings) -> str | None:
+    """Why this server must not start as configured (None when it may)."""
+    if settings.loopback_only or settings.api_keys or settings.insecure:
+        return None
+    return (
+        f"refusing to listen on {settings.host} without API keys: set ENGINE_API_KEYS or "
+        "api_keys in server.yaml, bind to 127.0.0.1, or pass --insecure"
+    )
+
+
+def banner(plan: Plan, settings: ServerSettings) -> str:
+    """What a person wants to see at start: which providers work, and why the others do not."""
+    counts = f"{len(plan.policies)} policies, {len(plan.models)} models"
+    lines = [f"engine: serving {counts} from {settings.config_dir}"]
+    for provider in sorted(plan.providers.values(), key=lambda p: p.id):
+        if provider.enabled:
+            lines.append(f"  provider {provider.id:<14} enabled  ({provider.protocol})")
+        else:
+            reason = provider.disabled_reason or "disabled"
+            lines.append(f"  provider {provider.id:<14} disabled: {reason}")
+    auth = f"{len(settings.api_keys)} API keys" if settings.api_keys else "no API keys (open)"
+    lines.append(f"  listening on http://{settings.host}:{settings.port}  auth: {auth}")
+    return "\n".join(lines)
+
+
+def build_app(settings: ServerSettings | None = None) -> Starlette:
+    """The app for one worker: settings from env, engine from the config dir, watcher on."""
+    settings = settings or load_settings()
+    engine = engine_from_config(settings.config_dir)
+    watcher = ConfigWatcher(
+        settings.config_dir, load_plan, engine.reload, settings.reload_interval_s
+    )
+    return create_app(engine, settings, watcher)
+
+
+def serve(settings: ServerSettings) -> None:
+    """Run uvicorn until SIGTERM/SIGINT; blocks, and returns normally after a graceful stop.
+
+    uvicorn re-raises the signal it caught once it has drained, restoring the previous
+    handler first; a no-op SIGTERM handler installed here turns that into a clean exit 0.
+    """
+    import signal
+
+    import uvicorn
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    uvicorn.run(
+        "engine.server.runner:build_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        server_header=False,
+    )

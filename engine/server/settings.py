@@ -1,0 +1,178 @@
+"""Server settings: defaults, then `server.yaml` in the config dir, then ENGINE_* env, then CLI.
+
+One frozen `ServerSettings` value is built once at start and handed to the app; nothing reads
+the environment later. Client API keys are `Secret`s so they never print; a key may be
+written inline or named by an environment variable (`key_env`) so server.yaml can be
+committed without secrets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from engine.errors import ConfigError, Diagnostic
+from engine.secrets import Secret
+
+SETTINGS_FILE = "server.yaml"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class ApiKeySpec(BaseModel):
+    """One client key: who it is (a label), and what it may do."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = ""
+    key: str | None = Field(default=None, repr=False)
+    key_env: str | None = None
+    workspace: str | None = None
+    policies: tuple[str, ...] | None = None  # None: every policy and model
+    budget_usd: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ApiKeySpec:
+        if (self.key is None) == (self.key_env is None):
+            raise ValueError("give exactly one of `key` or `key_env`")
+        return self
+
+
+class ApiKey(BaseModel):
+    """A resolved client key: the secret plus its limits."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    id: str
+    secret: Secret
+    workspace: str | None = None
+    policies: frozenset[str] | None = None
+    budget_usd: float | None = None
+
+
+class ServerSettings(BaseModel):
+    """Everything `python -m engine serve` needs; frozen once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    config_dir: Path = Path(".")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    insecure: bool = False
+    api_keys: tuple[ApiKey, ...] = ()
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    reload: bool = True
+    reload_interval_s: float = Field(default=2.0, gt=0)
+    drain_timeout_s: float = Field(default=30.0, ge=0)
+    log_level: str = "info"
+    access_log: bool = False
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+
+class _FileSettings(BaseModel):
+    """The shape of server.yaml (every key optional; unknown keys are errors)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str | None = None
+    port: int | None = None
+    workers: int | None = None
+    insecure: bool | None = None
+    api_keys: list[ApiKeySpec] = Field(default_factory=list)
+    max_body_bytes: int | None = None
+    reload: bool | None = None
+    reload_interval_s: float | None = None
+    drain_timeout_s: float | None = None
+    log_level: str | None = None
+    access_log: bool | None = None
+
+
+_ENV: Mapping[str, str] = {
+    "ENGINE_HOST": "host",
+    "ENGINE_PORT": "port",
+    "ENGINE_WORKERS": "workers",
+    "ENGINE_INSECURE": "insecure",
+    "ENGINE_MAX_BODY_BYTES": "max_body_bytes",
+    "ENGINE_RELOAD": "reload",
+    "ENGINE_RELOAD_INTERVAL": "reload_interval_s",
+    "ENGINE_DRAIN_TIMEOUT": "drain_timeout_s",
+    "ENGINE_LOG_LEVEL": "log_level",
+    "ENGINE_ACCESS_LOG": "access_log",
+}
+
+
+def _file_values(config_dir: Path) -> tuple[dict[str, Any], list[ApiKeySpec]]:
+    path = config_dir / SETTINGS_FILE
+    if not path.is_file():
+        return {}, []
+    source = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        spec = _FileSettings.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError([Diagnostic(f"invalid YAML: {exc}", file=source)]) from None
+    except ValidationError as exc:
+        raise ConfigError(
+            [
+                Diagnostic(e["msg"], file=source, path=".".join(str(p) for p in e["loc"]))
+                for e in exc.errors()
+            ]
+        ) from None
+    values = spec.model_dump(exclude_none=True, exclude={"api_keys"})
+    return values, spec.api_keys
+
+
+def _env_values(env: Mapping[str, str]) -> tuple[dict[str, Any], list[ApiKeySpec]]:
+    values = {field: env[name] for name, field in _ENV.items() if env.get(name)}
+    raw_keys = [k.strip() for k in env.get("ENGINE_API_KEYS", "").split(",") if k.strip()]
+    keys = [ApiKeySpec(id=f"env#{i}", key=k) for i, k in enumerate(raw_keys)]
+    return values, keys
+
+
+def _resolve_key(spec: ApiKeySpec, index: int, env: Mapping[str, str]) -> ApiKey:
+    value = spec.key if spec.key is not None else env.get(spec.key_env or "", "")
+    if not value:
+        raise ConfigError(
+            [
+                Diagnostic(
+                    f"environment variable {spec.key_env} is not set", path=f"api_keys.{index}"
+                )
+            ]
+        )
+    return ApiKey(
+        id=spec.id or f"key#{index}",
+        secret=Secret(value),
+        workspace=spec.workspace,
+        policies=frozenset(spec.policies) if spec.policies is not None else None,
+        budget_usd=spec.budget_usd,
+    )
+
+
+def load_settings(
+    config_dir: Path | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ServerSettings:
+    """Merge defaults < server.yaml < ENGINE_* env < explicit overrides (CLI); ConfigError."""
+    env = os.environ if env is None else env
+    directory = Path(config_dir or env.get("ENGINE_CONFIG") or ".")
+    file_values, file_keys = _file_values(directory)
+    env_values, env_keys = _env_values(env)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    merged: dict[str, Any] = {**file_values, **env_values, **given, "config_dir": directory}
+    specs = [*file_keys, *env_keys]
+    merged["api_keys"] = tuple(_resolve_key(s, i, env) for i, s in enumerate(specs))
+    try:
+        return ServerSettings.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(
+            [Diagnostic(e["msg"], path=".".join(str(p) for p in e["loc"])) for e in exc.errors()]
+        ) from None

@@ -1,0 +1,155 @@
+"""Server-sent events: engine StreamEvents -> OpenAI `chat.completion.chunk` lines, unbuffered.
+
+`EventStreamResponse` is a tiny ASGI response rather than starlette's StreamingResponse
+because it must do two things precisely: write each event the moment it arrives, and, when
+the client disconnects, cancel the upstream call at once by closing the engine's iterator
+(which releases the budget reservation). A watcher task waits for `http.disconnect` and
+cancels the pump; the pump's `finally` closes the iterator on every path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from engine.result import StreamEvent
+from engine.server.errors import INTERNAL, HTTPError, to_http
+
+DONE = b"data: [DONE]\n\n"
+
+
+class ChunkEncoder:
+    """Turns events into SSE bytes with one id/created per stream and usage when asked for."""
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+        self.id = ""
+        self.created = 0
+        self._first = True
+
+    def encode(self, event: StreamEvent) -> bytes:
+        if self._first:
+            self.id = event.id or f"chatcmpl-{uuid.uuid4().hex}"
+            self.created = event.created or int(time.time())
+        body = event.to_openai()
+        body["id"], body["created"] = self.id, self.created
+        out = b""
+        c = event.chunk
+        if self._first or c.content or c.tool_calls or c.finish_reason is not None:
+            if self._first:
+                body["choices"][0]["delta"] = {"role": "assistant", **body["choices"][0]["delta"]}
+            out = b"data: " + orjson.dumps(body) + b"\n\n"
+        self._first = False
+        if c.usage is not None and self.include_usage:
+            usage = {
+                "prompt_tokens": c.usage.input_tokens,
+                "completion_tokens": c.usage.output_tokens,
+                "total_tokens": c.usage.total_tokens,
+            }
+            tail = {**body, "choices": [], "usage": usage}
+            out += b"data: " + orjson.dumps(tail) + b"\n\n"
+        return out
+
+
+def error_event(error: HTTPError) -> bytes:
+    return b"data: " + orjson.dumps(error.body()) + b"\n\n"
+
+
+class EventStreamResponse:
+    """An ASGI response that relays engine events as SSE, chunk by chunk."""
+
+    def __init__(
+        self,
+        first: StreamEvent,
+        rest: AsyncIterator[StreamEvent],
+        encoder: ChunkEncoder,
+        headers: Mapping[str, str],
+        on_event: Callable[[StreamEvent], None],
+        on_end: Callable[[BaseException | None, bool], Awaitable[None] | None],
+    ) -> None:
+        self.first = first
+        self.rest = rest
+        self.encoder = encoder
+        self.headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+        self.on_event = on_event
+        self.on_end = on_end
+        self.disconnected = False
+        self.done = False  # set before the last write: a disconnect after it is normal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(self._watch(receive, task))
+        error: BaseException | None = None
+        try:
+            await self._pump(send)
+        except asyncio.CancelledError:
+            if not self.disconnected:
+                raise
+            task.uncancel()
+        except Exception as exc:  # the engine failed after the first chunk
+            error = exc
+            await self._send_error(send, exc)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(BaseException):
+                await aclose_events(self.rest)
+        result = self.on_end(error, self.disconnected)
+        if result is not None:
+            await result
+
+    async def _pump(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        self.on_event(self.first)
+        await send(
+            {
+                "type": "http.response.body",
+                "body": self.encoder.encode(self.first),
+                "more_body": True,
+            }
+        )
+        async for event in self.rest:
+            self.on_event(event)
+            data = self.encoder.encode(event)
+            if data:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+        self.done = True
+        await send({"type": "http.response.body", "body": DONE, "more_body": False})
+
+    async def _send_error(self, send: Send, exc: Exception) -> None:
+        error = to_http(exc) or INTERNAL
+        self.done = True
+        with contextlib.suppress(Exception):
+            await send(
+                {"type": "http.response.body", "body": error_event(error), "more_body": False}
+            )
+
+    async def _watch(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                if self.done:
+                    return
+                self.disconnected = True
+                task.cancel()
+                return
+
+
+async def aclose_events(iterator: AsyncIterator[StreamEvent]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
+SSE_HEADERS = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+}
