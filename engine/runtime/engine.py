@@ -409,6 +409,14 @@ class Engine:
         p = self._provider(provider)
         return _health.passive(p, self._plan, self._svc)["status"] in ("healthy", "degraded")
 
+    def list_providers(self) -> list[str]:
+        """Every configured provider id, enabled or not (see `health` for which are usable)."""
+        return sorted(self._plan.providers)
+
+    def available_providers(self) -> list[str]:
+        """The providers a call would be attempted on right now."""
+        return [p for p in self.list_providers() if self.is_available(p)]
+
     def rate_limit_status(self, provider: str) -> dict[str, Any]:
         """Remaining / limit per key and how many requests are waiting, for one provider."""
         self._provider(provider)

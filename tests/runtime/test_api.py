@@ -311,3 +311,21 @@ async def test_sync_call_from_the_engines_own_loop_is_refused() -> None:
     await asyncio.to_thread(r.engine.run, ask(), "p")
     assert errors and "deadlock" in errors[0]
     r.engine.close()
+
+
+async def test_provider_listing_and_health_figures() -> None:
+    """list/available providers, and health carrying each provider's traffic figures."""
+    adapter = ScriptedAdapter({"m1": [UnavailableError("x"), "ok"]})
+    plan = make_plan(
+        [model("a/m1"), model("b/m2"), model("c/m3")],
+        [route("p", ["a/m1", "b/m2"], retry=ONE_TRY)],
+        [provider("a"), provider("b"), provider("c", enabled=False)],
+    )
+    r = rig(plan, adapter)
+    await r.engine.arun(ask(), policy="p")
+    await r.engine.arun(ask(), policy="p")
+    assert r.engine.list_providers() == ["a", "b", "c"]
+    assert r.engine.available_providers() == ["a", "b"]
+    a = (await r.engine.health())["providers"]["a"]
+    assert a["requests"] == 2 and a["success_rate"] == 0.5
+    assert r.engine.stats()["providers"]["a"]["latency_avg_ms"] is not None
