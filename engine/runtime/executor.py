@@ -224,6 +224,29 @@ def _unknown_model(pin: str, provider: ProviderPlan) -> ModelPlan:
 class Execution:
     """One engine call: resolves targets lazily, walks candidates, records every attempt."""
 
+    __slots__ = (
+        "_budget",
+        "_candidates",
+        "_rendered",
+        "attempts",
+        "calls_in_leg",
+        "eliminated",
+        "fallback_index",
+        "features",
+        "final",
+        "leg_max",
+        "min_window",
+        "plan",
+        "primary",
+        "request",
+        "request_id",
+        "skip_providers",
+        "started",
+        "streaming",
+        "svc",
+        "tried",
+    )
+
     def __init__(
         self, svc: Services, plan: Plan, request: Request, policy: str | None, streaming: bool
     ) -> None:
@@ -315,13 +338,14 @@ class Execution:
     def _policy_candidates(
         self, sel: Selection, index: int, visited: set[str]
     ) -> Iterator[Candidate]:
-        route = sel.route
+        """The ranking (in live-strategy order), the checked chain, then fallback_policy."""
+        route, providers = sel.route, self.plan.providers
         key = f"{sel.policy}:{sel.rule}"
         ordered = self.svc.strategies.order(key, route.strategy, sel.ranked, self.streaming)
-        for s in ordered:
-            yield from self._as_candidate(s, route, sel, index)
-        for s in sel.chain:  # the explicit chain, as the compiler checked it for us
-            yield from self._as_candidate(s, route, sel, index)
+        for s in (*ordered, *sel.chain):
+            provider = providers.get(s.model.provider)
+            if provider is not None:
+                yield Candidate(s, provider, route, sel.policy, sel.rule, index)
         nxt = route.fallback_policy
         if nxt and nxt not in visited and nxt in self.plan.policies:
             try:
@@ -330,13 +354,6 @@ class Execution:
                 self.eliminated[nxt] = str(exc)
                 return
             yield from self._policy_candidates(fallback, index, visited | {nxt})
-
-    def _as_candidate(
-        self, s: Scored, route: RoutePlan, sel: Selection, index: int
-    ) -> Iterator[Candidate]:
-        provider = self.plan.providers.get(s.model.provider)
-        if provider is not None:
-            yield Candidate(s, provider, route, sel.policy, sel.rule, index)
 
     # -- eligibility ----------------------------------------------------------------------
 
@@ -546,7 +563,10 @@ class Execution:
             self._skip(cand, "rate_limited", f"local rate limit: {exc}")
             raise _Skip(cand.provider.id) from None
         try:
-            reservation = await self._reserve(cand)
+            b = cand.route.budget
+            reservation = None
+            if b.daily_usd is not None or b.monthly_usd is not None:
+                reservation = await self._reserve(cand)
         except BudgetExceededError as exc:
             self.svc.release_lease(lease)
             self._abandon(cand)
