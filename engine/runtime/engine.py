@@ -409,6 +409,10 @@ class Engine:
         p = self._provider(provider)
         return _health.passive(p, self._plan, self._svc)["status"] in ("healthy", "degraded")
 
+    def spent(self, workspace: str) -> dict[str, float]:
+        """A workspace's spend today and this month, open reservations included."""
+        return dict(self._svc.budget.spent(workspace))
+
     def list_providers(self) -> list[str]:
         """Every configured provider id, enabled or not (see `health` for which are usable)."""
         return sorted(self._plan.providers)

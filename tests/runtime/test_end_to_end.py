@@ -181,7 +181,7 @@ async def test_concurrent_requests_never_overspend_a_workspace_budget() -> None:
     served = [r for r in results if isinstance(r, engine.Response)]
     refused = [r for r in results if isinstance(r, BudgetExceededError)]
     assert served and refused and len(served) + len(refused) == 40
-    spent = eng._svc.budget.spent("team")
+    spent = eng.spent("team")
     assert spent["day"] <= 1.0 + 1e-9
     assert sum(r.cost_usd or 0 for r in served) == pytest.approx(spent["day"])
     await eng.aclose()
