@@ -269,6 +269,8 @@ class Execution:
         self.final: Response | None = None  # the assembled answer, once a stream has ended
         caps = [c for c in (self.features.budget_usd, request.budget_usd) if c is not None]
         self._budget: float | None = min(caps) if caps else None
+        for target in request.fallbacks:  # a typo must fail now, not be skipped silently
+            self._check_target(target)
         self.primary = self._primary(policy or request.model or plan.default_policy)
         self._candidates = self._walk()
 
@@ -277,7 +279,7 @@ class Execution:
     def _primary(self, target: str | None) -> _Leg | None:
         """The first target; with request fallbacks, "no candidate" just moves on to them."""
         try:
-            return self._resolve(target, 0)
+            return self._resolve(target)
         except NoCandidateError as exc:
             if not self.request.fallbacks:
                 raise
@@ -288,20 +290,28 @@ class Execution:
     def route(self) -> RoutePlan:
         return self.primary.route if self.primary is not None else PIN_ROUTE
 
-    def _resolve(self, target: str | None, leg: int) -> _Leg:
-        """A policy name or a `provider/name` pin, resolved against the plan."""
+    def _check_target(self, target: str | None) -> ProviderPlan | None:
+        """Is `target` a policy (None returned) or a pin of a known provider (returned)?"""
         if not target:
             raise UnknownPolicyError("no policy given and the configuration names no default")
         if target in self.plan.policies:
-            sel = self.svc.select(self.plan, target, self.features)
-            return _Leg(target, sel.route, sel)
-        provider_id, slash, _ = target.partition("/")
-        provider = self.plan.providers.get(provider_id) if slash else None
+            return None
+        provider_id, slash, name = target.partition("/")
+        provider = self.plan.providers.get(provider_id) if slash and name else None
         if provider is None:
-            known = ", ".join(sorted(self.plan.policies)) or "none"
             if slash:
                 raise UnknownModelError(f"unknown provider in model pin {target!r}")
+            known = ", ".join(sorted(self.plan.policies)) or "none"
             raise UnknownPolicyError(f"unknown policy {target!r} (policies: {known})")
+        return provider
+
+    def _resolve(self, target: str | None) -> _Leg:
+        """A policy name or a `provider/name` pin, resolved against the plan."""
+        provider = self._check_target(target)
+        assert target is not None
+        if provider is None:
+            sel = self.svc.select(self.plan, target, self.features)
+            return _Leg(target, sel.route, sel)
         model = self.plan.models.get(target) or _unknown_model(target, provider)
         route = RoutePlan(policy=target, candidates=(target,), strategy=PIN_STRATEGY)
         return _Leg(target, route, None, self._score(model, route))
@@ -319,8 +329,8 @@ class Execution:
             yield from self._leg_candidates(self.primary, 0)
         for i, target in enumerate(self.request.fallbacks, start=1):
             try:
-                leg = self._resolve(target, i)
-            except (NoCandidateError, UnknownPolicyError, UnknownModelError) as exc:
+                leg = self._resolve(target)
+            except NoCandidateError as exc:
                 self.eliminated[target] = str(exc)
                 continue
             yield from self._leg_candidates(leg, i)

@@ -216,3 +216,13 @@ async def test_fallbacks_apply_when_the_primary_policy_has_no_candidate() -> Non
     r = rig(make_plan(models, [route("p", ["a/m1"])]))
     resp = await r.engine.arun(ask(capabilities=["vision"], fallbacks=["b/eyes"]), policy="p")
     assert resp.model == "b/eyes" and r.adapter.called() == ["eyes"]
+
+
+async def test_unknown_fallback_target_is_an_error_not_silently_skipped() -> None:
+    """A typo in request.fallbacks is reported before any call is made."""
+    r = rig(cheap_and_dear())
+    with pytest.raises(UnknownModelError, match="nowhere/x"):
+        await r.engine.arun(ask(fallbacks=["nowhere/x"]), policy="p")
+    with pytest.raises(RequestError, match="polciy"):
+        await r.engine.arun(ask(fallbacks=["polciy"]), policy="p")
+    assert r.adapter.calls == []
