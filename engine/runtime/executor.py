@@ -411,26 +411,25 @@ class Execution:
 
     async def complete(self) -> tuple[Candidate, Guard, ProviderResponse]:
         """Walk candidates until one answers; raise the final error otherwise."""
-        for cand in self._candidates:
-            if self.exhausted() or not self._eligible(cand):
-                continue
-            result = await self._try_candidate(cand, streaming=False)
-            if result is not None:
-                guard, resp = result
-                assert isinstance(resp, ProviderResponse)
-                return cand, guard, resp
-        raise self._final_error()
+        cand, guard, resp = await self._first_success(streaming=False)
+        assert isinstance(resp, ProviderResponse)
+        return cand, guard, resp
 
     async def open_stream(self) -> tuple[Candidate, OpenStream]:
         """Like `complete`, but the answer is a stream whose first chunk has arrived."""
-        for cand in self._candidates:
+        cand, _, opened = await self._first_success(streaming=True)
+        assert isinstance(opened, OpenStream)
+        return cand, opened
+
+    async def _first_success(
+        self, streaming: bool
+    ) -> tuple[Candidate, Guard, ProviderResponse | OpenStream]:
+        for cand in self._candidates:  # resumable: a broken stream continues from here
             if self.exhausted() or not self._eligible(cand):
                 continue
-            result = await self._try_candidate(cand, streaming=True)
+            result = await self._try_candidate(cand, streaming)
             if result is not None:
-                _, opened = result
-                assert isinstance(opened, OpenStream)
-                return cand, opened
+                return cand, *result
         raise self._final_error()
 
     def _final_error(self) -> EngineError:
@@ -633,11 +632,13 @@ class Execution:
     async def _once(
         self, cand: Candidate, retry: int, index: int, streaming: bool
     ) -> tuple[Guard, ProviderResponse | OpenStream]:
+        # What can fail on the caller's side (template, protocol) fails before any guard
+        # is taken, so nothing is left reserved.
+        request = self.rendered(cand.route)
+        adapter = self.svc.adapter_for(cand.provider.protocol)
         guard = await self._guard(cand, retry, index)
         self.calls_in_leg += 1
-        adapter = self.svc.adapter_for(cand.provider.protocol)
         endpoint = self._endpoint(cand, guard.lease.key)
-        request = self.rendered(cand.route)
         mid = cand.model.id
         self.svc.strategies.begin(mid)
         try:
