@@ -41,7 +41,7 @@ from engine.messages import Request, parse_request
 from engine.providers.base import Adapter
 from engine.result import Response, StreamEvent
 from engine.runtime import health as _health
-from engine.runtime import registry
+from engine.runtime import registry, streaming
 from engine.runtime.batch import Progress, run_batch
 from engine.runtime.breaker import BreakerBoard
 from engine.runtime.clock import Clock, SystemClock
@@ -273,7 +273,7 @@ class Engine:
             req = await hooks.before_request(req)
         execution = Execution(self._svc, self._plan, req, policy, True)
         try:
-            async for event in execution.stream():
+            async for event in streaming.stream(execution):
                 yield event
         except Exception as exc:
             if hooks.error:

@@ -10,6 +10,9 @@
             -> one adapter call -> settle / release, ledger row, stats, strategy update
       -> next candidate on failure, until one answers or max_attempts is spent
 
+Streams come back from here with their first chunk already received (so failures before
+the first token fail over like any other); relaying the rest is streaming.py's job.
+
 Auth errors retire the key (others of the provider are still tried); permission errors skip
 the provider; context-window errors skip candidates whose window is not larger; a plain
 invalid request fails at once. When everything fails, AllCandidatesFailedError lists every
@@ -20,11 +23,10 @@ reservations in a `finally`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -63,12 +65,10 @@ from engine.messages import (
     ProviderResponse,
     RateLimitInfo,
     Request,
-    StreamAccumulator,
-    ToolCallDelta,
     Usage,
 )
 from engine.providers.base import Adapter
-from engine.result import Response, StreamEvent
+from engine.result import Response
 from engine.runtime.breaker import BreakerBoard
 from engine.runtime.clock import Clock
 from engine.runtime.state import (
@@ -120,9 +120,7 @@ class Services:
     stats: Stats
     bad_keys: dict[str, float] = field(default_factory=dict)  # key id -> retired until
     background: set[asyncio.Task[Any]] = field(default_factory=set)
-    endpoints: dict[tuple[int, ...], tuple[tuple[Any, ...], Endpoint]] = field(
-        default_factory=dict
-    )
+    endpoints: dict[tuple[int, ...], tuple[tuple[Any, ...], Endpoint]] = field(default_factory=dict)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping that must finish even when the caller was cancelled."""
@@ -718,9 +716,20 @@ class Execution:
         # The ledger still hears of it: the upstream may have started (and billed) the work.
         latency = (svc.clock.monotonic() - guard.started) * 1000
         svc.ledger.record(
-            LedgerRow(svc.clock.time(), self.workspace, cand.policy, cand.provider.id,
-                      cand.model.id, 0, 0, None, latency, "cancelled", guard.fallback_index,
-                      self.request_id)
+            LedgerRow(
+                svc.clock.time(),
+                self.workspace,
+                cand.policy,
+                cand.provider.id,
+                cand.model.id,
+                0,
+                0,
+                None,
+                latency,
+                "cancelled",
+                guard.fallback_index,
+                self.request_id,
+            )
         )
 
     def _record(
@@ -847,128 +856,3 @@ class Execution:
         if key is not None:
             self.svc.cache.put(key, out, self.route.cache.ttl_s)
         return out
-
-    async def stream(self) -> AsyncGenerator[StreamEvent, None]:
-        """The whole streaming call; `self.final` holds the assembled Response at the end."""
-        key = self.cache_key()
-        if key is not None:
-            hit = self.svc.cache.get(key)
-            if isinstance(hit, Response):
-                self.svc.stats.request(True, 0.0, cached=True)
-                self.final = self.cached_hit(hit)
-                for event in replay(self.final):
-                    yield event
-                return
-        while True:
-            try:
-                cand, opened = await self.open_stream()
-            except EngineError:
-                self.svc.stats.request(False)
-                raise
-            events = self._relay(cand, opened)
-            try:
-                async for event in events:
-                    yield event
-            except _Failover:
-                continue
-            finally:
-                await events.aclose()
-            return
-
-    async def _relay(
-        self, cand: Candidate, opened: OpenStream
-    ) -> AsyncGenerator[StreamEvent, None]:
-        """Yield one upstream stream's events; settle when it ends, fail over if allowed."""
-        guard, acc = opened.guard, StreamAccumulator(cand.model.upstream)
-        mid, held, limits = cand.model.id, None, None
-        chunk, first = opened.first, True
-        try:
-            while chunk is not None:
-                acc.add(chunk)
-                limits = chunk.rate_limit or limits
-                if chunk.usage is not None:
-                    held = chunk  # sent last, with the cost and every attempt
-                else:
-                    yield self._event(cand, chunk, attempts=first)
-                    first = False
-                chunk = await anext(opened.chunks, None)
-        except ProviderError as exc:
-            self.svc.strategies.end(mid)
-            await self.fail(guard, exc)
-            await _aclose(opened.chunks)
-            if first or cand.route.retry.after_first_token:
-                raise _Failover() from exc
-            self.svc.stats.request(False)
-            raise
-        except BaseException:
-            self.svc.strategies.end(mid)
-            self.abort(guard)
-            await _aclose(opened.chunks)
-            raise
-        self.svc.strategies.end(mid)
-        result = acc.result()
-        usage = result.usage if held is not None else self._estimate(result)
-        cost = await self.succeed(guard, usage, limits)
-        final = held or Chunk(finish_reason=None, usage=usage)
-        yield replace(self._event(cand, final, attempts=True), cost_usd=cost)
-        self._finish(cand, replace(result, usage=usage), cost, guard)
-
-    def _finish(
-        self, cand: Candidate, result: ProviderResponse, cost: float | None, guard: Guard
-    ) -> None:
-        self.final = self.response(cand, result, cost)
-        u = result.usage
-        self.svc.stats.request(
-            True, cost, u.input_tokens, u.output_tokens, fallback=guard.fallback_index > 0
-        )
-        key = self.cache_key()
-        if key is not None:
-            self.svc.cache.put(key, self.final, self.route.cache.ttl_s)
-
-    def _estimate(self, result: ProviderResponse) -> Usage:
-        """Usage when a stream reported none: the input estimate and ~4 characters a token."""
-        text = (result.content or "") + "".join(c.arguments for c in result.tool_calls)
-        return Usage(self.features.input_tokens, max(1, len(text) // 4) if text else 0)
-
-    def _event(self, cand: Candidate, chunk: Chunk, attempts: bool) -> StreamEvent:
-        return StreamEvent(
-            chunk=chunk,
-            provider=cand.provider.id,
-            model=cand.model.id,
-            id=f"chatcmpl-{self.request_id}",
-            created=int(self.svc.clock.time()),
-            attempts=tuple(self.attempts) if attempts else (),
-            policy=cand.policy,
-            rule=cand.rule,
-        )
-
-
-class _Failover(Exception):
-    """A stream failed where the policy allows another candidate to take over."""
-
-
-async def _aclose(chunks: AsyncIterator[Chunk]) -> None:
-    close = getattr(chunks, "aclose", None)
-    if close is not None:
-        with contextlib.suppress(Exception):  # it already failed; closing is best effort
-            await close()
-
-
-def replay(resp: Response) -> Iterator[StreamEvent]:
-    """A stored Response as stream events: content, tool calls, then finish and usage."""
-    deltas = tuple(
-        ToolCallDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(resp.tool_calls)
-    )
-    common: dict[str, Any] = {
-        "provider": resp.provider,
-        "model": resp.model,
-        "id": resp.id,
-        "created": resp.created,
-        "cached": resp.cached,
-        "policy": resp.policy,
-        "rule": resp.rule,
-    }
-    if resp.content or deltas:
-        yield StreamEvent(Chunk(content=resp.content or "", tool_calls=deltas), **common)
-    last = Chunk(finish_reason=resp.finish_reason, usage=resp.usage)
-    yield StreamEvent(last, cost_usd=resp.cost_usd, attempts=resp.attempts, **common)
