@@ -222,3 +222,22 @@ async def test_active_health_probe_reports_an_unreachable_provider() -> None:
     assert health["providers"]["an"]["status"] == "healthy"
     assert health["providers"]["oa"]["status"] == "degraded"
     assert "probe failed" in health["providers"]["oa"]["reason"]
+
+
+async def test_budgets_are_restored_from_the_ledger_on_start(tmp_path: Path) -> None:
+    """A new engine on the same SQLite ledger starts with the month's spend already counted."""
+    models = {"providers": {"mock": {"protocol": "mock"}},
+              "models": {"mock/paid": {"input_price": 1000.0, "output_price": 1000.0,
+                                       "max_output": 100, "context_window": 8000}}}
+    routes = {"main": {"strategy": "ordered", "candidates": ["mock/paid"],
+                       "budget": {"daily_usd": 5.0}}}
+    request = {**HELLO, "metadata": {"workspace": "team"}}
+    path = tmp_path / "ledger.sqlite3"
+    first = Engine.from_data(models, routes, ledger=SQLiteLedger(path, FakeClock()),
+                             clock=FakeClock())
+    resp = await first.arun(request, policy="main")
+    await first.aclose()
+    second = Engine.from_data(models, routes, ledger=SQLiteLedger(path, FakeClock()),
+                              clock=FakeClock())
+    assert second.spent("team")["day"] == pytest.approx(resp.cost_usd)
+    await second.aclose()
