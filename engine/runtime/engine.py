@@ -236,6 +236,7 @@ class Engine:
 
     @property
     def plan(self) -> Plan:
+        """The compiled plan new calls use (calls in flight keep the one they started on)."""
         return self._plan
 
     @property
@@ -435,9 +436,11 @@ class Engine:
     # -- registry -------------------------------------------------------------------------
 
     def list_models(self, provider: str | None = None) -> list[str]:
+        """Model ids, sorted; only one provider's when `provider` is given."""
         return registry.list_models(self._plan, provider)
 
     def model_config(self, model_id: str) -> ModelPlan:
+        """One model's resolved configuration; UnknownModelError if there is none."""
         return registry.model_config(self._plan, model_id)
 
     def find_models(
@@ -446,9 +449,11 @@ class Engine:
         max_input_price: float | None = None,
         max_output_price: float | None = None,
     ) -> list[ModelPlan]:
+        """Enabled models with `capability` under the prices (USD per 1M), cheapest first."""
         return registry.find_models(self._plan, capability, max_input_price, max_output_price)
 
     def cheapest_model(self, capability: str | None = None) -> ModelPlan | None:
+        """The cheapest enabled model with `capability` (unknown prices never win)."""
         return registry.cheapest_model(self._plan, capability)
 
     def fastest_model(
@@ -457,6 +462,7 @@ class Engine:
         max_input_price: float | None = None,
         max_output_price: float | None = None,
     ) -> ModelPlan | None:
+        """The fastest enabled model with `capability`: measured latency, else the prior."""
         return registry.fastest_model(
             self._plan,
             capability,
@@ -657,20 +663,25 @@ def default_engine() -> Engine:
 
 
 def run(request: RequestLike, policy: str | None = None) -> Response:
+    """Route one request with the default engine (sync)."""
     return default_engine().run(request, policy)
 
 
 async def arun(request: RequestLike, policy: str | None = None) -> Response:
+    """Route one request with the default engine."""
     return await default_engine().arun(request, policy)
 
 
 def stream(request: RequestLike, policy: str | None = None) -> Iterator[StreamEvent]:
+    """Stream one answer from the default engine (sync iterator)."""
     return default_engine().stream(request, policy)
 
 
 def astream(request: RequestLike, policy: str | None = None) -> AsyncIterator[StreamEvent]:
+    """Stream one answer from the default engine."""
     return default_engine().astream(request, policy)
 
 
 def explain(request: RequestLike, policy: str | None = None) -> dict[str, Any]:
+    """Why the default engine would route a request where it does."""
     return default_engine().explain(request, policy)
