@@ -241,3 +241,17 @@ async def test_budgets_are_restored_from_the_ledger_on_start(tmp_path: Path) -> 
                               clock=FakeClock())
     assert second.spent("team")["day"] == pytest.approx(resp.cost_usd)
     await second.aclose()
+
+
+def test_from_config_engine_can_add_a_provider_and_converse(tmp_path: Path) -> None:
+    """A file-configured engine takes a new provider and model at run time (sync API)."""
+    eng = Engine.from_config(ROOT, ledger_path=str(tmp_path / "l.sqlite3"))
+    eng.add_provider("extra", {"protocol": "mock", "options": {"latency_ms": "0"}})
+    eng.add_model("extra/echo", {"capabilities": ["chat"], "context_window": 8000,
+                                 "input_price": 0, "output_price": 0})
+    chat = eng.conversation(model="extra/echo")
+    first = chat.send("my name is Alice")
+    chat.send("what is my name?")
+    assert first.model == "extra/echo" and len(chat.messages) == 4
+    assert "extra" in eng.list_providers() and "openai/gpt-4o" in eng.list_models("openai")
+    eng.close()
