@@ -272,14 +272,22 @@ class Engine:
         hooks = self.hooks
         if hooks.before:
             req = await hooks.before_request(req)
-        execution = Execution(self._svc, self._plan, req, policy, True)
         try:
-            async for event in streaming.stream(execution):
+            execution = Execution(self._svc, self._plan, req, policy, True)
+        except Exception as exc:  # unknown policy, no candidate, bad fallbacks
+            if hooks.error:
+                await hooks.on_error(req, exc)
+            raise
+        events = streaming.stream(execution)
+        try:
+            async for event in events:
                 yield event
         except Exception as exc:
             if hooks.error:
                 await hooks.on_error(req, exc)
             raise
+        finally:
+            await events.aclose()  # a caller stopping early releases the upstream now
         if hooks.after and execution.final is not None:
             await hooks.after_response(req, execution.final)
 
