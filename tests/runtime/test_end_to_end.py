@@ -255,3 +255,23 @@ def test_from_config_engine_can_add_a_provider_and_converse(tmp_path: Path) -> N
     assert first.model == "extra/echo" and len(chat.messages) == 4
     assert "extra" in eng.list_providers() and "openai/gpt-4o" in eng.list_models("openai")
     eng.close()
+
+
+async def test_cancelling_a_stalled_upstream_call_releases_everything() -> None:
+    """Cancelling a call stuck on a stalled upstream frees its lease and its reservation."""
+    async with FakeOpenAI(api_key="sk-right-key-111111") as oa, FakeAnthropic() as an:
+        oa.default_fault = Fault(stall=True)
+        models, routes = config(oa.url, an.url, budget={"daily_usd": 10.0})
+        models["providers"]["oa"]["keys"] = [{"key": "sk-right-key-111111"}]
+        eng = Engine.from_data(models, routes)
+        task = asyncio.create_task(eng.arun({**HELLO, "metadata": {"workspace": "w"}}, "main"))
+        while not oa.requests:
+            await asyncio.sleep(0.005)
+        assert eng.spent("w")["day"] > 0  # the worst case is reserved while in flight
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.01)
+        assert eng.spent("w")["day"] == 0.0
+        assert eng.rate_limit_status("oa")["keys"]["oa#0"]["in_flight"] == 0
+        await eng.aclose()
