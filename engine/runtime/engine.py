@@ -12,6 +12,8 @@ and run-time changes (reload, add/remove providers and models).
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import copy
 import importlib
 import os
@@ -87,11 +89,15 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 class _LoopThread:
     """A private event loop on a daemon thread: the sync API runs the async core here, so
-    pooled connections survive between sync calls (asyncio.run would close them)."""
+    pooled connections survive between sync calls (asyncio.run would close them).
 
-    def __init__(self) -> None:
+    A program that never calls `close()` still gets its connections closed (and the
+    ledger flushed) at exit, through `on_exit` run on this loop."""
+
+    def __init__(self, on_exit: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        self._on_exit = on_exit
 
     def _start(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -99,7 +105,16 @@ class _LoopThread:
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="engine-sync", daemon=True).start()
                 self._loop = loop
+                atexit.register(self._at_exit)
             return self._loop
+
+    def _at_exit(self) -> None:
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(self._on_exit(), loop)
+            with contextlib.suppress(Exception):
+                future.result(timeout=5)
+        self.stop()
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         loop = self._start()
@@ -118,6 +133,7 @@ class _LoopThread:
         with self._lock:
             loop, self._loop = self._loop, None
         if loop is not None:
+            atexit.unregister(self._at_exit)
             loop.call_soon_threadsafe(loop.stop)
 
 
@@ -138,7 +154,7 @@ class Engine:
         self._config_dir = config_dir
         self._adapters: dict[str, Adapter] = dict(adapters or {})
         self._mutating = threading.Lock()
-        self._sync = _LoopThread()
+        self._sync = _LoopThread(self.aclose)
         self._keepalive: asyncio.Task[None] | None = None
         self.hooks = Hooks()
         services.adapter_for = self._adapter
