@@ -130,11 +130,7 @@ class Services:
 
     def release_lease(self, lease: Lease) -> None:
         """Refund a lease whose request was never (fully) sent."""
-        release = getattr(self.limiter, "release", None)  # optional in older limiters
-        if release is not None:
-            release(lease)
-        else:
-            self.limiter.settle(lease, 0, 0)
+        self.limiter.release(lease)
 
     def good_keys(self, provider: ProviderPlan) -> tuple[KeyPlan, ...]:
         """The provider's keys minus those recently rejected; keyless providers get a label."""
