@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import httpx
@@ -246,7 +247,7 @@ async def bench_translation(calls: int) -> None:
         adapter = adapter_cls(Canned(body, up.success_headers()))  # type: ignore[abstract]
         endpoint = Endpoint("b", name, "http://127.0.0.1:1", "m", api_key=Secret("k"))
 
-        async def call() -> None:
+        async def call(adapter: Any = adapter, endpoint: Endpoint = endpoint) -> None:
             await adapter.complete(request, endpoint)
 
         report(f"{name} adapter, no network", await sequential(call, calls), None)
