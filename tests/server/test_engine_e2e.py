@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 
 from engine import Engine
 from engine.compile import load_plan
+from engine.runtime.budget import InProcessBudgetStore
+from engine.runtime.clock import SystemClock
 from engine.runtime.ledger import NullLedger
 from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings
@@ -169,6 +172,54 @@ async def test_hot_reload_applies_good_and_keeps_old_on_broken(stack: Stack) -> 
         chat = await client.chat.completions.create(model="chat", messages=MSG)
     assert fresh.choices[0].message.content and chat.choices[0].message.content
     assert any("chat.yaml" in d.format() for d in stack.watcher.last_diagnostics)
+
+
+async def test_disconnect_mid_stream_releases_the_budget_reservation(tmp_path: Path) -> None:
+    """A client that hangs up mid-stream cancels the upstream call; nothing stays reserved."""
+    budget = InProcessBudgetStore(SystemClock())
+    async with FakeOpenAI() as primary, FakeOpenAI() as backup:
+        config = write_config(tmp_path, primary.url, backup.url)
+        write_route(tmp_path, "metered", "budget: {daily_usd: 100}\n")
+        engine = Engine.from_config(config, ledger=NullLedger(), budget=budget)
+        primary.script([Fault(trickle=1.0)])  # the whole stream takes many seconds
+        body = {"model": "metered", "messages": MSG, "stream": True}
+        headers = {"x-engine-workspace": "team-x"}
+        async with serving(engine) as running:
+            async with (
+                running.http() as http,
+                http.stream("POST", "/v1/chat/completions", json=body, headers=headers) as r,
+            ):
+                assert budget.reserved("team-x")["day"] > 0
+                async for line in r.aiter_lines():
+                    if line.startswith("data:"):
+                        break
+            for _ in range(200):  # bounded wait for the cancellation to run
+                if budget.reserved("team-x")["day"] == 0:
+                    break
+                await asyncio.sleep(0.01)
+    assert budget.reserved("team-x")["day"] == 0
+
+
+async def test_in_flight_stream_finishes_on_its_config(stack: Stack) -> None:
+    """A stream started before a reload that removes its policy still completes."""
+    stack.primary.script([Fault(trickle=0.01)])
+    body = {"model": "chat", "messages": MSG, "stream": True}
+    lines: list[str] = []
+    async with (
+        stack.running.http() as http,
+        http.stream("POST", "/v1/chat/completions", json=body) as resp,
+    ):
+        async for line in resp.aiter_lines():
+            if line.startswith("data:") and not lines:
+                write_route(stack.config, "other")
+                (stack.config / "routes" / "chat.yaml").unlink()
+                assert await stack.watcher.check() is True
+            if line.startswith("data:"):
+                lines.append(line)
+    assert lines[-1] == "data: [DONE]"
+    async with stack.running.client() as client:
+        with pytest.raises(openai.NotFoundError):
+            await client.chat.completions.create(model="chat", messages=MSG)
 
 
 async def test_models_endpoint_lists_config(stack: Stack) -> None:
