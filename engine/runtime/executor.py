@@ -33,6 +33,7 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from engine.compile.plan import (
+    DYNAMIC_STRATEGIES,
     Features,
     KeyPlan,
     ModelPlan,
@@ -142,7 +143,7 @@ class Services:
         return tuple(k for k in provider.keys if self.bad_keys.get(k.id, 0.0) <= now)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request on the hot path, never mutated
 class Candidate:
     """One model to try, with the route whose retry/breaker/budget settings apply."""
 
@@ -152,10 +153,10 @@ class Candidate:
     policy: str | None
     rule: str | None
     leg: int  # 0 for the primary target, i for request.fallbacks[i - 1]
+    model: ModelPlan = field(init=False)
 
-    @property
-    def model(self) -> ModelPlan:
-        return self.scored.model
+    def __post_init__(self) -> None:
+        self.model = self.scored.model  # read many times per try; a slot beats a property
 
     @property
     def name(self) -> str:
@@ -344,8 +345,10 @@ class Execution:
     ) -> Iterator[Candidate]:
         """The ranking (in live-strategy order), the checked chain, then fallback_policy."""
         route, providers = sel.route, self.plan.providers
-        key = f"{sel.policy}:{sel.rule}"
-        ordered = self.svc.strategies.order(key, route.strategy, sel.ranked, self.streaming)
+        ordered: tuple[Scored, ...] | list[Scored] = sel.ranked
+        if route.strategy.name in DYNAMIC_STRATEGIES:
+            key = f"{sel.policy}:{sel.rule}"
+            ordered = self.svc.strategies.order(key, route.strategy, sel.ranked, self.streaming)
         for s in (*ordered, *sel.chain):
             provider = providers.get(s.model.provider)
             if provider is not None:
