@@ -292,18 +292,31 @@ class Execution:
         if target in self.plan.policies:
             return None
         provider_id, slash, name = target.partition("/")
-        provider = self.plan.providers.get(provider_id) if slash and name else None
+        if not slash:
+            return self.plan.providers[self._bare_model(target).provider]
+        provider = self.plan.providers.get(provider_id) if name else None
         if provider is None:
-            if slash:
-                raise UnknownModelError(f"unknown provider in model pin {target!r}")
-            known = ", ".join(sorted(self.plan.policies)) or "none"
-            raise UnknownPolicyError(f"unknown policy {target!r} (policies: {known})")
+            raise UnknownModelError(f"unknown provider in model pin {target!r}")
         return provider
 
+    def _bare_model(self, name: str) -> ModelPlan:
+        """A bare model name ("gpt-4o-mini", as OpenAI clients send it) that names exactly
+        one registry model; anything else is an error that says what would work."""
+        found = [m for m in self.plan.models.values() if m.id.partition("/")[2] == name]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            ids = ", ".join(sorted(m.id for m in found))
+            raise UnknownModelError(f"model {name!r} is ambiguous ({ids}); pin provider/name")
+        known = ", ".join(sorted(self.plan.policies)) or "none"
+        raise UnknownPolicyError(f"unknown policy or model {name!r} (policies: {known})")
+
     def _resolve(self, target: str | None) -> _Leg:
-        """A policy name or a `provider/name` pin, resolved against the plan."""
+        """A policy name, a `provider/name` pin or a unique bare model name."""
         provider = self._check_target(target)
         assert target is not None
+        if provider is not None and "/" not in target:
+            target = self._bare_model(target).id
         if provider is None:
             sel = self.svc.select(self.plan, target, self.features)
             return _Leg(target, sel.route, sel)
