@@ -120,8 +120,10 @@ class _LoopThread:
         loop = self._start()
         if _running_loop() is loop:
             coro.close()
-            raise RuntimeError("a sync engine call from inside the engine's own loop would "
-                               "deadlock; use the async form (arun/astream/abatch)")
+            raise RuntimeError(
+                "a sync engine call from inside the engine's own loop would "
+                "deadlock; use the async form (arun/astream/abatch)"
+            )
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result()
@@ -157,6 +159,7 @@ class Engine:
         self._sync = _LoopThread(self.aclose)
         self._keepalive: asyncio.Task[None] | None = None
         self.hooks = Hooks()
+        self.pings = _health.Pings(services.clock)
         services.adapter_for = self._adapter
         self._register_keys(plan)
 
@@ -406,18 +409,27 @@ class Engine:
         out["breakers"] = self._svc.breakers.snapshot()
         return out
 
-    async def health(self, probe: bool = False) -> dict[str, Any]:
-        """Each provider healthy / degraded / open / disabled with a reason; `probe` connects."""
+    async def health(self, probe: bool = False, detail: bool = False) -> dict[str, Any]:
+        """Each provider healthy / degraded / open / disabled with a reason; `probe` connects;
+        `detail` adds traffic figures and the keep-alive ping record per provider."""
         plan, svc = self._plan, self._svc
         if probe:
 
             async def check(p: Any) -> dict[str, Any]:
-                return await _health.probe(p, plan, svc, self._adapter(p.protocol).warm)
+                status = await _health.probe(p, plan, svc, self._adapter(p.protocol).warm)
+                if status["status"] not in ("disabled", "open"):  # a connection was tried
+                    failed = (status["reason"] or "").startswith("probe failed")
+                    self.pings.record(p.id, not failed)
+                return status
 
             found = await asyncio.gather(*(check(p) for p in plan.providers.values()))
             providers = dict(zip(plan.providers, found, strict=True))
         else:
             providers = {pid: _health.passive(p, plan, svc) for pid, p in plan.providers.items()}
+        if detail:
+            traffic = svc.stats.snapshot()["providers"]
+            for pid, view in providers.items():
+                view.update(_health.detail(pid, traffic, self.pings))
         states = {v["status"] for v in providers.values()}
         usable = states & {"healthy", "degraded"}
         overall = (
@@ -518,7 +530,9 @@ class Engine:
             try:
                 await self._adapter(p.protocol).warm(_health.endpoint_for(p, plan, svc))
             except Exception as exc:  # warming is best effort; report, never raise
+                self.pings.record(p.id, False)
                 return f"failed: {type(exc).__name__}"
+            self.pings.record(p.id, True)
             return "ok"
 
         done = dict(

@@ -145,8 +145,9 @@ async def test_batch_keeps_order_and_returns_errors_as_values() -> None:
     r = rig(pair())
     progress: list[tuple[int, int]] = []
     requests = [ask("one"), ask("two", model="zzz/none"), ask("three")]
-    out = await r.engine.abatch(requests, policy=None, concurrency=2,
-                                progress=lambda d, t: progress.append((d, t)))
+    out = await r.engine.abatch(
+        requests, policy=None, concurrency=2, progress=lambda d, t: progress.append((d, t))
+    )
     assert isinstance(out[0], Response) and isinstance(out[2], Response)
     assert isinstance(out[1], UnknownModelError)
     assert [c.request.messages[0].text() for c in r.adapter.calls] == ["one", "three"]

@@ -164,7 +164,9 @@ async def test_latency_optimized_uses_priors_then_measurements() -> None:
 async def test_latency_optimized_explores_untried_candidates() -> None:
     """A candidate never measured still gets tried now and then, even if its prior is slow."""
     models = [model("a/fast", latency=10), model("b/slow", latency=5000)]
-    plan = make_plan(models, [route("p", ["a/fast", "b/slow"], strategy=StrategyPlan("latency_optimized"))])
+    plan = make_plan(
+        models, [route("p", ["a/fast", "b/slow"], strategy=StrategyPlan("latency_optimized"))]
+    )
     r = rig(plan)
     for _ in range(100):
         await r.engine.arun(ask(), policy="p")

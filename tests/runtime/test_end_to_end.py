@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 HELLO = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 50}
 
 
-def config(openai_url: str, anthropic_url: str, **route: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def config(
+    openai_url: str, anthropic_url: str, **route: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
     models = {
         "providers": {
             "oa": {
@@ -33,17 +35,37 @@ def config(openai_url: str, anthropic_url: str, **route: Any) -> tuple[dict[str,
                 "base_url": openai_url,
                 "keys": [{"key": "sk-wrong-key-000000"}, {"key": "sk-right-key-111111"}],
             },
-            "an": {"protocol": "anthropic", "base_url": anthropic_url, "api_key": "sk-ant-key-2222222"},
+            "an": {
+                "protocol": "anthropic",
+                "base_url": anthropic_url,
+                "api_key": "sk-ant-key-2222222",
+            },
         },
         "models": {
-            "oa/gpt-4o-mini": {"capabilities": ["chat", "tools", "streaming"], "context_window": 128000,
-                               "max_output": 16384, "input_price": 0.15, "output_price": 0.6},
-            "an/claude-haiku": {"capabilities": ["chat", "tools", "streaming"], "context_window": 200000,
-                                "max_output": 8192, "input_price": 0.8, "output_price": 4.0},
+            "oa/gpt-4o-mini": {
+                "capabilities": ["chat", "tools", "streaming"],
+                "context_window": 128000,
+                "max_output": 16384,
+                "input_price": 0.15,
+                "output_price": 0.6,
+            },
+            "an/claude-haiku": {
+                "capabilities": ["chat", "tools", "streaming"],
+                "context_window": 200000,
+                "max_output": 8192,
+                "input_price": 0.8,
+                "output_price": 4.0,
+            },
         },
     }
-    routes = {"main": {"strategy": "ordered", "candidates": ["oa/gpt-4o-mini", "an/claude-haiku"],
-                       "retries": {"max_retries": 1}, **route}}
+    routes = {
+        "main": {
+            "strategy": "ordered",
+            "candidates": ["oa/gpt-4o-mini", "an/claude-haiku"],
+            "retries": {"max_retries": 1},
+            **route,
+        }
+    }
     return models, routes
 
 
@@ -107,8 +129,15 @@ async def test_streaming_over_the_wire_with_tool_calls() -> None:
     """A streamed tool call from the OpenAI fake arrives reassembled with usage and cost."""
     request = {
         **HELLO,
-        "tools": [{"type": "function", "function": {"name": "get_weather",
-                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                },
+            }
+        ],
     }
     async with FakeOpenAI() as oa, FakeAnthropic() as an:
         models, routes = config(oa.url, an.url)
@@ -144,12 +173,17 @@ async def test_all_upstreams_down_lists_every_attempt() -> None:
 async def test_providers_and_models_can_be_added_and_removed_at_run_time() -> None:
     """add_provider/add_model recompile and swap; an invalid change leaves the plan as it was."""
     eng = Engine.from_data(
-        {"providers": {"mock": {"protocol": "mock"}}, "models": {"mock/fast": {"quality": 0.4, "context_window": 8000}}},
+        {
+            "providers": {"mock": {"protocol": "mock"}},
+            "models": {"mock/fast": {"quality": 0.4, "context_window": 8000}},
+        },
         {"main": {"strategy": "ordered", "candidates": ["mock/fast"]}},
     )
     eng.add_provider("mock2", {"protocol": "mock", "options": {"latency_ms": "0"}})
-    eng.add_model("mock2/extra", {"capabilities": ["chat"], "input_price": 0, "output_price": 0,
-                                  "context_window": 8000})
+    eng.add_model(
+        "mock2/extra",
+        {"capabilities": ["chat"], "input_price": 0, "output_price": 0, "context_window": 8000},
+    )
     assert "mock2/extra" in eng.list_models()
     resp = await eng.arun({**HELLO, "model": "mock2/extra"})
     assert resp.model == "mock2/extra"
@@ -169,15 +203,29 @@ async def test_providers_and_models_can_be_added_and_removed_at_run_time() -> No
 async def test_concurrent_requests_never_overspend_a_workspace_budget() -> None:
     """Many concurrent calls against a daily budget: spend stays within it, extras refused."""
     eng = Engine.from_data(
-        {"providers": {"mock": {"protocol": "mock", "options": {"latency_ms": "1"}}},
-         "models": {"mock/paid": {"input_price": 1000.0, "output_price": 1000.0,
-                                  "max_output": 100, "context_window": 8000}}},
-        {"main": {"strategy": "ordered", "candidates": ["mock/paid"],
-                  "budget": {"daily_usd": 1.0}}},
+        {
+            "providers": {"mock": {"protocol": "mock", "options": {"latency_ms": "1"}}},
+            "models": {
+                "mock/paid": {
+                    "input_price": 1000.0,
+                    "output_price": 1000.0,
+                    "max_output": 100,
+                    "context_window": 8000,
+                }
+            },
+        },
+        {
+            "main": {
+                "strategy": "ordered",
+                "candidates": ["mock/paid"],
+                "budget": {"daily_usd": 1.0},
+            }
+        },
     )
     request = {**HELLO, "max_tokens": 100, "metadata": {"workspace": "team"}}
-    results = await asyncio.gather(*(eng.arun(request, policy="main") for _ in range(40)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(eng.arun(request, policy="main") for _ in range(40)), return_exceptions=True
+    )
     served = [r for r in results if isinstance(r, engine.Response)]
     refused = [r for r in results if isinstance(r, BudgetExceededError)]
     assert served and refused and len(served) + len(refused) == 40
@@ -187,7 +235,9 @@ async def test_concurrent_requests_never_overspend_a_workspace_budget() -> None:
     await eng.aclose()
 
 
-def test_module_level_api_uses_engine_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_module_level_api_uses_engine_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """engine.run / engine.stream use the config named by $ENGINE_CONFIG."""
     monkeypatch.setenv("ENGINE_CONFIG", str(ROOT))
     monkeypatch.setenv("ENGINE_LEDGER", str(tmp_path / "l.sqlite3"))

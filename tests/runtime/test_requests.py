@@ -54,7 +54,9 @@ async def test_pin_of_an_unknown_provider_is_a_precise_error() -> None:
 
 async def test_request_fallbacks_are_tried_in_order_after_the_primary() -> None:
     """request.fallbacks (pins or policies) run after the primary target fails."""
-    adapter = ScriptedAdapter({"dear": [UnavailableError("down")], "cheap": [UnavailableError("down")]})
+    adapter = ScriptedAdapter(
+        {"dear": [UnavailableError("down")], "cheap": [UnavailableError("down")]}
+    )
     models = [model("a/dear"), model("b/cheap"), model("c/other")]
     routes = [route("p", ["a/dear"], retry=ONE_TRY), route("q", ["c/other"])]
     r = rig(make_plan(models, routes), adapter)
