@@ -158,11 +158,6 @@ class Candidate:
     def __post_init__(self) -> None:
         self.model = self.scored.model  # read many times per try; a slot beats a property
 
-    @property
-    def name(self) -> str:
-        """The model's name within its provider, as attempt records show it."""
-        return self.scored.model.id.partition("/")[2]
-
 
 @dataclass(slots=True)
 class _Leg:
@@ -380,7 +375,9 @@ class Execution:
     def _skip(self, cand: Candidate, outcome: str, why: str) -> None:
         self.eliminated[cand.model.id] = why
         self.attempts.append(
-            AttemptRecord(cand.provider.id, cand.name, outcome, why, 0.0, 0, self.fallback_index)
+            AttemptRecord(
+                cand.provider.id, cand.model.id, outcome, why, 0.0, 0, self.fallback_index
+            )
         )
 
     def _eligible(self, cand: Candidate) -> bool:
@@ -559,7 +556,7 @@ class Execution:
         else:
             key = pid
         self.attempts.append(
-            AttemptRecord(pid, cand.name, "circuit_open", f"breaker open: {key}", 0.0, 0, index)
+            AttemptRecord(pid, cand.model.id, "circuit_open", f"breaker open: {key}", 0.0, 0, index)
         )
         raise _Skip(key)
 
@@ -760,7 +757,7 @@ class Execution:
         self.attempts.append(
             AttemptRecord(
                 cand.provider.id,
-                cand.name,
+                cand.model.id,
                 outcome,
                 error,
                 latency,
