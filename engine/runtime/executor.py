@@ -708,6 +708,10 @@ class Execution:
             svc.breakers.failure(cand.model.id, plan, exc.kind)
         else:
             self._abandon(cand)
+        if isinstance(exc, RateLimitedError) and exc.retry_after:
+            # Every request holding this key should pause, not only the one that was told.
+            info = RateLimitInfo(retry_after_s=exc.retry_after)
+            svc.limiter.observe(cand.provider.id, guard.lease.key.id, info)
         if isinstance(exc, AuthenticationError) and cand.provider.keys:
             svc.bad_keys[guard.lease.key.id] = svc.clock.monotonic() + BAD_KEY_COOLDOWN_S
         self._record(guard, exc.kind, str(exc), exc.status, latency, None, None)

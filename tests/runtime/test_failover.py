@@ -253,3 +253,11 @@ async def test_final_error_names_each_model_once() -> None:
         await r.engine.arun(ask(), policy="p")
     assert info.value.attempts[0].model == "a/m1"
     assert "a/m1: unavailable" in str(info.value) and "a/a/m1" not in str(info.value)
+
+
+async def test_retry_after_is_shared_with_the_rate_limiter() -> None:
+    """A provider's Retry-After is passed to the limiter, so other calls on that key wait too."""
+    adapter = ScriptedAdapter({"m1": [RateLimitedError("slow down", retry_after=3.0), "ok"]})
+    r = rig(three(retry=NO_JITTER), adapter)
+    await r.engine.arun(ask(), policy="p")
+    assert [i.retry_after_s for i in r.limiter.observed] == [3.0]
