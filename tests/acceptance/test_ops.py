@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import uvicorn
@@ -144,7 +145,7 @@ async def serving(engine: Engine) -> AsyncIterator[openai.AsyncOpenAI]:
 
 
 async def test_server_speaks_openai_chat_stream_and_tools(tmp_path: Path) -> None:
-    """Running as a service: chat, streaming and tools through the official openai SDK."""
+    """Running as a service: chat, streaming, tools, stats and Prometheus metrics over HTTP."""
     eng = Engine.from_config(mock_config(tmp_path, ROUTER))
     async with serving(eng) as client:
         raw = await client.chat.completions.with_raw_response.create(
@@ -171,6 +172,8 @@ async def test_server_speaks_openai_chat_stream_and_tools(tmp_path: Path) -> Non
             extra_headers={"x-engine-task-type": "code_generation"},
         )
         stats = await client.get("/stats", cast_to=object)
+        async with httpx.AsyncClient() as http:
+            metrics = (await http.get(str(client.base_url).replace("/v1/", "/metrics"))).text
     await eng.aclose()
     assert "Hello!" in (chat.choices[0].message.content or "")
     assert raw.headers["x-engine-provider"] == "mock"
@@ -180,6 +183,7 @@ async def test_server_speaks_openai_chat_stream_and_tools(tmp_path: Path) -> Non
     assert tools.choices[0].message.tool_calls[0].function.name == "get_weather"  # type: ignore[index]
     assert coded.headers["x-engine-model"] == "mock/coder"
     assert stats["engine"]["totals"]["requests"] == 4  # type: ignore[index]
+    assert 'engine_requests_total{' in metrics and "engine_tokens_total{" in metrics
 
 
 async def test_server_errors_use_openai_error_classes(tmp_path: Path) -> None:
