@@ -143,18 +143,23 @@ def main() -> None:
     ids = list(models["models"])
     routes = {f"pol{i}": policy(rng, ids, 10) for i in range(POLICIES - 1)}
     routes["big"] = policy(rng, ids, RULES)
-    times = []
+    times, cpu = [], []
     for _ in range(3):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         plan: Plan = build_plan_from_data(models, routes, env={})
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     shown = ", ".join(f"{t * 1000:.0f}" for t in times)
+    print(
+        f"compile CPU time (what this process used, immune to other load): best {min(cpu) * 1000:.0f} ms"
+    )
     print(
         f"compile {MODELS} models x {POLICIES} policies: best {min(times) * 1000:.0f} ms of [{shown}] ms (target < 1000 ms)"
     )
 
     feats = features(rng, 20000)
     gc.collect()
+    gc.freeze()  # the plan is long-lived: keep it out of the collector's way, as a server would
     for f in feats[:2000]:  # warm up
         select(plan, "big", f)
     # The machine is shared, so each side runs in 5 rounds and the least disturbed round
@@ -175,6 +180,11 @@ def main() -> None:
     print(
         f"select on a {RULES}-rule policy: p50 {p50:.2f} us, p99 {p99:.2f} us, mean {statistics.fmean(ours):.2f} us (target p50 <= 5, p99 <= 20)"
     )
+    c0 = time.process_time()
+    for f in feats:
+        select(plan, "big", f)
+    cpu_mean = (time.process_time() - c0) / len(feats) * 1e6
+    print(f"select CPU time per decision (immune to waiting for the CPU): mean {cpu_mean:.2f} us")
     print(
         f"baseline interpreter:            p50 {b50:.2f} us, p99 {b99:.2f} us  -> compiled is {b50 / p50:.1f}x faster at p50"
     )

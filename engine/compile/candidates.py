@@ -30,12 +30,16 @@ def eligible(
     route: RouteSpec,
     models: Mapping[str, ModelPlan],
     providers: Mapping[str, ProviderPlan],
+    implicit: frozenset[str] | None = None,
 ) -> Eligibility:
-    pool = (
-        [models[m] for m in route.candidates if m in models]
-        if route.candidates
-        else sorted(models.values(), key=lambda m: m.id)
-    )
+    """Filter the route's pool: its `candidates`, else every model of an `implicit` provider."""
+    if route.candidates:
+        pool = [models[m] for m in route.candidates if m in models]
+    else:
+        pool = sorted(
+            (m for m in models.values() if implicit is None or m.provider in implicit),
+            key=lambda m: m.id,
+        )
     eliminated: list[tuple[str, str]] = []
     last: str | None = None
     for name, check in _checks(route.filters):

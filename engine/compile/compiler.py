@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from engine.compile.analysis import check_rules, compares
 from engine.compile.candidates import eligible, static_order
 from engine.compile.plan import (
     BreakerPlan,
@@ -45,11 +47,21 @@ from engine.compile.tree import (
 from engine.config.link import link, merge_route, resolve, route_fields
 from engine.config.load import Document, join_path
 from engine.config.project import ConfigSet, load_data, load_dir
-from engine.config.rules import check_rules, compares
-from engine.config.specs import Condition, PolicySpec, RouteSpec, RuleSpec
+from engine.config.specs import Condition, PolicySpec, RouteSpec, RuleSpec, WeightsSpec
 from engine.errors import ConfigError, Diagnostic
 
 DEFAULT_POLICY = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class Registry:
+    """The compiled registry a policy's routes choose from."""
+
+    models: Mapping[str, ModelPlan]
+    providers: Mapping[str, ProviderPlan]
+    implicit: frozenset[str]  # providers whose models join policies listing no candidates
+
+
 _SORTS = {
     "cost_optimized": "cost",
     "balanced": "balanced",
@@ -102,12 +114,18 @@ def check_config(cs: ConfigSet, env: Mapping[str, str]) -> tuple[Plan | None, li
     providers = build_providers(cs, env)
     models, problems = build_models(cs, providers)
     found += problems
+    implicit = frozenset(
+        pid
+        for pid, p in cs.models.providers.items()
+        if (p.implicit is not False and p.protocol != "mock") or p.implicit
+    )
+    reg = Registry(models, providers, implicit)
     resolved = resolve(cs)
     policies: dict[str, PolicyTree] = {}
     for name, spec in resolved.items():
         doc = cs.policies[name].doc
         found += check_rules(doc, spec)
-        tree, problems = _compile_policy(name, spec, doc, models, providers)
+        tree, problems = _compile_policy(name, spec, doc, reg)
         found += problems
         policies[name] = tree
     default = DEFAULT_POLICY if DEFAULT_POLICY in policies else None
@@ -132,18 +150,15 @@ def _compile_policy(
     name: str,
     spec: PolicySpec,
     doc: Document,
-    models: Mapping[str, ModelPlan],
-    providers: Mapping[str, ProviderPlan],
+    reg: Registry,
 ) -> tuple[PolicyTree, list[Diagnostic]]:
     base = route_fields(spec)
     problems: list[Diagnostic] = []
-    default, found = _leaf(name, RouteSpec.model_validate(base), "", doc, models, providers)
+    default, found = _leaf(name, RouteSpec.model_validate(base), "", doc, reg)
     problems += found
     rules: list[Rule] = []
     for i, rule in enumerate(spec.rules):
-        target, found = _rule_target(
-            name, base, rule, join_path("rules", i), doc, models, providers
-        )
+        target, found = _rule_target(name, base, rule, join_path("rules", i), doc, reg)
         problems += found
         label = rule.name or f"rules[{i}]"
         text = describe(rule.when)
@@ -176,13 +191,12 @@ def _rule_target(
     rule: RuleSpec,
     path: str,
     doc: Document,
-    models: Mapping[str, ModelPlan],
-    providers: Mapping[str, ProviderPlan],
+    reg: Registry,
 ) -> tuple[Target, list[Diagnostic]]:
     if rule.policy is not None:
         return Goto(rule.policy), []
     route = RouteSpec.model_validate(merge_route(base, route_fields(rule)))
-    return _leaf(policy, route, path, doc, models, providers)
+    return _leaf(policy, route, path, doc, reg)
 
 
 def _leaf(
@@ -190,17 +204,21 @@ def _leaf(
     route: RouteSpec,
     path: str,
     doc: Document,
-    models: Mapping[str, ModelPlan],
-    providers: Mapping[str, ProviderPlan],
+    reg: Registry,
 ) -> tuple[Leaf, list[Diagnostic]]:
     strategy = route.strategy or "balanced"
     weights = dict(route.candidate_weights or {})
-    elig = eligible(route, models, providers)
+    models, providers = reg.models, reg.providers
+    elig = eligible(route, models, providers, reg.implicit)
     problems: list[Diagnostic] = []
     unknown = [m for m in route.candidates or [] if m not in models]
     if elig.filtered_out and models and not unknown:  # unknown ids: link reported them
         problems.append(_no_candidate(doc, path, elig.last_filter, route))
     candidates = static_order(strategy, elig.candidates, weights)
+    if strategy == "balanced" and route.weights is not None:
+        candidates = _balance_parts(candidates, route.weights)
+    elif strategy == "balanced":
+        candidates = _balance_parts(candidates, WeightsSpec())
     chain_ids, chain, chain_elim = _chain(
         route, models, providers, {c.model.id for c in candidates}
     )
@@ -233,10 +251,28 @@ def _leaf(
     return leaf, problems
 
 
+def _balance_parts(cands: tuple[Candidate, ...], w: WeightsSpec) -> tuple[Candidate, ...]:
+    """The request-independent part of each balanced score (see select._balanced)."""
+    total = (w.cost + w.quality + w.latency) or 1.0
+    max_lat = max((c.model.latency_ms for c in cands), default=0.0) or 1.0
+    return tuple(
+        replace(
+            c,
+            balance_part=(
+                w.quality * c.model.quality + w.latency * (1.0 - c.model.latency_ms / max_lat)
+            )
+            / total,
+        )
+        for c in cands
+    )
+
+
 def _no_candidate(doc: Document, path: str, last: str | None, route: RouteSpec) -> Diagnostic:
+    if last is None and route.candidates is None:
+        msg = "no candidate: no registry model joins implicitly (mock models must be listed)"
+        return doc.diagnostic(path, msg, hint="list models under `candidates`")
     if last is None:
-        where = join_path(path, "candidates") if route.candidates is not None else path
-        return doc.diagnostic(where, "no candidate: the candidate list is empty")
+        return doc.diagnostic(join_path(path, "candidates"), "no candidate: the list is empty")
     where = join_path(join_path(path, "filters"), last)
     return doc.diagnostic(
         where, f"filters leave no candidate: `filters.{last}` removed the last one"

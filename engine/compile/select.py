@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.compile.plan import Features, Plan, Scored, Selection
+from engine.compile.plan import Features, Plan, RoutePlan, Scored, Selection
 from engine.compile.tree import Candidate, Goto, Leaf, PolicyTree
 from engine.errors import NoCandidateError, UnknownPolicyError
 
@@ -28,16 +28,37 @@ _set_model, _set_score, _set_est, _set_worst = (
 )
 
 
-_SELECTION_SLOTS = tuple(
+(
+    _set_policy,
+    _set_rule,
+    _set_path,
+    _set_route,
+    _set_ranked,
+    _set_eliminated,
+    _set_chain,
+) = (
     vars(Selection)[name].__set__
     for name in ("policy", "rule", "path", "route", "ranked", "eliminated", "chain")
 )
 
 
-def _selection(*values: Any) -> Selection:
+def _selection(
+    policy: str,
+    rule: str | None,
+    path: tuple[str, ...],
+    route: RoutePlan,
+    ranked: tuple[Scored, ...],
+    eliminated: tuple[tuple[str, str], ...],
+    chain: tuple[Scored, ...],
+) -> Selection:
     s: Any = _new(Selection)
-    for setter, value in zip(_SELECTION_SLOTS, values, strict=True):
-        setter(s, value)
+    _set_policy(s, policy)
+    _set_rule(s, rule)
+    _set_path(s, path)
+    _set_route(s, route)
+    _set_ranked(s, ranked)
+    _set_eliminated(s, eliminated)
+    _set_chain(s, chain)
     return s  # type: ignore[no-any-return]
 
 
@@ -51,7 +72,11 @@ def _scored(c: Candidate, score: float, est: float | None, worst: float | None) 
 
 
 def select(plan: Plan, policy: str, features: Features) -> Selection:
-    """Route one request: the deciding rule, the path taken, the ranked candidates."""
+    """Route one request: the deciding rule, the path taken, the ranked candidates.
+
+    Raises NoCandidateError when nothing is left and the route has no fallback policy; with
+    one, an empty Selection is returned so the caller moves on to that policy.
+    """
     leaf, rule, path, name = walk(plan, policy, features)
     return rank(leaf, features, name, rule, path)
 
@@ -91,64 +116,63 @@ def rank(
     limit = _limit(features.budget_usd, route.budget.max_cost_per_request)
     dropped: list[tuple[str, str]] = []
     fast = not required and limit is None and need <= leaf.min_context  # nothing to drop
-    if fast and leaf.sort == "static":
-        ranked = _static(leaf.candidates, need_in, expected, out_cap)
+    if fast and leaf.sort == "cost":  # the commonest cases, in one pass
+        ranked = _cheapest_first(leaf.candidates, need_in, expected, out_cap)
+    elif fast and leaf.sort == "balanced":
+        ranked = _balanced_all(leaf, _rows(leaf.candidates, need_in, expected, out_cap))
     else:
-        kept = (
-            [_costed(c, need_in, expected, out_cap) for c in leaf.candidates]
+        rows = (
+            _rows(leaf.candidates, need_in, expected, out_cap)
             if fast
             else _checked(
                 leaf.candidates, required, need, need_in, expected, out_cap, limit, dropped
             )
         )
-        ranked = _order(leaf, kept, required)
+        ranked = _ORDERS[leaf.sort](leaf, rows, required)
     chain: tuple[Scored, ...] = ()
     if leaf.chain:
-        found = _checked(
-            leaf.chain,
-            required,
-            need,
-            need_in,
-            expected,
-            out_cap,
-            limit,
-            dropped,
-            "fallback chain: ",
-        )
-        chain = tuple(_scored(c, 0.0, e, w) for c, e, w in found)
+        args = (required, need, need_in, expected, out_cap, limit, dropped, "fallback chain: ")
+        chain = tuple([_scored(c, 0.0, e, w) for e, w, c in _checked(leaf.chain, *args)])
     eliminated = leaf.eliminated + tuple(dropped) if dropped else leaf.eliminated
-    if not ranked and not chain:
+    if not ranked and not chain and route.fallback_policy is None:
         raise NoCandidateError(_no_candidate_message(policy, eliminated), dict(eliminated))
     return _selection(policy, rule, path, route, ranked, eliminated, chain)
 
 
-def _static(
+Row = tuple[float | None, float | None, Candidate]  # estimated cost, worst-case cost, candidate
+
+
+def _rows(
     cands: tuple[Candidate, ...], need_in: int, expected: int, out_cap: int | None
-) -> tuple[Scored, ...]:
-    """The common case in one loop: static order, nothing dropped, costs filled in."""
-    out = []
+) -> list[Row]:
+    """Each candidate with its estimated and worst-case cost for this request's size."""
+    out: list[Row] = []
     for c in cands:
-        s: Any = _new(Scored)
-        _set_model(s, c.model)
-        _set_score(s, c.static_score)
         pin, pout = c.input_price, c.output_price
         if pin is None or pout is None:
-            _set_est(s, None)
-            _set_worst(s, None)
+            out.append((None, None, c))
         else:
             base = need_in * pin
-            _set_est(s, (base + expected * pout) / 1e6)
-            _set_worst(s, (base + (out_cap or c.max_output) * pout) / 1e6)
-        out.append(s)
-    return tuple(out)
+            worst_out = out_cap or c.max_output
+            out.append(((base + expected * pout) / 1e6, (base + worst_out * pout) / 1e6, c))
+    return out
 
 
-def _costed(c: Candidate, need_in: int, expected: int, out_cap: int | None) -> Kept:
-    pin, pout = c.input_price, c.output_price
-    if pin is None or pout is None:
-        return (c, None, None)
-    base = need_in * pin
-    return (c, (base + expected * pout) / 1e6, (base + (out_cap or c.max_output) * pout) / 1e6)
+def _cheapest_first(
+    cands: tuple[Candidate, ...], need_in: int, expected: int, out_cap: int | None
+) -> tuple[Scored, ...]:
+    """_rows + _cost_order fused: same result, one list and one sort."""
+    keyed: list[tuple[float, int, float | None, float | None, Candidate]] = []
+    for c in cands:
+        pin, pout = c.input_price, c.output_price
+        if pin is None or pout is None:
+            keyed.append((_INF, c.order, None, None, c))
+        else:
+            base = need_in * pin
+            est = (base + expected * pout) / 1e6
+            keyed.append((est, c.order, est, (base + (out_cap or c.max_output) * pout) / 1e6, c))
+    keyed.sort()
+    return tuple([_scored(c, 0.0 - k, e, w) for k, _, e, w, c in keyed])
 
 
 def _checked(
@@ -161,15 +185,16 @@ def _checked(
     limit: float | None,
     dropped: list[tuple[str, str]],
     prefix: str = "",
-) -> list[Kept]:
-    kept: list[Kept] = []
-    for cand in cands:
-        item = _costed(cand, need_in, expected, out_cap)
+) -> list[Row]:
+    """_rows minus the candidates this request rules out, each recorded with its reason."""
+    kept: list[Row] = []
+    for row in _rows(cands, need_in, expected, out_cap):
+        cand = row[2]
         why = _check(cand, required, need)
         if why is None and limit is not None:
-            why = _over_budget(item[2], limit)
+            why = _over_budget(row[1], limit)
         if why is None:
-            kept.append(item)
+            kept.append(row)
         else:
             dropped.append((cand.model.id, prefix + why))
     return kept
@@ -197,47 +222,81 @@ def _over_budget(worst: float | None, limit: float) -> str | None:
     return None
 
 
-def _order(leaf: Leaf, kept: list[Kept], required: frozenset[str]) -> tuple[Scored, ...]:
-    sort = leaf.sort
-    if sort == "static":
-        return tuple([_scored(c, c.static_score, e, w) for c, e, w in kept])
-    if sort == "cost":
-        kept.sort(key=_by_cost)
-        return tuple([_scored(c, -_INF if e is None else 0.0 - e, e, w) for c, e, w in kept])
-    if sort == "local_first":
-        kept.sort(key=lambda k: (not k[0].model.local, _by_cost(k)))
-        return tuple([_scored(c, 1.0 if c.model.local else 0.0, e, w) for c, e, w in kept])
-    if sort == "capability_match":
-        scored = [(-float(len(c.capabilities - required)), c, e, w) for c, e, w in kept]
-        scored.sort(key=lambda s: (-s[0], _cost_key(s[2]), s[1].order))
-        return tuple([_scored(c, s, e, w) for s, c, e, w in scored])
-    return _balanced(leaf, kept)
+# Orders. Sorting decorated tuples (key, static position, ...) compares in C; the static
+# position is unique, so ties never reach the candidate objects and the order is stable.
 
 
-def _by_cost(k: Kept) -> tuple[float, int]:
-    return (_cost_key(k[1]), k[0].order)
+def _static_order(leaf: Leaf, rows: list[Row], required: frozenset[str]) -> tuple[Scored, ...]:
+    return tuple([_scored(c, c.static_score, e, w) for e, w, c in rows])
 
 
-def _cost_key(est: float | None) -> float:
-    return _INF if est is None else est
+def _cost_order(leaf: Leaf, rows: list[Row], required: frozenset[str]) -> tuple[Scored, ...]:
+    keyed = [(_INF if e is None else e, c.order, e, w, c) for e, w, c in rows]
+    keyed.sort()
+    return tuple([_scored(c, 0.0 - k, e, w) for k, _, e, w, c in keyed])
 
 
-def _balanced(leaf: Leaf, kept: list[Kept]) -> tuple[Scored, ...]:
+def _local_first(leaf: Leaf, rows: list[Row], required: frozenset[str]) -> tuple[Scored, ...]:
+    keyed = [(not c.model.local, _INF if e is None else e, c.order, e, w, c) for e, w, c in rows]
+    keyed.sort()
+    return tuple([_scored(c, 0.0 if remote else 1.0, e, w) for remote, _, _, e, w, c in keyed])
+
+
+def _capability_match(leaf: Leaf, rows: list[Row], required: frozenset[str]) -> tuple[Scored, ...]:
+    """Fewest capabilities beyond the required ones first (no paying for unused features)."""
+    keyed = [
+        (len(c.capabilities - required), _INF if e is None else e, c.order, e, w, c)
+        for e, w, c in rows
+    ]
+    keyed.sort()
+    return tuple([_scored(c, -float(extra), e, w) for extra, _, _, e, w, c in keyed])
+
+
+def _balanced(leaf: Leaf, rows: list[Row], required: frozenset[str]) -> tuple[Scored, ...]:
     """Weighted blend of normalised cheapness, quality and speed; 1.0 is best on all three."""
-    if not kept:
+    if not rows:
         return ()
     wc, wq, wl = leaf.weights
     total = (wc + wq + wl) or 1.0
-    max_cost = max((e for _, e, _ in kept if e is not None), default=0.0) or 1.0
-    max_lat = max(c.model.latency_ms for c, _, _ in kept) or 1.0
-    scored = []
-    for c, e, w in kept:
+    max_cost = max((e for e, _, _ in rows if e is not None), default=0.0) or 1.0
+    max_lat = max(c.model.latency_ms for _, _, c in rows) or 1.0
+    keyed = []
+    for e, w, c in rows:
         cheap = 0.0 if e is None else 1.0 - e / max_cost
         fast = 1.0 - c.model.latency_ms / max_lat
         score = (wc * cheap + wq * c.model.quality + wl * fast) / total
-        scored.append((score, c, e, w))
-    scored.sort(key=lambda s: (-s[0], s[1].order))
-    return tuple([_scored(c, round(s, 6), e, w) for s, c, e, w in scored])
+        keyed.append((-score, c.order, e, w, c))
+    keyed.sort()
+    return tuple([_scored(c, 0.0 - k, e, w) for k, _, e, w, c in keyed])
+
+
+def _balanced_all(leaf: Leaf, rows: list[Row]) -> tuple[Scored, ...]:
+    """_balanced when no candidate was dropped: quality and latency parts precompiled."""
+    if not rows:
+        return ()
+    wc = leaf.weights[0] / (sum(leaf.weights) or 1.0)
+    max_cost = max([e for e, _, _ in rows if e is not None], default=0.0) or 1.0
+    keyed = [
+        (
+            -(c.balance_part + (0.0 if e is None else wc * (1.0 - e / max_cost))),
+            c.order,
+            e,
+            w,
+            c,
+        )
+        for e, w, c in rows
+    ]
+    keyed.sort()
+    return tuple([_scored(c, 0.0 - k, e, w) for k, _, e, w, c in keyed])
+
+
+_ORDERS = {
+    "static": _static_order,
+    "cost": _cost_order,
+    "local_first": _local_first,
+    "capability_match": _capability_match,
+    "balanced": _balanced,
+}
 
 
 def _no_candidate_message(policy: str, eliminated: tuple[tuple[str, str], ...]) -> str:

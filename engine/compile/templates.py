@@ -14,8 +14,9 @@ from engine.config.load import Document, join_path
 from engine.config.specs import TemplateSpec
 from engine.errors import Diagnostic
 
-#: Names every template may use without declaring them (filled from the request).
-BUILTINS = frozenset({"metadata", "task_type", "workspace", "tags", "input", "messages"})
+#: Names every template may use without declaring them: the runtime fills `input` with the
+#: text of the last user message (engine.runtime.templates).
+BUILTINS = frozenset({"input"})
 _ENV = SandboxedEnvironment()
 
 

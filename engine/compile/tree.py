@@ -44,6 +44,7 @@ class Candidate:
     input_price: float | None = None  # copied from the model: read on every request
     output_price: float | None = None
     max_output: int = 0
+    balance_part: float = 0.0  # balanced: the quality + latency share, over all candidates
 
 
 def candidate(model: ModelPlan, static_score: float, order: int) -> Candidate:

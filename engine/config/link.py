@@ -2,9 +2,10 @@
 
 The schema checks each file alone; linking checks them together: references to models,
 providers and policies that do not exist (with "did you mean"), cycles through `extends`
-or policy references (which would make routing loop), duplicate names, rules that can
-never match or are shadowed by an earlier rule, template errors, and budgets or limits
-that contradict each other. Each problem is located in the file where it was written.
+or policy references (which would make routing loop), duplicate names, and budgets or
+limits that contradict each other. Each problem is located in the file where it was
+written. (Dead and shadowed rules are found by engine.compile.analysis, templates by
+engine.compile.templates: both need compiled forms.)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from engine.config.load import Document, join_path
 from engine.config.project import ConfigSet, PolicyEntry
-from engine.config.specs import ROUTE_FIELDS, PolicySpec, RouteSpec
+from engine.config.specs import ROUTE_FIELDS, KeySpec, PolicySpec, ProviderSpec, RouteSpec
 from engine.errors import Diagnostic
 
 _NESTED = frozenset(
@@ -115,12 +116,23 @@ def _check_models(cs: ConfigSet) -> Iterator[Diagnostic]:
             )
     for pid, spec in providers.items():
         path = join_path("providers", pid)
-        limits = [spec.limits] if spec.limits else []
-        for t in [spec.timeouts] if spec.timeouts else []:
+        t = spec.timeouts
+        if t is not None:
             yield from _timeouts_contradict(
                 doc, join_path(path, "timeouts"), t.connect_s, t.total_s, t.first_token_s
             )
-        del limits
+        yield from _duplicate_keys(doc, path, spec)
+
+
+def _duplicate_keys(doc: Document, path: str, spec: ProviderSpec) -> Iterator[Diagnostic]:
+    """The same key twice in a pool would double-count its limits."""
+    seen: set[str] = set()
+    for i, entry in enumerate(spec.keys):
+        value = entry.key if isinstance(entry, KeySpec) else entry
+        if value and (value in seen or value == spec.api_key):
+            where = join_path(join_path(path, "keys"), i)
+            yield doc.diagnostic(where, "this key is already in the pool", severity="warning")
+        seen.add(value)
 
 
 def _timeouts_contradict(

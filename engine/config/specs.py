@@ -99,6 +99,11 @@ class ProviderSpec(Spec):
     timeouts: TimeoutsSpec | None = None
     pool_size: Annotated[int, Field(ge=1, le=10_000)] = 100
     local: bool = False
+    implicit: bool | None = Field(
+        None,
+        description="whether its models join policies that list no candidates "
+        "(default: true, false for mock)",
+    )
     options: dict[str, Scalar] = Field(default_factory=dict)
     price_source: str | None = Field(None, description="genai-prices provider id")
     description: str | None = None

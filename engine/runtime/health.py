@@ -44,7 +44,17 @@ def endpoint_for(provider: ProviderPlan, plan: Plan, svc: Services) -> Endpoint:
 
 
 def passive(provider: ProviderPlan, plan: Plan, svc: Services) -> dict[str, Any]:
-    """The status of one provider from live state alone."""
+    """The status of one provider from live state alone, with its traffic figures."""
+    out = _verdict(provider, plan, svc)
+    seen = svc.stats.provider(provider.id)
+    if seen is not None:
+        out["requests"] = seen["requests"]
+        out["success_rate"] = 1.0 - seen["error_rate"]
+        out["latency_p50_ms"] = seen["latency_p50_ms"]
+    return out
+
+
+def _verdict(provider: ProviderPlan, plan: Plan, svc: Services) -> dict[str, Any]:
     if not provider.enabled:
         return _status("disabled", provider.disabled_reason or "disabled in configuration")
     if provider.keys and not svc.good_keys(provider):
@@ -87,7 +97,8 @@ async def probe(
     try:
         await warm(endpoint_for(provider, plan, svc))
     except Exception as exc:  # any failure to connect is what the probe reports
-        return _status("degraded", redact(f"probe failed: {type(exc).__name__}: {exc}"))
+        reason = redact(f"probe failed: {type(exc).__name__}: {exc}")
+        return {**status, "status": "degraded", "reason": reason}
     return status
 
 

@@ -253,7 +253,7 @@ def reference(
 
 def eligible(registry: dict[str, Any], route: dict[str, Any], f: Features) -> set[str]:
     models = registry["models"]
-    pool = route.get("candidates") or sorted(models)
+    pool = route.get("candidates") or sorted(m for m in models if not m.startswith("mock/"))
     filt = route.get("filters", {})
     need = f.input_tokens + (f.output_tokens or 0)
     limit = min(

@@ -141,13 +141,15 @@ def test_static_filters_and_disabled_providers_are_listed():
     plan = plan_of(
         p={
             "strategy": "quality_optimized",
-            "filters": {"min_quality": 0.5, "exclude_providers": ["mock"]},
+            "filters": {"min_quality": 0.7, "exclude_models": ["cloud/mid"]},
         }
     )
     reasons = dict(select(plan, "p", Features()).eliminated)
-    assert reasons["mock/tiny"] == "filters.exclude_providers: mock excluded"
+    assert reasons["cloud/mid"] == "filters.exclude_models: excluded"
+    assert reasons["cloud/cheap"] == "filters.min_quality: 0.6 < 0.7"
     assert reasons["off/claude"] == "provider disabled: OFF_KEY is not set"
     assert "cloud/top" not in reasons
+    assert "mock/big" not in reasons  # mock models join a policy only when listed
 
 
 def test_no_candidate_error_lists_reasons():
@@ -286,3 +288,41 @@ def test_plan_sections_resolve_every_default():
     assert (route.timeouts.total_s, route.timeouts.connect_s) == (9, 5.0)
     assert (route.rate_limit.on_limited, route.rate_limit.max_wait_ms) == ("skip", 2000)
     assert route.breaker.failures == 5 and route.cache.enabled is False and route.template is None
+
+
+def test_selection_values_are_ordinary_frozen_dataclasses():
+    """Scored/Selection built on the fast path equal normally built ones and stay frozen."""
+    import dataclasses
+
+    from engine.compile.plan import Scored
+
+    plan = plan_of(p={"strategy": "cost_optimized", "candidates": ["cloud/cheap"]})
+    sel = select(plan, "p", Features(input_tokens=100, output_tokens=10))
+    (s,) = sel.ranked
+    assert s == Scored(plan.models["cloud/cheap"], s.score, s.est_cost_usd, s.worst_cost_usd)
+    assert dataclasses.replace(sel) == sel
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.score = 1.0  # type: ignore[misc]
+
+
+def test_mock_joins_only_when_listed_unless_implicit():
+    """Mock models never join a policy implicitly (they would always be the cheapest)."""
+    plan = plan_of(p={"strategy": "cost_optimized"})
+    assert all(not s.model.id.startswith("mock/") for s in select(plan, "p", Features()).ranked)
+    models = {
+        **MODELS,
+        "providers": {**MODELS["providers"], "mock": {"protocol": "mock", "implicit": True}},
+    }
+    plan = build_plan_from_data(models, {"p": {"strategy": "cost_optimized"}}, env=ENV)
+    assert select(plan, "p", Features()).ranked[0].model.id.startswith("mock/")
+
+
+def test_empty_selection_hands_over_to_the_fallback_policy():
+    """With nothing eligible but a fallback policy, select returns an empty ranking instead of raising."""
+    plan = plan_of(
+        p={"strategy": "ordered", "candidates": ["off/claude"], "fallback": {"policy": "q"}},
+        q={"strategy": "ordered", "candidates": ["mock/big"]},
+    )
+    sel = select(plan, "p", Features())
+    assert (sel.ranked, sel.chain, sel.route.fallback_policy) == ((), (), "q")
+    assert dict(sel.eliminated)["off/claude"].startswith("provider disabled")

@@ -86,9 +86,29 @@ def test_unset_variables_are_warnings_with_location(tmp_path):
         "providers:\n  acme:\n    protocol: openai\n    base_url: http://x\n    api_key: ${ACME_KEY}\n"
         "  mock: {protocol: mock}\nmodels:\n  mock/a: {context_window: 100}\n"
     )
-    (tmp_path / "routes" / "default.yaml").write_text("strategy: ordered\n")
+    (tmp_path / "routes" / "default.yaml").write_text("strategy: ordered\ncandidates: [mock/a]\n")
     plan, warnings = load_plan(tmp_path, env={})
     (w,) = warnings
     assert (w.severity, w.line, w.path) == ("warning", 5, "providers.acme.api_key")
     assert "ACME_KEY" in w.message
     assert plan.default_policy == "default"
+
+
+def test_duplicate_key_in_pool_is_a_warning():
+    """Listing the same key twice in a pool is reported (it would double-count limits)."""
+    from engine.compile.compiler import check_config
+    from engine.config.project import load_data
+
+    models = {
+        "providers": {
+            "acme": {
+                "protocol": "openai",
+                "base_url": "http://x",
+                "api_key": "${K}",
+                "keys": ["${K}"],
+            }
+        },
+        "models": {"acme/big": {"context_window": 1000, "input_price": 1, "output_price": 1}},
+    }
+    _, found = check_config(load_data(models, ROUTES, env={"K": "same"}), {})
+    assert [(d.severity, d.path) for d in found] == [("warning", "providers.acme.keys[0]")]

@@ -118,3 +118,11 @@ def test_validate_shipped_config_exits_zero(capsys):
     """`python -m engine validate .` on the shipped config reports no errors (exit 0)."""
     assert main(["validate", str(ROOT)]) == 0
     assert "error" not in capsys.readouterr().out.replace("[warning]", "")
+
+
+def test_with_keys_real_models_rank_before_mock():
+    """With keys set, cost_optimized ranks real models; mock only appears in the fallback chain."""
+    plan = build_plan(ROOT, env={"OPENAI_API_KEY": "k", "GROQ_API_KEY": "k"})
+    sel = select(plan, "cost_optimized", Features(input_tokens=100))
+    assert sel.ranked and not any(s.model.id.startswith("mock/") for s in sel.ranked)
+    assert [s.model.id for s in sel.chain] == ["mock/smart"]

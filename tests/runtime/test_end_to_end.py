@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 HELLO = {"messages": [{"role": "user", "content": "hello there"}], "max_tokens": 50}
 
 
-def config(openai_url: str, anthropic_url: str, **route: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def config(
+    openai_url: str, anthropic_url: str, **route: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
     models = {
         "providers": {
             "oa": {
@@ -33,17 +35,37 @@ def config(openai_url: str, anthropic_url: str, **route: Any) -> tuple[dict[str,
                 "base_url": openai_url,
                 "keys": [{"key": "sk-wrong-key-000000"}, {"key": "sk-right-key-111111"}],
             },
-            "an": {"protocol": "anthropic", "base_url": anthropic_url, "api_key": "sk-ant-key-2222222"},
+            "an": {
+                "protocol": "anthropic",
+                "base_url": anthropic_url,
+                "api_key": "sk-ant-key-2222222",
+            },
         },
         "models": {
-            "oa/gpt-4o-mini": {"capabilities": ["chat", "tools", "streaming"], "context_window": 128000,
-                               "max_output": 16384, "input_price": 0.15, "output_price": 0.6},
-            "an/claude-haiku": {"capabilities": ["chat", "tools", "streaming"], "context_window": 200000,
-                                "max_output": 8192, "input_price": 0.8, "output_price": 4.0},
+            "oa/gpt-4o-mini": {
+                "capabilities": ["chat", "tools", "streaming"],
+                "context_window": 128000,
+                "max_output": 16384,
+                "input_price": 0.15,
+                "output_price": 0.6,
+            },
+            "an/claude-haiku": {
+                "capabilities": ["chat", "tools", "streaming"],
+                "context_window": 200000,
+                "max_output": 8192,
+                "input_price": 0.8,
+                "output_price": 4.0,
+            },
         },
     }
-    routes = {"main": {"strategy": "ordered", "candidates": ["oa/gpt-4o-mini", "an/claude-haiku"],
-                       "retries": {"max_retries": 1}, **route}}
+    routes = {
+        "main": {
+            "strategy": "ordered",
+            "candidates": ["oa/gpt-4o-mini", "an/claude-haiku"],
+            "retries": {"max_retries": 1},
+            **route,
+        }
+    }
     return models, routes
 
 
@@ -71,7 +93,7 @@ async def test_openai_failure_fails_over_to_anthropic_over_the_wire() -> None:
         resp = await eng.arun(HELLO, policy="main")
         await eng.aclose()
     assert resp.provider == "an" and resp.content
-    outcomes = [(a.model, a.outcome) for a in resp.attempts]
+    outcomes = [(f"{a.provider}/{a.model}", a.outcome) for a in resp.attempts]
     assert outcomes[-1] == ("an/claude-haiku", "ok")
     assert ("oa/gpt-4o-mini", "unavailable") in outcomes
     assert len(clock.slept) >= 1  # backoff went through the injected clock
@@ -107,8 +129,15 @@ async def test_streaming_over_the_wire_with_tool_calls() -> None:
     """A streamed tool call from the OpenAI fake arrives reassembled with usage and cost."""
     request = {
         **HELLO,
-        "tools": [{"type": "function", "function": {"name": "get_weather",
-                   "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "get_weather",
+                    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                },
+            }
+        ],
     }
     async with FakeOpenAI() as oa, FakeAnthropic() as an:
         models, routes = config(oa.url, an.url)
@@ -137,19 +166,24 @@ async def test_all_upstreams_down_lists_every_attempt() -> None:
         with pytest.raises(AllCandidatesFailedError) as info:
             await eng.arun(HELLO, policy="main")
         await eng.aclose()
-    models_tried = {a.model for a in info.value.attempts}
+    models_tried = {f"{a.provider}/{a.model}" for a in info.value.attempts}
     assert models_tried == {"oa/gpt-4o-mini", "an/claude-haiku"}
 
 
 async def test_providers_and_models_can_be_added_and_removed_at_run_time() -> None:
     """add_provider/add_model recompile and swap; an invalid change leaves the plan as it was."""
     eng = Engine.from_data(
-        {"providers": {"mock": {"protocol": "mock"}}, "models": {"mock/fast": {"quality": 0.4, "context_window": 8000}}},
+        {
+            "providers": {"mock": {"protocol": "mock"}},
+            "models": {"mock/fast": {"quality": 0.4, "context_window": 8000}},
+        },
         {"main": {"strategy": "ordered", "candidates": ["mock/fast"]}},
     )
     eng.add_provider("mock2", {"protocol": "mock", "options": {"latency_ms": "0"}})
-    eng.add_model("mock2/extra", {"capabilities": ["chat"], "input_price": 0, "output_price": 0,
-                                  "context_window": 8000})
+    eng.add_model(
+        "mock2/extra",
+        {"capabilities": ["chat"], "input_price": 0, "output_price": 0, "context_window": 8000},
+    )
     assert "mock2/extra" in eng.list_models()
     resp = await eng.arun({**HELLO, "model": "mock2/extra"})
     assert resp.model == "mock2/extra"
@@ -169,25 +203,41 @@ async def test_providers_and_models_can_be_added_and_removed_at_run_time() -> No
 async def test_concurrent_requests_never_overspend_a_workspace_budget() -> None:
     """Many concurrent calls against a daily budget: spend stays within it, extras refused."""
     eng = Engine.from_data(
-        {"providers": {"mock": {"protocol": "mock", "options": {"latency_ms": "1"}}},
-         "models": {"mock/paid": {"input_price": 1000.0, "output_price": 1000.0,
-                                  "max_output": 100, "context_window": 8000}}},
-        {"main": {"strategy": "ordered", "candidates": ["mock/paid"],
-                  "budget": {"daily_usd": 1.0}}},
+        {
+            "providers": {"mock": {"protocol": "mock", "options": {"latency_ms": "1"}}},
+            "models": {
+                "mock/paid": {
+                    "input_price": 1000.0,
+                    "output_price": 1000.0,
+                    "max_output": 100,
+                    "context_window": 8000,
+                }
+            },
+        },
+        {
+            "main": {
+                "strategy": "ordered",
+                "candidates": ["mock/paid"],
+                "budget": {"daily_usd": 1.0},
+            }
+        },
     )
     request = {**HELLO, "max_tokens": 100, "metadata": {"workspace": "team"}}
-    results = await asyncio.gather(*(eng.arun(request, policy="main") for _ in range(40)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(eng.arun(request, policy="main") for _ in range(40)), return_exceptions=True
+    )
     served = [r for r in results if isinstance(r, engine.Response)]
     refused = [r for r in results if isinstance(r, BudgetExceededError)]
     assert served and refused and len(served) + len(refused) == 40
-    spent = eng._svc.budget.spent("team")
+    spent = eng.spent("team")
     assert spent["day"] <= 1.0 + 1e-9
     assert sum(r.cost_usd or 0 for r in served) == pytest.approx(spent["day"])
     await eng.aclose()
 
 
-def test_module_level_api_uses_engine_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_module_level_api_uses_engine_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """engine.run / engine.stream use the config named by $ENGINE_CONFIG."""
     monkeypatch.setenv("ENGINE_CONFIG", str(ROOT))
     monkeypatch.setenv("ENGINE_LEDGER", str(tmp_path / "l.sqlite3"))
@@ -222,3 +272,56 @@ async def test_active_health_probe_reports_an_unreachable_provider() -> None:
     assert health["providers"]["an"]["status"] == "healthy"
     assert health["providers"]["oa"]["status"] == "degraded"
     assert "probe failed" in health["providers"]["oa"]["reason"]
+
+
+async def test_budgets_are_restored_from_the_ledger_on_start(tmp_path: Path) -> None:
+    """A new engine on the same SQLite ledger starts with the month's spend already counted."""
+    models = {"providers": {"mock": {"protocol": "mock"}},
+              "models": {"mock/paid": {"input_price": 1000.0, "output_price": 1000.0,
+                                       "max_output": 100, "context_window": 8000}}}
+    routes = {"main": {"strategy": "ordered", "candidates": ["mock/paid"],
+                       "budget": {"daily_usd": 5.0}}}
+    request = {**HELLO, "metadata": {"workspace": "team"}}
+    path = tmp_path / "ledger.sqlite3"
+    first = Engine.from_data(models, routes, ledger=SQLiteLedger(path, FakeClock()),
+                             clock=FakeClock())
+    resp = await first.arun(request, policy="main")
+    await first.aclose()
+    second = Engine.from_data(models, routes, ledger=SQLiteLedger(path, FakeClock()),
+                              clock=FakeClock())
+    assert second.spent("team")["day"] == pytest.approx(resp.cost_usd)
+    await second.aclose()
+
+
+def test_from_config_engine_can_add_a_provider_and_converse(tmp_path: Path) -> None:
+    """A file-configured engine takes a new provider and model at run time (sync API)."""
+    eng = Engine.from_config(ROOT, ledger_path=str(tmp_path / "l.sqlite3"))
+    eng.add_provider("extra", {"protocol": "mock", "options": {"latency_ms": "0"}})
+    eng.add_model("extra/echo", {"capabilities": ["chat"], "context_window": 8000,
+                                 "input_price": 0, "output_price": 0})
+    chat = eng.conversation(model="extra/echo")
+    first = chat.send("my name is Alice")
+    chat.send("what is my name?")
+    assert first.model == "extra/echo" and len(chat.messages) == 4
+    assert "extra" in eng.list_providers() and "openai/gpt-4o" in eng.list_models("openai")
+    eng.close()
+
+
+async def test_cancelling_a_stalled_upstream_call_releases_everything() -> None:
+    """Cancelling a call stuck on a stalled upstream frees its lease and its reservation."""
+    async with FakeOpenAI(api_key="sk-right-key-111111") as oa, FakeAnthropic() as an:
+        oa.default_fault = Fault(stall=True)
+        models, routes = config(oa.url, an.url, budget={"daily_usd": 10.0})
+        models["providers"]["oa"]["keys"] = [{"key": "sk-right-key-111111"}]
+        eng = Engine.from_data(models, routes)
+        task = asyncio.create_task(eng.arun({**HELLO, "metadata": {"workspace": "w"}}, "main"))
+        while not oa.requests:
+            await asyncio.sleep(0.005)
+        assert eng.spent("w")["day"] > 0  # the worst case is reserved while in flight
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.01)
+        assert eng.spent("w")["day"] == 0.0
+        assert eng.rate_limit_status("oa")["keys"]["oa#0"]["in_flight"] == 0
+        await eng.aclose()

@@ -1,5 +1,8 @@
 """Static analysis of a policy's rules: meaningless tests, rules that never match, shadowing.
 
+It lives in compile/ because it decides rules with the compiled predicates themselves, so
+the analysis and the router can never disagree about what a condition means.
+
 How: every operator in the language is piecewise constant between the constants a rule
 mentions (a threshold, a value, a tag). So sampling each feature at those constants, just
 around them and at a value none mentions covers every distinct region, and deciding a rule
@@ -54,13 +57,16 @@ def _dead_rules(
             continue
         path = join_path(join_path("rules", i), "when")
         samples = _samples([cond])
-        if samples is not None and not any(test(s) for s in samples):
+        matching = list(itertools.islice(filter(test, samples), 64)) if samples is not None else []
+        if samples is not None and not matching:
             yield doc.diagnostic(path, f"rule `{_label(spec, i)}` can never match")
             continue
         mine = _required_values(cond)
         for j, earlier, earlier_test in rules[:pos]:
             if _uses_regex(earlier) or _disjoint(mine, _required_values(earlier)):
                 continue
+            if any(not earlier_test(s) for s in matching):
+                continue  # a request matching this rule but not the earlier one: not shadowed
             pair = _samples([cond, earlier])
             if pair is None:
                 continue
