@@ -7,6 +7,8 @@ event loop), then measures, for each client:
 
 - sequential per-call time (median and p90 over `--calls` keep-alive POSTs),
 - throughput with `--concurrent` requests in flight (`--total` requests),
+  both interleaved over `--rounds` rounds (aiohttp, httpx, aiohttp, ...) so that load from
+  other processes on a shared machine falls on both clients alike,
 - and the full OpenAI adapter (`engine.providers.openai`: build body, send, parse) on the
   chosen transport, sequential and streaming, so the adapter's own cost is visible.
 
@@ -113,36 +115,40 @@ def report(name: str, times: list[float], rps: float | None) -> float:
     return median
 
 
-async def bench_aiohttp(url: str, args: argparse.Namespace) -> tuple[list[float], float]:
+async def bench_transports(url: str, args: argparse.Namespace) -> None:
+    """aiohttp vs httpx, interleaved in rounds so a noisy machine hurts both alike."""
     connector = aiohttp.TCPConnector(limit=100)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def call() -> None:
-            async with session.post(
-                url + "/chat/completions", data=BODY, headers={"Content-Type": "application/json"}
-            ) as resp:
-                orjson.loads(await resp.read())
-
-        return await sequential(call, args.calls), await concurrent(
-            call, args.total, args.concurrent
-        )
-
-
-async def bench_httpx(url: str, args: argparse.Namespace) -> tuple[list[float], float]:
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
-    async with httpx.AsyncClient(limits=limits) as client:
+    headers = {"Content-Type": "application/json"}
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        httpx.AsyncClient(limits=limits) as client,
+    ):
 
-        async def call() -> None:
-            resp = await client.post(
-                url + "/chat/completions",
-                content=BODY,
-                headers={"Content-Type": "application/json"},
-            )
-            orjson.loads(resp.content)
+        async def via_aiohttp() -> None:
+            async with session.post(url + "/chat/completions", data=BODY, headers=headers) as r:
+                orjson.loads(await r.read())
 
-        return await sequential(call, args.calls), await concurrent(
-            call, args.total, args.concurrent
-        )
+        async def via_httpx() -> None:
+            r = await client.post(url + "/chat/completions", content=BODY, headers=headers)
+            orjson.loads(r.content)
+
+        calls = {"aiohttp": via_aiohttp, "httpx": via_httpx}
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        rates: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(args.rounds):
+            for name, call in calls.items():
+                times[name] += await sequential(call, args.calls // args.rounds)
+                rates[name].append(
+                    await concurrent(call, args.total // args.rounds, args.concurrent)
+                )
+    a = report("raw aiohttp POST", times["aiohttp"], statistics.median(rates["aiohttp"]))
+    h = report("raw httpx POST (baseline)", times["httpx"], statistics.median(rates["httpx"]))
+    ratio = statistics.median(rates["aiohttp"]) / statistics.median(rates["httpx"])
+    print(
+        f"  -> httpx per-call / aiohttp per-call = {h / a:.2f}x; "
+        f"aiohttp throughput / httpx throughput = {ratio:.2f}x"
+    )
 
 
 async def bench_adapter(url: str, args: argparse.Namespace) -> None:
@@ -260,9 +266,7 @@ async def main(args: argparse.Namespace) -> None:
             f"loopback chat/completions server; {args.calls} sequential calls, "
             f"{args.total} calls {args.concurrent} wide"
         )
-        a = report("raw aiohttp POST", *await bench_aiohttp(url, args))
-        h = report("raw httpx POST (baseline)", *await bench_httpx(url, args))
-        print(f"  -> httpx per-call / aiohttp per-call = {h / a:.2f}x")
+        await bench_transports(url, args)
         await bench_adapter(url, args)
         await bench_sse_decoder()
         await bench_translation(args.calls)
@@ -276,4 +280,5 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=400)
     parser.add_argument("--concurrent", type=int, default=50)
     parser.add_argument("--total", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per client")
     asyncio.run(main(parser.parse_args()))

@@ -25,6 +25,7 @@ import os
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -468,7 +469,6 @@ def measure(
 
 
 def render(results: dict[str, dict[str, Any]], skipped: list[str]) -> str:
-    direct = results.get("direct", {})
     lines = [
         f"{'system':<16}{'+p50 c1 ms':>11}{'req/s c50':>11}{'p99 c50 ms':>12}{'+TTFT ms':>10}{'RSS idle':>10}{'RSS 1k':>9}{'errors':>8}",
     ]
@@ -476,21 +476,22 @@ def render(results: dict[str, dict[str, Any]], skipped: list[str]) -> str:
         if "skipped" in r:
             lines.append(f"{name:<16}skipped: {r['skipped']}")
             continue
-        add = r["c1_p50_ms"] - direct.get("c1_p50_ms", 0.0) if name != "direct" else r["c1_p50_ms"]
-        ttft = (
-            r["ttft_p50_ms"] - direct.get("ttft_p50_ms", 0.0)
-            if name != "direct"
-            else r["ttft_p50_ms"]
-        )
+        add = r["add_c1_ms"] if name != "direct" else r["c1_p50_ms"]
+        ttft = r["add_ttft_ms"] if name != "direct" else r["ttft_p50_ms"]
+        ttft_text = "failed" if ttft != ttft else f"{ttft:.3f}"  # NaN: every stream failed
         rss_idle = f"{r['rss_idle_mb']:.0f}MB" if "rss_idle_mb" in r else "-"
         rss_1k = f"{r['rss_1000_mb']:.0f}MB" if "rss_1000_mb" in r else "-"
         lines.append(
-            f"{name:<16}{add:>11.3f}{r['rps']:>11.0f}{r['c50_p99_ms']:>12.1f}{ttft:>10.3f}{rss_idle:>10}{rss_1k:>9}{r['errors']:>8}"
+            f"{name:<16}{add:>11.3f}{r['rps']:>11.0f}{r['c50_p99_ms']:>12.1f}{ttft_text:>10}{rss_idle:>10}{rss_1k:>9}{r['errors']:>8}"
         )
         if r.get("first_error"):
             lines.append(f"{'':<16}first error: {r['first_error']}")
     lines.append("(direct row: absolute p50 and TTFT; other rows: added over direct)")
     eng = results.get("engine", {})
+    if eng.get("c1_p50_ms") and results.get("floor", {}).get("c1_p50_ms"):
+        lines.append(
+            f"engine p50 over the bare pass-through floor at c=1: {eng['c1_p50_ms'] - results['floor']['c1_p50_ms']:+.3f} ms"
+        )
     for other in ("portkey", "litellm", "floor"):
         o = results.get(other, {})
         if eng.get("rps") and o.get("rps"):
@@ -499,44 +500,94 @@ def render(results: dict[str, dict[str, Any]], skipped: list[str]) -> str:
     return "\n".join(lines)
 
 
+DEFAULT_SYSTEMS = ("floor", "starlette-fast", "engine", "litellm", "portkey")
+
+
+def one_round(
+    all_systems: list[System], up_proc: subprocess.Popen[bytes], quick: bool, rss: bool
+) -> dict[str, dict[str, Any]]:
+    """Every system once, direct first; `add_*` figures are relative to this round's direct."""
+    results: dict[str, dict[str, Any]] = {}
+    for system in all_systems:
+        if system.name == "direct":
+            if err := wait_ready(system, up_proc):
+                raise RuntimeError(f"upstream failed: {err}")
+            results["direct"] = measure(system, None, quick, rss=False)
+        else:
+            with started(system.argv, system.env, system.cwd) as proc:
+                if err := wait_ready(system, proc):
+                    results[system.name] = {"skipped": err}
+                    continue
+                results[system.name] = measure(system, proc, quick, rss=rss)
+        print(f"measured {system.name}", file=sys.stderr, flush=True)
+    direct = results["direct"]
+    for r in results.values():
+        if "skipped" not in r:
+            r["add_c1_ms"] = r["c1_p50_ms"] - direct["c1_p50_ms"]
+            r["add_ttft_ms"] = r["ttft_p50_ms"] - direct["ttft_p50_ms"]
+    return results
+
+
+def medians(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per system, the median of each figure over the rounds (first error kept as text)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in rounds[0]:
+        runs = [r[name] for r in rounds if name in r and "skipped" not in r[name]]
+        if not runs:
+            out[name] = rounds[0][name]
+            continue
+        merged: dict[str, Any] = {}
+        for key in runs[0]:
+            values = [run[key] for run in runs if key in run]
+            numbers = [v for v in values if isinstance(v, int | float) and v == v]
+            if key == "first_error":
+                merged[key] = next((v for v in values if v), None)
+            elif key == "errors":
+                merged[key] = sum(numbers)
+            else:
+                merged[key] = statistics.median(numbers) if numbers else float("nan")
+        out[name] = merged
+    return out
+
+
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "--load":
         load_main(argv[1:])
         return 0
     p = argparse.ArgumentParser(prog="python -m bench.proxy", description=__doc__.splitlines()[0])
-    p.add_argument("--only", default="", help="comma-separated system names (direct is always run)")
-    p.add_argument("--quick", action="store_true", help="a fifth of the requests (smoke run)")
+    p.add_argument(
+        "--only",
+        default=",".join(DEFAULT_SYSTEMS),
+        help="comma-separated systems (direct always runs); also: starlette-plain, aiohttp-web",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=3, help="rounds over all systems; figures are medians"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="a fifth of the requests, one round (smoke run)"
+    )
     p.add_argument("--no-rss", action="store_true", help="skip the 1,000-stream RSS measurement")
     p.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
     a = p.parse_args(argv)
-    only = {s for s in a.only.split(",") if s}
+    only = {s for s in a.only.split(",") if s} | {"direct"}
+    rounds = 1 if a.quick else max(1, a.rounds)
     upstream_port = free_port()
     upstream = f"http://127.0.0.1:{upstream_port}"
-    results: dict[str, dict[str, Any]] = {}
+    done: list[dict[str, dict[str, Any]]] = []
     with (
         tempfile.TemporaryDirectory() as tmpdir,
         started([PY, "-m", "bench.proxy_apps", "upstream", str(upstream_port)]) as up_proc,
     ):
         all_systems, skipped = systems(Path(tmpdir), upstream, upstream_port)
-        for system in all_systems:
-            if only and system.name not in only and system.name != "direct":
-                continue
-            if system.name == "direct":
-                if err := wait_ready(system, up_proc):
-                    print(f"upstream failed: {err}", file=sys.stderr)
-                    return 1
-                results["direct"] = measure(system, None, a.quick, rss=False)
-                print("measured direct", file=sys.stderr)
-                continue
-            with started(system.argv, system.env, system.cwd) as proc:
-                if err := wait_ready(system, proc):
-                    results[system.name] = {"skipped": err}
-                    continue
-                results[system.name] = measure(system, proc, a.quick, rss=not a.no_rss)
-            print(f"measured {system.name}", file=sys.stderr)
-    print(render(results, skipped))
+        chosen = [s for s in all_systems if s.name in only]
+        for i in range(rounds):
+            done.append(one_round(chosen, up_proc, a.quick, rss=not a.no_rss and i == 0))
+    print(
+        f"medians over {rounds} round(s); machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
+    )
+    print(render(medians(done), skipped))
     if a.json:
-        print(json.dumps(results, indent=1))
+        print(json.dumps(done, indent=1))
     return 0
 
 

@@ -15,7 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from engine.errors import RequestError
 
@@ -134,6 +141,21 @@ class Request(BaseModel):
     cache: bool = True
     fallbacks: list[str] = Field(default_factory=list)
     variables: dict[str, Any] = Field(default_factory=dict)  # for policy templates
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prompt_as_message(cls, data: Any) -> Any:
+        """`prompt` is shorthand for one user message (the plain "completion" call)."""
+        if not isinstance(data, dict) or "prompt" not in data:
+            return data
+        if "messages" in data:
+            raise ValueError("give either prompt or messages, not both")
+        data = dict(data)
+        prompt = data.pop("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            raise ValueError("prompt must be a non-empty string")
+        data["messages"] = [{"role": "user", "content": prompt}]
+        return data
 
     @field_validator("stop", mode="before")
     @classmethod

@@ -29,11 +29,15 @@ from engine.messages import RateLimitInfo
 __all__ = ["classify", "protocol_error", "secrets_of"]
 
 _CONTEXT = re.compile(
-    r"context[_ ]length|context[_ ]window|maximum context|too many tokens|prompt is too long|"
-    r"input token count|exceeds the maximum number of tokens|num_ctx",
+    r"context[_ ]length|context[_ ]window|context limit|maximum context|too many tokens|"
+    r"prompt is too long|input token count|exceeds the maximum number of tokens|num_ctx|"
+    r"context (is )?too long",
     re.IGNORECASE,
 )
-_FILTER = re.compile(r"content[_ ]filter|content management policy|responsibleai", re.IGNORECASE)
+_FILTER = re.compile(
+    r"content[_ ]filter|content management policy|responsibleai|content[_ ]policy",
+    re.IGNORECASE,
+)
 _NOT_FOUND = re.compile(r"model.*not (be )?found|does not exist|deploymentnotfound", re.IGNORECASE)
 _AUTH_CODES = frozenset({"invalid_api_key", "api_key_invalid", "authentication_error"})
 _QUOTA_CODES = frozenset({"insufficient_quota", "rate_limit_exceeded", "resource_exhausted"})

@@ -6,13 +6,17 @@ tools become `functionDeclarations` (with `parametersJsonSchema`, plain JSON Sch
 assistant tool calls become `functionCall` parts (arguments as an object) and `tool`
 messages `functionResponse` parts named after the call they answer (consecutive results
 share one turn). Gemini's function calls carry no id unless the model gives one, so ids are
-made up as `call_<n>_<name>`, stable within one answer.
+made up as `call_<n>_<name>`, stable within one answer; a call's `thoughtSignature`
+travels inside its id and is sent back with the call (thinking models reject calls
+without it). Calls that came from another provider have none; option
+`foreign_call_signature` sets the value sent for them (Google documents a bypass value,
+`skip_thought_signature_validator`, for transferred conversations; not verified here).
 
 Streams are data-only SSE with no terminator: every event is a whole response holding the
 new parts and the cumulative `usageMetadata`; the last carries `finishReason`, so a stream
 that ends without one was cut short. Errors are Google RPC shaped; an invalid key is a 400
 with reason `API_KEY_INVALID` (AuthenticationError) and a 429 carries `RetryInfo.retryDelay`.
-Options: `api_version` (default `v1beta`), `header:<Name>`.
+Options: `api_version` (default `v1beta`), `foreign_call_signature`, `header:<Name>`.
 """
 
 from __future__ import annotations
@@ -54,6 +58,11 @@ from .ratelimits import parse_rate_limit, retry_delay_from_google_details
 from .sse import iter_sse
 
 __all__ = ["GeminiAdapter"]
+
+# Gemini's thinking models attach a `thoughtSignature` to function-call parts and require it
+# back with the call in the next turn. The normalised tool call has nowhere else to carry
+# it, so it rides in the call id (which every client echoes back verbatim) after this mark.
+_SIGNATURE_MARK = "~sig~"
 
 _FINISH: dict[str, FinishReason] = {
     "STOP": "stop",
@@ -116,7 +125,12 @@ def _contents(request: Request, endpoint: Endpoint) -> list[dict[str, Any]]:
         parts = _parts(m)
         for call in m.tool_calls or ():
             args = parse_arguments(endpoint, call.id, call.function.arguments)
-            parts.append({"functionCall": {"name": call.function.name, "args": args}})
+            call_part: dict[str, Any] = {"functionCall": {"name": call.function.name, "args": args}}
+            _, sep, signature = call.id.partition(_SIGNATURE_MARK)
+            signature = signature if sep else endpoint.options.get("foreign_call_signature", "")
+            if signature:
+                call_part["thoughtSignature"] = signature
+            parts.append(call_part)
         out.append({"role": "model" if m.role == "assistant" else "user", "parts": parts})
     return out
 
@@ -218,6 +232,8 @@ def _split_parts(parts: list[Any], first_index: int) -> tuple[str, list[ToolCall
         if isinstance(call, dict):
             name = str(call.get("name", ""))
             call_id = str(call.get("id") or f"call_{first_index + len(calls)}_{name}")
+            if part.get("thoughtSignature"):
+                call_id += _SIGNATURE_MARK + str(part["thoughtSignature"])
             calls.append(ToolCallOut(call_id, name, orjson.dumps(call.get("args") or {}).decode()))
     return "".join(text), calls
 

@@ -6,6 +6,8 @@ unmaintained (`aiohttp-sse-client`, last release 2021). The WHATWG event-stream 
 matter for LLM streams fit in one short function: `event:`/`data:` fields, multi-line data
 joined by newlines, `:` comment lines (OpenRouter keep-alives) skipped, an event dispatched on
 a blank line, `\\r\\n` or `\\n` line endings, and a final event without a trailing blank line.
+One deliberate deviation: events whose data is blank are dropped (some OpenAI-compatible
+servers send bare `data:` lines as keep-alives; no LLM protocol gives them a meaning).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ async def iter_sse(lines: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
     async for raw in lines:
         line = raw.decode("utf-8", "replace")
         if not line:
-            if data:
+            if data and any(data):
                 yield SSEEvent(event or "message", "\n".join(data))
             event, data = "", []
             continue
@@ -42,7 +44,7 @@ async def iter_sse(lines: AsyncIterator[bytes]) -> AsyncIterator[SSEEvent]:
             data.append(value)
         elif name == "event":
             event = value
-    if data:
+    if data and any(data):
         yield SSEEvent(event or "message", "\n".join(data))
 
 

@@ -38,6 +38,11 @@ class BreakerBoard:
         self._clock = clock
         self._breakers: dict[str, _Breaker] = {}
 
+    @property
+    def all_closed(self) -> bool:
+        """True when no breaker has failures or is open: the hot path's one check."""
+        return not self._breakers
+
     def allow(self, key: str) -> bool:
         """May a call go through now? Grants the single half-open probe to the first asker."""
         b = self._breakers.get(key)

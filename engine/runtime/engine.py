@@ -12,6 +12,8 @@ and run-time changes (reload, add/remove providers and models).
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import copy
 import importlib
 import os
@@ -41,7 +43,7 @@ from engine.messages import Request, parse_request
 from engine.providers.base import Adapter
 from engine.result import Response, StreamEvent
 from engine.runtime import health as _health
-from engine.runtime import registry
+from engine.runtime import registry, streaming
 from engine.runtime.batch import Progress, run_batch
 from engine.runtime.breaker import BreakerBoard
 from engine.runtime.clock import Clock, SystemClock
@@ -87,11 +89,15 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 class _LoopThread:
     """A private event loop on a daemon thread: the sync API runs the async core here, so
-    pooled connections survive between sync calls (asyncio.run would close them)."""
+    pooled connections survive between sync calls (asyncio.run would close them).
 
-    def __init__(self) -> None:
+    A program that never calls `close()` still gets its connections closed (and the
+    ledger flushed) at exit, through `on_exit` run on this loop."""
+
+    def __init__(self, on_exit: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = threading.Lock()
+        self._on_exit = on_exit
 
     def _start(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -99,7 +105,16 @@ class _LoopThread:
                 loop = asyncio.new_event_loop()
                 threading.Thread(target=loop.run_forever, name="engine-sync", daemon=True).start()
                 self._loop = loop
+                atexit.register(self._at_exit)
             return self._loop
+
+    def _at_exit(self) -> None:
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(self._on_exit(), loop)
+            with contextlib.suppress(Exception):
+                future.result(timeout=5)
+        self.stop()
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         loop = self._start()
@@ -120,6 +135,7 @@ class _LoopThread:
         with self._lock:
             loop, self._loop = self._loop, None
         if loop is not None:
+            atexit.unregister(self._at_exit)
             loop.call_soon_threadsafe(loop.stop)
 
 
@@ -140,9 +156,10 @@ class Engine:
         self._config_dir = config_dir
         self._adapters: dict[str, Adapter] = dict(adapters or {})
         self._mutating = threading.Lock()
-        self._sync = _LoopThread()
+        self._sync = _LoopThread(self.aclose)
         self._keepalive: asyncio.Task[None] | None = None
         self.hooks = Hooks()
+        self.pings = _health.Pings(services.clock)
         services.adapter_for = self._adapter
         self._register_keys(plan)
 
@@ -238,6 +255,7 @@ class Engine:
 
     @property
     def plan(self) -> Plan:
+        """The compiled plan new calls use (calls in flight keep the one they started on)."""
         return self._plan
 
     @property
@@ -273,14 +291,22 @@ class Engine:
         hooks = self.hooks
         if hooks.before:
             req = await hooks.before_request(req)
-        execution = Execution(self._svc, self._plan, req, policy, True)
         try:
-            async for event in execution.stream():
+            execution = Execution(self._svc, self._plan, req, policy, True)
+        except Exception as exc:  # unknown policy, no candidate, bad fallbacks
+            if hooks.error:
+                await hooks.on_error(req, exc)
+            raise
+        events = streaming.stream(execution)
+        try:
+            async for event in events:
                 yield event
         except Exception as exc:
             if hooks.error:
                 await hooks.on_error(req, exc)
             raise
+        finally:
+            await events.aclose()  # a caller stopping early releases the upstream now
         if hooks.after and execution.final is not None:
             await hooks.after_response(req, execution.final)
 
@@ -383,18 +409,27 @@ class Engine:
         out["breakers"] = self._svc.breakers.snapshot()
         return out
 
-    async def health(self, probe: bool = False) -> dict[str, Any]:
-        """Each provider healthy / degraded / open / disabled with a reason; `probe` connects."""
+    async def health(self, probe: bool = False, detail: bool = False) -> dict[str, Any]:
+        """Each provider healthy / degraded / open / disabled with a reason; `probe` connects;
+        `detail` adds traffic figures and the keep-alive ping record per provider."""
         plan, svc = self._plan, self._svc
         if probe:
 
             async def check(p: Any) -> dict[str, Any]:
-                return await _health.probe(p, plan, svc, self._adapter(p.protocol).warm)
+                status = await _health.probe(p, plan, svc, self._adapter(p.protocol).warm)
+                if status["status"] not in ("disabled", "open"):  # a connection was tried
+                    failed = (status["reason"] or "").startswith("probe failed")
+                    self.pings.record(p.id, not failed)
+                return status
 
             found = await asyncio.gather(*(check(p) for p in plan.providers.values()))
             providers = dict(zip(plan.providers, found, strict=True))
         else:
             providers = {pid: _health.passive(p, plan, svc) for pid, p in plan.providers.items()}
+        if detail:
+            traffic = svc.stats.snapshot()["providers"]
+            for pid, view in providers.items():
+                view.update(_health.detail(pid, traffic, self.pings))
         states = {v["status"] for v in providers.values()}
         usable = states & {"healthy", "degraded"}
         overall = (
@@ -411,6 +446,18 @@ class Engine:
         p = self._provider(provider)
         return _health.passive(p, self._plan, self._svc)["status"] in ("healthy", "degraded")
 
+    def spent(self, workspace: str) -> dict[str, float]:
+        """A workspace's spend today and this month, open reservations included."""
+        return dict(self._svc.budget.spent(workspace))
+
+    def list_providers(self) -> list[str]:
+        """Every configured provider id, enabled or not (see `health` for which are usable)."""
+        return sorted(self._plan.providers)
+
+    def available_providers(self) -> list[str]:
+        """The providers a call would be attempted on right now."""
+        return [p for p in self.list_providers() if self.is_available(p)]
+
     def rate_limit_status(self, provider: str) -> dict[str, Any]:
         """Remaining / limit per key and how many requests are waiting, for one provider."""
         self._provider(provider)
@@ -425,9 +472,11 @@ class Engine:
     # -- registry -------------------------------------------------------------------------
 
     def list_models(self, provider: str | None = None) -> list[str]:
+        """Model ids, sorted; only one provider's when `provider` is given."""
         return registry.list_models(self._plan, provider)
 
     def model_config(self, model_id: str) -> ModelPlan:
+        """One model's resolved configuration; UnknownModelError if there is none."""
         return registry.model_config(self._plan, model_id)
 
     def find_models(
@@ -436,9 +485,11 @@ class Engine:
         max_input_price: float | None = None,
         max_output_price: float | None = None,
     ) -> list[ModelPlan]:
+        """Enabled models with `capability` under the prices (USD per 1M), cheapest first."""
         return registry.find_models(self._plan, capability, max_input_price, max_output_price)
 
     def cheapest_model(self, capability: str | None = None) -> ModelPlan | None:
+        """The cheapest enabled model with `capability` (unknown prices never win)."""
         return registry.cheapest_model(self._plan, capability)
 
     def fastest_model(
@@ -447,6 +498,7 @@ class Engine:
         max_input_price: float | None = None,
         max_output_price: float | None = None,
     ) -> ModelPlan | None:
+        """The fastest enabled model with `capability`: measured latency, else the prior."""
         return registry.fastest_model(
             self._plan,
             capability,
@@ -478,7 +530,9 @@ class Engine:
             try:
                 await self._adapter(p.protocol).warm(_health.endpoint_for(p, plan, svc))
             except Exception as exc:  # warming is best effort; report, never raise
+                self.pings.record(p.id, False)
                 return f"failed: {type(exc).__name__}"
+            self.pings.record(p.id, True)
             return "ok"
 
         done = dict(
@@ -647,20 +701,25 @@ def default_engine() -> Engine:
 
 
 def run(request: RequestLike, policy: str | None = None) -> Response:
+    """Route one request with the default engine (sync)."""
     return default_engine().run(request, policy)
 
 
 async def arun(request: RequestLike, policy: str | None = None) -> Response:
+    """Route one request with the default engine."""
     return await default_engine().arun(request, policy)
 
 
 def stream(request: RequestLike, policy: str | None = None) -> Iterator[StreamEvent]:
+    """Stream one answer from the default engine (sync iterator)."""
     return default_engine().stream(request, policy)
 
 
 def astream(request: RequestLike, policy: str | None = None) -> AsyncIterator[StreamEvent]:
+    """Stream one answer from the default engine."""
     return default_engine().astream(request, policy)
 
 
 def explain(request: RequestLike, policy: str | None = None) -> dict[str, Any]:
+    """Why the default engine would route a request where it does."""
     return default_engine().explain(request, policy)

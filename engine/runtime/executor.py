@@ -10,6 +10,9 @@
             -> one adapter call -> settle / release, ledger row, stats, strategy update
       -> next candidate on failure, until one answers or max_attempts is spent
 
+Streams come back from here with their first chunk already received (so failures before
+the first token fail over like any other); relaying the rest is streaming.py's job.
+
 Auth errors retire the key (others of the provider are still tried); permission errors skip
 the provider; context-window errors skip candidates whose window is not larger; a plain
 invalid request fails at once. When everything fails, AllCandidatesFailedError lists every
@@ -20,11 +23,10 @@ reservations in a `finally`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -63,12 +65,10 @@ from engine.messages import (
     ProviderResponse,
     RateLimitInfo,
     Request,
-    StreamAccumulator,
-    ToolCallDelta,
     Usage,
 )
 from engine.providers.base import Adapter
-from engine.result import Response, StreamEvent
+from engine.result import Response
 from engine.runtime.breaker import BreakerBoard
 from engine.runtime.clock import Clock
 from engine.runtime.state import (
@@ -120,6 +120,7 @@ class Services:
     stats: Stats
     bad_keys: dict[str, float] = field(default_factory=dict)  # key id -> retired until
     background: set[asyncio.Task[Any]] = field(default_factory=set)
+    endpoints: dict[tuple[int, ...], tuple[tuple[Any, ...], Endpoint]] = field(default_factory=dict)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping that must finish even when the caller was cancelled."""
@@ -129,11 +130,7 @@ class Services:
 
     def release_lease(self, lease: Lease) -> None:
         """Refund a lease whose request was never (fully) sent."""
-        release = getattr(self.limiter, "release", None)  # optional in older limiters
-        if release is not None:
-            release(lease)
-        else:
-            self.limiter.settle(lease, 0, 0)
+        self.limiter.release(lease)
 
     def good_keys(self, provider: ProviderPlan) -> tuple[KeyPlan, ...]:
         """The provider's keys minus those recently rejected; keyless providers get a label."""
@@ -159,6 +156,11 @@ class Candidate:
     @property
     def model(self) -> ModelPlan:
         return self.scored.model
+
+    @property
+    def name(self) -> str:
+        """The model's name within its provider, as attempt records show it."""
+        return self.scored.model.id.partition("/")[2]
 
 
 @dataclass(slots=True)
@@ -216,6 +218,29 @@ def _unknown_model(pin: str, provider: ProviderPlan) -> ModelPlan:
 class Execution:
     """One engine call: resolves targets lazily, walks candidates, records every attempt."""
 
+    __slots__ = (
+        "_budget",
+        "_candidates",
+        "_rendered",
+        "attempts",
+        "calls_in_leg",
+        "eliminated",
+        "fallback_index",
+        "features",
+        "final",
+        "leg_max",
+        "min_window",
+        "plan",
+        "primary",
+        "request",
+        "request_id",
+        "skip_providers",
+        "started",
+        "streaming",
+        "svc",
+        "tried",
+    )
+
     def __init__(
         self, svc: Services, plan: Plan, request: Request, policy: str | None, streaming: bool
     ) -> None:
@@ -238,6 +263,8 @@ class Execution:
         self.final: Response | None = None  # the assembled answer, once a stream has ended
         caps = [c for c in (self.features.budget_usd, request.budget_usd) if c is not None]
         self._budget: float | None = min(caps) if caps else None
+        for target in request.fallbacks:  # a typo must fail now, not be skipped silently
+            self._check_target(target)
         self.primary = self._primary(policy or request.model or plan.default_policy)
         self._candidates = self._walk()
 
@@ -246,7 +273,7 @@ class Execution:
     def _primary(self, target: str | None) -> _Leg | None:
         """The first target; with request fallbacks, "no candidate" just moves on to them."""
         try:
-            return self._resolve(target, 0)
+            return self._resolve(target)
         except NoCandidateError as exc:
             if not self.request.fallbacks:
                 raise
@@ -257,20 +284,28 @@ class Execution:
     def route(self) -> RoutePlan:
         return self.primary.route if self.primary is not None else PIN_ROUTE
 
-    def _resolve(self, target: str | None, leg: int) -> _Leg:
-        """A policy name or a `provider/name` pin, resolved against the plan."""
+    def _check_target(self, target: str | None) -> ProviderPlan | None:
+        """Is `target` a policy (None returned) or a pin of a known provider (returned)?"""
         if not target:
             raise UnknownPolicyError("no policy given and the configuration names no default")
         if target in self.plan.policies:
-            sel = self.svc.select(self.plan, target, self.features)
-            return _Leg(target, sel.route, sel)
-        provider_id, slash, _ = target.partition("/")
-        provider = self.plan.providers.get(provider_id) if slash else None
+            return None
+        provider_id, slash, name = target.partition("/")
+        provider = self.plan.providers.get(provider_id) if slash and name else None
         if provider is None:
-            known = ", ".join(sorted(self.plan.policies)) or "none"
             if slash:
                 raise UnknownModelError(f"unknown provider in model pin {target!r}")
+            known = ", ".join(sorted(self.plan.policies)) or "none"
             raise UnknownPolicyError(f"unknown policy {target!r} (policies: {known})")
+        return provider
+
+    def _resolve(self, target: str | None) -> _Leg:
+        """A policy name or a `provider/name` pin, resolved against the plan."""
+        provider = self._check_target(target)
+        assert target is not None
+        if provider is None:
+            sel = self.svc.select(self.plan, target, self.features)
+            return _Leg(target, sel.route, sel)
         model = self.plan.models.get(target) or _unknown_model(target, provider)
         route = RoutePlan(policy=target, candidates=(target,), strategy=PIN_STRATEGY)
         return _Leg(target, route, None, self._score(model, route))
@@ -288,8 +323,8 @@ class Execution:
             yield from self._leg_candidates(self.primary, 0)
         for i, target in enumerate(self.request.fallbacks, start=1):
             try:
-                leg = self._resolve(target, i)
-            except (NoCandidateError, UnknownPolicyError, UnknownModelError) as exc:
+                leg = self._resolve(target)
+            except NoCandidateError as exc:
                 self.eliminated[target] = str(exc)
                 continue
             yield from self._leg_candidates(leg, i)
@@ -307,13 +342,14 @@ class Execution:
     def _policy_candidates(
         self, sel: Selection, index: int, visited: set[str]
     ) -> Iterator[Candidate]:
-        route = sel.route
+        """The ranking (in live-strategy order), the checked chain, then fallback_policy."""
+        route, providers = sel.route, self.plan.providers
         key = f"{sel.policy}:{sel.rule}"
         ordered = self.svc.strategies.order(key, route.strategy, sel.ranked, self.streaming)
-        for s in ordered:
-            yield from self._as_candidate(s, route, sel, index)
-        for s in sel.chain:  # the explicit chain, as the compiler checked it for us
-            yield from self._as_candidate(s, route, sel, index)
+        for s in (*ordered, *sel.chain):
+            provider = providers.get(s.model.provider)
+            if provider is not None:
+                yield Candidate(s, provider, route, sel.policy, sel.rule, index)
         nxt = route.fallback_policy
         if nxt and nxt not in visited and nxt in self.plan.policies:
             try:
@@ -323,21 +359,12 @@ class Execution:
                 return
             yield from self._policy_candidates(fallback, index, visited | {nxt})
 
-    def _as_candidate(
-        self, s: Scored, route: RoutePlan, sel: Selection, index: int
-    ) -> Iterator[Candidate]:
-        provider = self.plan.providers.get(s.model.provider)
-        if provider is not None:
-            yield Candidate(s, provider, route, sel.policy, sel.rule, index)
-
     # -- eligibility ----------------------------------------------------------------------
 
     def _skip(self, cand: Candidate, outcome: str, why: str) -> None:
         self.eliminated[cand.model.id] = why
         self.attempts.append(
-            AttemptRecord(
-                cand.provider.id, cand.model.id, outcome, why, 0.0, 0, self.fallback_index
-            )
+            AttemptRecord(cand.provider.id, cand.name, outcome, why, 0.0, 0, self.fallback_index)
         )
 
     def _eligible(self, cand: Candidate) -> bool:
@@ -378,26 +405,25 @@ class Execution:
 
     async def complete(self) -> tuple[Candidate, Guard, ProviderResponse]:
         """Walk candidates until one answers; raise the final error otherwise."""
-        for cand in self._candidates:
-            if self.exhausted() or not self._eligible(cand):
-                continue
-            result = await self._try_candidate(cand, streaming=False)
-            if result is not None:
-                guard, resp = result
-                assert isinstance(resp, ProviderResponse)
-                return cand, guard, resp
-        raise self._final_error()
+        cand, guard, resp = await self._first_success(streaming=False)
+        assert isinstance(resp, ProviderResponse)
+        return cand, guard, resp
 
     async def open_stream(self) -> tuple[Candidate, OpenStream]:
         """Like `complete`, but the answer is a stream whose first chunk has arrived."""
-        for cand in self._candidates:
+        cand, _, opened = await self._first_success(streaming=True)
+        assert isinstance(opened, OpenStream)
+        return cand, opened
+
+    async def _first_success(
+        self, streaming: bool
+    ) -> tuple[Candidate, Guard, ProviderResponse | OpenStream]:
+        for cand in self._candidates:  # resumable: a broken stream continues from here
             if self.exhausted() or not self._eligible(cand):
                 continue
-            result = await self._try_candidate(cand, streaming=True)
+            result = await self._try_candidate(cand, streaming)
             if result is not None:
-                _, opened = result
-                assert isinstance(opened, OpenStream)
-                return cand, opened
+                return cand, *result
         raise self._final_error()
 
     def _final_error(self) -> EngineError:
@@ -506,6 +532,8 @@ class Execution:
     def _admit(self, cand: Candidate, index: int) -> None:
         """The breakers' verdict; an open one is recorded and costs no network call."""
         b = self.svc.breakers
+        if b.all_closed:
+            return
         pid, mid = cand.provider.id, cand.model.id
         if b.allow(pid):
             if b.allow(mid):
@@ -515,7 +543,7 @@ class Execution:
         else:
             key = pid
         self.attempts.append(
-            AttemptRecord(pid, mid, "circuit_open", f"breaker open: {key}", 0.0, 0, index)
+            AttemptRecord(pid, cand.name, "circuit_open", f"breaker open: {key}", 0.0, 0, index)
         )
         raise _Skip(key)
 
@@ -538,7 +566,10 @@ class Execution:
             self._skip(cand, "rate_limited", f"local rate limit: {exc}")
             raise _Skip(cand.provider.id) from None
         try:
-            reservation = await self._reserve(cand)
+            b = cand.route.budget
+            reservation = None
+            if b.daily_usd is not None or b.monthly_usd is not None:
+                reservation = await self._reserve(cand)
         except BudgetExceededError as exc:
             self.svc.release_lease(lease)
             self._abandon(cand)
@@ -566,6 +597,19 @@ class Execution:
         self.svc.breakers.abandon(cand.model.id)
 
     def _endpoint(self, cand: Candidate, key: KeyPlan) -> Endpoint:
+        """The adapter's view of one model with one key; built once per plan and key."""
+        cache = self.svc.endpoints
+        parts = (cand.provider, cand.model, key, cand.route.timeouts)
+        ident = tuple(map(id, parts))
+        entry = cache.get(ident)
+        if entry is None:
+            if len(cache) > 4096:  # plans come and go on reload; never grow without bound
+                cache.clear()
+            # the entry keeps `parts` alive, so their ids cannot be reused while cached
+            entry = cache[ident] = (parts, self._new_endpoint(cand, key))
+        return entry[1]
+
+    def _new_endpoint(self, cand: Candidate, key: KeyPlan) -> Endpoint:
         p = cand.provider
         return Endpoint(
             provider=p.id,
@@ -582,11 +626,13 @@ class Execution:
     async def _once(
         self, cand: Candidate, retry: int, index: int, streaming: bool
     ) -> tuple[Guard, ProviderResponse | OpenStream]:
+        # What can fail on the caller's side (template, protocol) fails before any guard
+        # is taken, so nothing is left reserved.
+        request = self.rendered(cand.route)
+        adapter = self.svc.adapter_for(cand.provider.protocol)
         guard = await self._guard(cand, retry, index)
         self.calls_in_leg += 1
-        adapter = self.svc.adapter_for(cand.provider.protocol)
         endpoint = self._endpoint(cand, guard.lease.key)
-        request = self.rendered(cand.route)
         mid = cand.model.id
         self.svc.strategies.begin(mid)
         try:
@@ -628,8 +674,9 @@ class Execution:
         svc.limiter.settle(guard.lease, usage.input_tokens, usage.output_tokens)
         if rate_limit is not None:
             svc.limiter.observe(cand.provider.id, guard.lease.key.id, rate_limit)
-        svc.breakers.success(cand.provider.id)
-        svc.breakers.success(cand.model.id)
+        if not svc.breakers.all_closed:
+            svc.breakers.success(cand.provider.id)
+            svc.breakers.success(cand.model.id)
         svc.strategies.observe_latency(cand.model.id, latency, guard.ttft_ms)
         self._record(guard, "ok", None, None, latency, usage, cost)
         if guard.reservation is not None:
@@ -697,7 +744,7 @@ class Execution:
         self.attempts.append(
             AttemptRecord(
                 cand.provider.id,
-                cand.model.id,
+                cand.name,
                 outcome,
                 error,
                 latency,
@@ -805,128 +852,3 @@ class Execution:
         if key is not None:
             self.svc.cache.put(key, out, self.route.cache.ttl_s)
         return out
-
-    async def stream(self) -> AsyncGenerator[StreamEvent, None]:
-        """The whole streaming call; `self.final` holds the assembled Response at the end."""
-        key = self.cache_key()
-        if key is not None:
-            hit = self.svc.cache.get(key)
-            if isinstance(hit, Response):
-                self.svc.stats.request(True, 0.0, cached=True)
-                self.final = self.cached_hit(hit)
-                for event in replay(self.final):
-                    yield event
-                return
-        while True:
-            try:
-                cand, opened = await self.open_stream()
-            except EngineError:
-                self.svc.stats.request(False)
-                raise
-            events = self._relay(cand, opened)
-            try:
-                async for event in events:
-                    yield event
-            except _Failover:
-                continue
-            finally:
-                await events.aclose()
-            return
-
-    async def _relay(
-        self, cand: Candidate, opened: OpenStream
-    ) -> AsyncGenerator[StreamEvent, None]:
-        """Yield one upstream stream's events; settle when it ends, fail over if allowed."""
-        guard, acc = opened.guard, StreamAccumulator(cand.model.upstream)
-        mid, held, limits = cand.model.id, None, None
-        chunk, first = opened.first, True
-        try:
-            while chunk is not None:
-                acc.add(chunk)
-                limits = chunk.rate_limit or limits
-                if chunk.usage is not None:
-                    held = chunk  # sent last, with the cost and every attempt
-                else:
-                    yield self._event(cand, chunk, attempts=first)
-                    first = False
-                chunk = await anext(opened.chunks, None)
-        except ProviderError as exc:
-            self.svc.strategies.end(mid)
-            await self.fail(guard, exc)
-            await _aclose(opened.chunks)
-            if first or cand.route.retry.after_first_token:
-                raise _Failover() from exc
-            self.svc.stats.request(False)
-            raise
-        except BaseException:
-            self.svc.strategies.end(mid)
-            self.abort(guard)
-            await _aclose(opened.chunks)
-            raise
-        self.svc.strategies.end(mid)
-        result = acc.result()
-        usage = result.usage if held is not None else self._estimate(result)
-        cost = await self.succeed(guard, usage, limits)
-        final = held or Chunk(finish_reason=None, usage=usage)
-        yield replace(self._event(cand, final, attempts=True), cost_usd=cost)
-        self._finish(cand, replace(result, usage=usage), cost, guard)
-
-    def _finish(
-        self, cand: Candidate, result: ProviderResponse, cost: float | None, guard: Guard
-    ) -> None:
-        self.final = self.response(cand, result, cost)
-        u = result.usage
-        self.svc.stats.request(
-            True, cost, u.input_tokens, u.output_tokens, fallback=guard.fallback_index > 0
-        )
-        key = self.cache_key()
-        if key is not None:
-            self.svc.cache.put(key, self.final, self.route.cache.ttl_s)
-
-    def _estimate(self, result: ProviderResponse) -> Usage:
-        """Usage when a stream reported none: the input estimate and ~4 characters a token."""
-        text = (result.content or "") + "".join(c.arguments for c in result.tool_calls)
-        return Usage(self.features.input_tokens, max(1, len(text) // 4) if text else 0)
-
-    def _event(self, cand: Candidate, chunk: Chunk, attempts: bool) -> StreamEvent:
-        return StreamEvent(
-            chunk=chunk,
-            provider=cand.provider.id,
-            model=cand.model.id,
-            id=f"chatcmpl-{self.request_id}",
-            created=int(self.svc.clock.time()),
-            attempts=tuple(self.attempts) if attempts else (),
-            policy=cand.policy,
-            rule=cand.rule,
-        )
-
-
-class _Failover(Exception):
-    """A stream failed where the policy allows another candidate to take over."""
-
-
-async def _aclose(chunks: AsyncIterator[Chunk]) -> None:
-    close = getattr(chunks, "aclose", None)
-    if close is not None:
-        with contextlib.suppress(Exception):  # it already failed; closing is best effort
-            await close()
-
-
-def replay(resp: Response) -> Iterator[StreamEvent]:
-    """A stored Response as stream events: content, tool calls, then finish and usage."""
-    deltas = tuple(
-        ToolCallDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(resp.tool_calls)
-    )
-    common: dict[str, Any] = {
-        "provider": resp.provider,
-        "model": resp.model,
-        "id": resp.id,
-        "created": resp.created,
-        "cached": resp.cached,
-        "policy": resp.policy,
-        "rule": resp.rule,
-    }
-    if resp.content or deltas:
-        yield StreamEvent(Chunk(content=resp.content or "", tool_calls=deltas), **common)
-    last = Chunk(finish_reason=resp.finish_reason, usage=resp.usage)
-    yield StreamEvent(last, cost_usd=resp.cost_usd, attempts=resp.attempts, **common)

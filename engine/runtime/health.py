@@ -12,12 +12,13 @@ through its adapter's `warm`, which reaches the upstream without spending tokens
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from engine.compile.plan import Plan, ProviderPlan
 from engine.endpoints import Endpoint
 from engine.errors import redact
+from engine.runtime.clock import Clock
 from engine.runtime.executor import Services
 
 #: Error rate over the recent window above which a provider reads as degraded.
@@ -43,7 +44,17 @@ def endpoint_for(provider: ProviderPlan, plan: Plan, svc: Services) -> Endpoint:
 
 
 def passive(provider: ProviderPlan, plan: Plan, svc: Services) -> dict[str, Any]:
-    """The status of one provider from live state alone."""
+    """The status of one provider from live state alone, with its traffic figures."""
+    out = _verdict(provider, plan, svc)
+    seen = svc.stats.provider(provider.id)
+    if seen is not None:
+        out["requests"] = seen["requests"]
+        out["success_rate"] = 1.0 - seen["error_rate"]
+        out["latency_p50_ms"] = seen["latency_p50_ms"]
+    return out
+
+
+def _verdict(provider: ProviderPlan, plan: Plan, svc: Services) -> dict[str, Any]:
     if not provider.enabled:
         return _status("disabled", provider.disabled_reason or "disabled in configuration")
     if provider.keys and not svc.good_keys(provider):
@@ -86,5 +97,49 @@ async def probe(
     try:
         await warm(endpoint_for(provider, plan, svc))
     except Exception as exc:  # any failure to connect is what the probe reports
-        return _status("degraded", redact(f"probe failed: {type(exc).__name__}: {exc}"))
+        reason = redact(f"probe failed: {type(exc).__name__}: {exc}")
+        return {**status, "status": "degraded", "reason": reason}
     return status
+
+
+class Pings:
+    """Keep-alive and probe pings per provider: how many, how many failed, when the last.
+
+    `Engine.warm` (and its keep-alive loop) and `health(probe=True)` record here, so
+    `health(detail=True)` can say when each provider was last reached and how often not.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._log: dict[str, list[float]] = {}  # provider -> [total, failures, last wall time]
+
+    def record(self, provider: str, ok: bool) -> None:
+        entry = self._log.setdefault(provider, [0, 0, 0.0])
+        entry[0] += 1
+        entry[1] += 0 if ok else 1
+        entry[2] = self._clock.time()
+
+    def view(self, provider: str) -> dict[str, Any]:
+        total, failures, last = self._log.get(provider, [0, 0, 0.0])
+        seen = total > 0
+        return {
+            "last_ping": last if seen else None,
+            "seconds_since_ping": self._clock.time() - last if seen else None,
+            "total_pings": int(total),
+            "ping_failures": int(failures),
+            "ping_failure_rate": failures / total if seen else 0.0,
+        }
+
+
+def detail(provider: str, stats: Mapping[str, Any], pings: Pings) -> dict[str, Any]:
+    """Traffic figures (requests, error and success rate, latency) plus the ping record."""
+    seen = stats.get(provider) or {}
+    requests = int(seen.get("requests", 0))
+    error_rate = float(seen.get("error_rate", 0.0))
+    return {
+        "requests": requests,
+        "error_rate": error_rate,
+        "success_rate": 1.0 - error_rate if requests else None,
+        "latency_p50_ms": seen.get("latency_p50_ms"),
+        **pings.view(provider),
+    }

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from engine.messages import Request
+from engine.messages import Request, parse_request
 from engine.result import Response
 
 HookName = Literal["before_request", "after_response", "on_error"]
-BeforeRequest = Callable[[Request], Awaitable[Request | None]]
+BeforeRequest = Callable[[Request], Awaitable[Request | dict[str, Any] | None]]
 AfterResponse = Callable[[Request, Response], Awaitable[None]]
 OnError = Callable[[Request, BaseException], Awaitable[None]]
 
@@ -57,7 +57,7 @@ class Hooks:
         for fn in self.before:
             replaced = await fn(request)
             if replaced is not None:
-                request = replaced
+                request = parse_request(replaced)  # a dict is fine too; nonsense is an error
         return request
 
     async def after_response(self, request: Request, response: Response) -> None:

@@ -53,6 +53,7 @@ class _Bucket:
             "successes": self.successes,
             "failures": self.failures,
             "error_rate": self.failures / self.requests if self.requests else 0.0,
+            "latency_avg_ms": sum(self.latencies) / len(self.latencies) if self.latencies else None,
             "latency_p50_ms": _percentile(self.latencies, 0.5),
             "latency_p95_ms": _percentile(self.latencies, 0.95),
             "cost_usd": self.cost_usd,
@@ -121,6 +122,11 @@ class Stats:
             t.cost_usd += cost
         t.input_tokens += input_tokens
         t.output_tokens += output_tokens
+
+    def provider(self, provider: str) -> dict[str, Any] | None:
+        """One provider's figures, or None before its first attempt."""
+        b = self._providers.get(provider)
+        return None if b is None else b.view()
 
     def recent_error_rate(self, provider: str) -> float:
         """The share of failures among the provider's last RECENT attempts."""

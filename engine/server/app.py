@@ -98,19 +98,36 @@ def _state(request: HTTPRequest) -> ServerState:
     return state
 
 
-async def read_body(request: HTTPRequest, limit: int) -> bytes:
+_WANTED = frozenset({"authorization", "content-length", POLICY_HEADER, *META_HEADERS})
+
+
+def wanted_headers(request: HTTPRequest) -> dict[str, str]:
+    """The few headers the chat route reads, in one pass over the raw list (hot path)."""
+    out: dict[str, str] = {}
+    for raw_name, raw_value in request.scope["headers"]:
+        name = raw_name.decode("latin-1")  # ASGI servers send names lower-cased
+        if name in _WANTED:
+            out[name] = raw_value.decode("latin-1")
+    return out
+
+
+async def read_body(request: HTTPRequest, declared: str | None, limit: int) -> bytes:
     """The body, refusing more than `limit` bytes (413) without reading it all first."""
-    declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":
+            raise ServerError(400, "client disconnected", "invalid_request_error", "disconnected")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _too_large(limit: int) -> ServerError:
@@ -190,14 +207,16 @@ def response_headers(
 async def chat_completions(request: HTTPRequest) -> HTTPResponse | EventStreamResponse:
     state = _state(request)
     started = time.perf_counter()
-    policy_hint = request.headers.get(POLICY_HEADER) or None
+    headers = wanted_headers(request)
+    policy_hint = headers.get(POLICY_HEADER) or None
     stream = False
     try:
-        who = state.auth.authenticate(request.headers.get("authorization"))
-        data = decode_json(await read_body(request, state.settings.max_body_bytes))
+        who = state.auth.authenticate(headers.get("authorization"))
+        limit = state.settings.max_body_bytes
+        data = decode_json(await read_body(request, headers.get("content-length"), limit))
         state.auth.authorize(who, routing_target(data, policy_hint, state.engine.plan))
         _cap_budget(data, state.auth.remaining(who))
-        merge_metadata(data, request.headers, who)
+        merge_metadata(data, headers, who)
         req = parse_request(data)
         stream = req.stream
         if stream:
@@ -283,7 +302,7 @@ class _StreamTracker:
         self.state, self.who, self.first, self.started = state, who, first, started
         self.last = first
         self.input_tokens = self.output_tokens = 0
-        state.metrics.ttft.labels(first.policy or "").observe(ttft)
+        state.metrics.observe_ttft(first.policy, ttft)
 
     def see(self, event: StreamEvent) -> None:
         self.last = event

@@ -27,6 +27,7 @@ class ServerMetrics:
 
     def __init__(self, stats: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "engine_requests",
@@ -84,23 +85,34 @@ class ServerMetrics:
     ) -> None:
         p = policy or ""
         kind = "true" if stream else "false"
-        self.requests.labels(p, provider, str(status), kind).inc()
-        self.latency.labels(p, kind).observe(seconds)
+        self._child(self.requests, p, provider, str(status), kind).inc()
+        self._child(self.latency, p, kind).observe(seconds)
         if input_tokens or output_tokens:
-            self.tokens.labels(provider, model, "input").inc(input_tokens)
-            self.tokens.labels(provider, model, "output").inc(output_tokens)
+            self._child(self.tokens, provider, model, "input").inc(input_tokens)
+            self._child(self.tokens, provider, model, "output").inc(output_tokens)
         if cost_usd:
-            self.cost.labels(provider, model).inc(cost_usd)
+            self._child(self.cost, provider, model).inc(cost_usd)
         if cached:
-            self.cache_hits.labels(p).inc()
+            self._child(self.cache_hits, p).inc()
         self.observe_attempts(p, attempts)
+
+    def observe_ttft(self, policy: str | None, seconds: float) -> None:
+        self._child(self.ttft, policy or "").observe(seconds)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, memoised: prometheus-client's lookup is the slow part."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe_attempts(self, policy: str, attempts: tuple[AttemptRecord, ...]) -> None:
         for a in attempts:
             if a.outcome != "ok":
-                self.attempt_failures.labels(a.provider, a.outcome).inc()
+                self._child(self.attempt_failures, a.provider, a.outcome).inc()
         if attempts and attempts[-1].outcome == "ok" and attempts[-1].fallback_index > 0:
-            self.fallbacks.labels(policy).inc()
+            self._child(self.fallbacks, policy).inc()
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -9,15 +9,15 @@ shutdown, which closes the engine and flushes the ledger.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
-from typing import Any
 
 from starlette.applications import Starlette
 
+from engine.compile import load_plan as compile_plan
 from engine.compile.plan import Plan
 from engine.errors import Diagnostic
+from engine.runtime.engine import Engine
 from engine.server.app import RoutingEngine, create_app
 from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings, load_settings
@@ -27,15 +27,13 @@ log = logging.getLogger("engine.server")
 
 def load_plan(config_dir: Path) -> tuple[Plan, list[Diagnostic]]:
     """The compiler's `load_plan` (validate + compile); raises ConfigError."""
-    compile_pkg: Any = importlib.import_module("engine.compile")
-    plan, warnings = compile_pkg.load_plan(config_dir)
+    plan, warnings = compile_plan(config_dir)
     return plan, list(warnings)
 
 
 def engine_from_config(config_dir: Path) -> RoutingEngine:
-    engine_pkg: Any = importlib.import_module("engine")
-    engine: RoutingEngine = engine_pkg.Engine.from_config(config_dir)
-    return engine
+    """The engine with its SQLite ledger ($ENGINE_LEDGER or <config>/.engine/)."""
+    return Engine.from_config(config_dir)
 
 
 def bind_problem(settings: ServerSettings) -> str | None:

@@ -41,9 +41,9 @@ def _openai_wire_validates(
     started: list[FakeOpenAI] = []
     original = FakeOpenAI.start
 
-    async def start(self: FakeOpenAI) -> FakeOpenAI:
+    async def start(self: FakeOpenAI, port: int = 0) -> FakeOpenAI:
         started.append(self)
-        return await original(self)
+        return await original(self, port)
 
     monkeypatch.setattr(FakeOpenAI, "start", start)
     yield

@@ -259,3 +259,15 @@ async def test_first_token_timeout_does_not_cut_plain_answers(case: Case) -> Non
         ep = case.endpoint(up, timeouts=Timeouts(first_token_s=0.02, total_s=5))
         resp = await get_adapter(case.protocol).complete(chat("patience"), ep)
     assert resp.content is not None and resp.content.endswith("patience")
+
+
+async def test_pieces_split_mid_line_and_mid_character(case: Case) -> None:
+    """A stream sent in 3-byte pieces (lines and UTF-8 characters split across reads)
+    reassembles to exactly the plain answer."""
+    text = "héllo wörld 世界 🌍 ok"
+    async with case.fake() as up:
+        plain = await get_adapter(case.protocol).complete(chat(text), case.endpoint(up))
+        up.script([Fault(trickle_bytes=3)])
+        streamed, _ = await _stream(case, up, chat(text))
+    assert plain.content is not None and plain.content.endswith(text)
+    assert streamed.content == plain.content and streamed.usage == plain.usage

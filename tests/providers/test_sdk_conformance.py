@@ -271,8 +271,8 @@ async def test_genai_sdk_parses_answer_and_stream() -> None:
 
 
 async def test_genai_sdk_parses_function_calls() -> None:
-    """The SDK exposes the fake's functionCall parts as function calls with object args."""
-    async with FakeGemini() as up:
+    """The SDK exposes the fake's (signed) functionCall parts as calls with object args."""
+    async with FakeGemini(thought_signatures=True) as up:
         client = _gemini(up)
         decl = gtypes.FunctionDeclaration(
             name="get_weather", parameters_json_schema=TOOL["function"]["parameters"]
@@ -285,6 +285,8 @@ async def test_genai_sdk_parses_function_calls() -> None:
         assert done.function_calls is not None
         assert done.function_calls[0].name == "get_weather"
         assert done.function_calls[0].args == {"city": "Rome"}
+        part = done.candidates[0].content.parts[0]  # type: ignore[index,union-attr]
+        assert part.thought_signature  # base64 on the wire, bytes in the SDK
 
 
 @pytest.mark.parametrize(

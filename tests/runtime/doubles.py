@@ -54,6 +54,8 @@ class ScriptedAdapter:
         self.stream_chunks: dict[str, list[Chunk | BaseException]] = {}
         self.warmed: list[str] = []
         self.closed = False
+        self.latency_s: dict[str, float] = {}  # per model, advanced on `clock`
+        self.clock: FakeClock | None = None
 
     def _next(self, model: str) -> Outcome:
         script = self.scripts.get(model, ["ok"])
@@ -61,6 +63,8 @@ class ScriptedAdapter:
 
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
         self.calls.append(Call(endpoint.upstream_model, endpoint.key_id, False, request))
+        if self.clock is not None:
+            self.clock.advance(self.latency_s.get(endpoint.upstream_model, 0.0))
         if self.gate is not None:
             await self.gate.wait()
         out = self._next(endpoint.upstream_model)

@@ -312,3 +312,48 @@ async def test_sync_call_from_the_engines_own_loop_is_refused() -> None:
     await asyncio.to_thread(r.engine.run, ask(), "p")
     assert errors and "deadlock" in errors[0]
     r.engine.close()
+
+
+async def test_provider_listing_and_health_figures() -> None:
+    """list/available providers, and health carrying each provider's traffic figures."""
+    adapter = ScriptedAdapter({"m1": [UnavailableError("x"), "ok"]})
+    plan = make_plan(
+        [model("a/m1"), model("b/m2"), model("c/m3")],
+        [route("p", ["a/m1", "b/m2"], retry=ONE_TRY)],
+        [provider("a"), provider("b"), provider("c", enabled=False)],
+    )
+    r = rig(plan, adapter)
+    await r.engine.arun(ask(), policy="p")
+    await r.engine.arun(ask(), policy="p")
+    assert r.engine.list_providers() == ["a", "b", "c"]
+    assert r.engine.available_providers() == ["a", "b"]
+    a = (await r.engine.health())["providers"]["a"]
+    assert a["requests"] == 2 and a["success_rate"] == 0.5
+    assert r.engine.stats()["providers"]["a"]["latency_avg_ms"] is not None
+
+
+async def test_stopping_a_stream_early_releases_its_lease() -> None:
+    """A consumer that stops reading mid-stream releases the lease; the try is 'cancelled'."""
+    adapter = ScriptedAdapter()
+    adapter.stream_chunks["m1"] = [Chunk(content="a"), Chunk(content="b"), Chunk(content="c")]
+    r = rig(pair(), adapter)
+    events = r.engine.astream(ask(), policy="p")
+    first = await anext(events)
+    assert first.content == "a" and r.limiter.open == 1
+    await events.aclose()
+    assert r.limiter.open == 0 and r.limiter.released == ["a#0"]
+    assert [row.outcome for row in r.ledger.rows] == ["cancelled"]
+
+
+async def test_stream_errors_reach_on_error_hooks() -> None:
+    """A stream that cannot start (unknown policy) is reported to on_error hooks."""
+    r = rig(pair())
+    seen: list[str] = []
+
+    async def on_error(_req: Request, exc: BaseException) -> None:
+        seen.append(type(exc).__name__)
+
+    r.engine.add_hook("on_error", on_error)
+    with pytest.raises(EngineError):
+        [e async for e in r.engine.astream(ask(), policy="missing")]
+    assert seen == ["UnknownPolicyError"]

@@ -145,18 +145,20 @@ async def test_weighted_changes_with_the_seed() -> None:
 
 async def test_latency_optimized_uses_priors_then_measurements() -> None:
     """Untried, the registry prior decides; once measured, the moving average does."""
-    r = rig(trio(StrategyPlan("latency_optimized")))
+    adapter = ScriptedAdapter()
+    adapter.latency_s = {"m1": 0.4, "m2": 0.9, "m3": 0.05}
+    r = rig(trio(StrategyPlan("latency_optimized")), adapter)
+    adapter.clock = r.clock
     await r.engine.arun(ask(), policy="p")
     assert r.adapter.called()[0] == "m2"  # prior 100 ms
-    state = r.engine._svc.strategies
-    state.observe_latency("b/m2", 900.0)
-    state.observe_latency("c/m3", 50.0)
-    state.observe_latency("a/m1", 400.0)
+    for pin in ("a/m1", "b/m2", "c/m3"):  # pins are measured like any other call
+        await r.engine.arun(ask(model=pin))
     picks = []
     for _ in range(20):
         await r.engine.arun(ask(), policy="p")
         picks.append(r.adapter.called()[-1])
     assert Counter(picks).most_common(1)[0][0] == "m3"
+    assert r.engine.fastest_model().id == "c/m3"  # type: ignore[union-attr]
 
 
 async def test_latency_optimized_explores_untried_candidates() -> None:

@@ -93,7 +93,7 @@ async def test_openai_failure_fails_over_to_anthropic_over_the_wire() -> None:
         resp = await eng.arun(HELLO, policy="main")
         await eng.aclose()
     assert resp.provider == "an" and resp.content
-    outcomes = [(a.model, a.outcome) for a in resp.attempts]
+    outcomes = [(f"{a.provider}/{a.model}", a.outcome) for a in resp.attempts]
     assert outcomes[-1] == ("an/claude-haiku", "ok")
     assert ("oa/gpt-4o-mini", "unavailable") in outcomes
     assert len(clock.slept) >= 1  # backoff went through the injected clock
@@ -166,7 +166,7 @@ async def test_all_upstreams_down_lists_every_attempt() -> None:
         with pytest.raises(AllCandidatesFailedError) as info:
             await eng.arun(HELLO, policy="main")
         await eng.aclose()
-    models_tried = {a.model for a in info.value.attempts}
+    models_tried = {f"{a.provider}/{a.model}" for a in info.value.attempts}
     assert models_tried == {"oa/gpt-4o-mini", "an/claude-haiku"}
 
 
@@ -229,7 +229,7 @@ async def test_concurrent_requests_never_overspend_a_workspace_budget() -> None:
     served = [r for r in results if isinstance(r, engine.Response)]
     refused = [r for r in results if isinstance(r, BudgetExceededError)]
     assert served and refused and len(served) + len(refused) == 40
-    spent = eng._svc.budget.spent("team")
+    spent = eng.spent("team")
     assert spent["day"] <= 1.0 + 1e-9
     assert sum(r.cost_usd or 0 for r in served) == pytest.approx(spent["day"])
     await eng.aclose()
@@ -272,3 +272,56 @@ async def test_active_health_probe_reports_an_unreachable_provider() -> None:
     assert health["providers"]["an"]["status"] == "healthy"
     assert health["providers"]["oa"]["status"] == "degraded"
     assert "probe failed" in health["providers"]["oa"]["reason"]
+
+
+async def test_budgets_are_restored_from_the_ledger_on_start(tmp_path: Path) -> None:
+    """A new engine on the same SQLite ledger starts with the month's spend already counted."""
+    models = {"providers": {"mock": {"protocol": "mock"}},
+              "models": {"mock/paid": {"input_price": 1000.0, "output_price": 1000.0,
+                                       "max_output": 100, "context_window": 8000}}}
+    routes = {"main": {"strategy": "ordered", "candidates": ["mock/paid"],
+                       "budget": {"daily_usd": 5.0}}}
+    request = {**HELLO, "metadata": {"workspace": "team"}}
+    path = tmp_path / "ledger.sqlite3"
+    first = Engine.from_data(models, routes, ledger=SQLiteLedger(path, FakeClock()),
+                             clock=FakeClock())
+    resp = await first.arun(request, policy="main")
+    await first.aclose()
+    second = Engine.from_data(models, routes, ledger=SQLiteLedger(path, FakeClock()),
+                              clock=FakeClock())
+    assert second.spent("team")["day"] == pytest.approx(resp.cost_usd)
+    await second.aclose()
+
+
+def test_from_config_engine_can_add_a_provider_and_converse(tmp_path: Path) -> None:
+    """A file-configured engine takes a new provider and model at run time (sync API)."""
+    eng = Engine.from_config(ROOT, ledger_path=str(tmp_path / "l.sqlite3"))
+    eng.add_provider("extra", {"protocol": "mock", "options": {"latency_ms": "0"}})
+    eng.add_model("extra/echo", {"capabilities": ["chat"], "context_window": 8000,
+                                 "input_price": 0, "output_price": 0})
+    chat = eng.conversation(model="extra/echo")
+    first = chat.send("my name is Alice")
+    chat.send("what is my name?")
+    assert first.model == "extra/echo" and len(chat.messages) == 4
+    assert "extra" in eng.list_providers() and "openai/gpt-4o" in eng.list_models("openai")
+    eng.close()
+
+
+async def test_cancelling_a_stalled_upstream_call_releases_everything() -> None:
+    """Cancelling a call stuck on a stalled upstream frees its lease and its reservation."""
+    async with FakeOpenAI(api_key="sk-right-key-111111") as oa, FakeAnthropic() as an:
+        oa.default_fault = Fault(stall=True)
+        models, routes = config(oa.url, an.url, budget={"daily_usd": 10.0})
+        models["providers"]["oa"]["keys"] = [{"key": "sk-right-key-111111"}]
+        eng = Engine.from_data(models, routes)
+        task = asyncio.create_task(eng.arun({**HELLO, "metadata": {"workspace": "w"}}, "main"))
+        while not oa.requests:
+            await asyncio.sleep(0.005)
+        assert eng.spent("w")["day"] > 0  # the worst case is reserved while in flight
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.01)
+        assert eng.spent("w")["day"] == 0.0
+        assert eng.rate_limit_status("oa")["keys"]["oa#0"]["in_flight"] == 0
+        await eng.aclose()

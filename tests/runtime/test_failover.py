@@ -45,7 +45,7 @@ async def test_retryable_failure_retries_then_fails_over_in_order() -> None:
     resp = await r.engine.arun(ask(), policy="p")
     assert adapter.called() == ["m1", "m1", "m1", "m2"]
     assert resp.model == "b/m2"
-    assert [(a.model, a.outcome, a.retry) for a in resp.attempts] == [
+    assert [(f"{a.provider}/{a.model}", a.outcome, a.retry) for a in resp.attempts] == [
         ("a/m1", "unavailable", 0),
         ("a/m1", "unavailable", 1),
         ("a/m1", "unavailable", 2),
@@ -124,7 +124,7 @@ async def test_all_failed_lists_every_attempt() -> None:
     with pytest.raises(AllCandidatesFailedError) as info:
         await r.engine.arun(ask(), policy="p")
     err = info.value
-    assert [(a.model, a.outcome) for a in err.attempts] == [
+    assert [(f"{a.provider}/{a.model}", a.outcome) for a in err.attempts] == [
         ("a/m1", "unavailable"),
         ("b/m2", "permission_denied"),
         ("c/m3", "rate_limited"),
@@ -181,7 +181,7 @@ async def test_context_window_error_skips_to_a_larger_window() -> None:
     r = rig(make_plan(models, [route("p", ["a/small", "b/same", "c/large"])]), adapter)
     resp = await r.engine.arun(ask(), policy="p")
     assert adapter.called() == ["small", "large"] and resp.model == "c/large"
-    assert ("b/same", "context_window_exceeded") in [(a.model, a.outcome) for a in resp.attempts]
+    assert ("b/same", "context_window_exceeded") in [(f"{a.provider}/{a.model}", a.outcome) for a in resp.attempts]
 
 
 async def test_disabled_provider_is_never_called() -> None:

@@ -34,6 +34,7 @@ candidate = st.fixed_dictionaries(
         "enabled": st.booleans(),
         "window": st.sampled_from([4000, 8000, 32000]),
         "script": st.lists(st.sampled_from(["ok", 0, 1, 2, 3, 4]), min_size=1, max_size=4),
+        "price": st.sampled_from([0.0, 1.0, 10.0, 100.0]),
     }
 )
 
@@ -44,6 +45,7 @@ candidate = st.fixed_dictionaries(
     max_attempts=st.integers(1, 6),
     max_retries=st.integers(0, 3),
     need_vision=st.booleans(),
+    budget=st.one_of(st.none(), st.sampled_from([0.0001, 0.001, 0.01])),
     strategy=st.sampled_from(["ordered", "round_robin", "least_loaded", "latency_optimized"]),
 )
 def test_never_calls_an_ineligible_candidate_and_never_exceeds_max_attempts(
@@ -51,13 +53,15 @@ def test_never_calls_an_ineligible_candidate_and_never_exceeds_max_attempts(
     max_attempts: int,
     max_retries: int,
     need_vision: bool,
+    budget: float | None,
     strategy: str,
 ) -> None:
-    """Calls go only to enabled, capable candidates, and never number more than max_attempts."""
+    """Calls go only to enabled, capable, affordable candidates, never more than max_attempts."""
     models, providers, scripts = [], [], {}
     for i, c in enumerate(cands):
         caps = ("chat", "vision") if c["vision"] else ("chat",)
-        models.append(model(f"p{i}/m{i}", caps=caps, window=int(c["window"])))  # type: ignore[call-overload]
+        price = float(c["price"])  # type: ignore[arg-type]
+        models.append(model(f"p{i}/m{i}", caps=caps, window=int(c["window"]), price=(price, price)))  # type: ignore[call-overload]
         providers.append(provider(f"p{i}", enabled=bool(c["enabled"])))
         scripts[f"m{i}"] = [s if s == "ok" else ERRORS[s]() for s in c["script"]]  # type: ignore[index, union-attr]
     plan = make_plan(
@@ -75,7 +79,7 @@ def test_never_calls_an_ineligible_candidate_and_never_exceeds_max_attempts(
     )
     adapter = ScriptedAdapter(scripts)
     r = rig(plan, adapter)
-    request = ask(capabilities=["vision"] if need_vision else [])
+    request = ask(capabilities=["vision"] if need_vision else [], budget_usd=budget, max_tokens=50)
 
     async def go() -> object:
         try:
@@ -84,10 +88,14 @@ def test_never_calls_an_ineligible_candidate_and_never_exceeds_max_attempts(
             return exc
 
     result = asyncio.run(go())
+    def affordable(m: object) -> bool:
+        worst = m.cost(1, 50)  # type: ignore[attr-defined]
+        return budget is None or (worst is not None and worst <= budget)
+
     eligible = {
         m.upstream
         for m, p in zip(models, providers, strict=True)
-        if p.enabled and (not need_vision or "vision" in m.capabilities)
+        if p.enabled and (not need_vision or "vision" in m.capabilities) and affordable(m)
     }
     assert set(adapter.called()) <= eligible
     assert len(adapter.calls) <= max_attempts

@@ -164,10 +164,12 @@ async def test_template_renders_system_prompt_from_variables() -> None:
 
 async def test_template_missing_variable_is_a_request_error() -> None:
     """A variable the template needs but the request lacks is a RequestError, not blank."""
-    r = rig(cheap_and_dear(template=TemplatePlan(system="Hi {{ name }}")))
+    r = rig(cheap_and_dear(template=TemplatePlan(system="Hi {{ name }}"),
+                           budget=BudgetPlan(daily_usd=5.0)))
     with pytest.raises(RequestError, match="name"):
-        await r.engine.arun(ask(), policy="p")
+        await r.engine.arun(ask(metadata={"workspace": "w"}), policy="p")
     assert r.adapter.calls == []
+    assert r.limiter.open == 0 and r.budget.reserved == {}  # nothing left held
 
 
 async def test_template_sandbox_blocks_attribute_tricks() -> None:
@@ -218,3 +220,13 @@ async def test_fallbacks_apply_when_the_primary_policy_has_no_candidate() -> Non
     r = rig(make_plan(models, [route("p", ["a/m1"])]))
     resp = await r.engine.arun(ask(capabilities=["vision"], fallbacks=["b/eyes"]), policy="p")
     assert resp.model == "b/eyes" and r.adapter.called() == ["eyes"]
+
+
+async def test_unknown_fallback_target_is_an_error_not_silently_skipped() -> None:
+    """A typo in request.fallbacks is reported before any call is made."""
+    r = rig(cheap_and_dear())
+    with pytest.raises(UnknownModelError, match="nowhere/x"):
+        await r.engine.arun(ask(fallbacks=["nowhere/x"]), policy="p")
+    with pytest.raises(RequestError, match="polciy"):
+        await r.engine.arun(ask(fallbacks=["polciy"]), policy="p")
+    assert r.adapter.calls == []

@@ -43,7 +43,9 @@ class Fault:
     retry_after: float | None = None  # Retry-After header (and retry-after-ms when fractional)
     latency: float | tuple[float, float] = 0.0  # before the response headers; (lo, hi) = random
     first_token_delay: float = 0.0  # after headers, before the first body bytes
-    trickle: float = 0.0  # between streamed frames
+    trickle: float = 0.0  # between streamed frames (and pieces, with trickle_bytes)
+    trickle_bytes: int | None = None  # send streamed frames in pieces this small (splits
+    #                                   lines and multi-byte characters across reads)
     reset: bool = False  # drop the connection before answering
     stall: bool = False  # send headers, then never send the body
     truncate_after: int | None = None  # end the stream cleanly after N frames, no terminator
@@ -147,7 +149,8 @@ class FakeUpstream:
         """The most recent request received."""
         return self.requests[-1]
 
-    async def start(self) -> Self:
+    async def start(self, port: int = 0) -> Self:
+        """Listen on 127.0.0.1 (`port` 0 picks a free one)."""
         app = web.Application(client_max_size=64 * 1024 * 1024)
         self.add_routes(app)
         self._closing = asyncio.Event()
@@ -156,7 +159,8 @@ class FakeUpstream:
         )
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
         self.port = int(sock.getsockname()[1])
         await web.SockSite(self._runner, sock).start()
         return self
@@ -369,12 +373,20 @@ class FakeUpstream:
                 return resp
             if fault.malformed and index == min(1, len(body) - 1):
                 await resp.write(self.malformed_frame())
-            await resp.write(frame)
-            await self._sleep(fault.trickle)
+            await self._write(resp, frame, fault)
         for frame in tail:
-            await resp.write(frame)
+            await self._write(resp, frame, fault)
         await resp.write_eof()
         return resp
+
+    async def _write(self, resp: web.StreamResponse, frame: bytes, fault: Fault) -> None:
+        """One frame, whole or in `trickle_bytes` pieces, each followed by the trickle delay."""
+        size = fault.trickle_bytes or len(frame) or 1
+        for start in range(0, len(frame), size):
+            await resp.write(frame[start : start + size])
+            await self._sleep(fault.trickle)
+            if fault.trickle_bytes:
+                await asyncio.sleep(0)  # let the reader see the piece on its own
 
 
 _DEFAULT_MESSAGES = {

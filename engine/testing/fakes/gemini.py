@@ -12,6 +12,7 @@ shaped; a 429 carries `RetryInfo.retryDelay` in the body instead of a Retry-Afte
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -22,7 +23,7 @@ from engine.providers.mock import ScriptedAnswer, ScriptedTool
 
 from ._server import Ask, BadRequest, FakeUpstream, Fault, json_response, split_text, sse
 
-__all__ = ["FakeGemini"]
+__all__ = ["SKIP_SIGNATURE", "FakeGemini"]
 
 _STATUS = {
     400: "INVALID_ARGUMENT",
@@ -59,11 +60,43 @@ def _function_result(content: Any) -> str | None:
     return json.dumps(found[-1].get("response")) if found else None
 
 
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+
+
+def _signature(name: str) -> str:
+    return base64.b64encode(f"fake-thought-signature:{name}".encode()).decode()
+
+
+def _check_signatures(contents: Any) -> None:
+    """Reject an earlier function call sent back without its thought signature."""
+    for content in contents if isinstance(contents, list) else ():
+        if not isinstance(content, dict) or content.get("role") != "model":
+            continue
+        for part in content.get("parts") or ():
+            call = _field(part, "functionCall") if isinstance(part, dict) else None
+            signature = _field(part, "thoughtSignature")
+            valid = (_signature(str(call.get("name"))), SKIP_SIGNATURE) if call else ()
+            if call and signature not in valid:
+                raise BadRequest(
+                    "Function call is missing a thought_signature in functionCall parts. "
+                    "This is required for tools to work correctly."
+                )
+
+
 class FakeGemini(FakeUpstream):
     """Gemini generateContent; `url` is the origin, as the SDK's base_url."""
 
     name = "gemini"
     call_id_prefix = "fc_"
+
+    def __init__(
+        self, *, api_key: str | None = None, seed: int = 0, thought_signatures: bool = False
+    ) -> None:
+        super().__init__(api_key=api_key, seed=seed)
+        # thought_signatures=True behaves like Gemini's thinking models: function calls are
+        # signed and earlier calls must come back with their signature (or the documented
+        # bypass value for calls that came from elsewhere).
+        self.thought_signatures = thought_signatures
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/{version}/models/{target}", self.handle)
@@ -133,6 +166,8 @@ class FakeGemini(FakeUpstream):
         if not isinstance(body, dict) or not body.get("contents"):
             raise BadRequest("* GenerateContentRequest.contents: contents is not specified")
         contents = body["contents"]
+        if self.thought_signatures:
+            _check_signatures(contents)
         config = _field(body, "generationConfig") or {}
         tools = [
             ScriptedTool(d["name"], _field(d, "parametersJsonSchema") or d.get("parameters") or {})
@@ -185,6 +220,7 @@ class FakeGemini(FakeUpstream):
         parts: list[dict[str, Any]] = [{"text": answer.text}] if answer.text else []
         parts += [
             {"functionCall": {"name": c.name, "args": json.loads(c.arguments)}}
+            | ({"thoughtSignature": _signature(c.name)} if self.thought_signatures else {})
             for c in answer.calls
         ]
         return parts

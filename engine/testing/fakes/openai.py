@@ -252,7 +252,8 @@ _FILTER_OK = {
 
 
 class FakeAzure(FakeOpenAI):
-    """`POST {url}/openai/deployments/{deployment}/chat/completions?api-version=...`.
+    """`POST {url}/openai/deployments/{deployment}/chat/completions?api-version=...`, and
+    the newer `POST {url}/openai/v1/chat/completions` with the deployment as `model`.
 
     `deployments` (optional) lists the deployments that exist; others answer 404
     DeploymentNotFound. `url` is the resource endpoint (no path).
@@ -269,6 +270,7 @@ class FakeAzure(FakeOpenAI):
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self.handle)
+        app.router.add_post("/openai/v1/chat/completions", self.handle)  # the newer v1 API
 
     def presented_key(self, request: web.Request) -> str | None:
         key = request.headers.get("api-key")
@@ -323,6 +325,11 @@ class FakeAzure(FakeOpenAI):
         }
 
     def parse(self, request: web.Request, body: Any) -> Ask:
+        if "deployment" not in request.match_info:  # v1 API: deployment named by `model`
+            ask = parse_chat(body)
+            if self.deployments and ask.model not in self.deployments:
+                raise _DeploymentNotFound
+            return ask
         if not request.query.get("api-version"):
             raise BadRequest("Missing required query parameter: api-version")
         deployment = request.match_info["deployment"]
