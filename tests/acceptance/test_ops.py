@@ -183,7 +183,7 @@ async def test_server_speaks_openai_chat_stream_and_tools(tmp_path: Path) -> Non
     assert tools.choices[0].message.tool_calls[0].function.name == "get_weather"  # type: ignore[index]
     assert coded.headers["x-engine-model"] == "mock/coder"
     assert stats["engine"]["totals"]["requests"] == 4  # type: ignore[index]
-    assert 'engine_requests_total{' in metrics and "engine_tokens_total{" in metrics
+    assert "engine_requests_total{" in metrics and "engine_tokens_total{" in metrics
 
 
 async def test_server_errors_use_openai_error_classes(tmp_path: Path) -> None:

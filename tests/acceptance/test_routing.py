@@ -224,7 +224,9 @@ async def test_primary_provider_then_ordered_fallbacks(tmp_path: Path) -> None:
         resp = await eng.arun(ask())
         stats = eng.stats()
         await eng.aclose()
-    assert [f"{a.provider}/{a.model}" for a in resp.attempts] == ["openai/gpt-4o-mini"] * 2 + ["mock/smart"]
+    assert [f"{a.provider}/{a.model}" for a in resp.attempts] == ["openai/gpt-4o-mini"] * 2 + [
+        "mock/smart"
+    ]
     assert len(oa.requests) == 2
     assert stats["totals"]["fallbacks"] == 1
 

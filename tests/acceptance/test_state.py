@@ -12,6 +12,7 @@ import pytest
 
 from engine import AllCandidatesFailedError, Engine
 from engine.cli import main
+from engine.runtime.ledger import SQLiteLedger
 from engine.testing.clock import FakeClock
 from engine.testing.fakes import FakeOpenAI, Fault
 from tests.acceptance.conftest import MOCK_MODELS, ask, write_config
@@ -219,3 +220,25 @@ async def test_usage_statistics_per_provider_and_model(tmp_path: Path) -> None:
     assert (openai["requests"], openai["failures"], openai["error_rate"]) == (4, 1, 0.25)
     assert stats["models"]["mock/fast"]["requests"] == 1
     assert openai["latency_p50_ms"] is not None
+
+
+async def test_workspace_costs_from_python(tmp_path: Path) -> None:
+    """Workspace costs in code: the ledger answers totals by model and a daily breakdown."""
+    clock = FakeClock()
+    ledger_path = tmp_path / "ledger.sqlite3"
+    route = "strategy: ordered\ncandidates: [mock/smart]\n"
+    eng = Engine.from_config(
+        write_config(tmp_path / "cfg", MOCK_MODELS, {"default": route}), clock=clock
+    )
+    spent = [
+        await eng.arun(ask(f"w {i}", metadata={"workspace": "workspace-123"})) for i in range(2)
+    ]
+    await eng.arun(ask("elsewhere", metadata={"workspace": "other"}))
+    await eng.aclose()
+    ledger = SQLiteLedger(str(ledger_path), clock)
+    since = clock.time() - 30 * 86400
+    (row,) = ledger.totals("workspace-123", since, "model")
+    (day,) = ledger.daily("workspace-123", since)
+    assert row["model"] == "mock/smart" and row["attempts"] == 2
+    assert row["cost_usd"] == pytest.approx(sum(r.cost_usd or 0 for r in spent))
+    assert day["cost_usd"] == pytest.approx(row["cost_usd"])
