@@ -379,9 +379,31 @@ class Engine:
     def explain(self, request: RequestLike, policy: str | None = None) -> dict[str, Any]:
         """Why a request would go where it goes: the compiled decision plus live state."""
         req = parse_request(request)
-        target = policy or req.model or self._plan.default_policy
+        out = self._explain_target(req, policy or req.model or self._plan.default_policy)
+        if req.fallbacks:  # what a failure of the first target hands over to, in order
+            out["fallbacks"] = [self._explain_target(req, f) for f in req.fallbacks]
+        return out
+
+    def _explain_target(self, req: Request, target: str | None) -> dict[str, Any]:
+        model = self._plan.models.get(target or "")
+        if model is not None:  # a `provider/name` pin skips selection
+            provider = self._plan.providers[model.provider]
+            row = {
+                "model": model.id,
+                "provider": model.provider,
+                "local": model.local,
+                "enabled": provider.enabled,
+                "disabled_reason": provider.disabled_reason,
+            }
+            return {
+                "target": model.id,
+                "policy": None,
+                "pinned": True,
+                "ranked": [row],
+                "chain": [],
+            }
         if target is None or target not in self._plan.policies:
-            raise UnknownPolicyError(f"explain needs a policy name; got {target!r}")
+            raise UnknownPolicyError(f"explain needs a policy or model id; got {target!r}")
         out: dict[str, Any] = dict(_load("engine.compile", "explain")(self._plan, target, req))
         out["live"] = self._live(req, target)
         return out
