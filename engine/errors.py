@@ -246,6 +246,11 @@ class AttemptRecord:
     status: int | None = None
 
 
+def _qualified(a: AttemptRecord) -> str:
+    """`provider/model`, whether the record holds the model's full id or its bare name."""
+    return a.model if a.model.startswith(f"{a.provider}/") else f"{a.provider}/{a.model}"
+
+
 class AllCandidatesFailedError(EngineError):
     """Every candidate failed; `attempts` lists each try in order."""
 
@@ -254,7 +259,7 @@ class AllCandidatesFailedError(EngineError):
     def __init__(self, attempts: Sequence[AttemptRecord], message: str | None = None) -> None:
         self.attempts = tuple(attempts)
         lines = [
-            f"{a.provider}/{a.model}: {a.outcome}" + (f" ({a.error})" if a.error else "")
+            f"{_qualified(a)}: {a.outcome}" + (f" ({a.error})" if a.error else "")
             for a in self.attempts
         ]
         head = message or f"all {len(self.attempts)} attempts failed"

@@ -33,6 +33,7 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from engine.compile.plan import (
+    DYNAMIC_STRATEGIES,
     Features,
     KeyPlan,
     ModelPlan,
@@ -142,7 +143,7 @@ class Services:
         return tuple(k for k in provider.keys if self.bad_keys.get(k.id, 0.0) <= now)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request on the hot path, never mutated
 class Candidate:
     """One model to try, with the route whose retry/breaker/budget settings apply."""
 
@@ -152,15 +153,10 @@ class Candidate:
     policy: str | None
     rule: str | None
     leg: int  # 0 for the primary target, i for request.fallbacks[i - 1]
+    model: ModelPlan = field(init=False)
 
-    @property
-    def model(self) -> ModelPlan:
-        return self.scored.model
-
-    @property
-    def name(self) -> str:
-        """The model's name within its provider, as attempt records show it."""
-        return self.scored.model.id.partition("/")[2]
+    def __post_init__(self) -> None:
+        self.model = self.scored.model  # read many times per try; a slot beats a property
 
 
 @dataclass(slots=True)
@@ -291,18 +287,31 @@ class Execution:
         if target in self.plan.policies:
             return None
         provider_id, slash, name = target.partition("/")
-        provider = self.plan.providers.get(provider_id) if slash and name else None
+        if not slash:
+            return self.plan.providers[self._bare_model(target).provider]
+        provider = self.plan.providers.get(provider_id) if name else None
         if provider is None:
-            if slash:
-                raise UnknownModelError(f"unknown provider in model pin {target!r}")
-            known = ", ".join(sorted(self.plan.policies)) or "none"
-            raise UnknownPolicyError(f"unknown policy {target!r} (policies: {known})")
+            raise UnknownModelError(f"unknown provider in model pin {target!r}")
         return provider
 
+    def _bare_model(self, name: str) -> ModelPlan:
+        """A bare model name ("gpt-4o-mini", as OpenAI clients send it) that names exactly
+        one registry model; anything else is an error that says what would work."""
+        found = [m for m in self.plan.models.values() if m.id.partition("/")[2] == name]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            ids = ", ".join(sorted(m.id for m in found))
+            raise UnknownModelError(f"model {name!r} is ambiguous ({ids}); pin provider/name")
+        known = ", ".join(sorted(self.plan.policies)) or "none"
+        raise UnknownPolicyError(f"unknown policy or model {name!r} (policies: {known})")
+
     def _resolve(self, target: str | None) -> _Leg:
-        """A policy name or a `provider/name` pin, resolved against the plan."""
+        """A policy name, a `provider/name` pin or a unique bare model name."""
         provider = self._check_target(target)
         assert target is not None
+        if provider is not None and "/" not in target:
+            target = self._bare_model(target).id
         if provider is None:
             sel = self.svc.select(self.plan, target, self.features)
             return _Leg(target, sel.route, sel)
@@ -344,8 +353,10 @@ class Execution:
     ) -> Iterator[Candidate]:
         """The ranking (in live-strategy order), the checked chain, then fallback_policy."""
         route, providers = sel.route, self.plan.providers
-        key = f"{sel.policy}:{sel.rule}"
-        ordered = self.svc.strategies.order(key, route.strategy, sel.ranked, self.streaming)
+        ordered: tuple[Scored, ...] | list[Scored] = sel.ranked
+        if route.strategy.name in DYNAMIC_STRATEGIES:
+            key = f"{sel.policy}:{sel.rule}"
+            ordered = self.svc.strategies.order(key, route.strategy, sel.ranked, self.streaming)
         for s in (*ordered, *sel.chain):
             provider = providers.get(s.model.provider)
             if provider is not None:
@@ -364,7 +375,9 @@ class Execution:
     def _skip(self, cand: Candidate, outcome: str, why: str) -> None:
         self.eliminated[cand.model.id] = why
         self.attempts.append(
-            AttemptRecord(cand.provider.id, cand.name, outcome, why, 0.0, 0, self.fallback_index)
+            AttemptRecord(
+                cand.provider.id, cand.model.id, outcome, why, 0.0, 0, self.fallback_index
+            )
         )
 
     def _eligible(self, cand: Candidate) -> bool:
@@ -543,7 +556,7 @@ class Execution:
         else:
             key = pid
         self.attempts.append(
-            AttemptRecord(pid, cand.name, "circuit_open", f"breaker open: {key}", 0.0, 0, index)
+            AttemptRecord(pid, cand.model.id, "circuit_open", f"breaker open: {key}", 0.0, 0, index)
         )
         raise _Skip(key)
 
@@ -695,6 +708,10 @@ class Execution:
             svc.breakers.failure(cand.model.id, plan, exc.kind)
         else:
             self._abandon(cand)
+        if isinstance(exc, RateLimitedError) and exc.retry_after:
+            # Every request holding this key should pause, not only the one that was told.
+            info = RateLimitInfo(retry_after_s=exc.retry_after)
+            svc.limiter.observe(cand.provider.id, guard.lease.key.id, info)
         if isinstance(exc, AuthenticationError) and cand.provider.keys:
             svc.bad_keys[guard.lease.key.id] = svc.clock.monotonic() + BAD_KEY_COOLDOWN_S
         self._record(guard, exc.kind, str(exc), exc.status, latency, None, None)
@@ -744,7 +761,7 @@ class Execution:
         self.attempts.append(
             AttemptRecord(
                 cand.provider.id,
-                cand.name,
+                cand.model.id,
                 outcome,
                 error,
                 latency,

@@ -44,17 +44,7 @@ def endpoint_for(provider: ProviderPlan, plan: Plan, svc: Services) -> Endpoint:
 
 
 def passive(provider: ProviderPlan, plan: Plan, svc: Services) -> dict[str, Any]:
-    """The status of one provider from live state alone, with its traffic figures."""
-    out = _verdict(provider, plan, svc)
-    seen = svc.stats.provider(provider.id)
-    if seen is not None:
-        out["requests"] = seen["requests"]
-        out["success_rate"] = 1.0 - seen["error_rate"]
-        out["latency_p50_ms"] = seen["latency_p50_ms"]
-    return out
-
-
-def _verdict(provider: ProviderPlan, plan: Plan, svc: Services) -> dict[str, Any]:
+    """The status of one provider from live state alone (traffic figures: `detail`)."""
     if not provider.enabled:
         return _status("disabled", provider.disabled_reason or "disabled in configuration")
     if provider.keys and not svc.good_keys(provider):

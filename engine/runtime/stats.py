@@ -123,11 +123,6 @@ class Stats:
         t.input_tokens += input_tokens
         t.output_tokens += output_tokens
 
-    def provider(self, provider: str) -> dict[str, Any] | None:
-        """One provider's figures, or None before its first attempt."""
-        b = self._providers.get(provider)
-        return None if b is None else b.view()
-
     def recent_error_rate(self, provider: str) -> float:
         """The share of failures among the provider's last RECENT attempts."""
         b = self._providers.get(provider)

@@ -327,7 +327,8 @@ async def test_provider_listing_and_health_figures() -> None:
     await r.engine.arun(ask(), policy="p")
     assert r.engine.list_providers() == ["a", "b", "c"]
     assert r.engine.available_providers() == ["a", "b"]
-    a = (await r.engine.health())["providers"]["a"]
+    assert "requests" not in (await r.engine.health())["providers"]["a"]
+    a = (await r.engine.health(detail=True))["providers"]["a"]
     assert a["requests"] == 2 and a["success_rate"] == 0.5
     assert r.engine.stats()["providers"]["a"]["latency_avg_ms"] is not None
 

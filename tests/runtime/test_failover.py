@@ -45,7 +45,7 @@ async def test_retryable_failure_retries_then_fails_over_in_order() -> None:
     resp = await r.engine.arun(ask(), policy="p")
     assert adapter.called() == ["m1", "m1", "m1", "m2"]
     assert resp.model == "b/m2"
-    assert [(f"{a.provider}/{a.model}", a.outcome, a.retry) for a in resp.attempts] == [
+    assert [(a.model, a.outcome, a.retry) for a in resp.attempts] == [
         ("a/m1", "unavailable", 0),
         ("a/m1", "unavailable", 1),
         ("a/m1", "unavailable", 2),
@@ -124,7 +124,7 @@ async def test_all_failed_lists_every_attempt() -> None:
     with pytest.raises(AllCandidatesFailedError) as info:
         await r.engine.arun(ask(), policy="p")
     err = info.value
-    assert [(f"{a.provider}/{a.model}", a.outcome) for a in err.attempts] == [
+    assert [(a.model, a.outcome) for a in err.attempts] == [
         ("a/m1", "unavailable"),
         ("b/m2", "permission_denied"),
         ("c/m3", "rate_limited"),
@@ -181,7 +181,7 @@ async def test_context_window_error_skips_to_a_larger_window() -> None:
     r = rig(make_plan(models, [route("p", ["a/small", "b/same", "c/large"])]), adapter)
     resp = await r.engine.arun(ask(), policy="p")
     assert adapter.called() == ["small", "large"] and resp.model == "c/large"
-    assert ("b/same", "context_window_exceeded") in [(f"{a.provider}/{a.model}", a.outcome) for a in resp.attempts]
+    assert ("b/same", "context_window_exceeded") in [(a.model, a.outcome) for a in resp.attempts]
 
 
 async def test_disabled_provider_is_never_called() -> None:
@@ -243,3 +243,21 @@ async def test_workspace_budget_exhausted_raises_budget_exceeded() -> None:
     with pytest.raises(BudgetExceededError):
         await r.engine.arun(ask(metadata={"workspace": "w"}), policy="p")
     assert r.adapter.calls == []
+
+
+async def test_final_error_names_each_model_once() -> None:
+    """Attempts hold full model ids; the message does not repeat the provider prefix."""
+    adapter = ScriptedAdapter({m: [UnavailableError("x")] for m in ("m1", "m2", "m3")})
+    r = rig(three(retry=RetryPlan(max_retries=0)), adapter)
+    with pytest.raises(AllCandidatesFailedError) as info:
+        await r.engine.arun(ask(), policy="p")
+    assert info.value.attempts[0].model == "a/m1"
+    assert "a/m1: unavailable" in str(info.value) and "a/a/m1" not in str(info.value)
+
+
+async def test_retry_after_is_shared_with_the_rate_limiter() -> None:
+    """A provider's Retry-After is passed to the limiter, so other calls on that key wait too."""
+    adapter = ScriptedAdapter({"m1": [RateLimitedError("slow down", retry_after=3.0), "ok"]})
+    r = rig(three(retry=NO_JITTER), adapter)
+    await r.engine.arun(ask(), policy="p")
+    assert [i.retry_after_s for i in r.limiter.observed] == [3.0]

@@ -230,3 +230,15 @@ async def test_unknown_fallback_target_is_an_error_not_silently_skipped() -> Non
     with pytest.raises(RequestError, match="polciy"):
         await r.engine.arun(ask(fallbacks=["polciy"]), policy="p")
     assert r.adapter.calls == []
+
+
+async def test_a_unique_bare_model_name_is_pinned_and_an_ambiguous_one_refused() -> None:
+    """model="cheap" pins b/cheap (as OpenAI clients send names); a shared name is an error."""
+    models = [model("a/dear"), model("b/cheap"), model("a/twin"), model("b/twin")]
+    r = rig(make_plan(models, [route("p", ["a/dear"])]))
+    resp = await r.engine.arun(ask(model="cheap"))
+    assert resp.model == "b/cheap"
+    with pytest.raises(UnknownModelError, match=r"ambiguous.*a/twin, b/twin"):
+        await r.engine.arun(ask(model="twin"))
+    with pytest.raises(RequestError, match="nothing-like-this"):
+        await r.engine.arun(ask(model="nothing-like-this"))
