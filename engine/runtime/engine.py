@@ -31,7 +31,7 @@ from collections.abc import (
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.compile.plan import ModelPlan, Plan
+from engine.compile.plan import ModelPlan, Plan, RoutePlan
 from engine.errors import (
     ConfigError,
     Diagnostic,
@@ -70,6 +70,21 @@ def _default_budget(clock: Clock, ledger: Ledger) -> BudgetStore:
     if hasattr(ledger, "spend_since") and hasattr(store, "from_ledger"):
         return store.from_ledger(clock, ledger)  # type: ignore[no-any-return]
     return store(clock)  # type: ignore[no-any-return]
+
+
+def _cache_size(plan: Plan) -> int:
+    """One response cache serves every policy: it holds the largest `cache.max_entries` of
+    the routes that enable caching (1000 when none does), so the setting is not ignored."""
+    routes = [
+        getattr(target, "route", target)  # a Leaf carries a RoutePlan; a Goto does not
+        for tree in plan.policies.values()  # trees are opaque here: read them defensively
+        for target in (
+            getattr(tree, "default", tree),
+            *(rule.target for rule in getattr(tree, "rules", ())),
+        )
+    ]
+    sizes = [r.cache.max_entries for r in routes if isinstance(r, RoutePlan) and r.cache.enabled]
+    return max(sizes, default=1000)
 
 
 def _unbound_adapter(protocol: str) -> Adapter:
@@ -199,7 +214,7 @@ class Engine:
             adapter_for=_unbound_adapter,  # replaced by the Engine's own lookup
             limiter=rate_limiter or _load(state + "ratelimit", "InProcessRateLimiter")(clock),
             budget=budget or _default_budget(clock, ledger),
-            cache=cache or _load(state + "cache", "LRUCache")(1000, clock),
+            cache=cache or _load(state + "cache", "LRUCache")(_cache_size(plan), clock),
             cache_key=cache_key or _load(state + "cache", "cache_key"),
             ledger=ledger,
             clock=clock,
@@ -612,6 +627,8 @@ class Engine:
             raise TypeError(f"reload expects a Plan, got {type(plan).__name__}")
         self._svc.bad_keys.clear()
         self._register_keys(plan)
+        if isinstance(getattr(self._svc.cache, "max_entries", None), int):
+            self._svc.cache.max_entries = _cache_size(plan)  # type: ignore[attr-defined]
         self._plan = plan
         return plan
 

@@ -51,6 +51,22 @@ async def test_cache_bypass_per_request_and_clear(tmp_path: Path) -> None:
     assert not bypass.cached and not after_clear.cached and hit.cached
 
 
+async def test_cache_size_is_bounded_by_the_policy(tmp_path: Path) -> None:
+    """Cache size: `max_entries` bounds the cache; the least recently used answer goes first."""
+    route = (
+        "strategy: ordered\ncandidates: [mock/fast]\n"
+        "cache: {enabled: true, ttl_s: 3600, max_entries: 2}\n"
+    )
+    cfg = write_config(tmp_path / "cfg", MOCK_MODELS, {"default": route})
+    eng = Engine.from_config(cfg, clock=FakeClock())
+    for text in ("one", "two", "three"):
+        await eng.arun(ask(text))
+    evicted = await eng.arun(ask("one"))
+    kept = await eng.arun(ask("three"))
+    await eng.aclose()
+    assert not evicted.cached and kept.cached
+
+
 async def test_cached_answer_replays_as_a_stream(tmp_path: Path) -> None:
     """Caching with streaming: a cached answer can be streamed back."""
     eng = cached_engine(tmp_path, FakeClock())
