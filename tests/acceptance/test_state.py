@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import AllCandidatesFailedError, Engine
+from engine import AllCandidatesFailedError, BudgetExceededError, Engine
 from engine.cli import main
 from engine.runtime.ledger import SQLiteLedger
 from engine.testing.clock import FakeClock
@@ -258,3 +258,21 @@ async def test_workspace_costs_from_python(tmp_path: Path) -> None:
     assert row["model"] == "mock/smart" and row["attempts"] == 2
     assert row["cost_usd"] == pytest.approx(sum(r.cost_usd or 0 for r in spent))
     assert day["cost_usd"] == pytest.approx(row["cost_usd"])
+
+
+async def test_workspace_daily_budget_stops_spending(tmp_path: Path) -> None:
+    """Budget management: a workspace's daily budget refuses calls once spent, others go on."""
+    clock = FakeClock()
+    route = "strategy: ordered\ncandidates: [mock/smart]\nbudget: {daily_usd: 0.01}\n"
+    cfg = write_config(tmp_path / "cfg", MOCK_MODELS, {"default": route})
+    eng = Engine.from_config(cfg, clock=clock)
+    spent = 0.0
+    with pytest.raises(BudgetExceededError, match="acme"):
+        for i in range(100):
+            spent += (await eng.arun(ask(f"q{i}", metadata={"workspace": "acme"}))).cost_usd or 0
+    other = await eng.arun(ask("still fine", metadata={"workspace": "globex"}))
+    clock.advance(86400)
+    next_day = await eng.arun(ask("a new day", metadata={"workspace": "acme"}))
+    await eng.aclose()
+    assert 0 < spent <= 0.01
+    assert other.content and next_day.content
