@@ -247,3 +247,34 @@ async def test_server_warms_connections_on_start_and_keeps_them_alive(tmp_path: 
     assert (settings.warm_on_start, settings.keep_alive_s) == (True, 30.0)
     assert pinged["total_pings"] >= 2 and pinged["ping_failures"] == 0
     assert 30 in clock.slept
+
+
+async def test_server_routing_inputs_preferred_model_fallbacks_and_cache(tmp_path: Path) -> None:
+    """As a service: a preferred model with fallbacks, cache hits and per-request bypass."""
+    async with FakeOpenAI() as oa:
+        oa.default_fault = Fault(status=401)
+        models = MOCK_MODELS.replace(
+            "models:\n",
+            f"  openai:\n    protocol: openai\n    base_url: {oa.url}\n    api_key: sk-acc-0014\n"
+            "models:\n  openai/gpt-4o-mini:\n    context_window: 128000\n"
+            "    input_price: 1\n    output_price: 1\n",
+            1,
+        )
+        route = "strategy: ordered\ncandidates: [mock/fast]\ncache: {enabled: true}\n"
+        eng = Engine.from_config(write_config(tmp_path / "cfg", models, {"default": route}))
+        hi = [{"role": "user", "content": "hi"}]
+        async with serving(eng) as client:
+            create = client.chat.completions.with_raw_response.create
+            preferred = await create(
+                model="openai/gpt-4o-mini", messages=hi, extra_body={"fallbacks": ["default"]}
+            )
+            caches = [
+                (await create(model="default", messages=hi, extra_body=extra)).headers[
+                    "x-engine-cache"
+                ]
+                for extra in ({}, {}, {"cache": False})
+            ]
+        await eng.aclose()
+    assert preferred.headers["x-engine-model"] == "mock/fast"
+    assert preferred.headers["x-engine-attempts"] == "2" and len(oa.requests) == 1
+    assert caches == ["miss", "hit", "miss"]
