@@ -15,6 +15,7 @@ import asyncio
 import atexit
 import contextlib
 import copy
+import dataclasses
 import importlib
 import os
 import random
@@ -85,6 +86,18 @@ def _cache_size(plan: Plan) -> int:
     ]
     sizes = [r.cache.max_entries for r in routes if isinstance(r, RoutePlan) and r.cache.enabled]
     return max(sizes, default=1000)
+
+
+def _with_default_policy(plan: Plan, name: str | None) -> Plan:
+    """The plan with `name` as its default policy; a name that is no policy is a ConfigError."""
+    if name is None or name == plan.default_policy:
+        return plan
+    if name not in plan.policies:
+        known = ", ".join(sorted(plan.policies)) or "none"
+        raise ConfigError(
+            [Diagnostic(f"default policy {name!r} (ENGINE_POLICY) is not a policy; known: {known}")]
+        )
+    return dataclasses.replace(plan, default_policy=name)
 
 
 def _unbound_adapter(protocol: str) -> Adapter:
@@ -173,6 +186,7 @@ class Engine:
         self._mutating = threading.Lock()
         self._sync = _LoopThread(self.aclose)
         self._keepalive: asyncio.Task[None] | None = None
+        self._default_policy: str | None = None  # kept across reloads (ENGINE_POLICY)
         self.hooks = Hooks()
         self.pings = _health.Pings(services.clock)
         services.adapter_for = self._adapter
@@ -233,15 +247,19 @@ class Engine:
         path: str | os.PathLike[str] | None = None,
         *,
         ledger_path: str | None = None,
+        default_policy: str | None = None,
         **injected: Any,
     ) -> Engine:
         """An engine from `models.yaml` + `routes/` in `path` (default $ENGINE_CONFIG or ./).
 
         The cost ledger is SQLite at `ledger_path`, else $ENGINE_LEDGER, else
-        `<path>/.engine/ledger.sqlite3`; pass `ledger=` to use another backend.
+        `<path>/.engine/ledger.sqlite3`; pass `ledger=` to use another backend. The policy
+        used when a call names none is `default_policy`, else $ENGINE_POLICY, else the
+        route file called `default`.
         """
         directory = _config_dir(path)
-        plan = _load("engine.compile", "build_plan")(directory)
+        chosen = default_policy or os.environ.get("ENGINE_POLICY") or None
+        plan = _with_default_policy(_load("engine.compile", "build_plan")(directory), chosen)
         if "ledger" not in injected:
             where = Path(
                 ledger_path
@@ -252,7 +270,9 @@ class Engine:
             clock = injected.get("clock") or SystemClock()
             injected["clock"] = clock
             injected["ledger"] = _load("engine.runtime.ledger", "SQLiteLedger")(str(where), clock)
-        return cls.from_plan(plan, config_dir=directory, **injected)
+        engine = cls.from_plan(plan, config_dir=directory, **injected)
+        engine._default_policy = chosen
+        return engine
 
     @classmethod
     def from_data(
@@ -625,6 +645,7 @@ class Engine:
             self._data = None
         if not isinstance(plan, Plan):
             raise TypeError(f"reload expects a Plan, got {type(plan).__name__}")
+        plan = _with_default_policy(plan, self._default_policy)
         self._svc.bad_keys.clear()
         self._register_keys(plan)
         if isinstance(getattr(self._svc.cache, "max_entries", None), int):

@@ -11,7 +11,7 @@ import pytest
 import engine
 from engine import Conversation, Engine
 from engine.testing.clock import FakeClock
-from engine.testing.fakes import FakeAnthropic, FakeAzure, FakeGemini, FakeOllama, FakeOpenAI
+from engine.testing.fakes import FakeAnthropic, FakeAzure, FakeGemini, FakeOllama, FakeOpenAI, Fault
 from tests.acceptance.conftest import MOCK_MODELS, ask, shipped_config, write_config
 
 WEATHER = {
@@ -274,3 +274,20 @@ async def test_every_shipped_provider_answers_over_its_protocol(
     assert "hello from the acceptance suite" in (resp.content or "")
     assert "and streamed" in "".join(e.content for e in events)
     assert len(up.requests) == 2
+
+
+async def test_tool_result_round_trip_in_a_conversation(tmp_path: Path) -> None:
+    """Tools in a conversation: the model calls a tool, the result goes back, it answers."""
+    async with FakeOpenAI() as oa, FakeAnthropic() as an:
+        oa.default_fault = Fault(status=401)  # every turn is answered by Anthropic
+        eng = Engine.from_config(wire_config(tmp_path, oa.url, an.url), clock=FakeClock())
+        chat = Conversation(eng, tools=[WEATHER])
+        first = await chat.asend("What's the weather in Paris?")
+        (call,) = first.tool_calls
+        final = await chat.asend('{"temperature_c": 21}', role="tool", tool_call_id=call.id)
+        await eng.aclose()
+        sent = an.requests[-1].body["messages"]
+    assert final.provider == "anthropic" and not final.tool_calls
+    assert "21" in (final.content or "")
+    blocks = [b for m in sent if isinstance(m["content"], list) for b in m["content"]]
+    assert {"tool_use", "tool_result"} <= {b["type"] for b in blocks}

@@ -18,7 +18,7 @@ import openai
 import pytest
 import uvicorn
 
-from engine import Engine, Request, Response
+from engine import ConfigError, Engine, Request, Response
 from engine.cli import main
 from engine.server import create_app
 from engine.server.settings import ServerSettings, load_settings
@@ -278,3 +278,24 @@ async def test_server_routing_inputs_preferred_model_fallbacks_and_cache(tmp_pat
     assert preferred.headers["x-engine-model"] == "mock/fast"
     assert preferred.headers["x-engine-attempts"] == "2" and len(oa.requests) == 1
     assert caches == ["miss", "hit", "miss"]
+
+
+async def test_default_routing_strategy_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Env-var strategy choice: ENGINE_POLICY picks the policy used when a call names none."""
+    routes = {
+        "default": "strategy: ordered\ncandidates: [mock/fast]\n",
+        "quality": "strategy: quality_optimized\n",
+    }
+    cfg = write_config(tmp_path / "cfg", MOCK_MODELS, routes)
+    monkeypatch.setenv("ENGINE_POLICY", "quality")
+    eng = Engine.from_config(cfg, clock=FakeClock())
+    chosen = (await eng.arun(ask())).model
+    eng.reload()
+    after_reload = (await eng.arun(ask("again"))).model
+    await eng.aclose()
+    monkeypatch.setenv("ENGINE_POLICY", "qualty")
+    with pytest.raises(ConfigError, match=r"'qualty'.*known: default, quality"):
+        Engine.from_config(cfg)
+    assert chosen == after_reload == "mock/smart"
