@@ -47,7 +47,14 @@ from engine.compile.tree import (
 from engine.config.link import link, merge_route, resolve, route_fields
 from engine.config.load import Document, join_path
 from engine.config.project import ConfigSet, load_data, load_dir
-from engine.config.specs import Condition, PolicySpec, RouteSpec, RuleSpec, WeightsSpec
+from engine.config.specs import (
+    Condition,
+    ModelsSpec,
+    PolicySpec,
+    RouteSpec,
+    RuleSpec,
+    WeightsSpec,
+)
 from engine.errors import ConfigError, Diagnostic
 
 DEFAULT_POLICY = "default"
@@ -106,7 +113,11 @@ def compile_config(cs: ConfigSet, env: Mapping[str, str]) -> tuple[Plan, list[Di
 
 
 def check_config(cs: ConfigSet, env: Mapping[str, str]) -> tuple[Plan | None, list[Diagnostic]]:
-    """Every diagnostic for `cs`, and the Plan when there were no errors on the way."""
+    """Every diagnostic for `cs`, and a Plan whenever the registry loaded.
+
+    The Plan may be partial when there are errors (validate wants every problem, not just
+    the first file's); compile_config is the gate that refuses such a plan.
+    """
     found = list(cs.diagnostics)
     found += link(cs)
     if cs.models is None or cs.models_doc is None:
@@ -114,29 +125,30 @@ def check_config(cs: ConfigSet, env: Mapping[str, str]) -> tuple[Plan | None, li
     providers = build_providers(cs, env)
     models, problems = build_models(cs, providers)
     found += problems
-    implicit = frozenset(
-        pid
-        for pid, p in cs.models.providers.items()
-        if (p.implicit is not False and p.protocol != "mock") or p.implicit
-    )
-    reg = Registry(models, providers, implicit)
-    resolved = resolve(cs)
+    reg = Registry(models, providers, _implicit(cs.models))
     policies: dict[str, PolicyTree] = {}
-    for name, spec in resolved.items():
+    for name, spec in resolve(cs).items():
         doc = cs.policies[name].doc
         found += check_rules(doc, spec)
-        tree, problems = _compile_policy(name, spec, doc, reg)
+        policies[name], problems = _compile_policy(name, spec, doc, reg)
         found += problems
-        policies[name] = tree
-    default = DEFAULT_POLICY if DEFAULT_POLICY in policies else None
     plan = Plan(
         models=MappingProxyType(models),
         providers=MappingProxyType(providers),
         policies=MappingProxyType(policies),
-        default_policy=default,
+        default_policy=DEFAULT_POLICY if DEFAULT_POLICY in policies else None,
         source=cs.source,
     )
     return plan, sort_diagnostics(found)
+
+
+def _implicit(spec: ModelsSpec) -> frozenset[str]:
+    """Providers whose models join policies without `candidates` (mock only if it says so)."""
+    return frozenset(
+        pid
+        for pid, p in spec.providers.items()
+        if p.implicit or (p.implicit is None and p.protocol != "mock")
+    )
 
 
 def sort_diagnostics(found: list[Diagnostic]) -> list[Diagnostic]:
@@ -222,6 +234,12 @@ def _leaf(
     chain_ids, chain, chain_elim = _chain(
         route, models, providers, {c.model.id for c in candidates}
     )
+    fallback_policy = route.fallback.policy if route.fallback else None
+    if not elig.filtered_out and not candidates and not chain and fallback_policy is None:
+        prefix = "provider disabled: "
+        reasons = {w.removeprefix(prefix) for _, w in elig.eliminated if w.startswith(prefix)}
+        msg = "every candidate's provider is disabled: " + "; ".join(sorted(reasons))
+        problems.append(doc.diagnostic(path, msg, severity="warning"))
     plan = RoutePlan(
         policy=policy,
         candidates=tuple(c.model.id for c in candidates),

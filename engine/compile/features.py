@@ -4,7 +4,9 @@ Required capabilities are the explicit `capabilities` plus what the body implies
 -> "tools", an image part -> "vision", a JSON response_format -> "json", stream ->
 "streaming". Input tokens are estimated as characters / 4 (plus a little per message):
 routing needs the order of magnitude in microseconds, not the exact count, and the real
-count comes back in the provider's usage.
+count comes back in the provider's usage. (features_of takes ~3 us for a 2 kB prompt;
+tiktoken would be exact for OpenAI models only, and downloads its encodings on first use,
+which an offline deployment cannot do.)
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from engine.config.env import base_url_variable
 from engine.config.load import Document, join_path
 from engine.config.prices import lookup
 from engine.config.project import ConfigSet
-from engine.config.specs import KeySpec, ModelSpec, ProviderSpec, TimeoutsSpec
+from engine.config.specs import KeySpec, LimitsSpec, ModelSpec, ProviderSpec, TimeoutsSpec
 from engine.endpoints import Timeouts
 from engine.errors import Diagnostic
 from engine.secrets import Secret
@@ -66,6 +66,8 @@ def _provider(pid: str, spec: ProviderSpec, cs: ConfigSet, env: Mapping[str, str
     if spec.protocol == "mock" and not base_url:
         base_url = MOCK_BASE_URL
     reason = _disabled_reason(pid, spec, keys, base_url, cs)
+    if not keys and spec.limits is not None:
+        keys = (_keyless(pid, spec.limits),)
     return ProviderPlan(
         id=pid,
         protocol=spec.protocol,
@@ -98,6 +100,18 @@ def _keys(pid: str, spec: ProviderSpec) -> Iterator[KeyPlan]:
             input_tpm=_limit(limits, default, "input_tpm"),
             output_tpm=_limit(limits, default, "output_tpm"),
         )
+
+
+def _keyless(pid: str, limits: LimitsSpec) -> KeyPlan:
+    """A keyless provider's limits (ollama, mock) still apply: they ride on a key with no
+    secret, labelled as the runtime labels keyless providers, instead of being dropped."""
+    return KeyPlan(
+        id=f"{pid}#none",
+        secret=None,
+        rpm=limits.rpm,
+        input_tpm=limits.input_tpm,
+        output_tpm=limits.output_tpm,
+    )
 
 
 def _limit(own: object, default: object, name: str) -> int | None:

@@ -86,6 +86,7 @@ providers:
   mock:
     protocol: mock
     local: true
+    implicit: true  # these tests route over every mock model without listing them
     options: {latency_ms: 0, fail_rate: 0, seed: 1}
 models:
   mock/fast:

@@ -112,7 +112,10 @@ async def test_rate_limit_carries_retry_after(case: Case) -> None:
         with pytest.raises(RateLimitedError) as info:
             await get_adapter(case.protocol).complete(chat(), case.endpoint(up))
     assert info.value.retryable and info.value.retry_after == 7
-    assert info.value.rate_limit is not None and info.value.rate_limit.retry_after_s == 7
+    limits = info.value.rate_limit
+    assert limits is not None and limits.retry_after_s == 7
+    if case.rate_headers:
+        assert limits.remaining_requests == 0  # the 429 also says the limit is exhausted
 
 
 async def test_context_window_is_recognised(case: Case) -> None:

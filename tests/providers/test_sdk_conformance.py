@@ -398,3 +398,77 @@ async def test_anthropic_sdk_retries_overloaded_and_reads_headers() -> None:
     assert message.content[0].text == "c heard: x"  # type: ignore[union-attr]
     assert raw.headers["anthropic-ratelimit-requests-remaining"].isdigit()
     assert len(up.requests) == 2
+
+
+# ---------------------------------------------------------------- every other shape
+
+
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, openai.BadRequestError),
+        (401, openai.AuthenticationError),
+        (404, openai.NotFoundError),
+        (429, openai.RateLimitError),
+        (500, openai.InternalServerError),
+    ],
+)
+async def test_azure_sdk_maps_fake_errors(status: int, error: type[Exception]) -> None:
+    """Azure's own error shapes (string codes, DeploymentNotFound) parse in AzureOpenAI."""
+    async with FakeAzure(deployments=("dep",)) as up:
+        client = _azure(up)
+        model = "missing" if status == 404 else "dep"
+        if status != 404:
+            up.script([Fault(status=status)])
+        with pytest.raises(error) as info:
+            await client.chat.completions.create(model=model, messages=MESSAGES)  # type: ignore[arg-type]
+        assert info.value.status_code == status  # type: ignore[attr-defined]
+        await client.close()
+
+
+async def test_sdks_parse_refusals() -> None:
+    """Refusals parse in each SDK: OpenAI content_filter, Anthropic refusal, Gemini block."""
+    async with FakeOpenAI() as o, FakeAnthropic() as a, FakeGemini() as g:
+        for up in (o, a, g):
+            up.script([Fault(refuse=True)])
+        done = await _openai(o).chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+        assert done.choices[0].finish_reason == "content_filter"
+        msg = await _anthropic(a).messages.create(
+            model="c", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
+        assert msg.stop_reason == "refusal"
+        blocked = await _gemini(g).aio.models.generate_content(model="g", contents="x")
+        assert blocked.prompt_feedback is not None
+        assert blocked.prompt_feedback.block_reason == gtypes.BlockedReason.SAFETY
+        assert not blocked.candidates
+
+
+async def test_sdks_parse_streams_sent_in_tiny_pieces() -> None:
+    """Streams split into 3-byte pieces still parse in every SDK."""
+    async with FakeOpenAI() as o, FakeAnthropic() as a, FakeGemini() as g, FakeOllama() as ol:
+        for up in (o, a, g, ol):
+            up.script([Fault(trickle_bytes=3)])
+        text = ""
+        async for chunk in await _openai(o).chat.completions.create(
+            model="m",
+            messages=MESSAGES,
+            stream=True,  # type: ignore[arg-type]
+        ):
+            text += chunk.choices[0].delta.content or "" if chunk.choices else ""
+        assert text == "m heard: hello sdk"
+        async with _anthropic(a).messages.stream(
+            model="c", max_tokens=50, messages=[{"role": "user", "content": "hello sdk"}]
+        ) as stream:
+            assert (await stream.get_final_text()) == "c heard: hello sdk"
+        text = ""
+        async for part in await _gemini(g).aio.models.generate_content_stream(
+            model="g", contents="hello sdk"
+        ):
+            text += part.text or ""
+        assert text == "g heard: hello sdk"
+        text = ""
+        async for piece in await ollama.AsyncClient(host=ol.url).chat(
+            model="l", messages=MESSAGES, stream=True
+        ):
+            text += piece.message.content or ""
+        assert text == "l heard: hello sdk"

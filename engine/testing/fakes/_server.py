@@ -272,7 +272,10 @@ class FakeUpstream:
         return body
 
     def _error(self, fault: Fault, status: int) -> web.Response:
-        headers = dict(fault.headers)
+        headers: dict[str, str] = {}
+        if status == 429:  # a real 429 still reports the (now exhausted) limits
+            headers = {k: "0" if "remaining" in k else v for k, v in self.success_headers().items()}
+        headers.update(fault.headers)
         if fault.retry_after is not None:
             headers["retry-after"] = str(max(1, round(fault.retry_after)))
             if fault.retry_after != int(fault.retry_after):
