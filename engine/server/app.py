@@ -260,12 +260,15 @@ def _failed(
         error = INTERNAL
     elif error.status >= 500:
         log.warning("chat request failed: %s", error.message)
-    attempts = getattr(exc, "attempts", ())
+    attempts = tuple(getattr(exc, "attempts", ()))
     state.metrics.observe(
         policy=policy, provider="", model="", status=error.status, stream=stream,
-        seconds=time.perf_counter() - started, attempts=tuple(attempts),
+        seconds=time.perf_counter() - started, attempts=attempts,
     )  # fmt: skip
-    return error_response(error)
+    response = error_response(error)
+    if attempts:
+        response.headers["x-engine-attempts"] = str(len(attempts))
+    return response
 
 
 async def _stream(
