@@ -291,3 +291,19 @@ async def test_tool_result_round_trip_in_a_conversation(tmp_path: Path) -> None:
     assert "21" in (final.content or "")
     blocks = [b for m in sent if isinstance(m["content"], list) for b in m["content"]]
     assert {"tool_use", "tool_result"} <= {b["type"] for b in blocks}
+
+
+async def test_legacy_functions_parameter_is_function_calling(tmp_path: Path) -> None:
+    """Function calling with the older `functions` list: sent as tools, answered as a call."""
+    functions = [WEATHER["function"]]
+    async with FakeOpenAI() as oa, FakeAnthropic() as an:
+        eng = Engine.from_config(wire_config(tmp_path, oa.url, an.url), clock=FakeClock())
+        resp = await eng.arun(
+            ask("What's the weather in NYC?", functions=functions, function_call="auto")
+        )
+        with pytest.raises(engine.RequestError, match="either functions"):
+            await eng.arun(ask("both", functions=functions, tools=[WEATHER]))
+        await eng.aclose()
+        body = oa.requests[-1].body
+    assert body["tools"] == [WEATHER] and body["tool_choice"] == "auto"
+    assert resp.tool_calls[0].name == "get_weather"

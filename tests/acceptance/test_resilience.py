@@ -146,7 +146,7 @@ async def test_timeout_is_a_typed_error_and_fails_over(tmp_path: Path) -> None:
     """Error classes: a stalled upstream times out (TimeoutError) and the fallback answers."""
     async with FakeOpenAI() as oa:
         oa.default_fault = Fault(stall=True)
-        timeouts = "    timeouts: {connect_s: 0.2, total_s: 0.2, first_token_s: 0.2}\n"
+        timeouts = "    timeouts: {connect_s: 0.05, total_s: 0.05, first_token_s: 0.05}\n"
         eng = Engine.from_config(
             openai_then_mock(tmp_path, oa.url, timeouts=timeouts), clock=FakeClock()
         )
