@@ -35,7 +35,6 @@ from engine.compile.plan import ModelPlan, Plan
 from engine.errors import (
     ConfigError,
     Diagnostic,
-    EngineError,
     UnknownModelError,
     UnknownPolicyError,
 )
@@ -337,7 +336,7 @@ class Engine:
         policy: str | None = None,
         concurrency: int = 8,
         progress: Progress | None = None,
-    ) -> list[Response | EngineError]:
+    ) -> list[Response | Exception]:
         """Many requests, at most `concurrency` at once; results in order, errors as values."""
         return await run_batch(lambda r: self.arun(r, policy), requests, concurrency, progress)
 
@@ -347,7 +346,7 @@ class Engine:
         policy: str | None = None,
         concurrency: int = 8,
         progress: Progress | None = None,
-    ) -> list[Response | EngineError]:
+    ) -> list[Response | Exception]:
         """The sync form of `abatch`."""
         return self._sync.call(self.abatch(requests, policy, concurrency, progress))
 
