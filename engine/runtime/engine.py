@@ -31,7 +31,7 @@ from collections.abc import (
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.compile.plan import ModelPlan, Plan
+from engine.compile.plan import ModelPlan, Plan, RoutePlan
 from engine.errors import (
     ConfigError,
     Diagnostic,
@@ -69,6 +69,21 @@ def _default_budget(clock: Clock, ledger: Ledger) -> BudgetStore:
     if hasattr(ledger, "spend_since") and hasattr(store, "from_ledger"):
         return store.from_ledger(clock, ledger)  # type: ignore[no-any-return]
     return store(clock)  # type: ignore[no-any-return]
+
+
+def _cache_size(plan: Plan) -> int:
+    """One response cache serves every policy: it holds the largest `cache.max_entries` of
+    the routes that enable caching (1000 when none does), so the setting is not ignored."""
+    routes = [
+        getattr(target, "route", target)  # a Leaf carries a RoutePlan; a Goto does not
+        for tree in plan.policies.values()  # trees are opaque here: read them defensively
+        for target in (
+            getattr(tree, "default", tree),
+            *(rule.target for rule in getattr(tree, "rules", ())),
+        )
+    ]
+    sizes = [r.cache.max_entries for r in routes if isinstance(r, RoutePlan) and r.cache.enabled]
+    return max(sizes, default=1000)
 
 
 def _unbound_adapter(protocol: str) -> Adapter:
@@ -198,7 +213,7 @@ class Engine:
             adapter_for=_unbound_adapter,  # replaced by the Engine's own lookup
             limiter=rate_limiter or _load(state + "ratelimit", "InProcessRateLimiter")(clock),
             budget=budget or _default_budget(clock, ledger),
-            cache=cache or _load(state + "cache", "LRUCache")(1000, clock),
+            cache=cache or _load(state + "cache", "LRUCache")(_cache_size(plan), clock),
             cache_key=cache_key or _load(state + "cache", "cache_key"),
             ledger=ledger,
             clock=clock,
@@ -378,9 +393,31 @@ class Engine:
     def explain(self, request: RequestLike, policy: str | None = None) -> dict[str, Any]:
         """Why a request would go where it goes: the compiled decision plus live state."""
         req = parse_request(request)
-        target = policy or req.model or self._plan.default_policy
+        out = self._explain_target(req, policy or req.model or self._plan.default_policy)
+        if req.fallbacks:  # what a failure of the first target hands over to, in order
+            out["fallbacks"] = [self._explain_target(req, f) for f in req.fallbacks]
+        return out
+
+    def _explain_target(self, req: Request, target: str | None) -> dict[str, Any]:
+        model = self._plan.models.get(target or "")
+        if model is not None:  # a `provider/name` pin skips selection
+            provider = self._plan.providers[model.provider]
+            row = {
+                "model": model.id,
+                "provider": model.provider,
+                "local": model.local,
+                "enabled": provider.enabled,
+                "disabled_reason": provider.disabled_reason,
+            }
+            return {
+                "target": model.id,
+                "policy": None,
+                "pinned": True,
+                "ranked": [row],
+                "chain": [],
+            }
         if target is None or target not in self._plan.policies:
-            raise UnknownPolicyError(f"explain needs a policy name; got {target!r}")
+            raise UnknownPolicyError(f"explain needs a policy or model id; got {target!r}")
         out: dict[str, Any] = dict(_load("engine.compile", "explain")(self._plan, target, req))
         out["live"] = self._live(req, target)
         return out
@@ -589,6 +626,8 @@ class Engine:
             raise TypeError(f"reload expects a Plan, got {type(plan).__name__}")
         self._svc.bad_keys.clear()
         self._register_keys(plan)
+        if isinstance(getattr(self._svc.cache, "max_entries", None), int):
+            self._svc.cache.max_entries = _cache_size(plan)  # type: ignore[attr-defined]
         self._plan = plan
         return plan
 

@@ -11,8 +11,8 @@ import pytest
 import engine
 from engine import Conversation, Engine
 from engine.testing.clock import FakeClock
-from engine.testing.fakes import FakeAnthropic, FakeOpenAI
-from tests.acceptance.conftest import MOCK_MODELS, ask, write_config
+from engine.testing.fakes import FakeAnthropic, FakeAzure, FakeGemini, FakeOllama, FakeOpenAI
+from tests.acceptance.conftest import MOCK_MODELS, ask, shipped_config, write_config
 
 WEATHER = {
     "type": "function",
@@ -224,3 +224,53 @@ async def test_mock_mode_failure_rate_is_configurable(tmp_path: Path) -> None:
         await eng.arun(ask())
     await eng.aclose()
     assert [a.outcome for a in info.value.attempts] == ["unavailable"]
+
+
+FAKES = {
+    "openai": FakeOpenAI,
+    "azure": FakeAzure,
+    "anthropic": FakeAnthropic,
+    "gemini": FakeGemini,
+    "groq": FakeOpenAI,
+    "deepseek": FakeOpenAI,
+    "mistral": FakeOpenAI,
+    "together": FakeOpenAI,
+    "huggingface": FakeOpenAI,
+    "openrouter": FakeOpenAI,
+    "ollama": FakeOllama,
+}
+KEY_VARS = {
+    "openai": "OPENAI_API_KEY",
+    "azure": "AZURE_OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "together": "TOGETHER_API_KEY",
+    "huggingface": "HF_TOKEN",
+    "openrouter": "OPENROUTER_API_KEY",
+}
+
+
+@pytest.mark.parametrize("provider", sorted(FAKES))
+async def test_every_shipped_provider_answers_over_its_protocol(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: str
+) -> None:
+    """Multi-provider support: each shipped provider, keyed by its usual env var, answers."""
+    async with FAKES[provider]() as up:
+        if provider in KEY_VARS:
+            monkeypatch.setenv(KEY_VARS[provider], f"sk-acc-{provider}-0013")
+        if provider == "azure":
+            monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", up.url)
+        else:
+            monkeypatch.setenv(f"{provider.upper()}_BASE_URL", up.url)
+        eng = Engine.from_config(shipped_config(tmp_path / "shipped"), clock=FakeClock())
+        model = eng.list_models(provider)[0]
+        resp = await eng.arun(ask("hello from the acceptance suite", model=model))
+        events = [e async for e in eng.astream(ask("and streamed", model=model))]
+        await eng.aclose()
+    assert (resp.provider, resp.model) == (provider, model)
+    assert "hello from the acceptance suite" in (resp.content or "")
+    assert "and streamed" in "".join(e.content for e in events)
+    assert len(up.requests) == 2

@@ -21,7 +21,7 @@ import uvicorn
 from engine import Engine, Request, Response
 from engine.cli import main
 from engine.server import create_app
-from engine.server.settings import ServerSettings
+from engine.server.settings import ServerSettings, load_settings
 from engine.testing.clock import FakeClock
 from engine.testing.fakes import FakeOpenAI, Fault
 from tests.acceptance.conftest import MOCK_MODELS, ask, shipped_config, write_config
@@ -121,9 +121,11 @@ def test_cli_validate_and_explain(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 @contextlib.asynccontextmanager
-async def serving(engine: Engine) -> AsyncIterator[openai.AsyncOpenAI]:
+async def serving(
+    engine: Engine, settings: ServerSettings | None = None
+) -> AsyncIterator[openai.AsyncOpenAI]:
     """The server app on a loopback socket, and an official SDK client pointed at it."""
-    app = create_app(engine, ServerSettings(reload=False))
+    app = create_app(engine, settings or ServerSettings(reload=False))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -183,7 +185,7 @@ async def test_server_speaks_openai_chat_stream_and_tools(tmp_path: Path) -> Non
     assert tools.choices[0].message.tool_calls[0].function.name == "get_weather"  # type: ignore[index]
     assert coded.headers["x-engine-model"] == "mock/coder"
     assert stats["engine"]["totals"]["requests"] == 4  # type: ignore[index]
-    assert 'engine_requests_total{' in metrics and "engine_tokens_total{" in metrics
+    assert "engine_requests_total{" in metrics and "engine_tokens_total{" in metrics
 
 
 async def test_server_errors_use_openai_error_classes(tmp_path: Path) -> None:
@@ -211,3 +213,37 @@ async def test_server_errors_use_openai_error_classes(tmp_path: Path) -> None:
         await eng.aclose()
     assert failed.value.status_code in (502, 503)
     assert "sk-acc-0011" not in str(failed.value.body)
+
+
+async def test_server_warms_connections_on_start_and_keeps_them_alive(tmp_path: Path) -> None:
+    """Connection warmer as a service: ENGINE_WARM_ON_START / ENGINE_KEEP_ALIVE ping providers."""
+    settings = load_settings(
+        tmp_path,
+        {"reload": False},
+        env={"ENGINE_WARM_ON_START": "true", "ENGINE_KEEP_ALIVE": "30"},
+    )
+    clock = FakeClock()
+    async with FakeOpenAI() as oa:
+        models = MOCK_MODELS.replace(
+            "models:\n",
+            f"  openai:\n    protocol: openai\n    base_url: {oa.url}\n    api_key: sk-acc-0012\n"
+            "models:\n",
+            1,
+        )
+        eng = Engine.from_config(
+            write_config(
+                tmp_path / "cfg",
+                models,
+                {"default": "strategy: ordered\ncandidates: [mock/fast]\n"},
+            ),
+            clock=clock,
+        )
+        async with serving(eng, settings):
+            for _ in range(500):
+                if eng.pings.view("openai")["total_pings"] >= 2:
+                    break
+                await asyncio.sleep(0.001)
+            pinged = eng.pings.view("openai")
+    assert (settings.warm_on_start, settings.keep_alive_s) == (True, 30.0)
+    assert pinged["total_pings"] >= 2 and pinged["ping_failures"] == 0
+    assert 30 in clock.slept
