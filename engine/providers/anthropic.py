@@ -18,7 +18,7 @@ as anthropic SDK 2.x does, instead of `x-api-key`), `header:<Name>`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -39,10 +39,19 @@ from engine.messages import (
     Usage,
 )
 
-from .common import decode_object, dumps, extra_headers, parse_arguments, system_text
-from .failures import classify, protocol_error
-from .http import HttpClient, shared_client
-from .ratelimits import parse_rate_limit
+from .common import (
+    add_tool_result,
+    declaration,
+    decode_object,
+    error_object,
+    json_headers,
+    key_header,
+    parse_arguments,
+    split_data_url,
+    system_text,
+)
+from .exchange import HttpAdapter
+from .failures import classify, protocol_error, unparsed_error
 from .sse import iter_sse
 
 __all__ = ["AnthropicAdapter"]
@@ -72,11 +81,11 @@ _STATUS_OF_TYPE = {
 
 def _image(part: ImagePart) -> dict[str, Any]:
     url = part.image_url.url
-    if url.startswith("data:"):
-        head, _, data = url.partition(",")
-        media = head[5:].split(";")[0] or "image/png"
-        return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
-    return {"type": "image", "source": {"type": "url", "url": url}}
+    inline = split_data_url(url)
+    if inline is None:
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    media, data = inline
+    return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
 
 
 def _content(m: Message) -> str | list[dict[str, Any]]:
@@ -117,20 +126,16 @@ def _messages(request: Request, endpoint: Endpoint) -> list[dict[str, Any]]:
                 "tool_use_id": m.tool_call_id or "",
                 "content": m.text(),
             }
-            if (
-                out
-                and out[-1]["role"] == "user"
-                and isinstance(out[-1]["content"], list)
-                and all(b.get("type") == "tool_result" for b in out[-1]["content"])
-            ):
-                out[-1]["content"].append(result)
-            else:
-                out.append({"role": "user", "content": [result]})
+            add_tool_result(out, "content", result, _is_tool_result)
         elif m.role == "assistant" and m.tool_calls:
             out.append(_assistant(m, endpoint))
         else:
             out.append({"role": m.role, "content": _content(m)})
     return out
+
+
+def _is_tool_result(block: dict[str, Any]) -> bool:
+    return block.get("type") == "tool_result"
 
 
 def _tool_choice(request: Request) -> dict[str, Any] | None:
@@ -169,14 +174,7 @@ def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, 
     if request.stop:
         body["stop_sequences"] = request.stop
     if request.tools:
-        body["tools"] = [
-            {
-                "name": t.function.name,
-                **({"description": t.function.description} if t.function.description else {}),
-                "input_schema": t.function.parameters,
-            }
-            for t in request.tools
-        ]
+        body["tools"] = [declaration(t, "input_schema") for t in request.tools]
     choice = _tool_choice(request)
     if choice is not None:
         body["tool_choice"] = choice
@@ -231,11 +229,16 @@ def error_from_body(
     endpoint: Endpoint, status: int, body: bytes | str, rate: RateLimitInfo | None
 ) -> ProviderError:
     """`{"type": "error", "error": {"type", "message"}}` (or a non-JSON proxy page)."""
-    try:
-        data = decode_object(endpoint, body, "error body")
-    except ProviderError:
-        raw = body if isinstance(body, str) else body.decode("utf-8", "replace")
-        return classify(endpoint, status, f"HTTP {status}: {raw[:300].strip()}", rate_limit=rate)
+    data = error_object(body)
+    if data is None:
+        return unparsed_error(endpoint, status, body, rate)
+    return error_from_object(endpoint, status, data, rate)
+
+
+def error_from_object(
+    endpoint: Endpoint, status: int, data: dict[str, Any], rate: RateLimitInfo | None
+) -> ProviderError:
+    """Classify an Anthropic error object; status 0 (inside a stream) comes from its type."""
     found = data.get("error")
     error: dict[str, Any] = found if isinstance(found, dict) else {}
     kind = str(error.get("type") or "")
@@ -286,71 +289,46 @@ def _on_event(state: _StreamState, kind: str, data: dict[str, Any]) -> Chunk | N
     return None
 
 
-class AnthropicAdapter:
+class AnthropicAdapter(HttpAdapter):
     """Messages API over HTTP: one request, normalised answer, translated errors."""
 
     protocol = "anthropic"
-
-    def __init__(self, http: HttpClient | None = None) -> None:
-        self._http = http or shared_client()
 
     def url(self, endpoint: Endpoint) -> str:
         base = endpoint.base_url.rstrip("/")
         return base + ("/messages" if base.endswith("/v1") else "/v1/messages")
 
     def headers(self, endpoint: Endpoint) -> dict[str, str]:
-        headers = {
-            "Content-Type": "application/json",
-            "anthropic-version": endpoint.options.get("anthropic_version", "2023-06-01"),
-            **extra_headers(endpoint),
-        }
+        headers = json_headers(endpoint, key_header(endpoint, "x-api-key"))
+        # setdefault: a `header:anthropic-version` option still wins over the default.
+        headers.setdefault(
+            "anthropic-version", endpoint.options.get("anthropic_version", "2023-06-01")
+        )
         if "anthropic_beta" in endpoint.options:
             headers["anthropic-beta"] = endpoint.options["anthropic_beta"]
-        if endpoint.api_key:
-            if endpoint.options.get("auth") == "bearer":
-                headers["Authorization"] = "Bearer " + endpoint.api_key.reveal()
-            else:
-                headers["x-api-key"] = endpoint.api_key.reveal()
         return headers
 
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
-        payload = dumps(build_body(request, endpoint, False))
-        reply = await self._http.post(endpoint, self.url(endpoint), self.headers(endpoint), payload)
-        rate = parse_rate_limit(reply.headers)
-        if reply.status >= 300:
-            raise error_from_body(endpoint, reply.status, reply.body, rate)
-        data = decode_object(endpoint, reply.body, "response body")
+        body = build_body(request, endpoint, False)
+        data, rate = await self._post_json(
+            endpoint, self.url(endpoint), self.headers(endpoint), body, error_from_body
+        )
         if data.get("type") == "error":
-            raise error_from_body(endpoint, 0, reply.body, rate)
+            raise error_from_object(endpoint, 0, data, rate)
         return parse_message(endpoint, data, rate)
 
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
-        payload = dumps(build_body(request, endpoint, True))
-        reply = await self._http.open_stream(
-            endpoint, self.url(endpoint), self.headers(endpoint), payload
-        )
-        try:
-            rate = parse_rate_limit(reply.headers)
-            if reply.status >= 300:
-                raise error_from_body(endpoint, reply.status, await reply.read(), rate)
+        body = build_body(request, endpoint, True)
+        url, headers = self.url(endpoint), self.headers(endpoint)
+        async with self._open_stream(endpoint, url, headers, body, error_from_body) as answer:
             state = _StreamState()
-            async for event in iter_sse(reply.lines()):
+            async for event in iter_sse(answer.lines()):
                 if event.event == "error":
-                    raise error_from_body(endpoint, 0, event.data, rate)
+                    raise error_from_body(endpoint, 0, event.data, answer.rate)
                 if event.event == "message_stop":
                     return
                 data = decode_object(endpoint, event.data, f"{event.event} event")
                 chunk = _on_event(state, str(data.get("type") or event.event), data)
                 if chunk is not None:
-                    if rate is not None:
-                        chunk, rate = replace(chunk, rate_limit=rate), None
-                    yield chunk
+                    yield answer.tag(chunk)
             raise protocol_error(endpoint, "stream ended before message_stop")
-        finally:
-            reply.close()
-
-    async def warm(self, endpoint: Endpoint) -> None:
-        await self._http.warm(endpoint, int(endpoint.options.get("warm_connections", "1")))
-
-    async def aclose(self) -> None:
-        await self._http.aclose()

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from engine.endpoints import Endpoint
 
-from .common import extra_headers
+from .common import json_headers, key_header
 from .openai import OpenAIAdapter
 
 __all__ = ["DEFAULT_API_VERSION", "AzureAdapter"]
@@ -37,10 +37,4 @@ class AzureAdapter(OpenAIAdapter):
         return f"{base}/openai/deployments/{deployment}/chat/completions?api-version={version}"
 
     def headers(self, endpoint: Endpoint) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", **extra_headers(endpoint)}
-        if endpoint.api_key:
-            if endpoint.options.get("auth") == "bearer":
-                headers["Authorization"] = "Bearer " + endpoint.api_key.reveal()
-            else:
-                headers["api-key"] = endpoint.api_key.reveal()
-        return headers
+        return json_headers(endpoint, key_header(endpoint, "api-key"))

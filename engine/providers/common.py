@@ -1,4 +1,6 @@
-"""Small pieces every HTTP adapter shares: JSON decoding, option lookups, extra headers.
+"""Small pieces the HTTP adapters share: JSON decoding, option lookups, request headers, and
+the translation steps that several protocols take alike (function declarations, data-URL
+images, tool results grouped into one user turn, whole tool calls as stream deltas).
 
 Kept apart from the adapters so each adapter module reads as "build body, send once, parse,
 translate errors" and nothing else.
@@ -6,24 +8,32 @@ translate errors" and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from engine.endpoints import Endpoint
 from engine.errors import InvalidRequestError
-from engine.messages import Message, Request
+from engine.messages import Message, Request, Tool, ToolCallDelta, ToolCallOut
 
 from .failures import protocol_error
 
 __all__ = [
+    "BEARER",
+    "add_tool_result",
+    "call_deltas",
+    "declaration",
     "decode_json",
     "decode_object",
     "dumps",
+    "error_object",
     "extra_headers",
+    "json_headers",
+    "key_header",
     "option_bool",
     "parse_arguments",
+    "split_data_url",
     "system_text",
     "tool_names_by_id",
 ]
@@ -47,9 +57,36 @@ def decode_object(endpoint: Endpoint, data: bytes | str, what: str) -> dict[str,
     return value
 
 
+def error_object(body: bytes | str) -> dict[str, Any] | None:
+    """An error body as a JSON object, or None when it is not one (a proxy's HTML page...)."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def extra_headers(endpoint: Endpoint) -> dict[str, str]:
     """`header:<Name>` options as headers (OpenRouter attribution, OpenAI-Organization...)."""
     return {k[7:]: v for k, v in endpoint.options.items() if k.startswith("header:")}
+
+
+#: The usual place for a key: `Authorization: Bearer <key>`.
+BEARER = ("Authorization", "Bearer ")
+
+
+def key_header(endpoint: Endpoint, native: str) -> tuple[str, str]:
+    """Where the key goes: the protocol's own header, or a Bearer token with `auth: bearer`."""
+    return BEARER if endpoint.options.get("auth") == "bearer" else (native, "")
+
+
+def json_headers(endpoint: Endpoint, key: tuple[str, str] = BEARER) -> dict[str, str]:
+    """JSON content type, `header:<Name>` options, and the key as `key` = (header, prefix)."""
+    headers = {"Content-Type": "application/json", **extra_headers(endpoint)}
+    if endpoint.api_key:
+        name, prefix = key
+        headers[name] = prefix + endpoint.api_key.reveal()
+    return headers
 
 
 def parse_arguments(endpoint: Endpoint, call_id: str, text: str) -> dict[str, Any]:
@@ -72,6 +109,51 @@ def parse_arguments(endpoint: Endpoint, call_id: str, text: str) -> dict[str, An
             model=endpoint.upstream_model,
         )
     return value
+
+
+def declaration(tool: Tool, schema_field: str) -> dict[str, Any]:
+    """A function declaration (name, description if any, JSON Schema under `schema_field`)."""
+    function = tool.function
+    out: dict[str, Any] = {"name": function.name}
+    if function.description:
+        out["description"] = function.description
+    out[schema_field] = function.parameters
+    return out
+
+
+def split_data_url(url: str) -> tuple[str, str] | None:
+    """(media type, base64 data) of a `data:` URL; None for an ordinary link."""
+    if not url.startswith("data:"):
+        return None
+    head, _, data = url.partition(",")
+    return head[5:].split(";")[0] or "image/png", data
+
+
+def add_tool_result(
+    turns: list[dict[str, Any]],
+    field: str,
+    part: dict[str, Any],
+    is_result: Callable[[dict[str, Any]], bool],
+) -> None:
+    """Append a tool result as a user turn; consecutive results share one turn (the
+    protocols that carry results in user turns reject two user turns in a row)."""
+    last = turns[-1] if turns else None
+    if (
+        last is not None
+        and last["role"] == "user"
+        and isinstance(last[field], list)
+        and all(is_result(p) for p in last[field])
+    ):
+        last[field].append(part)
+    else:
+        turns.append({"role": "user", field: [part]})
+
+
+def call_deltas(calls: Sequence[ToolCallOut], first_index: int) -> tuple[ToolCallDelta, ...]:
+    """Whole tool calls as stream deltas (protocols that stream each call in one piece)."""
+    return tuple(
+        ToolCallDelta(first_index + i, c.id, c.name, c.arguments) for i, c in enumerate(calls)
+    )
 
 
 def tool_names_by_id(messages: list[Message]) -> dict[str, str]:

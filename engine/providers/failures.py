@@ -26,7 +26,7 @@ from engine.errors import (
 )
 from engine.messages import RateLimitInfo
 
-__all__ = ["classify", "protocol_error", "secrets_of"]
+__all__ = ["classify", "protocol_error", "secrets_of", "unparsed_error"]
 
 _CONTEXT = re.compile(
     r"context[_ ]length|context[_ ]window|context limit|maximum context|too many tokens|"
@@ -108,6 +108,15 @@ def classify(
     )
     err.rate_limit = rate_limit
     return err
+
+
+def unparsed_error(
+    endpoint: Endpoint, status: int, body: bytes | str, rate_limit: RateLimitInfo | None
+) -> ProviderError:
+    """An error answer not in the protocol's shape (a proxy's page): status and its start."""
+    head = body[:300]
+    text = (head if isinstance(head, str) else head.decode("utf-8", "replace")).strip()
+    return classify(endpoint, status, f"HTTP {status}: {text}", rate_limit=rate_limit)
 
 
 def protocol_error(endpoint: Endpoint, what: str) -> ProtocolError:

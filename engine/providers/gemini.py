@@ -39,22 +39,25 @@ from engine.messages import (
     RateLimitInfo,
     Request,
     TextPart,
-    ToolCallDelta,
     ToolCallOut,
     Usage,
 )
 
 from .common import (
+    add_tool_result,
+    call_deltas,
+    declaration,
     decode_object,
-    dumps,
-    extra_headers,
+    error_object,
+    json_headers,
     parse_arguments,
+    split_data_url,
     system_text,
     tool_names_by_id,
 )
-from .failures import classify, protocol_error
-from .http import HttpClient, shared_client
-from .ratelimits import parse_rate_limit, retry_delay_from_google_details
+from .exchange import HttpAdapter
+from .failures import classify, protocol_error, unparsed_error
+from .ratelimits import retry_delay_from_google_details
 from .sse import iter_sse
 
 __all__ = ["GeminiAdapter"]
@@ -81,10 +84,11 @@ def _part(p: TextPart | ImagePart) -> dict[str, Any]:
     if isinstance(p, TextPart):
         return {"text": p.text}
     url = p.image_url.url
-    if url.startswith("data:"):
-        head, _, data = url.partition(",")
-        return {"inlineData": {"mimeType": head[5:].split(";")[0] or "image/png", "data": data}}
-    return {"fileData": {"fileUri": url}}
+    inline = split_data_url(url)
+    if inline is None:
+        return {"fileData": {"fileUri": url}}
+    media, data = inline
+    return {"inlineData": {"mimeType": media, "data": data}}
 
 
 def _parts(m: Message) -> list[dict[str, Any]]:
@@ -112,15 +116,7 @@ def _contents(request: Request, endpoint: Endpoint) -> list[dict[str, Any]]:
         if m.role == "tool":
             name = names.get(m.tool_call_id or "", m.name or "")
             part = {"functionResponse": {"name": name, "response": _response_object(m.text())}}
-            last = out[-1] if out else None
-            if (
-                last
-                and last["role"] == "user"
-                and all("functionResponse" in p for p in last["parts"])
-            ):
-                last["parts"].append(part)
-            else:
-                out.append({"role": "user", "parts": [part]})
+            add_tool_result(out, "parts", part, _is_function_response)
             continue
         parts = _parts(m)
         for call in m.tool_calls or ():
@@ -133,6 +129,10 @@ def _contents(request: Request, endpoint: Endpoint) -> list[dict[str, Any]]:
             parts.append(call_part)
         out.append({"role": "model" if m.role == "assistant" else "user", "parts": parts})
     return out
+
+
+def _is_function_response(part: dict[str, Any]) -> bool:
+    return "functionResponse" in part
 
 
 def _generation_config(request: Request) -> dict[str, Any]:
@@ -176,14 +176,7 @@ def build_body(request: Request, endpoint: Endpoint) -> dict[str, Any]:
     if config:
         body["generationConfig"] = config
     if request.tools:
-        declarations = [
-            {
-                "name": t.function.name,
-                **({"description": t.function.description} if t.function.description else {}),
-                "parametersJsonSchema": t.function.parameters,
-            }
-            for t in request.tools
-        ]
+        declarations = [declaration(t, "parametersJsonSchema") for t in request.tools]
         body["tools"] = [{"functionDeclarations": declarations}]
     tool_config = _tool_config(request)
     if tool_config is not None:
@@ -266,11 +259,16 @@ def error_from_body(
     endpoint: Endpoint, status: int, body: bytes, rate: RateLimitInfo | None
 ) -> ProviderError:
     """A Google RPC error (`{"error": {code, message, status, details}}`) as a ProviderError."""
-    try:
-        data = decode_object(endpoint, body, "error body")
-    except ProviderError:
-        text = body[:300].decode("utf-8", "replace").strip()
-        return classify(endpoint, status, f"HTTP {status}: {text}", rate_limit=rate)
+    data = error_object(body)
+    if data is None:
+        return unparsed_error(endpoint, status, body, rate)
+    return error_from_object(endpoint, status, data, rate)
+
+
+def error_from_object(
+    endpoint: Endpoint, status: int, data: dict[str, Any], rate: RateLimitInfo | None
+) -> ProviderError:
+    """Classify a Google RPC error object; RetryInfo becomes retry_after."""
     found = data.get("error")
     error: dict[str, Any] = found if isinstance(found, dict) else {}
     details = error.get("details")
@@ -284,13 +282,10 @@ def error_from_body(
     return classify(endpoint, status, message, code, retry_after=retry, rate_limit=rate)
 
 
-class GeminiAdapter:
+class GeminiAdapter(HttpAdapter):
     """Gemini generateContent over HTTP: one request, normalised answer, translated errors."""
 
     protocol = "gemini"
-
-    def __init__(self, http: HttpClient | None = None) -> None:
-        self._http = http or shared_client()
 
     def url(self, endpoint: Endpoint, stream: bool) -> str:
         base = endpoint.base_url.rstrip("/")
@@ -302,69 +297,61 @@ class GeminiAdapter:
         return f"{base}/models/{model}:{method}"
 
     def headers(self, endpoint: Endpoint) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", **extra_headers(endpoint)}
-        if endpoint.api_key:
-            headers["x-goog-api-key"] = endpoint.api_key.reveal()
-        return headers
+        return json_headers(endpoint, ("x-goog-api-key", ""))
 
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
-        payload = dumps(build_body(request, endpoint))
-        url = self.url(endpoint, False)
-        reply = await self._http.post(endpoint, url, self.headers(endpoint), payload)
-        rate = parse_rate_limit(reply.headers)
-        if reply.status >= 300:
-            raise error_from_body(endpoint, reply.status, reply.body, rate)
-        data = decode_object(endpoint, reply.body, "response body")
+        body = build_body(request, endpoint)
+        data, rate = await self._post_json(
+            endpoint, self.url(endpoint, False), self.headers(endpoint), body, error_from_body
+        )
         if "error" in data:
-            raise error_from_body(endpoint, 0, reply.body, rate)
+            raise error_from_object(endpoint, 0, data, rate)
         return parse_response(endpoint, data, rate)
 
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
-        payload = dumps(build_body(request, endpoint))
-        url = self.url(endpoint, True)
-        reply = await self._http.open_stream(endpoint, url, self.headers(endpoint), payload)
-        try:
-            rate = parse_rate_limit(reply.headers)
-            if reply.status >= 300:
-                raise error_from_body(endpoint, reply.status, await reply.read(), rate)
-            calls_seen = 0
-            finished = False
-            usage: Usage | None = None
-            async for event in iter_sse(reply.lines()):
-                raw = event.data.encode()
-                data = decode_object(endpoint, raw, "stream chunk")
+        body = build_body(request, endpoint)
+        url, headers = self.url(endpoint, True), self.headers(endpoint)
+        async with self._open_stream(endpoint, url, headers, body, error_from_body) as answer:
+            state = _StreamState()
+            async for event in iter_sse(answer.lines()):
+                data = decode_object(endpoint, event.data, "stream chunk")
                 if "error" in data:
-                    raise error_from_body(endpoint, 0, raw, rate)
-                candidate = _candidate(endpoint, data) or {}
-                text, calls = _split_parts(
-                    (candidate.get("content") or {}).get("parts") or [], calls_seen
-                )
-                deltas = tuple(
-                    ToolCallDelta(calls_seen + i, c.id, c.name, c.arguments)
-                    for i, c in enumerate(calls)
-                )
-                calls_seen += len(calls)
-                raw_finish = candidate.get("finishReason")
-                finished = finished or raw_finish is not None
-                usage = _usage(data.get("usageMetadata")) or usage  # cumulative: keep the last
-                chunk = Chunk(
-                    content=text,
-                    tool_calls=deltas,
-                    finish_reason=_finish(raw_finish, calls_seen > 0) if raw_finish else None,
-                    usage=usage if raw_finish else None,
-                )
-                if not (text or deltas or raw_finish):
-                    continue
-                if rate is not None:
-                    chunk, rate = replace(chunk, rate_limit=rate), None
-                yield chunk
-            if not finished:
+                    raise error_from_object(endpoint, 0, data, answer.rate)
+                chunk = state.on_response(endpoint, data)
+                if chunk is not None:
+                    yield answer.tag(chunk)
+            if not state.finished:
                 raise protocol_error(endpoint, "stream ended without a finishReason")
-        finally:
-            reply.close()
 
-    async def warm(self, endpoint: Endpoint) -> None:
-        await self._http.warm(endpoint, int(endpoint.options.get("warm_connections", "1")))
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
+class _StreamState:
+    """What a stream has said so far: calls numbered, whether it finished, the last usage.
+
+    Every event is a whole response with only the new parts (and cumulative usage), so each
+    becomes one chunk; the usage is reported once, with the finish reason.
+    """
+
+    __slots__ = ("calls_seen", "finished", "usage")
+
+    def __init__(self) -> None:
+        self.calls_seen = 0
+        self.finished = False
+        self.usage: Usage | None = None
+
+    def on_response(self, endpoint: Endpoint, data: dict[str, Any]) -> Chunk | None:
+        candidate = _candidate(endpoint, data) or {}
+        parts = (candidate.get("content") or {}).get("parts") or []
+        text, calls = _split_parts(parts, self.calls_seen)
+        deltas = call_deltas(calls, self.calls_seen)
+        self.calls_seen += len(calls)
+        raw_finish = candidate.get("finishReason")
+        self.finished = self.finished or raw_finish is not None
+        self.usage = _usage(data.get("usageMetadata")) or self.usage  # cumulative: keep the last
+        if not (text or deltas or raw_finish):
+            return None
+        return Chunk(
+            content=text,
+            tool_calls=deltas,
+            finish_reason=_finish(raw_finish, self.calls_seen > 0) if raw_finish else None,
+            usage=self.usage if raw_finish else None,
+        )

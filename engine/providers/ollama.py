@@ -16,7 +16,6 @@ a key, when configured (ollama.com), is sent as a Bearer token.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -31,21 +30,20 @@ from engine.messages import (
     ProviderResponse,
     RateLimitInfo,
     Request,
-    ToolCallDelta,
     ToolCallOut,
     Usage,
 )
 
 from .common import (
+    call_deltas,
     decode_object,
-    dumps,
-    extra_headers,
+    error_object,
+    json_headers,
     parse_arguments,
     tool_names_by_id,
 )
-from .failures import classify, protocol_error
-from .http import HttpClient, shared_client
-from .ratelimits import parse_rate_limit
+from .exchange import HttpAdapter
+from .failures import classify, protocol_error, unparsed_error
 from .sse import iter_ndjson
 
 __all__ = ["OllamaAdapter"]
@@ -159,92 +157,72 @@ def error_from_body(
     endpoint: Endpoint, status: int, body: bytes, rate: RateLimitInfo | None
 ) -> ProviderError:
     """`{"error": "text"}` (or any other body) as a ProviderError."""
-    try:
-        data = decode_object(endpoint, body, "error body")
-        message = str(data.get("error") or f"HTTP {status}")
-    except ProviderError:
-        message = f"HTTP {status}: {body[:300].decode('utf-8', 'replace').strip()}"
-    return classify(endpoint, status, message, rate_limit=rate)
+    data = error_object(body)
+    if data is None:
+        return unparsed_error(endpoint, status, body, rate)
+    return classify(endpoint, status, str(data.get("error") or f"HTTP {status}"), rate_limit=rate)
 
 
-class OllamaAdapter:
+def parse_chat(
+    endpoint: Endpoint, data: dict[str, Any], rate: RateLimitInfo | None
+) -> ProviderResponse:
+    """A final (`done: true`) /api/chat answer as a ProviderResponse."""
+    message = data.get("message") or {}
+    calls = _calls(message, 0)
+    text = str(message.get("content") or "")
+    return ProviderResponse(
+        content=text if text or not calls else None,
+        tool_calls=tuple(calls),
+        finish_reason=_finish(data, bool(calls)),
+        usage=_usage(data),
+        upstream_model=str(data.get("model") or endpoint.upstream_model),
+        rate_limit=rate,
+    )
+
+
+class OllamaAdapter(HttpAdapter):
     """Ollama /api/chat over HTTP: one request, normalised answer, translated errors."""
 
     protocol = "ollama"
-
-    def __init__(self, http: HttpClient | None = None) -> None:
-        self._http = http or shared_client()
 
     def url(self, endpoint: Endpoint) -> str:
         return endpoint.base_url.rstrip("/").removesuffix("/api") + "/api/chat"
 
     def headers(self, endpoint: Endpoint) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", **extra_headers(endpoint)}
-        if endpoint.api_key:
-            headers["Authorization"] = "Bearer " + endpoint.api_key.reveal()
-        return headers
+        return json_headers(endpoint)
 
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
-        payload = dumps(build_body(request, endpoint, False))
-        reply = await self._http.post(endpoint, self.url(endpoint), self.headers(endpoint), payload)
-        rate = parse_rate_limit(reply.headers)
-        if reply.status >= 300:
-            raise error_from_body(endpoint, reply.status, reply.body, rate)
-        data = decode_object(endpoint, reply.body, "response body")
+        body = build_body(request, endpoint, False)
+        data, rate = await self._post_json(
+            endpoint, self.url(endpoint), self.headers(endpoint), body, error_from_body
+        )
         if "error" in data:
             raise classify(endpoint, 0, str(data["error"]), rate_limit=rate)
-        message = data.get("message") or {}
-        calls = _calls(message, 0)
-        text = str(message.get("content") or "")
-        return ProviderResponse(
-            content=text if text or not calls else None,
-            tool_calls=tuple(calls),
-            finish_reason=_finish(data, bool(calls)),
-            usage=_usage(data),
-            upstream_model=str(data.get("model") or endpoint.upstream_model),
-            rate_limit=rate,
-        )
+        return parse_chat(endpoint, data, rate)
 
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
-        payload = dumps(build_body(request, endpoint, True))
-        reply = await self._http.open_stream(
-            endpoint, self.url(endpoint), self.headers(endpoint), payload
-        )
-        try:
-            rate = parse_rate_limit(reply.headers)
-            if reply.status >= 300:
-                raise error_from_body(endpoint, reply.status, await reply.read(), rate)
+        body = build_body(request, endpoint, True)
+        url, headers = self.url(endpoint), self.headers(endpoint)
+        async with self._open_stream(endpoint, url, headers, body, error_from_body) as answer:
             calls_seen = 0
-            async for line in iter_ndjson(reply.lines()):
+            async for line in iter_ndjson(answer.lines()):
                 data = decode_object(endpoint, line, "stream line")
                 if "error" in data:
-                    raise classify(endpoint, 0, str(data["error"]), rate_limit=rate)
+                    raise classify(endpoint, 0, str(data["error"]), rate_limit=answer.rate)
                 message = data.get("message") or {}
-                calls = _calls(message, calls_seen)
-                deltas = tuple(
-                    ToolCallDelta(calls_seen + i, c.id, c.name, c.arguments)
-                    for i, c in enumerate(calls)
-                )
-                calls_seen += len(calls)
+                deltas = call_deltas(_calls(message, calls_seen), calls_seen)
+                calls_seen += len(deltas)
                 done = bool(data.get("done"))
-                chunk = Chunk(
-                    content=str(message.get("content") or ""),
-                    tool_calls=deltas,
-                    finish_reason=_finish(data, calls_seen > 0) if done else None,
-                    usage=_usage(data) if done else None,
-                )
-                if rate is not None:
-                    chunk, rate = replace(chunk, rate_limit=rate), None
-                if chunk.content or deltas or done:
-                    yield chunk
+                content = str(message.get("content") or "")
+                if content or deltas or done:
+                    yield answer.tag(
+                        Chunk(
+                            content=content,
+                            tool_calls=deltas,
+                            finish_reason=_finish(data, calls_seen > 0) if done else None,
+                            usage=_usage(data) if done else None,
+                        )
+                    )
                 if done:
                     return
             raise protocol_error(endpoint, "stream ended before done: true")
-        finally:
-            reply.close()
-
-    async def warm(self, endpoint: Endpoint) -> None:
-        await self._http.warm(endpoint, int(endpoint.options.get("warm_connections", "1")))
-
-    async def aclose(self) -> None:
-        await self._http.aclose()

@@ -18,7 +18,6 @@ HTTP errors; `:` keep-alive comments and Azure's `choices: []` filter chunks are
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import replace
 from typing import Any
 
 from engine.endpoints import Endpoint
@@ -34,10 +33,9 @@ from engine.messages import (
     Usage,
 )
 
-from .common import decode_object, dumps, extra_headers, option_bool
-from .failures import classify, protocol_error
-from .http import HttpClient, shared_client
-from .ratelimits import parse_rate_limit
+from .common import decode_object, error_object, json_headers, option_bool
+from .exchange import HttpAdapter
+from .failures import classify, protocol_error, unparsed_error
 from .sse import iter_sse
 
 __all__ = ["OpenAIAdapter", "error_from_body", "finish_reason"]
@@ -187,11 +185,9 @@ def error_from_body(
     endpoint: Endpoint, status: int, body: bytes, rate: RateLimitInfo | None
 ) -> ProviderError:
     """An OpenAI-style error body (or whatever a compatible server sent) as a ProviderError."""
-    try:
-        data = decode_object(endpoint, body, "error body")
-    except ProviderError:
-        text = body[:300].decode("utf-8", "replace").strip()
-        return classify(endpoint, status, f"HTTP {status}: {text}", rate_limit=rate)
+    data = error_object(body)
+    if data is None:
+        return unparsed_error(endpoint, status, body, rate)
     return error_from_object(endpoint, status, data, rate)
 
 
@@ -213,63 +209,37 @@ def error_from_object(
     return classify(endpoint, status, message, str(code) if code else None, rate_limit=rate)
 
 
-class OpenAIAdapter:
+class OpenAIAdapter(HttpAdapter):
     """Chat Completions over HTTP: one request, normalised answer, translated errors."""
 
     protocol = "openai"
-
-    def __init__(self, http: HttpClient | None = None) -> None:
-        self._http = http or shared_client()
 
     def url(self, endpoint: Endpoint) -> str:
         return endpoint.base_url.rstrip("/") + "/chat/completions"
 
     def headers(self, endpoint: Endpoint) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", **extra_headers(endpoint)}
-        if endpoint.api_key:
-            headers["Authorization"] = "Bearer " + endpoint.api_key.reveal()
-        return headers
-
-    def body(self, request: Request, endpoint: Endpoint, stream: bool) -> dict[str, Any]:
-        return build_body(request, endpoint, stream)
+        return json_headers(endpoint)
 
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
-        payload = dumps(self.body(request, endpoint, False))
-        reply = await self._http.post(endpoint, self.url(endpoint), self.headers(endpoint), payload)
-        rate = parse_rate_limit(reply.headers)
-        if reply.status >= 300:
-            raise error_from_body(endpoint, reply.status, reply.body, rate)
-        data = decode_object(endpoint, reply.body, "response body")
+        body = build_body(request, endpoint, False)
+        data, rate = await self._post_json(
+            endpoint, self.url(endpoint), self.headers(endpoint), body, error_from_body
+        )
         if "error" in data and "choices" not in data:
             raise error_from_object(endpoint, 0, data, rate)
         return parse_completion(endpoint, data, rate)
 
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
-        payload = dumps(self.body(request, endpoint, True))
-        reply = await self._http.open_stream(
-            endpoint, self.url(endpoint), self.headers(endpoint), payload
-        )
-        try:
-            rate = parse_rate_limit(reply.headers)
-            if reply.status >= 300:
-                raise error_from_body(endpoint, reply.status, await reply.read(), rate)
-            async for event in iter_sse(reply.lines()):
+        body = build_body(request, endpoint, True)
+        url, headers = self.url(endpoint), self.headers(endpoint)
+        async with self._open_stream(endpoint, url, headers, body, error_from_body) as answer:
+            async for event in iter_sse(answer.lines()):
                 if event.data == "[DONE]":
                     return
                 data = decode_object(endpoint, event.data, "stream chunk")
                 if "error" in data:
-                    raise error_from_object(endpoint, 0, data, rate)
+                    raise error_from_object(endpoint, 0, data, answer.rate)
                 chunk = parse_chunk(data)
                 if chunk is not None:
-                    if rate is not None:
-                        chunk, rate = replace(chunk, rate_limit=rate), None
-                    yield chunk
+                    yield answer.tag(chunk)
             raise protocol_error(endpoint, "stream ended before [DONE]")
-        finally:
-            reply.close()
-
-    async def warm(self, endpoint: Endpoint) -> None:
-        await self._http.warm(endpoint, int(endpoint.options.get("warm_connections", "1")))
-
-    async def aclose(self) -> None:
-        await self._http.aclose()

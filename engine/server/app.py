@@ -434,13 +434,19 @@ def create_app(
         import asyncio
 
         task = asyncio.create_task(watcher.run()) if watcher and settings.reload else None
+        warming = (
+            asyncio.create_task(_warm(engine, settings.keep_alive_s))
+            if settings.warm_on_start or settings.keep_alive_s
+            else None
+        )
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for background in (task, warming):
+                if background is not None:
+                    background.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await background
             await engine.aclose()  # flushes the ledger
 
     app = Starlette(
@@ -457,6 +463,14 @@ def create_app(
     )
     app.state.server = state
     return app
+
+
+async def _warm(engine: RoutingEngine, keep_alive_s: float | None) -> None:
+    """Open provider connections in the background (start-up is not held up by a slow one);
+    the engine keeps them warm every `keep_alive_s` when set."""
+    warm = getattr(engine, "warm", None)
+    if warm is not None:
+        await warm(keep_alive_s=keep_alive_s)
 
 
 def _state_reader(engine: RoutingEngine) -> Callable[[], Mapping[str, Any]]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from engine.endpoints import Endpoint, Timeouts
-from engine.messages import Request, parse_request
+from engine.messages import Chunk, ProviderResponse, Request, StreamAccumulator, parse_request
 from engine.providers import aclose_all
 from engine.secrets import Secret
 from engine.testing.fakes import FakeOpenAI
@@ -118,6 +118,15 @@ def chat(text: str = "hello there", **extra: Any) -> Request:
     )
 
 
+def tool_turns(call_id: str, name: str, arguments: str, result: str) -> list[dict[str, Any]]:
+    """An assistant turn calling one tool, and the tool's result, as OpenAI-shaped messages."""
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    return [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call_id, "content": result},
+    ]
+
+
 def tool_conversation() -> Request:
     """A conversation that already holds a tool call and its result."""
     return parse_request(
@@ -125,22 +134,21 @@ def tool_conversation() -> Request:
             "messages": [
                 {"role": "system", "content": "You are terse."},
                 {"role": "user", "content": "weather in Paris?"},
-                {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [
-                        {
-                            "id": "call_abc123",
-                            "type": "function",
-                            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                        }
-                    ],
-                },
-                {"role": "tool", "tool_call_id": "call_abc123", "content": '{"temp_c": 21}'},
+                *tool_turns("call_abc123", "get_weather", '{"city": "Paris"}', '{"temp_c": 21}'),
             ],
             "tools": [WEATHER_TOOL],
         }
     )
+
+
+async def collect(chunks: AsyncIterable[Chunk]) -> tuple[ProviderResponse, list[Chunk]]:
+    """Read a whole stream: the answer it reassembles to, and the chunks as they came."""
+    acc = StreamAccumulator()
+    seen = []
+    async for chunk in chunks:
+        acc.add(chunk)
+        seen.append(chunk)
+    return acc.result(), seen
 
 
 Factory = Callable[..., Endpoint]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -19,23 +20,20 @@ from engine.errors import (
     RateLimitedError,
     UnavailableError,
 )
-from engine.messages import Request, StreamAccumulator
+from engine.messages import Chunk, ProviderResponse, Request
 from engine.providers import get_adapter
-from engine.testing.fakes import REFUSAL, Fault
+from engine.testing.fakes import REFUSAL, FakeUpstream, Fault
 
 from .cases import CASES, Case
-from .conftest import CANARY, WEATHER_TOOL, chat, tool_conversation
+from .conftest import CANARY, WEATHER_TOOL, chat, collect, tool_conversation
 
 pytestmark = pytest.mark.parametrize("case", CASES, ids=str)
 
 
-async def _stream(case: Case, up, request: Request, **kw):  # type: ignore[no-untyped-def]
-    acc = StreamAccumulator()
-    chunks = []
-    async for chunk in get_adapter(case.protocol).stream(request, case.endpoint(up, **kw)):
-        acc.add(chunk)
-        chunks.append(chunk)
-    return acc.result(), chunks
+async def _stream(
+    case: Case, up: FakeUpstream, request: Request, **kw: Any
+) -> tuple[ProviderResponse, list[Chunk]]:
+    return await collect(get_adapter(case.protocol).stream(request, case.endpoint(up, **kw)))
 
 
 async def test_complete_answers_from_the_request(case: Case) -> None:
@@ -236,8 +234,7 @@ async def test_warm_opens_a_connection(case: Case) -> None:
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 async def test_refusal(case: Case, stream: bool) -> None:
-    """A content refusal is finish_reason=content_filter, or ContentFilteredError when the
-    protocol answers with no candidate at all (Gemini); Ollama has no refusal signal."""
+    """A refusal is finish_reason=content_filter, ContentFilteredError (Gemini) or a stop (Ollama)."""
     async with case.fake() as up:
         up.script([Fault(refuse=True)])
         call = (
@@ -265,8 +262,7 @@ async def test_first_token_timeout_does_not_cut_plain_answers(case: Case) -> Non
 
 
 async def test_pieces_split_mid_line_and_mid_character(case: Case) -> None:
-    """A stream sent in 3-byte pieces (lines and UTF-8 characters split across reads)
-    reassembles to exactly the plain answer."""
+    """A stream sent in 3-byte pieces (split lines and UTF-8 characters) rebuilds the plain answer."""
     text = "héllo wörld 世界 🌍 ok"
     async with case.fake() as up:
         plain = await get_adapter(case.protocol).complete(chat(text), case.endpoint(up))

@@ -6,13 +6,13 @@ import pytest
 
 from engine.endpoints import Endpoint
 from engine.errors import InvalidRequestError, RateLimitedError, UnavailableError
-from engine.messages import StreamAccumulator
 from engine.providers import get_adapter
 
-from .conftest import WEATHER_TOOL, chat, tool_conversation
+from .conftest import WEATHER_TOOL, chat, collect, tool_conversation
 
 
 def mock(**options: str) -> Endpoint:
+    """An endpoint of the in-process mock model with these options."""
     return Endpoint("mock", "mock", "", "mock/fast", options=options)
 
 
@@ -27,13 +27,9 @@ async def test_stream_chunks_by_chunk_size() -> None:
     """Streaming splits the same answer into chunk_size pieces and ends with usage."""
     adapter = get_adapter("mock")
     plain = await adapter.complete(chat("abc"), mock())
-    acc = StreamAccumulator()
-    pieces = []
-    async for chunk in adapter.stream(chat("abc"), mock(chunk_size="4")):
-        acc.add(chunk)
-        pieces.append(chunk.content)
-    assert next(p for p in pieces if p) == "mock"
-    assert acc.result().content == plain.content and acc.result().usage == plain.usage
+    streamed, chunks = await collect(adapter.stream(chat("abc"), mock(chunk_size="4")))
+    assert next(c.content for c in chunks if c.content) == "mock"
+    assert streamed.content == plain.content and streamed.usage == plain.usage
 
 
 async def test_tools_produce_a_tool_call_and_results_are_quoted() -> None:
@@ -53,10 +49,8 @@ async def test_streamed_tool_call_reassembles() -> None:
     """Streamed tool-call fragments rebuild the same call as the plain answer."""
     adapter = get_adapter("mock")
     request = chat("Oslo", tools=[WEATHER_TOOL])
-    acc = StreamAccumulator()
-    async for chunk in adapter.stream(request, mock(chunk_size="3")):
-        acc.add(chunk)
-    assert acc.result().tool_calls == (await adapter.complete(request, mock())).tool_calls
+    streamed, _ = await collect(adapter.stream(request, mock(chunk_size="3")))
+    assert streamed.tool_calls == (await adapter.complete(request, mock())).tool_calls
 
 
 async def test_fail_rate_is_seeded_and_reproducible() -> None:

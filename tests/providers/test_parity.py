@@ -16,7 +16,7 @@ import pytest
 from google import genai
 from google.genai import types as gtypes
 
-from engine.messages import StreamAccumulator, parse_request
+from engine.messages import parse_request
 from engine.providers import get_adapter
 from engine.testing.fakes import (
     FakeAnthropic,
@@ -28,7 +28,7 @@ from engine.testing.fakes import (
     RecordedRequest,
 )
 
-from .conftest import endpoint
+from .conftest import collect, endpoint, tool_turns
 
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession")
 
@@ -40,24 +40,32 @@ SCHEMA = {
 }
 ARGS = {"city": "Paris"}
 RESULT = {"temp_c": 21}
+# The logical call's one tool, as each SDK that does not take OpenAI's shape spells it.
+ANTHROPIC_TOOLS: list[dict[str, Any]] = [
+    {"name": "get_weather", "description": "Weather", "input_schema": SCHEMA}
+]
+GEMINI_TOOLS = [
+    gtypes.Tool(
+        function_declarations=[
+            gtypes.FunctionDeclaration(
+                name="get_weather", description="Weather", parameters_json_schema=SCHEMA
+            )
+        ]
+    )
+]
+
+
+def gemini_client(up: FakeUpstream) -> genai.Client:
+    """A google-genai client pointed at the fake."""
+    return genai.Client(api_key=KEY, http_options=gtypes.HttpOptions(base_url=up.url))
+
 
 # One logical call, written the engine's way (OpenAI-shaped).
 LOGICAL: dict[str, Any] = {
     "messages": [
         {"role": "system", "content": "You are terse."},
         {"role": "user", "content": "weather in Paris?"},
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c":21}'},
+        *tool_turns("call_1", "get_weather", '{"city":"Paris"}', '{"temp_c":21}'),
     ],
     "temperature": 0.2,
     "max_tokens": 50,
@@ -101,9 +109,7 @@ async def ours(
     adapter = get_adapter(protocol)
     ep = endpoint(up.url, protocol, model, KEY, **options)
     if stream:
-        acc = StreamAccumulator()
-        async for chunk in adapter.stream(request, ep):
-            acc.add(chunk)
+        await collect(adapter.stream(request, ep))
     else:
         await adapter.complete(request, ep)
     return up.last
@@ -116,28 +122,33 @@ def headers_match(
     return [n for n in names if ours_req.headers.get(n) != sdk_req.headers.get(n)]
 
 
+async def openai_sdk_call(client: openai.AsyncOpenAI, model: str, stream: bool) -> None:
+    """Send the logical call through an openai SDK client (AzureOpenAI too), read it all."""
+    extra: dict[str, Any] = (
+        {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
+    )
+    result = await client.chat.completions.create(
+        model=model,
+        messages=LOGICAL["messages"],
+        temperature=0.2,
+        max_tokens=50,
+        stop=["END"],
+        tools=LOGICAL["tools"],
+        tool_choice="auto",
+        **extra,
+    )
+    if stream:
+        async for _ in result:  # type: ignore[union-attr]
+            pass
+    await client.close()
+
+
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 async def test_openai_parity(stream: bool) -> None:
     """Our OpenAI body equals the openai SDK's for the same call, streaming included."""
     async with FakeOpenAI() as up:
         client = openai.AsyncOpenAI(base_url=up.url, api_key=KEY, max_retries=0)
-        extra: dict[str, Any] = (
-            {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
-        )
-        result = await client.chat.completions.create(
-            model="gpt-p",
-            messages=LOGICAL["messages"],
-            temperature=0.2,
-            max_tokens=50,
-            stop=["END"],
-            tools=LOGICAL["tools"],
-            tool_choice="auto",
-            **extra,
-        )
-        if stream:
-            async for _ in result:  # type: ignore[union-attr]
-                pass
-        await client.close()
+        await openai_sdk_call(client, "gpt-p", stream)
         sdk = up.last
         mine = await ours(up, "openai", "gpt-p", stream)
     assert diff(mine.body, sdk.body) == []
@@ -152,23 +163,7 @@ async def test_azure_parity(stream: bool) -> None:
         client = openai.AsyncAzureOpenAI(
             azure_endpoint=up.url, api_key=KEY, api_version="2024-10-21", max_retries=0
         )
-        extra: dict[str, Any] = (
-            {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
-        )
-        result = await client.chat.completions.create(
-            model="dep-p",
-            messages=LOGICAL["messages"],
-            temperature=0.2,
-            max_tokens=50,
-            stop=["END"],
-            tools=LOGICAL["tools"],
-            tool_choice="auto",
-            **extra,
-        )
-        if stream:
-            async for _ in result:  # type: ignore[union-attr]
-                pass
-        await client.close()
+        await openai_sdk_call(client, "dep-p", stream)
         sdk = up.last
         mine = await ours(up, "azure", "dep-p", stream, api_version="2024-10-21")
     assert diff(mine.body, sdk.body) == []
@@ -204,7 +199,7 @@ async def test_anthropic_parity(stream: bool) -> None:
             # is unchanged, so the SDK is given it the SDK's own way for extra fields.
             "extra_body": {"temperature": 0.2},
             "stop_sequences": ["END"],
-            "tools": [{"name": "get_weather", "description": "Weather", "input_schema": SCHEMA}],
+            "tools": ANTHROPIC_TOOLS,
             "tool_choice": {"type": "auto"},
         }
         if stream:
@@ -275,7 +270,7 @@ ACCEPTED_GEMINI = [
 async def test_gemini_parity(stream: bool) -> None:
     """Our generateContent body equals google-genai's, up to proto-JSON spelling; named rest."""
     async with FakeGemini() as up:
-        client = genai.Client(api_key=KEY, http_options=gtypes.HttpOptions(base_url=up.url))
+        client = gemini_client(up)
         contents = [
             gtypes.Content(role="user", parts=[gtypes.Part(text="weather in Paris?")]),
             gtypes.Content(
@@ -300,15 +295,7 @@ async def test_gemini_parity(stream: bool) -> None:
             temperature=0.2,
             max_output_tokens=50,
             stop_sequences=["END"],
-            tools=[
-                gtypes.Tool(
-                    function_declarations=[
-                        gtypes.FunctionDeclaration(
-                            name="get_weather", description="Weather", parameters_json_schema=SCHEMA
-                        )
-                    ]
-                )
-            ],
+            tools=GEMINI_TOOLS,
             tool_config=gtypes.ToolConfig(
                 function_calling_config=gtypes.FunctionCallingConfig(mode="AUTO")
             ),
@@ -397,7 +384,7 @@ async def test_tool_choice_parity(name: str) -> None:
             model="c",
             max_tokens=20,
             messages=[{"role": "user", "content": "x"}],
-            tools=[{"name": "get_weather", "description": "Weather", "input_schema": SCHEMA}],
+            tools=ANTHROPIC_TOOLS,  # type: ignore[arg-type]
             tool_choice=anthropic_choice,  # type: ignore[arg-type]
         )
         await client.close()
@@ -405,22 +392,14 @@ async def test_tool_choice_parity(name: str) -> None:
         await get_adapter("anthropic").complete(request, endpoint(up.url, "anthropic", "c", KEY))
         assert diff(up.last.body, sdk.body) == []
     async with FakeGemini() as up:
-        client_g = genai.Client(api_key=KEY, http_options=gtypes.HttpOptions(base_url=up.url))
+        client_g = gemini_client(up)
         calling = gtypes.FunctionCallingConfig(
             mode=gemini_mode,  # type: ignore[arg-type]
             allowed_function_names=["get_weather"] if name == "named" else None,
         )
         config = gtypes.GenerateContentConfig(
             max_output_tokens=20,
-            tools=[
-                gtypes.Tool(
-                    function_declarations=[
-                        gtypes.FunctionDeclaration(
-                            name="get_weather", description="Weather", parameters_json_schema=SCHEMA
-                        )
-                    ]
-                )
-            ],
+            tools=GEMINI_TOOLS,
             tool_config=gtypes.ToolConfig(function_calling_config=calling),
             automatic_function_calling=gtypes.AutomaticFunctionCallingConfig(disable=True),
         )

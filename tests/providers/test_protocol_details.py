@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from engine.endpoints import Timeouts
+from engine.endpoints import Endpoint, Timeouts
 from engine.errors import (
     AuthenticationError,
     ContentFilteredError,
@@ -20,7 +20,7 @@ from engine.errors import (
     RateLimitedError,
     UnavailableError,
 )
-from engine.messages import StreamAccumulator, parse_request
+from engine.messages import ProviderResponse, Request, parse_request
 from engine.providers import aclose_all, get_adapter
 from engine.providers.sse import iter_sse
 from engine.testing.fakes import (
@@ -32,14 +32,11 @@ from engine.testing.fakes import (
     Fault,
 )
 
-from .conftest import WEATHER_TOOL, chat, endpoint, tool_conversation
+from .conftest import WEATHER_TOOL, chat, collect, endpoint, tool_conversation, tool_turns
 
 
-async def _drain(protocol: str, request, ep) -> StreamAccumulator:  # type: ignore[no-untyped-def]
-    acc = StreamAccumulator()
-    async for chunk in get_adapter(protocol).stream(request, ep):
-        acc.add(chunk)
-    return acc
+async def _drain(protocol: str, request: Request, ep: Endpoint) -> ProviderResponse:
+    return (await collect(get_adapter(protocol).stream(request, ep)))[0]
 
 
 # ---------------------------------------------------------------- OpenAI dialects
@@ -60,12 +57,12 @@ async def test_openai_token_field_follows_caller_or_option() -> None:
 async def test_openai_stream_usage_option() -> None:
     """Streams ask for usage by default; stream_usage=false leaves stream_options out."""
     async with FakeOpenAI() as up:
-        acc = await _drain("openai", chat(), endpoint(up.url))
+        answer = await _drain("openai", chat(), endpoint(up.url))
         assert up.last.body["stream_options"] == {"include_usage": True}
-        assert acc.result().usage.output_tokens > 0
-        acc = await _drain("openai", chat(), endpoint(up.url, stream_usage="false"))
+        assert answer.usage.output_tokens > 0
+        answer = await _drain("openai", chat(), endpoint(up.url, stream_usage="false"))
         assert "stream_options" not in up.last.body
-        assert acc.result().usage.output_tokens == 0
+        assert answer.usage.output_tokens == 0
 
 
 @pytest.mark.dialect
@@ -171,7 +168,7 @@ async def test_anthropic_stream_usage_is_combined() -> None:
     async with FakeAnthropic() as up:
         ep = endpoint(up.url, "anthropic", "c")
         plain = await get_adapter("anthropic").complete(chat("count me"), ep)
-        streamed = (await _drain("anthropic", chat("count me"), ep)).result()
+        streamed = await _drain("anthropic", chat("count me"), ep)
     assert streamed.usage == plain.usage and plain.usage.input_tokens > 1
 
 
@@ -266,8 +263,7 @@ def test_threaded_fake_with_asyncio_run_per_call() -> None:
 
 
 async def test_sse_decoder_rules() -> None:
-    """Comments and blank-data keep-alives are skipped, multi-line data joins, a final
-    unterminated event counts."""
+    """Comments and blank keep-alives are skipped, multi-line data joins, a final open event counts."""
 
     async def lines():  # type: ignore[no-untyped-def]
         for line in [
@@ -379,17 +375,7 @@ async def test_unparseable_tool_arguments_are_a_precise_error(protocol: str) -> 
         {
             "messages": [
                 {"role": "user", "content": "x"},
-                {
-                    "role": "assistant",
-                    "tool_calls": [
-                        {
-                            "id": "call_9",
-                            "type": "function",
-                            "function": {"name": "f", "arguments": "{oops"},
-                        }
-                    ],
-                },
-                {"role": "tool", "tool_call_id": "call_9", "content": "r"},
+                *tool_turns("call_9", "f", "{oops", "r"),
             ]
         }
     )
@@ -408,8 +394,7 @@ async def test_azure_v1_api_style() -> None:
 
 
 async def test_gemini_thought_signatures_round_trip() -> None:
-    """A signed Gemini function call goes back with its signature; a foreign call needs the
-    configured bypass signature, else the thinking model rejects the conversation."""
+    """A signed Gemini call goes back with its signature; a foreign call needs the bypass one."""
     from engine.testing.fakes.gemini import SKIP_SIGNATURE
 
     async with FakeGemini(thought_signatures=True) as up:
@@ -420,17 +405,7 @@ async def test_gemini_thought_signatures_round_trip() -> None:
             {
                 "messages": [
                     {"role": "user", "content": "Lima"},
-                    {
-                        "role": "assistant",
-                        "tool_calls": [
-                            {
-                                "id": call.id,
-                                "type": "function",
-                                "function": {"name": call.name, "arguments": call.arguments},
-                            }
-                        ],
-                    },
-                    {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 19}'},
+                    *tool_turns(call.id, call.name, call.arguments, '{"temp_c": 19}'),
                 ],
                 "tools": [WEATHER_TOOL],
             }

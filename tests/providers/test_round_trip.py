@@ -8,22 +8,19 @@ from typing import Any
 
 import pytest
 
-from engine.messages import ProviderResponse, Request, StreamAccumulator, parse_request
+from engine.messages import ProviderResponse, Request, parse_request
 from engine.providers import get_adapter
 from engine.testing.fakes import FakeUpstream
 
 from .cases import CASES, Case
-from .conftest import WEATHER_TOOL
+from .conftest import WEATHER_TOOL, collect, tool_turns
 
 
 async def _call(case: Case, up: FakeUpstream, request: Request, stream: bool) -> ProviderResponse:
     adapter = get_adapter(case.protocol)
     if not stream:
         return await adapter.complete(request, case.endpoint(up))
-    acc = StreamAccumulator()
-    async for chunk in adapter.stream(request, case.endpoint(up)):
-        acc.add(chunk)
-    return acc.result()
+    return (await collect(adapter.stream(request, case.endpoint(up))))[0]
 
 
 def _continue(first: ProviderResponse, result: dict[str, Any]) -> Request:
@@ -34,18 +31,7 @@ def _continue(first: ProviderResponse, result: dict[str, Any]) -> Request:
             "messages": [
                 {"role": "system", "content": "You are terse."},
                 {"role": "user", "content": "Quito"},
-                {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [
-                        {
-                            "id": call.id,
-                            "type": "function",
-                            "function": {"name": call.name, "arguments": call.arguments},
-                        }
-                    ],
-                },
-                {"role": "tool", "tool_call_id": call.id, "content": json.dumps(result)},
+                *tool_turns(call.id, call.name, call.arguments, json.dumps(result)),
             ],
             "tools": [WEATHER_TOOL],
         }

@@ -10,12 +10,11 @@ import pytest
 
 from engine.endpoints import Timeouts
 from engine.errors import ProviderError
-from engine.messages import StreamAccumulator
 from engine.providers import get_adapter
 from engine.testing.fakes import Fault
 
 from .cases import CASES, Case
-from .conftest import CANARY, chat
+from .conftest import CANARY, chat, collect
 
 ECHO = f"the key {CANARY} is not valid here"
 FAULTS = {
@@ -61,9 +60,7 @@ async def test_canary_never_leaks(
         ep = case.endpoint(up, timeouts=Timeouts(connect_s=1, total_s=0.3))
         with pytest.raises(ProviderError) as info:
             if stream:
-                acc = StreamAccumulator()
-                async for chunk in adapter.stream(chat("one two three four five six"), ep):
-                    acc.add(chunk)
+                await collect(adapter.stream(chat("one two three four five six"), ep))
             else:
                 await adapter.complete(chat(), ep)
     for text in _texts(info.value):

@@ -413,6 +413,15 @@ def sse(data: Any, event: str | None = None) -> bytes:
     return head + b"data: " + payload + b"\n\n"
 
 
+def text_of(content: Any) -> str:
+    """A message's text: the string itself, or the `text` of every part of a list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
 def split_text(text: str, size: int = 12) -> list[str]:
     """Text in streaming-sized pieces (word-ish chunks)."""
     return [text[i : i + size] for i in range(0, len(text), size)] if text else []

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from engine.providers.mock import ScriptedAnswer, ScriptedTool
 
-from ._server import Ask, BadRequest, FakeUpstream, json_response, split_text, sse
+from ._server import Ask, BadRequest, FakeUpstream, json_response, split_text, sse, text_of
 
 __all__ = ["FakeAnthropic"]
 
@@ -44,12 +44,9 @@ _STOP = {
 }
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(b.get("text", "") for b in content if isinstance(b, dict))
-    return ""
+def _event(data: dict[str, Any]) -> bytes:
+    """One stream frame: Anthropic names every event after its data's `type`."""
+    return sse(data, data["type"])
 
 
 def _tool_result(message: Any) -> str | None:
@@ -59,7 +56,7 @@ def _tool_result(message: Any) -> str | None:
     if not isinstance(content, list):
         return None
     results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
-    return _text(results[-1].get("content")) if results else None
+    return text_of(results[-1].get("content")) if results else None
 
 
 class FakeAnthropic(FakeUpstream):
@@ -83,18 +80,21 @@ class FakeAnthropic(FakeUpstream):
             return self.error_response(400, "anthropic-version: header is required", None, {})
         return None
 
+    def _request_id(self) -> str:
+        return f"req_fake{self._count:06d}"
+
     def _error_body(self, status: int, message: str, code: str | None) -> dict[str, Any]:
         kind = code or _TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
         return {
             "type": "error",
             "error": {"type": kind, "message": message},
-            "request_id": f"req_fake{self._count:06d}",
+            "request_id": self._request_id(),
         }
 
     def error_response(
         self, status: int, message: str, code: str | None, headers: Mapping[str, str]
     ) -> web.Response:
-        headers = {**headers, "request-id": f"req_fake{self._count:06d}"}
+        headers = {**headers, "request-id": self._request_id()}
         return json_response(status, self._error_body(status, message, code), headers)
 
     def stream_error_frame(self, message: str, code: str | None) -> bytes:
@@ -113,7 +113,7 @@ class FakeAnthropic(FakeUpstream):
         reset = (datetime.now(UTC) + timedelta(seconds=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
         p = "anthropic-ratelimit-"
         return {
-            "request-id": f"req_fake{used:06d}",
+            "request-id": self._request_id(),
             "anthropic-organization-id": "org-fake",
             p + "requests-limit": "50",
             p + "requests-remaining": str(max(0, 50 - used)),
@@ -149,8 +149,8 @@ class FakeAnthropic(FakeUpstream):
         return Ask(
             model=str(body["model"]),
             stream=bool(body.get("stream")),
-            prompt_texts=[_text(system)] + [_text(m.get("content")) for m in messages],
-            last_user=_text(users[-1].get("content")) if users else "",
+            prompt_texts=[text_of(system)] + [text_of(m.get("content")) for m in messages],
+            last_user=text_of(users[-1].get("content")) if users else "",
             tool_result=_tool_result(messages[-1]),
             tools=[
                 ScriptedTool(t["name"], t.get("input_schema") or {})
@@ -197,56 +197,35 @@ class FakeAnthropic(FakeUpstream):
             "stop_reason": None,
             "usage": self._usage(answer, 1),
         }
-        out = [sse({"type": "message_start", "message": start}, "message_start")]
-        index = 0
+        out = [_event({"type": "message_start", "message": start})]
         if answer.text:
-            out.append(
-                sse(
-                    {
-                        "type": "content_block_start",
-                        "index": 0,
-                        "content_block": {"type": "text", "text": ""},
-                    },
-                    "content_block_start",
-                )
-            )
-            out.append(sse({"type": "ping"}, "ping"))
-            for piece in split_text(answer.text):
-                delta = {"type": "text_delta", "text": piece}
-                out.append(
-                    sse(
-                        {"type": "content_block_delta", "index": 0, "delta": delta},
-                        "content_block_delta",
-                    )
-                )
-            out.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
-            index = 1
-        for offset, call in enumerate(answer.calls):
-            i = index + offset
+            out += _block_frames(0, {"type": "text", "text": ""}, _text_deltas(answer.text))
+        first = 1 if answer.text else 0
+        for i, call in enumerate(answer.calls, start=first):
             block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
-            out.append(
-                sse(
-                    {"type": "content_block_start", "index": i, "content_block": block},
-                    "content_block_start",
-                )
-            )
-            for piece in ["", *split_text(call.arguments, 7)]:
-                delta = {"type": "input_json_delta", "partial_json": piece}
-                out.append(
-                    sse(
-                        {"type": "content_block_delta", "index": i, "delta": delta},
-                        "content_block_delta",
-                    )
-                )
-            out.append(sse({"type": "content_block_stop", "index": i}, "content_block_stop"))
-        out.append(
-            sse(
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": _STOP[answer.finish], "stop_sequence": None},
-                    "usage": {"output_tokens": answer.output_tokens},
-                },
-                "message_delta",
-            )
-        )
-        return out, [sse({"type": "message_stop"}, "message_stop")]
+            out += _block_frames(i, block, _json_deltas(call.arguments))
+        delta = {"stop_reason": _STOP[answer.finish], "stop_sequence": None}
+        usage = {"output_tokens": answer.output_tokens}
+        out.append(_event({"type": "message_delta", "delta": delta, "usage": usage}))
+        return out, [_event({"type": "message_stop"})]
+
+
+def _text_deltas(text: str) -> list[dict[str, Any]]:
+    return [{"type": "text_delta", "text": piece} for piece in split_text(text)]
+
+
+def _json_deltas(arguments: str) -> list[dict[str, Any]]:
+    """A tool's input in fragments, led by an empty one as the service sends it."""
+    return [
+        {"type": "input_json_delta", "partial_json": p} for p in ["", *split_text(arguments, 7)]
+    ]
+
+
+def _block_frames(index: int, block: dict[str, Any], deltas: list[dict[str, Any]]) -> list[bytes]:
+    """One content block: its start, (a ping after a text block's start), deltas, stop."""
+    out = [_event({"type": "content_block_start", "index": index, "content_block": block})]
+    if block["type"] == "text":
+        out.append(_event({"type": "ping"}))
+    out += [_event({"type": "content_block_delta", "index": index, "delta": d}) for d in deltas]
+    out.append(_event({"type": "content_block_stop", "index": index}))
+    return out

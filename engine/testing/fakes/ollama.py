@@ -19,9 +19,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from engine.providers.mock import ScriptedAnswer, ScriptedTool
+from engine.providers.mock import ScriptedAnswer
 
 from ._server import Ask, BadRequest, FakeUpstream, json_response, split_text
+from .openai import scripted_tools
 
 __all__ = ["FakeOllama"]
 
@@ -90,10 +91,7 @@ class FakeOllama(FakeUpstream):
             prompt_texts=[str(m.get("content") or "") for m in messages],
             last_user=str(users[-1].get("content") or "") if users else "",
             tool_result=str(last.get("content")) if last.get("role") == "tool" else None,
-            tools=[
-                ScriptedTool(t["function"]["name"], t["function"].get("parameters") or {})
-                for t in body.get("tools") or ()
-            ],
+            tools=scripted_tools(body.get("tools")),
             tool_choice=None,
             max_tokens=options.get("num_predict"),
         )

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from engine.providers.mock import ScriptedAnswer, ScriptedTool
 
-from ._server import Ask, BadRequest, FakeUpstream, json_response, split_text, sse
+from ._server import Ask, BadRequest, FakeUpstream, json_response, split_text, sse, text_of
 
 __all__ = ["FakeAzure", "FakeOpenAI"]
 
@@ -39,12 +39,12 @@ def _fallback_type(status: int) -> str:
     return "server_error" if status >= 500 else "invalid_request_error"
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
+def scripted_tools(tools: Any) -> list[ScriptedTool]:
+    """OpenAI-shaped `tools` (Ollama uses the same shape) as the scripted model's tools."""
+    return [
+        ScriptedTool(t["function"]["name"], t["function"].get("parameters") or {})
+        for t in tools or ()
+    ]
 
 
 def parse_chat(body: Any, model_override: str | None = None) -> Ask:
@@ -59,10 +59,6 @@ def parse_chat(body: Any, model_override: str | None = None) -> Ask:
         raise BadRequest("[] is too short - 'messages'")
     last = messages[-1]
     users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    tools = [
-        ScriptedTool(t["function"]["name"], t["function"].get("parameters") or {})
-        for t in body.get("tools") or ()
-    ]
     choice = body.get("tool_choice")
     if isinstance(choice, dict):
         choice = (choice.get("function") or {}).get("name")
@@ -70,10 +66,10 @@ def parse_chat(body: Any, model_override: str | None = None) -> Ask:
     return Ask(
         model=str(model),
         stream=bool(body.get("stream")),
-        prompt_texts=[_text(m.get("content")) for m in messages if isinstance(m, dict)],
-        last_user=_text(users[-1].get("content")) if users else "",
-        tool_result=_text(last.get("content")) if last.get("role") == "tool" else None,
-        tools=tools,
+        prompt_texts=[text_of(m.get("content")) for m in messages if isinstance(m, dict)],
+        last_user=text_of(users[-1].get("content")) if users else "",
+        tool_result=text_of(last.get("content")) if last.get("role") == "tool" else None,
+        tools=scripted_tools(body.get("tools")),
         tool_choice=choice,
         max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
         include_usage=bool(options.get("include_usage")),

@@ -1,0 +1,135 @@
+"""One JSON exchange with an upstream: what every HTTP adapter's `complete` and `stream` share.
+
+Each protocol differs in its URL, headers, bodies, stream framing and error shapes; none of
+them differs in how an exchange goes: encode the body, send it once over the shared
+transport, read the rate-limit headers, turn a non-2xx status into the protocol's error, and
+(for streams) hand the rate-limit information to the first chunk and give the connection
+back however the stream ends. `HttpAdapter` does that part once, so each adapter module
+reads as "build body, parse answer, translate errors" and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from engine.endpoints import Endpoint
+from engine.errors import ProviderError
+from engine.messages import Chunk, RateLimitInfo
+
+from .common import decode_object, dumps
+from .http import HttpClient, StreamReply, shared_client
+from .ratelimits import parse_rate_limit
+
+__all__ = ["ErrorParser", "HttpAdapter", "OpenStream"]
+
+#: A protocol's `error_from_body(endpoint, status, body, rate)`.
+ErrorParser = Callable[[Endpoint, int, bytes, RateLimitInfo | None], ProviderError]
+
+
+class OpenStream:
+    """A streaming answer whose status said success; use as `async with`.
+
+    `lines()` are the body's raw lines, `rate` what the headers said about rate limits, and
+    `tag(chunk)` hands that information to the first chunk only (the runtime reads it once
+    per answer). Leaving the block closes the answer, whether it was read to the end or not.
+    """
+
+    __slots__ = (
+        "_body",
+        "_endpoint",
+        "_errors",
+        "_headers",
+        "_http",
+        "_pending",
+        "_reply",
+        "_url",
+        "rate",
+    )
+
+    def __init__(
+        self,
+        http: HttpClient,
+        endpoint: Endpoint,
+        url: str,
+        headers: Mapping[str, str],
+        body: dict[str, Any],
+        errors: ErrorParser,
+    ) -> None:
+        self._http = http
+        self._endpoint = endpoint
+        self._url = url
+        self._headers = headers
+        self._body = body
+        self._errors = errors
+        self._reply: StreamReply | None = None
+        self._pending: RateLimitInfo | None = None
+        self.rate: RateLimitInfo | None = None
+
+    async def __aenter__(self) -> OpenStream:
+        reply = self._reply = await self._http.open_stream(
+            self._endpoint, self._url, self._headers, dumps(self._body)
+        )
+        self.rate = self._pending = parse_rate_limit(reply.headers)
+        if reply.status >= 300:
+            raise self._errors(self._endpoint, reply.status, await reply.read(), self.rate)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._reply is not None:
+            self._reply.close()
+
+    def lines(self) -> AsyncIterator[bytes]:
+        """The body's lines, without terminators, as they arrive."""
+        assert self._reply is not None, "use OpenStream as `async with`"
+        return self._reply.lines()
+
+    def tag(self, chunk: Chunk) -> Chunk:
+        """The chunk, carrying the answer's rate-limit information if it is the first one."""
+        pending = self._pending
+        if pending is None:
+            return chunk
+        self._pending = None
+        return replace(chunk, rate_limit=pending)
+
+
+class HttpAdapter:
+    """Base of the HTTP adapters: the shared transport, warm-up, close, and the exchange."""
+
+    protocol = "http"
+
+    def __init__(self, http: HttpClient | None = None) -> None:
+        self._http = http or shared_client()
+
+    async def _post_json(
+        self,
+        endpoint: Endpoint,
+        url: str,
+        headers: Mapping[str, str],
+        body: dict[str, Any],
+        errors: ErrorParser,
+    ) -> tuple[dict[str, Any], RateLimitInfo | None]:
+        """Send once and read the whole answer: its JSON object and its rate-limit info."""
+        reply = await self._http.post(endpoint, url, headers, dumps(body))
+        rate = parse_rate_limit(reply.headers)
+        if reply.status >= 300:
+            raise errors(endpoint, reply.status, reply.body, rate)
+        return decode_object(endpoint, reply.body, "response body"), rate
+
+    def _open_stream(
+        self,
+        endpoint: Endpoint,
+        url: str,
+        headers: Mapping[str, str],
+        body: dict[str, Any],
+        errors: ErrorParser,
+    ) -> OpenStream:
+        """A streaming request, sent when the returned `OpenStream` is entered."""
+        return OpenStream(self._http, endpoint, url, headers, body, errors)
+
+    async def warm(self, endpoint: Endpoint) -> None:
+        await self._http.warm(endpoint, int(endpoint.options.get("warm_connections", "1")))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
