@@ -27,7 +27,6 @@ __all__ = [
     "decode_json",
     "decode_object",
     "dumps",
-    "error_object",
     "extra_headers",
     "json_headers",
     "key_header",
@@ -55,15 +54,6 @@ def decode_object(endpoint: Endpoint, data: bytes | str, what: str) -> dict[str,
     if not isinstance(value, dict):
         raise protocol_error(endpoint, f"{what} is not a JSON object")
     return value
-
-
-def error_object(body: bytes | str) -> dict[str, Any] | None:
-    """An error body as a JSON object, or None when it is not one (a proxy's HTML page...)."""
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def extra_headers(endpoint: Endpoint) -> dict[str, str]:

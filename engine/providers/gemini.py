@@ -48,7 +48,6 @@ from .common import (
     call_deltas,
     declaration,
     decode_object,
-    error_object,
     json_headers,
     parse_arguments,
     split_data_url,
@@ -56,7 +55,7 @@ from .common import (
     tool_names_by_id,
 )
 from .exchange import HttpAdapter
-from .failures import classify, protocol_error, unparsed_error
+from .failures import classify, protocol_error
 from .ratelimits import retry_delay_from_google_details
 from .sse import iter_sse
 
@@ -255,16 +254,6 @@ def parse_response(
     )
 
 
-def error_from_body(
-    endpoint: Endpoint, status: int, body: bytes, rate: RateLimitInfo | None
-) -> ProviderError:
-    """A Google RPC error (`{"error": {code, message, status, details}}`) as a ProviderError."""
-    data = error_object(body)
-    if data is None:
-        return unparsed_error(endpoint, status, body, rate)
-    return error_from_object(endpoint, status, data, rate)
-
-
 def error_from_object(
     endpoint: Endpoint, status: int, data: dict[str, Any], rate: RateLimitInfo | None
 ) -> ProviderError:
@@ -302,7 +291,7 @@ class GeminiAdapter(HttpAdapter):
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
         body = build_body(request, endpoint)
         data, rate = await self._post_json(
-            endpoint, self.url(endpoint, False), self.headers(endpoint), body, error_from_body
+            endpoint, self.url(endpoint, False), self.headers(endpoint), body, error_from_object
         )
         if "error" in data:
             raise error_from_object(endpoint, 0, data, rate)
@@ -311,7 +300,7 @@ class GeminiAdapter(HttpAdapter):
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
         body = build_body(request, endpoint)
         url, headers = self.url(endpoint, True), self.headers(endpoint)
-        async with self._open_stream(endpoint, url, headers, body, error_from_body) as answer:
+        async with self._open_stream(endpoint, url, headers, body, error_from_object) as answer:
             state = _StreamState()
             async for event in iter_sse(answer.lines()):
                 data = decode_object(endpoint, event.data, "stream chunk")

@@ -33,12 +33,12 @@ from engine.messages import (
     Usage,
 )
 
-from .common import decode_object, error_object, json_headers, option_bool
+from .common import decode_object, json_headers, option_bool
 from .exchange import HttpAdapter
-from .failures import classify, protocol_error, unparsed_error
+from .failures import classify, protocol_error
 from .sse import iter_sse
 
-__all__ = ["OpenAIAdapter", "error_from_body", "finish_reason"]
+__all__ = ["OpenAIAdapter", "error_from_object", "finish_reason"]
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -181,16 +181,6 @@ def parse_chunk(data: dict[str, Any]) -> Chunk | None:
     return Chunk(content=content, tool_calls=calls, finish_reason=finish, usage=usage)
 
 
-def error_from_body(
-    endpoint: Endpoint, status: int, body: bytes, rate: RateLimitInfo | None
-) -> ProviderError:
-    """An OpenAI-style error body (or whatever a compatible server sent) as a ProviderError."""
-    data = error_object(body)
-    if data is None:
-        return unparsed_error(endpoint, status, body, rate)
-    return error_from_object(endpoint, status, data, rate)
-
-
 def error_from_object(
     endpoint: Endpoint, status: int, data: dict[str, Any], rate: RateLimitInfo | None
 ) -> ProviderError:
@@ -223,7 +213,7 @@ class OpenAIAdapter(HttpAdapter):
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
         body = build_body(request, endpoint, False)
         data, rate = await self._post_json(
-            endpoint, self.url(endpoint), self.headers(endpoint), body, error_from_body
+            endpoint, self.url(endpoint), self.headers(endpoint), body, error_from_object
         )
         if "error" in data and "choices" not in data:
             raise error_from_object(endpoint, 0, data, rate)
@@ -232,7 +222,7 @@ class OpenAIAdapter(HttpAdapter):
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
         body = build_body(request, endpoint, True)
         url, headers = self.url(endpoint), self.headers(endpoint)
-        async with self._open_stream(endpoint, url, headers, body, error_from_body) as answer:
+        async with self._open_stream(endpoint, url, headers, body, error_from_object) as answer:
             async for event in iter_sse(answer.lines()):
                 if event.data == "[DONE]":
                     return
