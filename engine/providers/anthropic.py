@@ -247,6 +247,8 @@ class _StreamState:
 
 
 def _on_event(state: _StreamState, kind: str, data: dict[str, Any]) -> Chunk | None:
+    # One branch per event type, in stream order: the protocol's state machine reads best
+    # in one place, so this stays one function.
     if kind == "message_start":
         state.input_usage = (data.get("message") or {}).get("usage") or {}
     elif kind == "content_block_start":

@@ -30,6 +30,7 @@ from engine.messages import (
     Request,
     ToolCallDelta,
     ToolCallOut,
+    ToolChoice,
     Usage,
 )
 
@@ -72,6 +73,25 @@ def _token_field(request: Request, options: Mapping[str, str]) -> str:
     return "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
 
 
+#: Request fields sent as they are, when set.
+_PASSTHROUGH = (
+    "temperature",
+    "top_p",
+    "stop",
+    "parallel_tool_calls",
+    "presence_penalty",
+    "frequency_penalty",
+    "user",
+    "n",
+)
+
+
+def _tool_choice(choice: ToolChoice, dialect: str) -> Any:
+    if dialect == "mistral" and choice == "required":
+        return "any"  # Mistral's name for "must call a tool"
+    return choice if isinstance(choice, str) else choice.model_dump()
+
+
 def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, Any]:
     """The chat/completions JSON body for this request (routing inputs left out)."""
     options = endpoint.options
@@ -80,16 +100,7 @@ def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, 
         "model": endpoint.upstream_model,
         "messages": [_message(m, dialect) for m in request.messages],
     }
-    for name in (
-        "temperature",
-        "top_p",
-        "stop",
-        "parallel_tool_calls",
-        "presence_penalty",
-        "frequency_penalty",
-        "user",
-        "n",
-    ):
+    for name in _PASSTHROUGH:
         value = getattr(request, name)
         if value is not None:
             body[name] = value
@@ -100,10 +111,7 @@ def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, 
     if request.tools:
         body["tools"] = [t.model_dump(exclude_none=True) for t in request.tools]
     if request.tool_choice is not None:
-        choice = request.tool_choice
-        body["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
-        if dialect == "mistral" and choice == "required":
-            body["tool_choice"] = "any"
+        body["tool_choice"] = _tool_choice(request.tool_choice, dialect)
     if request.response_format is not None:
         body["response_format"] = request.response_format.model_dump(exclude_none=True)
     if stream:
