@@ -30,8 +30,8 @@ test: lint typecheck unit
 run: $(STAMP)
 	$(PY) -m engine serve --config . $(ARGS)
 
-bench: $(STAMP)
-	$(PY) -m bench $(ARGS)
+bench: $(STAMP)  # make bench BENCH=routing|adapters|runtime|proxy ARGS=...
+	$(PY) -m bench.$(or $(BENCH),routing) $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,6 +374,7 @@ def litellm_config(tmp: Path, upstream: str) -> Path:
 
 
 def systems(tmp: Path, upstream: str, upstream_port: int) -> tuple[list[System], list[str]]:
+    tmp.mkdir(parents=True, exist_ok=True)
     apps = [PY, "-m", "bench.proxy_apps"]
     out: list[System] = [System("direct", [], upstream_port)]
     for role in ("floor", "starlette-fast", "starlette-plain", "aiohttp-web"):
@@ -528,8 +529,17 @@ def one_round(
     return results
 
 
-def medians(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Per system, the median of each figure over the rounds (first error kept as text)."""
+HIGHER_IS_BETTER = frozenset({"rps", "n", "streams_done"})
+
+
+def best(values: list[float], key: str = "") -> float:
+    return max(values) if key in HIGHER_IS_BETTER else min(values)
+
+
+def pick(
+    rounds: list[dict[str, dict[str, Any]]], how: Callable[..., float]
+) -> dict[str, dict[str, Any]]:
+    """Per system, one value of each figure over the rounds (median or best)."""
     out: dict[str, dict[str, Any]] = {}
     for name in rounds[0]:
         runs = [r[name] for r in rounds if name in r and "skipped" not in r[name]]
@@ -545,9 +555,13 @@ def medians(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]
             elif key == "errors":
                 merged[key] = sum(numbers)
             else:
-                merged[key] = statistics.median(numbers) if numbers else float("nan")
+                merged[key] = _apply(how, numbers, key) if numbers else float("nan")
         out[name] = merged
     return out
+
+
+def _apply(how: Callable[..., float], numbers: list[float], key: str) -> float:
+    return how(numbers, key) if how is best else how(numbers)
 
 
 def main(argv: list[str]) -> int:
@@ -578,14 +592,18 @@ def main(argv: list[str]) -> int:
         tempfile.TemporaryDirectory() as tmpdir,
         started([PY, "-m", "bench.proxy_apps", "upstream", str(upstream_port)]) as up_proc,
     ):
-        all_systems, skipped = systems(Path(tmpdir), upstream, upstream_port)
-        chosen = [s for s in all_systems if s.name in only]
-        for i in range(rounds):
+        skipped: list[str] = []
+        for i in range(rounds):  # fresh ports each round: old ones may now be a client's
+            all_systems, skipped = systems(Path(tmpdir) / str(i), upstream, upstream_port)
+            chosen = [s for s in all_systems if s.name in only]
             done.append(one_round(chosen, up_proc, a.quick, rss=not a.no_rss and i == 0))
-    print(
-        f"medians over {rounds} round(s); machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
-    )
-    print(render(medians(done), skipped))
+    load = os.getloadavg()[0]
+    print(f"{rounds} round(s) on {os.cpu_count()} cores; load average at the end {load:.1f}")
+    print("\nmedian over rounds:")
+    print(render(pick(done, statistics.median), skipped))
+    if rounds > 1:
+        print("\nbest round per figure (least disturbed by other load on the machine):")
+        print(render(pick(done, best), skipped))
     if a.json:
         print(json.dumps(done, indent=1))
     return 0

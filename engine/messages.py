@@ -157,6 +157,28 @@ class Request(BaseModel):
         data["messages"] = [{"role": "user", "content": prompt}]
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _functions_as_tools(cls, data: Any) -> Any:
+        """OpenAI's legacy `functions` / `function_call` are the same thing as `tools` /
+        `tool_choice`; they are translated so older callers keep working."""
+        if not isinstance(data, dict) or not ({"functions", "function_call"} & data.keys()):
+            return data
+        if "tools" in data or "tool_choice" in data:
+            raise ValueError("give either functions/function_call or tools/tool_choice")
+        data = dict(data)
+        functions = data.pop("functions", None)
+        choice = data.pop("function_call", None)
+        if functions is not None:
+            if not isinstance(functions, list):
+                raise ValueError("functions must be a list of function definitions")
+            data["tools"] = [{"type": "function", "function": f} for f in functions]
+        if isinstance(choice, dict):
+            choice = {"type": "function", "function": choice}
+        if choice is not None:
+            data["tool_choice"] = choice
+        return data
+
     @field_validator("stop", mode="before")
     @classmethod
     def _stop_as_list(cls, v: Any) -> Any:

@@ -234,6 +234,12 @@ def _leaf(
     chain_ids, chain, chain_elim = _chain(
         route, models, providers, {c.model.id for c in candidates}
     )
+    fallback_policy = route.fallback.policy if route.fallback else None
+    if not elig.filtered_out and not candidates and not chain and fallback_policy is None:
+        prefix = "provider disabled: "
+        reasons = {w.removeprefix(prefix) for _, w in elig.eliminated if w.startswith(prefix)}
+        msg = "every candidate's provider is disabled: " + "; ".join(sorted(reasons))
+        problems.append(doc.diagnostic(path, msg, severity="warning"))
     plan = RoutePlan(
         policy=policy,
         candidates=tuple(c.model.id for c in candidates),

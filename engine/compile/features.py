@@ -2,9 +2,12 @@
 
 Required capabilities are the explicit `capabilities` plus what the body implies: tools
 -> "tools", an image part -> "vision", a JSON response_format -> "json", stream ->
-"streaming". Input tokens are estimated as characters / 4 (plus a little per message):
-routing needs the order of magnitude in microseconds, not the exact count, and the real
-count comes back in the provider's usage. (features_of takes ~3 us for a 2 kB prompt;
+"streaming". Input tokens are estimated as characters / 4, rounded up per message, plus the
+chat format's overhead (4 tokens per message for role and separators, 3 to prime the
+reply, as OpenAI counts them): routing needs the order of magnitude in microseconds, not
+the exact count, and the real count comes back in the provider's usage. Budgets reserve
+this estimate as the worst case, so it errs high: for typical text it is an upper bound
+(a test pins it against the mock provider's own count). (features_of takes ~3 us for a 2 kB prompt;
 tiktoken would be exact for OpenAI models only, and downloads its encodings on first use,
 which an offline deployment cannot do.)
 """
@@ -18,6 +21,8 @@ from engine.messages import ImagePart, Request, TextPart
 
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4  # role and separators, as chat formats add
+REPLY_PRIMING = 3  # the assistant header every reply is primed with
+IMAGE_TOKENS = 765  # a high-detail image tile budget, as OpenAI counts it
 
 
 def features_of(request: Request) -> Features:
@@ -36,11 +41,10 @@ def features_of(request: Request) -> Features:
 
 
 def estimate_tokens(request: Request) -> int:
-    """Approximate prompt tokens: chars / 4, images ~765, tools' JSON, per-message overhead."""
-    chars = 0
-    extra = 0
+    """Prompt tokens, rounded up: chars / 4 per message, images, tools' JSON, overheads."""
+    tokens = REPLY_PRIMING
     for message in request.messages:
-        extra += TOKENS_PER_MESSAGE
+        chars = len(message.name) if message.name else 0
         content = message.content
         if isinstance(content, str):
             chars += len(content)
@@ -49,13 +53,15 @@ def estimate_tokens(request: Request) -> int:
                 if isinstance(part, TextPart):
                     chars += len(part.text)
                 else:
-                    extra += 765  # a high-detail image tile budget, as OpenAI counts it
+                    tokens += IMAGE_TOKENS
         for call in message.tool_calls or ():
             chars += len(call.function.name) + len(call.function.arguments)
+        tokens += TOKENS_PER_MESSAGE - (-chars // CHARS_PER_TOKEN)  # ceil, without floats
+    chars = 0
     for tool in request.tools or ():
         chars += len(tool.function.name) + len(tool.function.description or "")
         chars += len(str(tool.function.parameters))
-    return chars // CHARS_PER_TOKEN + extra
+    return tokens - (-chars // CHARS_PER_TOKEN)
 
 
 def _capabilities(request: Request) -> frozenset[str]:

@@ -15,6 +15,7 @@ import asyncio
 import atexit
 import contextlib
 import copy
+import dataclasses
 import importlib
 import os
 import random
@@ -31,7 +32,7 @@ from collections.abc import (
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.compile.plan import ModelPlan, Plan
+from engine.compile.plan import ModelPlan, Plan, RoutePlan
 from engine.errors import (
     ConfigError,
     Diagnostic,
@@ -70,6 +71,33 @@ def _default_budget(clock: Clock, ledger: Ledger) -> BudgetStore:
     if hasattr(ledger, "spend_since") and hasattr(store, "from_ledger"):
         return store.from_ledger(clock, ledger)  # type: ignore[no-any-return]
     return store(clock)  # type: ignore[no-any-return]
+
+
+def _cache_size(plan: Plan) -> int:
+    """One response cache serves every policy: it holds the largest `cache.max_entries` of
+    the routes that enable caching (1000 when none does), so the setting is not ignored."""
+    routes = [
+        getattr(target, "route", target)  # a Leaf carries a RoutePlan; a Goto does not
+        for tree in plan.policies.values()  # trees are opaque here: read them defensively
+        for target in (
+            getattr(tree, "default", tree),
+            *(rule.target for rule in getattr(tree, "rules", ())),
+        )
+    ]
+    sizes = [r.cache.max_entries for r in routes if isinstance(r, RoutePlan) and r.cache.enabled]
+    return max(sizes, default=1000)
+
+
+def _with_default_policy(plan: Plan, name: str | None) -> Plan:
+    """The plan with `name` as its default policy; a name that is no policy is a ConfigError."""
+    if name is None or name == plan.default_policy:
+        return plan
+    if name not in plan.policies:
+        known = ", ".join(sorted(plan.policies)) or "none"
+        raise ConfigError(
+            [Diagnostic(f"default policy {name!r} (ENGINE_POLICY) is not a policy; known: {known}")]
+        )
+    return dataclasses.replace(plan, default_policy=name)
 
 
 def _unbound_adapter(protocol: str) -> Adapter:
@@ -158,6 +186,7 @@ class Engine:
         self._mutating = threading.Lock()
         self._sync = _LoopThread(self.aclose)
         self._keepalive: asyncio.Task[None] | None = None
+        self._default_policy: str | None = None  # kept across reloads (ENGINE_POLICY)
         self.hooks = Hooks()
         self.pings = _health.Pings(services.clock)
         services.adapter_for = self._adapter
@@ -199,7 +228,7 @@ class Engine:
             adapter_for=_unbound_adapter,  # replaced by the Engine's own lookup
             limiter=rate_limiter or _load(state + "ratelimit", "InProcessRateLimiter")(clock),
             budget=budget or _default_budget(clock, ledger),
-            cache=cache or _load(state + "cache", "LRUCache")(1000, clock),
+            cache=cache or _load(state + "cache", "LRUCache")(_cache_size(plan), clock),
             cache_key=cache_key or _load(state + "cache", "cache_key"),
             ledger=ledger,
             clock=clock,
@@ -218,15 +247,19 @@ class Engine:
         path: str | os.PathLike[str] | None = None,
         *,
         ledger_path: str | None = None,
+        default_policy: str | None = None,
         **injected: Any,
     ) -> Engine:
         """An engine from `models.yaml` + `routes/` in `path` (default $ENGINE_CONFIG or ./).
 
         The cost ledger is SQLite at `ledger_path`, else $ENGINE_LEDGER, else
-        `<path>/.engine/ledger.sqlite3`; pass `ledger=` to use another backend.
+        `<path>/.engine/ledger.sqlite3`; pass `ledger=` to use another backend. The policy
+        used when a call names none is `default_policy`, else $ENGINE_POLICY, else the
+        route file called `default`.
         """
         directory = _config_dir(path)
-        plan = _load("engine.compile", "build_plan")(directory)
+        chosen = default_policy or os.environ.get("ENGINE_POLICY") or None
+        plan = _with_default_policy(_load("engine.compile", "build_plan")(directory), chosen)
         if "ledger" not in injected:
             where = Path(
                 ledger_path
@@ -237,7 +270,9 @@ class Engine:
             clock = injected.get("clock") or SystemClock()
             injected["clock"] = clock
             injected["ledger"] = _load("engine.runtime.ledger", "SQLiteLedger")(str(where), clock)
-        return cls.from_plan(plan, config_dir=directory, **injected)
+        engine = cls.from_plan(plan, config_dir=directory, **injected)
+        engine._default_policy = chosen
+        return engine
 
     @classmethod
     def from_data(
@@ -379,9 +414,31 @@ class Engine:
     def explain(self, request: RequestLike, policy: str | None = None) -> dict[str, Any]:
         """Why a request would go where it goes: the compiled decision plus live state."""
         req = parse_request(request)
-        target = policy or req.model or self._plan.default_policy
+        out = self._explain_target(req, policy or req.model or self._plan.default_policy)
+        if req.fallbacks:  # what a failure of the first target hands over to, in order
+            out["fallbacks"] = [self._explain_target(req, f) for f in req.fallbacks]
+        return out
+
+    def _explain_target(self, req: Request, target: str | None) -> dict[str, Any]:
+        model = self._plan.models.get(target or "")
+        if model is not None:  # a `provider/name` pin skips selection
+            provider = self._plan.providers[model.provider]
+            row = {
+                "model": model.id,
+                "provider": model.provider,
+                "local": model.local,
+                "enabled": provider.enabled,
+                "disabled_reason": provider.disabled_reason,
+            }
+            return {
+                "target": model.id,
+                "policy": None,
+                "pinned": True,
+                "ranked": [row],
+                "chain": [],
+            }
         if target is None or target not in self._plan.policies:
-            raise UnknownPolicyError(f"explain needs a policy name; got {target!r}")
+            raise UnknownPolicyError(f"explain needs a policy or model id; got {target!r}")
         out: dict[str, Any] = dict(_load("engine.compile", "explain")(self._plan, target, req))
         out["live"] = self._live(req, target)
         return out
@@ -588,8 +645,11 @@ class Engine:
             self._data = None
         if not isinstance(plan, Plan):
             raise TypeError(f"reload expects a Plan, got {type(plan).__name__}")
+        plan = _with_default_policy(plan, self._default_policy)
         self._svc.bad_keys.clear()
         self._register_keys(plan)
+        if isinstance(getattr(self._svc.cache, "max_entries", None), int):
+            self._svc.cache.max_entries = _cache_size(plan)  # type: ignore[attr-defined]
         self._plan = plan
         return plan
 

@@ -26,7 +26,7 @@ import asyncio
 import itertools
 import os
 import random
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -326,7 +326,7 @@ class Execution:
         worst = cap or model.max_output or expected
         return Scored(model, score, model.cost(tin, expected), model.cost(tin, worst))
 
-    def _walk(self) -> Iterator[Candidate]:
+    def _walk(self) -> Generator[Candidate, None, None]:
         """Every candidate in try order; later legs are resolved only when reached."""
         if self.primary is not None:
             yield from self._leg_candidates(self.primary, 0)
@@ -847,8 +847,20 @@ class Execution:
 
     # -- the two ways a call ends ---------------------------------------------------------
 
+    def close(self) -> None:
+        """Finish the candidate walk. Its suspended generator frame refers back to this
+        object; closing it breaks that cycle, so a finished call is freed by reference
+        counting at once instead of waiting for (and feeding) the cyclic garbage collector."""
+        self._candidates.close()
+
     async def run(self) -> Response:
         """The whole non-streaming call: cache, failover, settle, stats."""
+        try:
+            return await self._run()
+        finally:
+            self.close()
+
+    async def _run(self) -> Response:
         key = self.cache_key()
         if key is not None:
             hit = self.svc.cache.get(key)

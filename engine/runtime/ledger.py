@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import logging
+import operator
 import os
 import queue
 import sqlite3
@@ -173,6 +175,7 @@ def _where(workspace: str | None, since: float) -> tuple[str, list[Any]]:
 
 
 _STOP = object()
+_ROW_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(LedgerRow)))
 
 
 class SQLiteLedger(LedgerQueries):
@@ -214,7 +217,10 @@ class SQLiteLedger(LedgerQueries):
         if self._closed:  # a late attempt must not fail the request that made it
             log.warning("cost ledger %s is closed; attempt row dropped", self.path)
             return
-        self._queue.put(row)
+        # A plain tuple of its fields: the garbage collector stops tracking such tuples at
+        # its first look, so rows waiting for their batch never age into (and trigger)
+        # full collections under heavy traffic.
+        self._queue.put(_ROW_FIELDS(row))
 
     async def flush(self) -> None:
         """Return once every row recorded before this call is committed."""
@@ -282,7 +288,7 @@ class SQLiteLedger(LedgerQueries):
             if isinstance(item, Future):
                 markers.append(item)
                 return batch, markers, False  # commit now: someone is waiting
-            batch.append(item)
+            batch.append(LedgerRow(*item))
             if len(batch) >= self._batch_size:
                 return batch, markers, False
             try:

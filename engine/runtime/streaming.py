@@ -23,6 +23,16 @@ from engine.runtime.executor import Candidate, Execution, Guard, OpenStream
 
 async def stream(ex: Execution) -> AsyncGenerator[StreamEvent, None]:
     """The whole streaming call; `ex.final` holds the assembled Response at the end."""
+    events = _stream(ex)
+    try:
+        async for event in events:
+            yield event
+    finally:
+        await events.aclose()  # close explicitly: a dropped generator is closed only later
+        ex.close()
+
+
+async def _stream(ex: Execution) -> AsyncGenerator[StreamEvent, None]:
     key = ex.cache_key()
     if key is not None:
         hit = ex.svc.cache.get(key)

@@ -260,12 +260,15 @@ def _failed(
         error = INTERNAL
     elif error.status >= 500:
         log.warning("chat request failed: %s", error.message)
-    attempts = getattr(exc, "attempts", ())
+    attempts = tuple(getattr(exc, "attempts", ()))
     state.metrics.observe(
         policy=policy, provider="", model="", status=error.status, stream=stream,
-        seconds=time.perf_counter() - started, attempts=tuple(attempts),
+        seconds=time.perf_counter() - started, attempts=attempts,
     )  # fmt: skip
-    return error_response(error)
+    response = error_response(error)
+    if attempts:
+        response.headers["x-engine-attempts"] = str(len(attempts))
+    return response
 
 
 async def _stream(
@@ -431,13 +434,19 @@ def create_app(
         import asyncio
 
         task = asyncio.create_task(watcher.run()) if watcher and settings.reload else None
+        warming = (
+            asyncio.create_task(_warm(engine, settings.keep_alive_s))
+            if settings.warm_on_start or settings.keep_alive_s
+            else None
+        )
         try:
             yield
         finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for background in (task, warming):
+                if background is not None:
+                    background.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await background
             await engine.aclose()  # flushes the ledger
 
     app = Starlette(
@@ -454,6 +463,14 @@ def create_app(
     )
     app.state.server = state
     return app
+
+
+async def _warm(engine: RoutingEngine, keep_alive_s: float | None) -> None:
+    """Open provider connections in the background (start-up is not held up by a slow one);
+    the engine keeps them warm every `keep_alive_s` when set."""
+    warm = getattr(engine, "warm", None)
+    if warm is not None:
+        await warm(keep_alive_s=keep_alive_s)
 
 
 def _state_reader(engine: RoutingEngine) -> Callable[[], Mapping[str, Any]]:

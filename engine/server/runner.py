@@ -64,6 +64,9 @@ def banner(plan: Plan, settings: ServerSettings) -> str:
 def build_app(settings: ServerSettings | None = None) -> Starlette:
     """The app for one worker: settings from env, engine from the config dir, watcher on."""
     settings = settings or load_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s"
+    )
     engine = engine_from_config(settings.config_dir)
     watcher = ConfigWatcher(
         settings.config_dir, load_plan, engine.reload, settings.reload_interval_s

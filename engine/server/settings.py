@@ -71,6 +71,8 @@ class ServerSettings(BaseModel):
     drain_timeout_s: float = Field(default=30.0, ge=0)
     log_level: str = "info"
     access_log: bool = False
+    warm_on_start: bool = False  # open provider connections when the server starts
+    keep_alive_s: float | None = Field(default=None, gt=0)  # then re-warm at this interval
 
     @property
     def loopback_only(self) -> bool:
@@ -93,6 +95,8 @@ class _FileSettings(BaseModel):
     drain_timeout_s: float | None = None
     log_level: str | None = None
     access_log: bool | None = None
+    warm_on_start: bool | None = None
+    keep_alive_s: float | None = None
 
 
 _ENV: Mapping[str, str] = {
@@ -106,6 +110,8 @@ _ENV: Mapping[str, str] = {
     "ENGINE_DRAIN_TIMEOUT": "drain_timeout_s",
     "ENGINE_LOG_LEVEL": "log_level",
     "ENGINE_ACCESS_LOG": "access_log",
+    "ENGINE_WARM_ON_START": "warm_on_start",
+    "ENGINE_KEEP_ALIVE": "keep_alive_s",
 }
 
 

@@ -11,8 +11,8 @@ import pytest
 import engine
 from engine import Conversation, Engine
 from engine.testing.clock import FakeClock
-from engine.testing.fakes import FakeAnthropic, FakeOpenAI
-from tests.acceptance.conftest import MOCK_MODELS, ask, write_config
+from engine.testing.fakes import FakeAnthropic, FakeAzure, FakeGemini, FakeOllama, FakeOpenAI, Fault
+from tests.acceptance.conftest import MOCK_MODELS, ask, shipped_config, write_config
 
 WEATHER = {
     "type": "function",
@@ -224,3 +224,86 @@ async def test_mock_mode_failure_rate_is_configurable(tmp_path: Path) -> None:
         await eng.arun(ask())
     await eng.aclose()
     assert [a.outcome for a in info.value.attempts] == ["unavailable"]
+
+
+FAKES = {
+    "openai": FakeOpenAI,
+    "azure": FakeAzure,
+    "anthropic": FakeAnthropic,
+    "gemini": FakeGemini,
+    "groq": FakeOpenAI,
+    "deepseek": FakeOpenAI,
+    "mistral": FakeOpenAI,
+    "together": FakeOpenAI,
+    "huggingface": FakeOpenAI,
+    "openrouter": FakeOpenAI,
+    "ollama": FakeOllama,
+}
+KEY_VARS = {
+    "openai": "OPENAI_API_KEY",
+    "azure": "AZURE_OPENAI_API_KEY",
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "together": "TOGETHER_API_KEY",
+    "huggingface": "HF_TOKEN",
+    "openrouter": "OPENROUTER_API_KEY",
+}
+
+
+@pytest.mark.parametrize("provider", sorted(FAKES))
+async def test_every_shipped_provider_answers_over_its_protocol(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, provider: str
+) -> None:
+    """Multi-provider support: each shipped provider, keyed by its usual env var, answers."""
+    async with FAKES[provider]() as up:
+        if provider in KEY_VARS:
+            monkeypatch.setenv(KEY_VARS[provider], f"sk-acc-{provider}-0013")
+        if provider == "azure":
+            monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", up.url)
+        else:
+            monkeypatch.setenv(f"{provider.upper()}_BASE_URL", up.url)
+        eng = Engine.from_config(shipped_config(tmp_path / "shipped"), clock=FakeClock())
+        model = eng.list_models(provider)[0]
+        resp = await eng.arun(ask("hello from the acceptance suite", model=model))
+        events = [e async for e in eng.astream(ask("and streamed", model=model))]
+        await eng.aclose()
+    assert (resp.provider, resp.model) == (provider, model)
+    assert "hello from the acceptance suite" in (resp.content or "")
+    assert "and streamed" in "".join(e.content for e in events)
+    assert len(up.requests) == 2
+
+
+async def test_tool_result_round_trip_in_a_conversation(tmp_path: Path) -> None:
+    """Tools in a conversation: the model calls a tool, the result goes back, it answers."""
+    async with FakeOpenAI() as oa, FakeAnthropic() as an:
+        oa.default_fault = Fault(status=401)  # every turn is answered by Anthropic
+        eng = Engine.from_config(wire_config(tmp_path, oa.url, an.url), clock=FakeClock())
+        chat = Conversation(eng, tools=[WEATHER])
+        first = await chat.asend("What's the weather in Paris?")
+        (call,) = first.tool_calls
+        final = await chat.asend('{"temperature_c": 21}', role="tool", tool_call_id=call.id)
+        await eng.aclose()
+        sent = an.requests[-1].body["messages"]
+    assert final.provider == "anthropic" and not final.tool_calls
+    assert "21" in (final.content or "")
+    blocks = [b for m in sent if isinstance(m["content"], list) for b in m["content"]]
+    assert {"tool_use", "tool_result"} <= {b["type"] for b in blocks}
+
+
+async def test_legacy_functions_parameter_is_function_calling(tmp_path: Path) -> None:
+    """Function calling with the older `functions` list: sent as tools, answered as a call."""
+    functions = [WEATHER["function"]]
+    async with FakeOpenAI() as oa, FakeAnthropic() as an:
+        eng = Engine.from_config(wire_config(tmp_path, oa.url, an.url), clock=FakeClock())
+        resp = await eng.arun(
+            ask("What's the weather in NYC?", functions=functions, function_call="auto")
+        )
+        with pytest.raises(engine.RequestError, match="either functions"):
+            await eng.arun(ask("both", functions=functions, tools=[WEATHER]))
+        await eng.aclose()
+        body = oa.requests[-1].body
+    assert body["tools"] == [WEATHER] and body["tool_choice"] == "auto"
+    assert resp.tool_calls[0].name == "get_weather"

@@ -18,10 +18,10 @@ import openai
 import pytest
 import uvicorn
 
-from engine import Engine, Request, Response
+from engine import ConfigError, Engine, Request, Response
 from engine.cli import main
 from engine.server import create_app
-from engine.server.settings import ServerSettings
+from engine.server.settings import ServerSettings, load_settings
 from engine.testing.clock import FakeClock
 from engine.testing.fakes import FakeOpenAI, Fault
 from tests.acceptance.conftest import MOCK_MODELS, ask, shipped_config, write_config
@@ -121,9 +121,11 @@ def test_cli_validate_and_explain(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 @contextlib.asynccontextmanager
-async def serving(engine: Engine) -> AsyncIterator[openai.AsyncOpenAI]:
+async def serving(
+    engine: Engine, settings: ServerSettings | None = None
+) -> AsyncIterator[openai.AsyncOpenAI]:
     """The server app on a loopback socket, and an official SDK client pointed at it."""
-    app = create_app(engine, ServerSettings(reload=False))
+    app = create_app(engine, settings or ServerSettings(reload=False))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
@@ -183,7 +185,7 @@ async def test_server_speaks_openai_chat_stream_and_tools(tmp_path: Path) -> Non
     assert tools.choices[0].message.tool_calls[0].function.name == "get_weather"  # type: ignore[index]
     assert coded.headers["x-engine-model"] == "mock/coder"
     assert stats["engine"]["totals"]["requests"] == 4  # type: ignore[index]
-    assert 'engine_requests_total{' in metrics and "engine_tokens_total{" in metrics
+    assert "engine_requests_total{" in metrics and "engine_tokens_total{" in metrics
 
 
 async def test_server_errors_use_openai_error_classes(tmp_path: Path) -> None:
@@ -211,3 +213,89 @@ async def test_server_errors_use_openai_error_classes(tmp_path: Path) -> None:
         await eng.aclose()
     assert failed.value.status_code in (502, 503)
     assert "sk-acc-0011" not in str(failed.value.body)
+
+
+async def test_server_warms_connections_on_start_and_keeps_them_alive(tmp_path: Path) -> None:
+    """Connection warmer as a service: ENGINE_WARM_ON_START / ENGINE_KEEP_ALIVE ping providers."""
+    settings = load_settings(
+        tmp_path,
+        {"reload": False},
+        env={"ENGINE_WARM_ON_START": "true", "ENGINE_KEEP_ALIVE": "30"},
+    )
+    clock = FakeClock()
+    async with FakeOpenAI() as oa:
+        models = MOCK_MODELS.replace(
+            "models:\n",
+            f"  openai:\n    protocol: openai\n    base_url: {oa.url}\n    api_key: sk-acc-0012\n"
+            "models:\n",
+            1,
+        )
+        eng = Engine.from_config(
+            write_config(
+                tmp_path / "cfg",
+                models,
+                {"default": "strategy: ordered\ncandidates: [mock/fast]\n"},
+            ),
+            clock=clock,
+        )
+        async with serving(eng, settings):
+            for _ in range(500):
+                if eng.pings.view("openai")["total_pings"] >= 2:
+                    break
+                await asyncio.sleep(0.001)
+            pinged = eng.pings.view("openai")
+    assert (settings.warm_on_start, settings.keep_alive_s) == (True, 30.0)
+    assert pinged["total_pings"] >= 2 and pinged["ping_failures"] == 0
+    assert 30 in clock.slept
+
+
+async def test_server_routing_inputs_preferred_model_fallbacks_and_cache(tmp_path: Path) -> None:
+    """As a service: a preferred model with fallbacks, cache hits and per-request bypass."""
+    async with FakeOpenAI() as oa:
+        oa.default_fault = Fault(status=401)
+        models = MOCK_MODELS.replace(
+            "models:\n",
+            f"  openai:\n    protocol: openai\n    base_url: {oa.url}\n    api_key: sk-acc-0014\n"
+            "models:\n  openai/gpt-4o-mini:\n    context_window: 128000\n"
+            "    input_price: 1\n    output_price: 1\n",
+            1,
+        )
+        route = "strategy: ordered\ncandidates: [mock/fast]\ncache: {enabled: true}\n"
+        eng = Engine.from_config(write_config(tmp_path / "cfg", models, {"default": route}))
+        hi = [{"role": "user", "content": "hi"}]
+        async with serving(eng) as client:
+            create = client.chat.completions.with_raw_response.create
+            preferred = await create(
+                model="openai/gpt-4o-mini", messages=hi, extra_body={"fallbacks": ["default"]}
+            )
+            caches = [
+                (await create(model="default", messages=hi, extra_body=extra)).headers[
+                    "x-engine-cache"
+                ]
+                for extra in ({}, {}, {"cache": False})
+            ]
+        await eng.aclose()
+    assert preferred.headers["x-engine-model"] == "mock/fast"
+    assert preferred.headers["x-engine-attempts"] == "2" and len(oa.requests) == 1
+    assert caches == ["miss", "hit", "miss"]
+
+
+async def test_default_routing_strategy_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Env-var strategy choice: ENGINE_POLICY picks the policy used when a call names none."""
+    routes = {
+        "default": "strategy: ordered\ncandidates: [mock/fast]\n",
+        "quality": "strategy: quality_optimized\n",
+    }
+    cfg = write_config(tmp_path / "cfg", MOCK_MODELS, routes)
+    monkeypatch.setenv("ENGINE_POLICY", "quality")
+    eng = Engine.from_config(cfg, clock=FakeClock())
+    chosen = (await eng.arun(ask())).model
+    eng.reload()
+    after_reload = (await eng.arun(ask("again"))).model
+    await eng.aclose()
+    monkeypatch.setenv("ENGINE_POLICY", "qualty")
+    with pytest.raises(ConfigError, match=r"'qualty'.*known: default, quality"):
+        Engine.from_config(cfg)
+    assert chosen == after_reload == "mock/smart"

@@ -23,8 +23,7 @@ def registry_engine(tmp_path: Path) -> Engine:
 
 
 async def test_registry_queries(tmp_path: Path) -> None:
-    """Model registry: config of one model, list (by provider), find by capability under a
-    price, cheapest and fastest for a capability."""
+    """Model registry: one model's config, list, find under a price, cheapest, fastest."""
     eng = registry_engine(tmp_path)
     config = eng.model_config("mock/smart")
     await eng.aclose()

@@ -146,7 +146,7 @@ async def test_timeout_is_a_typed_error_and_fails_over(tmp_path: Path) -> None:
     """Error classes: a stalled upstream times out (TimeoutError) and the fallback answers."""
     async with FakeOpenAI() as oa:
         oa.default_fault = Fault(stall=True)
-        timeouts = "    timeouts: {connect_s: 0.2, total_s: 0.2, first_token_s: 0.2}\n"
+        timeouts = "    timeouts: {connect_s: 0.05, total_s: 0.05, first_token_s: 0.05}\n"
         eng = Engine.from_config(
             openai_then_mock(tmp_path, oa.url, timeouts=timeouts), clock=FakeClock()
         )
@@ -211,3 +211,36 @@ async def test_keep_alive_pings_run_on_the_interval(tmp_path: Path) -> None:
     assert 30 in clock.slept
     h = health["providers"]["openai"]
     assert h["total_pings"] >= 3 and h["ping_failures"] == 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "outcome"),
+    [
+        (Fault(reset=True), "unavailable"),
+        (Fault(malformed=True), "protocol_error"),
+        (Fault(status=529), "unavailable"),
+    ],
+)
+async def test_connection_and_invalid_response_failures_fall_back(
+    tmp_path: Path, fault: Fault, outcome: str
+) -> None:
+    """Failover triggers: a dropped connection, an unparseable body or overload -> the fallback."""
+    async with FakeOpenAI() as oa:
+        oa.default_fault = fault
+        eng = Engine.from_config(openai_then_mock(tmp_path, oa.url), clock=FakeClock())
+        resp = await eng.arun(ask())
+        await eng.aclose()
+    assert resp.model == "mock/fast"
+    assert [a.outcome for a in resp.attempts] == [outcome, "ok"]
+
+
+async def test_stream_fails_over_before_the_first_token(tmp_path: Path) -> None:
+    """Streaming with failover: a provider failing before any token is replaced invisibly."""
+    async with FakeOpenAI() as oa:
+        oa.default_fault = Fault(status=503)
+        eng = Engine.from_config(openai_then_mock(tmp_path, oa.url), clock=FakeClock())
+        events = [e async for e in eng.astream(ask("stream after failover"))]
+        await eng.aclose()
+    assert {e.model for e in events} == {"mock/fast"}
+    assert "stream after failover" in "".join(e.content for e in events)
+    assert [a.outcome for a in events[-1].attempts] == ["unavailable", "ok"]

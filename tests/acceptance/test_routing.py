@@ -294,3 +294,15 @@ async def test_fallback_chain_is_visible_before_calling(tmp_path: Path) -> None:
     assert [c["model"] for c in plan["ranked"]] == ["mock/coder", "mock/smart"]
     assert [c["model"] for c in plan["chain"]] == ["mock/fast"]
     assert stats["totals"]["requests"] == 0
+
+
+async def test_fallback_chain_for_a_primary_model(tmp_path: Path) -> None:
+    """Custom fallback chain: a primary model plus a cost-optimized fallback for `code`."""
+    eng = mock_engine(tmp_path, "strategy: cost_optimized\n")
+    request = ask(model="mock/smart", fallbacks=["default"], capabilities=["code"])
+    plan = eng.explain(request)
+    await eng.aclose()
+    assert plan["pinned"] and [r["model"] for r in plan["ranked"]] == ["mock/smart"]
+    (fallback,) = plan["fallbacks"]
+    assert fallback["policy"] == "default"
+    assert [r["model"] for r in fallback["ranked"]] == ["mock/coder"]

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import AllCandidatesFailedError, Engine
+from engine import AllCandidatesFailedError, BudgetExceededError, Engine
 from engine.cli import main
+from engine.runtime.ledger import SQLiteLedger
 from engine.testing.clock import FakeClock
 from engine.testing.fakes import FakeOpenAI, Fault
 from tests.acceptance.conftest import MOCK_MODELS, ask, write_config
@@ -48,6 +49,22 @@ async def test_cache_bypass_per_request_and_clear(tmp_path: Path) -> None:
     hit = await eng.arun(ask("same question"))
     await eng.aclose()
     assert not bypass.cached and not after_clear.cached and hit.cached
+
+
+async def test_cache_size_is_bounded_by_the_policy(tmp_path: Path) -> None:
+    """Cache size: `max_entries` bounds the cache; the least recently used answer goes first."""
+    route = (
+        "strategy: ordered\ncandidates: [mock/fast]\n"
+        "cache: {enabled: true, ttl_s: 3600, max_entries: 2}\n"
+    )
+    cfg = write_config(tmp_path / "cfg", MOCK_MODELS, {"default": route})
+    eng = Engine.from_config(cfg, clock=FakeClock())
+    for text in ("one", "two", "three"):
+        await eng.arun(ask(text))
+    evicted = await eng.arun(ask("one"))
+    kept = await eng.arun(ask("three"))
+    await eng.aclose()
+    assert not evicted.cached and kept.cached
 
 
 async def test_cached_answer_replays_as_a_stream(tmp_path: Path) -> None:
@@ -219,3 +236,43 @@ async def test_usage_statistics_per_provider_and_model(tmp_path: Path) -> None:
     assert (openai["requests"], openai["failures"], openai["error_rate"]) == (4, 1, 0.25)
     assert stats["models"]["mock/fast"]["requests"] == 1
     assert openai["latency_p50_ms"] is not None
+
+
+async def test_workspace_costs_from_python(tmp_path: Path) -> None:
+    """Workspace costs in code: the ledger answers totals by model and a daily breakdown."""
+    clock = FakeClock()
+    ledger_path = tmp_path / "ledger.sqlite3"
+    route = "strategy: ordered\ncandidates: [mock/smart]\n"
+    eng = Engine.from_config(
+        write_config(tmp_path / "cfg", MOCK_MODELS, {"default": route}), clock=clock
+    )
+    spent = [
+        await eng.arun(ask(f"w {i}", metadata={"workspace": "workspace-123"})) for i in range(2)
+    ]
+    await eng.arun(ask("elsewhere", metadata={"workspace": "other"}))
+    await eng.aclose()
+    ledger = SQLiteLedger(str(ledger_path), clock)
+    since = clock.time() - 30 * 86400
+    (row,) = ledger.totals("workspace-123", since, "model")
+    (day,) = ledger.daily("workspace-123", since)
+    assert row["model"] == "mock/smart" and row["attempts"] == 2
+    assert row["cost_usd"] == pytest.approx(sum(r.cost_usd or 0 for r in spent))
+    assert day["cost_usd"] == pytest.approx(row["cost_usd"])
+
+
+async def test_workspace_daily_budget_stops_spending(tmp_path: Path) -> None:
+    """Budget management: a workspace's daily budget refuses calls once spent, others go on."""
+    clock = FakeClock()
+    route = "strategy: ordered\ncandidates: [mock/smart]\nbudget: {daily_usd: 0.01}\n"
+    cfg = write_config(tmp_path / "cfg", MOCK_MODELS, {"default": route})
+    eng = Engine.from_config(cfg, clock=clock)
+    spent = 0.0
+    with pytest.raises(BudgetExceededError, match="acme"):
+        for i in range(100):
+            spent += (await eng.arun(ask(f"q{i}", metadata={"workspace": "acme"}))).cost_usd or 0
+    other = await eng.arun(ask("still fine", metadata={"workspace": "globex"}))
+    clock.advance(86400)
+    next_day = await eng.arun(ask("a new day", metadata={"workspace": "acme"}))
+    await eng.aclose()
+    assert 0 < spent <= 0.01
+    assert other.content and next_day.content

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from engine.compile import features_of
 from engine.messages import parse_request
 
@@ -95,3 +99,52 @@ def test_single_tag_string_and_odd_metadata_types():
     """A tag given as a string is one tag; non-string task_type is ignored, not an error."""
     f = features_of(_req(metadata={"tags": "cheap", "task_type": 7}))
     assert f.tags == frozenset({"cheap"}) and f.task_type is None
+
+
+def _mock_input_tokens(request):
+    """What the mock provider reports as the prompt's size (its own counting rule)."""
+    from engine.providers.mock import answer_for_request
+
+    return answer_for_request(request, "mock/fast").input_tokens
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"role": "user", "content": "hi"}],
+        [{"role": "user", "content": "hello there"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}],
+        [
+            {"role": "user", "content": "x" * 4001},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": [{"type": "text", "text": "and a"}]},
+        ],
+    ],
+)
+def test_estimate_is_at_least_the_mock_providers_count(messages):
+    """The estimate never undershoots what the mock upstream counts, even for short prompts."""
+    request = parse_request({"messages": messages})
+    assert features_of(request).input_tokens >= _mock_input_tokens(request)
+
+
+def test_estimate_pins_reply_priming_and_per_message_overhead():
+    """A short prompt costs ceil(chars / 4) + 4 per message + 3 for the reply priming."""
+    request = _req(messages=[{"role": "user", "content": "hello"}])
+    assert features_of(request).input_tokens == 2 + 4 + 3
+
+
+_ascii_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=300)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["system", "user", "assistant"]), _ascii_text),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_estimate_is_an_upper_bound_for_ascii_text(turns):
+    """For any ASCII conversation the estimate is >= the mock provider's token count."""
+    request = parse_request({"messages": [{"role": r, "content": t} for r, t in turns]})
+    assert features_of(request).input_tokens >= _mock_input_tokens(request)

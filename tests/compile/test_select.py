@@ -326,3 +326,17 @@ def test_empty_selection_hands_over_to_the_fallback_policy():
     sel = select(plan, "p", Features())
     assert (sel.ranked, sel.chain, sel.route.fallback_policy) == ((), (), "q")
     assert dict(sel.eliminated)["off/claude"].startswith("provider disabled")
+
+
+def test_route_with_only_disabled_providers_is_a_warning():
+    """A route whose every candidate is disabled, with no chain or fallback, warns at compile time."""
+    from engine.compile.compiler import check_config
+    from engine.config.project import load_data
+
+    _, found = check_config(
+        load_data(MODELS, {"p": {"strategy": "ordered", "candidates": ["off/claude"]}}, env=ENV),
+        ENV,
+    )
+    (w,) = [d for d in found if d.file == "<memory>:routes/p"]
+    assert w.severity == "warning"
+    assert w.message == "every candidate's provider is disabled: OFF_KEY is not set"

@@ -115,6 +115,26 @@ async def test_tools_through_the_real_engine(stack: Stack) -> None:
     assert "".join(d.function.arguments or "" for d in deltas) == call.function.arguments
 
 
+async def test_metadata_headers_drive_routing_rules(stack: Stack) -> None:
+    """x-engine-task-type reaches the engine's features: a rule on it picks another policy."""
+    (stack.config / "routes" / "backup_only.yaml").write_text(
+        "strategy: ordered\ncandidates: [backup/gpt-4o-mini]\n"
+    )
+    (stack.config / "routes" / "triage.yaml").write_text(
+        "strategy: ordered\ncandidates: [primary/gpt-4o-mini]\n"
+        "rules:\n  - name: code\n    when: {feature: task_type, eq: code}\n"
+        "    policy: backup_only\n"
+    )
+    assert await stack.watcher.check() is True
+    async with stack.running.client() as client:
+        plain = await client.chat.completions.with_raw_response.create(model="triage", messages=MSG)
+        code = await client.chat.completions.with_raw_response.create(
+            model="triage", messages=MSG, extra_headers={"x-engine-task-type": "code"}
+        )
+    assert plain.headers["x-engine-provider"] == "primary"
+    assert code.headers["x-engine-provider"] == "backup"
+
+
 async def test_model_pin_goes_to_that_provider(stack: Stack) -> None:
     """`model: provider/name` pins the call to that model."""
     async with stack.running.client() as client:
@@ -139,6 +159,7 @@ async def test_all_candidates_unavailable_is_503(stack: Stack) -> None:
         with pytest.raises(openai.InternalServerError) as info:
             await client.chat.completions.create(model="chat", messages=MSG)
     assert info.value.status_code == 503
+    assert info.value.response.headers["x-engine-attempts"] == "2"
     assert "primary" in info.value.message and "backup" in info.value.message
     assert "sk-primary" not in str(info.value.body)
 
