@@ -32,6 +32,7 @@ __all__ = [
     "key_header",
     "option_bool",
     "parse_arguments",
+    "sampling",
     "split_data_url",
     "system_text",
     "tool_names_by_id",
@@ -155,6 +156,16 @@ def system_text(request: Request) -> str | None:
     """All system/developer messages joined: protocols with a top-level system field."""
     parts = [m.text() for m in request.messages if m.role in ("system", "developer")]
     return "\n\n".join(parts) if parts else None
+
+
+def sampling(request: Request, names: Mapping[str, str]) -> dict[str, Any]:
+    """The request's settings that are set (`names`: field -> the protocol's name for it)."""
+    out = {}
+    for attribute, name in names.items():
+        value = getattr(request, attribute)
+        if value is not None:
+            out[name] = value
+    return out
 
 
 def option_bool(options: Mapping[str, str], name: str, default: bool) -> bool:

@@ -50,6 +50,7 @@ from .common import (
     decode_object,
     json_headers,
     parse_arguments,
+    sampling,
     split_data_url,
     system_text,
     tool_names_by_id,
@@ -134,18 +135,20 @@ def _is_function_response(part: dict[str, Any]) -> bool:
     return "functionResponse" in part
 
 
+#: Request fields and their generationConfig names.
+_SAMPLING = {
+    "temperature": "temperature",
+    "top_p": "topP",
+    "output_limit": "maxOutputTokens",
+    "stop": "stopSequences",
+    "seed": "seed",
+    "presence_penalty": "presencePenalty",
+    "frequency_penalty": "frequencyPenalty",
+}
+
+
 def _generation_config(request: Request) -> dict[str, Any]:
-    config: dict[str, Any] = {}
-    pairs = (
-        ("temperature", request.temperature),
-        ("topP", request.top_p),
-        ("maxOutputTokens", request.output_limit),
-        ("stopSequences", request.stop),
-        ("seed", request.seed),
-        ("presencePenalty", request.presence_penalty),
-        ("frequencyPenalty", request.frequency_penalty),
-    )
-    config.update({k: v for k, v in pairs if v is not None})
+    config = sampling(request, _SAMPLING)
     fmt = request.response_format
     if fmt is not None and fmt.type != "text":
         config["responseMimeType"] = "application/json"

@@ -39,6 +39,7 @@ from .common import (
     decode_object,
     json_headers,
     parse_arguments,
+    sampling,
     tool_names_by_id,
 )
 from .exchange import HttpAdapter
@@ -89,17 +90,20 @@ def _message(m: Message, endpoint: Endpoint, names: dict[str, str]) -> dict[str,
     return data
 
 
+#: Request fields and their Modelfile names.
+_SAMPLING = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "output_limit": "num_predict",
+    "stop": "stop",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+
+
 def _options(request: Request, endpoint: Endpoint) -> dict[str, Any]:
-    pairs = (
-        ("temperature", request.temperature),
-        ("top_p", request.top_p),
-        ("num_predict", request.output_limit),
-        ("stop", request.stop),
-        ("seed", request.seed),
-        ("presence_penalty", request.presence_penalty),
-        ("frequency_penalty", request.frequency_penalty),
-    )
-    options = {k: v for k, v in pairs if v is not None}
+    options = sampling(request, _SAMPLING)
     if "num_ctx" in endpoint.options:
         options["num_ctx"] = int(endpoint.options["num_ctx"])
     return options
