@@ -178,8 +178,11 @@ class UnavailableError(ProviderError):
     kind = "unavailable"
 
 
-class ProviderTimeoutError(ProviderError):
-    """`phase` is "connect", "first_token" or "total"."""
+class ProviderTimeoutError(ProviderError, TimeoutError):
+    """`phase` is "connect", "first_token" or "total".
+
+    Also a builtin TimeoutError, so code written as `except TimeoutError` keeps working.
+    """
 
     retryable = True
     status = 504

@@ -50,3 +50,12 @@ def test_secret_never_prints() -> None:
     """repr, str and format of a Secret hide the value."""
     s = Secret("CANARY-KEY")
     assert "CANARY" not in f"{s} {s!r} {s:>10}" and s.reveal() == "CANARY-KEY"
+
+
+def test_provider_timeout_is_a_builtin_timeout() -> None:
+    """`except TimeoutError` catches a provider timeout, with its phase and no key."""
+    from engine.errors import ProviderTimeoutError
+
+    err = ProviderTimeoutError("slow with sk-abcdefghijklmnopqrstu", phase="first_token")
+    assert isinstance(err, TimeoutError) and err.phase == "first_token"
+    assert err.retryable and "sk-abc" not in str(err)
