@@ -41,6 +41,7 @@ from engine.compile.tree import (
     Goto,
     Leaf,
     PolicyTree,
+    PricedRow,
     Rule,
     Target,
     build_indexes,
@@ -287,8 +288,23 @@ def _leaf(
         sort=_SORTS.get(strategy, "static"),
         weights=(w.cost, w.quality, w.latency) if w else (1.0, 1.0, 1.0),
         min_context=min((c.context_window for c in candidates), default=0),
+        priced=_priced(candidates, _SORTS.get(strategy, "static")),
+        cost_share=w.cost / ((w.cost + w.quality + w.latency) or 1.0) if w else 1.0 / 3.0,
     )
     return leaf, problems
+
+
+def _priced(cands: tuple[Candidate, ...], sort: str) -> tuple[PricedRow, ...] | None:
+    """Leaf.priced: the candidates' hot figures, when all are priced and the sort allows."""
+    if sort not in ("static", "cost", "balanced"):
+        return None
+    rows: list[PricedRow] = []
+    for c in cands:
+        if c.input_price is None or c.output_price is None:
+            return None
+        part = c.balance_part if sort == "balanced" else c.static_score
+        rows.append((c.model, c.input_price, c.output_price, c.max_output, part))
+    return tuple(rows)
 
 
 def _balance_parts(cands: tuple[Candidate, ...], w: WeightsSpec) -> tuple[Candidate, ...]:
