@@ -121,8 +121,10 @@ def _file_values(config_dir: Path) -> tuple[dict[str, Any], list[ApiKeySpec]]:
         return {}, []
     source = str(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         spec = _FileSettings.model_validate(raw)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Diagnostic(f"cannot read as UTF-8 YAML: {exc}", file=source)]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([Diagnostic(f"invalid YAML: {exc}", file=source)]) from None
     except ValidationError as exc:
