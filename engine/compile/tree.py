@@ -75,8 +75,9 @@ class Leaf:
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # balanced: cost, quality, latency
     min_context: int = 0  # smallest context window among candidates: enables a fast path
     # When every candidate has both prices and the sort is static, cost or balanced: per
-    # candidate (model, input price, output price, max output, static score or balanced
-    # part), so the commonest request (nothing to drop) is ranked in one tight pass.
+    # candidate (model, input price, output price, max output, static score or, balanced,
+    # best score: see compiler._priced), so the commonest request (nothing to drop) is
+    # ranked in one tight pass.
     priced: tuple[PricedRow, ...] | None = None
     cost_share: float = 0.0  # balanced: the cost weight over the sum of weights
 
@@ -136,7 +137,14 @@ class HashIndex:
             bucket = self.table.get(self.get(features))
         except TypeError:  # an unhashable metadata value equals no YAML scalar
             return None
-        return _first(bucket, features, best) if bucket else None
+        if bucket is None:
+            return None
+        for entry in bucket:  # _first, inlined: this runs on every request
+            if entry.index >= best:
+                return None
+            if entry.rest is None or entry.rest(features):
+                return entry.rule
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,10 +160,15 @@ class RangeIndex:
         value = self.get(features)
         if type(value) not in (int, float) or value != value:  # not a number, or NaN
             return None
-        i = bisect_left(self.bounds, value)
-        region = 2 * i + 1 if i < len(self.bounds) and self.bounds[i] == value else 2 * i
-        entries = self.regions[region]
-        return _first(entries, features, best) if entries else None
+        bounds = self.bounds
+        i = bisect_left(bounds, value)
+        region = 2 * i + 1 if i < len(bounds) and bounds[i] == value else 2 * i
+        for entry in self.regions[region]:  # _first, inlined as in HashIndex
+            if entry.index >= best:
+                return None
+            if entry.rest is None or entry.rest(features):
+                return entry.rule
+        return None
 
 
 @dataclass(frozen=True, slots=True)
