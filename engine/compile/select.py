@@ -283,7 +283,8 @@ _ALL_ORDERS: dict[str, Order] = {**_ORDERS, "balanced": _balanced_all}  # nothin
 
 
 # Leaves whose candidates are all priced, when nothing was dropped: each Scored is built
-# straight from Leaf.priced, and sorted in place. The figures are ModelPlan.cost's and the
+# straight from Leaf.priced, and sorted in place. The figures are ModelPlan.cost's (the
+# output products precompiled are the same floats it would compute), and the
 # orders those of _static_order, _cost_order and _balanced_all: sort is stable, so ties keep
 # the static order, as the decorated tuples' position did.
 
@@ -294,19 +295,18 @@ _SCORE = itemgetter(1)
 def _static_priced(
     rows: tuple[PricedRow, ...], need_in: int, expected: int, out_cap: int | None, wc: float
 ) -> tuple[Scored, ...]:
-    new, cls = _tuple, Scored  # the comprehension reads these as fast closure cells
+    new, cls = _tuple, Scored  # the comprehensions read these as fast closure cells
+    if out_cap:  # then expected == out_cap: the worst case is the estimate
+        return tuple(
+            [
+                new(cls, (m, part, (est := (need_in * pin + out_cap * pout) / 1e6), est))
+                for m, pin, pout, _, _, part in rows
+            ]
+        )
     return tuple(
         [
-            new(
-                cls,
-                (
-                    m,
-                    part,
-                    (need_in * pin + expected * pout) / 1e6,
-                    (need_in * pin + (out_cap or top) * pout) / 1e6,
-                ),
-            )
-            for m, pin, pout, top, part in rows
+            new(cls, (m, part, ((base := need_in * pin) + exp_out) / 1e6, (base + max_out) / 1e6))
+            for m, pin, _, exp_out, max_out, part in rows
         ]
     )
 
@@ -315,18 +315,24 @@ def _cost_priced(
     rows: tuple[PricedRow, ...], need_in: int, expected: int, out_cap: int | None, wc: float
 ) -> tuple[Scored, ...]:
     new, cls = _tuple, Scored  # as in _static_priced
-    scored = [
-        new(
-            cls,
-            (
-                m,
-                0.0 - (est := (need_in * pin + expected * pout) / 1e6),
-                est,
-                (need_in * pin + (out_cap or top) * pout) / 1e6,
-            ),
-        )
-        for m, pin, pout, top, _ in rows
-    ]
+    if out_cap:
+        scored = [
+            new(cls, (m, 0.0 - (est := (need_in * pin + out_cap * pout) / 1e6), est, est))
+            for m, pin, pout, _, _, _ in rows
+        ]
+    else:
+        scored = [
+            new(
+                cls,
+                (
+                    m,
+                    0.0 - (est := ((base := need_in * pin) + exp_out) / 1e6),
+                    est,
+                    (base + max_out) / 1e6,
+                ),
+            )
+            for m, pin, _, exp_out, max_out, _ in rows
+        ]
     scored.sort(key=_ESTIMATE)
     return tuple(scored)
 
@@ -336,21 +342,21 @@ def _balanced_priced(
 ) -> tuple[Scored, ...]:
     if not rows:
         return ()
-    ests = [(need_in * pin + expected * pout) / 1e6 for _, pin, pout, _, _ in rows]
-    per_usd = wc / (max(ests) or 1.0)  # score = best - wc * est / max_cost, see Leaf.priced
     new, cls = _tuple, Scored  # as in _static_priced
-    scored = [
-        new(
-            cls,
-            (
-                m,
-                best - est * per_usd,
-                est,
-                (need_in * pin + (out_cap or top) * pout) / 1e6,
-            ),
-        )
-        for (m, pin, pout, top, best), est in zip(rows, ests, strict=False)  # same length
-    ]
+    if out_cap:
+        ests = [(need_in * pin + out_cap * pout) / 1e6 for _, pin, pout, _, _, _ in rows]
+        per_usd = wc / (max(ests) or 1.0)  # score = best - wc * est / max_cost: Leaf.priced
+        scored = [
+            new(cls, (m, best - est * per_usd, est, est))
+            for (m, _, _, _, _, best), est in zip(rows, ests, strict=False)  # same length
+        ]
+    else:
+        ests = [(need_in * pin + exp_out) / 1e6 for _, pin, _, exp_out, _, _ in rows]
+        per_usd = wc / (max(ests) or 1.0)
+        scored = [
+            new(cls, (m, best - est * per_usd, est, (need_in * pin + max_out) / 1e6))
+            for (m, pin, _, _, max_out, best), est in zip(rows, ests, strict=False)
+        ]
     scored.sort(key=_SCORE, reverse=True)  # stable: equal scores keep the static order
     return tuple(scored)
 
