@@ -4,7 +4,8 @@ Why: validate/explain/serve print diagnostics to terminals, CI logs and JSON rep
 diagnostic usually quotes the offending value ("expected string, got list `[...]`"). When
 that value is a key written literally in models.yaml (or a mapping that holds one), quoting
 it would publish it. Paths are the ones `join_path` builds: `providers.p.api_key`,
-`providers.p.keys[0].key`, `providers.p.options["header:Authorization"]`.
+`providers.p.keys[0].key`, `providers.p.options["header:Authorization"]`, and server.yaml's
+`api_keys[0].key`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Any
 
 __all__ = ["holds_secret", "is_secret_path", "may_quote"]
 
+#: The last path segment: key, keys, api_key, api_keys (server.yaml), an index into a pool,
+#: or a `header:<Name>` option.
 _SECRET_PATH = re.compile(
-    r'(?:^|\.)(?:api_key|keys(?:\[\d+\])?(?:\.key)?)$|\[(?:"header:[^"]*"|\'header:[^\']*\')\]$'
+    r'(?:^|\.)(?:api_)?keys?(?:\[\d+\])?$|\[(?:"header:[^"]*"|\'header:[^\']*\')\]$'
 )
-_SECRET_FIELDS = frozenset({"api_key", "keys", "key"})
+_SECRET_FIELDS = frozenset({"api_key", "api_keys", "keys", "key"})
 
 
 def is_secret_path(path: str) -> bool:

@@ -41,6 +41,12 @@ class Canaries:
         keys = {name: _SHAPES.get(name, "pool-{}-CANARY").format(c) for name, c in cores.items()}
         return cls(keys, cores)
 
+    def add(self, name: str, shape: str) -> str:
+        """A new canary (`shape` with `{}` for its random core), watched from now on."""
+        core = self.cores[name] = secrets.token_hex(10)
+        key = self.keys[name] = shape.format(core)
+        return key
+
     def needles(self) -> Iterator[str]:
         yield from self.keys.values()
         yield from self.cores.values()
@@ -231,9 +237,13 @@ ROUTE = (
 )
 
 
-def stack_config(directory: Path, ups: Upstreams, **kw: Any) -> Path:
+#: For a server in another process (no FakeClock there): retries without backoff sleeps.
+NO_BACKOFF = ROUTE.replace("backoff_initial_s: 1", "backoff_initial_s: 0")
+
+
+def stack_config(directory: Path, ups: Upstreams, route: str = ROUTE, **kw: Any) -> Path:
     """A config directory wiring every fake in, with policy `default` over all of them."""
-    return write_config(directory, models_yaml(ups, **kw), {"default": ROUTE})
+    return write_config(directory, models_yaml(ups, **kw), {"default": route})
 
 
 def ask(text: str = "hello there") -> dict[str, Any]:
