@@ -10,24 +10,22 @@ afterwards; dynamic strategies keep their static prior order here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from engine.compile.plan import Features, Plan, RoutePlan, Scored, Selection
-from engine.compile.tree import Candidate, Goto, Leaf, PolicyTree
+from engine.compile.tree import Candidate, Goto, Leaf, PolicyTree, PricedRow
 from engine.errors import NoCandidateError, UnknownPolicyError
 
 _INF = float("inf")
-Kept = tuple[Candidate, float | None, float | None]  # candidate, est. cost, worst-case cost
 
-# Scored and Selection are frozen slotted dataclasses, whose __init__ pays
-# object.__setattr__ per field. select builds several per request, so it fills the slots
-# directly: the same objects at about half the cost. Nothing else may do this.
+# Selection is a frozen slotted dataclass, whose __init__ pays object.__setattr__ per
+# field; select fills its slots directly: the same object at about half the cost. Scored is
+# a named tuple, built with tuple.__new__ (skipping its Python-level __new__). Nothing else
+# may do this.
 _new = object.__new__
-_set_model, _set_score, _set_est, _set_worst = (
-    vars(Scored)[name].__set__ for name in ("model", "score", "est_cost_usd", "worst_cost_usd")
-)
-
-
+_tuple = tuple.__new__
 (
     _set_policy,
     _set_rule,
@@ -63,12 +61,7 @@ def _selection(
 
 
 def _scored(c: Candidate, score: float, est: float | None, worst: float | None) -> Scored:
-    s: Any = _new(Scored)
-    _set_model(s, c.model)
-    _set_score(s, score)
-    _set_est(s, est)
-    _set_worst(s, worst)
-    return s  # type: ignore[no-any-return]
+    return _tuple(Scored, (c.model, score, est, worst))
 
 
 def select(plan: Plan, policy: str, features: Features) -> Selection:
@@ -111,23 +104,20 @@ def rank(
     need_in = features.input_tokens
     out_cap = features.output_tokens
     expected = out_cap or route.default_max_tokens
-    need = need_in + (out_cap or 0)
     required = features.capabilities
     limit = _limit(features.budget_usd, route.budget.max_cost_per_request)
-    dropped: list[tuple[str, str]] = []
-    fast = not required and limit is None and need <= leaf.min_context  # nothing to drop
-    if fast and leaf.sort == "cost":  # the commonest cases, in one pass
-        ranked = _cheapest_first(leaf.candidates, need_in, expected, out_cap)
-    elif fast and leaf.sort == "balanced":
-        ranked = _balanced_all(leaf, _rows(leaf.candidates, need_in, expected, out_cap))
+    need = need_in + out_cap if out_cap else need_in
+    if not required and limit is None and need <= leaf.min_context:  # nothing to drop
+        priced = leaf.priced
+        if priced is not None:  # the commonest case, in one pass
+            ranked = _PRICED[leaf.sort](priced, need_in, expected, out_cap, leaf.cost_share)
+        else:
+            rows = _rows(leaf.candidates, need_in, expected, out_cap)
+            ranked = _ALL_ORDERS[leaf.sort](leaf, rows, required)
+        dropped: list[tuple[str, str]] = []
     else:
-        rows = (
-            _rows(leaf.candidates, need_in, expected, out_cap)
-            if fast
-            else _checked(
-                leaf.candidates, required, need, need_in, expected, out_cap, limit, dropped
-            )
-        )
+        dropped = []
+        rows = _checked(leaf.candidates, required, need, need_in, expected, out_cap, limit, dropped)
         ranked = _ORDERS[leaf.sort](leaf, rows, required)
     chain: tuple[Scored, ...] = ()
     if leaf.chain:
@@ -146,33 +136,18 @@ def _rows(
     cands: tuple[Candidate, ...], need_in: int, expected: int, out_cap: int | None
 ) -> list[Row]:
     """Each candidate with its estimated and worst-case cost for this request's size."""
-    out: list[Row] = []
-    for c in cands:
-        pin, pout = c.input_price, c.output_price
-        if pin is None or pout is None:
-            out.append((None, None, c))
-        else:
-            base = need_in * pin
-            worst_out = out_cap or c.max_output
-            out.append(((base + expected * pout) / 1e6, (base + worst_out * pout) / 1e6, c))
-    return out
-
-
-def _cheapest_first(
-    cands: tuple[Candidate, ...], need_in: int, expected: int, out_cap: int | None
-) -> tuple[Scored, ...]:
-    """_rows + _cost_order fused: same result, one list and one sort."""
-    keyed: list[tuple[float, int, float | None, float | None, Candidate]] = []
-    for c in cands:
-        pin, pout = c.input_price, c.output_price
-        if pin is None or pout is None:
-            keyed.append((_INF, c.order, None, None, c))
-        else:
-            base = need_in * pin
-            est = (base + expected * pout) / 1e6
-            keyed.append((est, c.order, est, (base + (out_cap or c.max_output) * pout) / 1e6, c))
-    keyed.sort()
-    return tuple([_scored(c, 0.0 - k, e, w) for k, _, e, w, c in keyed])
+    # One comprehension (no per-row call or append): this runs for every candidate of
+    # every request. The arithmetic is ModelPlan.cost's, so the figures agree to the bit.
+    return [
+        (None, None, c)
+        if (pin := c.input_price) is None or (pout := c.output_price) is None
+        else (
+            ((base := need_in * pin) + expected * pout) / 1e6,
+            (base + (out_cap or c.max_output) * pout) / 1e6,
+            c,
+        )
+        for c in cands
+    ]
 
 
 def _checked(
@@ -227,13 +202,13 @@ def _over_budget(worst: float | None, limit: float) -> str | None:
 
 
 def _static_order(leaf: Leaf, rows: list[Row], required: frozenset[str]) -> tuple[Scored, ...]:
-    return tuple([_scored(c, c.static_score, e, w) for e, w, c in rows])
+    return tuple([_tuple(Scored, (c.model, c.static_score, e, w)) for e, w, c in rows])
 
 
 def _cost_order(leaf: Leaf, rows: list[Row], required: frozenset[str]) -> tuple[Scored, ...]:
     keyed = [(_INF if e is None else e, c.order, e, w, c) for e, w, c in rows]
     keyed.sort()
-    return tuple([_scored(c, 0.0 - k, e, w) for k, _, e, w, c in keyed])
+    return tuple([_tuple(Scored, (c.model, 0.0 - k, e, w)) for k, _, e, w, c in keyed])
 
 
 def _local_first(leaf: Leaf, rows: list[Row], required: frozenset[str]) -> tuple[Scored, ...]:
@@ -267,10 +242,10 @@ def _balanced(leaf: Leaf, rows: list[Row], required: frozenset[str]) -> tuple[Sc
         score = (wc * cheap + wq * c.model.quality + wl * fast) / total
         keyed.append((-score, c.order, e, w, c))
     keyed.sort()
-    return tuple([_scored(c, 0.0 - k, e, w) for k, _, e, w, c in keyed])
+    return tuple([_tuple(Scored, (c.model, 0.0 - k, e, w)) for k, _, e, w, c in keyed])
 
 
-def _balanced_all(leaf: Leaf, rows: list[Row]) -> tuple[Scored, ...]:
+def _balanced_all(leaf: Leaf, rows: list[Row], required: frozenset[str]) -> tuple[Scored, ...]:
     """_balanced when no candidate was dropped: quality and latency parts precompiled."""
     if not rows:
         return ()
@@ -287,15 +262,95 @@ def _balanced_all(leaf: Leaf, rows: list[Row]) -> tuple[Scored, ...]:
         for e, w, c in rows
     ]
     keyed.sort()
-    return tuple([_scored(c, 0.0 - k, e, w) for k, _, e, w, c in keyed])
+    return tuple([_tuple(Scored, (c.model, 0.0 - k, e, w)) for k, _, e, w, c in keyed])
 
 
-_ORDERS = {
+Order = Callable[[Leaf, list[Row], frozenset[str]], tuple[Scored, ...]]
+_ORDERS: dict[str, Order] = {
     "static": _static_order,
     "cost": _cost_order,
     "local_first": _local_first,
     "capability_match": _capability_match,
     "balanced": _balanced,
+}
+_ALL_ORDERS: dict[str, Order] = {**_ORDERS, "balanced": _balanced_all}  # nothing dropped
+
+
+# Leaves whose candidates are all priced, when nothing was dropped: each Scored is built
+# straight from Leaf.priced, and sorted in place. The figures are ModelPlan.cost's and the
+# orders those of _static_order, _cost_order and _balanced_all: sort is stable, so ties keep
+# the static order, as the decorated tuples' position did.
+
+_ESTIMATE = itemgetter(2)
+_SCORE = itemgetter(1)
+
+
+def _static_priced(
+    rows: tuple[PricedRow, ...], need_in: int, expected: int, out_cap: int | None, wc: float
+) -> tuple[Scored, ...]:
+    return tuple(
+        [
+            _tuple(
+                Scored,
+                (
+                    m,
+                    part,
+                    (need_in * pin + expected * pout) / 1e6,
+                    (need_in * pin + (out_cap or top) * pout) / 1e6,
+                ),
+            )
+            for m, pin, pout, top, part in rows
+        ]
+    )
+
+
+def _cost_priced(
+    rows: tuple[PricedRow, ...], need_in: int, expected: int, out_cap: int | None, wc: float
+) -> tuple[Scored, ...]:
+    scored = [
+        _tuple(
+            Scored,
+            (
+                m,
+                0.0 - (est := (need_in * pin + expected * pout) / 1e6),
+                est,
+                (need_in * pin + (out_cap or top) * pout) / 1e6,
+            ),
+        )
+        for m, pin, pout, top, _ in rows
+    ]
+    scored.sort(key=_ESTIMATE)
+    return tuple(scored)
+
+
+def _balanced_priced(
+    rows: tuple[PricedRow, ...], need_in: int, expected: int, out_cap: int | None, wc: float
+) -> tuple[Scored, ...]:
+    if not rows:
+        return ()
+    ests = [(need_in * pin + expected * pout) / 1e6 for _, pin, pout, _, _ in rows]
+    max_cost = max(ests) or 1.0
+    scored = [
+        _tuple(
+            Scored,
+            (
+                m,
+                part + wc * (1.0 - est / max_cost),
+                est,
+                (need_in * pin + (out_cap or top) * pout) / 1e6,
+            ),
+        )
+        for (m, pin, pout, top, part), est in zip(rows, ests, strict=False)  # same length
+    ]
+    scored.sort(key=_SCORE, reverse=True)  # stable: equal scores keep the static order
+    return tuple(scored)
+
+
+PricedOrder = Callable[[tuple[PricedRow, ...], int, int, "int | None", float], tuple[Scored, ...]]
+_PRICED: dict[str, PricedOrder] = {
+    "static": _static_priced,
+    "cost": _cost_priced,
+    "balanced": _balanced_priced,
 }
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from engine.compile.plan import Features, ModelPlan, RoutePlan
@@ -61,6 +60,9 @@ def candidate(model: ModelPlan, static_score: float, order: int) -> Candidate:
     )
 
 
+PricedRow = tuple[ModelPlan, float, float, int, float]
+
+
 @dataclass(frozen=True, slots=True)
 class Leaf:
     """Where routing ends: the route and its candidates, in the strategy's static order."""
@@ -72,6 +74,11 @@ class Leaf:
     sort: str  # "static", "cost", "balanced", "local_first", "capability_match"
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # balanced: cost, quality, latency
     min_context: int = 0  # smallest context window among candidates: enables a fast path
+    # When every candidate has both prices and the sort is static, cost or balanced: per
+    # candidate (model, input price, output price, max output, static score or balanced
+    # part), so the commonest request (nothing to drop) is ranked in one tight pass.
+    priced: tuple[PricedRow, ...] | None = None
+    cost_share: float = 0.0  # balanced: the cost weight over the sum of weights
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,8 +268,9 @@ def _hash_index(feature: str, items: list[tuple[Compare, Entry]]) -> HashIndex:
             bucket = table.setdefault(key, [])
             if not bucket or bucket[-1] is not entry:
                 bucket.append(entry)
+    # A plain dict, never changed after this: its get is a little faster than a proxy's.
     frozen = {k: tuple(sorted(v, key=lambda e: e.index)) for k, v in table.items()}
-    return HashIndex(feature, getter(feature), MappingProxyType(frozen))
+    return HashIndex(feature, getter(feature), frozen)
 
 
 def _distinct(keys: list[Any]) -> list[Any]:
