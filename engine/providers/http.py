@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NoReturn
 
 import aiohttp
@@ -178,6 +179,11 @@ def _raise_connect_timeout(endpoint: Endpoint) -> NoReturn:
     ) from None
 
 
+@lru_cache(maxsize=64)  # one immutable value per connect timeout, not one per request
+def _connect_timeout(connect_s: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect_s)
+
+
 class HttpClient:
     """Keep-alive connection pools, one per (event loop, base URL origin)."""
 
@@ -219,7 +225,7 @@ class HttpClient:
         deadlines: _Deadlines,
     ) -> aiohttp.ClientResponse:
         session = self._session(endpoint)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=endpoint.timeouts.connect_s)
+        timeout = _connect_timeout(endpoint.timeouts.connect_s)
         try:
             async with asyncio.timeout_at(deadlines.first):
                 return await session.post(url, data=body, headers=headers, timeout=timeout)
