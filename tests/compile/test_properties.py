@@ -341,8 +341,8 @@ def test_compiled_tree_decides_like_the_reference(scenario):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_rankings_respect_requirements_and_strategy(scenario):
-    """No ranked or chained model lacks a capability, overflows context or breaks a budget;
-    cost_optimized is ordered by estimated cost; chains have no duplicates."""
+    """Rankings and chains only hold eligible models, cost-ordered and without duplicates."""
+    # eligible: has every capability, fits the context window, stays within the budget
     registry, routes, requests = scenario
     plan = compiled(registry, routes)
     for f in requests:
@@ -399,9 +399,9 @@ def test_policy_hand_offs_terminate(scenario):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_ranked_figures_follow_the_documented_formulas(scenario):
-    """Every Scored's costs are ModelPlan.cost's to the bit; cost_optimized scores are minus
-    the estimate; balanced scores are the weighted blend over the ranked candidates; ties
-    keep the static order."""
+    """Every ranked cost, score and tie follows the documented formulas exactly."""
+    # costs are ModelPlan.cost's to the bit; cost_optimized scores are minus the estimate;
+    # balanced scores are the weighted blend over the ranked candidates; ties keep static order
     _assert_formulas(scenario)
 
 
@@ -451,8 +451,8 @@ def _check_balanced(sel: Any) -> None:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_fast_path_ranks_like_the_checked_path(scenario):
-    """A request with nothing to drop is ranked as when every candidate is checked (a budget
-    no candidate can reach forces the checked path): same models, costs and scores."""
+    """The unchecked fast path ranks the same models, costs and scores as the checked path."""
+    # a budget no candidate can reach forces the checked path
     _assert_fast_like_checked(scenario)
 
 
@@ -521,7 +521,6 @@ def priced_scenarios(draw: Any) -> tuple[dict[str, Any], dict[str, Any], list[Fe
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(priced_scenarios())
 def test_priced_leaves_rank_by_the_documented_formulas(scenario):
-    """Where every candidate is priced and nothing is dropped, costs, scores and ties follow
-    the formulas, and the checked path ranks the same models."""
+    """Fully priced leaves follow the formulas and rank like the checked path."""
     _assert_formulas(scenario)
     _assert_fast_like_checked(scenario)

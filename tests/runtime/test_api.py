@@ -323,6 +323,7 @@ async def test_provider_listing_and_health_figures() -> None:
         [provider("a"), provider("b"), provider("c", enabled=False)],
     )
     r = rig(plan, adapter)
+    adapter.clock, adapter.latency_s = r.clock, {"m1": 0.25}
     await r.engine.arun(ask(), policy="p")
     await r.engine.arun(ask(), policy="p")
     assert r.engine.list_providers() == ["a", "b", "c"]
@@ -330,7 +331,7 @@ async def test_provider_listing_and_health_figures() -> None:
     assert "requests" not in (await r.engine.health())["providers"]["a"]
     a = (await r.engine.health(detail=True))["providers"]["a"]
     assert a["requests"] == 2 and a["success_rate"] == 0.5
-    assert r.engine.stats()["providers"]["a"]["latency_avg_ms"] is not None
+    assert r.engine.stats()["providers"]["a"]["latency_avg_ms"] == pytest.approx(250.0)
 
 
 async def test_stopping_a_stream_early_releases_its_lease() -> None:
