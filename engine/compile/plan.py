@@ -191,8 +191,9 @@ class Scored(NamedTuple):
     worst_cost_usd: float | None  # input + max output: what budgets reserve
 
 
-@dataclass(frozen=True, slots=True)
-class Selection:
+class Selection(NamedTuple):
+    """One routing decision. A named tuple for the reason given at Scored: one per request."""
+
     policy: str
     rule: str | None  # the rule that decided, None for the policy's default
     path: tuple[str, ...]  # human-readable steps through the tree

@@ -90,16 +90,22 @@ def _keys(pid: str, spec: ProviderSpec) -> Iterator[KeyPlan]:
     entries: list[KeySpec | str] = [spec.api_key] if spec.api_key is not None else []
     entries += spec.keys
     default = spec.limits
-    for i, entry in enumerate(e for e in entries if (e.key if isinstance(e, KeySpec) else e)):
+    for i, entry in enumerate(e for e in entries if _key_text(e)):
         limits = entry if isinstance(entry, KeySpec) else default
-        value = entry.key if isinstance(entry, KeySpec) else entry
         yield KeyPlan(
             id=f"{pid}#{i}",
-            secret=Secret(value),
+            secret=Secret(_key_text(entry)),
             rpm=_limit(limits, default, "rpm"),
             input_tpm=_limit(limits, default, "input_tpm"),
             output_tpm=_limit(limits, default, "output_tpm"),
         )
+
+
+def _key_text(entry: KeySpec | str) -> str:
+    """The key without surrounding whitespace: a key read from a file or a .env line often
+    ends in a newline, which no HTTP header may carry, and which an upstream echoing the key
+    back would drop (so the key could no longer be found to redact it)."""
+    return (entry.key if isinstance(entry, KeySpec) else entry).strip()
 
 
 def _keyless(pid: str, limits: LimitsSpec) -> KeyPlan:

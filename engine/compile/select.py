@@ -12,32 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from operator import itemgetter
-from typing import Any
 
 from engine.compile.plan import Features, Plan, RoutePlan, Scored, Selection
-from engine.compile.tree import Candidate, Goto, Leaf, PolicyTree, PricedRow
+from engine.compile.tree import Candidate, Goto, Leaf, PolicyTree, PricedRow, Rule
 from engine.errors import NoCandidateError, UnknownPolicyError
 
 _INF = float("inf")
 
-# Selection is a frozen slotted dataclass, whose __init__ pays object.__setattr__ per
-# field; select fills its slots directly: the same object at about half the cost. Scored is
-# a named tuple, built with tuple.__new__ (skipping its Python-level __new__). Nothing else
-# may do this.
-_new = object.__new__
+# Scored and Selection are named tuples, built here with tuple.__new__: that skips their
+# Python-level __new__ (a third of the cost of each). Nothing else needs to do this.
 _tuple = tuple.__new__
-(
-    _set_policy,
-    _set_rule,
-    _set_path,
-    _set_route,
-    _set_ranked,
-    _set_eliminated,
-    _set_chain,
-) = (
-    vars(Selection)[name].__set__
-    for name in ("policy", "rule", "path", "route", "ranked", "eliminated", "chain")
-)
 
 
 def _selection(
@@ -49,15 +33,7 @@ def _selection(
     eliminated: tuple[tuple[str, str], ...],
     chain: tuple[Scored, ...],
 ) -> Selection:
-    s: Any = _new(Selection)
-    _set_policy(s, policy)
-    _set_rule(s, rule)
-    _set_path(s, path)
-    _set_route(s, route)
-    _set_ranked(s, ranked)
-    _set_eliminated(s, eliminated)
-    _set_chain(s, chain)
-    return s  # type: ignore[no-any-return]
+    return _tuple(Selection, (policy, rule, path, route, ranked, eliminated, chain))
 
 
 def _scored(c: Candidate, score: float, est: float | None, worst: float | None) -> Scored:
@@ -70,8 +46,18 @@ def select(plan: Plan, policy: str, features: Features) -> Selection:
     Raises NoCandidateError when nothing is left and the route has no fallback policy; with
     one, an empty Selection is returned so the caller moves on to that policy.
     """
-    leaf, rule, path, name = walk(plan, policy, features)
-    return rank(leaf, features, name, rule, path)
+    # walk's commonest case inlined (no hand-off to another policy): one call fewer.
+    tree: PolicyTree | None = plan.policies.get(policy)
+    if tree is None:
+        raise UnknownPolicyError(f"unknown policy `{policy}`")
+    rule, target = tree.decide(features)
+    if isinstance(target, Goto):
+        step = rule.step if rule is not None else tree.default_step
+        leaf, name, path, decided_by = _follow(plan, policy, features, tree, (step,), target)
+        return rank(leaf, features, decided_by, name, path)
+    if rule is None:
+        return rank(target, features, tree.name, None, (tree.default_step,))
+    return rank(target, features, tree.name, rule.name, (rule.step,))
 
 
 def walk(
@@ -82,10 +68,29 @@ def walk(
     tree: PolicyTree | None = policies.get(policy)
     if tree is None:
         raise UnknownPolicyError(f"unknown policy `{policy}`")
-    path: tuple[str, ...] = ()
+    rule, target = tree.decide(features)
+    if rule is None:
+        step, name = tree.default_step, None
+    else:
+        step, name = rule.step, rule.name
+    if not isinstance(target, Goto):  # the commonest case: no hand-off
+        return target, name, (step,), tree.name
+    return _follow(plan, policy, features, tree, (step,), target)
+
+
+def _follow(
+    plan: Plan,
+    policy: str,
+    features: Features,
+    tree: PolicyTree,
+    path: tuple[str, ...],
+    goto: Goto,
+) -> tuple[Leaf, str | None, tuple[str, ...], str]:
+    """walk, on from a rule that handed the request to another policy."""
+    policies = plan.policies
+    target: Leaf | Goto = goto
+    rule: Rule | None = None
     for _ in range(len(policies) + 1):  # link forbids cycles; this bound makes it certain
-        rule, target = tree.decide(features)
-        path += (rule.step if rule is not None else tree.default_step,)
         if not isinstance(target, Goto):
             return target, rule.name if rule else None, path, tree.name
         path += (target.step,)
@@ -93,6 +98,8 @@ def walk(
         if nxt is None:
             raise UnknownPolicyError(f"unknown policy `{target.policy}` (from `{tree.name}`)")
         tree = nxt
+        rule, target = tree.decide(features)
+        path += (rule.step if rule is not None else tree.default_step,)
     raise UnknownPolicyError(f"policy references loop from `{policy}`")
 
 
@@ -105,7 +112,10 @@ def rank(
     out_cap = features.output_tokens
     expected = out_cap or route.default_max_tokens
     required = features.capabilities
-    limit = _limit(features.budget_usd, route.budget.max_cost_per_request)
+    limit = features.budget_usd  # the smaller of the request's and the route's budget
+    cap = route.budget.max_cost_per_request
+    if cap is not None and (limit is None or cap < limit):
+        limit = cap
     need = need_in + out_cap if out_cap else need_in
     if not required and limit is None and need <= leaf.min_context:  # nothing to drop
         priced = leaf.priced
@@ -114,6 +124,8 @@ def rank(
         else:
             rows = _rows(leaf.candidates, need_in, expected, out_cap)
             ranked = _ALL_ORDERS[leaf.sort](leaf, rows, required)
+        if ranked and not leaf.chain:  # nothing more to check: _selection, inlined
+            return _tuple(Selection, (policy, rule, path, route, ranked, leaf.eliminated, ()))
         dropped: list[tuple[str, str]] = []
     else:
         dropped = []
@@ -181,12 +193,6 @@ def _check(cand: Candidate, required: frozenset[str], need: int) -> str | None:
     if need > cand.context_window:
         return f"context window {cand.context_window} < {need} tokens needed"
     return None
-
-
-def _limit(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    return a if b is None else min(a, b)
 
 
 def _over_budget(worst: float | None, limit: float) -> str | None:
@@ -277,7 +283,8 @@ _ALL_ORDERS: dict[str, Order] = {**_ORDERS, "balanced": _balanced_all}  # nothin
 
 
 # Leaves whose candidates are all priced, when nothing was dropped: each Scored is built
-# straight from Leaf.priced, and sorted in place. The figures are ModelPlan.cost's and the
+# straight from Leaf.priced, and sorted in place. The figures are ModelPlan.cost's (the
+# output products precompiled are the same floats it would compute), and the
 # orders those of _static_order, _cost_order and _balanced_all: sort is stable, so ties keep
 # the static order, as the decorated tuples' position did.
 
@@ -288,18 +295,18 @@ _SCORE = itemgetter(1)
 def _static_priced(
     rows: tuple[PricedRow, ...], need_in: int, expected: int, out_cap: int | None, wc: float
 ) -> tuple[Scored, ...]:
+    new, cls = _tuple, Scored  # the comprehensions read these as fast closure cells
+    if out_cap:  # then expected == out_cap: the worst case is the estimate
+        return tuple(
+            [
+                new(cls, (m, part, (est := (need_in * pin + out_cap * pout) / 1e6), est))
+                for m, pin, pout, _, _, part in rows
+            ]
+        )
     return tuple(
         [
-            _tuple(
-                Scored,
-                (
-                    m,
-                    part,
-                    (need_in * pin + expected * pout) / 1e6,
-                    (need_in * pin + (out_cap or top) * pout) / 1e6,
-                ),
-            )
-            for m, pin, pout, top, part in rows
+            new(cls, (m, part, ((base := need_in * pin) + exp_out) / 1e6, (base + max_out) / 1e6))
+            for m, pin, _, exp_out, max_out, part in rows
         ]
     )
 
@@ -307,18 +314,25 @@ def _static_priced(
 def _cost_priced(
     rows: tuple[PricedRow, ...], need_in: int, expected: int, out_cap: int | None, wc: float
 ) -> tuple[Scored, ...]:
-    scored = [
-        _tuple(
-            Scored,
-            (
-                m,
-                0.0 - (est := (need_in * pin + expected * pout) / 1e6),
-                est,
-                (need_in * pin + (out_cap or top) * pout) / 1e6,
-            ),
-        )
-        for m, pin, pout, top, _ in rows
-    ]
+    new, cls = _tuple, Scored  # as in _static_priced
+    if out_cap:
+        scored = [
+            new(cls, (m, 0.0 - (est := (need_in * pin + out_cap * pout) / 1e6), est, est))
+            for m, pin, pout, _, _, _ in rows
+        ]
+    else:
+        scored = [
+            new(
+                cls,
+                (
+                    m,
+                    0.0 - (est := ((base := need_in * pin) + exp_out) / 1e6),
+                    est,
+                    (base + max_out) / 1e6,
+                ),
+            )
+            for m, pin, _, exp_out, max_out, _ in rows
+        ]
     scored.sort(key=_ESTIMATE)
     return tuple(scored)
 
@@ -328,20 +342,21 @@ def _balanced_priced(
 ) -> tuple[Scored, ...]:
     if not rows:
         return ()
-    ests = [(need_in * pin + expected * pout) / 1e6 for _, pin, pout, _, _ in rows]
-    max_cost = max(ests) or 1.0
-    scored = [
-        _tuple(
-            Scored,
-            (
-                m,
-                part + wc * (1.0 - est / max_cost),
-                est,
-                (need_in * pin + (out_cap or top) * pout) / 1e6,
-            ),
-        )
-        for (m, pin, pout, top, part), est in zip(rows, ests, strict=False)  # same length
-    ]
+    new, cls = _tuple, Scored  # as in _static_priced
+    if out_cap:
+        ests = [(need_in * pin + out_cap * pout) / 1e6 for _, pin, pout, _, _, _ in rows]
+        per_usd = wc / (max(ests) or 1.0)  # score = best - wc * est / max_cost: Leaf.priced
+        scored = [
+            new(cls, (m, best - est * per_usd, est, est))
+            for (m, _, _, _, _, best), est in zip(rows, ests, strict=False)  # same length
+        ]
+    else:
+        ests = [(need_in * pin + exp_out) / 1e6 for _, pin, _, exp_out, _, _ in rows]
+        per_usd = wc / (max(ests) or 1.0)
+        scored = [
+            new(cls, (m, best - est * per_usd, est, (need_in * pin + max_out) / 1e6))
+            for (m, pin, _, _, max_out, best), est in zip(rows, ests, strict=False)
+        ]
     scored.sort(key=_SCORE, reverse=True)  # stable: equal scores keep the static order
     return tuple(scored)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from engine.config.sensitive import is_secret_path
 from engine.errors import Diagnostic
 
 #: Integers beyond this are certainly a typo (a budget of 10**18 dollars, a window of 2**64).
@@ -56,6 +57,9 @@ class Document:
 
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+#: What constructing a tagged scalar can raise (`!!int abc` is a ValueError, not a YAMLError).
+_BAD_SCALAR = (yaml.YAMLError, ValueError, TypeError, OverflowError)
 
 
 def join_path(base: str, key: str | int) -> str:
@@ -167,22 +171,28 @@ class _Builder:
         if not isinstance(node, yaml.ScalarNode):
             self._error(node, path, "mapping keys must be plain strings", None)
             return None
-        value = self._constructor.construct_object(node)
+        try:
+            value = self._constructor.construct_object(node)
+        except _BAD_SCALAR:
+            self._error(node, path, "mapping key is not a valid value for its tag", None)
+            return None
         return value if isinstance(value, str) else str(value)
 
     def _scalar(self, node: yaml.Node, path: str) -> Any:
         try:
             value = self._constructor.construct_object(node)
-        except yaml.YAMLError as exc:
-            self._error(node, path, f"invalid value: {exc}", None)
+        except _BAD_SCALAR as exc:  # `!!int abc`: ValueError from the constructor, not YAMLError
+            why = "" if is_secret_path(path) else f": {exc}"
+            self._error(node, path, f"invalid value{why}", None)
             return None
         if isinstance(value, bool) or value is None:
             return value
+        shown = "" if is_secret_path(path) else f" {node.value}"  # a key is never quoted
         if isinstance(value, int) and abs(value) > MAX_INT:
-            self._error(node, path, f"number {node.value} is too large", f"at most {MAX_INT}")
+            self._error(node, path, f"number{shown} is too large", f"at most {MAX_INT}")
             return None
         if isinstance(value, float) and not math.isfinite(value):
-            self._error(node, path, f"number {node.value} is not finite", "use a finite number")
+            self._error(node, path, f"number{shown} is not finite", "use a finite number")
             return None
         if isinstance(value, int | float | str):
             return value

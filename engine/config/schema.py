@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 
 from engine.config.load import Document, join_path
+from engine.config.sensitive import may_quote
 from engine.config.specs import ModelsSpec, PolicySpec
 from engine.errors import Diagnostic
 
@@ -98,7 +99,7 @@ def _diagnose(doc: Document, error: ValidationError) -> Iterable[Diagnostic]:
         )
         yield doc.diagnostic(path, f"unknown request feature `{error.instance}`", hint=hint)
     else:
-        yield doc.diagnostic(path, _plain(error))
+        yield doc.diagnostic(path, _plain(error, may_quote(path, error.instance)))
 
 
 def _deepest(error: ValidationError) -> ValidationError:
@@ -160,12 +161,14 @@ def _not_one_of(error: ValidationError) -> str:
     return f"`{error.instance}` is not one of: {options}"
 
 
-def _plain(error: ValidationError) -> str:
+def _plain(error: ValidationError, quote: bool = True) -> str:
+    """jsonschema's message, worded for people; the value is left out where it may be a key."""
     if error.validator == "type":
         wanted = error.validator_value
         wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
-        return f"expected {wanted}, got {_type_name(error.instance)} `{_short(error.instance)}`"
-    return str(error.message)
+        shown = f" `{_short(error.instance)}`" if quote else " (value not shown: may be a key)"
+        return f"expected {wanted}, got {_type_name(error.instance)}{shown}"
+    return str(error.message) if quote else f"invalid value ({error.validator} check failed)"
 
 
 def _type_name(value: Any) -> str:

@@ -19,13 +19,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NoReturn
 
 import aiohttp
 from yarl import URL
 
 from engine.endpoints import Endpoint
-from engine.errors import ProtocolError, ProviderTimeoutError, UnavailableError
+from engine.errors import (
+    AuthenticationError,
+    ProtocolError,
+    ProviderTimeoutError,
+    UnavailableError,
+)
 
 __all__ = ["HttpClient", "Reply", "StreamReply", "shared_client"]
 
@@ -154,6 +160,16 @@ def _raise_unreachable(endpoint: Endpoint, exc: BaseException) -> NoReturn:
     ) from None
 
 
+def _raise_bad_header(endpoint: Endpoint) -> NoReturn:
+    """A typed error instead of aiohttp's ValueError; the value itself is never quoted."""
+    raise AuthenticationError(
+        f"{endpoint.provider}: a request header cannot be sent: the API key (or a `header:` "
+        "option) contains a control character such as a newline",
+        provider=endpoint.provider,
+        model=endpoint.upstream_model,
+    ) from None
+
+
 def _raise_connect_timeout(endpoint: Endpoint) -> NoReturn:
     raise ProviderTimeoutError(
         f"{endpoint.provider}: connect timed out after {endpoint.timeouts.connect_s:g}s",
@@ -161,6 +177,11 @@ def _raise_connect_timeout(endpoint: Endpoint) -> NoReturn:
         provider=endpoint.provider,
         model=endpoint.upstream_model,
     ) from None
+
+
+@lru_cache(maxsize=64)  # one immutable value per connect timeout, not one per request
+def _connect_timeout(connect_s: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect_s)
 
 
 class HttpClient:
@@ -204,7 +225,7 @@ class HttpClient:
         deadlines: _Deadlines,
     ) -> aiohttp.ClientResponse:
         session = self._session(endpoint)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=endpoint.timeouts.connect_s)
+        timeout = _connect_timeout(endpoint.timeouts.connect_s)
         try:
             async with asyncio.timeout_at(deadlines.first):
                 return await session.post(url, data=body, headers=headers, timeout=timeout)
@@ -214,6 +235,8 @@ class HttpClient:
             raise deadlines.timeout_error(endpoint, first=True) from None
         except (aiohttp.ClientError, OSError) as exc:
             _raise_unreachable(endpoint, exc)
+        except ValueError:  # aiohttp refuses CR/LF in a header: a key with a stray newline
+            _raise_bad_header(endpoint)
 
     async def post(
         self, endpoint: Endpoint, url: str, headers: Mapping[str, str], body: bytes

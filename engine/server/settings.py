@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from engine.config.load import load_text
 from engine.errors import ConfigError, Diagnostic
 from engine.secrets import Secret
 
@@ -121,12 +122,12 @@ def _file_values(config_dir: Path) -> tuple[dict[str, Any], list[ApiKeySpec]]:
         return {}, []
     source = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        spec = _FileSettings.model_validate(raw)
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Diagnostic(f"cannot read as UTF-8 YAML: {exc}", file=source)]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError([Diagnostic(f"invalid YAML: {exc}", file=source)]) from None
+    try:
+        raw = yaml.safe_load(text) or {}
+        spec = _FileSettings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(
             [
@@ -134,6 +135,11 @@ def _file_values(config_dir: Path) -> tuple[dict[str, Any], list[ApiKeySpec]]:
                 for e in exc.errors()
             ]
         ) from None
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError):  # `!!int x` is a ValueError
+        # PyYAML's own text quotes the offending line, which may hold a client key: report
+        # position and problem only, as the config loader does.
+        found = load_text(text, source).diagnostics
+        raise ConfigError(found or [Diagnostic("invalid YAML", file=source)]) from None
     values = spec.model_dump(exclude_none=True, exclude={"api_keys"})
     return values, spec.api_keys
 

@@ -20,7 +20,7 @@ import socket
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Self
 
 import orjson
@@ -54,6 +54,8 @@ class Fault:
     malformed: bool = False  # invalid JSON body (or one invalid JSON frame when streaming)
     refuse: bool = False  # the model refuses on content grounds (each protocol's own way)
     headers: Mapping[str, str] = field(default_factory=dict)  # extra response headers
+    echo_key: bool = False  # append the presented API key to the error message, as OpenAI's
+    #                         "Incorrect API key provided: sk-..." does (adapters must redact)
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Fault:
@@ -300,6 +302,8 @@ class FakeUpstream:
         except (ValueError, TypeError) as exc:
             return self.error_response(400, f"bad x-fake-fault header: {exc}", None, {})
         await self._sleep(fault.latency)
+        if fault.echo_key:
+            fault = _with_echo(fault, request)
         if fault.reset:
             return self._abort(request)
         denied = self.auth_error(request)
@@ -390,6 +394,27 @@ class FakeUpstream:
             await self._sleep(fault.trickle)
             if fault.trickle_bytes:
                 await asyncio.sleep(0)  # let the reader see the piece on its own
+
+
+#: Where each protocol carries the key (header, prefix), and Gemini's `?key=`.
+_KEY_HEADERS = (("Authorization", "Bearer "), ("x-api-key", ""), ("api-key", ""))
+
+
+def presented_credential(request: web.Request) -> str:
+    """The API key the request carries, wherever its protocol puts it ("" if none)."""
+    for name, prefix in (*_KEY_HEADERS, ("x-goog-api-key", "")):
+        value = request.headers.get(name, "")
+        if value.startswith(prefix) and value[len(prefix) :]:
+            return value[len(prefix) :]
+    return request.query.get("key", "")
+
+
+def _with_echo(fault: Fault, request: web.Request) -> Fault:
+    """The fault with the presented key appended to its message (status or in-stream)."""
+    base = fault.message or (
+        _DEFAULT_MESSAGES.get(fault.status, "error") if fault.status else "Internal server error"
+    )
+    return replace(fault, message=f"{base} Key provided: {presented_credential(request)}.")
 
 
 _DEFAULT_MESSAGES = {
