@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
+from engine.errors import AttemptRecord
 from engine.server.settings import ServerSettings
 from tests.server.conftest import Running, serving
 from tests.server.standin import StandInEngine
@@ -197,3 +198,16 @@ async def test_cost_header_is_omitted_when_the_price_is_unknown(standin: StandIn
         resp = await http.post("/v1/chat/completions", json={"model": "fast", "messages": MSG})
     assert resp.status_code == 200 and resp.headers["x-engine-provider"] == "mock"
     assert "x-engine-cost-usd" not in resp.headers
+
+
+async def test_metrics_count_failed_attempts_by_kind_and_fallbacks(standin: StandInEngine) -> None:
+    """A request answered after a failed attempt shows in attempt-failure and fallback series."""
+    standin.attempts = (
+        AttemptRecord("openai", "openai/gpt-4o", "unavailable", "503"),
+        AttemptRecord("mock", "mock/fast", "ok", fallback_index=1),
+    )
+    async with serving(standin) as running, running.http() as http:
+        await http.post("/v1/chat/completions", json={"model": "fast", "messages": MSG})
+        text = (await http.get("/metrics")).text
+    assert 'engine_attempt_failures_total{kind="unavailable",provider="openai"} 1.0' in text
+    assert 'engine_fallbacks_total{policy="fast"} 1.0' in text
