@@ -204,28 +204,34 @@ async def bench_sse_decoder() -> None:
     )
 
 
-async def bench_translation(calls: int) -> None:
-    """Each adapter's own work (build body, encode, parse, normalise) with no network:
-    the transport is replaced by one that returns the fake upstream's canned answer."""
+def canned_transport(body: bytes, headers: dict[str, str]) -> Any:
+    """A transport whose every POST answers 200 with this body at once (no network)."""
     from multidict import CIMultiDict
 
-    from engine.endpoints import Endpoint
-    from engine.messages import parse_request
-    from engine.providers.anthropic import AnthropicAdapter
-    from engine.providers.gemini import GeminiAdapter
     from engine.providers.http import HttpClient, Reply
-    from engine.providers.ollama import OllamaAdapter
-    from engine.providers.openai import OpenAIAdapter
-    from engine.secrets import Secret
-    from engine.testing.fakes import FakeAnthropic, FakeGemini, FakeOllama, FakeOpenAI
 
     class Canned(HttpClient):
-        def __init__(self, body: bytes, headers: dict[str, str]) -> None:
+        def __init__(self) -> None:
             super().__init__()
             self.reply = Reply(200, CIMultiDict(headers), body)
 
         async def post(self, endpoint, url, headers, body):  # type: ignore[no-untyped-def,override]
             return self.reply
+
+    return Canned()
+
+
+async def bench_translation(calls: int) -> None:
+    """Each adapter's own work (build body, encode, parse, normalise) with no network:
+    the transport is replaced by one that returns the fake upstream's canned answer."""
+    from engine.endpoints import Endpoint
+    from engine.messages import parse_request
+    from engine.providers.anthropic import AnthropicAdapter
+    from engine.providers.gemini import GeminiAdapter
+    from engine.providers.ollama import OllamaAdapter
+    from engine.providers.openai import OpenAIAdapter
+    from engine.secrets import Secret
+    from engine.testing.fakes import Ask, FakeAnthropic, FakeGemini, FakeOllama, FakeOpenAI
 
     request = parse_request(
         {
@@ -237,8 +243,6 @@ async def bench_translation(calls: int) -> None:
             "temperature": 0.2,
         }
     )
-    from engine.testing.fakes._server import Ask
-
     ask = Ask(
         model="m", stream=False, prompt_texts=["Be brief.", "Say hello"], last_user="Say hello"
     )
@@ -250,7 +254,7 @@ async def bench_translation(calls: int) -> None:
     ]:
         up = fake()
         body = orjson.dumps(up.render(ask, ask.answer()))
-        adapter = adapter_cls(Canned(body, up.success_headers()))  # type: ignore[abstract]
+        adapter = adapter_cls(canned_transport(body, up.success_headers()))
         endpoint = Endpoint("b", name, "http://127.0.0.1:1", "m", api_key=Secret("k"))
 
         async def call(adapter: Any = adapter, endpoint: Endpoint = endpoint) -> None:

@@ -8,7 +8,6 @@ nothing was spent), 1 no ledger at the path or the file is not a ledger, 2 usage
 from __future__ import annotations
 
 import argparse
-import calendar
 import os
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import orjson
 
 from engine.errors import ConfigError
+from engine.runtime.budget import day_start, month_start, utc_day
 from engine.runtime.ledger import default_ledger_path, open_ledger
 
 _COLUMNS = ("attempts", "ok", "cached", "input_tokens", "output_tokens", "cost_usd")
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         "ledger": str(path),
         "workspace": args.workspace,
         "period": args.period,
-        "since": time.strftime("%Y-%m-%d", time.gmtime(since)),
+        "since": utc_day(since),
         "by": args.by,
         "totals": [dict(r) for r in ledger.totals(args.workspace, since, args.by)],
         "daily": [dict(r) for r in ledger.daily(args.workspace, since)],
@@ -78,9 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
 def period_start(period: str, now: float) -> float:
     """Unix time of 00:00 UTC today ('day') or on the 1st of this month ('month')."""
-    t = time.gmtime(now)
-    day = t.tm_mday if period == "day" else 1
-    return float(calendar.timegm((t.tm_year, t.tm_mon, day, 0, 0, 0, 0, 0, 0)))
+    return day_start(now) if period == "day" else month_start(now)
 
 
 def _sum(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

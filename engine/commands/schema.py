@@ -27,11 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     if args.write:
-        out.mkdir(parents=True, exist_ok=True)
-        for kind, name in FILES.items():
-            (out / name).write_text(render(kind), encoding="utf-8")  # type: ignore[arg-type]
-            print(f"wrote {out / name}")
-        return 0
+        return _write(out)
     if args.check:
         stale = [n for k, n in FILES.items() if _read(out / n) != render(k)]  # type: ignore[arg-type]
         for name in stale:
@@ -39,6 +35,19 @@ def run(args: argparse.Namespace) -> int:
         return 1 if stale else 0
     for kind in FILES:
         sys.stdout.write(render(kind))  # type: ignore[arg-type]
+    return 0
+
+
+def _write(out: Path) -> int:
+    """Rewrite both files; a --dir that cannot be written is exit 1 with the reason."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for kind, name in FILES.items():
+            (out / name).write_text(render(kind), encoding="utf-8")  # type: ignore[arg-type]
+            print(f"wrote {out / name}")
+    except OSError as exc:
+        print(f"schema: cannot write to {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -75,6 +75,8 @@ def collect(paths: list[Path]) -> tuple[ConfigSet, set[str]]:
             routes.append(path)
             context += route_files(path.parent)
             models = models or find_models_file(path.parent) or find_models_file(path.parent.parent)
+    if models is None and not routes:
+        raise UsageError(f"no models.yaml or route files in: {' '.join(map(str, paths))}")
     extra = [p for p in dict.fromkeys(context) if p not in routes]
     source = " ".join(map(str, paths))
     cs = load_paths(models, list(dict.fromkeys(routes)) + extra, os.environ, source=source)

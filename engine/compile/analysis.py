@@ -52,8 +52,10 @@ def check_rules(doc: Document, spec: PolicySpec) -> list[Diagnostic]:
 def _dead_rules(
     doc: Document, spec: PolicySpec, rules: list[tuple[int, Condition, Predicate]]
 ) -> Iterator[Diagnostic]:
-    for pos, (i, cond, test) in enumerate(rules):
-        if _uses_regex(cond):
+    # Quadratic in the rules, so what depends on one rule only is worked out once, up front.
+    facts = [(i, cond, test, _uses_regex(cond), _required_values(cond)) for i, cond, test in rules]
+    for pos, (i, cond, test, regex, mine) in enumerate(facts):
+        if regex:
             continue
         path = join_path(join_path("rules", i), "when")
         samples = _samples([cond])
@@ -61,9 +63,8 @@ def _dead_rules(
         if samples is not None and not matching:
             yield doc.diagnostic(path, f"rule `{_label(spec, i)}` can never match")
             continue
-        mine = _required_values(cond)
-        for j, earlier, earlier_test in rules[:pos]:
-            if _uses_regex(earlier) or _disjoint(mine, _required_values(earlier)):
+        for j, earlier, earlier_test, earlier_regex, theirs in facts[:pos]:
+            if earlier_regex or _disjoint(mine, theirs):
                 continue
             if any(not earlier_test(s) for s in matching):
                 continue  # a request matching this rule but not the earlier one: not shadowed

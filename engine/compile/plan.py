@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from engine.endpoints import Timeouts
 from engine.secrets import Secret
@@ -177,16 +177,23 @@ class Features:
     budget_usd: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Scored:
+class Scored(NamedTuple):
+    """One ranked candidate of a Selection, with its estimated costs for this request.
+
+    A named tuple rather than a frozen dataclass: select builds one per candidate on every
+    request, and a tuple is built about three times faster. Same fields, same positional
+    constructor, equally immutable.
+    """
+
     model: ModelPlan
     score: float
     est_cost_usd: float | None  # expected (estimated input + expected output)
     worst_cost_usd: float | None  # input + max output: what budgets reserve
 
 
-@dataclass(frozen=True, slots=True)
-class Selection:
+class Selection(NamedTuple):
+    """One routing decision. A named tuple for the reason given at Scored: one per request."""
+
     policy: str
     rule: str | None  # the rule that decided, None for the policy's default
     path: tuple[str, ...]  # human-readable steps through the tree

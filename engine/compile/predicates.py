@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from engine.compile.plan import Features
@@ -54,8 +55,7 @@ def getter(feature: str) -> Getter:
     if feature.startswith("metadata."):
         key = feature.removeprefix("metadata.")
         return lambda f: f.metadata.get(key, _MISSING)
-    name = feature
-    return lambda f: getattr(f, name)
+    return attrgetter(feature)  # in C: no Python frame per read
 
 
 def compile_compare(cmp: Compare) -> Predicate:
@@ -98,6 +98,8 @@ def _set_test(feature: str, op: str, value: Any, get: Getter) -> Predicate:
 
 def _scalar_test(op: str, value: Any, get: Getter) -> Predicate:
     if op == "eq":
+        if value is not None:  # then a missing value (None or _MISSING) never equals it
+            return lambda f: bool(get(f) == value)
         return lambda f: _present(v := get(f)) and v == value
     if op == "ne":
         return lambda f: not (_present(v := get(f)) and v == value)
@@ -105,6 +107,8 @@ def _scalar_test(op: str, value: Any, get: Getter) -> Predicate:
         return _ordering(op, float(value), get)
     if op == "in":
         options = tuple(value)
+        if all(o is not None for o in options):  # as for eq: a missing value is in none
+            return lambda f: get(f) in options
         return lambda f: _present(v := get(f)) and v in options
     if op == "not_in":
         options = tuple(value)

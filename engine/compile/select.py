@@ -10,36 +10,18 @@ afterwards; dynamic strategies keep their static prior order here.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from operator import itemgetter
 
 from engine.compile.plan import Features, Plan, RoutePlan, Scored, Selection
-from engine.compile.tree import Candidate, Goto, Leaf, PolicyTree
+from engine.compile.tree import Candidate, Goto, Leaf, PolicyTree, PricedRow, Rule
 from engine.errors import NoCandidateError, UnknownPolicyError
 
 _INF = float("inf")
-Kept = tuple[Candidate, float | None, float | None]  # candidate, est. cost, worst-case cost
 
-# Scored and Selection are frozen slotted dataclasses, whose __init__ pays
-# object.__setattr__ per field. select builds several per request, so it fills the slots
-# directly: the same objects at about half the cost. Nothing else may do this.
-_new = object.__new__
-_set_model, _set_score, _set_est, _set_worst = (
-    vars(Scored)[name].__set__ for name in ("model", "score", "est_cost_usd", "worst_cost_usd")
-)
-
-
-(
-    _set_policy,
-    _set_rule,
-    _set_path,
-    _set_route,
-    _set_ranked,
-    _set_eliminated,
-    _set_chain,
-) = (
-    vars(Selection)[name].__set__
-    for name in ("policy", "rule", "path", "route", "ranked", "eliminated", "chain")
-)
+# Scored and Selection are named tuples, built here with tuple.__new__: that skips their
+# Python-level __new__ (a third of the cost of each). Nothing else needs to do this.
+_tuple = tuple.__new__
 
 
 def _selection(
@@ -51,24 +33,11 @@ def _selection(
     eliminated: tuple[tuple[str, str], ...],
     chain: tuple[Scored, ...],
 ) -> Selection:
-    s: Any = _new(Selection)
-    _set_policy(s, policy)
-    _set_rule(s, rule)
-    _set_path(s, path)
-    _set_route(s, route)
-    _set_ranked(s, ranked)
-    _set_eliminated(s, eliminated)
-    _set_chain(s, chain)
-    return s  # type: ignore[no-any-return]
+    return _tuple(Selection, (policy, rule, path, route, ranked, eliminated, chain))
 
 
 def _scored(c: Candidate, score: float, est: float | None, worst: float | None) -> Scored:
-    s: Any = _new(Scored)
-    _set_model(s, c.model)
-    _set_score(s, score)
-    _set_est(s, est)
-    _set_worst(s, worst)
-    return s  # type: ignore[no-any-return]
+    return _tuple(Scored, (c.model, score, est, worst))
 
 
 def select(plan: Plan, policy: str, features: Features) -> Selection:
@@ -77,8 +46,18 @@ def select(plan: Plan, policy: str, features: Features) -> Selection:
     Raises NoCandidateError when nothing is left and the route has no fallback policy; with
     one, an empty Selection is returned so the caller moves on to that policy.
     """
-    leaf, rule, path, name = walk(plan, policy, features)
-    return rank(leaf, features, name, rule, path)
+    # walk's commonest case inlined (no hand-off to another policy): one call fewer.
+    tree: PolicyTree | None = plan.policies.get(policy)
+    if tree is None:
+        raise UnknownPolicyError(f"unknown policy `{policy}`")
+    rule, target = tree.decide(features)
+    if isinstance(target, Goto):
+        step = rule.step if rule is not None else tree.default_step
+        leaf, name, path, decided_by = _follow(plan, policy, features, tree, (step,), target)
+        return rank(leaf, features, decided_by, name, path)
+    if rule is None:
+        return rank(target, features, tree.name, None, (tree.default_step,))
+    return rank(target, features, tree.name, rule.name, (rule.step,))
 
 
 def walk(
@@ -89,10 +68,29 @@ def walk(
     tree: PolicyTree | None = policies.get(policy)
     if tree is None:
         raise UnknownPolicyError(f"unknown policy `{policy}`")
-    path: tuple[str, ...] = ()
+    rule, target = tree.decide(features)
+    if rule is None:
+        step, name = tree.default_step, None
+    else:
+        step, name = rule.step, rule.name
+    if not isinstance(target, Goto):  # the commonest case: no hand-off
+        return target, name, (step,), tree.name
+    return _follow(plan, policy, features, tree, (step,), target)
+
+
+def _follow(
+    plan: Plan,
+    policy: str,
+    features: Features,
+    tree: PolicyTree,
+    path: tuple[str, ...],
+    goto: Goto,
+) -> tuple[Leaf, str | None, tuple[str, ...], str]:
+    """walk, on from a rule that handed the request to another policy."""
+    policies = plan.policies
+    target: Leaf | Goto = goto
+    rule: Rule | None = None
     for _ in range(len(policies) + 1):  # link forbids cycles; this bound makes it certain
-        rule, target = tree.decide(features)
-        path += (rule.step if rule is not None else tree.default_step,)
         if not isinstance(target, Goto):
             return target, rule.name if rule else None, path, tree.name
         path += (target.step,)
@@ -100,6 +98,8 @@ def walk(
         if nxt is None:
             raise UnknownPolicyError(f"unknown policy `{target.policy}` (from `{tree.name}`)")
         tree = nxt
+        rule, target = tree.decide(features)
+        path += (rule.step if rule is not None else tree.default_step,)
     raise UnknownPolicyError(f"policy references loop from `{policy}`")
 
 
@@ -111,23 +111,25 @@ def rank(
     need_in = features.input_tokens
     out_cap = features.output_tokens
     expected = out_cap or route.default_max_tokens
-    need = need_in + (out_cap or 0)
     required = features.capabilities
-    limit = _limit(features.budget_usd, route.budget.max_cost_per_request)
-    dropped: list[tuple[str, str]] = []
-    fast = not required and limit is None and need <= leaf.min_context  # nothing to drop
-    if fast and leaf.sort == "cost":  # the commonest cases, in one pass
-        ranked = _cheapest_first(leaf.candidates, need_in, expected, out_cap)
-    elif fast and leaf.sort == "balanced":
-        ranked = _balanced_all(leaf, _rows(leaf.candidates, need_in, expected, out_cap))
+    limit = features.budget_usd  # the smaller of the request's and the route's budget
+    cap = route.budget.max_cost_per_request
+    if cap is not None and (limit is None or cap < limit):
+        limit = cap
+    need = need_in + out_cap if out_cap else need_in
+    if not required and limit is None and need <= leaf.min_context:  # nothing to drop
+        priced = leaf.priced
+        if priced is not None:  # the commonest case, in one pass
+            ranked = _PRICED[leaf.sort](priced, need_in, expected, out_cap, leaf.cost_share)
+        else:
+            rows = _rows(leaf.candidates, need_in, expected, out_cap)
+            ranked = _ALL_ORDERS[leaf.sort](leaf, rows, required)
+        if ranked and not leaf.chain:  # nothing more to check: _selection, inlined
+            return _tuple(Selection, (policy, rule, path, route, ranked, leaf.eliminated, ()))
+        dropped: list[tuple[str, str]] = []
     else:
-        rows = (
-            _rows(leaf.candidates, need_in, expected, out_cap)
-            if fast
-            else _checked(
-                leaf.candidates, required, need, need_in, expected, out_cap, limit, dropped
-            )
-        )
+        dropped = []
+        rows = _checked(leaf.candidates, required, need, need_in, expected, out_cap, limit, dropped)
         ranked = _ORDERS[leaf.sort](leaf, rows, required)
     chain: tuple[Scored, ...] = ()
     if leaf.chain:
@@ -146,33 +148,18 @@ def _rows(
     cands: tuple[Candidate, ...], need_in: int, expected: int, out_cap: int | None
 ) -> list[Row]:
     """Each candidate with its estimated and worst-case cost for this request's size."""
-    out: list[Row] = []
-    for c in cands:
-        pin, pout = c.input_price, c.output_price
-        if pin is None or pout is None:
-            out.append((None, None, c))
-        else:
-            base = need_in * pin
-            worst_out = out_cap or c.max_output
-            out.append(((base + expected * pout) / 1e6, (base + worst_out * pout) / 1e6, c))
-    return out
-
-
-def _cheapest_first(
-    cands: tuple[Candidate, ...], need_in: int, expected: int, out_cap: int | None
-) -> tuple[Scored, ...]:
-    """_rows + _cost_order fused: same result, one list and one sort."""
-    keyed: list[tuple[float, int, float | None, float | None, Candidate]] = []
-    for c in cands:
-        pin, pout = c.input_price, c.output_price
-        if pin is None or pout is None:
-            keyed.append((_INF, c.order, None, None, c))
-        else:
-            base = need_in * pin
-            est = (base + expected * pout) / 1e6
-            keyed.append((est, c.order, est, (base + (out_cap or c.max_output) * pout) / 1e6, c))
-    keyed.sort()
-    return tuple([_scored(c, 0.0 - k, e, w) for k, _, e, w, c in keyed])
+    # One comprehension (no per-row call or append): this runs for every candidate of
+    # every request. The arithmetic is ModelPlan.cost's, so the figures agree to the bit.
+    return [
+        (None, None, c)
+        if (pin := c.input_price) is None or (pout := c.output_price) is None
+        else (
+            ((base := need_in * pin) + expected * pout) / 1e6,
+            (base + (out_cap or c.max_output) * pout) / 1e6,
+            c,
+        )
+        for c in cands
+    ]
 
 
 def _checked(
@@ -208,12 +195,6 @@ def _check(cand: Candidate, required: frozenset[str], need: int) -> str | None:
     return None
 
 
-def _limit(a: float | None, b: float | None) -> float | None:
-    if a is None:
-        return b
-    return a if b is None else min(a, b)
-
-
 def _over_budget(worst: float | None, limit: float) -> str | None:
     if worst is None:
         return f"price unknown; a budget of ${limit:g} needs a price"
@@ -227,13 +208,13 @@ def _over_budget(worst: float | None, limit: float) -> str | None:
 
 
 def _static_order(leaf: Leaf, rows: list[Row], required: frozenset[str]) -> tuple[Scored, ...]:
-    return tuple([_scored(c, c.static_score, e, w) for e, w, c in rows])
+    return tuple([_tuple(Scored, (c.model, c.static_score, e, w)) for e, w, c in rows])
 
 
 def _cost_order(leaf: Leaf, rows: list[Row], required: frozenset[str]) -> tuple[Scored, ...]:
     keyed = [(_INF if e is None else e, c.order, e, w, c) for e, w, c in rows]
     keyed.sort()
-    return tuple([_scored(c, 0.0 - k, e, w) for k, _, e, w, c in keyed])
+    return tuple([_tuple(Scored, (c.model, 0.0 - k, e, w)) for k, _, e, w, c in keyed])
 
 
 def _local_first(leaf: Leaf, rows: list[Row], required: frozenset[str]) -> tuple[Scored, ...]:
@@ -267,10 +248,10 @@ def _balanced(leaf: Leaf, rows: list[Row], required: frozenset[str]) -> tuple[Sc
         score = (wc * cheap + wq * c.model.quality + wl * fast) / total
         keyed.append((-score, c.order, e, w, c))
     keyed.sort()
-    return tuple([_scored(c, 0.0 - k, e, w) for k, _, e, w, c in keyed])
+    return tuple([_tuple(Scored, (c.model, 0.0 - k, e, w)) for k, _, e, w, c in keyed])
 
 
-def _balanced_all(leaf: Leaf, rows: list[Row]) -> tuple[Scored, ...]:
+def _balanced_all(leaf: Leaf, rows: list[Row], required: frozenset[str]) -> tuple[Scored, ...]:
     """_balanced when no candidate was dropped: quality and latency parts precompiled."""
     if not rows:
         return ()
@@ -287,15 +268,104 @@ def _balanced_all(leaf: Leaf, rows: list[Row]) -> tuple[Scored, ...]:
         for e, w, c in rows
     ]
     keyed.sort()
-    return tuple([_scored(c, 0.0 - k, e, w) for k, _, e, w, c in keyed])
+    return tuple([_tuple(Scored, (c.model, 0.0 - k, e, w)) for k, _, e, w, c in keyed])
 
 
-_ORDERS = {
+Order = Callable[[Leaf, list[Row], frozenset[str]], tuple[Scored, ...]]
+_ORDERS: dict[str, Order] = {
     "static": _static_order,
     "cost": _cost_order,
     "local_first": _local_first,
     "capability_match": _capability_match,
     "balanced": _balanced,
+}
+_ALL_ORDERS: dict[str, Order] = {**_ORDERS, "balanced": _balanced_all}  # nothing dropped
+
+
+# Leaves whose candidates are all priced, when nothing was dropped: each Scored is built
+# straight from Leaf.priced, and sorted in place. The figures are ModelPlan.cost's (the
+# output products precompiled are the same floats it would compute), and the
+# orders those of _static_order, _cost_order and _balanced_all: sort is stable, so ties keep
+# the static order, as the decorated tuples' position did.
+
+_ESTIMATE = itemgetter(2)
+_SCORE = itemgetter(1)
+
+
+def _static_priced(
+    rows: tuple[PricedRow, ...], need_in: int, expected: int, out_cap: int | None, wc: float
+) -> tuple[Scored, ...]:
+    new, cls = _tuple, Scored  # the comprehensions read these as fast closure cells
+    if out_cap:  # then expected == out_cap: the worst case is the estimate
+        return tuple(
+            [
+                new(cls, (m, part, (est := (need_in * pin + out_cap * pout) / 1e6), est))
+                for m, pin, pout, _, _, part in rows
+            ]
+        )
+    return tuple(
+        [
+            new(cls, (m, part, ((base := need_in * pin) + exp_out) / 1e6, (base + max_out) / 1e6))
+            for m, pin, _, exp_out, max_out, part in rows
+        ]
+    )
+
+
+def _cost_priced(
+    rows: tuple[PricedRow, ...], need_in: int, expected: int, out_cap: int | None, wc: float
+) -> tuple[Scored, ...]:
+    new, cls = _tuple, Scored  # as in _static_priced
+    if out_cap:
+        scored = [
+            new(cls, (m, 0.0 - (est := (need_in * pin + out_cap * pout) / 1e6), est, est))
+            for m, pin, pout, _, _, _ in rows
+        ]
+    else:
+        scored = [
+            new(
+                cls,
+                (
+                    m,
+                    0.0 - (est := ((base := need_in * pin) + exp_out) / 1e6),
+                    est,
+                    (base + max_out) / 1e6,
+                ),
+            )
+            for m, pin, _, exp_out, max_out, _ in rows
+        ]
+    scored.sort(key=_ESTIMATE)
+    return tuple(scored)
+
+
+def _balanced_priced(
+    rows: tuple[PricedRow, ...], need_in: int, expected: int, out_cap: int | None, wc: float
+) -> tuple[Scored, ...]:
+    if not rows:
+        return ()
+    new, cls = _tuple, Scored  # as in _static_priced
+    if out_cap:
+        ests = [(need_in * pin + out_cap * pout) / 1e6 for _, pin, pout, _, _, _ in rows]
+        per_usd = wc / (max(ests) or 1.0)  # score = best - wc * est / max_cost: Leaf.priced
+        scored = [
+            new(cls, (m, best - est * per_usd, est, est))
+            for (m, _, _, _, _, best), est in zip(rows, ests, strict=False)  # same length
+        ]
+    else:
+        ests = [(need_in * pin + exp_out) / 1e6 for _, pin, _, exp_out, _, _ in rows]
+        per_usd = wc / (max(ests) or 1.0)
+        scored = [
+            new(cls, (m, best - est * per_usd, est, (need_in * pin + max_out) / 1e6))
+            for (m, pin, _, _, max_out, best), est in zip(rows, ests, strict=False)
+        ]
+    scored.sort(key=_SCORE, reverse=True)  # stable: equal scores keep the static order
+    return tuple(scored)
+
+
+PricedOrder = Callable[[tuple[PricedRow, ...], int, int, "int | None", float], tuple[Scored, ...]]
+_PRICED: dict[str, PricedOrder] = {
+    "static": _static_priced,
+    "cost": _cost_priced,
+    "balanced": _balanced_priced,
 }
 
 

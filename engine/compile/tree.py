@@ -17,7 +17,6 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 from engine.compile.plan import Features, ModelPlan, RoutePlan
@@ -61,6 +60,11 @@ def candidate(model: ModelPlan, static_score: float, order: int) -> Candidate:
     )
 
 
+# (model, input price, output price, default_max_tokens * output price,
+#  max_output * output price, static score or balanced best score): see compiler._priced.
+PricedRow = tuple[ModelPlan, float, float, float, float, float]
+
+
 @dataclass(frozen=True, slots=True)
 class Leaf:
     """Where routing ends: the route and its candidates, in the strategy's static order."""
@@ -72,6 +76,11 @@ class Leaf:
     sort: str  # "static", "cost", "balanced", "local_first", "capability_match"
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # balanced: cost, quality, latency
     min_context: int = 0  # smallest context window among candidates: enables a fast path
+    # When every candidate has both prices and the sort is static, cost or balanced: each
+    # candidate's hot figures, so the commonest request (nothing to drop) is ranked in one
+    # tight pass.
+    priced: tuple[PricedRow, ...] | None = None
+    cost_share: float = 0.0  # balanced: the cost weight over the sum of weights
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +132,25 @@ class HashIndex:
     feature: str
     get: Getter
     table: Mapping[Any, tuple[Entry, ...]]
+    metadata_key: str | None = None  # metadata.<key>: read here, without a getter's frame
 
     def first(self, features: Features, best: int) -> Rule | None:
+        key = self.metadata_key
         try:
-            bucket = self.table.get(self.get(features))
+            if key is not None:  # an absent key finds no bucket: None is never a key here
+                bucket = self.table.get(features.metadata.get(key))
+            else:
+                bucket = self.table.get(self.get(features))
         except TypeError:  # an unhashable metadata value equals no YAML scalar
             return None
-        return _first(bucket, features, best) if bucket else None
+        if bucket is None:
+            return None
+        for entry in bucket:  # _first, inlined: this runs on every request
+            if entry.index >= best:
+                return None
+            if entry.rest is None or entry.rest(features):
+                return entry.rule
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +166,15 @@ class RangeIndex:
         value = self.get(features)
         if type(value) not in (int, float) or value != value:  # not a number, or NaN
             return None
-        i = bisect_left(self.bounds, value)
-        region = 2 * i + 1 if i < len(self.bounds) and self.bounds[i] == value else 2 * i
-        entries = self.regions[region]
-        return _first(entries, features, best) if entries else None
+        bounds = self.bounds
+        i = bisect_left(bounds, value)
+        region = 2 * i + 1 if i < len(bounds) and bounds[i] == value else 2 * i
+        for entry in self.regions[region]:  # _first, inlined as in HashIndex
+            if entry.index >= best:
+                return None
+            if entry.rest is None or entry.rest(features):
+                return entry.rule
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,8 +287,10 @@ def _hash_index(feature: str, items: list[tuple[Compare, Entry]]) -> HashIndex:
             bucket = table.setdefault(key, [])
             if not bucket or bucket[-1] is not entry:
                 bucket.append(entry)
+    # A plain dict, never changed after this: its get is a little faster than a proxy's.
     frozen = {k: tuple(sorted(v, key=lambda e: e.index)) for k, v in table.items()}
-    return HashIndex(feature, getter(feature), MappingProxyType(frozen))
+    key = feature.removeprefix("metadata.") if feature.startswith("metadata.") else None
+    return HashIndex(feature, getter(feature), frozen, key)
 
 
 def _distinct(keys: list[Any]) -> list[Any]:

@@ -47,13 +47,30 @@ def base_url_variable(provider_id: str) -> str:
 
 
 def _walk(value: Any, path: str, env: Mapping[str, str], unset: dict[str, list[str]]) -> Any:
+    # Containers without any `${` are returned as they are (nothing to copy), and paths are
+    # only joined on the way to a substitution: most of a big config has neither.
     if isinstance(value, dict):
+        if not _has_ref(value):
+            return value
         return {k: _walk(v, join_path(path, k), env, unset) for k, v in value.items()}
     if isinstance(value, list):
+        if not _has_ref(value):
+            return value
         return [_walk(v, join_path(path, i), env, unset) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
         return _substitute(value, path, env, unset)
     return value
+
+
+def _has_ref(value: Any) -> bool:
+    """Whether any string inside `value` (a YAML tree) contains `${`."""
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, dict):
+        return any(_has_ref(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_ref(v) for v in value)
+    return False
 
 
 def _substitute(text: str, path: str, env: Mapping[str, str], unset: dict[str, list[str]]) -> Any:

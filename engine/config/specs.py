@@ -166,8 +166,10 @@ class Compare(Spec):
 
     @property
     def operator(self) -> tuple[str, Any]:
-        (name,) = self.model_fields_set - {"feature"}
-        return ("in" if name == "in_" else name, getattr(self, name))
+        for name in self.model_fields_set:  # exactly one besides `feature` (validated)
+            if name != "feature":
+                return ("in" if name == "in_" else name, getattr(self, name))
+        raise AssertionError("unreachable: a Compare always has one operator")
 
 
 class AllOf(Spec):

@@ -43,7 +43,6 @@ from .common import (
     add_tool_result,
     declaration,
     decode_object,
-    error_object,
     json_headers,
     key_header,
     parse_arguments,
@@ -51,7 +50,7 @@ from .common import (
     system_text,
 )
 from .exchange import HttpAdapter
-from .failures import classify, protocol_error, unparsed_error
+from .failures import classify, error_from_body, protocol_error
 from .sse import iter_sse
 
 __all__ = ["AnthropicAdapter"]
@@ -225,16 +224,6 @@ def parse_message(
     )
 
 
-def error_from_body(
-    endpoint: Endpoint, status: int, body: bytes | str, rate: RateLimitInfo | None
-) -> ProviderError:
-    """`{"type": "error", "error": {"type", "message"}}` (or a non-JSON proxy page)."""
-    data = error_object(body)
-    if data is None:
-        return unparsed_error(endpoint, status, body, rate)
-    return error_from_object(endpoint, status, data, rate)
-
-
 def error_from_object(
     endpoint: Endpoint, status: int, data: dict[str, Any], rate: RateLimitInfo | None
 ) -> ProviderError:
@@ -258,6 +247,8 @@ class _StreamState:
 
 
 def _on_event(state: _StreamState, kind: str, data: dict[str, Any]) -> Chunk | None:
+    # One branch per event type, in stream order: the protocol's state machine reads best
+    # in one place, so this stays one function.
     if kind == "message_start":
         state.input_usage = (data.get("message") or {}).get("usage") or {}
     elif kind == "content_block_start":
@@ -311,7 +302,7 @@ class AnthropicAdapter(HttpAdapter):
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
         body = build_body(request, endpoint, False)
         data, rate = await self._post_json(
-            endpoint, self.url(endpoint), self.headers(endpoint), body, error_from_body
+            endpoint, self.url(endpoint), self.headers(endpoint), body, error_from_object
         )
         if data.get("type") == "error":
             raise error_from_object(endpoint, 0, data, rate)
@@ -320,11 +311,11 @@ class AnthropicAdapter(HttpAdapter):
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
         body = build_body(request, endpoint, True)
         url, headers = self.url(endpoint), self.headers(endpoint)
-        async with self._open_stream(endpoint, url, headers, body, error_from_body) as answer:
+        async with self._open_stream(endpoint, url, headers, body, error_from_object) as answer:
             state = _StreamState()
             async for event in iter_sse(answer.lines()):
                 if event.event == "error":
-                    raise error_from_body(endpoint, 0, event.data, answer.rate)
+                    raise error_from_body(endpoint, 0, event.data, answer.rate, error_from_object)
                 if event.event == "message_stop":
                     return
                 data = decode_object(endpoint, event.data, f"{event.event} event")

@@ -27,12 +27,12 @@ __all__ = [
     "decode_json",
     "decode_object",
     "dumps",
-    "error_object",
     "extra_headers",
     "json_headers",
     "key_header",
     "option_bool",
     "parse_arguments",
+    "sampling",
     "split_data_url",
     "system_text",
     "tool_names_by_id",
@@ -55,15 +55,6 @@ def decode_object(endpoint: Endpoint, data: bytes | str, what: str) -> dict[str,
     if not isinstance(value, dict):
         raise protocol_error(endpoint, f"{what} is not a JSON object")
     return value
-
-
-def error_object(body: bytes | str) -> dict[str, Any] | None:
-    """An error body as a JSON object, or None when it is not one (a proxy's HTML page...)."""
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def extra_headers(endpoint: Endpoint) -> dict[str, str]:
@@ -165,6 +156,16 @@ def system_text(request: Request) -> str | None:
     """All system/developer messages joined: protocols with a top-level system field."""
     parts = [m.text() for m in request.messages if m.role in ("system", "developer")]
     return "\n\n".join(parts) if parts else None
+
+
+def sampling(request: Request, names: Mapping[str, str]) -> dict[str, Any]:
+    """The request's settings that are set (`names`: field -> the protocol's name for it)."""
+    out = {}
+    for attribute, name in names.items():
+        value = getattr(request, attribute)
+        if value is not None:
+            out[name] = value
+    return out
 
 
 def option_bool(options: Mapping[str, str], name: str, default: bool) -> bool:

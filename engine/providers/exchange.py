@@ -10,22 +10,19 @@ reads as "build body, parse answer, translate errors" and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 from engine.endpoints import Endpoint
-from engine.errors import ProviderError
 from engine.messages import Chunk, RateLimitInfo
 
 from .common import decode_object, dumps
+from .failures import ObjectErrors, error_from_body
 from .http import HttpClient, StreamReply, shared_client
 from .ratelimits import parse_rate_limit
 
-__all__ = ["ErrorParser", "HttpAdapter", "OpenStream"]
-
-#: A protocol's `error_from_body(endpoint, status, body, rate)`.
-ErrorParser = Callable[[Endpoint, int, bytes, RateLimitInfo | None], ProviderError]
+__all__ = ["HttpAdapter", "OpenStream"]
 
 
 class OpenStream:
@@ -55,7 +52,7 @@ class OpenStream:
         url: str,
         headers: Mapping[str, str],
         body: dict[str, Any],
-        errors: ErrorParser,
+        errors: ObjectErrors,
     ) -> None:
         self._http = http
         self._endpoint = endpoint
@@ -73,7 +70,8 @@ class OpenStream:
         )
         self.rate = self._pending = parse_rate_limit(reply.headers)
         if reply.status >= 300:
-            raise self._errors(self._endpoint, reply.status, await reply.read(), self.rate)
+            body = await reply.read()
+            raise error_from_body(self._endpoint, reply.status, body, self.rate, self._errors)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -108,13 +106,13 @@ class HttpAdapter:
         url: str,
         headers: Mapping[str, str],
         body: dict[str, Any],
-        errors: ErrorParser,
+        errors: ObjectErrors,
     ) -> tuple[dict[str, Any], RateLimitInfo | None]:
         """Send once and read the whole answer: its JSON object and its rate-limit info."""
         reply = await self._http.post(endpoint, url, headers, dumps(body))
         rate = parse_rate_limit(reply.headers)
         if reply.status >= 300:
-            raise errors(endpoint, reply.status, reply.body, rate)
+            raise error_from_body(endpoint, reply.status, reply.body, rate, errors)
         return decode_object(endpoint, reply.body, "response body"), rate
 
     def _open_stream(
@@ -123,7 +121,7 @@ class HttpAdapter:
         url: str,
         headers: Mapping[str, str],
         body: dict[str, Any],
-        errors: ErrorParser,
+        errors: ObjectErrors,
     ) -> OpenStream:
         """A streaming request, sent when the returned `OpenStream` is entered."""
         return OpenStream(self._http, endpoint, url, headers, body, errors)

@@ -9,6 +9,10 @@ masks anything shaped like a key).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
+
+import orjson
 
 from engine.endpoints import Endpoint
 from engine.errors import (
@@ -27,7 +31,10 @@ from engine.errors import (
 from engine.messages import RateLimitInfo
 from engine.secrets import option_secrets
 
-__all__ = ["classify", "protocol_error", "secrets_of", "unparsed_error"]
+__all__ = ["ObjectErrors", "classify", "error_from_body", "protocol_error", "secrets_of"]
+
+#: A protocol's classifier for its own error object: (endpoint, status, object, rate limits).
+ObjectErrors = Callable[[Endpoint, int, dict[str, Any], RateLimitInfo | None], ProviderError]
 
 _CONTEXT = re.compile(
     r"context[_ ]length|context[_ ]window|context limit|maximum context|too many tokens|"
@@ -113,10 +120,21 @@ def classify(
     return err
 
 
-def unparsed_error(
-    endpoint: Endpoint, status: int, body: bytes | str, rate_limit: RateLimitInfo | None
+def error_from_body(
+    endpoint: Endpoint,
+    status: int,
+    body: bytes | str,
+    rate_limit: RateLimitInfo | None,
+    from_object: ObjectErrors,
 ) -> ProviderError:
-    """An error answer not in the protocol's shape (a proxy's page): status and its start."""
+    """An error answer: a JSON object goes to the protocol's `from_object`; anything else (a
+    proxy's HTML page...) is classified by its status and its first 300 characters."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        return from_object(endpoint, status, data, rate_limit)
     head = body[:300]
     text = (head if isinstance(head, str) else head.decode("utf-8", "replace")).strip()
     return classify(endpoint, status, f"HTTP {status}: {text}", rate_limit=rate_limit)

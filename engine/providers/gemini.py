@@ -48,15 +48,15 @@ from .common import (
     call_deltas,
     declaration,
     decode_object,
-    error_object,
     json_headers,
     parse_arguments,
+    sampling,
     split_data_url,
     system_text,
     tool_names_by_id,
 )
 from .exchange import HttpAdapter
-from .failures import classify, protocol_error, unparsed_error
+from .failures import classify, protocol_error
 from .ratelimits import retry_delay_from_google_details
 from .sse import iter_sse
 
@@ -135,18 +135,20 @@ def _is_function_response(part: dict[str, Any]) -> bool:
     return "functionResponse" in part
 
 
+#: Request fields and their generationConfig names.
+_SAMPLING = {
+    "temperature": "temperature",
+    "top_p": "topP",
+    "output_limit": "maxOutputTokens",
+    "stop": "stopSequences",
+    "seed": "seed",
+    "presence_penalty": "presencePenalty",
+    "frequency_penalty": "frequencyPenalty",
+}
+
+
 def _generation_config(request: Request) -> dict[str, Any]:
-    config: dict[str, Any] = {}
-    pairs = (
-        ("temperature", request.temperature),
-        ("topP", request.top_p),
-        ("maxOutputTokens", request.output_limit),
-        ("stopSequences", request.stop),
-        ("seed", request.seed),
-        ("presencePenalty", request.presence_penalty),
-        ("frequencyPenalty", request.frequency_penalty),
-    )
-    config.update({k: v for k, v in pairs if v is not None})
+    config = sampling(request, _SAMPLING)
     fmt = request.response_format
     if fmt is not None and fmt.type != "text":
         config["responseMimeType"] = "application/json"
@@ -255,16 +257,6 @@ def parse_response(
     )
 
 
-def error_from_body(
-    endpoint: Endpoint, status: int, body: bytes, rate: RateLimitInfo | None
-) -> ProviderError:
-    """A Google RPC error (`{"error": {code, message, status, details}}`) as a ProviderError."""
-    data = error_object(body)
-    if data is None:
-        return unparsed_error(endpoint, status, body, rate)
-    return error_from_object(endpoint, status, data, rate)
-
-
 def error_from_object(
     endpoint: Endpoint, status: int, data: dict[str, Any], rate: RateLimitInfo | None
 ) -> ProviderError:
@@ -302,7 +294,7 @@ class GeminiAdapter(HttpAdapter):
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
         body = build_body(request, endpoint)
         data, rate = await self._post_json(
-            endpoint, self.url(endpoint, False), self.headers(endpoint), body, error_from_body
+            endpoint, self.url(endpoint, False), self.headers(endpoint), body, error_from_object
         )
         if "error" in data:
             raise error_from_object(endpoint, 0, data, rate)
@@ -311,7 +303,7 @@ class GeminiAdapter(HttpAdapter):
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
         body = build_body(request, endpoint)
         url, headers = self.url(endpoint, True), self.headers(endpoint)
-        async with self._open_stream(endpoint, url, headers, body, error_from_body) as answer:
+        async with self._open_stream(endpoint, url, headers, body, error_from_object) as answer:
             state = _StreamState()
             async for event in iter_sse(answer.lines()):
                 data = decode_object(endpoint, event.data, "stream chunk")

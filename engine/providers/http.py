@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NoReturn
 
 import aiohttp
@@ -55,12 +56,14 @@ class _Deadlines:
         return cls(total, total, False)
 
     def timeout_error(self, endpoint: Endpoint, first: bool) -> ProviderTimeoutError:
-        phase = "first_token" if first and self.first_is_first_token else "total"
-        limit = endpoint.timeouts.first_token_s if phase == "first_token" else None
-        limit = endpoint.timeouts.total_s if limit is None else limit
+        """The error for a missed deadline (`first`: the first one), naming its phase."""
+        t = endpoint.timeouts
+        if first and self.first_is_first_token and t.first_token_s is not None:
+            phase, what, limit = "first_token", "first token", t.first_token_s
+        else:
+            phase, what, limit = "total", "answer", t.total_s
         return ProviderTimeoutError(
-            f"{endpoint.provider}: no {'first token' if phase == 'first_token' else 'answer'} "
-            f"within {limit:g}s",
+            f"{endpoint.provider}: no {what} within {limit:g}s",
             phase=phase,
             provider=endpoint.provider,
             model=endpoint.upstream_model,
@@ -92,13 +95,7 @@ class StreamReply:
 
     async def read(self) -> bytes:
         """The whole body (for error answers), within the total deadline."""
-        try:
-            async with asyncio.timeout_at(self._deadlines.total):
-                return await self._resp.read()
-        except TimeoutError:
-            raise self._deadlines.timeout_error(self._endpoint, first=False) from None
-        except aiohttp.ClientError as exc:
-            _raise_cut(self._endpoint, exc)
+        return await _read_all(self._resp, self._endpoint, self._deadlines)
 
     async def lines(self) -> AsyncIterator[bytes]:
         """Body lines without terminators; enforces first-token and total deadlines."""
@@ -130,6 +127,21 @@ class StreamReply:
             self._resp.release()
         else:
             self._resp.close()
+
+
+async def _read_all(
+    resp: aiohttp.ClientResponse, endpoint: Endpoint, deadlines: _Deadlines
+) -> bytes:
+    """The rest of the body within the total deadline; the connection is dropped on failure."""
+    try:
+        async with asyncio.timeout_at(deadlines.total):
+            return await resp.read()
+    except TimeoutError:
+        resp.close()
+        raise deadlines.timeout_error(endpoint, first=False) from None
+    except aiohttp.ClientError as exc:
+        resp.close()
+        _raise_cut(endpoint, exc)
 
 
 def _raise_cut(endpoint: Endpoint, exc: BaseException) -> NoReturn:
@@ -165,6 +177,11 @@ def _raise_connect_timeout(endpoint: Endpoint) -> NoReturn:
         provider=endpoint.provider,
         model=endpoint.upstream_model,
     ) from None
+
+
+@lru_cache(maxsize=64)  # one immutable value per connect timeout, not one per request
+def _connect_timeout(connect_s: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect_s)
 
 
 class HttpClient:
@@ -208,7 +225,7 @@ class HttpClient:
         deadlines: _Deadlines,
     ) -> aiohttp.ClientResponse:
         session = self._session(endpoint)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=endpoint.timeouts.connect_s)
+        timeout = _connect_timeout(endpoint.timeouts.connect_s)
         try:
             async with asyncio.timeout_at(deadlines.first):
                 return await session.post(url, data=body, headers=headers, timeout=timeout)
@@ -216,9 +233,7 @@ class HttpClient:
             _raise_connect_timeout(endpoint)
         except TimeoutError:
             raise deadlines.timeout_error(endpoint, first=True) from None
-        except aiohttp.ClientError as exc:
-            _raise_unreachable(endpoint, exc)
-        except OSError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             _raise_unreachable(endpoint, exc)
         except ValueError:  # aiohttp refuses CR/LF in a header: a key with a stray newline
             _raise_bad_header(endpoint)
@@ -229,15 +244,7 @@ class HttpClient:
         """One request, whole answer read; deadlines and connection errors translated."""
         deadlines = _Deadlines.start(endpoint, streaming=False)
         resp = await self._send(endpoint, url, headers, body, deadlines)
-        try:
-            async with asyncio.timeout_at(deadlines.total):
-                data = await resp.read()
-        except TimeoutError:
-            resp.close()
-            raise deadlines.timeout_error(endpoint, first=False) from None
-        except aiohttp.ClientError as exc:
-            resp.close()
-            _raise_cut(endpoint, exc)
+        data = await _read_all(resp, endpoint, deadlines)
         return Reply(resp.status, resp.headers, data)
 
     async def open_stream(

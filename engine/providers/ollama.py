@@ -37,13 +37,13 @@ from engine.messages import (
 from .common import (
     call_deltas,
     decode_object,
-    error_object,
     json_headers,
     parse_arguments,
+    sampling,
     tool_names_by_id,
 )
 from .exchange import HttpAdapter
-from .failures import classify, protocol_error, unparsed_error
+from .failures import classify, protocol_error
 from .sse import iter_ndjson
 
 __all__ = ["OllamaAdapter"]
@@ -90,17 +90,20 @@ def _message(m: Message, endpoint: Endpoint, names: dict[str, str]) -> dict[str,
     return data
 
 
+#: Request fields and their Modelfile names.
+_SAMPLING = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "output_limit": "num_predict",
+    "stop": "stop",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+
+
 def _options(request: Request, endpoint: Endpoint) -> dict[str, Any]:
-    pairs = (
-        ("temperature", request.temperature),
-        ("top_p", request.top_p),
-        ("num_predict", request.output_limit),
-        ("stop", request.stop),
-        ("seed", request.seed),
-        ("presence_penalty", request.presence_penalty),
-        ("frequency_penalty", request.frequency_penalty),
-    )
-    options = {k: v for k, v in pairs if v is not None}
+    options = sampling(request, _SAMPLING)
     if "num_ctx" in endpoint.options:
         options["num_ctx"] = int(endpoint.options["num_ctx"])
     return options
@@ -153,13 +156,10 @@ def _finish(data: dict[str, Any], has_calls: bool) -> FinishReason:
     return "length" if data.get("done_reason") == "length" else "stop"
 
 
-def error_from_body(
-    endpoint: Endpoint, status: int, body: bytes, rate: RateLimitInfo | None
+def error_from_object(
+    endpoint: Endpoint, status: int, data: dict[str, Any], rate: RateLimitInfo | None
 ) -> ProviderError:
-    """`{"error": "text"}` (or any other body) as a ProviderError."""
-    data = error_object(body)
-    if data is None:
-        return unparsed_error(endpoint, status, body, rate)
+    """`{"error": "text"}` as a ProviderError."""
     return classify(endpoint, status, str(data.get("error") or f"HTTP {status}"), rate_limit=rate)
 
 
@@ -194,7 +194,7 @@ class OllamaAdapter(HttpAdapter):
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
         body = build_body(request, endpoint, False)
         data, rate = await self._post_json(
-            endpoint, self.url(endpoint), self.headers(endpoint), body, error_from_body
+            endpoint, self.url(endpoint), self.headers(endpoint), body, error_from_object
         )
         if "error" in data:
             raise classify(endpoint, 0, str(data["error"]), rate_limit=rate)
@@ -203,7 +203,7 @@ class OllamaAdapter(HttpAdapter):
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
         body = build_body(request, endpoint, True)
         url, headers = self.url(endpoint), self.headers(endpoint)
-        async with self._open_stream(endpoint, url, headers, body, error_from_body) as answer:
+        async with self._open_stream(endpoint, url, headers, body, error_from_object) as answer:
             calls_seen = 0
             async for line in iter_ndjson(answer.lines()):
                 data = decode_object(endpoint, line, "stream line")

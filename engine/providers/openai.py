@@ -30,15 +30,16 @@ from engine.messages import (
     Request,
     ToolCallDelta,
     ToolCallOut,
+    ToolChoice,
     Usage,
 )
 
-from .common import decode_object, error_object, json_headers, option_bool
+from .common import decode_object, json_headers, option_bool
 from .exchange import HttpAdapter
-from .failures import classify, protocol_error, unparsed_error
+from .failures import classify, protocol_error
 from .sse import iter_sse
 
-__all__ = ["OpenAIAdapter", "error_from_body", "finish_reason"]
+__all__ = ["OpenAIAdapter", "error_from_object", "finish_reason"]
 
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
@@ -72,6 +73,25 @@ def _token_field(request: Request, options: Mapping[str, str]) -> str:
     return "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
 
 
+#: Request fields sent as they are, when set.
+_PASSTHROUGH = (
+    "temperature",
+    "top_p",
+    "stop",
+    "parallel_tool_calls",
+    "presence_penalty",
+    "frequency_penalty",
+    "user",
+    "n",
+)
+
+
+def _tool_choice(choice: ToolChoice, dialect: str) -> Any:
+    if dialect == "mistral" and choice == "required":
+        return "any"  # Mistral's name for "must call a tool"
+    return choice if isinstance(choice, str) else choice.model_dump()
+
+
 def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, Any]:
     """The chat/completions JSON body for this request (routing inputs left out)."""
     options = endpoint.options
@@ -80,16 +100,7 @@ def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, 
         "model": endpoint.upstream_model,
         "messages": [_message(m, dialect) for m in request.messages],
     }
-    for name in (
-        "temperature",
-        "top_p",
-        "stop",
-        "parallel_tool_calls",
-        "presence_penalty",
-        "frequency_penalty",
-        "user",
-        "n",
-    ):
+    for name in _PASSTHROUGH:
         value = getattr(request, name)
         if value is not None:
             body[name] = value
@@ -100,10 +111,7 @@ def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, 
     if request.tools:
         body["tools"] = [t.model_dump(exclude_none=True) for t in request.tools]
     if request.tool_choice is not None:
-        choice = request.tool_choice
-        body["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump()
-        if dialect == "mistral" and choice == "required":
-            body["tool_choice"] = "any"
+        body["tool_choice"] = _tool_choice(request.tool_choice, dialect)
     if request.response_format is not None:
         body["response_format"] = request.response_format.model_dump(exclude_none=True)
     if stream:
@@ -181,16 +189,6 @@ def parse_chunk(data: dict[str, Any]) -> Chunk | None:
     return Chunk(content=content, tool_calls=calls, finish_reason=finish, usage=usage)
 
 
-def error_from_body(
-    endpoint: Endpoint, status: int, body: bytes, rate: RateLimitInfo | None
-) -> ProviderError:
-    """An OpenAI-style error body (or whatever a compatible server sent) as a ProviderError."""
-    data = error_object(body)
-    if data is None:
-        return unparsed_error(endpoint, status, body, rate)
-    return error_from_object(endpoint, status, data, rate)
-
-
 def error_from_object(
     endpoint: Endpoint, status: int, data: dict[str, Any], rate: RateLimitInfo | None
 ) -> ProviderError:
@@ -223,7 +221,7 @@ class OpenAIAdapter(HttpAdapter):
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
         body = build_body(request, endpoint, False)
         data, rate = await self._post_json(
-            endpoint, self.url(endpoint), self.headers(endpoint), body, error_from_body
+            endpoint, self.url(endpoint), self.headers(endpoint), body, error_from_object
         )
         if "error" in data and "choices" not in data:
             raise error_from_object(endpoint, 0, data, rate)
@@ -232,7 +230,7 @@ class OpenAIAdapter(HttpAdapter):
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
         body = build_body(request, endpoint, True)
         url, headers = self.url(endpoint), self.headers(endpoint)
-        async with self._open_stream(endpoint, url, headers, body, error_from_body) as answer:
+        async with self._open_stream(endpoint, url, headers, body, error_from_object) as answer:
             async for event in iter_sse(answer.lines()):
                 if event.data == "[DONE]":
                     return

@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 
 from engine.messages import RateLimitInfo
@@ -29,6 +30,7 @@ _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+@lru_cache(maxsize=512)  # pure; a provider repeats the same few values on every answer
 def parse_duration(text: str) -> float | None:
     """Seconds in a Go-style duration (`6m0s`, `1.5s`, `12ms`) or a bare number of seconds."""
     text = text.strip()

@@ -1,8 +1,9 @@
 """Many requests at bounded concurrency; answers in input order, failures kept as values.
 
 A failed request must not lose the others' answers, so each slot holds either a Response
-or the EngineError that ended it. Progress is reported through an optional plain callback
-`(done, total)` (no progress-bar dependency; wrap tqdm's `update` in one if you like).
+or the exception that ended it (an EngineError, or whatever a hook raised). Progress is
+reported through an optional plain callback `(done, total)` (no progress-bar dependency;
+wrap tqdm's `update` in one if you like).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from engine.errors import EngineError
 from engine.result import Response
 
 Progress = Callable[[int, int], None]
@@ -22,11 +22,11 @@ async def run_batch(
     requests: Sequence[Any],
     concurrency: int,
     progress: Progress | None = None,
-) -> list[Response | EngineError]:
+) -> list[Response | Exception]:
     """Run `call` over `requests` with at most `concurrency` in flight."""
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
-    results: list[Response | EngineError | None] = [None] * len(requests)
+    results: list[Response | Exception | None] = [None] * len(requests)
     gate = asyncio.Semaphore(concurrency)
     done = 0
 
@@ -35,7 +35,7 @@ async def run_batch(
         async with gate:
             try:
                 results[i] = await call(request)
-            except EngineError as exc:
+            except Exception as exc:  # kept as this request's result; the others go on
                 results[i] = exc
         done += 1
         if progress is not None:

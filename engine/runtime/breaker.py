@@ -1,9 +1,15 @@
 """Circuit breakers, one per provider and one per model, so a dead upstream costs nothing.
 
-closed --(N failures in the window, none since a success)--> open --(cooldown)--> half-open
-half-open lets exactly one probe through: its success closes the breaker, its failure
-re-opens it for another cooldown. While open, `allow` says no and the executor records a
-`circuit_open` attempt without any network call.
+closed --(N failures within the sliding window)--> open --(cooldown)--> half-open
+half-open lets exactly one probe through: its success closes the breaker (with an empty
+window), its failure re-opens it for another cooldown. While open, `allow` says no and the
+executor records a `circuit_open` attempt without any network call.
+
+The window counts failures, not consecutive failures: a success in between does not erase
+earlier failures still inside the window, so an upstream failing every other call trips
+the breaker just like one failing every call. Verdicts of calls that started before the
+breaker opened and end while it is open are ignored (they say nothing new), so a straggler
+can neither extend nor cut short a cooldown.
 
 All transitions are synchronous (no awaits), so concurrent requests on one loop see a
 consistent state and only one of them can win the half-open probe.
@@ -27,12 +33,23 @@ class _Breaker:
     state: BreakerState = "closed"
     opened_at: float = 0.0
     cooldown_s: float = 30.0
+    window_s: float = 60.0
     probing: bool = False
     last_error: str | None = None
 
+    def prune(self, now: float) -> None:
+        """Forget failures that have slid out of the window."""
+        failures, horizon = self.failures, now - self.window_s
+        while failures and failures[0] < horizon:
+            failures.popleft()
+
 
 class BreakerBoard:
-    """Every breaker of one engine, keyed by provider id or model id."""
+    """Every breaker of one engine, keyed by provider id or model id.
+
+    A key has an entry only while it has failures in its window or is not closed, so the
+    board of a healthy engine is empty and `all_closed` is the hot path's one check.
+    """
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
@@ -59,21 +76,36 @@ class BreakerBoard:
         return True
 
     def success(self, key: str) -> None:
-        """A success closes the breaker and clears its failures (they must be consecutive)."""
-        if key in self._breakers:
+        """A half-open success closes the breaker; a closed one only forgets old failures.
+
+        Failures still inside the window stay counted: the window measures how often the
+        upstream fails, not how long ago it last answered.
+        """
+        b = self._breakers.get(key)
+        if b is None or b.state == "open":
+            return
+        if b.state == "half_open":
+            del self._breakers[key]
+            return
+        b.prune(self._clock.monotonic())
+        if not b.failures:
             del self._breakers[key]
 
     def failure(self, key: str, plan: BreakerPlan, error: str | None = None) -> None:
         """Count one failure; open when the window holds `plan.failures` of them."""
-        b = self._breakers.setdefault(key, _Breaker())
+        b = self._breakers.get(key)
+        if b is None:
+            b = self._breakers[key] = _Breaker()
         now = self._clock.monotonic()
         b.last_error = error
         if b.state == "half_open":
             self._open(b, now, plan)
             return
+        if b.state == "open":
+            return  # a straggler that started before the breaker opened
+        b.window_s = plan.window_s
         b.failures.append(now)
-        while b.failures and now - b.failures[0] > plan.window_s:
-            b.failures.popleft()
+        b.prune(now)
         if len(b.failures) >= plan.failures:
             self._open(b, now, plan)
 

@@ -90,7 +90,7 @@ class InProcessBudgetStore:
     def from_ledger(cls, clock: Clock, ledger: SpendSource) -> InProcessBudgetStore:
         """A store whose month-to-date spend is rebuilt from the ledger (call on start)."""
         store = cls(clock)
-        store.restore(ledger.spend_since(_month_start(clock.time())))
+        store.restore(ledger.spend_since(month_start(clock.time())))
         return store
 
     def restore(self, rows: Iterable[tuple[str, str, float]]) -> None:
@@ -139,40 +139,41 @@ class InProcessBudgetStore:
         """Replace the reservation by the real cost (recorded as is, even above the hold)."""
         _check_amount(actual_usd)
         with self._lock:
-            held = self._open.pop(reservation.token, None)
-            if held is None:
-                return
-            self._add(self._reserved, held.workspace, held.day, held.month, -held.amount)
-            self._add(self._settled, held.workspace, held.day, held.month, _nanos(actual_usd))
+            held = self._unreserve(reservation)
+            if held is not None:
+                self._add(self._settled, held.workspace, held.day, held.month, _nanos(actual_usd))
 
     async def release(self, reservation: Reservation) -> None:
         """Drop the reservation: the call failed or was cancelled and cost nothing."""
         with self._lock:
-            held = self._open.pop(reservation.token, None)
-            if held is not None:
-                self._add(self._reserved, held.workspace, held.day, held.month, -held.amount)
+            self._unreserve(reservation)
+
+    def _unreserve(self, reservation: Reservation) -> _Open | None:
+        """Close an open reservation (under the lock); None when it was already closed."""
+        held = self._open.pop(reservation.token, None)
+        if held is not None:
+            self._add(self._reserved, held.workspace, held.day, held.month, -held.amount)
+        return held
 
     def spent(self, workspace: str) -> Mapping[str, float]:
         """{"day": usd, "month": usd} for the current UTC periods, open reservations included."""
-        now = self._clock.time()
-        with self._lock:
-            return {
-                "day": self._total(workspace, utc_day(now)),
-                "month": self._total(workspace, utc_month(now)),
-            }
+        return self._per_period(workspace, self._settled, self._reserved)
 
     def reserved(self, workspace: str) -> Mapping[str, float]:
         """{"day": usd, "month": usd} held by open reservations only."""
+        return self._per_period(workspace, self._reserved)
+
+    def _per_period(
+        self, workspace: str, *tables: dict[tuple[str, str], int]
+    ) -> Mapping[str, float]:
+        """The tables' sum for the workspace's current UTC day and month, in USD."""
         now = self._clock.time()
+        periods = {"day": utc_day(now), "month": utc_month(now)}
         with self._lock:
             return {
-                "day": self._reserved.get((workspace, utc_day(now)), 0) / NANO,
-                "month": self._reserved.get((workspace, utc_month(now)), 0) / NANO,
+                name: sum(t.get((workspace, period), 0) for t in tables) / NANO
+                for name, period in periods.items()
             }
-
-    def _total(self, workspace: str, period: str) -> float:
-        key = (workspace, period)
-        return (self._settled.get(key, 0) + self._reserved.get(key, 0)) / NANO
 
     @staticmethod
     def _add(
@@ -188,7 +189,13 @@ def _check_amount(usd: float) -> None:
         raise ValueError(f"a budget amount must be a finite number >= 0, got {usd!r}")
 
 
-def _month_start(ts: float) -> float:
+def day_start(ts: float) -> float:
+    """Unix time of 00:00 UTC on `ts`'s day: where the budget's (and the ledger's) day begins."""
+    t = time.gmtime(ts)
+    return float(calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, 0)))
+
+
+def month_start(ts: float) -> float:
     """Unix time of 00:00 UTC on the first day of `ts`'s month."""
     t = time.gmtime(ts)
     return float(calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0, 0, 0, 0)))

@@ -36,7 +36,6 @@ from engine.compile.plan import ModelPlan, Plan, RoutePlan
 from engine.errors import (
     ConfigError,
     Diagnostic,
-    EngineError,
     UnknownModelError,
     UnknownPolicyError,
 )
@@ -372,7 +371,7 @@ class Engine:
         policy: str | None = None,
         concurrency: int = 8,
         progress: Progress | None = None,
-    ) -> list[Response | EngineError]:
+    ) -> list[Response | Exception]:
         """Many requests, at most `concurrency` at once; results in order, errors as values."""
         return await run_batch(lambda r: self.arun(r, policy), requests, concurrency, progress)
 
@@ -382,7 +381,7 @@ class Engine:
         policy: str | None = None,
         concurrency: int = 8,
         progress: Progress | None = None,
-    ) -> list[Response | EngineError]:
+    ) -> list[Response | Exception]:
         """The sync form of `abatch`."""
         return self._sync.call(self.abatch(requests, policy, concurrency, progress))
 

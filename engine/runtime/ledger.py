@@ -236,23 +236,27 @@ class SQLiteLedger(LedgerQueries):
         if self._closed:
             return
         await self.flush()
-        self._closed = True
-        atexit.unregister(self.close)
-        self._queue.put(_STOP)
-        self._urgent.set()
-        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
-        with self._lock:
-            self._conn.close()
+        if self._stop_writer():  # the flush awaited: another closer may have come first
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+            self._close_reader()
 
     def close(self) -> None:
         """The same as `aclose` for code without an event loop."""
+        if self._stop_writer():
+            self._thread.join()
+            self._close_reader()
+
+    def _stop_writer(self) -> bool:
+        """Refuse new rows and tell the writer to stop after the queued ones; False if done."""
         if self._closed:
-            return
+            return False
         self._closed = True
         atexit.unregister(self.close)
         self._queue.put(_STOP)
         self._urgent.set()
-        self._thread.join()
+        return True
+
+    def _close_reader(self) -> None:
         with self._lock:
             self._conn.close()
 

@@ -458,23 +458,21 @@ class InProcessRateLimiter:
 
     def settle(self, lease: Lease, input_tokens: int, output_tokens: int) -> None:
         """Correct the lease's estimate with real usage; a second settle is ignored."""
-        if not isinstance(lease, _Lease) or not lease.use.open:
-            return
-        now = self._clock.monotonic()
-        lease.use.open = False
-        lease.state.in_flight -= 1
-        use = lease.use
-        lease.state.correct(use, use.requests, max(0, input_tokens), max(0, output_tokens), now)
-        self._pool(lease.provider).notify()
+        if isinstance(lease, _Lease):
+            self._close(lease, lease.use.requests, max(0, input_tokens), max(0, output_tokens))
 
     def release(self, lease: Lease) -> None:
         """Refund a lease whose request was never sent (cancelled, breaker open)."""
-        if not isinstance(lease, _Lease) or not lease.use.open:
+        if isinstance(lease, _Lease):
+            self._close(lease, 0, 0, 0)
+
+    def _close(self, lease: _Lease, requests: int, inp: int, out: int) -> None:
+        """Book what the lease really used (once), and wake a waiter it may have made room for."""
+        if not lease.use.open:
             return
-        now = self._clock.monotonic()
         lease.use.open = False
         lease.state.in_flight -= 1
-        lease.state.correct(lease.use, 0, 0, 0, now)
+        lease.state.correct(lease.use, requests, inp, out, self._clock.monotonic())
         self._pool(lease.provider).notify()
 
     def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
@@ -486,22 +484,14 @@ class InProcessRateLimiter:
         now = self._clock.monotonic()
         tokens_reset = now + (info.reset_tokens_s or DEFAULT_RESET_S)
         requests_reset = now + (info.reset_requests_s or DEFAULT_RESET_S)
-        learned = state.learned
         state.informed = True
-        _learn(learned["requests"], info.limit_requests, info.remaining_requests, requests_reset)
-        _learn(
-            learned["input_tokens"],
-            info.limit_input_tokens,
-            info.remaining_input_tokens,
-            tokens_reset,
-        )
-        _learn(
-            learned["output_tokens"],
-            info.limit_output_tokens,
-            info.remaining_output_tokens,
-            tokens_reset,
-        )
-        _learn(learned["tokens"], info.limit_tokens, info.remaining_tokens, tokens_reset)
+        for dim, limit, remaining, reset_at in (
+            ("requests", info.limit_requests, info.remaining_requests, requests_reset),
+            ("input_tokens", info.limit_input_tokens, info.remaining_input_tokens, tokens_reset),
+            ("output_tokens", info.limit_output_tokens, info.remaining_output_tokens, tokens_reset),
+            ("tokens", info.limit_tokens, info.remaining_tokens, tokens_reset),
+        ):
+            _learn(state.learned[dim], limit, remaining, reset_at)
         if info.retry_after_s is not None and info.retry_after_s > 0:
             state.blocked_until = max(state.blocked_until, now + info.retry_after_s)
         pool.notify()

@@ -94,9 +94,16 @@ class Stats:
         output_tokens: int = 0,
     ) -> None:
         """One upstream call ended (success or failure)."""
-        args = (ok, latency_ms, cost, input_tokens, output_tokens)
-        self._providers.setdefault(provider, _Bucket()).add(*args)
-        self._models.setdefault(model, _Bucket()).add(*args)
+        # get-then-create rather than setdefault(key, _Bucket()): that would build (and
+        # drop) two buckets with their deques on every call of the hot path.
+        bucket = self._providers.get(provider)
+        if bucket is None:
+            bucket = self._providers[provider] = _Bucket()
+        bucket.add(ok, latency_ms, cost, input_tokens, output_tokens)
+        bucket = self._models.get(model)
+        if bucket is None:
+            bucket = self._models[model] = _Bucket()
+        bucket.add(ok, latency_ms, cost, input_tokens, output_tokens)
 
     def request(
         self,

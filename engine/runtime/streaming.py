@@ -2,7 +2,7 @@
 
 The failover loop (executor.py) opens a stream only once its first chunk has arrived, so
 errors before the first token fail over like any other; this module takes it from there:
-events carry the routing facts, the usage-bearing chunk is held back and sent last with
+events carry the routing facts, a bare usage chunk is held back and sent last with
 the cost and every attempt, the stream is settled when it ends (or released if the caller
 stops early), and a mid-stream failure fails over only when the route allows it
 (`retries.after_first_token`). A cached Response replays as a short stream.
@@ -64,14 +64,18 @@ async def _relay(
 ) -> AsyncGenerator[StreamEvent, None]:
     """Yield one upstream stream's events; settle when it ends, fail over if allowed."""
     guard, acc = opened.guard, StreamAccumulator(cand.model.upstream)
-    mid, held, limits = cand.model.id, None, None
+    mid, held, limits, reported = cand.model.id, None, None, False
     chunk, first = opened.first, True
     try:
         while chunk is not None:
             acc.add(chunk)
             limits = chunk.rate_limit or limits
-            if chunk.usage is not None:
-                held = chunk  # sent last, with the cost and every attempt
+            reported = reported or chunk.usage is not None
+            if chunk.usage is not None and not chunk.content and not chunk.tool_calls:
+                # A bare usage report is held back and sent last, with the cost and every
+                # attempt (text is never held: that would reorder it).
+                finish = chunk.finish_reason or (held.finish_reason if held else None)
+                held = replace(chunk, finish_reason=finish)
             else:
                 yield _event(ex, cand, chunk, attempts=first)
                 first = False
@@ -91,7 +95,7 @@ async def _relay(
         raise
     ex.svc.strategies.end(mid)
     result = acc.result()
-    usage = result.usage if held is not None else _estimate(ex, result)
+    usage = result.usage if reported else _estimate(ex, result)
     cost = await ex.succeed(guard, usage, limits)
     final = held or Chunk(finish_reason=None, usage=usage)
     _finish(ex, cand, replace(result, usage=usage), cost, guard)  # before: callers may stop

@@ -121,7 +121,10 @@ def _file_values(config_dir: Path) -> tuple[dict[str, Any], list[ApiKeySpec]]:
     if not path.is_file():
         return {}, []
     source = str(path)
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Diagnostic(f"cannot read as UTF-8 YAML: {exc}", file=source)]) from None
     try:
         raw = yaml.safe_load(text) or {}
         spec = _FileSettings.model_validate(raw)

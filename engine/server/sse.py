@@ -86,9 +86,13 @@ class EventStreamResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
-        watcher = asyncio.create_task(self._watch(receive, task))
+        # The first chunk goes out before the watcher exists: it is ready, and every
+        # microsecond before it is time to first token. A disconnect meanwhile is seen next.
+        watcher: asyncio.Task[None] | None = None
         error: BaseException | None = None
         try:
+            await self._start(send)
+            watcher = asyncio.create_task(self._watch(receive, task))
             await self._pump(send)
         except asyncio.CancelledError:
             if not self.disconnected:
@@ -98,23 +102,21 @@ class EventStreamResponse:
             error = exc
             await self._send_error(send, exc)
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
             with contextlib.suppress(BaseException):
                 await aclose_events(self.rest)
         result = self.on_end(error, self.disconnected)
         if result is not None:
             await result
 
-    async def _pump(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+    async def _start(self, send: Send) -> None:
         self.on_event(self.first)
-        await send(
-            {
-                "type": "http.response.body",
-                "body": self.encoder.encode(self.first),
-                "more_body": True,
-            }
-        )
+        first = self.encoder.encode(self.first)
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        await send({"type": "http.response.body", "body": first, "more_body": True})
+
+    async def _pump(self, send: Send) -> None:
         async for event in self.rest:
             self.on_event(event)
             data = self.encoder.encode(event)

@@ -18,7 +18,7 @@ import openai
 import pytest
 import uvicorn
 
-from engine import ConfigError, Engine, Request, Response
+from engine import ConfigError, Engine, Request, Response, UnknownModelError
 from engine.cli import main
 from engine.server import create_app
 from engine.server.settings import ServerSettings, load_settings
@@ -65,7 +65,7 @@ async def test_logging_metrics_and_custom_middleware_hooks(
 
     with caplog.at_level(logging.INFO, logger="acceptance.llm"):
         resp = await eng.arun(ask())
-        with pytest.raises(Exception, match="unknown"):
+        with pytest.raises(UnknownModelError, match="unknown provider"):
             await eng.arun(ask(model="nope/missing"))
     await eng.aclose()
     assert metrics == {"requests": 1, "errors": 1, "tokens": resp.usage.total_tokens}

@@ -9,6 +9,8 @@ strategy's order and never include a candidate breaking a requirement.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -24,6 +26,7 @@ CAPS = ["chat", "code", "tools", "vision", "json"]
 TASKS = ["a", "b", "c"]
 NUMS = [0, 100, 1000, 5000]
 MISSING = object()
+WEIGHTS = ("cost", "quality", "latency")
 
 
 # --- generators ---------------------------------------------------------------------------
@@ -34,7 +37,7 @@ def registries(draw: Any) -> dict[str, Any]:
     models = {}
     for i in range(draw(st.integers(2, 7))):
         provider = draw(st.sampled_from(["mock", "up", "down"]))
-        priced = provider == "mock" or draw(st.booleans())
+        priced = provider == "mock" or draw(st.integers(0, 3)) > 0
         models[f"{provider}/m{i}"] = {
             "capabilities": draw(st.lists(st.sampled_from(CAPS), unique=True, max_size=4)),
             "context_window": draw(st.sampled_from([500, 1000, 8000, 100000])),
@@ -136,6 +139,8 @@ def filters(draw: Any) -> dict[str, Any]:
 def policies(draw: Any, ids: list[str]) -> dict[str, Any]:
     def route() -> dict[str, Any]:
         r: dict[str, Any] = {"strategy": draw(st.sampled_from(STRATS))}
+        if r["strategy"] == "balanced" and draw(st.booleans()):
+            r["weights"] = {k: draw(st.sampled_from([0.0, 0.5, 2.0])) for k in WEIGHTS}
         if draw(st.booleans()):
             r["candidates"] = draw(st.lists(st.sampled_from(ids), min_size=1, unique=True))
         if draw(st.booleans()):
@@ -336,8 +341,8 @@ def test_compiled_tree_decides_like_the_reference(scenario):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_rankings_respect_requirements_and_strategy(scenario):
-    """No ranked or chained model lacks a capability, overflows context or breaks a budget;
-    cost_optimized is ordered by estimated cost; chains have no duplicates."""
+    """Rankings and chains only hold eligible models, cost-ordered and without duplicates."""
+    # eligible: has every capability, fits the context window, stays within the budget
     registry, routes, requests = scenario
     plan = compiled(registry, routes)
     for f in requests:
@@ -389,3 +394,133 @@ def test_policy_hand_offs_terminate(scenario):
             except NoCandidateError:
                 break
             name = sel.route.fallback_policy
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_ranked_figures_follow_the_documented_formulas(scenario):
+    """Every ranked cost, score and tie follows the documented formulas exactly."""
+    # costs are ModelPlan.cost's to the bit; cost_optimized scores are minus the estimate;
+    # balanced scores are the weighted blend over the ranked candidates; ties keep static order
+    _assert_formulas(scenario)
+
+
+def _assert_formulas(scenario: Any) -> None:
+    registry, routes, requests = scenario
+    plan = compiled(registry, routes)
+    for f in requests:
+        try:
+            sel = select(plan, "main", f)
+        except NoCandidateError:
+            continue
+        route = sel.route
+        expected = f.output_tokens or route.default_max_tokens
+        for s in (*sel.ranked, *sel.chain):
+            assert s.est_cost_usd == s.model.cost(f.input_tokens, expected)
+            cap = f.output_tokens or s.model.max_output
+            assert s.worst_cost_usd == s.model.cost(f.input_tokens, cap)
+        name = route.strategy.name
+        if name in ("cost_optimized", "balanced"):
+            _check_balanced(sel) if name == "balanced" else _check_cost(sel)
+            position = {m: i for i, m in enumerate(route.candidates)}
+            for a, b in zip(sel.ranked, sel.ranked[1:], strict=False):
+                assert a.score >= b.score
+                if a.score == b.score:
+                    assert position[a.model.id] < position[b.model.id]
+
+
+def _check_cost(sel: Any) -> None:
+    for s in sel.ranked:
+        assert s.score == (float("-inf") if s.est_cost_usd is None else -s.est_cost_usd)
+
+
+def _check_balanced(sel: Any) -> None:
+    w = sel.route.strategy.weights or dict.fromkeys(WEIGHTS, 1.0)
+    wc, wq, wl = (w.get(k, 1.0) for k in WEIGHTS)
+    total = (wc + wq + wl) or 1.0
+    costs = [s.est_cost_usd for s in sel.ranked if s.est_cost_usd is not None]
+    max_cost = max(costs, default=0.0) or 1.0
+    max_lat = max((s.model.latency_ms for s in sel.ranked), default=0.0) or 1.0
+    for s in sel.ranked:
+        cheap = 0.0 if s.est_cost_usd is None else 1.0 - s.est_cost_usd / max_cost
+        fast = 1.0 - s.model.latency_ms / max_lat
+        blend = (wc * cheap + wq * s.model.quality + wl * fast) / total
+        assert math.isclose(s.score, blend, rel_tol=1e-9, abs_tol=1e-12)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_fast_path_ranks_like_the_checked_path(scenario):
+    """The unchecked fast path ranks the same models, costs and scores as the checked path."""
+    # a budget no candidate can reach forces the checked path
+    _assert_fast_like_checked(scenario)
+
+
+def _assert_fast_like_checked(scenario: Any) -> None:
+    registry, routes, requests = scenario
+    plan = compiled(registry, routes)
+    for f in requests:
+        fast = dataclasses.replace(f, capabilities=frozenset(), budget_usd=None)
+        try:
+            a = select(plan, "main", fast)
+            b = select(plan, "main", dataclasses.replace(fast, budget_usd=1e12))
+        except NoCandidateError:
+            continue
+        if a.route.budget.max_cost_per_request is not None or a.eliminated != b.eliminated:
+            continue  # both paths checked, or something was dropped: nothing to compare
+        if a.route.strategy.name == "balanced":  # two roundings of one formula: order may
+            a_ranked = sorted(a.ranked, key=lambda s: s.model.id)  # differ on exact ties
+            b_ranked = sorted(b.ranked, key=lambda s: s.model.id)
+        else:
+            a_ranked, b_ranked = list(a.ranked), list(b.ranked)
+        assert [s.model.id for s in a_ranked] == [s.model.id for s in b_ranked]
+        for x, y in zip(a_ranked, b_ranked, strict=True):
+            assert (x.est_cost_usd, x.worst_cost_usd) == (y.est_cost_usd, y.worst_cost_usd)
+            assert math.isclose(x.score, y.score, rel_tol=1e-9, abs_tol=1e-12)
+
+
+@st.composite
+def priced_scenarios(draw: Any) -> tuple[dict[str, Any], dict[str, Any], list[Features]]:
+    """All models priced and able to take any request here: the no-drop fast path."""
+    prices = st.sampled_from([0.1, 1.0, 3.0, 15.0])
+    models = {
+        f"up/m{i}": {
+            "capabilities": ["chat"],
+            "context_window": 100000,
+            "quality": draw(st.sampled_from([0.2, 0.5, 0.8, 0.9])),
+            "latency_ms": draw(st.sampled_from([10, 100, 1000])),
+            "input_price": draw(prices),
+            "output_price": draw(prices),
+        }
+        for i in range(draw(st.integers(1, 7)))
+    }
+    registry = {
+        "providers": {
+            "up": {"protocol": "openai", "base_url": "http://127.0.0.1:9", "api_key": "k"}
+        },
+        "models": models,
+    }
+    route: dict[str, Any] = {
+        "strategy": draw(st.sampled_from(["balanced", "cost_optimized", "quality_optimized"]))
+    }
+    if route["strategy"] == "balanced" and draw(st.booleans()):
+        route["weights"] = {k: draw(st.sampled_from([0.0, 0.5, 2.0])) for k in WEIGHTS}
+    requests = [
+        Features(input_tokens=n, output_tokens=out)
+        for n, out in draw(
+            st.lists(
+                st.tuples(st.sampled_from([0, 10, 5000]), st.sampled_from([None, 10, 2000])),
+                min_size=1,
+                max_size=4,
+            )
+        )
+    ]
+    return registry, {"main": route}, requests
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(priced_scenarios())
+def test_priced_leaves_rank_by_the_documented_formulas(scenario):
+    """Fully priced leaves follow the formulas and rank like the checked path."""
+    _assert_formulas(scenario)
+    _assert_fast_like_checked(scenario)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -197,3 +198,27 @@ def test_schema_write_and_check(tmp_path, capsys):
     (tmp_path / "route.schema.json").write_text("{}")
     assert main(["schema", "--check", "--dir", str(tmp_path)]) == 1
     assert "stale" in capsys.readouterr().err
+
+
+def test_validate_a_directory_without_config_is_a_usage_error(tmp_path, capsys):
+    """A directory holding no models.yaml and no route files exits 2 instead of '0 errors'."""
+    (tmp_path / "empty").mkdir()
+    assert main(["validate", str(tmp_path / "empty")]) == 2
+    assert "no models.yaml or route files" in capsys.readouterr().err
+
+
+def test_schema_write_to_an_unwritable_dir_exits_1_without_traceback(tmp_path, capsys):
+    """schema --write --dir naming an existing file reports the reason and exits 1."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["schema", "--write", "--dir", str(blocker)]) == 1
+    assert f"cannot write to {blocker}" in capsys.readouterr().err
+
+
+def test_explain_reads_the_request_from_stdin(monkeypatch, capsys):
+    """--request - reads the request JSON from standard input."""
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(body)))
+    code = main(["explain", "--request", "-", "--config", str(ROOT), "--format", "json"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["policy"] == "default"

@@ -112,3 +112,33 @@ def test_duplicate_key_in_pool_is_a_warning():
     }
     _, found = check_config(load_data(models, ROUTES, env={"K": "same"}), {})
     assert [(d.severity, d.path) for d in found] == [("warning", "providers.acme.keys[0]")]
+
+
+def test_price_source_and_price_ref_look_up_prices_under_other_names():
+    """price_source and price_ref find genai-prices figures under other provider/model names."""
+    models = {
+        "providers": {
+            "acme": {"protocol": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "k"},
+            "mirror": {
+                "protocol": "openai",
+                "base_url": "http://127.0.0.1:9/v1",
+                "api_key": "k",
+                "price_source": "openai",
+            },
+        },
+        "models": {
+            "acme/mini": {"upstream": "gpt-4o-mini", "context_window": 128000},
+            "mirror/mini": {"price_ref": "gpt-4o-mini"},
+            "mirror/gpt-4o-mini": {},
+        },
+    }
+    plan = build_plan_from_data(models, ROUTES)
+    unpriced = plan.models["acme/mini"]
+    referenced = plan.models["mirror/mini"]
+    direct = plan.models["mirror/gpt-4o-mini"]
+    assert unpriced.input_price is None
+    assert referenced.input_price is not None and referenced.input_price > 0
+    assert (referenced.input_price, referenced.output_price) == (
+        direct.input_price,
+        direct.output_price,
+    )

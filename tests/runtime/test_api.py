@@ -323,6 +323,7 @@ async def test_provider_listing_and_health_figures() -> None:
         [provider("a"), provider("b"), provider("c", enabled=False)],
     )
     r = rig(plan, adapter)
+    adapter.clock, adapter.latency_s = r.clock, {"m1": 0.25}
     await r.engine.arun(ask(), policy="p")
     await r.engine.arun(ask(), policy="p")
     assert r.engine.list_providers() == ["a", "b", "c"]
@@ -330,7 +331,7 @@ async def test_provider_listing_and_health_figures() -> None:
     assert "requests" not in (await r.engine.health())["providers"]["a"]
     a = (await r.engine.health(detail=True))["providers"]["a"]
     assert a["requests"] == 2 and a["success_rate"] == 0.5
-    assert r.engine.stats()["providers"]["a"]["latency_avg_ms"] is not None
+    assert r.engine.stats()["providers"]["a"]["latency_avg_ms"] == pytest.approx(250.0)
 
 
 async def test_stopping_a_stream_early_releases_its_lease() -> None:
@@ -358,3 +359,31 @@ async def test_stream_errors_reach_on_error_hooks() -> None:
     with pytest.raises(EngineError):
         [e async for e in r.engine.astream(ask(), policy="missing")]
     assert seen == ["UnknownPolicyError"]
+
+
+async def test_stream_with_several_usage_chunks_loses_no_content() -> None:
+    """Chunks that carry usage (and text) mid-stream are all delivered; the last has the cost."""
+    adapter = ScriptedAdapter()
+    adapter.stream_chunks["m1"] = [
+        Chunk(content="a", usage=Usage(10, 0)),
+        Chunk(content="b"),
+        Chunk(content="c", finish_reason="stop", usage=Usage(10, 3)),
+    ]
+    r = rig(pair(), adapter)
+    events = [e async for e in r.engine.astream(ask(), policy="p")]
+    assert "".join(e.content for e in events) == "abc"
+    assert events[-1].cost_usd is not None and events[-1].chunk.usage == Usage(10, 3)
+
+
+async def test_batch_keeps_a_hook_failure_as_that_requests_result() -> None:
+    """An exception a hook raises for one request is that slot's value; the rest answer."""
+    r = rig(pair())
+
+    async def veto(req: Request) -> None:
+        if req.messages[0].text() == "bad":
+            raise PermissionError("not this one")
+
+    r.engine.add_hook("before_request", veto)
+    out = await r.engine.abatch([ask("ok"), ask("bad"), ask("ok")], policy="p")
+    assert isinstance(out[1], PermissionError)
+    assert isinstance(out[0], Response) and isinstance(out[2], Response)

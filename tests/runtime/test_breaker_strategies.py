@@ -51,6 +51,68 @@ async def test_failures_outside_the_window_do_not_open_the_breaker() -> None:
     assert adapter.called().count("m1") == 4
 
 
+async def test_a_success_between_failures_does_not_reset_the_window() -> None:
+    """Failures are counted in the window, not consecutively: fail, fail, ok, fail opens."""
+    down = UnavailableError("down")
+    adapter = ScriptedAdapter({"m1": [down, down, "ok", down]})
+    r = rig(pair(), adapter)
+    models = [(await r.engine.arun(ask(), policy="p")).model for _ in range(4)]
+    assert models == ["b/m2", "b/m2", "a/m1", "b/m2"]
+    resp = await r.engine.arun(ask(), policy="p")
+    assert adapter.called().count("m1") == 4  # the fifth request sent nothing to m1
+    assert resp.attempts[0].outcome == "circuit_open"
+
+
+async def test_the_window_slides_failures_out_one_by_one() -> None:
+    """Only failures younger than window_s count: the oldest one expiring keeps it closed."""
+    adapter = ScriptedAdapter({"m1": [UnavailableError("down")]})
+    r = rig(pair(), adapter)
+    await r.engine.arun(ask(), policy="p")  # t=0
+    r.clock.advance(40)
+    await r.engine.arun(ask(), policy="p")  # t=40
+    r.clock.advance(21)
+    await r.engine.arun(ask(), policy="p")  # t=61: the t=0 failure has left the window
+    assert adapter.called().count("m1") == 3
+    await r.engine.arun(ask(), policy="p")  # t=61: third failure inside the window
+    assert adapter.called().count("m1") == 4
+    resp = await r.engine.arun(ask(), policy="p")
+    assert adapter.called().count("m1") == 4
+    assert resp.attempts[0].outcome == "circuit_open"
+
+
+async def test_provider_breaker_counts_failures_of_all_its_models() -> None:
+    """Failures of two models of one provider add up in the provider's breaker."""
+    plan = make_plan(
+        [model("a/m1"), model("a/m3"), model("b/m2")],
+        [route("p", ["a/m1", "a/m3", "b/m2"], retry=ONE_TRY, breaker=BREAKER)],
+    )
+    adapter = ScriptedAdapter({"m1": [UnavailableError("x")], "m3": [UnavailableError("y")]})
+    r = rig(plan, adapter)
+    await r.engine.arun(ask(), policy="p")  # m1 and m3 fail: provider a at 2
+    resp = await r.engine.arun(ask(), policy="p")  # m1 fails: provider a at 3, opens
+    assert adapter.called().count("m1") == 2 and adapter.called().count("m3") == 1
+    assert [a.outcome for a in resp.attempts] == ["unavailable", "circuit_open", "ok"]
+    assert (await r.engine.health())["providers"]["a"]["status"] == "open"
+
+
+async def test_a_straggler_success_does_not_close_an_open_breaker() -> None:
+    """A call that started before the breaker opened and succeeds later leaves it open."""
+    down = UnavailableError("down")
+    adapter = ScriptedAdapter({"m1": [down, down, down, "ok"]})
+    r = rig(pair(), adapter)
+    gate = asyncio.Event()
+    adapter.gate = gate
+    tasks = [asyncio.create_task(r.engine.arun(ask(), policy="p")) for _ in range(4)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    results = await asyncio.gather(*tasks)
+    assert sorted(x.model for x in results) == ["a/m1", "b/m2", "b/m2", "b/m2"]
+    adapter.gate = None
+    resp = await r.engine.arun(ask(), policy="p")
+    assert adapter.called().count("m1") == 4
+    assert resp.attempts[0].outcome == "circuit_open"
+
+
 async def test_half_open_lets_exactly_one_probe_through_and_success_closes() -> None:
     """After the cooldown one probe goes through; concurrent callers skip; success closes."""
     adapter = ScriptedAdapter({"m1": [UnavailableError("down")] * 3 + ["ok"]})

@@ -47,6 +47,7 @@ candidate = st.fixed_dictionaries(
     need_vision=st.booleans(),
     budget=st.one_of(st.none(), st.sampled_from([0.0001, 0.001, 0.01])),
     strategy=st.sampled_from(["ordered", "round_robin", "least_loaded", "latency_optimized"]),
+    streaming=st.booleans(),
 )
 def test_never_calls_an_ineligible_candidate_and_never_exceeds_max_attempts(
     cands: list[dict[str, object]],
@@ -55,6 +56,7 @@ def test_never_calls_an_ineligible_candidate_and_never_exceeds_max_attempts(
     need_vision: bool,
     budget: float | None,
     strategy: str,
+    streaming: bool,
 ) -> None:
     """Calls go only to enabled, capable, affordable candidates, never more than max_attempts."""
     models, providers, scripts = [], [], {}
@@ -83,6 +85,9 @@ def test_never_calls_an_ineligible_candidate_and_never_exceeds_max_attempts(
 
     async def go() -> object:
         try:
+            if streaming:
+                events = [e async for e in r.engine.astream(request, policy="p")]
+                return events[-1]
             return await r.engine.arun(request, policy="p")
         except EngineError as exc:
             return exc

@@ -195,6 +195,7 @@ async def test_stats_totals_and_per_provider() -> None:
     """stats() counts requests, fallbacks, tokens and cost, and per provider outcomes."""
     adapter = ScriptedAdapter({"dear": [UnavailableError("x")]})
     r = rig(cheap_and_dear(retry=ONE_TRY), adapter)
+    adapter.clock, adapter.latency_s = r.clock, {"cheap": 0.1}
     await r.engine.arun(ask(), policy="p")
     await r.engine.arun(ask(), policy="p")
     s = r.engine.stats()
@@ -202,7 +203,7 @@ async def test_stats_totals_and_per_provider() -> None:
     assert s["totals"]["input_tokens"] == 20 and s["totals"]["output_tokens"] == 10
     assert s["providers"]["a"]["failures"] == 2 and s["providers"]["a"]["error_rate"] == 1.0
     assert s["providers"]["b"]["successes"] == 2
-    assert s["models"]["b/cheap"]["latency_p50_ms"] is not None
+    assert s["models"]["b/cheap"]["latency_p50_ms"] == pytest.approx(100.0)
 
 
 async def test_failed_request_is_counted() -> None:

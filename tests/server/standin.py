@@ -47,6 +47,7 @@ class StandInEngine:
         self.hold_stream = False  # stream waits forever after its first chunk
         self.reloaded: list[Plan] = []
         self.attempts: tuple[AttemptRecord, ...] = (AttemptRecord("mock", "mock/fast", "ok"),)
+        self.cost_usd: float | None = 0.25  # None: the answering model has no known price
 
     def _check(self, request: Request, policy: str | None) -> str:
         self.calls.append((request, policy))
@@ -65,7 +66,7 @@ class StandInEngine:
             calls = (ToolCallOut("call_1", request.tools[0].function.name, '{"city": "Paris"}'),)
         return Response(
             content=None if calls else f"echo: {text}", tool_calls=calls,
-            finish_reason="tool_calls" if calls else "stop", usage=Usage(3, 2), cost_usd=0.25,
+            finish_reason="tool_calls" if calls else "stop", usage=Usage(3, 2), cost_usd=self.cost_usd,
             provider="mock", model="mock/fast", latency_ms=1.0, attempts=self.attempts,
             policy=target if target in self.plan.policies else None, id="chatcmpl-standin",
         )  # fmt: skip

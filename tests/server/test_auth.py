@@ -134,3 +134,11 @@ def test_bad_server_yaml_is_a_config_error(tmp_path: Path, text: str, needle: st
     with pytest.raises(ConfigError) as info:
         load_settings(tmp_path, env={})
     assert needle in " ".join(d.format() for d in info.value.diagnostics)
+
+
+def test_binary_server_yaml_is_a_config_error(tmp_path: Path) -> None:
+    """A server.yaml that is not UTF-8 text is a ConfigError naming the file, not a traceback."""
+    (tmp_path / "server.yaml").write_bytes(b"\x00\xff\xfe")
+    with pytest.raises(ConfigError) as info:
+        load_settings(tmp_path, env={})
+    assert "server.yaml: cannot read as UTF-8 YAML" in info.value.diagnostics[0].format()

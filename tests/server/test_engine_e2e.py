@@ -182,6 +182,35 @@ async def test_upstream_rejecting_the_request_is_400(stack: Stack) -> None:
             await client.chat.completions.create(model="chat", messages=MSG)
 
 
+@pytest.mark.parametrize(
+    ("fault", "sdk_error", "status"),
+    [
+        (Fault(stall=True), openai.InternalServerError, 504),
+        (Fault(status=401), openai.InternalServerError, 502),
+    ],
+)
+async def test_upstream_timeouts_and_bad_keys_map_to_gateway_errors(
+    tmp_path: Path, fault: Fault, sdk_error: type[openai.APIStatusError], status: int
+) -> None:
+    """Every candidate timing out is 504; every upstream rejecting our key is 502, not 401."""
+    async with FakeOpenAI() as primary, FakeOpenAI() as backup:
+        config = write_config(tmp_path, primary.url, backup.url)
+        models = (config / "models.yaml").read_text()
+        (config / "models.yaml").write_text(
+            models.replace("0000000}", "0000000, timeouts: {total_s: 0.2}}").replace(
+                "00000000}", "00000000, timeouts: {total_s: 0.2}}"
+            )
+        )
+        primary.script([fault])
+        backup.script([fault])
+        engine = Engine.from_config(config, ledger=NullLedger())
+        async with serving(engine) as running, running.client() as client:
+            with pytest.raises(sdk_error) as info:
+                await client.chat.completions.create(model="chat", messages=MSG)
+    assert info.value.status_code == status
+    assert "sk-primary" not in str(info.value.body)
+
+
 async def test_hot_reload_applies_good_and_keeps_old_on_broken(stack: Stack) -> None:
     """A new route file becomes servable; a broken one leaves the running config untouched."""
     write_route(stack.config, "fresh")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import httpx
@@ -68,7 +69,7 @@ async def test_bad_metadata_type_is_400(server: Running) -> None:
             json={"model": "fast", "messages": MSG, "metadata": "x"},
             headers={"x-engine-workspace": "w"},
         )
-    _is_openai_error(resp, 400)
+    assert "metadata" in str(_is_openai_error(resp, 400)["message"])
 
 
 async def _chunks(n: int, size: int) -> AsyncIterator[bytes]:
@@ -177,3 +178,22 @@ async def test_midstream_failure_sends_an_error_event() -> None:
     lines = [ln for ln in resp.text.splitlines() if ln.startswith("data:")]
     assert '"error"' in lines[-1]
     assert "[DONE]" not in resp.text
+
+
+async def test_readyz_is_503_when_no_provider_is_enabled(standin: StandInEngine) -> None:
+    """/readyz answers 503 'no provider enabled' when every provider of the plan is disabled."""
+    off = {k: dataclasses.replace(p, enabled=False) for k, p in standin.plan.providers.items()}
+    standin.plan = dataclasses.replace(standin.plan, providers=off)
+    async with serving(standin) as running, running.http() as http:
+        ready = await http.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["status"] == "no provider enabled" and ready.json()["providers"] == []
+
+
+async def test_cost_header_is_omitted_when_the_price_is_unknown(standin: StandInEngine) -> None:
+    """An answer of unknown cost carries no x-engine-cost-usd header rather than a fake 0."""
+    standin.cost_usd = None
+    async with serving(standin) as running, running.http() as http:
+        resp = await http.post("/v1/chat/completions", json={"model": "fast", "messages": MSG})
+    assert resp.status_code == 200 and resp.headers["x-engine-provider"] == "mock"
+    assert "x-engine-cost-usd" not in resp.headers

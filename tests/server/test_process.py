@@ -45,7 +45,7 @@ def _free_port() -> int:
 async def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
     """Poll /readyz (bounded: about 30 s) until the server answers 200."""
     async with httpx.AsyncClient(timeout=1) as http:
-        for _ in range(300):
+        for _ in range(1500):
             if proc.poll() is not None:
                 raise AssertionError(f"server exited early with {proc.returncode}")
             try:
@@ -53,15 +53,15 @@ async def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
                     return
             except httpx.TransportError:
                 pass
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.02)
     raise AssertionError("server never became ready")
 
 
 async def _wait_exit(proc: subprocess.Popen[bytes]) -> int:
-    for _ in range(300):
+    for _ in range(1500):
         if proc.poll() is not None:
             return proc.returncode
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.02)
     proc.kill()
     raise AssertionError("server did not exit after SIGTERM")
 

@@ -16,6 +16,8 @@ from engine.testing.clock import FakeClock
 
 
 def write_ledger(path: Path, rows: list[LedgerRow]) -> None:
+    """A ledger file holding exactly these rows, written and closed."""
+
     async def go() -> None:
         ledger = SQLiteLedger(path, FakeClock())
         for r in rows:

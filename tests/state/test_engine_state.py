@@ -34,6 +34,7 @@ models:
 
 
 def config_dir(tmp_path: Path, route: str, limits: str = "{}") -> Path:
+    """A config dir with the mock provider (these limits) and one route."""
     (tmp_path / "routes").mkdir()
     (tmp_path / "models.yaml").write_text(MODELS.replace("{LIMITS}", limits))
     (tmp_path / "routes" / "default.yaml").write_text(route)
@@ -41,6 +42,7 @@ def config_dir(tmp_path: Path, route: str, limits: str = "{}") -> Path:
 
 
 def ask(text: str) -> dict[str, object]:
+    """A small request billed to workspace acme."""
     return {
         "messages": [{"role": "user", "content": text}],
         "max_tokens": 5,

@@ -28,6 +28,7 @@ def row(
     outcome: str = "ok",
     request_id: str = "",
 ) -> LedgerRow:
+    """One attempt row; only the fields a test varies are parameters."""
     provider = model.split("/")[0]
     return LedgerRow(
         ts, workspace, "balanced", provider, model, 100, 20, cost, 12.5, outcome, 0, request_id
@@ -36,6 +37,7 @@ def row(
 
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
+    """Where a config dir's ledger lives; the directories do not exist yet."""
     return tmp_path / "cfg" / ".engine" / "ledger.sqlite3"
 
 

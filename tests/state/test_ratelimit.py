@@ -30,6 +30,7 @@ def key(
     input_tpm: int | None = None,
     output_tpm: int | None = None,
 ) -> KeyPlan:
+    """A key with these configured limits (its secret is never expected in any output)."""
     return KeyPlan(name, Secret(f"sk-secret-{name}"), rpm, input_tpm, output_tpm)
 
 

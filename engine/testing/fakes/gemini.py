@@ -83,6 +83,25 @@ def _check_signatures(contents: Any) -> None:
                 )
 
 
+def _tools(body: dict[str, Any]) -> list[ScriptedTool]:
+    return [
+        ScriptedTool(d["name"], _field(d, "parametersJsonSchema") or d.get("parameters") or {})
+        for t in body.get("tools") or ()
+        for d in _field(t, "functionDeclarations") or ()
+    ]
+
+
+def _tool_choice(body: dict[str, Any]) -> str | None:
+    """`toolConfig.functionCallingConfig` as the scripted model's tool_choice."""
+    calling = _field(_field(body, "toolConfig") or {}, "functionCallingConfig") or {}
+    mode = calling.get("mode")
+    allowed = _field(calling, "allowedFunctionNames")
+    if mode == "ANY" and allowed:
+        first: str = allowed[0]
+        return first
+    return {"AUTO": "auto", "NONE": "none", "ANY": "required"}.get(mode or "")
+
+
 class FakeGemini(FakeUpstream):
     """Gemini generateContent; `url` is the origin, as the SDK's base_url."""
 
@@ -169,17 +188,6 @@ class FakeGemini(FakeUpstream):
         if self.thought_signatures:
             _check_signatures(contents)
         config = _field(body, "generationConfig") or {}
-        tools = [
-            ScriptedTool(d["name"], _field(d, "parametersJsonSchema") or d.get("parameters") or {})
-            for t in body.get("tools") or ()
-            for d in _field(t, "functionDeclarations") or ()
-        ]
-        calling = _field(_field(body, "toolConfig") or {}, "functionCallingConfig") or {}
-        mode = calling.get("mode")
-        choice = {"AUTO": "auto", "NONE": "none", "ANY": "required"}.get(mode or "")
-        allowed = _field(calling, "allowedFunctionNames")
-        if mode == "ANY" and allowed:
-            choice = allowed[0]
         users = [
             c for c in contents if c.get("role", "user") == "user" and _function_result(c) is None
         ]
@@ -190,8 +198,8 @@ class FakeGemini(FakeUpstream):
             prompt_texts=[_text(system)] + [_text(c.get("parts")) for c in contents],
             last_user=_text(users[-1].get("parts")) if users else "",
             tool_result=_function_result(contents[-1]),
-            tools=tools,
-            tool_choice=choice,
+            tools=_tools(body),
+            tool_choice=_tool_choice(body),
             max_tokens=_field(config, "maxOutputTokens"),
         )
 
