@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.compile.compiler import load_plan
 from engine.compile.explain import explain, render_explain
+from engine.compile.plan import Plan
 from engine.errors import ConfigError, EngineError
 
 
@@ -36,7 +37,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         plan, _ = load_plan(args.config, env=os.environ)
-        data = explain(plan, args.policy, body)
+        policy = _policy(plan, args.policy, body)
+        if policy is None:
+            print(_NO_POLICY, file=sys.stderr)
+            return 1
+        data = explain(plan, policy, body)
     except ConfigError as exc:
         for d in exc.diagnostics:
             print(d.format(), file=sys.stderr)
@@ -46,6 +51,22 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(data, indent=2) if args.format == "json" else render_explain(data))
     return 1 if data.get("error") else 0
+
+
+_NO_POLICY = (
+    "explain: no --policy given, the request's `model` names no policy, and the "
+    "configuration has no default policy (add routes/default.yaml or pass --policy)"
+)
+
+
+def _policy(plan: Plan, flag: str | None, body: Any) -> str | None:
+    """--policy, else the request's `model` if it names a policy (as at run time), else default."""
+    model = body.get("model") if isinstance(body, dict) else None
+    if flag:
+        return flag
+    if isinstance(model, str) and model in plan.policies:
+        return model
+    return plan.default_policy
 
 
 def _read_request(where: str) -> Any:

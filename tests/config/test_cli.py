@@ -222,3 +222,21 @@ def test_explain_reads_the_request_from_stdin(monkeypatch, capsys):
     code = main(["explain", "--request", "-", "--config", str(ROOT), "--format", "json"])
     assert code == 0
     assert json.loads(capsys.readouterr().out)["policy"] == "default"
+
+
+def test_explain_uses_the_policy_named_by_the_request_model(tmp_path, capsys):
+    """Without --policy, a request whose `model` names a policy is explained for that policy."""
+    req = tmp_path / "req.json"
+    req.write_text(
+        json.dumps({"model": "high_quality", "messages": [{"role": "user", "content": "hi"}]})
+    )
+    assert main(["explain", "--request", str(req), "--config", str(ROOT), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["policy"] == "high_quality"
+
+
+def test_explain_without_any_policy_says_so(config, request_file, capsys):
+    """No --policy, no policy in the request and no default policy: exit 1 saying what to add."""
+    for route in (config / "routes").iterdir():
+        route.unlink()
+    assert main(["explain", "--request", str(request_file), "--config", str(config)]) == 1
+    assert "no default policy (add routes/default.yaml or pass --policy)" in capsys.readouterr().err
