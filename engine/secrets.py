@@ -2,9 +2,16 @@
 
 `repr`, `str`, f-strings, logging and pydantic dumps all print `***`; only `reveal()` gives
 the key, and only adapters call it, right where a header is built.
+
+Gateways take a second credential as an extra header (`header:x-portkey-api-key`,
+`header:cf-aig-authorization`, `header:Helicone-Auth` provider options): `ProviderOptions`
+masks those in its repr, and `option_secrets` lists them for redaction.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
 
 
 class Secret:
@@ -36,3 +43,39 @@ class Secret:
 
     def __reduce__(self) -> tuple[type[Secret], tuple[str]]:  # pragma: no cover - pickling
         return (Secret, ("***",))
+
+
+#: A `header:<Name>` option whose name says it carries a credential.
+_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|password|signature", re.IGNORECASE)
+
+
+def is_secret_option(name: str) -> bool:
+    """Whether a provider option is a credential header (its value must never be shown)."""
+    return name.startswith("header:") and _CREDENTIAL_HEADER.search(name[7:]) is not None
+
+
+def option_secrets(options: Mapping[str, str]) -> tuple[str, ...]:
+    """The values of the credential headers among `options`, for `redact`."""
+    return tuple(v for k, v in options.items() if v and is_secret_option(k))
+
+
+class ProviderOptions(Mapping[str, str]):
+    """A provider's options, read-only, with credential headers masked in its repr."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, str]) -> None:
+        self._data = dict(data)
+
+    def __getitem__(self, name: str) -> str:
+        return self._data[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        shown = {k: "***" if is_secret_option(k) else v for k, v in self._data.items()}
+        return repr(shown)

@@ -9,7 +9,6 @@ with no keys at all still compiles and can route to local and mock models.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from types import MappingProxyType
 
 from engine.compile.plan import KeyPlan, ModelPlan, ProviderPlan
 from engine.config.env import base_url_variable
@@ -19,7 +18,7 @@ from engine.config.project import ConfigSet
 from engine.config.specs import KeySpec, LimitsSpec, ModelSpec, ProviderSpec, TimeoutsSpec
 from engine.endpoints import Timeouts
 from engine.errors import Diagnostic
-from engine.secrets import Secret
+from engine.secrets import ProviderOptions, Secret
 
 KEYLESS_PROTOCOLS = frozenset({"ollama", "mock"})
 DEFAULT_MAX_OUTPUT = 4096
@@ -78,7 +77,7 @@ def _provider(pid: str, spec: ProviderSpec, cs: ConfigSet, env: Mapping[str, str
         enabled=reason is None,
         disabled_reason=reason,
         pool_size=spec.pool_size,
-        options=MappingProxyType({k: _option(v) for k, v in spec.options.items()}),
+        options=ProviderOptions({k: _option(v) for k, v in spec.options.items()}),
     )
 
 

@@ -29,6 +29,7 @@ from engine.errors import (
     redact,
 )
 from engine.messages import RateLimitInfo
+from engine.secrets import option_secrets
 
 __all__ = ["ObjectErrors", "classify", "error_from_body", "protocol_error", "secrets_of"]
 
@@ -62,8 +63,10 @@ _BY_STATUS: dict[int, type[ProviderError]] = {
 
 
 def secrets_of(endpoint: Endpoint) -> tuple[str, ...]:
-    """The values that must never appear in a message about this endpoint."""
-    return (endpoint.api_key.reveal(),) if endpoint.api_key else ()
+    """The values that must never appear in a message about this endpoint: its key and any
+    credential header option (a gateway's own key)."""
+    key = (endpoint.api_key.reveal(),) if endpoint.api_key else ()
+    return key + option_secrets(endpoint.options)
 
 
 def _class_for(status: int, code: str, message: str) -> type[ProviderError]:

@@ -243,8 +243,29 @@ class HttpClient:
     ) -> Reply:
         """One request, whole answer read; deadlines and connection errors translated."""
         deadlines = _Deadlines.start(endpoint, streaming=False)
-        resp = await self._send(endpoint, url, headers, body, deadlines)
-        data = await _read_all(resp, endpoint, deadlines)
+        session = self._session(endpoint)
+        timeout = _connect_timeout(endpoint.timeouts.connect_s)
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            # One timer for both phases: without streaming they share the total deadline.
+            async with asyncio.timeout_at(deadlines.total):
+                try:
+                    resp = await session.post(url, data=body, headers=headers, timeout=timeout)
+                except aiohttp.ConnectionTimeoutError:
+                    _raise_connect_timeout(endpoint)
+                except (aiohttp.ClientError, OSError) as exc:
+                    _raise_unreachable(endpoint, exc)
+                try:
+                    data = await resp.read()
+                except aiohttp.ClientError as exc:
+                    resp.close()
+                    _raise_cut(endpoint, exc)
+        except ProviderTimeoutError:
+            raise  # the connect phase, already named
+        except TimeoutError:
+            if resp is not None:
+                resp.close()
+            raise deadlines.timeout_error(endpoint, first=resp is None) from None
         return Reply(resp.status, resp.headers, data)
 
     async def open_stream(

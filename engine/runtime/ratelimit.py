@@ -222,9 +222,18 @@ def _headroom(state: _KeyState, now: float, need: dict[str, int]) -> float | Non
     if now < state.blocked_until:
         return None
     informed, used, room = state.informed, state.used, 1.0
+    configured, learned_dims = state.configured, state.learned
     for dim in DIMENSIONS:
-        limit = state.limit(dim) if informed else state.configured[dim]
-        hint = state.remaining_hint(dim, now) if informed else None
+        # `state.limit(dim)` and `state.remaining_hint(dim, now)` inlined: eight method
+        # calls per attempt were a fifth of the limiter's cost.
+        limit, hint = configured[dim], None
+        if informed:
+            learned = learned_dims[dim]
+            known = learned.limit
+            if known is not None:
+                limit = known if limit is None else min(limit, known)
+            if learned.remaining is not None and now < learned.reset_at:
+                hint = learned.remaining
         if limit is None and hint is None:
             continue
         wanted = need[dim] if limit is None else min(need[dim], limit)
