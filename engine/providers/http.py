@@ -255,6 +255,8 @@ class HttpClient:
                     _raise_connect_timeout(endpoint)
                 except (aiohttp.ClientError, OSError) as exc:
                     _raise_unreachable(endpoint, exc)
+                except ValueError:  # aiohttp refuses CR/LF in a header (see _send)
+                    _raise_bad_header(endpoint)
                 try:
                     data = await resp.read()
                 except aiohttp.ClientError as exc:
