@@ -31,7 +31,7 @@ FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class TextPart(_Strict):
@@ -113,7 +113,7 @@ class StreamOptions(_Strict):
 class Request(BaseModel):
     """One chat call plus its routing inputs. Unknown top-level keys are rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     messages: list[Message] = Field(min_length=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
