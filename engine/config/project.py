@@ -62,6 +62,21 @@ def load_dir(config_dir: Path | str, env: Mapping[str, str] | None = None) -> Co
     cs = load_paths(models, routes, env, source=str(root))
     if models is None:
         cs.diagnostics.append(Diagnostic("no models.yaml found", file=str(root)))
+    if not routes:
+        cs.diagnostics.append(
+            Diagnostic(
+                "no policies: no route files (*.yaml) in routes/",
+                file=str(routes_dir),
+                severity="warning",
+                hint="requests can then only pin `provider/name` models",
+            )
+        )
+    if routes_dir.is_dir():
+        cs.diagnostics.extend(
+            Diagnostic("not a file; skipped", file=str(p), severity="warning")
+            for p in sorted(routes_dir.iterdir())
+            if p.suffix in YAML_SUFFIXES and not p.is_file()
+        )
     return cs
 
 
