@@ -17,6 +17,7 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check engine tests bench
+	$(VENV)/bin/ruff format --check engine tests bench
 	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP)

@@ -169,8 +169,7 @@ def main() -> None:
     # partial, not a lambda: the figure is the decision's, not an extra Python call's.
     rounds = [timed(partial(select, plan, "big"), feats) for _ in range(5)]
     bases = [
-        timed(partial(reference_decide, routes["big"], models["models"]), feats)
-        for _ in range(5)
+        timed(partial(reference_decide, routes["big"], models["models"]), feats) for _ in range(5)
     ]
     print(
         "select rounds p50/p99 us: "

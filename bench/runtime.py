@@ -232,9 +232,21 @@ async def litellm_only(url: str, n: int, rounds: int, concurrent: int, total: in
 def litellm_elsewhere(url: str, args: argparse.Namespace) -> tuple[list[float], float] | None:
     if not VENV_PYTHON.exists():
         return None
-    cmd = [str(VENV_PYTHON), "-m", "bench.runtime", "--litellm-only", url,
-           "--calls", str(args.calls), "--rounds", str(args.rounds),
-           "--concurrent", str(args.concurrent), "--total", str(args.total)]
+    cmd = [
+        str(VENV_PYTHON),
+        "-m",
+        "bench.runtime",
+        "--litellm-only",
+        url,
+        "--calls",
+        str(args.calls),
+        "--rounds",
+        str(args.rounds),
+        "--concurrent",
+        str(args.concurrent),
+        "--total",
+        str(args.total),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         print(f"(litellm in bench/.venv failed: {done.stderr.strip()[-300:]})")
@@ -274,8 +286,10 @@ async def main(args: argparse.Namespace) -> None:
                     print("(litellm not measured: not importable here, no bench/.venv)")
                 else:
                     seq["litellm"], rps["litellm"] = found
-        print(f"upstream: FakeOpenAI at {url}; {args.calls} sequential calls, "
-              f"{args.total} at {args.concurrent} concurrent")
+        print(
+            f"upstream: FakeOpenAI at {url}; {args.calls} sequential calls, "
+            f"{args.total} at {args.concurrent} concurrent"
+        )
         report(seq, rps)
     finally:
         proc.terminate()

@@ -224,15 +224,24 @@ class HttpClient:
         body: bytes,
         deadlines: _Deadlines,
     ) -> aiohttp.ClientResponse:
+        try:
+            async with asyncio.timeout_at(deadlines.first):
+                return await self._request(endpoint, url, headers, body)
+        except ProviderTimeoutError:
+            raise  # the connect phase, already named
+        except TimeoutError:
+            raise deadlines.timeout_error(endpoint, first=True) from None
+
+    async def _request(
+        self, endpoint: Endpoint, url: str, headers: Mapping[str, str], body: bytes
+    ) -> aiohttp.ClientResponse:
+        """Send once (the caller holds the deadline); the lower library's errors translated."""
         session = self._session(endpoint)
         timeout = _connect_timeout(endpoint.timeouts.connect_s)
         try:
-            async with asyncio.timeout_at(deadlines.first):
-                return await session.post(url, data=body, headers=headers, timeout=timeout)
+            return await session.post(url, data=body, headers=headers, timeout=timeout)
         except aiohttp.ConnectionTimeoutError:
             _raise_connect_timeout(endpoint)
-        except TimeoutError:
-            raise deadlines.timeout_error(endpoint, first=True) from None
         except (aiohttp.ClientError, OSError) as exc:
             _raise_unreachable(endpoint, exc)
         except ValueError:  # aiohttp refuses CR/LF in a header: a key with a stray newline
@@ -243,20 +252,11 @@ class HttpClient:
     ) -> Reply:
         """One request, whole answer read; deadlines and connection errors translated."""
         deadlines = _Deadlines.start(endpoint, streaming=False)
-        session = self._session(endpoint)
-        timeout = _connect_timeout(endpoint.timeouts.connect_s)
         resp: aiohttp.ClientResponse | None = None
         try:
             # One timer for both phases: without streaming they share the total deadline.
             async with asyncio.timeout_at(deadlines.total):
-                try:
-                    resp = await session.post(url, data=body, headers=headers, timeout=timeout)
-                except aiohttp.ConnectionTimeoutError:
-                    _raise_connect_timeout(endpoint)
-                except (aiohttp.ClientError, OSError) as exc:
-                    _raise_unreachable(endpoint, exc)
-                except ValueError:  # aiohttp refuses CR/LF in a header (see _send)
-                    _raise_bad_header(endpoint)
+                resp = await self._request(endpoint, url, headers, body)
                 try:
                     data = await resp.read()
                 except aiohttp.ClientError as exc:

@@ -73,7 +73,9 @@ async def test_completion_from_a_prompt(tmp_path: Path) -> None:
     assert (resp.provider, resp.model) == ("openai", "openai/gpt-4o-mini")
     assert resp.usage.input_tokens > 0 and resp.usage.output_tokens > 0
     assert resp.cost_usd is not None and resp.cost_usd > 0
-    assert resp.latency_ms == 0.0 and resp.attempts[0].latency_ms == 0.0  # FakeClock: no time passes
+    assert (
+        resp.latency_ms == 0.0 and resp.attempts[0].latency_ms == 0.0
+    )  # FakeClock: no time passes
 
 
 def test_sync_chat_with_a_system_prompt(tmp_path: Path) -> None:

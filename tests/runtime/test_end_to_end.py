@@ -276,19 +276,30 @@ async def test_active_health_probe_reports_an_unreachable_provider() -> None:
 
 async def test_budgets_are_restored_from_the_ledger_on_start(tmp_path: Path) -> None:
     """A new engine on the same SQLite ledger starts with the month's spend already counted."""
-    models = {"providers": {"mock": {"protocol": "mock"}},
-              "models": {"mock/paid": {"input_price": 1000.0, "output_price": 1000.0,
-                                       "max_output": 100, "context_window": 8000}}}
-    routes = {"main": {"strategy": "ordered", "candidates": ["mock/paid"],
-                       "budget": {"daily_usd": 5.0}}}
+    models = {
+        "providers": {"mock": {"protocol": "mock"}},
+        "models": {
+            "mock/paid": {
+                "input_price": 1000.0,
+                "output_price": 1000.0,
+                "max_output": 100,
+                "context_window": 8000,
+            }
+        },
+    }
+    routes = {
+        "main": {"strategy": "ordered", "candidates": ["mock/paid"], "budget": {"daily_usd": 5.0}}
+    }
     request = {**HELLO, "metadata": {"workspace": "team"}}
     path = tmp_path / "ledger.sqlite3"
-    first = Engine.from_data(models, routes, ledger=SQLiteLedger(path, FakeClock()),
-                             clock=FakeClock())
+    first = Engine.from_data(
+        models, routes, ledger=SQLiteLedger(path, FakeClock()), clock=FakeClock()
+    )
     resp = await first.arun(request, policy="main")
     await first.aclose()
-    second = Engine.from_data(models, routes, ledger=SQLiteLedger(path, FakeClock()),
-                              clock=FakeClock())
+    second = Engine.from_data(
+        models, routes, ledger=SQLiteLedger(path, FakeClock()), clock=FakeClock()
+    )
     assert second.spent("team")["day"] == pytest.approx(resp.cost_usd)
     await second.aclose()
 
@@ -297,8 +308,10 @@ def test_from_config_engine_can_add_a_provider_and_converse(tmp_path: Path) -> N
     """A file-configured engine takes a new provider and model at run time (sync API)."""
     eng = Engine.from_config(ROOT, ledger_path=str(tmp_path / "l.sqlite3"))
     eng.add_provider("extra", {"protocol": "mock", "options": {"latency_ms": "0"}})
-    eng.add_model("extra/echo", {"capabilities": ["chat"], "context_window": 8000,
-                                 "input_price": 0, "output_price": 0})
+    eng.add_model(
+        "extra/echo",
+        {"capabilities": ["chat"], "context_window": 8000, "input_price": 0, "output_price": 0},
+    )
     chat = eng.conversation(model="extra/echo")
     first = chat.send("my name is Alice")
     chat.send("what is my name?")

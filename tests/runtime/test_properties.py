@@ -93,6 +93,7 @@ def test_never_calls_an_ineligible_candidate_and_never_exceeds_max_attempts(
             return exc
 
     result = asyncio.run(go())
+
     def affordable(m: object) -> bool:
         worst = m.cost(1, 50)  # type: ignore[attr-defined]
         return budget is None or (worst is not None and worst <= budget)

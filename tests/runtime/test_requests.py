@@ -164,8 +164,11 @@ async def test_template_renders_system_prompt_from_variables() -> None:
 
 async def test_template_missing_variable_is_a_request_error() -> None:
     """A variable the template needs but the request lacks is a RequestError, not blank."""
-    r = rig(cheap_and_dear(template=TemplatePlan(system="Hi {{ name }}"),
-                           budget=BudgetPlan(daily_usd=5.0)))
+    r = rig(
+        cheap_and_dear(
+            template=TemplatePlan(system="Hi {{ name }}"), budget=BudgetPlan(daily_usd=5.0)
+        )
+    )
     with pytest.raises(RequestError, match="name"):
         await r.engine.arun(ask(metadata={"workspace": "w"}), policy="p")
     assert r.adapter.calls == []
