@@ -36,6 +36,7 @@ from engine.compile.plan import ModelPlan, Plan, RoutePlan
 from engine.errors import (
     ConfigError,
     Diagnostic,
+    RequestError,
     UnknownModelError,
     UnknownPolicyError,
 )
@@ -304,6 +305,7 @@ class Engine:
         `provider/name` model; `request.fallbacks` lists further targets.
         """
         req = parse_request(request)
+        _check_policy(policy)
         hooks = self.hooks
         if hooks.before:
             req = await hooks.before_request(req)
@@ -322,6 +324,7 @@ class Engine:
     ) -> AsyncGenerator[StreamEvent, None]:
         """Route one request and stream its answer; failover happens before the first token."""
         req = parse_request(request)
+        _check_policy(policy)
         hooks = self.hooks
         if hooks.before:
             req = await hooks.before_request(req)
@@ -413,6 +416,7 @@ class Engine:
     def explain(self, request: RequestLike, policy: str | None = None) -> dict[str, Any]:
         """Why a request would go where it goes: the compiled decision plus live state."""
         req = parse_request(request)
+        _check_policy(policy)
         out = self._explain_target(req, policy or req.model or self._plan.default_policy)
         if req.fallbacks:  # what a failure of the first target hands over to, in order
             out["fallbacks"] = [self._explain_target(req, f) for f in req.fallbacks]
@@ -757,6 +761,12 @@ def default_engine() -> Engine:
         if _default is None:
             _default = Engine.from_config()
         return _default
+
+
+def _check_policy(policy: object) -> None:
+    """`policy=""` or `policy=5` is a caller's mistake, not a request for the default."""
+    if policy is not None and (not isinstance(policy, str) or not policy.strip()):
+        raise RequestError(f"policy must be a policy name or provider/name, got {policy!r}")
 
 
 def run(request: RequestLike, policy: str | None = None) -> Response:
