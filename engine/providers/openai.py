@@ -58,6 +58,14 @@ def finish_reason(value: Any) -> FinishReason:
 
 
 def _message(m: Any, dialect: str) -> dict[str, Any]:
+    if (
+        isinstance(m.content, str)
+        and m.name is None
+        and m.tool_calls is None
+        and m.tool_call_id is None
+    ):
+        # The common plain-text message, without a pydantic dump (same dict, fewer us).
+        return {"role": m.role, "content": m.content}
     data: dict[str, Any] = m.model_dump(exclude_none=True)
     if m.role == "assistant" and "content" not in data:
         data["content"] = None

@@ -146,8 +146,8 @@ def parse_rate_limit(headers: Mapping[str, str], now: float | None = None) -> Ra
     retry = parse_retry_after(headers, moment)
     if retry is not None:
         fields["retry_after_s"] = retry
-    fields = {k: v for k, v in fields.items() if v is not None}
-    return RateLimitInfo(**fields) if fields else None
+    # Unset fields default to None, so None values need no filtering out.
+    return RateLimitInfo(**fields) if any(v is not None for v in fields.values()) else None
 
 
 def retry_delay_from_google_details(details: Any) -> float | None:
