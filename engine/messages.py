@@ -162,7 +162,7 @@ class Request(BaseModel):
     def _functions_as_tools(cls, data: Any) -> Any:
         """OpenAI's legacy `functions` / `function_call` are the same thing as `tools` /
         `tool_choice`; they are translated so older callers keep working."""
-        if not isinstance(data, dict) or not ({"functions", "function_call"} & data.keys()):
+        if not isinstance(data, dict) or ("functions" not in data and "function_call" not in data):
             return data
         if "tools" in data or "tool_choice" in data:
             raise ValueError("give either functions/function_call or tools/tool_choice")
