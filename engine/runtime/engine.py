@@ -49,8 +49,9 @@ from engine.runtime.batch import Progress, run_batch
 from engine.runtime.breaker import BreakerBoard
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.conversation import Conversation
-from engine.runtime.executor import CacheKey, Execution, Featurizer, Selector, Services
+from engine.runtime.executor import Execution
 from engine.runtime.hooks import Hooks
+from engine.runtime.services import CacheKey, Featurizer, Selector, Services
 from engine.runtime.state import BudgetStore, Ledger, RateLimiter, ResponseCache
 from engine.runtime.stats import Stats
 from engine.runtime.strategies import StrategyState

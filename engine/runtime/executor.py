@@ -18,24 +18,24 @@ the provider; context-window errors skip candidates whose window is not larger; 
 invalid request fails at once. When everything fails, AllCandidatesFailedError lists every
 attempt. Whatever ends an attempt (success, error, cancellation) settles or releases its
 reservations in a `finally`.
+
+This module is the `Execution` class and its failover loop. A try's admission (breakers,
+lease, reservation, endpoint) is guards.py and the try itself (adapter call, settle / fail /
+abort, records) is attempt.py; both are mixins of `Execution`, so splitting the files costs
+the hot path no extra call. The value types they share are in services.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
-import random
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, replace
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from engine.compile.plan import (
     DYNAMIC_STRATEGIES,
-    Features,
-    KeyPlan,
     ModelPlan,
     Plan,
     ProviderPlan,
@@ -45,7 +45,6 @@ from engine.compile.plan import (
     Selection,
     StrategyPlan,
 )
-from engine.endpoints import Endpoint
 from engine.errors import (
     AllCandidatesFailedError,
     AttemptRecord,
@@ -57,38 +56,26 @@ from engine.errors import (
     NoCandidateError,
     PermissionDeniedError,
     ProviderError,
-    RateLimitedError,
     UnknownModelError,
     UnknownPolicyError,
 )
 from engine.messages import (
-    Chunk,
     ProviderResponse,
-    RateLimitInfo,
     Request,
-    Usage,
 )
-from engine.providers.base import Adapter
 from engine.result import Response
-from engine.runtime.breaker import BreakerBoard
-from engine.runtime.clock import Clock
-from engine.runtime.state import (
-    BudgetStore,
-    Lease,
-    Ledger,
-    LedgerRow,
-    RateLimiter,
-    Reservation,
-    ResponseCache,
+from engine.runtime.attempt import Attempt
+from engine.runtime.services import (
+    Candidate,
+    Guard,
+    OpenStream,
+    Services,
+    Skip,
 )
-from engine.runtime.stats import Stats
-from engine.runtime.strategies import StrategyState
-from engine.runtime.templates import apply_template
+from engine.runtime.state import (
+    LedgerRow,
+)
 
-#: Error kinds that say something about an upstream's health (they feed the breakers).
-BREAKER_KINDS = frozenset({"unavailable", "timeout", "protocol_error"})
-#: How long a key rejected with 401 is left out before it is tried again.
-BAD_KEY_COOLDOWN_S = 300.0
 #: The route pins and unknown policies run under: every default of the plan types.
 PIN_STRATEGY = StrategyPlan(name="ordered")
 PIN_ROUTE = RoutePlan(policy="", candidates=(), strategy=PIN_STRATEGY)
@@ -96,67 +83,6 @@ PIN_ROUTE = RoutePlan(policy="", candidates=(), strategy=PIN_STRATEGY)
 #: Request ids: a per-process random prefix and a counter (unique, and cheaper than uuid4).
 _ID_PREFIX = os.urandom(4).hex()
 _IDS = itertools.count()
-
-Selector = Callable[[Plan, str, Features], Selection]
-Featurizer = Callable[[Request], Features]
-CacheKey = Callable[[Request, str], str]
-
-
-@dataclass(slots=True)
-class Services:
-    """The engine's live state and collaborators, shared by every request."""
-
-    adapter_for: Callable[[str], Adapter]
-    limiter: RateLimiter
-    budget: BudgetStore
-    cache: ResponseCache
-    cache_key: CacheKey
-    ledger: Ledger
-    clock: Clock
-    rng: random.Random
-    select: Selector
-    features: Featurizer
-    breakers: BreakerBoard
-    strategies: StrategyState
-    stats: Stats
-    bad_keys: dict[str, float] = field(default_factory=dict)  # key id -> retired until
-    background: set[asyncio.Task[Any]] = field(default_factory=set)
-    endpoints: dict[tuple[int, ...], tuple[tuple[Any, ...], Endpoint]] = field(default_factory=dict)
-
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Run bookkeeping that must finish even when the caller was cancelled."""
-        task = asyncio.ensure_future(coro)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
-
-    def release_lease(self, lease: Lease) -> None:
-        """Refund a lease whose request was never (fully) sent."""
-        self.limiter.release(lease)
-
-    def good_keys(self, provider: ProviderPlan) -> tuple[KeyPlan, ...]:
-        """The provider's keys minus those recently rejected; keyless providers get a label."""
-        if not provider.keys:
-            return (KeyPlan(id=f"{provider.id}#none", secret=None),)
-        if not self.bad_keys:
-            return provider.keys
-        now = self.clock.monotonic()
-        return tuple(k for k in provider.keys if self.bad_keys.get(k.id, 0.0) <= now)
-
-
-@dataclass(slots=True)  # not frozen: built per request on the hot path, never mutated
-class Candidate:
-    """One model to try, with the route whose retry/breaker/budget settings apply."""
-
-    scored: Scored
-    provider: ProviderPlan
-    route: RoutePlan
-    policy: str | None
-    rule: str | None
-    leg: int  # 0 for the primary target, i for request.fallbacks[i - 1]
-    model: ModelPlan = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.model = self.scored.model  # read many times per try; a slot beats a property
 
 
 @dataclass(slots=True)
@@ -167,30 +93,6 @@ class _Leg:
     route: RoutePlan
     selection: Selection | None  # None for a pin
     pin: Scored | None = None
-
-
-@dataclass(slots=True)
-class Guard:
-    """What one try holds while its call is in flight; closed exactly once."""
-
-    cand: Candidate
-    lease: Lease
-    reservation: Reservation | None
-    started: float
-    retry: int
-    fallback_index: int
-    ttft_ms: float | None = None
-
-
-@dataclass(slots=True)
-class OpenStream:
-    guard: Guard
-    first: Chunk | None
-    chunks: AsyncIterator[Chunk]
-
-
-class _Skip(Exception):
-    """A candidate was passed over without a network call (reason recorded as an attempt)."""
 
 
 def _unknown_model(pin: str, provider: ProviderPlan) -> ModelPlan:
@@ -211,7 +113,7 @@ def _unknown_model(pin: str, provider: ProviderPlan) -> ModelPlan:
     )
 
 
-class Execution:
+class Execution(Attempt):
     """One engine call: resolves targets lazily, walks candidates, records every attempt."""
 
     __slots__ = (
@@ -219,7 +121,6 @@ class Execution:
         "_candidates",
         "_rendered",
         "attempts",
-        "calls_in_leg",
         "eliminated",
         "fallback_index",
         "features",
@@ -372,14 +273,6 @@ class Execution:
 
     # -- eligibility ----------------------------------------------------------------------
 
-    def _skip(self, cand: Candidate, outcome: str, why: str) -> None:
-        self.eliminated[cand.model.id] = why
-        self.attempts.append(
-            AttemptRecord(
-                cand.provider.id, cand.model.id, outcome, why, 0.0, 0, self.fallback_index
-            )
-        )
-
     def _eligible(self, cand: Candidate) -> bool:
         """Static checks that need no network: each failure is recorded with its reason."""
         m, p = cand.model, cand.provider
@@ -463,7 +356,7 @@ class Execution:
         while True:
             try:
                 return await self._with_retries(cand, index, streaming)
-            except _Skip:
+            except Skip:
                 return None
             except AuthenticationError:
                 keyed = bool(cand.provider.keys)
@@ -529,267 +422,6 @@ class Execution:
         if retry.jitter:
             base = base / 2 + self.svc.rng.random() * base / 2
         return base
-
-    # -- one try --------------------------------------------------------------------------
-
-    def rendered(self, route: RoutePlan) -> Request:
-        """The request with this route's template applied (rendered once per route)."""
-        if route.template is None:
-            return self.request
-        key = id(route)
-        req = self._rendered.get(key)
-        if req is None:
-            req = self._rendered[key] = apply_template(route.template, self.request)
-        return req
-
-    def _admit(self, cand: Candidate, index: int) -> None:
-        """The breakers' verdict; an open one is recorded and costs no network call."""
-        b = self.svc.breakers
-        if b.all_closed:
-            return
-        pid, mid = cand.provider.id, cand.model.id
-        if b.allow(pid):
-            if b.allow(mid):
-                return
-            b.abandon(pid)
-            key = mid
-        else:
-            key = pid
-        self.attempts.append(
-            AttemptRecord(pid, cand.model.id, "circuit_open", f"breaker open: {key}", 0.0, 0, index)
-        )
-        raise _Skip(key)
-
-    async def _guard(self, cand: Candidate, retry: int, index: int) -> Guard:
-        """Breaker, then a rate-limit lease, then a budget reservation, in that order."""
-        self._admit(cand, index)
-        keys = self.svc.good_keys(cand.provider)
-        if not keys:
-            self._abandon(cand)
-            self._skip(cand, "skipped", "every key of the provider was rejected")
-            raise _Skip(cand.provider.id)
-        tin = self.features.input_tokens
-        tout = self.features.output_tokens or cand.route.default_max_tokens
-        rl = cand.route.rate_limit
-        wait_s = 0.0 if rl.on_limited == "skip" else rl.max_wait_ms / 1000
-        try:
-            lease = await self.svc.limiter.acquire(cand.provider.id, keys, tin, tout, wait_s)
-        except RateLimitedError as exc:
-            self._abandon(cand)
-            self._skip(cand, "rate_limited", f"local rate limit: {exc}")
-            raise _Skip(cand.provider.id) from None
-        try:
-            b = cand.route.budget
-            reservation = None
-            if b.daily_usd is not None or b.monthly_usd is not None:
-                reservation = await self._reserve(cand)
-        except BudgetExceededError as exc:
-            self.svc.release_lease(lease)
-            self._abandon(cand)
-            self._skip(cand, "budget_exceeded", str(exc))
-            raise _Skip(cand.model.id) from None
-        except BaseException:
-            self.svc.release_lease(lease)
-            self._abandon(cand)
-            raise
-        return Guard(cand, lease, reservation, self.svc.clock.monotonic(), retry, index)
-
-    async def _reserve(self, cand: Candidate) -> Reservation | None:
-        b = cand.route.budget
-        worst = cand.scored.worst_cost_usd
-        if (b.daily_usd is None and b.monthly_usd is None) or worst is None:
-            return None
-        return await self.svc.budget.reserve(self.workspace, worst, b.daily_usd, b.monthly_usd)
-
-    @property
-    def workspace(self) -> str:
-        return self.features.workspace or str(self.request.metadata.get("workspace", "default"))
-
-    def _abandon(self, cand: Candidate) -> None:
-        self.svc.breakers.abandon(cand.provider.id)
-        self.svc.breakers.abandon(cand.model.id)
-
-    def _endpoint(self, cand: Candidate, key: KeyPlan) -> Endpoint:
-        """The adapter's view of one model with one key; built once per plan and key."""
-        cache = self.svc.endpoints
-        parts = (cand.provider, cand.model, key, cand.route.timeouts)
-        ident = tuple(map(id, parts))
-        entry = cache.get(ident)
-        if entry is None:
-            if len(cache) > 4096:  # plans come and go on reload; never grow without bound
-                cache.clear()
-            # the entry keeps `parts` alive, so their ids cannot be reused while cached
-            entry = cache[ident] = (parts, self._new_endpoint(cand, key))
-        return entry[1]
-
-    def _new_endpoint(self, cand: Candidate, key: KeyPlan) -> Endpoint:
-        p = cand.provider
-        return Endpoint(
-            provider=p.id,
-            protocol=p.protocol,
-            base_url=p.base_url,
-            upstream_model=cand.model.upstream,
-            api_key=key.secret,
-            key_id=key.id,
-            timeouts=cand.route.timeouts or p.timeouts,
-            options=p.options,
-            pool_size=p.pool_size,
-        )
-
-    async def _once(
-        self, cand: Candidate, retry: int, index: int, streaming: bool
-    ) -> tuple[Guard, ProviderResponse | OpenStream]:
-        # What can fail on the caller's side (template, protocol) fails before any guard
-        # is taken, so nothing is left reserved.
-        request = self.rendered(cand.route)
-        adapter = self.svc.adapter_for(cand.provider.protocol)
-        guard = await self._guard(cand, retry, index)
-        self.calls_in_leg += 1
-        endpoint = self._endpoint(cand, guard.lease.key)
-        mid = cand.model.id
-        self.svc.strategies.begin(mid)
-        try:
-            if streaming:
-                opened = await self._open(adapter, request, endpoint, guard)
-                return guard, opened
-            resp = await adapter.complete(request, endpoint)
-        except ProviderError as exc:
-            self.svc.strategies.end(mid)
-            await self.fail(guard, exc)
-            raise
-        except BaseException:
-            self.svc.strategies.end(mid)
-            self.abort(guard)
-            raise
-        self.svc.strategies.end(mid)
-        return guard, resp
-
-    async def _open(
-        self, adapter: Adapter, request: Request, endpoint: Endpoint, guard: Guard
-    ) -> OpenStream:
-        chunks = adapter.stream(request, endpoint)
-        try:
-            first: Chunk | None = await anext(chunks)
-        except StopAsyncIteration:
-            first = None
-        guard.ttft_ms = (self.svc.clock.monotonic() - guard.started) * 1000
-        return OpenStream(guard, first, chunks)
-
-    # -- closing a try --------------------------------------------------------------------
-
-    async def succeed(
-        self, guard: Guard, usage: Usage, rate_limit: RateLimitInfo | None
-    ) -> float | None:
-        """Settle everything for a successful try; returns its cost (None when unknown)."""
-        cand, svc = guard.cand, self.svc
-        latency = (svc.clock.monotonic() - guard.started) * 1000
-        cost = cand.model.cost(usage.input_tokens, usage.output_tokens)
-        svc.limiter.settle(guard.lease, usage.input_tokens, usage.output_tokens)
-        if rate_limit is not None:
-            svc.limiter.observe(cand.provider.id, guard.lease.key.id, rate_limit)
-        if not svc.breakers.all_closed:
-            svc.breakers.success(cand.provider.id)
-            svc.breakers.success(cand.model.id)
-        svc.strategies.observe_latency(cand.model.id, latency, guard.ttft_ms)
-        self._record(guard, "ok", None, None, latency, usage, cost)
-        if guard.reservation is not None:
-            r = guard.reservation
-            await svc.budget.settle(r, r.amount_usd if cost is None else cost)
-        return cost
-
-    async def fail(self, guard: Guard, exc: ProviderError) -> None:
-        """Record a failed try and give back what it held."""
-        cand, svc = guard.cand, self.svc
-        latency = (svc.clock.monotonic() - guard.started) * 1000
-        svc.limiter.settle(guard.lease, guard.lease.input_tokens, 0)
-        if exc.kind in BREAKER_KINDS:
-            plan = cand.route.breaker
-            svc.breakers.failure(cand.provider.id, plan, exc.kind)
-            svc.breakers.failure(cand.model.id, plan, exc.kind)
-        else:
-            self._abandon(cand)
-        if isinstance(exc, RateLimitedError) and exc.retry_after:
-            # Every request holding this key should pause, not only the one that was told.
-            info = RateLimitInfo(retry_after_s=exc.retry_after)
-            svc.limiter.observe(cand.provider.id, guard.lease.key.id, info)
-        if isinstance(exc, AuthenticationError) and cand.provider.keys:
-            svc.bad_keys[guard.lease.key.id] = svc.clock.monotonic() + BAD_KEY_COOLDOWN_S
-        self._record(guard, exc.kind, str(exc), exc.status, latency, None, None)
-        if guard.reservation is not None:
-            await svc.budget.release(guard.reservation)
-
-    def abort(self, guard: Guard) -> None:
-        """A try ended without a verdict (cancelled): release, never count it as a failure."""
-        svc, cand = self.svc, guard.cand
-        svc.release_lease(guard.lease)
-        self._abandon(cand)
-        if guard.reservation is not None:
-            # A task of its own, so a cancelled caller still gives its reservation back.
-            svc.spawn(svc.budget.release(guard.reservation))
-        # The ledger still hears of it: the upstream may have started (and billed) the work.
-        latency = (svc.clock.monotonic() - guard.started) * 1000
-        svc.ledger.record(
-            LedgerRow(
-                svc.clock.time(),
-                self.workspace,
-                cand.policy,
-                cand.provider.id,
-                cand.model.id,
-                0,
-                0,
-                None,
-                latency,
-                "cancelled",
-                guard.fallback_index,
-                self.request_id,
-            )
-        )
-
-    def _record(
-        self,
-        guard: Guard,
-        outcome: str,
-        error: str | None,
-        status: int | None,
-        latency: float,
-        usage: Usage | None,
-        cost: float | None,
-    ) -> None:
-        cand, svc = guard.cand, self.svc
-        tin = usage.input_tokens if usage else 0
-        tout = usage.output_tokens if usage else 0
-        self.attempts.append(
-            AttemptRecord(
-                cand.provider.id,
-                cand.model.id,
-                outcome,
-                error,
-                latency,
-                guard.retry,
-                guard.fallback_index,
-                guard.lease.key.id,
-                status,
-            )
-        )
-        svc.stats.attempt(
-            cand.provider.id, cand.model.id, outcome == "ok", latency, cost, tin, tout
-        )
-        svc.ledger.record(
-            LedgerRow(
-                svc.clock.time(),
-                self.workspace,
-                cand.policy,
-                cand.provider.id,
-                cand.model.id,
-                tin,
-                tout,
-                cost,
-                latency,
-                outcome,
-                guard.fallback_index,
-                self.request_id,
-            )
-        )
 
     # -- results --------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from engine.compile.plan import Plan, ProviderPlan
 from engine.endpoints import Endpoint
 from engine.errors import redact
 from engine.runtime.clock import Clock
-from engine.runtime.executor import Services
+from engine.runtime.services import Services
 
 #: Error rate over the recent window above which a provider reads as degraded.
 DEGRADED_ERROR_RATE = 0.25

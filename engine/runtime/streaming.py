@@ -18,7 +18,8 @@ from typing import Any
 from engine.errors import EngineError, ProviderError
 from engine.messages import Chunk, ProviderResponse, StreamAccumulator, ToolCallDelta, Usage
 from engine.result import Response, StreamEvent
-from engine.runtime.executor import Candidate, Execution, Guard, OpenStream
+from engine.runtime.executor import Execution
+from engine.runtime.services import Candidate, Guard, OpenStream
 
 
 async def stream(ex: Execution) -> AsyncGenerator[StreamEvent, None]:

@@ -1,0 +1,126 @@
+"""The value types one engine call passes between its modules: the shared `Services`,
+a `Candidate` to try, the `Guard` a try holds, an `OpenStream`, and the `Skip` signal.
+
+They live apart from the executor so that admission (guards.py), one attempt (attempt.py),
+the failover loop (executor.py) and stream relaying (streaming.py) can all name them
+without importing each other in a cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.compile.plan import (
+    Features,
+    KeyPlan,
+    ModelPlan,
+    Plan,
+    ProviderPlan,
+    RoutePlan,
+    Scored,
+    Selection,
+)
+from engine.endpoints import Endpoint
+from engine.messages import Chunk, Request
+from engine.providers.base import Adapter
+from engine.runtime.breaker import BreakerBoard
+from engine.runtime.clock import Clock
+from engine.runtime.state import (
+    BudgetStore,
+    Lease,
+    Ledger,
+    RateLimiter,
+    Reservation,
+    ResponseCache,
+)
+from engine.runtime.stats import Stats
+from engine.runtime.strategies import StrategyState
+
+Selector = Callable[[Plan, str, Features], Selection]
+Featurizer = Callable[[Request], Features]
+CacheKey = Callable[[Request, str], str]
+
+
+@dataclass(slots=True)
+class Services:
+    """The engine's live state and collaborators, shared by every request."""
+
+    adapter_for: Callable[[str], Adapter]
+    limiter: RateLimiter
+    budget: BudgetStore
+    cache: ResponseCache
+    cache_key: CacheKey
+    ledger: Ledger
+    clock: Clock
+    rng: random.Random
+    select: Selector
+    features: Featurizer
+    breakers: BreakerBoard
+    strategies: StrategyState
+    stats: Stats
+    bad_keys: dict[str, float] = field(default_factory=dict)  # key id -> retired until
+    background: set[asyncio.Task[Any]] = field(default_factory=set)
+    endpoints: dict[tuple[int, ...], tuple[tuple[Any, ...], Endpoint]] = field(default_factory=dict)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run bookkeeping that must finish even when the caller was cancelled."""
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def release_lease(self, lease: Lease) -> None:
+        """Refund a lease whose request was never (fully) sent."""
+        self.limiter.release(lease)
+
+    def good_keys(self, provider: ProviderPlan) -> tuple[KeyPlan, ...]:
+        """The provider's keys minus those recently rejected; keyless providers get a label."""
+        if not provider.keys:
+            return (KeyPlan(id=f"{provider.id}#none", secret=None),)
+        if not self.bad_keys:
+            return provider.keys
+        now = self.clock.monotonic()
+        return tuple(k for k in provider.keys if self.bad_keys.get(k.id, 0.0) <= now)
+
+
+@dataclass(slots=True)  # not frozen: built per request on the hot path, never mutated
+class Candidate:
+    """One model to try, with the route whose retry/breaker/budget settings apply."""
+
+    scored: Scored
+    provider: ProviderPlan
+    route: RoutePlan
+    policy: str | None
+    rule: str | None
+    leg: int  # 0 for the primary target, i for request.fallbacks[i - 1]
+    model: ModelPlan = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model = self.scored.model  # read many times per try; a slot beats a property
+
+
+@dataclass(slots=True)
+class Guard:
+    """What one try holds while its call is in flight; closed exactly once."""
+
+    cand: Candidate
+    lease: Lease
+    reservation: Reservation | None
+    started: float
+    retry: int
+    fallback_index: int
+    ttft_ms: float | None = None
+
+
+@dataclass(slots=True)
+class OpenStream:
+    guard: Guard
+    first: Chunk | None
+    chunks: AsyncIterator[Chunk]
+
+
+class Skip(Exception):
+    """A candidate was passed over without a network call (reason recorded as an attempt)."""
