@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, Diagnostic
+
+if TYPE_CHECKING:
+    from engine.compile.plan import Plan
 
 _FLAG_ENV = {
     "config": "ENGINE_CONFIG",
@@ -67,8 +71,20 @@ def run(args: argparse.Namespace) -> int:
     if problem := bind_problem(settings):
         print(f"engine serve: {problem}", file=sys.stderr)
         return 2
-    for d in warnings:
+    for d in _beyond_banner(warnings, plan):
         print(f"warning: {d.format()}", file=sys.stderr)
     print(banner(plan, settings), file=sys.stderr, flush=True)
     serve(settings)
     return 0
+
+
+def _beyond_banner(warnings: list[Diagnostic], plan: Plan) -> list[Diagnostic]:
+    """Warnings the banner does not already say: a disabled provider's unset variables are
+    listed there with the reason, so printing them twice would only bury the rest."""
+    disabled = {pid for pid, p in plan.providers.items() if not p.enabled}
+    return [d for d in warnings if not _about(d, disabled)]
+
+
+def _about(d: Diagnostic, providers: set[str]) -> bool:
+    parts = d.path.split(".")
+    return len(parts) > 1 and parts[0] == "providers" and parts[1] in providers
