@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.compile.plan import Features
+from engine.frozen import builder
 from engine.messages import ImagePart, Request, TextPart
 
 CHARS_PER_TOKEN = 4
@@ -24,19 +25,28 @@ TOKENS_PER_MESSAGE = 4  # role and separators, as chat formats add
 REPLY_PRIMING = 3  # the assistant header every reply is primed with
 IMAGE_TOKENS = 765  # a high-detail image tile budget, as OpenAI counts it
 
+#: Features(...) without a frozen dataclass's per-field cost (one per call; engine.frozen).
+_features = builder(Features)
+_NO_TAGS: frozenset[str] = frozenset()
+
 
 def features_of(request: Request) -> Features:
     """The routing features of one request."""
     meta: dict[str, Any] = dict(request.metadata)
-    return Features(
-        task_type=_text(meta.get("task_type")),
-        capabilities=_capabilities(request),
-        input_tokens=estimate_tokens(request),
-        output_tokens=request.output_limit,
-        tags=_tags(meta.get("tags")),
-        workspace=_text(meta.get("workspace")),
-        metadata=meta,
-        budget_usd=request.budget_usd,
+    if meta:
+        task_type, tags = _text(meta.get("task_type")), _tags(meta.get("tags"))
+        workspace = _text(meta.get("workspace"))
+    else:  # the common request without metadata
+        task_type, tags, workspace = None, _NO_TAGS, None
+    return _features(
+        task_type,
+        _capabilities(request),
+        estimate_tokens(request),
+        request.max_completion_tokens or request.max_tokens,  # request.output_limit
+        tags,
+        workspace,
+        meta,
+        request.budget_usd,
     )
 
 
@@ -73,8 +83,10 @@ def _capabilities(request: Request) -> frozenset[str]:
     fmt = request.response_format
     if fmt is not None and fmt.type in ("json_object", "json_schema"):
         caps.add("json")
-    if any(_has_image(m.content) for m in request.messages):
-        caps.add("vision")
+    for m in request.messages:  # a loop, not any(genexpr): this runs for every request
+        if _has_image(m.content):
+            caps.add("vision")
+            break
     return frozenset(caps)
 
 

@@ -8,8 +8,8 @@ translate errors" and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import orjson
 
@@ -32,6 +32,7 @@ __all__ = [
     "key_header",
     "option_bool",
     "parse_arguments",
+    "per_endpoint",
     "sampling",
     "split_data_url",
     "system_text",
@@ -39,6 +40,28 @@ __all__ = [
 ]
 
 dumps = orjson.dumps
+
+T = TypeVar("T")
+
+#: What `per_endpoint` keeps: (id of the endpoint, what) -> (the endpoint, the value).
+_PER_ENDPOINT: dict[tuple[int, Hashable], tuple[Endpoint, Any]] = {}
+
+
+def per_endpoint(endpoint: Endpoint, what: Hashable, build: Callable[[Endpoint, Any], T]) -> T:
+    """`build(endpoint, what)`, computed once per endpoint: an Endpoint is immutable and
+    the runtime reuses one per plan, model and key, so values derived from it alone
+    (headers, option lookups) need not be rebuilt on every call. `what` tells apart the
+    values kept for one endpoint. The entry keeps its endpoint alive, so an id cannot be
+    reused while it is cached; the cache is bounded, and cleared when full (plans come and
+    go on reload)."""
+    key = (id(endpoint), what)
+    entry = _PER_ENDPOINT.get(key)
+    if entry is None:
+        if len(_PER_ENDPOINT) > 4096:
+            _PER_ENDPOINT.clear()
+        entry = _PER_ENDPOINT[key] = (endpoint, build(endpoint, what))
+    value: T = entry[1]
+    return value
 
 
 def decode_json(endpoint: Endpoint, data: bytes | str, what: str) -> Any:
@@ -72,7 +95,15 @@ def key_header(endpoint: Endpoint, native: str) -> tuple[str, str]:
 
 
 def json_headers(endpoint: Endpoint, key: tuple[str, str] = BEARER) -> dict[str, str]:
-    """JSON content type, `header:<Name>` options, and the key as `key` = (header, prefix)."""
+    """JSON content type, `header:<Name>` options, and the key as `key` = (header, prefix).
+
+    Built once per endpoint and key placement (`per_endpoint`); each caller gets its own
+    copy, which it may add to."""
+    headers: dict[str, str] = per_endpoint(endpoint, key, _json_headers)
+    return headers.copy()
+
+
+def _json_headers(endpoint: Endpoint, key: tuple[str, str]) -> dict[str, str]:
     headers = {"Content-Type": "application/json", **extra_headers(endpoint)}
     if endpoint.api_key:
         name, prefix = key

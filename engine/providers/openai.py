@@ -17,11 +17,12 @@ HTTP errors; `:` keep-alive comments and Azure's `choices: []` filter chunks are
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, NamedTuple
 
 from engine.endpoints import Endpoint
 from engine.errors import ProviderError
+from engine.frozen import builder
 from engine.messages import (
     Chunk,
     FinishReason,
@@ -34,7 +35,7 @@ from engine.messages import (
     Usage,
 )
 
-from .common import decode_object, json_headers, option_bool
+from .common import decode_object, json_headers, option_bool, per_endpoint
 from .exchange import HttpAdapter
 from .failures import classify, protocol_error
 from .sse import iter_sse
@@ -50,6 +51,11 @@ _FINISH: dict[str, FinishReason] = {
     "content_filter": "content_filter",
     "error": "error",
 }
+
+
+# One of each per answer: built without a frozen dataclass's per-field cost (engine.frozen).
+_provider_response = builder(ProviderResponse)
+_usage_of = builder(Usage)
 
 
 def finish_reason(value: Any) -> FinishReason:
@@ -74,9 +80,26 @@ def _message(m: Any, dialect: str) -> dict[str, Any]:
     return data
 
 
-def _token_field(request: Request, options: Mapping[str, str]) -> str:
+class _Options(NamedTuple):
+    """The endpoint options a body depends on, looked up once per endpoint."""
+
+    dialect: str
+    token_field: str | None  # `max_tokens_field`, when it names a field we know
+    stream_usage: bool
+
+
+def _options(endpoint: Endpoint, _: object) -> _Options:
+    options = endpoint.options
     chosen = options.get("max_tokens_field")
-    if chosen in ("max_tokens", "max_completion_tokens"):
+    return _Options(
+        options.get("dialect", "openai"),
+        chosen if chosen in ("max_tokens", "max_completion_tokens") else None,
+        option_bool(options, "stream_usage", True),
+    )
+
+
+def _token_field(request: Request, chosen: str | None) -> str:
+    if chosen is not None:
         return chosen
     return "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
 
@@ -102,18 +125,20 @@ def _tool_choice(choice: ToolChoice, dialect: str) -> Any:
 
 def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, Any]:
     """The chat/completions JSON body for this request (routing inputs left out)."""
-    options = endpoint.options
-    dialect = options.get("dialect", "openai")
+    options = per_endpoint(endpoint, _Options, _options)
+    dialect = options.dialect
     body: dict[str, Any] = {
         "model": endpoint.upstream_model,
         "messages": [_message(m, dialect) for m in request.messages],
     }
+    fields = request.__dict__  # a pydantic model's field values: no getattr call per name
     for name in _PASSTHROUGH:
-        value = getattr(request, name)
+        value = fields[name]
         if value is not None:
             body[name] = value
-    if request.output_limit is not None:
-        body[_token_field(request, options)] = request.output_limit
+    limit = request.max_completion_tokens or request.max_tokens  # request.output_limit
+    if limit is not None:
+        body[_token_field(request, options.token_field)] = limit
     if request.seed is not None:
         body["random_seed" if dialect == "mistral" else "seed"] = request.seed
     if request.tools:
@@ -124,7 +149,7 @@ def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, 
         body["response_format"] = request.response_format.model_dump(exclude_none=True)
     if stream:
         body["stream"] = True
-        if option_bool(options, "stream_usage", True):
+        if options.stream_usage:
             body["stream_options"] = {"include_usage": True}
     return body
 
@@ -132,11 +157,11 @@ def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, 
 def _usage(data: Any) -> Usage | None:
     if not isinstance(data, dict):
         return None
-    details = data.get("prompt_tokens_details") or {}
-    return Usage(
-        input_tokens=int(data.get("prompt_tokens") or 0),
-        output_tokens=int(data.get("completion_tokens") or 0),
-        cached_input_tokens=int(details.get("cached_tokens") or 0),
+    details = data.get("prompt_tokens_details")
+    return _usage_of(
+        int(data.get("prompt_tokens") or 0),
+        int(data.get("completion_tokens") or 0),
+        int(details.get("cached_tokens") or 0) if details else 0,
     )
 
 
@@ -149,26 +174,31 @@ def parse_completion(
         raise protocol_error(endpoint, "response has no choices")
     choice = choices[0]
     message = choice.get("message") or {}
-    calls = tuple(
-        ToolCallOut(
-            str(c.get("id") or f"call_{i}"),
-            str((c.get("function") or {}).get("name") or ""),
-            str((c.get("function") or {}).get("arguments") or ""),
+    raw_calls = message.get("tool_calls")
+    calls = (
+        tuple(
+            ToolCallOut(
+                str(c.get("id") or f"call_{i}"),
+                str((c.get("function") or {}).get("name") or ""),
+                str((c.get("function") or {}).get("arguments") or ""),
+            )
+            for i, c in enumerate(raw_calls)
         )
-        for i, c in enumerate(message.get("tool_calls") or ())
+        if raw_calls
+        else ()
     )
     finish = finish_reason(choice.get("finish_reason"))
     content = message.get("content")
     if content is None and message.get("refusal"):
         content, finish = message["refusal"], "content_filter"
-    return ProviderResponse(
-        content=content,
-        tool_calls=calls,
-        finish_reason="tool_calls" if calls and finish == "stop" else finish,
-        usage=_usage(data.get("usage")) or Usage(),
-        upstream_model=str(data.get("model") or endpoint.upstream_model),
-        response_id=str(data.get("id") or ""),
-        rate_limit=rate,
+    return _provider_response(
+        content,
+        calls,
+        "tool_calls" if calls and finish == "stop" else finish,
+        _usage(data.get("usage")) or Usage(),
+        str(data.get("model") or endpoint.upstream_model),
+        str(data.get("id") or ""),
+        rate,
     )
 
 

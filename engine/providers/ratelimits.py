@@ -17,6 +17,7 @@ from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import Any
 
+from engine.frozen import builder
 from engine.messages import RateLimitInfo
 
 __all__ = [
@@ -25,6 +26,9 @@ __all__ = [
     "parse_retry_after",
     "retry_delay_from_google_details",
 ]
+
+#: RateLimitInfo(...), built without a frozen dataclass's per-field cost (see engine.frozen).
+_rate_limit_info = builder(RateLimitInfo)
 
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_S = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -134,7 +138,62 @@ def parse_rate_limit(headers: Mapping[str, str], now: float | None = None) -> Ra
 
     `headers` must look names up case-insensitively (aiohttp's CIMultiDict does).
     """
-    moment = time.time() if now is None else now
+    if (
+        "anthropic-ratelimit-requests-remaining" in headers
+        or "anthropic-ratelimit-tokens-remaining" in headers
+        or "anthropic-ratelimit-input-tokens-remaining" in headers
+    ):
+        return _general(headers, time.time() if now is None else now)
+    # Every answer of every OpenAI-style provider comes here: read only the headers that
+    # are present and build the result once (no dict of fields, no ** call).
+    retry_s = None
+    if "retry-after-ms" in headers or "retry-after" in headers:
+        retry_s = parse_retry_after(headers, now)
+    if "x-ratelimit-remaining-requests" in headers or "x-ratelimit-remaining-tokens" in headers:
+        return _openai_info(headers, retry_s)
+    return None if retry_s is None else _rate_limit_info(retry_after_s=retry_s)
+
+
+def _openai_info(headers: Mapping[str, str], retry_s: float | None) -> RateLimitInfo | None:
+    """_openai's fields (and retry-after) as a RateLimitInfo, without the dict in between."""
+    get = headers.get
+    limit_requests = _int(headers, "x-ratelimit-limit-requests")
+    remaining_requests = _int(headers, "x-ratelimit-remaining-requests")
+    value = get("x-ratelimit-reset-requests")
+    reset_requests = None if value is None else parse_duration(value)
+    limit_tokens = _int(headers, "x-ratelimit-limit-tokens")
+    remaining_tokens = _int(headers, "x-ratelimit-remaining-tokens")
+    value = get("x-ratelimit-reset-tokens")
+    if value is None:
+        value = get("x-rate-limit-reset-tokens")
+    reset_tokens = None if value is None else parse_duration(value)
+    if (
+        limit_requests is None
+        and remaining_requests is None
+        and reset_requests is None
+        and limit_tokens is None
+        and remaining_tokens is None
+        and reset_tokens is None
+        and retry_s is None
+    ):
+        return None  # present but unparseable
+    return _rate_limit_info(
+        limit_requests,
+        remaining_requests,
+        reset_requests,
+        None,
+        None,
+        None,
+        None,
+        limit_tokens,
+        remaining_tokens,
+        reset_tokens,
+        retry_s,
+    )
+
+
+def _general(headers: Mapping[str, str], moment: float) -> RateLimitInfo | None:
+    """Any mix of the header families (Anthropic's, OpenAI's, retry-after), merged."""
     fields: dict[str, Any] = {}
     if "x-ratelimit-remaining-requests" in headers or "x-ratelimit-remaining-tokens" in headers:
         fields.update(_openai(headers))

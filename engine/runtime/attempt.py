@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from engine.errors import AttemptRecord, AuthenticationError, ProviderError, RateLimitedError
+from engine.frozen import builder
 from engine.messages import Chunk, ProviderResponse, RateLimitInfo, Request, Usage
 from engine.runtime.guards import Admission
 from engine.runtime.services import OpenStream
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 BREAKER_KINDS = frozenset({"unavailable", "timeout", "protocol_error"})
 #: How long a key rejected with 401 is left out before it is tried again.
 BAD_KEY_COOLDOWN_S = 300.0
+
+# Every try records one of each: built without a frozen dataclass's per-field cost.
+_attempt_record = builder(AttemptRecord)
+_ledger_row = builder(LedgerRow)
 
 
 class Attempt(Admission):
@@ -173,10 +178,11 @@ class Attempt(Admission):
         cand, svc = guard.cand, self.svc
         tin = usage.input_tokens if usage else 0
         tout = usage.output_tokens if usage else 0
+        pid, mid = cand.provider.id, cand.model.id
         self.attempts.append(
-            AttemptRecord(
-                cand.provider.id,
-                cand.model.id,
+            _attempt_record(
+                pid,
+                mid,
                 outcome,
                 error,
                 latency,
@@ -186,16 +192,14 @@ class Attempt(Admission):
                 status,
             )
         )
-        svc.stats.attempt(
-            cand.provider.id, cand.model.id, outcome == "ok", latency, cost, tin, tout
-        )
+        svc.stats.attempt(pid, mid, outcome == "ok", latency, cost, tin, tout)
         svc.ledger.record(
-            LedgerRow(
+            _ledger_row(
                 svc.clock.time(),
                 self.workspace,
                 cand.policy,
-                cand.provider.id,
-                cand.model.id,
+                pid,
+                mid,
                 tin,
                 tout,
                 cost,
@@ -203,5 +207,6 @@ class Attempt(Admission):
                 outcome,
                 guard.fallback_index,
                 self.request_id,
+                False,
             )
         )

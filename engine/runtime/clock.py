@@ -7,7 +7,7 @@ decision that depends on time (breakers, rate windows, TTLs, budgets' days) is r
 from __future__ import annotations
 
 import asyncio
-import time
+import time as _time
 from typing import Protocol
 
 
@@ -26,11 +26,10 @@ class Clock(Protocol):
 class SystemClock:
     """The real clock."""
 
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def time(self) -> float:
-        return time.time()
+    # The C functions themselves rather than methods calling them: every engine call reads
+    # the clock several times, and this saves a Python frame each time.
+    monotonic = staticmethod(_time.monotonic)
+    time = staticmethod(_time.time)
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -59,6 +59,7 @@ from engine.errors import (
     UnknownModelError,
     UnknownPolicyError,
 )
+from engine.frozen import builder
 from engine.messages import (
     ProviderResponse,
     Request,
@@ -79,6 +80,9 @@ from engine.runtime.state import (
 #: The route pins and unknown policies run under: every default of the plan types.
 PIN_STRATEGY = StrategyPlan(name="ordered")
 PIN_ROUTE = RoutePlan(policy="", candidates=(), strategy=PIN_STRATEGY)
+
+#: Response(...) without a frozen dataclass's per-field cost (one per call; engine.frozen).
+_response = builder(Response)
 
 #: Request ids: a per-process random prefix and a counter (unique, and cheaper than uuid4).
 _ID_PREFIX = os.urandom(4).hex()
@@ -145,8 +149,8 @@ class Execution(Attempt):
         self.plan = plan
         self.request = request
         self.streaming = streaming
-        self.features = svc.features(request)
-        self.request_id = f"{_ID_PREFIX}{next(_IDS):010x}"
+        self.features = features = svc.features(request)
+        self.request_id = _ID_PREFIX + format(next(_IDS), "010x")
         self.started = svc.clock.monotonic()
         self.attempts: list[AttemptRecord] = []
         self.calls_in_leg = 0
@@ -158,8 +162,8 @@ class Execution(Attempt):
         self.eliminated: dict[str, str] = {}
         self._rendered: dict[int, Request] = {}
         self.final: Response | None = None  # the assembled answer, once a stream has ended
-        caps = [c for c in (self.features.budget_usd, request.budget_usd) if c is not None]
-        self._budget: float | None = min(caps) if caps else None
+        mine, theirs = features.budget_usd, request.budget_usd  # the smaller cap, if any
+        self._budget = mine if theirs is None else theirs if mine is None else min(mine, theirs)
         for target in request.fallbacks:  # a typo must fail now, not be skipped silently
             self._check_target(target)
         self.primary = self._primary(policy or request.model or plan.default_policy)
@@ -426,19 +430,20 @@ class Execution(Attempt):
     # -- results --------------------------------------------------------------------------
 
     def response(self, cand: Candidate, resp: ProviderResponse, cost: float | None) -> Response:
-        return Response(
-            content=resp.content,
-            tool_calls=resp.tool_calls,
-            finish_reason=resp.finish_reason,
-            usage=resp.usage,
-            cost_usd=cost,
-            provider=cand.provider.id,
-            model=cand.model.id,
-            latency_ms=(self.svc.clock.monotonic() - self.started) * 1000,
-            attempts=tuple(self.attempts),
-            policy=cand.policy,
-            rule=cand.rule,
-            id=f"chatcmpl-{self.request_id}",
+        return _response(
+            resp.content,
+            resp.tool_calls,
+            resp.finish_reason,
+            resp.usage,
+            cost,
+            cand.provider.id,
+            cand.model.id,
+            (self.svc.clock.monotonic() - self.started) * 1000,
+            tuple(self.attempts),
+            False,
+            cand.policy,
+            cand.rule,
+            "chatcmpl-" + self.request_id,
         )
 
     def cache_key(self) -> str | None:

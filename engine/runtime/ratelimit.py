@@ -41,6 +41,7 @@ from typing import Any
 
 from engine.compile.plan import KeyPlan
 from engine.errors import RateLimitedError
+from engine.frozen import builder
 from engine.messages import RateLimitInfo
 from engine.runtime.clock import Clock
 from engine.runtime.state import Lease
@@ -98,12 +99,16 @@ def _configured(key: KeyPlan) -> dict[str, int | None]:
 class _KeyState:
     key: KeyPlan
     configured: dict[str, int | None] = field(default_factory=dict)
+    #: min(configured, learned) per dimension, kept in step by rebind and observe (the
+    #: hot path reads it on every attempt; limits change only when those run).
+    limits: dict[str, int | None] = field(default_factory=dict)
     buckets: deque[_Bucket] = field(default_factory=deque)
     used: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS, 0))
     learned: dict[str, _Learned] = field(
         default_factory=lambda: {d: _Learned() for d in DIMENSIONS}
     )
     informed: bool = False  # headers have said something about this key
+    configured_any: bool = False  # the plan sets at least one limit on this key
     blocked_until: float = 0.0
     in_flight: int = 0
 
@@ -113,36 +118,46 @@ class _KeyState:
     def rebind(self, key: KeyPlan) -> None:
         self.key = key
         self.configured = _configured(key)
+        self.configured_any = any(v is not None for v in self.configured.values())
+        self.limits = {dim: self._limit(dim) for dim in DIMENSIONS}
 
     def unlimited(self) -> bool:
         """Nothing configured and nothing learned: the fast path skips all arithmetic."""
-        return (
-            not self.informed
-            and self.key.rpm is None
-            and self.key.input_tpm is None
-            and (self.key.output_tpm is None)
-        )
+        return not self.informed and not self.configured_any
 
     def evict(self, now: float) -> None:
         buckets = self.buckets
         while buckets and buckets[0].end + WINDOW_S <= now:
             bucket = buckets.popleft()
             bucket.live = False
-            self._count(bucket.requests, bucket.input, bucket.output, -1)
+            self._count(-bucket.requests, -bucket.input, -bucket.output)
 
-    def _count(self, requests: int, inp: int, out: int, sign: int) -> None:
+    def _count(self, requests: int, inp: int, out: int) -> None:
         used = self.used
-        used["requests"] += sign * requests
-        used["input_tokens"] += sign * inp
-        used["output_tokens"] += sign * out
-        used["tokens"] += sign * (inp + out)
+        used["requests"] += requests
+        used["input_tokens"] += inp
+        used["output_tokens"] += out
+        used["tokens"] += inp + out
 
     def limit(self, dim: str) -> int | None:
+        return self.limits[dim]
+
+    def _limit(self, dim: str) -> int | None:
         configured = self.configured[dim]
         learned = self.learned[dim].limit
         if configured is None:
             return learned
         return configured if learned is None else min(configured, learned)
+
+    def learn(self, dim: str, limit: int | None, remaining: int | None, reset_at: float) -> None:
+        """What headers said about one dimension (nothing changes for what they left out)."""
+        learned = self.learned[dim]
+        if limit is not None and limit > 0:
+            learned.limit = limit
+            self.limits[dim] = self._limit(dim)
+        if remaining is not None:
+            learned.remaining = max(0, remaining)
+            learned.reset_at = reset_at
 
     def remaining_hint(self, dim: str, now: float) -> int | None:
         """The provider's last `remaining` for dim, while its reset has not passed."""
@@ -160,15 +175,14 @@ class _KeyState:
         buckets.append(bucket)
         return bucket
 
-    def take(self, now: float, need: dict[str, int]) -> _Use:
+    def take(self, now: float, inp: int, out: int) -> _Use:
         bucket = self._bucket(now)
-        inp, out = need["input_tokens"], need["output_tokens"]
         bucket.requests += 1
         bucket.input += inp
         bucket.output += out
-        self._count(1, inp, out, +1)
+        self._count(1, inp, out)
         if self.informed:
-            self._spend_hints(need, now, +1)
+            self._spend_hints(1, inp, out, now)
         self.in_flight += 1
         return _Use(bucket, 1, inp, out)
 
@@ -180,22 +194,24 @@ class _KeyState:
             bucket.requests += d_req
             bucket.input += d_in
             bucket.output += d_out
-            self._count(d_req, d_in, d_out, +1)
+            self._count(d_req, d_in, d_out)
         use.requests, use.input, use.output = requests, inp, out
         if self.informed:
-            refund = {
-                "requests": -d_req,
-                "input_tokens": -d_in,
-                "output_tokens": -d_out,
-                "tokens": -d_in - d_out,
-            }
-            self._spend_hints(refund, now, -1)
+            self._spend_hints(d_req, d_in, d_out, now)
 
-    def _spend_hints(self, amounts: dict[str, int], now: float, sign: int) -> None:
-        for dim, amount in amounts.items():
-            learned = self.learned[dim]
-            if learned.remaining is not None and now < learned.reset_at:
-                learned.remaining = max(0, learned.remaining - sign * amount)
+    def _spend_hints(self, requests: int, inp: int, out: int, now: float) -> None:
+        """Count usage against the provider's `remaining` figures still in force (a negative
+        amount gives back what an estimate over-booked)."""
+        learned = self.learned
+        for dim, amount in (
+            ("requests", requests),
+            ("input_tokens", inp),
+            ("output_tokens", out),
+            ("tokens", inp + out),
+        ):
+            hint = learned[dim]
+            if hint.remaining is not None and now < hint.reset_at:
+                hint.remaining = max(0, hint.remaining - amount)
 
 
 def _needs(input_tokens: int, output_tokens: int) -> dict[str, int]:
@@ -212,41 +228,45 @@ def _effective(need: int, limit: int | None) -> int:
     return need if limit is None else min(need, limit)
 
 
-def _headroom(state: _KeyState, now: float, need: dict[str, int]) -> float | None:
+def _headroom(state: _KeyState, now: float, inp: int, out: int) -> float | None:
     """Fraction of the tightest limit left after this request; None when it does not fit.
 
     On the hot path for every attempt, hence written flat rather than as helpers.
     """
-    if state.unlimited():
+    if not state.informed and not state.configured_any:  # state.unlimited(), inlined
         return 1.0
     if now < state.blocked_until:
         return None
-    informed, used, room = state.informed, state.used, 1.0
-    configured, learned_dims = state.configured, state.learned
-    for dim in DIMENSIONS:
+    informed, used, limits, learned_dims = state.informed, state.used, state.limits, state.learned
+    room = 1.0
+    for dim, need in (
+        ("requests", 1),
+        ("input_tokens", inp),
+        ("output_tokens", out),
+        ("tokens", inp + out),
+    ):
         # `state.limit(dim)` and `state.remaining_hint(dim, now)` inlined: eight method
         # calls per attempt were a fifth of the limiter's cost.
-        limit, hint = configured[dim], None
+        limit, hint = limits[dim], None
         if informed:
             learned = learned_dims[dim]
-            known = learned.limit
-            if known is not None:
-                limit = known if limit is None else min(limit, known)
             if learned.remaining is not None and now < learned.reset_at:
                 hint = learned.remaining
-        if limit is None and hint is None:
+        if limit is None:
+            if hint is not None and need > hint:
+                return None
             continue
-        wanted = need[dim] if limit is None else min(need[dim], limit)
+        wanted = need if need < limit else limit
         if hint is not None and wanted > hint:
             return None
-        if limit is None:
-            continue
         left = limit - used[dim] - wanted
-        if hint is not None:
-            left = min(left, hint - wanted)
+        if hint is not None and hint - wanted < left:
+            left = hint - wanted
         if left < 0:
             return None
-        room = min(room, left / limit if limit else 0.0)
+        share = left / limit if limit else 0.0
+        if share < room:
+            room = share
     return room
 
 
@@ -294,12 +314,16 @@ class _Lease(Lease):
     use: _Use
 
 
+_lease = builder(_Lease)  # one per attempt: without a frozen dataclass's per-field cost
+
+
 @dataclass(slots=True)
 class _Waiter:
     """One queued acquire: what it wants, since when, and its turn (or its error)."""
 
     states: list[_KeyState]
-    need: dict[str, int]
+    input_tokens: int
+    output_tokens: int
     start: float
     max_wait_s: float
     turn: asyncio.Future[None]
@@ -307,6 +331,10 @@ class _Waiter:
     @property
     def deadline(self) -> float:
         return self.start + self.max_wait_s
+
+    @property
+    def need(self) -> dict[str, int]:
+        return _needs(self.input_tokens, self.output_tokens)
 
 
 @dataclass(slots=True)
@@ -373,40 +401,47 @@ class InProcessRateLimiter:
             keys = (KeyPlan(id=f"{provider}#0", secret=None),)
         pool = self._pool(provider)
         states = pool.bind(keys)
-        need = _needs(max(0, input_tokens), max(0, output_tokens))
+        inp, out = max(0, input_tokens), max(0, output_tokens)
         if not pool.queue:
-            lease = self._try(provider, states, need)
+            lease = self._try(provider, states, inp, out)
             if lease is not None:
                 return lease
-        return await self._wait(provider, pool, states, need, max_wait_s)
+        return await self._wait(provider, pool, states, inp, out, max_wait_s)
 
-    def _try(self, provider: str, states: list[_KeyState], need: dict[str, int]) -> Lease | None:
+    def _try(self, provider: str, states: list[_KeyState], inp: int, out: int) -> Lease | None:
         now = self._clock.monotonic()
         best: _KeyState | None = None
-        best_rank: tuple[float, int, int] | None = None
-        for state in states:
-            state.evict(now)
-            room = _headroom(state, now, need)
-            if room is None:
-                continue
-            rank = (room, -state.in_flight, -state.used["requests"])
-            if best_rank is None or rank > best_rank:
-                best, best_rank = state, rank
-        if best is None:
-            return None
-        use = best.take(now, need)
-        return _Lease(provider, best.key, use.input, use.output, best, use)
+        if len(states) == 1:  # the common single key: nothing to rank
+            best = states[0]
+            best.evict(now)
+            if _headroom(best, now, inp, out) is None:
+                return None
+        else:
+            best_rank: tuple[float, int, int] | None = None
+            for state in states:
+                state.evict(now)
+                room = _headroom(state, now, inp, out)
+                if room is None:
+                    continue
+                rank = (room, -state.in_flight, -state.used["requests"])
+                if best_rank is None or rank > best_rank:
+                    best, best_rank = state, rank
+            if best is None:
+                return None
+        use = best.take(now, inp, out)
+        return _lease(provider, best.key, inp, out, best, use)
 
     async def _wait(
         self,
         provider: str,
         pool: _Pool,
         states: list[_KeyState],
-        need: dict[str, int],
+        inp: int,
+        out: int,
         max_wait_s: float,
     ) -> Lease:
         turn = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(states, need, self._clock.monotonic(), max_wait_s, turn)
+        waiter = _Waiter(states, inp, out, self._clock.monotonic(), max_wait_s, turn)
         if max_wait_s <= 0:
             raise self._limited(provider, waiter)
         pool.queue.append(waiter)
@@ -423,7 +458,7 @@ class InProcessRateLimiter:
         """The queue's head loops: try, expire late waiters behind it, sleep until ready."""
         states, need = waiter.states, waiter.need
         while True:
-            lease = self._try(provider, states, need)
+            lease = self._try(provider, states, waiter.input_tokens, waiter.output_tokens)
             if lease is not None:
                 return lease
             now = self._clock.monotonic()
@@ -482,7 +517,9 @@ class InProcessRateLimiter:
         lease.use.open = False
         lease.state.in_flight -= 1
         lease.state.correct(lease.use, requests, inp, out, self._clock.monotonic())
-        self._pool(lease.provider).notify()
+        pool = self._pools.get(lease.provider)
+        if pool is not None and pool.watchers:  # only a napping queue head watches
+            pool.notify()
 
     def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
         """Learn limits, remaining headroom and retry-after from a response's headers."""
@@ -491,19 +528,27 @@ class InProcessRateLimiter:
         if state is None:
             state = pool.states[key_id] = _KeyState(KeyPlan(id=key_id, secret=None))
         now = self._clock.monotonic()
-        tokens_reset = now + (info.reset_tokens_s or DEFAULT_RESET_S)
-        requests_reset = now + (info.reset_requests_s or DEFAULT_RESET_S)
         state.informed = True
-        for dim, limit, remaining, reset_at in (
-            ("requests", info.limit_requests, info.remaining_requests, requests_reset),
-            ("input_tokens", info.limit_input_tokens, info.remaining_input_tokens, tokens_reset),
-            ("output_tokens", info.limit_output_tokens, info.remaining_output_tokens, tokens_reset),
-            ("tokens", info.limit_tokens, info.remaining_tokens, tokens_reset),
-        ):
-            _learn(state.learned[dim], limit, remaining, reset_at)
+        # Runs for every answer that carried headers: a dimension they say nothing about
+        # (both figures None) is skipped without a call.
+        limit, remaining = info.limit_requests, info.remaining_requests
+        if limit is not None or remaining is not None:
+            reset_at = now + (info.reset_requests_s or DEFAULT_RESET_S)
+            state.learn("requests", limit, remaining, reset_at)
+        tokens_reset = now + (info.reset_tokens_s or DEFAULT_RESET_S)
+        limit, remaining = info.limit_input_tokens, info.remaining_input_tokens
+        if limit is not None or remaining is not None:
+            state.learn("input_tokens", limit, remaining, tokens_reset)
+        limit, remaining = info.limit_output_tokens, info.remaining_output_tokens
+        if limit is not None or remaining is not None:
+            state.learn("output_tokens", limit, remaining, tokens_reset)
+        limit, remaining = info.limit_tokens, info.remaining_tokens
+        if limit is not None or remaining is not None:
+            state.learn("tokens", limit, remaining, tokens_reset)
         if info.retry_after_s is not None and info.retry_after_s > 0:
             state.blocked_until = max(state.blocked_until, now + info.retry_after_s)
-        pool.notify()
+        if pool.watchers:
+            pool.notify()
 
     def status(self, provider: str) -> dict[str, Any]:
         """Per key id (never the key): limit and remaining per dimension; queued requests."""
@@ -514,14 +559,6 @@ class InProcessRateLimiter:
             state.evict(now)
             keys[key_id] = _key_status(state, now)
         return {"provider": provider, "queued": len(pool.queue), "keys": keys}
-
-
-def _learn(learned: _Learned, limit: int | None, remaining: int | None, reset_at: float) -> None:
-    if limit is not None and limit > 0:
-        learned.limit = limit
-    if remaining is not None:
-        learned.remaining = max(0, remaining)
-        learned.reset_at = reset_at
 
 
 def _key_status(state: _KeyState, now: float) -> dict[str, Any]:

@@ -65,6 +65,7 @@ class Services:
     bad_keys: dict[str, float] = field(default_factory=dict)  # key id -> retired until
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     endpoints: dict[tuple[int, ...], tuple[tuple[Any, ...], Endpoint]] = field(default_factory=dict)
+    keyless: dict[str, tuple[KeyPlan, ...]] = field(default_factory=dict)  # provider id -> label
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping that must finish even when the caller was cancelled."""
@@ -78,8 +79,13 @@ class Services:
 
     def good_keys(self, provider: ProviderPlan) -> tuple[KeyPlan, ...]:
         """The provider's keys minus those recently rejected; keyless providers get a label."""
-        if not provider.keys:
-            return (KeyPlan(id=f"{provider.id}#none", secret=None),)
+        if not provider.keys:  # the same label every call (so no new KeyPlan per call)
+            label = self.keyless.get(provider.id)
+            if label is None:
+                label = self.keyless[provider.id] = (
+                    KeyPlan(id=f"{provider.id}#none", secret=None),
+                )
+            return label
         if not self.bad_keys:
             return provider.keys
         now = self.clock.monotonic()
