@@ -101,6 +101,22 @@ class Attempt(Admission):
         self, guard: Guard, usage: Usage, rate_limit: RateLimitInfo | None
     ) -> float | None:
         """Settle everything for a successful try; returns its cost (None when unknown)."""
+        cost = self.settle_success(guard, usage, rate_limit)
+        if guard.reservation is not None:
+            await self.settle_budget(guard, cost)
+        return cost
+
+    async def settle_budget(self, guard: Guard, cost: float | None) -> None:
+        """The budget's part of `succeed`: the reservation becomes the real cost."""
+        r = guard.reservation
+        assert r is not None
+        await self.svc.budget.settle(r, r.amount_usd if cost is None else cost)
+
+    def settle_success(
+        self, guard: Guard, usage: Usage, rate_limit: RateLimitInfo | None
+    ) -> float | None:
+        """`succeed` but for the budget (which must be awaited): the rate limit, breakers,
+        latency and records. Returns the try's cost (None when unknown)."""
         cand, svc = guard.cand, self.svc
         latency = (svc.clock.monotonic() - guard.started) * 1000
         cost = cand.model.cost(usage.input_tokens, usage.output_tokens)
@@ -112,9 +128,6 @@ class Attempt(Admission):
             svc.breakers.success(cand.model.id)
         svc.strategies.observe_latency(cand.model.id, latency, guard.ttft_ms)
         self._record(guard, "ok", None, None, latency, usage, cost)
-        if guard.reservation is not None:
-            r = guard.reservation
-            await svc.budget.settle(r, r.amount_usd if cost is None else cost)
         return cost
 
     async def fail(self, guard: Guard, exc: ProviderError) -> None:

@@ -329,7 +329,7 @@ class Execution(Attempt):
         self, streaming: bool
     ) -> tuple[Candidate, Guard, ProviderResponse | OpenStream]:
         for cand in self._candidates:  # resumable: a broken stream continues from here
-            if self.exhausted() or not self._eligible(cand):
+            if self.calls_in_leg >= self.leg_max or not self._eligible(cand):  # exhausted()
                 continue
             result = await self._try_candidate(cand, streaming)
             if result is not None:
@@ -354,12 +354,22 @@ class Execution(Attempt):
     async def _try_candidate(
         self, cand: Candidate, streaming: bool
     ) -> tuple[Guard, ProviderResponse | OpenStream] | None:
-        """All tries at one candidate; None when it failed and the next should be tried."""
+        """All tries at one candidate; None when it failed and the next should be tried.
+
+        The first try runs bare (the hot path, without a coroutine of its own); only a
+        retryable failure goes on to `_retries`, so a healthy call pays nothing for them."""
         index = self.fallback_index
         self.fallback_index += 1
         while True:
             try:
-                return await self._with_retries(cand, index, streaming)
+                try:
+                    return await self._once(cand, 0, index, streaming)
+                except ProviderError as exc:
+                    retry = cand.route.retry
+                    if retry.max_retries == 0 or not self._retryable(exc, cand):
+                        raise
+                    await self.svc.clock.sleep(self._delay(exc, 1, retry))
+                return await self._retries(cand, index, streaming)
             except Skip:
                 return None
             except AuthenticationError:
@@ -379,18 +389,11 @@ class Execution(Attempt):
             except ProviderError:
                 return None
 
-    async def _with_retries(
+    async def _retries(
         self, cand: Candidate, index: int, streaming: bool
     ) -> tuple[Guard, ProviderResponse | OpenStream]:
-        """The first try runs bare (the hot path); only a retryable failure builds the
-        tenacity machinery for the rest, so a healthy call pays nothing for retries."""
+        """The tries after a retryable first failure, with tenacity's stop/wait/retry."""
         retry = cand.route.retry
-        try:
-            return await self._once(cand, 0, index, streaming)
-        except ProviderError as exc:
-            if retry.max_retries == 0 or not self._retryable(exc, cand):
-                raise
-            await self.svc.clock.sleep(self._delay(exc, 1, retry))
         retrying = AsyncRetrying(
             stop=stop_after_attempt(retry.max_retries),
             wait=lambda state: self._wait(state, retry),
@@ -492,24 +495,37 @@ class Execution(Attempt):
 
     async def run(self) -> Response:
         """The whole non-streaming call: cache, failover, settle, stats."""
+        # One coroutine for the whole call (no _run, complete or succeed of its own to
+        # await): each level of coroutine costs every call a frame and an await.
         try:
-            return await self._run()
+            key = self.cache_key()
+            if key is not None:
+                hit = self.svc.cache.get(key)
+                if isinstance(hit, Response):
+                    self.svc.stats.request(True, 0.0, cached=True)
+                    return self.cached_hit(hit)
+            try:
+                cand, guard, resp = await self._first_success(streaming=False)
+            except EngineError:
+                self.svc.stats.request(False)
+                raise
+            assert isinstance(resp, ProviderResponse)
+            cost = self.settle_success(guard, resp.usage, resp.rate_limit)
+            if guard.reservation is not None:
+                await self.settle_budget(guard, cost)
+            return self._answer(key, cand, guard, resp, cost)
         finally:
             self.close()
 
-    async def _run(self) -> Response:
-        key = self.cache_key()
-        if key is not None:
-            hit = self.svc.cache.get(key)
-            if isinstance(hit, Response):
-                self.svc.stats.request(True, 0.0, cached=True)
-                return self.cached_hit(hit)
-        try:
-            cand, guard, resp = await self.complete()
-        except EngineError:
-            self.svc.stats.request(False)
-            raise
-        cost = await self.succeed(guard, resp.usage, resp.rate_limit)
+    def _answer(
+        self,
+        key: str | None,
+        cand: Candidate,
+        guard: Guard,
+        resp: ProviderResponse,
+        cost: float | None,
+    ) -> Response:
+        """The call's Response, counted in the stats and cached when the route caches."""
         out = self.response(cand, resp, cost)
         u = resp.usage
         self.svc.stats.request(

@@ -102,6 +102,9 @@ class _KeyState:
     #: min(configured, learned) per dimension, kept in step by rebind and observe (the
     #: hot path reads it on every attempt; limits change only when those run).
     limits: dict[str, int | None] = field(default_factory=dict)
+    #: The dimensions with a limit or a provider's `remaining` (the others never refuse),
+    #: each with its position in DIMENSIONS; kept in step like `limits`.
+    watched: tuple[tuple[str, int], ...] = ()
     buckets: deque[_Bucket] = field(default_factory=deque)
     used: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS, 0))
     learned: dict[str, _Learned] = field(
@@ -120,6 +123,15 @@ class _KeyState:
         self.configured = _configured(key)
         self.configured_any = any(v is not None for v in self.configured.values())
         self.limits = {dim: self._limit(dim) for dim in DIMENSIONS}
+        self._watch()
+
+    def _watch(self) -> None:
+        learned, limits = self.learned, self.limits
+        self.watched = tuple(
+            (dim, i)
+            for i, dim in enumerate(DIMENSIONS)
+            if limits[dim] is not None or learned[dim].remaining is not None
+        )
 
     def unlimited(self) -> bool:
         """Nothing configured and nothing learned: the fast path skips all arithmetic."""
@@ -152,12 +164,15 @@ class _KeyState:
     def learn(self, dim: str, limit: int | None, remaining: int | None, reset_at: float) -> None:
         """What headers said about one dimension (nothing changes for what they left out)."""
         learned = self.learned[dim]
+        watched = self.limits[dim] is not None or learned.remaining is not None
         if limit is not None and limit > 0:
             learned.limit = limit
             self.limits[dim] = self._limit(dim)
         if remaining is not None:
-            learned.remaining = max(0, remaining)
+            learned.remaining = remaining if remaining > 0 else 0
             learned.reset_at = reset_at
+        if not watched:
+            self._watch()
 
     def remaining_hint(self, dim: str, now: float) -> int | None:
         """The provider's last `remaining` for dim, while its reset has not passed."""
@@ -176,11 +191,16 @@ class _KeyState:
         return bucket
 
     def take(self, now: float, inp: int, out: int) -> _Use:
-        bucket = self._bucket(now)
+        buckets = self.buckets  # self._bucket(now), its common case inlined
+        bucket = buckets[-1] if buckets and now < buckets[-1].end else self._bucket(now)
         bucket.requests += 1
         bucket.input += inp
         bucket.output += out
-        self._count(1, inp, out)
+        used = self.used  # self._count(1, inp, out), inlined: this runs for every attempt
+        used["requests"] += 1
+        used["input_tokens"] += inp
+        used["output_tokens"] += out
+        used["tokens"] += inp + out
         if self.informed:
             self._spend_hints(1, inp, out, now)
         self.in_flight += 1
@@ -203,15 +223,24 @@ class _KeyState:
         """Count usage against the provider's `remaining` figures still in force (a negative
         amount gives back what an estimate over-booked)."""
         learned = self.learned
-        for dim, amount in (
-            ("requests", requests),
-            ("input_tokens", inp),
-            ("output_tokens", out),
-            ("tokens", inp + out),
-        ):
-            hint = learned[dim]
-            if hint.remaining is not None and now < hint.reset_at:
-                hint.remaining = max(0, hint.remaining - amount)
+        # Twice per attempt of an informed key: a loop over (dim, amount) pairs and max()
+        # calls were most of the limiter's cost, so each dimension is spelled out.
+        hint = learned["requests"]
+        if hint.remaining is not None and now < hint.reset_at:
+            left = hint.remaining - requests
+            hint.remaining = left if left > 0 else 0
+        hint = learned["input_tokens"]
+        if hint.remaining is not None and now < hint.reset_at:
+            left = hint.remaining - inp
+            hint.remaining = left if left > 0 else 0
+        hint = learned["output_tokens"]
+        if hint.remaining is not None and now < hint.reset_at:
+            left = hint.remaining - out
+            hint.remaining = left if left > 0 else 0
+        hint = learned["tokens"]
+        if hint.remaining is not None and now < hint.reset_at:
+            left = hint.remaining - inp - out
+            hint.remaining = left if left > 0 else 0
 
 
 def _needs(input_tokens: int, output_tokens: int) -> dict[str, int]:
@@ -238,13 +267,10 @@ def _headroom(state: _KeyState, now: float, inp: int, out: int) -> float | None:
     if now < state.blocked_until:
         return None
     informed, used, limits, learned_dims = state.informed, state.used, state.limits, state.learned
+    needs = (1, inp, out, inp + out)  # in DIMENSIONS order
     room = 1.0
-    for dim, need in (
-        ("requests", 1),
-        ("input_tokens", inp),
-        ("output_tokens", out),
-        ("tokens", inp + out),
-    ):
+    for dim, i in state.watched:  # a dimension without limit or hint always has room
+        need = needs[i]
         # `state.limit(dim)` and `state.remaining_hint(dim, now)` inlined: eight method
         # calls per attempt were a fifth of the limiter's cost.
         limit, hint = limits[dim], None
@@ -399,9 +425,11 @@ class InProcessRateLimiter:
         """A lease on the key with most headroom; wait in FIFO order up to max_wait_s."""
         if not keys:
             keys = (KeyPlan(id=f"{provider}#0", secret=None),)
-        pool = self._pool(provider)
+        pool = self._pools.get(provider) or self._pool(provider)
         states = pool.bind(keys)
-        inp, out = max(0, input_tokens), max(0, output_tokens)
+        # Conditional expressions, not max(0, ...): cheaper, and this runs for every attempt.
+        inp = input_tokens if input_tokens > 0 else 0
+        out = output_tokens if output_tokens > 0 else 0
         if not pool.queue:
             lease = self._try(provider, states, inp, out)
             if lease is not None:
@@ -503,7 +531,9 @@ class InProcessRateLimiter:
     def settle(self, lease: Lease, input_tokens: int, output_tokens: int) -> None:
         """Correct the lease's estimate with real usage; a second settle is ignored."""
         if isinstance(lease, _Lease):
-            self._close(lease, lease.use.requests, max(0, input_tokens), max(0, output_tokens))
+            inp = input_tokens if input_tokens > 0 else 0  # max(0, ...), as in acquire
+            out = output_tokens if output_tokens > 0 else 0
+            self._close(lease, lease.use.requests, inp, out)
 
     def release(self, lease: Lease) -> None:
         """Refund a lease whose request was never sent (cancelled, breaker open)."""
@@ -523,7 +553,7 @@ class InProcessRateLimiter:
 
     def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
         """Learn limits, remaining headroom and retry-after from a response's headers."""
-        pool = self._pool(provider)
+        pool = self._pools.get(provider) or self._pool(provider)
         state = pool.states.get(key_id)
         if state is None:
             state = pool.states[key_id] = _KeyState(KeyPlan(id=key_id, secret=None))
