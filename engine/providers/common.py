@@ -8,7 +8,7 @@ translate errors" and nothing else.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -44,16 +44,16 @@ dumps = orjson.dumps
 T = TypeVar("T")
 
 #: What `per_endpoint` keeps: (id of the endpoint, what) -> (the endpoint, the value).
-_PER_ENDPOINT: dict[tuple[int, Hashable], tuple[Endpoint, Any]] = {}
+_PER_ENDPOINT: dict[tuple[int, object], tuple[Endpoint, Any]] = {}
 
 
-def per_endpoint(endpoint: Endpoint, what: Hashable, build: Callable[[Endpoint, Any], T]) -> T:
+def per_endpoint(endpoint: Endpoint, what: object, build: Callable[[Endpoint, Any], T]) -> T:
     """`build(endpoint, what)`, computed once per endpoint: an Endpoint is immutable and
     the runtime reuses one per plan, model and key, so values derived from it alone
-    (headers, option lookups) need not be rebuilt on every call. `what` tells apart the
-    values kept for one endpoint. The entry keeps its endpoint alive, so an id cannot be
-    reused while it is cached; the cache is bounded, and cleared when full (plans come and
-    go on reload)."""
+    (headers, option lookups) need not be rebuilt on every call. `what` (any hashable)
+    tells apart the values kept for one endpoint. The entry keeps its endpoint alive, so an
+    id cannot be reused while it is cached; the cache is bounded, and cleared when full
+    (plans come and go on reload)."""
     key = (id(endpoint), what)
     entry = _PER_ENDPOINT.get(key)
     if entry is None:

@@ -17,7 +17,7 @@ HTTP errors; `:` keep-alive comments and Azure's `choices: []` filter chunks are
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, NamedTuple
 
 from engine.endpoints import Endpoint
@@ -98,6 +98,14 @@ def _options(endpoint: Endpoint, _: object) -> _Options:
     )
 
 
+class _Prepared(NamedTuple):
+    """What an adapter sends every call to one endpoint, computed once (`per_endpoint`)."""
+
+    url: str
+    headers: Mapping[str, str]
+    options: _Options
+
+
 def _token_field(request: Request, chosen: str | None) -> str:
     if chosen is not None:
         return chosen
@@ -125,7 +133,10 @@ def _tool_choice(choice: ToolChoice, dialect: str) -> Any:
 
 def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, Any]:
     """The chat/completions JSON body for this request (routing inputs left out)."""
-    options = per_endpoint(endpoint, _Options, _options)
+    return _body(request, endpoint, per_endpoint(endpoint, _Options, _options), stream)
+
+
+def _body(request: Request, endpoint: Endpoint, options: _Options, stream: bool) -> dict[str, Any]:
     dialect = options.dialect
     body: dict[str, Any] = {
         "model": endpoint.upstream_model,
@@ -256,11 +267,19 @@ class OpenAIAdapter(HttpAdapter):
     def headers(self, endpoint: Endpoint) -> dict[str, str]:
         return json_headers(endpoint)
 
+    def _prepared(self, endpoint: Endpoint) -> _Prepared:
+        """This adapter's URL, headers and options for the endpoint, once per endpoint."""
+        return per_endpoint(endpoint, type(self), self._prepare)
+
+    def _prepare(self, endpoint: Endpoint, _: object) -> _Prepared:
+        return _Prepared(self.url(endpoint), self.headers(endpoint), _options(endpoint, None))
+
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
-        body = build_body(request, endpoint, False)
-        data, rate = await self._post_json(
-            endpoint, self.url(endpoint), self.headers(endpoint), body, error_from_object
-        )
+        # URL, headers and options from the per-endpoint cache: the transport only reads
+        # the headers, so the same mapping serves every call.
+        url, headers, options = self._prepared(endpoint)
+        body = _body(request, endpoint, options, False)
+        data, rate = await self._post_json(endpoint, url, headers, body, error_from_object)
         if "error" in data and "choices" not in data:
             raise error_from_object(endpoint, 0, data, rate)
         return parse_completion(endpoint, data, rate)

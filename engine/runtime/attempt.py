@@ -61,7 +61,8 @@ class Attempt(Admission):
     ) -> tuple[Guard, ProviderResponse | OpenStream]:
         # What can fail on the caller's side (template, protocol) fails before any guard
         # is taken, so nothing is left reserved.
-        request = self.rendered(cand.route)
+        route = cand.route
+        request = self.request if route.template is None else self.rendered(route)
         adapter = self.svc.adapter_for(cand.provider.protocol)
         guard = await self._guard(cand, retry, index)
         self.calls_in_leg += 1

@@ -64,7 +64,8 @@ class Admission:
 
     async def _guard(self, cand: Candidate, retry: int, index: int) -> Guard:
         """Breaker, then a rate-limit lease, then a budget reservation, in that order."""
-        self._admit(cand, index)
+        if not self.svc.breakers.all_closed:  # _admit's own first check, without its call
+            self._admit(cand, index)
         keys = self.svc.good_keys(cand.provider)
         if not keys:
             self._abandon(cand)
@@ -114,13 +115,14 @@ class Admission:
     def _endpoint(self, cand: Candidate, key: KeyPlan) -> Endpoint:
         """The adapter's view of one model with one key; built once per plan and key."""
         cache = self.svc.endpoints
-        parts = (cand.provider, cand.model, key, cand.route.timeouts)
-        ident = tuple(map(id, parts))
+        timeouts = cand.route.timeouts
+        ident = (id(cand.provider), id(cand.model), id(key), id(timeouts))
         entry = cache.get(ident)
         if entry is None:
             if len(cache) > 4096:  # plans come and go on reload; never grow without bound
                 cache.clear()
-            # the entry keeps `parts` alive, so their ids cannot be reused while cached
+            # the entry keeps the parts alive, so their ids cannot be reused while cached
+            parts = (cand.provider, cand.model, key, timeouts)
             entry = cache[ident] = (parts, self._new_endpoint(cand, key))
         return entry[1]
 

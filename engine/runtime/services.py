@@ -92,7 +92,7 @@ class Services:
         return tuple(k for k in provider.keys if self.bad_keys.get(k.id, 0.0) <= now)
 
 
-@dataclass(slots=True)  # not frozen: built per request on the hot path, never mutated
+@dataclass(slots=True, init=False)  # not frozen: built per request on the hot path
 class Candidate:
     """One model to try, with the route whose retry/breaker/budget settings apply."""
 
@@ -102,10 +102,25 @@ class Candidate:
     policy: str | None
     rule: str | None
     leg: int  # 0 for the primary target, i for request.fallbacks[i - 1]
-    model: ModelPlan = field(init=False)
+    model: ModelPlan  # scored.model: read many times per try; a slot beats a property
 
-    def __post_init__(self) -> None:
-        self.model = self.scored.model  # read many times per try; a slot beats a property
+    def __init__(
+        self,
+        scored: Scored,
+        provider: ProviderPlan,
+        route: RoutePlan,
+        policy: str | None,
+        rule: str | None,
+        leg: int,
+    ) -> None:
+        # Written out (not generated with a __post_init__ for `model`): one call fewer.
+        self.scored = scored
+        self.provider = provider
+        self.route = route
+        self.policy = policy
+        self.rule = rule
+        self.leg = leg
+        self.model = scored.model
 
 
 @dataclass(slots=True)
