@@ -144,40 +144,14 @@ class Request(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _prompt_as_message(cls, data: Any) -> Any:
-        """`prompt` is shorthand for one user message (the plain "completion" call)."""
-        if not isinstance(data, dict) or "prompt" not in data:
+    def _shorthands(cls, data: Any) -> Any:
+        """The shorthand and legacy forms (`prompt`, `functions` / `function_call`) as the
+        canonical fields. One validator for both: it runs on every request."""
+        if not isinstance(data, dict) or (
+            "prompt" not in data and "functions" not in data and "function_call" not in data
+        ):
             return data
-        if "messages" in data:
-            raise ValueError("give either prompt or messages, not both")
-        data = dict(data)
-        prompt = data.pop("prompt")
-        if not isinstance(prompt, str) or not prompt:
-            raise ValueError("prompt must be a non-empty string")
-        data["messages"] = [{"role": "user", "content": prompt}]
-        return data
-
-    @model_validator(mode="before")
-    @classmethod
-    def _functions_as_tools(cls, data: Any) -> Any:
-        """OpenAI's legacy `functions` / `function_call` are the same thing as `tools` /
-        `tool_choice`; they are translated so older callers keep working."""
-        if not isinstance(data, dict) or ("functions" not in data and "function_call" not in data):
-            return data
-        if "tools" in data or "tool_choice" in data:
-            raise ValueError("give either functions/function_call or tools/tool_choice")
-        data = dict(data)
-        functions = data.pop("functions", None)
-        choice = data.pop("function_call", None)
-        if functions is not None:
-            if not isinstance(functions, list):
-                raise ValueError("functions must be a list of function definitions")
-            data["tools"] = [{"type": "function", "function": f} for f in functions]
-        if isinstance(choice, dict):
-            choice = {"type": "function", "function": choice}
-        if choice is not None:
-            data["tool_choice"] = choice
-        return data
+        return _prompt_as_message(_functions_as_tools(data))
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -188,6 +162,41 @@ class Request(BaseModel):
     def output_limit(self) -> int | None:
         """The caller's cap on generated tokens, whichever field they used."""
         return self.max_completion_tokens or self.max_tokens
+
+
+def _prompt_as_message(data: dict[str, Any]) -> dict[str, Any]:
+    """`prompt` is shorthand for one user message (the plain "completion" call)."""
+    if "prompt" not in data:
+        return data
+    if "messages" in data:
+        raise ValueError("give either prompt or messages, not both")
+    data = dict(data)
+    prompt = data.pop("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError("prompt must be a non-empty string")
+    data["messages"] = [{"role": "user", "content": prompt}]
+    return data
+
+
+def _functions_as_tools(data: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's legacy `functions` / `function_call` are the same thing as `tools` /
+    `tool_choice`; they are translated so older callers keep working."""
+    if "functions" not in data and "function_call" not in data:
+        return data
+    if "tools" in data or "tool_choice" in data:
+        raise ValueError("give either functions/function_call or tools/tool_choice")
+    data = dict(data)
+    functions = data.pop("functions", None)
+    choice = data.pop("function_call", None)
+    if functions is not None:
+        if not isinstance(functions, list):
+            raise ValueError("functions must be a list of function definitions")
+        data["tools"] = [{"type": "function", "function": f} for f in functions]
+    if isinstance(choice, dict):
+        choice = {"type": "function", "function": choice}
+    if choice is not None:
+        data["tool_choice"] = choice
+    return data
 
 
 def parse_request(data: Request | dict[str, Any]) -> Request:

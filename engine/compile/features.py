@@ -38,10 +38,11 @@ def features_of(request: Request) -> Features:
         workspace = _text(meta.get("workspace"))
     else:  # the common request without metadata
         task_type, tags, workspace = None, _NO_TAGS, None
+    tokens, image = _scan(request)
     return _features(
         task_type,
-        _capabilities(request),
-        estimate_tokens(request),
+        _capabilities(request, image),
+        tokens,
         request.max_completion_tokens or request.max_tokens,  # request.output_limit
         tags,
         workspace,
@@ -52,7 +53,13 @@ def features_of(request: Request) -> Features:
 
 def estimate_tokens(request: Request) -> int:
     """Prompt tokens, rounded up: chars / 4 per message, images, tools' JSON, overheads."""
-    tokens = REPLY_PRIMING
+    return _scan(request)[0]
+
+
+def _scan(request: Request) -> tuple[int, bool]:
+    """estimate_tokens' count, and whether any message carries an image: one pass over
+    the messages for both (features_of needs both for every request)."""
+    tokens, image = REPLY_PRIMING, False
     for message in request.messages:
         chars = len(message.name) if message.name else 0
         content = message.content
@@ -64,6 +71,7 @@ def estimate_tokens(request: Request) -> int:
                     chars += len(part.text)
                 else:
                     tokens += IMAGE_TOKENS
+                    image = image or isinstance(part, ImagePart)
         for call in message.tool_calls or ():
             chars += len(call.function.name) + len(call.function.arguments)
         tokens += TOKENS_PER_MESSAGE - (-chars // CHARS_PER_TOKEN)  # ceil, without floats
@@ -71,10 +79,12 @@ def estimate_tokens(request: Request) -> int:
     for tool in request.tools or ():
         chars += len(tool.function.name) + len(tool.function.description or "")
         chars += len(str(tool.function.parameters))
-    return tokens - (-chars // CHARS_PER_TOKEN)
+    return tokens - (-chars // CHARS_PER_TOKEN), image
 
 
-def _capabilities(request: Request) -> frozenset[str]:
+def _capabilities(request: Request, image: bool) -> frozenset[str]:
+    """Required capabilities: the explicit ones and what the body implies (`image`: a
+    message carries an image part)."""
     caps = set(request.capabilities)
     if request.tools:
         caps.add("tools")
@@ -83,15 +93,9 @@ def _capabilities(request: Request) -> frozenset[str]:
     fmt = request.response_format
     if fmt is not None and fmt.type in ("json_object", "json_schema"):
         caps.add("json")
-    for m in request.messages:  # a loop, not any(genexpr): this runs for every request
-        if _has_image(m.content):
-            caps.add("vision")
-            break
+    if image:
+        caps.add("vision")
     return frozenset(caps)
-
-
-def _has_image(content: object) -> bool:
-    return isinstance(content, list) and any(isinstance(p, ImagePart) for p in content)
 
 
 def _text(value: object) -> str | None:

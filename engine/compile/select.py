@@ -295,44 +295,35 @@ _SCORE = itemgetter(1)
 def _static_priced(
     rows: tuple[PricedRow, ...], need_in: int, expected: int, out_cap: int | None, wc: float
 ) -> tuple[Scored, ...]:
-    new, cls = _tuple, Scored  # the comprehensions read these as fast closure cells
+    # Plain loops, not comprehensions: for the few rows a leaf has, a comprehension's own
+    # function call costs more than the loop it saves (Python 3.11).
+    new, cls = _tuple, Scored
+    out = []
     if out_cap:  # then expected == out_cap: the worst case is the estimate
-        return tuple(
-            [
-                new(cls, (m, part, (est := (need_in * pin + out_cap * pout) / 1e6), est))
-                for m, pin, pout, _, _, part in rows
-            ]
-        )
-    return tuple(
-        [
-            new(cls, (m, part, ((base := need_in * pin) + exp_out) / 1e6, (base + max_out) / 1e6))
-            for m, pin, _, exp_out, max_out, part in rows
-        ]
-    )
+        for m, pin, pout, _, _, part in rows:
+            est = (need_in * pin + out_cap * pout) / 1e6
+            out.append(new(cls, (m, part, est, est)))
+    else:
+        for m, pin, _, exp_out, max_out, part in rows:
+            base = need_in * pin
+            out.append(new(cls, (m, part, (base + exp_out) / 1e6, (base + max_out) / 1e6)))
+    return tuple(out)
 
 
 def _cost_priced(
     rows: tuple[PricedRow, ...], need_in: int, expected: int, out_cap: int | None, wc: float
 ) -> tuple[Scored, ...]:
-    new, cls = _tuple, Scored  # as in _static_priced
+    new, cls = _tuple, Scored  # loops, as in _static_priced
+    scored = []
     if out_cap:
-        scored = [
-            new(cls, (m, 0.0 - (est := (need_in * pin + out_cap * pout) / 1e6), est, est))
-            for m, pin, pout, _, _, _ in rows
-        ]
+        for m, pin, pout, _, _, _ in rows:
+            est = (need_in * pin + out_cap * pout) / 1e6
+            scored.append(new(cls, (m, 0.0 - est, est, est)))
     else:
-        scored = [
-            new(
-                cls,
-                (
-                    m,
-                    0.0 - (est := ((base := need_in * pin) + exp_out) / 1e6),
-                    est,
-                    (base + max_out) / 1e6,
-                ),
-            )
-            for m, pin, _, exp_out, max_out, _ in rows
-        ]
+        for m, pin, _, exp_out, max_out, _ in rows:
+            base = need_in * pin
+            est = (base + exp_out) / 1e6
+            scored.append(new(cls, (m, 0.0 - est, est, (base + max_out) / 1e6)))
     scored.sort(key=_ESTIMATE)
     return tuple(scored)
 

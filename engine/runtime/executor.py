@@ -151,7 +151,7 @@ class Execution(Attempt):
         self.request = request
         self.streaming = streaming
         self.features = features = svc.features(request)
-        self.request_id = _ID_PREFIX + format(next(_IDS), "010x")
+        self.request_id = f"{_ID_PREFIX}{next(_IDS):010x}"
         self.started = svc.clock.monotonic()
         self.attempts: list[AttemptRecord] = []
         self.calls_in_leg = 0
