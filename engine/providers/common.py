@@ -74,7 +74,10 @@ def decode_json(endpoint: Endpoint, data: bytes | str, what: str) -> Any:
 
 def decode_object(endpoint: Endpoint, data: bytes | str, what: str) -> dict[str, Any]:
     """Parsed JSON that must be an object."""
-    value = decode_json(endpoint, data, what)
+    try:  # decode_json, inlined: every answer and stream chunk is decoded here
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise protocol_error(endpoint, f"unparseable JSON in {what}") from None
     if not isinstance(value, dict):
         raise protocol_error(endpoint, f"{what} is not a JSON object")
     return value

@@ -64,7 +64,7 @@ class Attempt(Admission):
         route = cand.route
         request = self.request if route.template is None else self.rendered(route)
         adapter = self.svc.adapter_for(cand.provider.protocol)
-        guard = await self._guard(cand, retry, index)
+        guard = self._quick_guard(cand, retry, index) or await self._guard(cand, retry, index)
         self.calls_in_leg += 1
         endpoint = self._endpoint(cand, guard.lease.key)
         mid = cand.model.id

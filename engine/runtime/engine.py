@@ -306,7 +306,8 @@ class Engine:
         `provider/name` model; `request.fallbacks` lists further targets.
         """
         req = parse_request(request)
-        _check_policy(policy)
+        if policy is not None and not (isinstance(policy, str) and policy.strip()):
+            _check_policy(policy)  # raises; the test above is its own, inlined
         hooks = self.hooks
         if hooks.before:
             req = await hooks.before_request(req)

@@ -436,6 +436,22 @@ class InProcessRateLimiter:
                 return lease
         return await self._wait(provider, pool, states, inp, out, max_wait_s)
 
+    def try_acquire(
+        self, provider: str, keys: Sequence[KeyPlan], input_tokens: int, output_tokens: int
+    ) -> Lease | None:
+        """`acquire` when it needs no wait: a lease now, or None, having taken nothing, when
+        no key has room or others are queued (then `acquire` waits its turn). The runtime
+        tries this first: most attempts find room, and skip a coroutine each."""
+        if not keys:
+            keys = (KeyPlan(id=f"{provider}#0", secret=None),)
+        pool = self._pools.get(provider) or self._pool(provider)
+        states = pool.bind(keys)
+        if pool.queue:
+            return None
+        inp = input_tokens if input_tokens > 0 else 0  # max(0, ...), as in acquire
+        out = output_tokens if output_tokens > 0 else 0
+        return self._try(provider, states, inp, out)
+
     def _try(self, provider: str, states: list[_KeyState], inp: int, out: int) -> Lease | None:
         now = self._clock.monotonic()
         best: _KeyState | None = None

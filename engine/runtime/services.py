@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +66,13 @@ class Services:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     endpoints: dict[tuple[int, ...], tuple[tuple[Any, ...], Endpoint]] = field(default_factory=dict)
     keyless: dict[str, tuple[KeyPlan, ...]] = field(default_factory=dict)  # provider id -> label
+    #: The limiter's optional synchronous `try_acquire` (see guards.py), looked up once.
+    try_acquire: Callable[[str, Sequence[KeyPlan], int, int], Lease | None] | None = field(
+        init=False, default=None
+    )
+
+    def __post_init__(self) -> None:
+        self.try_acquire = getattr(self.limiter, "try_acquire", None)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping that must finish even when the caller was cancelled."""

@@ -35,18 +35,6 @@ class _Bucket:
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     recent: deque[bool] = field(default_factory=lambda: deque(maxlen=RECENT))
 
-    def add(self, ok: bool, latency_ms: float, cost: float | None, tin: int, tout: int) -> None:
-        self.requests += 1
-        self.recent.append(ok)
-        if ok:
-            self.successes += 1
-            self.latencies.append(latency_ms)
-        else:
-            self.failures += 1
-        self.cost_usd += cost or 0.0
-        self.input_tokens += tin
-        self.output_tokens += tout
-
     def view(self) -> dict[str, Any]:
         return {
             "requests": self.requests,
@@ -96,14 +84,24 @@ class Stats:
         """One upstream call ended (success or failure)."""
         # get-then-create rather than setdefault(key, _Bucket()): that would build (and
         # drop) two buckets with their deques on every call of the hot path.
-        bucket = self._providers.get(provider)
-        if bucket is None:
-            bucket = self._providers[provider] = _Bucket()
-        bucket.add(ok, latency_ms, cost, input_tokens, output_tokens)
-        bucket = self._models.get(model)
-        if bucket is None:
-            bucket = self._models[model] = _Bucket()
-        bucket.add(ok, latency_ms, cost, input_tokens, output_tokens)
+        by_provider = self._providers.get(provider)
+        if by_provider is None:
+            by_provider = self._providers[provider] = _Bucket()
+        by_model = self._models.get(model)
+        if by_model is None:
+            by_model = self._models[model] = _Bucket()
+        # Both buckets in one loop (no method call per bucket): this runs for every attempt.
+        for bucket in (by_provider, by_model):
+            bucket.requests += 1
+            bucket.recent.append(ok)
+            if ok:
+                bucket.successes += 1
+                bucket.latencies.append(latency_ms)
+            else:
+                bucket.failures += 1
+            bucket.cost_usd += cost or 0.0
+            bucket.input_tokens += input_tokens
+            bucket.output_tokens += output_tokens
 
     def request(
         self,

@@ -407,3 +407,22 @@ def test_window_never_exceeds_limits_and_never_refuses_without_cause(
             taken.append((clock.monotonic(), real_in, real_out))
 
     asyncio.run(scenario())
+
+
+async def test_try_acquire_takes_room_now_or_nothing() -> None:
+    """try_acquire: a lease when a key has room and nobody queues; else None, having
+    booked nothing (the waiting is acquire's)."""
+    clock = ManualClock()
+    rl = InProcessRateLimiter(clock)
+    k = key(input_tpm=1000)
+    first = rl.try_acquire("p", [k], 900, 0)
+    assert first is not None and first.key is k and first.input_tokens == 900
+    assert rl.try_acquire("p", [k], 500, 0) is None  # no room: nothing booked
+    assert rl.status("p")["keys"]["p#0"]["input_tokens"]["used"] == 900
+    waiter = asyncio.create_task(rl.acquire("p", [k], 500, 0, 30))
+    await asyncio.sleep(0.01)
+    assert rl.status("p")["queued"] == 1
+    assert rl.try_acquire("p", [k], 10, 0) is None  # room, but someone queues first
+    rl.settle(first, 100, 0)
+    assert (await waiter).input_tokens == 500
+    assert rl.try_acquire("p", [k], -5, -5) is not None  # negative estimates count as 0
