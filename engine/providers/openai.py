@@ -18,6 +18,7 @@ HTTP errors; `:` keep-alive comments and Azure's `choices: []` filter chunks are
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 from engine.endpoints import Endpoint
@@ -125,6 +126,9 @@ _PASSTHROUGH = (
 )
 
 
+_passthrough_values = itemgetter(*_PASSTHROUGH)
+
+
 def _tool_choice(choice: ToolChoice, dialect: str) -> Any:
     if dialect == "mistral" and choice == "required":
         return "any"  # Mistral's name for "must call a tool"
@@ -142,11 +146,13 @@ def _body(request: Request, endpoint: Endpoint, options: _Options, stream: bool)
         "model": endpoint.upstream_model,
         "messages": [_message(m, dialect) for m in request.messages],
     }
-    fields = request.__dict__  # a pydantic model's field values: no getattr call per name
-    for name in _PASSTHROUGH:
-        value = fields[name]
-        if value is not None:
-            body[name] = value
+    # The pass-through fields' values in one C call (a pydantic model keeps them in its
+    # __dict__); the common request sets none of them, and then there is no loop at all.
+    values = _passthrough_values(request.__dict__)
+    if values.count(None) != len(_PASSTHROUGH):
+        for name, value in zip(_PASSTHROUGH, values, strict=True):
+            if value is not None:
+                body[name] = value
     limit = request.max_completion_tokens or request.max_tokens  # request.output_limit
     if limit is not None:
         body[_token_field(request, options.token_field)] = limit

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import dataclasses
+import functools
 import logging
 import operator
 import os
@@ -175,6 +176,8 @@ def _where(workspace: str | None, since: float) -> tuple[str, list[Any]]:
 
 
 _STOP = object()
+#: A LedgerRow as queued for the writer: its fields, in order.
+_Row = tuple[Any, ...]
 _ROW_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(LedgerRow)))
 
 
@@ -271,8 +274,8 @@ class SQLiteLedger(LedgerQueries):
         finally:
             conn.close()
 
-    def _next_batch(self) -> tuple[list[LedgerRow], list[Future[None]], bool]:
-        batch: list[LedgerRow] = []
+    def _next_batch(self) -> tuple[list[_Row], list[Future[None]], bool]:
+        batch: list[_Row] = []
         markers: list[Future[None]] = []
         try:
             item = self._queue.get(timeout=self._interval)
@@ -288,7 +291,7 @@ class SQLiteLedger(LedgerQueries):
             if isinstance(item, Future):
                 markers.append(item)
                 return batch, markers, False  # commit now: someone is waiting
-            batch.append(LedgerRow(*item))
+            batch.append(item)  # kept as queued: _values reads the tuple as it is
             if len(batch) >= self._batch_size:
                 return batch, markers, False
             try:
@@ -306,7 +309,7 @@ class SQLiteLedger(LedgerQueries):
                 return batch, markers, False
 
     def _commit(
-        self, conn: sqlite3.Connection, batch: list[LedgerRow], markers: list[Future[None]]
+        self, conn: sqlite3.Connection, batch: list[_Row], markers: list[Future[None]]
     ) -> None:
         """Write a batch; flush markers always resolve, so a bad row never hangs `flush`."""
         try:
@@ -316,7 +319,7 @@ class SQLiteLedger(LedgerQueries):
             for marker in markers:
                 marker.set_result(None)
 
-    def _insert(self, conn: sqlite3.Connection, batch: list[LedgerRow]) -> None:
+    def _insert(self, conn: sqlite3.Connection, batch: list[_Row]) -> None:
         try:
             with conn:
                 conn.executemany(_INSERT, [_values(r) for r in batch])
@@ -335,26 +338,48 @@ class SQLiteLedger(LedgerQueries):
         log.warning("cost ledger %s: row not written: %s", self.path, self.last_error)
 
 
-def _values(row: LedgerRow) -> tuple[Any, ...]:
+def _values(row: _Row) -> tuple[Any, ...]:
+    """A queued row's SQL parameters, every text redacted.
+
+    The writer thread runs this for every row while holding the GIL the callers' event
+    loop needs, so it works on the queued tuple as it is (no LedgerRow rebuilt) and the
+    texts that come from the configuration (a few distinct values) are redacted once each.
+    """
+    (
+        ts,
+        workspace,
+        policy,
+        provider,
+        model,
+        tin,
+        tout,
+        cost,
+        latency,
+        outcome,
+        fallback,
+        rid,
+        cached,
+    ) = row
     return (
-        row.ts,
-        _clean(row.workspace),
-        _clean(row.policy),
-        redact(row.provider),
-        redact(row.model),
-        row.input_tokens,
-        row.output_tokens,
-        row.cost_usd,
-        row.latency_ms,
-        redact(row.outcome),
-        row.fallback_index,
-        redact(row.request_id),
-        int(row.cached),
+        ts,
+        None if workspace is None else _redacted(workspace),
+        None if policy is None else _redacted(policy),
+        _redacted(provider),
+        _redacted(model),
+        tin,
+        tout,
+        cost,
+        latency,
+        _redacted(outcome),
+        fallback,
+        redact(rid),  # unique per request: nothing to remember
+        int(cached),
     )
 
 
-def _clean(text: str | None) -> str | None:
-    return None if text is None else redact(text)
+#: `redact` for the ledger's low-cardinality texts (workspaces, policies, providers,
+#: models, outcomes); bounded, so odd traffic cannot grow it.
+_redacted = functools.lru_cache(maxsize=4096)(redact)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
