@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, replace
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -100,6 +100,11 @@ class _Leg:
     pin: Scored | None = None
 
 
+def _one(cand: Candidate) -> Generator[Candidate, None, None]:
+    """A pin's single candidate, as a generator like every other leg's (so it can close)."""
+    yield cand
+
+
 def _unknown_model(pin: str, provider: ProviderPlan) -> ModelPlan:
     """A pinned model the registry does not list: callable, with its cost unknown."""
     _, _, name = pin.partition("/")
@@ -167,8 +172,12 @@ class Execution(Attempt):
         self._budget = mine if theirs is None else theirs if mine is None else min(mine, theirs)
         for target in request.fallbacks:  # a typo must fail now, not be skipped silently
             self._check_target(target)
-        self.primary = self._primary(policy or request.model or plan.default_policy)
-        self._candidates = self._walk()
+        self.primary = primary = self._primary(policy or request.model or plan.default_policy)
+        if primary is not None and not request.fallbacks:
+            # One leg: its candidates are the whole walk (one generator level fewer).
+            self._candidates = self._leg_candidates(primary, 0)
+        else:
+            self._candidates = self._walk()
 
     # -- targets and candidates -----------------------------------------------------------
 
@@ -244,21 +253,21 @@ class Execution(Attempt):
                 continue
             yield from self._leg_candidates(leg, i)
 
-    def _leg_candidates(self, leg: _Leg, index: int) -> Iterator[Candidate]:
-        """A leg's candidates. Called by _walk when it reaches the leg, so the leg's attempt
-        count starts there; a plain function (not a generator of its own), so every
-        candidate passes through one generator level fewer."""
+    def _leg_candidates(self, leg: _Leg, index: int) -> Generator[Candidate, None, None]:
+        """A leg's candidates, its attempt count started. Called when the walk reaches the
+        leg; a plain function (not a generator of its own), so every candidate passes
+        through one generator level fewer."""
         self.calls_in_leg = 0
         self.leg_max = leg.route.max_attempts
         if leg.pin is not None:
             provider = self.plan.providers[leg.pin.model.provider]
-            return iter((Candidate(leg.pin, provider, leg.route, None, None, index),))
+            return _one(Candidate(leg.pin, provider, leg.route, None, None, index))
         assert leg.selection is not None
         return self._policy_candidates(leg.selection, index, {leg.target})
 
     def _policy_candidates(
         self, sel: Selection, index: int, visited: set[str]
-    ) -> Iterator[Candidate]:
+    ) -> Generator[Candidate, None, None]:
         """The ranking (in live-strategy order), the checked chain, then fallback_policy."""
         route, providers = sel.route, self.plan.providers
         ordered: tuple[Scored, ...] | list[Scored] = sel.ranked
@@ -333,12 +342,35 @@ class Execution(Attempt):
     async def _first_success(
         self, streaming: bool
     ) -> tuple[Candidate, Guard, ProviderResponse | OpenStream]:
+        """Walk candidates until one answers; raise the final error otherwise.
+
+        All tries at one candidate happen here: the first runs bare (the hot path); only a
+        retryable failure goes on to `_retries`, so a healthy call pays nothing for them.
+        Written as one coroutine (no per-candidate one) because every call runs it.
+        """
         for cand in self._candidates:  # resumable: a broken stream continues from here
             if self.calls_in_leg >= self.leg_max or not self._eligible(cand):  # exhausted()
                 continue
-            result = await self._try_candidate(cand, streaming)
-            if result is not None:
-                return cand, *result
+            index = self.fallback_index
+            self.fallback_index += 1
+            while True:
+                try:
+                    try:
+                        guard, result = await self._once(cand, 0, index, streaming)
+                    except ProviderError as exc:
+                        retry = cand.route.retry
+                        if retry.max_retries == 0 or not self._retryable(exc, cand):
+                            raise
+                        await self.svc.clock.sleep(self._delay(exc, 1, retry))
+                        guard, result = await self._retries(cand, index, streaming)
+                    return cand, guard, result
+                except Skip:
+                    break
+                except InvalidRequestError:
+                    raise  # no other candidate would accept it either
+                except ProviderError as exc:
+                    if not self._try_again(cand, exc):
+                        break
         raise self._final_error()
 
     def _final_error(self) -> EngineError:
@@ -356,43 +388,19 @@ class Execution(Attempt):
             return NoCandidateError("no candidate could be tried", self.eliminated)
         return AllCandidatesFailedError(self.attempts)
 
-    async def _try_candidate(
-        self, cand: Candidate, streaming: bool
-    ) -> tuple[Guard, ProviderResponse | OpenStream] | None:
-        """All tries at one candidate; None when it failed and the next should be tried.
-
-        The first try runs bare (the hot path, without a coroutine of its own); only a
-        retryable failure goes on to `_retries`, so a healthy call pays nothing for them."""
-        index = self.fallback_index
-        self.fallback_index += 1
-        while True:
-            try:
-                try:
-                    return await self._once(cand, 0, index, streaming)
-                except ProviderError as exc:
-                    retry = cand.route.retry
-                    if retry.max_retries == 0 or not self._retryable(exc, cand):
-                        raise
-                    await self.svc.clock.sleep(self._delay(exc, 1, retry))
-                return await self._retries(cand, index, streaming)
-            except Skip:
-                return None
-            except AuthenticationError:
-                keyed = bool(cand.provider.keys)
-                if keyed and self.svc.good_keys(cand.provider) and not self.exhausted():
-                    continue  # another key of the same provider
-                self.skip_providers.add(cand.provider.id)
-                return None
-            except PermissionDeniedError:
-                self.skip_providers.add(cand.provider.id)
-                return None
-            except ContextWindowExceededError:
-                self.min_window = max(self.min_window, cand.model.context_window, 1)
-                return None
-            except InvalidRequestError:
-                raise
-            except ProviderError:
-                return None
+    def _try_again(self, cand: Candidate, exc: ProviderError) -> bool:
+        """After a candidate's tries failed with `exc`: try it again (with another key of
+        its provider), or move on (False), noting what the failure rules out."""
+        if isinstance(exc, AuthenticationError):
+            keyed = bool(cand.provider.keys)
+            if keyed and self.svc.good_keys(cand.provider) and not self.exhausted():
+                return True  # another key of the same provider
+            self.skip_providers.add(cand.provider.id)
+        elif isinstance(exc, PermissionDeniedError):
+            self.skip_providers.add(cand.provider.id)
+        elif isinstance(exc, ContextWindowExceededError):
+            self.min_window = max(self.min_window, cand.model.context_window, 1)
+        return False
 
     async def _retries(
         self, cand: Candidate, index: int, streaming: bool

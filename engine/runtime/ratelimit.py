@@ -165,7 +165,7 @@ class _KeyState:
         """What headers said about one dimension (nothing changes for what they left out)."""
         learned = self.learned[dim]
         watched = self.limits[dim] is not None or learned.remaining is not None
-        if limit is not None and limit > 0:
+        if limit is not None and limit > 0 and limit != learned.limit:  # else: as it was
             learned.limit = limit
             self.limits[dim] = self._limit(dim)
         if remaining is not None:
