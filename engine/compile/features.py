@@ -27,7 +27,7 @@ IMAGE_TOKENS = 765  # a high-detail image tile budget, as OpenAI counts it
 
 #: Features(...) without a frozen dataclass's per-field cost (one per call; engine.frozen).
 _features = builder(Features)
-_NO_TAGS: frozenset[str] = frozenset()
+_NO_TAGS: frozenset[str] = frozenset()  # also the empty set of capabilities
 
 
 def features_of(request: Request) -> Features:
@@ -85,12 +85,14 @@ def _scan(request: Request) -> tuple[int, bool]:
 def _capabilities(request: Request, image: bool) -> frozenset[str]:
     """Required capabilities: the explicit ones and what the body implies (`image`: a
     message carries an image part)."""
+    fmt = request.response_format
+    if not (request.capabilities or request.tools or request.stream or fmt or image):
+        return _NO_TAGS  # the plain chat call requires nothing (the same empty frozenset)
     caps = set(request.capabilities)
     if request.tools:
         caps.add("tools")
     if request.stream:
         caps.add("streaming")
-    fmt = request.response_format
     if fmt is not None and fmt.type in ("json_object", "json_schema"):
         caps.add("json")
     if image:

@@ -104,7 +104,9 @@ class _KeyState:
     limits: dict[str, int | None] = field(default_factory=dict)
     #: The dimensions with a limit or a provider's `remaining` (the others never refuse),
     #: each with its position in DIMENSIONS; kept in step like `limits`.
-    watched: tuple[tuple[str, int], ...] = ()
+    watched: tuple[tuple[str, int, _Learned], ...] = ()
+    #: The dimensions with a provider's `remaining` (once set, it stays set), likewise.
+    hinted: tuple[tuple[_Learned, int], ...] = ()
     buckets: deque[_Bucket] = field(default_factory=deque)
     used: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DIMENSIONS, 0))
     learned: dict[str, _Learned] = field(
@@ -128,9 +130,14 @@ class _KeyState:
     def _watch(self) -> None:
         learned, limits = self.learned, self.limits
         self.watched = tuple(
-            (dim, i)
+            (dim, i, learned[dim])
             for i, dim in enumerate(DIMENSIONS)
             if limits[dim] is not None or learned[dim].remaining is not None
+        )
+        self.hinted = tuple(
+            (learned[dim], i)
+            for i, dim in enumerate(DIMENSIONS)
+            if learned[dim].remaining is not None
         )
 
     def unlimited(self) -> bool:
@@ -164,15 +171,16 @@ class _KeyState:
     def learn(self, dim: str, limit: int | None, remaining: int | None, reset_at: float) -> None:
         """What headers said about one dimension (nothing changes for what they left out)."""
         learned = self.learned[dim]
-        watched = self.limits[dim] is not None or learned.remaining is not None
+        hinted = learned.remaining is not None
+        watched = hinted or self.limits[dim] is not None
         if limit is not None and limit > 0 and limit != learned.limit:  # else: as it was
             learned.limit = limit
             self.limits[dim] = self._limit(dim)
         if remaining is not None:
             learned.remaining = remaining if remaining > 0 else 0
             learned.reset_at = reset_at
-        if not watched:
-            self._watch()
+        if not watched or (not hinted and remaining is not None):
+            self._watch()  # this dimension has just become watched, or hinted
 
     def remaining_hint(self, dim: str, now: float) -> int | None:
         """The provider's last `remaining` for dim, while its reset has not passed."""
@@ -222,25 +230,14 @@ class _KeyState:
     def _spend_hints(self, requests: int, inp: int, out: int, now: float) -> None:
         """Count usage against the provider's `remaining` figures still in force (a negative
         amount gives back what an estimate over-booked)."""
-        learned = self.learned
-        # Twice per attempt of an informed key: a loop over (dim, amount) pairs and max()
-        # calls were most of the limiter's cost, so each dimension is spelled out.
-        hint = learned["requests"]
-        if hint.remaining is not None and now < hint.reset_at:
-            left = hint.remaining - requests
-            hint.remaining = left if left > 0 else 0
-        hint = learned["input_tokens"]
-        if hint.remaining is not None and now < hint.reset_at:
-            left = hint.remaining - inp
-            hint.remaining = left if left > 0 else 0
-        hint = learned["output_tokens"]
-        if hint.remaining is not None and now < hint.reset_at:
-            left = hint.remaining - out
-            hint.remaining = left if left > 0 else 0
-        hint = learned["tokens"]
-        if hint.remaining is not None and now < hint.reset_at:
-            left = hint.remaining - inp - out
-            hint.remaining = left if left > 0 else 0
+        # Twice per attempt of an informed key, so only the dimensions that have such a
+        # figure are visited, and no max() is called.
+        amounts = (requests, inp, out, inp + out)  # in DIMENSIONS order
+        for hint, i in self.hinted:
+            remaining = hint.remaining
+            if remaining is not None and now < hint.reset_at:
+                left = remaining - amounts[i]
+                hint.remaining = left if left > 0 else 0
 
 
 def _needs(input_tokens: int, output_tokens: int) -> dict[str, int]:
@@ -266,18 +263,17 @@ def _headroom(state: _KeyState, now: float, inp: int, out: int) -> float | None:
         return 1.0
     if now < state.blocked_until:
         return None
-    informed, used, limits, learned_dims = state.informed, state.used, state.limits, state.learned
+    used, limits = state.used, state.limits
     needs = (1, inp, out, inp + out)  # in DIMENSIONS order
     room = 1.0
-    for dim, i in state.watched:  # a dimension without limit or hint always has room
+    for dim, i, learned in state.watched:  # a dimension without limit or hint has room
         need = needs[i]
         # `state.limit(dim)` and `state.remaining_hint(dim, now)` inlined: eight method
-        # calls per attempt were a fifth of the limiter's cost.
-        limit, hint = limits[dim], None
-        if informed:
-            learned = learned_dims[dim]
-            if learned.remaining is not None and now < learned.reset_at:
-                hint = learned.remaining
+        # calls per attempt were a fifth of the limiter's cost. (A `remaining` is only
+        # ever learned from headers, so it implies `informed`.)
+        limit, hint = limits[dim], learned.remaining
+        if hint is not None and now >= learned.reset_at:
+            hint = None
         if limit is None:
             if hint is not None and need > hint:
                 return None

@@ -426,3 +426,15 @@ async def test_try_acquire_takes_room_now_or_nothing() -> None:
     rl.settle(first, 100, 0)
     assert (await waiter).input_tokens == 500
     assert rl.try_acquire("p", [k], -5, -5) is not None  # negative estimates count as 0
+
+
+async def test_remaining_learned_on_a_configured_key_is_spent(clock: FakeClock) -> None:
+    """A `remaining` learned for a dimension the plan already limits counts down with each
+    request like any other: one left means one more request, not two."""
+    rl = InProcessRateLimiter(clock)
+    k = key(rpm=100)
+    rl.settle(await rl.acquire("p", [k], 1, 1, 0), 1, 1)
+    rl.observe("p", "p#0", RateLimitInfo(remaining_requests=1, reset_requests_s=60.0))
+    await rl.acquire("p", [k], 1, 1, 0)
+    with pytest.raises(RateLimitedError):
+        await rl.acquire("p", [k], 1, 1, 0)
