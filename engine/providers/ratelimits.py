@@ -157,12 +157,20 @@ def parse_rate_limit(headers: Mapping[str, str], now: float | None = None) -> Ra
 def _openai_info(headers: Mapping[str, str], retry_s: float | None) -> RateLimitInfo | None:
     """_openai's fields (and retry-after) as a RateLimitInfo, without the dict in between."""
     get = headers.get
-    limit_requests = _int(headers, "x-ratelimit-limit-requests")
-    remaining_requests = _int(headers, "x-ratelimit-remaining-requests")
+    lr, rr = get("x-ratelimit-limit-requests"), get("x-ratelimit-remaining-requests")
+    lt, rt = get("x-ratelimit-limit-tokens"), get("x-ratelimit-remaining-tokens")
+    try:  # _int's parsing for all four at once (they parse, as a rule): no call per figure
+        limit_requests = None if lr is None else int(float(lr))
+        remaining_requests = None if rr is None else int(float(rr))
+        limit_tokens = None if lt is None else int(float(lt))
+        remaining_tokens = None if rt is None else int(float(rt))
+    except ValueError:  # one does not: each on its own, the bad ones as None
+        limit_requests = _int(headers, "x-ratelimit-limit-requests")
+        remaining_requests = _int(headers, "x-ratelimit-remaining-requests")
+        limit_tokens = _int(headers, "x-ratelimit-limit-tokens")
+        remaining_tokens = _int(headers, "x-ratelimit-remaining-tokens")
     value = get("x-ratelimit-reset-requests")
     reset_requests = None if value is None else parse_duration(value)
-    limit_tokens = _int(headers, "x-ratelimit-limit-tokens")
-    remaining_tokens = _int(headers, "x-ratelimit-remaining-tokens")
     value = get("x-ratelimit-reset-tokens")
     if value is None:
         value = get("x-rate-limit-reset-tokens")

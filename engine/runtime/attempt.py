@@ -38,22 +38,25 @@ _ledger_row = builder(LedgerRow)
 class Attempt(Admission):
     """The one-try half of `Execution`: the adapter call and how the try is closed."""
 
-    # The one field this half assigns lives here, so mypy sees it in a __slots__.
-    __slots__ = ("calls_in_leg",)
+    # The fields this half assigns live here, so mypy sees them in a __slots__.
+    __slots__ = ("_rendered", "calls_in_leg")
 
     # Set by Execution.__init__ (declared here for the type checker only).
     request_id: str
     calls_in_leg: int
-    _rendered: dict[int, Request]
+    _rendered: dict[int, Request] | None
 
     def rendered(self, route: RoutePlan) -> Request:
         """The request with this route's template applied (rendered once per route)."""
         if route.template is None:
             return self.request
         key = id(route)
-        req = self._rendered.get(key)
+        rendered = self._rendered
+        if rendered is None:
+            rendered = self._rendered = {}
+        req = rendered.get(key)
         if req is None:
-            req = self._rendered[key] = apply_template(route.template, self.request)
+            req = rendered[key] = apply_template(route.template, self.request)
         return req
 
     async def _once(

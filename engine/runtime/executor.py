@@ -129,7 +129,6 @@ class Execution(Attempt):
     __slots__ = (
         "_budget",
         "_candidates",
-        "_rendered",
         "attempts",
         "eliminated",
         "fallback_index",
@@ -166,7 +165,7 @@ class Execution(Attempt):
         self.skip_providers: set[str] = set()
         self.tried: set[str] = set()
         self.eliminated: dict[str, str] = {}
-        self._rendered: dict[int, Request] = {}
+        self._rendered: dict[int, Request] | None = None  # made by the first template
         self.final: Response | None = None  # the assembled answer, once a stream has ended
         mine, theirs = features.budget_usd, request.budget_usd  # the smaller cap, if any
         self._budget = mine if theirs is None else theirs if mine is None else min(mine, theirs)
@@ -513,7 +512,9 @@ class Execution(Attempt):
         # One coroutine for the whole call (no _run, complete or succeed of its own to
         # await): each level of coroutine costs every call a frame and an await.
         try:
-            key = self.cache_key()
+            primary = self.primary  # self.route and cache_key's test, inlined
+            cache = (primary.route if primary is not None else PIN_ROUTE).cache
+            key = self.cache_key() if cache.enabled and self.request.cache else None
             if key is not None:
                 hit = self.svc.cache.get(key)
                 if isinstance(hit, Response):
@@ -528,24 +529,13 @@ class Execution(Attempt):
             cost = self.settle_success(guard, resp.usage, resp.rate_limit)
             if guard.reservation is not None:
                 await self.settle_budget(guard, cost)
-            return self._answer(key, cand, guard, resp, cost)
+            out = self.response(cand, resp, cost)
+            u = resp.usage
+            self.svc.stats.request(
+                True, cost, u.input_tokens, u.output_tokens, False, guard.fallback_index > 0
+            )
+            if key is not None:
+                self.svc.cache.put(key, out, cache.ttl_s)
+            return out
         finally:
             self.close()
-
-    def _answer(
-        self,
-        key: str | None,
-        cand: Candidate,
-        guard: Guard,
-        resp: ProviderResponse,
-        cost: float | None,
-    ) -> Response:
-        """The call's Response, counted in the stats and cached when the route caches."""
-        out = self.response(cand, resp, cost)
-        u = resp.usage
-        self.svc.stats.request(
-            True, cost, u.input_tokens, u.output_tokens, fallback=guard.fallback_index > 0
-        )
-        if key is not None:
-            self.svc.cache.put(key, out, self.route.cache.ttl_s)
-        return out
