@@ -85,6 +85,9 @@ PIN_ROUTE = RoutePlan(policy="", candidates=(), strategy=PIN_STRATEGY)
 #: Response(...) without a frozen dataclass's per-field cost (one per call; engine.frozen).
 _response = builder(Response)
 
+#: What an Execution starts with as its skipped providers (no set made per call).
+_NONE: frozenset[str] = frozenset()
+
 #: Request ids: a per-process random prefix and a counter (unique, and cheaper than uuid4).
 _ID_PREFIX = os.urandom(4).hex()
 _IDS = itertools.count()
@@ -162,7 +165,7 @@ class Execution(Attempt):
         self.leg_max = 0
         self.fallback_index = 0
         self.min_window = 0
-        self.skip_providers: set[str] = set()
+        self.skip_providers: frozenset[str] = _NONE  # grown (rarely) by _try_again
         self.tried: set[str] = set()
         self.eliminated: dict[str, str] = {}
         self._rendered: dict[int, Request] | None = None  # made by the first template
@@ -262,10 +265,10 @@ class Execution(Attempt):
             provider = self.plan.providers[leg.pin.model.provider]
             return _one(Candidate(leg.pin, provider, leg.route, None, None, index))
         assert leg.selection is not None
-        return self._policy_candidates(leg.selection, index, {leg.target})
+        return self._policy_candidates(leg.selection, index, (leg.target,))
 
     def _policy_candidates(
-        self, sel: Selection, index: int, visited: set[str]
+        self, sel: Selection, index: int, visited: tuple[str, ...]
     ) -> Generator[Candidate, None, None]:
         """The ranking (in live-strategy order), the checked chain, then fallback_policy."""
         route, providers = sel.route, self.plan.providers
@@ -284,7 +287,7 @@ class Execution(Attempt):
             except NoCandidateError as exc:
                 self.eliminated[nxt] = str(exc)
                 return
-            yield from self._policy_candidates(fallback, index, visited | {nxt})
+            yield from self._policy_candidates(fallback, index, (*visited, nxt))
 
     # -- eligibility ----------------------------------------------------------------------
 
@@ -394,9 +397,9 @@ class Execution(Attempt):
             keyed = bool(cand.provider.keys)
             if keyed and self.svc.good_keys(cand.provider) and not self.exhausted():
                 return True  # another key of the same provider
-            self.skip_providers.add(cand.provider.id)
+            self.skip_providers |= {cand.provider.id}
         elif isinstance(exc, PermissionDeniedError):
-            self.skip_providers.add(cand.provider.id)
+            self.skip_providers |= {cand.provider.id}
         elif isinstance(exc, ContextWindowExceededError):
             self.min_window = max(self.min_window, cand.model.context_window, 1)
         return False
