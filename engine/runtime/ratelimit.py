@@ -222,7 +222,11 @@ class _KeyState:
             bucket.requests += d_req
             bucket.input += d_in
             bucket.output += d_out
-            self._count(d_req, d_in, d_out)
+            used = self.used  # self._count(d_req, d_in, d_out), inlined as in take
+            used["requests"] += d_req
+            used["input_tokens"] += d_in
+            used["output_tokens"] += d_out
+            used["tokens"] += d_in + d_out
         use.requests, use.input, use.output = requests, inp, out
         if self.informed:
             self._spend_hints(d_req, d_in, d_out, now)
@@ -453,7 +457,9 @@ class InProcessRateLimiter:
         best: _KeyState | None = None
         if len(states) == 1:  # the common single key: nothing to rank
             best = states[0]
-            best.evict(now)
+            buckets = best.buckets
+            if buckets and buckets[0].end + WINDOW_S <= now:  # evict's own test, first
+                best.evict(now)
             if _headroom(best, now, inp, out) is None:
                 return None
         else:
