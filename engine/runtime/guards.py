@@ -75,12 +75,15 @@ class Admission:
         b = route.budget
         if b.daily_usd is not None or b.monthly_usd is not None:
             return None
-        keys = svc.good_keys(cand.provider)
-        if not keys:
-            return None
+        provider = cand.provider
+        keys = provider.keys  # svc.good_keys(provider)'s commonest answer, without the call
+        if not keys or svc.bad_keys:
+            keys = svc.good_keys(provider)
+            if not keys:
+                return None
         features = self.features
         tout = features.output_tokens or route.default_max_tokens
-        lease = try_acquire(cand.provider.id, keys, features.input_tokens, tout)
+        lease = try_acquire(provider.id, keys, features.input_tokens, tout)
         if lease is None:
             return None
         return Guard(cand, lease, None, svc.clock.monotonic(), retry, index)

@@ -171,6 +171,14 @@ class _KeyState:
     def learn(self, dim: str, limit: int | None, remaining: int | None, reset_at: float) -> None:
         """What headers said about one dimension (nothing changes for what they left out)."""
         learned = self.learned[dim]
+        if (
+            remaining is not None
+            and learned.remaining is not None
+            and (limit is None or limit == learned.limit)
+        ):  # the steady state (every answer of a provider that sends figures): only these
+            learned.remaining = remaining if remaining > 0 else 0
+            learned.reset_at = reset_at
+            return
         hinted = learned.remaining is not None
         watched = hinted or self.limits[dim] is not None
         if limit is not None and limit > 0 and limit != learned.limit:  # else: as it was
