@@ -291,12 +291,10 @@ def _headroom(state: _KeyState, now: float, inp: int, out: int) -> float | None:
                 return None
             continue
         wanted = need if need < limit else limit
-        if hint is not None and wanted > hint:
-            return None
         left = limit - used[dim] - wanted
         if hint is not None and hint - wanted < left:
             left = hint - wanted
-        if left < 0:
+        if left < 0:  # this also refuses `wanted > hint`: then left <= hint - wanted < 0
             return None
         share = left / limit if limit else 0.0
         if share < room:
