@@ -31,7 +31,8 @@ import itertools
 import os
 import time
 from collections.abc import Generator
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import NamedTuple
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
@@ -73,6 +74,7 @@ from engine.runtime.services import (
     OpenStream,
     Services,
     Skip,
+    candidate,
 )
 from engine.runtime.state import (
     LedgerRow,
@@ -93,14 +95,17 @@ _ID_PREFIX = os.urandom(4).hex()
 _IDS = itertools.count()
 
 
-@dataclass(slots=True)
-class _Leg:
-    """A resolved target: a policy's selection or a pin's synthetic one."""
+class _Leg(NamedTuple):
+    """A resolved target: a policy's selection or a pin's synthetic one. A named tuple
+    built with tuple.__new__ (one per call; see services.candidate)."""
 
     target: str
     route: RoutePlan
     selection: Selection | None  # None for a pin
     pin: Scored | None = None
+
+
+_new_tuple = tuple.__new__
 
 
 def _one(cand: Candidate) -> Generator[Candidate, None, None]:
@@ -231,10 +236,10 @@ class Execution(Attempt):
             target = self._bare_model(target).id
         if provider is None:
             sel = self.svc.select(self.plan, target, self.features)
-            return _Leg(target, sel.route, sel)
+            return _new_tuple(_Leg, (target, sel.route, sel, None))
         model = self.plan.models.get(target) or _unknown_model(target, provider)
         route = RoutePlan(policy=target, candidates=(target,), strategy=PIN_STRATEGY)
-        return _Leg(target, route, None, self._score(model, route))
+        return _new_tuple(_Leg, (target, route, None, self._score(model, route)))
 
     def _score(self, model: ModelPlan, route: RoutePlan, score: float = 0.0) -> Scored:
         tin = self.features.input_tokens
@@ -263,7 +268,7 @@ class Execution(Attempt):
         self.leg_max = leg.route.max_attempts
         if leg.pin is not None:
             provider = self.plan.providers[leg.pin.model.provider]
-            return _one(Candidate(leg.pin, provider, leg.route, None, None, index))
+            return _one(candidate(leg.pin, provider, leg.route, None, None, index))
         assert leg.selection is not None
         return self._policy_candidates(leg.selection, index, (leg.target,))
 
@@ -279,7 +284,7 @@ class Execution(Attempt):
         for s in (*ordered, *sel.chain) if sel.chain else ordered:
             provider = providers.get(s.model.provider)
             if provider is not None:
-                yield Candidate(s, provider, route, sel.policy, sel.rule, index)
+                yield candidate(s, provider, route, sel.policy, sel.rule, index)
         nxt = route.fallback_policy
         if nxt and nxt not in visited and nxt in self.plan.policies:
             try:
