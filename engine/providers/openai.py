@@ -142,10 +142,10 @@ def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, 
 
 def _body(request: Request, endpoint: Endpoint, options: _Options, stream: bool) -> dict[str, Any]:
     dialect = options.dialect
-    body: dict[str, Any] = {
-        "model": endpoint.upstream_model,
-        "messages": [_message(m, dialect) for m in request.messages],
-    }
+    messages = []
+    for m in request.messages:  # a loop: for a few messages, cheaper than a comprehension
+        messages.append(_message(m, dialect))
+    body: dict[str, Any] = {"model": endpoint.upstream_model, "messages": messages}
     # The pass-through fields' values in one C call (a pydantic model keeps them in its
     # __dict__); the common request sets none of them, and then there is no loop at all.
     values = _passthrough_values(request.__dict__)
