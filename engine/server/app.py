@@ -99,15 +99,21 @@ def _state(request: HTTPRequest) -> ServerState:
     return state
 
 
-_WANTED = frozenset({"authorization", "content-length", POLICY_HEADER, *META_HEADERS})
+#: Raw (lower-case, as ASGI servers send them) names of the headers the chat route reads.
+_WANTED = {
+    name.encode("latin-1"): name
+    for name in ("authorization", "content-length", POLICY_HEADER, *META_HEADERS)
+}
 
 
 def wanted_headers(scope: Scope) -> dict[str, str]:
-    """The few headers the chat route reads, in one pass over the raw list (hot path)."""
+    """The few headers the chat route reads, in one pass over the raw list (hot path: the
+    names are matched as bytes, so only the wanted values are decoded)."""
     out: dict[str, str] = {}
+    wanted = _WANTED
     for raw_name, raw_value in scope["headers"]:
-        name = raw_name.decode("latin-1")  # ASGI servers send names lower-cased
-        if name in _WANTED:
+        name = wanted.get(raw_name)
+        if name is not None:
             out[name] = raw_value.decode("latin-1")
     return out
 
