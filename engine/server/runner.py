@@ -111,6 +111,8 @@ def serve(settings: ServerSettings) -> None:
 
     import uvicorn
 
+    from engine.server.protocol import CoalescingHttpToolsProtocol
+
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(
         "engine.server.runner:build_app",
@@ -122,4 +124,5 @@ def serve(settings: ServerSettings) -> None:
         access_log=settings.access_log,
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
         server_header=False,
+        http=CoalescingHttpToolsProtocol,
     )
