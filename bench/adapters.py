@@ -1,4 +1,4 @@
-"""Transport and adapter overhead: aiohttp vs httpx against a loopback server.
+"""Transport and adapter overhead: the engine's client vs aiohttp vs httpx on loopback.
 
     python -m bench.adapters [--calls 400] [--concurrent 50] [--total 2000]
 
@@ -6,9 +6,10 @@ Runs a minimal chat/completions server in a subprocess (so its work does not sha
 event loop), then measures, for each client:
 
 - sequential per-call time (median and p90 over `--calls` keep-alive POSTs),
-- throughput with `--concurrent` requests in flight (`--total` requests),
-  both interleaved over `--rounds` rounds (aiohttp, httpx, aiohttp, ...) so that load from
-  other processes on a shared machine falls on both clients alike,
+- throughput with `--concurrent` requests in flight (`--total` requests) and the client's
+  CPU time per call there (the figure a shared, noisy machine disturbs least),
+  all interleaved over `--rounds` rounds (engine, aiohttp, httpx, engine, ...) so that load
+  from other processes falls on every client alike,
 - and the full OpenAI adapter (`engine.providers.openai`: build body, send, parse) on the
   chosen transport, sequential and streaming, so the adapter's own cost is visible.
 
@@ -91,7 +92,10 @@ async def sequential(call: Callable[[], Awaitable[None]], n: int) -> list[float]
     return times
 
 
-async def concurrent(call: Callable[[], Awaitable[None]], total: int, width: int) -> float:
+async def concurrent(
+    call: Callable[[], Awaitable[None]], total: int, width: int
+) -> tuple[float, float]:
+    """Requests per second, and this process's CPU seconds per call, at `width` in flight."""
     remaining = total
 
     async def worker() -> None:
@@ -101,29 +105,42 @@ async def concurrent(call: Callable[[], Awaitable[None]], total: int, width: int
             await call()
 
     await asyncio.gather(*(call() for _ in range(width)))  # open the connections first
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(width)))
-    return total / (time.perf_counter() - t0)
+    return total / (time.perf_counter() - t0), (time.process_time() - cpu0) / total
 
 
-def report(name: str, times: list[float], rps: float | None) -> float:
+def report(name: str, times: list[float], rate: tuple[float, float] | None) -> float:
     times = sorted(times)
     median = statistics.median(times) * 1e6
     p90 = times[int(len(times) * 0.9)] * 1e6
-    extra = f"   {rps:8.0f} req/s at width" if rps else ""
+    extra = f"   {rate[0]:8.0f} req/s, {rate[1] * 1e6:5.1f} us CPU/call at width" if rate else ""
     print(f"  {name:<34} median {median:7.0f} us   p90 {p90:7.0f} us{extra}")
     return median
 
 
+def _median_rate(rates: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(r[0] for r in rates), statistics.median(r[1] for r in rates)
+
+
 async def bench_transports(url: str, args: argparse.Namespace) -> None:
-    """aiohttp vs httpx, interleaved in rounds so a noisy machine hurts both alike."""
+    """The engine's client, aiohttp and httpx, interleaved in rounds (noise hits all alike)."""
+    from engine.endpoints import Endpoint
+    from engine.providers.http import HttpClient
+
     connector = aiohttp.TCPConnector(limit=100)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
     headers = {"Content-Type": "application/json"}
+    ours = HttpClient()
+    endpoint = Endpoint("bench", "openai", url, "gpt-bench")
     async with (
         aiohttp.ClientSession(connector=connector) as session,
         httpx.AsyncClient(limits=limits) as client,
     ):
+
+        async def via_engine() -> None:
+            reply = await ours.post(endpoint, url + "/chat/completions", headers, BODY)
+            orjson.loads(reply.body)
 
         async def via_aiohttp() -> None:
             async with session.post(url + "/chat/completions", data=BODY, headers=headers) as r:
@@ -133,22 +150,26 @@ async def bench_transports(url: str, args: argparse.Namespace) -> None:
             r = await client.post(url + "/chat/completions", content=BODY, headers=headers)
             orjson.loads(r.content)
 
-        calls = {"aiohttp": via_aiohttp, "httpx": via_httpx}
+        calls = {"engine": via_engine, "aiohttp": via_aiohttp, "httpx": via_httpx}
         times: dict[str, list[float]] = {name: [] for name in calls}
-        rates: dict[str, list[float]] = {name: [] for name in calls}
+        rates: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
         for _ in range(args.rounds):
             for name, call in calls.items():
                 times[name] += await sequential(call, args.calls // args.rounds)
                 rates[name].append(
                     await concurrent(call, args.total // args.rounds, args.concurrent)
                 )
-    a = report("raw aiohttp POST", times["aiohttp"], statistics.median(rates["aiohttp"]))
-    h = report("raw httpx POST (baseline)", times["httpx"], statistics.median(rates["httpx"]))
-    ratio = statistics.median(rates["aiohttp"]) / statistics.median(rates["httpx"])
-    print(
-        f"  -> httpx per-call / aiohttp per-call = {h / a:.2f}x; "
-        f"aiohttp throughput / httpx throughput = {ratio:.2f}x"
-    )
+        await ours.aclose()
+    rate = {name: _median_rate(r) for name, r in rates.items()}
+    e = report("engine transport POST (httptools)", times["engine"], rate["engine"])
+    a = report("raw aiohttp POST", times["aiohttp"], rate["aiohttp"])
+    h = report("raw httpx POST", times["httpx"], rate["httpx"])
+    for name, median in (("aiohttp", a), ("httpx", h)):
+        print(
+            f"  -> {name} / engine transport: per-call {median / e:.2f}x, "
+            f"CPU per call at width {rate[name][1] / rate['engine'][1]:.2f}x, "
+            f"throughput {rate['engine'][0] / rate[name][0]:.2f}x in the engine's favour"
+        )
 
 
 async def bench_adapter(url: str, args: argparse.Namespace) -> None:
@@ -171,7 +192,7 @@ async def bench_adapter(url: str, args: argparse.Namespace) -> None:
             pass
 
     report(
-        "OpenAIAdapter.complete (aiohttp)",
+        "OpenAIAdapter.complete",
         await sequential(complete, args.calls),
         await concurrent(complete, args.total, args.concurrent),
     )

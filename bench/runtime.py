@@ -7,7 +7,10 @@ subprocess, so its work shares neither our event loop nor our GIL, then measures
 that same upstream, side by side in one run:
 
 - raw: aiohttp, one keep-alive session, POST /chat/completions, parse the JSON body
-  (the fastest Python client measured here, see bench/adapters.py);
+  (the fastest general-purpose Python client measured here, see bench/adapters.py): the
+  issue's baseline;
+- transport: the same POST through the engine's own client (`engine.providers.http`, which
+  the engine uses underneath), so what the engine adds over its own transport shows too;
 - engine: `await eng.arun(request, policy="bench")`, an Engine built with `from_data` over
   one OpenAI-protocol provider at that URL, with the SQLite cost ledger switched on;
 - litellm (optional): `litellm.Router.acompletion` over the same upstream.
@@ -15,7 +18,9 @@ that same upstream, side by side in one run:
 Figures: sequential per-call latency (median over `--calls`, in interleaved rounds so both
 see the same machine noise) and "added" = engine median minus raw median (target <= 150 us);
 throughput with `--concurrent` requests in flight (`--total` requests): engine / raw
-(target >= 70%) and engine / litellm (target >= 10x). Nothing asserts; it prints.
+(target >= 70%) and engine / litellm (target >= 10x), plus the same two figures against
+`transport`, and each client's CPU time per call (the figure least disturbed by other load
+on a shared machine). Nothing asserts; it prints.
 
 LiteLLM never enters the project's dependencies. To include it, give the benchmark its own
 environment and run this module from there (same run, same upstream):
@@ -95,6 +100,23 @@ def raw_client(url: str, session: aiohttp.ClientSession) -> Call:
     return call
 
 
+def transport_client(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    from engine.endpoints import Endpoint
+    from engine.providers.http import HttpClient
+
+    client = HttpClient()
+    body = orjson.dumps({"model": MODEL, **REQUEST})
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    endpoint = Endpoint("bench", "openai", url, MODEL)
+    target = f"{url}/chat/completions"
+
+    async def call() -> None:
+        data = orjson.loads((await client.post(endpoint, target, headers, body)).body)
+        assert data["choices"][0]["message"]["content"] is not None
+
+    return call, client.aclose
+
+
 def engine_client(url: str, ledger_dir: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
     from engine import Engine
     from engine.runtime.clock import SystemClock
@@ -169,8 +191,9 @@ async def sequential(calls: dict[str, Call], n: int, rounds: int) -> dict[str, l
     return samples
 
 
-async def throughput(call: Call, concurrent: int, total: int) -> float:
-    """Requests per second with `concurrent` in flight until `total` are done."""
+async def throughput(call: Call, concurrent: int, total: int) -> tuple[float, float]:
+    """Requests per second with `concurrent` in flight until `total` are done, and this
+    process's CPU seconds per call meanwhile."""
     left = total
 
     async def worker() -> None:
@@ -179,46 +202,52 @@ async def throughput(call: Call, concurrent: int, total: int) -> float:
             left -= 1
             await call()
 
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrent)))
-    return total / (time.perf_counter() - t)
+    return total / (time.perf_counter() - t), (time.process_time() - cpu) / total
 
 
 async def concurrent_rounds(
     calls: dict[str, Call], concurrent: int, total: int, rounds: int
-) -> dict[str, float]:
+) -> dict[str, tuple[float, float]]:
     """Median throughput per client over interleaved rounds, after a concurrent warm-up
     (which opens the `concurrent` pooled connections each client will use)."""
     for call in calls.values():
         await throughput(call, concurrent, concurrent * 4)
-    seen: dict[str, list[float]] = {name: [] for name in calls}
+    seen: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
             seen[name].append(await throughput(call, concurrent, max(total // rounds, concurrent)))
-    return {name: statistics.median(v) for name, v in seen.items()}
+    return {
+        name: (statistics.median(r for r, _ in v), statistics.median(c for _, c in v))
+        for name, v in seen.items()
+    }
 
 
 def _us(seconds: float) -> str:
     return f"{seconds * 1e6:9.1f} us"
 
 
-def report(seq: dict[str, list[float]], rps: dict[str, float]) -> None:
+def report(seq: dict[str, list[float]], rps: dict[str, tuple[float, float]]) -> None:
     med = {k: statistics.median(v) for k, v in seq.items()}
     p90 = {k: statistics.quantiles(v, n=10)[-1] for k, v in seq.items()}
     print("sequential latency (median, p90):")
     for name in seq:
-        print(f"  {name:8s} {_us(med[name])} {_us(p90[name])}")
-    print(f"  engine adds  {_us(med['engine'] - med['raw'])}  (target <= 150 us)")
+        print(f"  {name:9s} {_us(med[name])} {_us(p90[name])}")
+    print(f"  engine adds  {_us(med['engine'] - med['raw'])}  over raw aiohttp (target <= 150 us)")
+    print(f"  engine adds  {_us(med['engine'] - med['transport'])}  over its own transport")
     if "litellm" in med:
         added = med["litellm"] - med["raw"]
         ratio = added / max(med["engine"] - med["raw"], 1e-9)
         print(f"  litellm adds {_us(added)}  ({ratio:.1f}x the engine's addition)")
-    print("throughput:")
-    for name, value in rps.items():
-        print(f"  {name:8s} {value:9.0f} req/s")
-    print(f"  engine / raw     {rps['engine'] / rps['raw']:6.1%}  (target >= 70%)")
+    print("throughput (median req/s, CPU per call in this process):")
+    for name, (value, cpu) in rps.items():
+        print(f"  {name:9s} {value:9.0f} req/s {_us(cpu)}")
+    engine = rps["engine"][0]
+    print(f"  engine / raw aiohttp  {engine / rps['raw'][0]:6.1%}  (target >= 70%)")
+    print(f"  engine / transport    {engine / rps['transport'][0]:6.1%}")
     if "litellm" in rps:
-        print(f"  engine / litellm {rps['engine'] / rps['litellm']:6.1f}x  (target >= 10x)")
+        print(f"  engine / litellm      {engine / rps['litellm'][0]:6.1f}x  (target >= 10x)")
 
 
 async def litellm_only(url: str, n: int, rounds: int, concurrent: int, total: int) -> None:
@@ -226,10 +255,12 @@ async def litellm_only(url: str, n: int, rounds: int, concurrent: int, total: in
     call = litellm_client(url)
     seq = await sequential({"litellm": call}, n, rounds)
     rps = await concurrent_rounds({"litellm": call}, concurrent, total, rounds)
-    print(json.dumps({"seq": seq["litellm"], "rps": rps["litellm"]}))
+    print(json.dumps({"seq": seq["litellm"], "rps": list(rps["litellm"])}))
 
 
-def litellm_elsewhere(url: str, args: argparse.Namespace) -> tuple[list[float], float] | None:
+def litellm_elsewhere(
+    url: str, args: argparse.Namespace
+) -> tuple[list[float], tuple[float, float]] | None:
     if not VENV_PYTHON.exists():
         return None
     cmd = [
@@ -252,7 +283,7 @@ def litellm_elsewhere(url: str, args: argparse.Namespace) -> tuple[list[float], 
         print(f"(litellm in bench/.venv failed: {done.stderr.strip()[-300:]})")
         return None
     data = json.loads(done.stdout.strip().splitlines()[-1])
-    return data["seq"], data["rps"]
+    return data["seq"], (data["rps"][0], data["rps"][1])
 
 
 def have_litellm() -> bool:
@@ -274,12 +305,18 @@ async def main(args: argparse.Namespace) -> None:
             connector = aiohttp.TCPConnector(limit=100)
             async with aiohttp.ClientSession(connector=connector) as session:
                 engine_call, close = engine_client(url, tmp)
-                calls = {"raw": raw_client(url, session), "engine": engine_call}
+                transport_call, close_transport = transport_client(url)
+                calls = {
+                    "raw": raw_client(url, session),
+                    "transport": transport_call,
+                    "engine": engine_call,
+                }
                 if have_litellm():
                     calls["litellm"] = litellm_client(url)
                 seq = await sequential(calls, args.calls, args.rounds)
                 rps = await concurrent_rounds(calls, args.concurrent, args.total, args.rounds)
                 await close()
+                await close_transport()
             if "litellm" not in calls:
                 found = litellm_elsewhere(url, args)
                 if found is None:

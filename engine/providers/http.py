@@ -1,17 +1,18 @@
 """The hot-path HTTP transport every adapter shares: pooled keep-alive POSTs with deadlines.
 
-Why aiohttp and not httpx: bench/adapters.py measures both against a loopback server, and
-aiohttp's per-call overhead is several times lower (figures in that file's output and in
-the issue's closing note). Adapters never touch aiohttp: they call `post` or `open_stream`
-and get bytes, headers and lines back, so the transport can be swapped in one place.
+The connections themselves are connection.py (asyncio protocols parsed by httptools,
+chosen over aiohttp and httpx by measurement: bench/adapters.py prints the figures).
+Adapters never see them: they call `post` or `open_stream` and get bytes, headers and lines
+back, so the transport can be swapped in one place.
 
-One `aiohttp.ClientSession` (one keep-alive pool, sized by `Endpoint.pool_size`) per base
-URL origin and event loop. Timeouts follow `Endpoint.timeouts`: `connect_s` for the socket
-connect, `first_token_s` (streams only: a plain answer has no first token before its last)
-until the response headers and the first body bytes, `total_s` for the whole exchange.
-Each becomes `ProviderTimeoutError(phase=...)`; connection failures become
-`UnavailableError` before a response and `ProtocolError` once a stream has started (the
-answer was cut short). Nothing here retries.
+One pool (sized by `Endpoint.pool_size`) per base URL origin and event loop. Timeouts
+follow `Endpoint.timeouts`: `connect_s` for the socket connect, `first_token_s` (streams
+only: a plain answer has no first token before its last) until the response headers and
+the first body bytes, `total_s` for the whole exchange. Each becomes
+`ProviderTimeoutError(phase=...)`; connection failures become `UnavailableError` before a
+response and `ProtocolError` once an answer has started (it was cut short). Nothing here
+retries, with one exception every HTTP client makes: a kept-alive connection the upstream
+closed while it sat idle is replaced once, when not a byte of an answer came back on it.
 """
 
 from __future__ import annotations
@@ -19,11 +20,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import NoReturn
 
-import aiohttp
-from yarl import URL
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from engine.endpoints import Endpoint
 from engine.errors import (
@@ -32,6 +31,8 @@ from engine.errors import (
     ProviderTimeoutError,
     UnavailableError,
 )
+
+from .connection import BadResponse, Connection, ConnectionLost, Pool, Target, target_of
 
 __all__ = ["HttpClient", "Reply", "StreamReply", "shared_client"]
 
@@ -82,34 +83,46 @@ class Reply:
 class StreamReply:
     """An open streaming answer. Read `lines()` to the end or call `close()`."""
 
-    __slots__ = ("_deadlines", "_endpoint", "_resp", "headers", "status")
+    __slots__ = ("_conn", "_deadlines", "_endpoint", "_pool", "headers", "status")
 
     def __init__(
-        self, resp: aiohttp.ClientResponse, endpoint: Endpoint, deadlines: _Deadlines
+        self, pool: Pool, conn: Connection, endpoint: Endpoint, deadlines: _Deadlines
     ) -> None:
-        self._resp = resp
+        self._pool: Pool | None = pool
+        self._conn = conn
         self._endpoint = endpoint
         self._deadlines = deadlines
-        self.status: int = resp.status
-        self.headers: Mapping[str, str] = resp.headers
+        self.status: int = conn.status
+        self.headers: Mapping[str, str] = _headers(conn)
 
     async def read(self) -> bytes:
         """The whole body (for error answers), within the total deadline."""
-        return await _read_all(self._resp, self._endpoint, self._deadlines)
+        chunks = []
+        try:
+            async with asyncio.timeout_at(self._deadlines.total):
+                while data := await self._conn.read():
+                    chunks.append(data)
+        except TimeoutError:
+            self.close()
+            raise self._deadlines.timeout_error(self._endpoint, first=False) from None
+        except (ConnectionLost, BadResponse) as exc:
+            self.close()
+            _raise_cut(self._endpoint, exc)
+        return b"".join(chunks)
 
     async def lines(self) -> AsyncIterator[bytes]:
         """Body lines without terminators; enforces first-token and total deadlines."""
-        content = self._resp.content
+        conn = self._conn
         pending = b""
         first = True
         while True:
             deadline = self._deadlines.first if first else self._deadlines.total
             try:
                 async with asyncio.timeout_at(deadline):
-                    data = await content.readany()
+                    data = await conn.read()
             except TimeoutError:
                 raise self._deadlines.timeout_error(self._endpoint, first) from None
-            except aiohttp.ClientError as exc:
+            except (ConnectionLost, BadResponse) as exc:
                 _raise_cut(self._endpoint, exc)
             if not data:
                 break
@@ -123,25 +136,16 @@ class StreamReply:
 
     def close(self) -> None:
         """Give the connection back (or drop it when the body was not read to the end)."""
-        if self._resp.content.at_eof():
-            self._resp.release()
-        else:
-            self._resp.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.release(self._conn)
 
 
-async def _read_all(
-    resp: aiohttp.ClientResponse, endpoint: Endpoint, deadlines: _Deadlines
-) -> bytes:
-    """The rest of the body within the total deadline; the connection is dropped on failure."""
-    try:
-        async with asyncio.timeout_at(deadlines.total):
-            return await resp.read()
-    except TimeoutError:
-        resp.close()
-        raise deadlines.timeout_error(endpoint, first=False) from None
-    except aiohttp.ClientError as exc:
-        resp.close()
-        _raise_cut(endpoint, exc)
+def _headers(conn: Connection) -> CIMultiDictProxy[str]:
+    """The answer's headers, looked up case-insensitively (as HTTP names are)."""
+    return CIMultiDictProxy(
+        CIMultiDict([(k.decode("latin-1"), v.decode("latin-1")) for k, v in conn.raw_headers])
+    )
 
 
 def _raise_cut(endpoint: Endpoint, exc: BaseException) -> NoReturn:
@@ -161,7 +165,7 @@ def _raise_unreachable(endpoint: Endpoint, exc: BaseException) -> NoReturn:
 
 
 def _raise_bad_header(endpoint: Endpoint) -> NoReturn:
-    """A typed error instead of aiohttp's ValueError; the value itself is never quoted."""
+    """A typed error for a header no HTTP request can carry; the value is never quoted."""
     raise AuthenticationError(
         f"{endpoint.provider}: a request header cannot be sent: the API key (or a `header:` "
         "option) contains a control character such as a newline",
@@ -179,131 +183,144 @@ def _raise_connect_timeout(endpoint: Endpoint) -> NoReturn:
     ) from None
 
 
-@lru_cache(maxsize=64)  # one immutable value per connect timeout, not one per request
-def _connect_timeout(connect_s: float) -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=None, sock_connect=connect_s)
+#: Sent with every request after the request line and Host.
+_FIXED = (f"User-Agent: {_USER_AGENT}\r\nAccept: */*\r\nAccept-Encoding: gzip, deflate\r\n").encode(
+    "latin-1"
+)
+
+
+def _encode(endpoint: Endpoint, target: Target, headers: Mapping[str, str], body: bytes) -> bytes:
+    """The request's bytes; a header with CR/LF (or outside latin-1) is refused, not sent."""
+    text = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+    # Each header contributes exactly one CR and one LF; more means one smuggles a line.
+    if text.count("\r") != len(headers) or text.count("\n") != len(headers) or "\0" in text:
+        _raise_bad_header(endpoint)
+    try:
+        extra = text.encode("latin-1")
+    except UnicodeEncodeError:
+        _raise_bad_header(endpoint)
+    return b"%s%s%sContent-Length: %d\r\n\r\n%s" % (target.head, _FIXED, extra, len(body), body)
 
 
 class HttpClient:
     """Keep-alive connection pools, one per (event loop, base URL origin)."""
 
     def __init__(self) -> None:
-        self._sessions: dict[str, tuple[asyncio.AbstractEventLoop, aiohttp.ClientSession]] = {}
-        self._origins: dict[str, str] = {}
+        self._pools: dict[str, tuple[asyncio.AbstractEventLoop, Pool]] = {}
 
-    def _origin(self, base_url: str) -> str:
-        origin = self._origins.get(base_url)
-        if origin is None:
-            origin = self._origins[base_url] = str(URL(base_url).origin())
-        return origin
-
-    def _session(self, endpoint: Endpoint) -> aiohttp.ClientSession:
+    def _pool(self, endpoint: Endpoint, target: Target) -> Pool:
         loop = asyncio.get_running_loop()
-        key = self._origin(endpoint.base_url)
-        entry = self._sessions.get(key)
+        entry = self._pools.get(target.origin)
         if entry is not None and entry[0] is loop and not entry[1].closed:
             return entry[1]
         # A pool from another (usually finished) loop cannot be used here: start a new one.
         # Code that runs a loop per call must `await aclose_all()` before its loop ends.
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=endpoint.pool_size, limit_per_host=endpoint.pool_size, ttl_dns_cache=300
-            ),
-            timeout=aiohttp.ClientTimeout(total=None),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            headers={"User-Agent": _USER_AGENT},
-        )
-        self._sessions[key] = (loop, session)
-        return session
+        pool = Pool(target, endpoint.pool_size, loop)
+        self._pools[target.origin] = (loop, pool)
+        return pool
 
-    async def _send(
+    async def _acquire(self, pool: Pool, endpoint: Endpoint) -> tuple[Connection, bool]:
+        try:
+            return await pool.acquire(endpoint.timeouts.connect_s)
+        except TimeoutError:  # the connect's own timeout (the caller's shows as cancellation)
+            _raise_connect_timeout(endpoint)
+        except OSError as exc:  # refused, unreachable, DNS, TLS
+            _raise_unreachable(endpoint, exc)
+
+    async def _exchange(
         self,
         endpoint: Endpoint,
         url: str,
-        headers: Mapping[str, str],
-        body: bytes,
-        deadlines: _Deadlines,
-    ) -> aiohttp.ClientResponse:
-        try:
-            async with asyncio.timeout_at(deadlines.first):
-                return await self._request(endpoint, url, headers, body)
-        except ProviderTimeoutError:
-            raise  # the connect phase, already named
-        except TimeoutError:
-            raise deadlines.timeout_error(endpoint, first=True) from None
+        request: tuple[Mapping[str, str], bytes],
+        whole: bool,
+        held: list[Connection],
+    ) -> tuple[Pool, Connection]:
+        """Send once; returns when the headers (or, `whole`, the answer) have arrived.
 
-    async def _request(
-        self, endpoint: Endpoint, url: str, headers: Mapping[str, str], body: bytes
-    ) -> aiohttp.ClientResponse:
-        """Send once (the caller holds the deadline); the lower library's errors translated."""
-        session = self._session(endpoint)
-        timeout = _connect_timeout(endpoint.timeouts.connect_s)
+        `held` gets the connection in use, so a caller whose deadline fired can tell
+        whether headers had come. Whatever ends this early closes the connection."""
         try:
-            return await session.post(url, data=body, headers=headers, timeout=timeout)
-        except aiohttp.ConnectionTimeoutError:
-            _raise_connect_timeout(endpoint)
-        except (aiohttp.ClientError, OSError) as exc:
+            target = target_of(url)
+        except ValueError as exc:
             _raise_unreachable(endpoint, exc)
-        except ValueError:  # aiohttp refuses CR/LF in a header: a key with a stray newline
-            _raise_bad_header(endpoint)
+        data = _encode(endpoint, target, request[0], request[1])
+        pool = self._pool(endpoint, target)
+        for fresh_retry in (False, True):
+            conn, reused = await self._acquire(pool, endpoint)
+            held[:] = [conn]
+            try:
+                await conn.send(data, whole)
+            except ConnectionLost as exc:
+                pool.release(conn)
+                if reused and not exc.answered and not fresh_retry:
+                    continue  # closed by the upstream while idle: once more, on a new one
+                if conn.headers_done:
+                    _raise_cut(endpoint, exc)
+                _raise_unreachable(endpoint, exc)
+            except BadResponse as exc:
+                pool.release(conn)
+                _raise_cut(endpoint, exc)
+            except BaseException:
+                pool.release(conn)  # abandoned mid-exchange: closed, never reused
+                raise
+            return pool, conn
+        raise AssertionError("unreachable: the second try returns or raises")
 
     async def post(
         self, endpoint: Endpoint, url: str, headers: Mapping[str, str], body: bytes
     ) -> Reply:
         """One request, whole answer read; deadlines and connection errors translated."""
         deadlines = _Deadlines.start(endpoint, streaming=False)
-        resp: aiohttp.ClientResponse | None = None
+        held: list[Connection] = []
         try:
             # One timer for both phases: without streaming they share the total deadline.
             async with asyncio.timeout_at(deadlines.total):
-                resp = await self._request(endpoint, url, headers, body)
-                try:
-                    data = await resp.read()
-                except aiohttp.ClientError as exc:
-                    resp.close()
-                    _raise_cut(endpoint, exc)
+                pool, conn = await self._exchange(endpoint, url, (headers, body), True, held)
         except ProviderTimeoutError:
             raise  # the connect phase, already named
         except TimeoutError:
-            if resp is not None:
-                resp.close()
-            raise deadlines.timeout_error(endpoint, first=resp is None) from None
-        return Reply(resp.status, resp.headers, data)
+            first = not (held and held[0].headers_done)
+            raise deadlines.timeout_error(endpoint, first=first) from None
+        reply = Reply(conn.status, _headers(conn), conn.body())
+        pool.release(conn)
+        return reply
 
     async def open_stream(
         self, endpoint: Endpoint, url: str, headers: Mapping[str, str], body: bytes
     ) -> StreamReply:
         """One request whose body is read incrementally by the caller."""
         deadlines = _Deadlines.start(endpoint, streaming=True)
-        resp = await self._send(endpoint, url, headers, body, deadlines)
-        return StreamReply(resp, endpoint, deadlines)
+        held: list[Connection] = []
+        try:
+            async with asyncio.timeout_at(deadlines.first):
+                pool, conn = await self._exchange(endpoint, url, (headers, body), False, held)
+        except ProviderTimeoutError:
+            raise  # the connect phase, already named
+        except TimeoutError:
+            raise deadlines.timeout_error(endpoint, first=True) from None
+        return StreamReply(pool, conn, endpoint, deadlines)
 
     async def warm(self, endpoint: Endpoint, connections: int = 1) -> None:
-        """Open `connections` keep-alive connections to the endpoint's origin (any status)."""
-        session = self._session(endpoint)
-        url = self._origin(endpoint.base_url) + "/"
-        timeout = aiohttp.ClientTimeout(
-            total=endpoint.timeouts.total_s, sock_connect=endpoint.timeouts.connect_s
-        )
-
-        async def one() -> None:
-            try:
-                async with session.head(url, timeout=timeout) as resp:
-                    await resp.read()
-            except aiohttp.ConnectionTimeoutError:
-                _raise_connect_timeout(endpoint)
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                _raise_unreachable(endpoint, exc)
-
-        await asyncio.gather(*(one() for _ in range(max(1, connections))))
+        """Open up to `connections` keep-alive connections to the endpoint's origin."""
+        try:
+            target = target_of(endpoint.base_url)
+        except ValueError as exc:
+            _raise_unreachable(endpoint, exc)
+        pool = self._pool(endpoint, target)
+        try:
+            await pool.warm(max(1, connections), endpoint.timeouts.connect_s)
+        except TimeoutError:
+            _raise_connect_timeout(endpoint)
+        except OSError as exc:
+            _raise_unreachable(endpoint, exc)
 
     async def aclose(self) -> None:
         """Close every pool that belongs to the running loop; forget the others."""
         loop = asyncio.get_running_loop()
-        sessions, self._sessions = self._sessions, {}
-        for owner, session in sessions.values():
+        pools, self._pools = self._pools, {}
+        for owner, pool in pools.values():
             if owner is loop:
-                await session.close()
+                pool.close()
 
 
 _SHARED = HttpClient()

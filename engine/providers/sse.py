@@ -1,13 +1,14 @@
 """Server-sent events and NDJSON decoding over a stream of raw lines.
 
-Why hand-written: the transport is aiohttp (chosen by measurement, see bench/adapters.py),
-and the well-kept SSE client libraries are either bound to httpx (`httpx-sse`) or
-unmaintained (`aiohttp-sse-client`, last release 2021). The WHATWG event-stream rules that
-matter for LLM streams fit in one short function: `event:`/`data:` fields, multi-line data
-joined by newlines, `:` comment lines (OpenRouter keep-alives) skipped, an event dispatched on
-a blank line, `\\r\\n` or `\\n` line endings, and a final event without a trailing blank line.
-One deliberate deviation: events whose data is blank are dropped (some OpenAI-compatible
-servers send bare `data:` lines as keep-alives; no LLM protocol gives them a meaning).
+Why hand-written: the transport is the engine's own (chosen by measurement, see
+bench/adapters.py), and the well-kept SSE client libraries are either bound to httpx
+(`httpx-sse`) or unmaintained (`aiohttp-sse-client`, last release 2021). The WHATWG event-
+stream rules that matter for LLM streams fit in one short function: `event:`/`data:` fields,
+multi-line data joined by newlines, `:` comment lines (OpenRouter keep-alives) skipped, an
+event dispatched on a blank line, `\\r\\n` or `\\n` line endings, and a final event without
+a trailing blank line. One deliberate deviation: events whose data is blank are dropped
+(some OpenAI-compatible servers send bare `data:` lines as keep-alives; no LLM protocol
+gives them a meaning).
 """
 
 from __future__ import annotations

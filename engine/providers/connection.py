@@ -1,0 +1,362 @@
+"""HTTP/1.1 keep-alive connections on asyncio protocols, parsed by httptools, pooled per origin.
+
+Why this and not aiohttp (the transport before it): an LLM call is one small JSON POST,
+and a router makes a great many of them, so the client's own CPU per call bounds the
+engine's throughput. bench/adapters.py measures both against the same loopback upstream:
+aiohttp's general-purpose `ClientSession.request` (cookies, redirects, proxies, tracing,
+multipart...) spends about three times the CPU per call of this file, which does only
+what a provider call needs. The HTTP parsing itself is not ours: `httptools` (llhttp, the
+parser under uvicorn) does it, including chunked framing.
+
+What it does: one request at a time per connection (no pipelining), Content-Length bodies
+out, Content-Length / chunked / close-delimited bodies in, gzip and deflate answers, TLS
+with the system's default trust store, keep-alive reuse with an idle expiry, at most
+`limit` connections per origin with FIFO waiters, and read-side back-pressure for streams.
+What it leaves out on purpose: redirects (an API's 3xx is an error to report), proxies,
+cookies, HTTP/2. Deadlines belong to the caller (http.py), which closes a connection
+whose exchange it abandons, so a connection is only reused after a complete answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import zlib
+from collections import deque
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import httptools
+
+__all__ = ["BadResponse", "Connection", "ConnectionLost", "Pool", "Target", "target_of"]
+
+#: Unread stream bytes at which a connection stops reading from its socket, and resumes.
+READ_HIGH = 512 * 1024
+READ_LOW = 64 * 1024
+#: An idle connection older than this is closed rather than reused (servers drop them).
+KEEPALIVE_S = 15.0
+
+
+class ConnectionLost(Exception):
+    """The connection closed before the answer was complete; `answered`: bytes had come."""
+
+    def __init__(self, answered: bool, reason: str) -> None:
+        super().__init__(reason)
+        self.answered = answered
+
+
+class BadResponse(Exception):
+    """The upstream sent something that is not HTTP/1.1 (httptools refused to parse it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A parsed URL: where to connect (the pool's key) and what goes in the request line."""
+
+    origin: str  # scheme://host:port, the pool key
+    host: str
+    port: int
+    tls: bool
+    head: bytes  # "POST <path> HTTP/1.1\r\nHost: <host>\r\n"
+
+
+@lru_cache(maxsize=1024)  # a provider's URLs repeat on every call; parsing them does not
+def target_of(url: str) -> Target:
+    """Split `url` once; raises ValueError for a URL this client cannot call."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {parts.scheme}://{parts.hostname or ''}")
+    tls = scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    host = parts.hostname
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
+    default = port == (443 if tls else 80)
+    host_header = shown if default else f"{shown}:{port}"
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    head = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode("latin-1")
+    return Target(f"{scheme}://{shown}:{port}", host, port, tls, head)
+
+
+@lru_cache(maxsize=1)
+def _tls_context() -> ssl.SSLContext:
+    """The system trust store, as every mainstream client uses by default."""
+    return ssl.create_default_context()
+
+
+class Connection(asyncio.Protocol):
+    """One socket: sends a request, parses the answer, hands out status, headers and body.
+
+    A request either waits for the whole answer (`whole=True`) or for its headers, after
+    which `read()` returns body bytes as they arrive (b"" at the end).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[None] | None = None  # the request's headers/answer
+        self._reader: asyncio.Future[None] | None = None  # a stream reader waiting for bytes
+        self._whole = True
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._decoder: Any = None  # zlib decompressor for gzip/deflate answers
+        self._framed = False  # Content-Length or chunked: the close is not the end
+        self._error: BaseException | None = None
+        self.status = 0
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self.headers_done = False
+        self.complete = True  # no request in progress
+        self._keep = False  # both sides keep the connection open after this answer
+        self.answered = False  # bytes of the current answer have arrived
+        self.closed = False
+        self.idle_since = 0.0
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, but behave as one
+        self._transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.complete:
+            return
+        if self.headers_done and not self._framed:
+            self.on_message_complete()  # a body delimited by the close is now whole
+            return
+        reason = type(exc).__name__ if exc else "closed by the upstream"
+        self._fail(ConnectionLost(self.answered, reason))
+
+    def data_received(self, data: bytes) -> None:
+        self.answered = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(BadResponse(f"malformed HTTP answer ({type(exc).__name__})"))
+            self.close()
+
+    def pause_writing(self) -> None:  # a request body is small; nothing to throttle
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # -- httptools callbacks --------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.raw_headers = []
+        self._framed = False
+        self._decoder = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.raw_headers.append((name, value))
+        lower = name.lower()
+        if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value):
+            self._framed = True
+        elif lower == b"content-encoding" and value.strip().lower() in (b"gzip", b"deflate"):
+            self._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        self.headers_done = True
+        if not self._whole:
+            self._wake_waiter()
+
+    def on_body(self, body: bytes) -> None:
+        if self._decoder is not None:
+            body = self._decoder.decompress(body)
+            if not body:
+                return
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._whole:
+            return
+        if self._buffered > READ_HIGH and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+        self._wake_reader()
+
+    def on_message_complete(self) -> None:
+        if self._decoder is not None:
+            tail = self._decoder.flush()
+            if tail:
+                self._chunks.append(tail)
+        self.complete = True
+        self._keep = self._parser.should_keep_alive() and not self.closed
+        self._wake_waiter()
+        self._wake_reader()
+
+    # -- the caller's side ----------------------------------------------------------------
+
+    def send(self, data: bytes, whole: bool) -> asyncio.Future[None]:
+        """Write one request; the future resolves at the answer's headers (or its end)."""
+        assert self._transport is not None and self.complete
+        self._whole = whole
+        self._chunks.clear()
+        self._buffered = 0
+        self._error = None
+        self.headers_done = False
+        self.complete = False
+        self.answered = False
+        self._keep = False
+        waiter = self._waiter = self._loop.create_future()
+        self._transport.write(data)
+        return waiter
+
+    def body(self) -> bytes:
+        """The whole answer's body (after a `whole` request completed)."""
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        return data
+
+    async def read(self) -> bytes:
+        """The next body bytes of a streamed answer; b"" once it is complete."""
+        chunks = self._chunks
+        while not chunks:
+            if self._error is not None:
+                raise self._error
+            if self.complete:
+                return b""
+            reader = self._reader = self._loop.create_future()
+            try:
+                await reader
+            finally:
+                self._reader = None
+        data = chunks.popleft()
+        self._buffered -= len(data)
+        if self._paused and self._buffered <= READ_LOW and self._transport is not None:
+            self._paused = False
+            self._transport.resume_reading()
+        return data
+
+    @property
+    def reusable(self) -> bool:
+        """A complete answer on a connection both sides keep open."""
+        return self.complete and self._keep and not self.closed and self._error is None
+
+    def close(self) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._error = exc
+        self.complete = True
+        self._keep = False
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        self._wake_reader()
+
+    def _wake_waiter(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_reader(self) -> None:
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+
+
+class Pool:
+    """Keep-alive connections to one origin: at most `limit` open, FIFO waiters beyond."""
+
+    def __init__(self, target: Target, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._target = target
+        self._limit = max(1, limit)
+        self._loop = loop
+        self._idle: list[Connection] = []  # the most recently used is reused first
+        self._open = 0  # idle + busy + connecting, counted against the limit
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self.closed = False
+
+    async def acquire(self, connect_s: float) -> tuple[Connection, bool]:
+        """A connection and whether it was reused (a new one is opened within `connect_s`)."""
+        if self._waiters:  # others queued first: no barging past them
+            await self._wait_turn()
+        while True:
+            conn = self._reuse()
+            if conn is not None:
+                return conn, True
+            if self._open < self._limit:
+                return await self._connect(connect_s), False
+            await self._wait_turn()  # each release hands one waiter a connection or a slot
+
+    def _reuse(self) -> Connection | None:
+        idle, now = self._idle, self._loop.time()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < KEEPALIVE_S:
+                return conn
+            conn.close()
+            self._open -= 1
+        return None
+
+    async def _wait_turn(self) -> None:
+        turn = self._loop.create_future()
+        self._waiters.append(turn)
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self._wake()  # we were handed a turn we cannot use: pass it on
+            else:
+                self._waiters.remove(turn)
+            raise
+
+    async def _connect(self, connect_s: float) -> Connection:
+        self._open += 1
+        t = self._target
+        try:
+            async with asyncio.timeout(connect_s):
+                _, conn = await self._loop.create_connection(
+                    lambda: Connection(self._loop),
+                    t.host,
+                    t.port,
+                    ssl=_tls_context() if t.tls else None,
+                    server_hostname=t.host if t.tls else None,
+                )
+        except BaseException:
+            self._open -= 1
+            self._wake()
+            raise
+        return conn
+
+    def release(self, conn: Connection) -> None:
+        """Give a connection back: kept when its answer was complete, else closed."""
+        if conn.reusable and not self.closed:
+            conn.idle_since = self._loop.time()
+            self._idle.append(conn)
+        else:
+            conn.close()
+            self._open -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            turn = waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+
+    async def warm(self, connections: int, connect_s: float) -> None:
+        """Open connections up to `connections` idle ones (never past the limit)."""
+        want = min(connections - len(self._idle), self._limit - self._open)
+        opened = await asyncio.gather(*(self._connect(connect_s) for _ in range(max(0, want))))
+        for conn in opened:  # a fresh connection has answered nothing yet, so park it as is
+            conn.idle_since = self._loop.time()
+            self._idle.append(conn)
+            self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()

@@ -1,0 +1,262 @@
+"""The engine's own HTTP/1.1 client (engine/providers/connection.py + http.py) on the wire.
+
+A scripted loopback server answers each request with exact bytes, so framing (chunked,
+close-delimited, gzip), keep-alive reuse, the stale-connection race, cut and malformed
+answers, warm-up and TLS are each checked the way a real upstream would produce them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from engine.endpoints import Endpoint, Timeouts
+from engine.errors import ProtocolError, ProviderTimeoutError, UnavailableError
+from engine.providers import connection
+from engine.providers.http import HttpClient
+
+#: What the server does with one request: (bytes to write, close the socket afterwards).
+Script = Callable[[int, int, bytes], tuple[bytes, bool]]
+
+
+def ok(body: bytes = b'{"ok":true}', extra: str = "") -> bytes:
+    return (
+        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{extra}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+@dataclass
+class Upstream:
+    url: str
+    connections: int = 0
+    requests: list[bytes] = field(default_factory=list)
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head + await reader.readexactly(length)
+
+
+@asynccontextmanager
+async def upstream(script: Script, tls: ssl.SSLContext | None = None) -> AsyncIterator[Upstream]:
+    """A server calling `script(connection_no, request_no_on_it, request)` per request."""
+    up = Upstream("")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn_no = up.connections
+        up.connections += 1
+        n = 0
+        try:
+            while (request := await _read_request(reader)) is not None:
+                up.requests.append(request)
+                data, close = script(conn_no, n, request)
+                n += 1
+                writer.write(data)
+                await writer.drain()
+                if close:
+                    break
+        except asyncio.CancelledError:
+            pass  # the test is over and the server is closing
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=tls)
+    port = server.sockets[0].getsockname()[1]
+    up.url = f"{'https' if tls else 'http'}://localhost:{port}/v1"
+    async with server:
+        yield up
+
+
+def endpoint(url: str, total_s: float = 5.0) -> Endpoint:
+    return Endpoint(
+        provider="raw",
+        protocol="openai",
+        base_url=url,
+        upstream_model="m",
+        timeouts=Timeouts(connect_s=2, total_s=total_s),
+    )
+
+
+async def post(client: HttpClient, up: Upstream, body: bytes = b"{}") -> tuple[int, bytes]:
+    reply = await client.post(endpoint(up.url), f"{up.url}/chat/completions", {}, body)
+    return reply.status, reply.body
+
+
+async def test_sequential_calls_reuse_one_connection() -> None:
+    client = HttpClient()
+    async with upstream(lambda c, n, r: (ok(), False)) as up:
+        for _ in range(3):
+            assert await post(client, up) == (200, b'{"ok":true}')
+        await client.aclose()
+    assert up.connections == 1
+    first = up.requests[0]
+    assert first.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:")
+    assert b"\r\nContent-Length: 2\r\n\r\n{}" in first
+
+
+async def test_connection_close_answer_is_not_reused() -> None:
+    client = HttpClient()
+    async with upstream(lambda c, n, r: (ok(extra="Connection: close\r\n"), True)) as up:
+        for _ in range(2):
+            assert (await post(client, up))[0] == 200
+        await client.aclose()
+    assert up.connections == 2
+
+
+async def test_idle_connection_dropped_by_the_upstream_is_replaced_once() -> None:
+    """The keep-alive race: the upstream closes a reused connection without answering."""
+
+    def script(conn: int, n: int, request: bytes) -> tuple[bytes, bool]:
+        return (b"", True) if (conn, n) == (0, 1) else (ok(), False)
+
+    client = HttpClient()
+    async with upstream(script) as up:
+        assert (await post(client, up))[0] == 200
+        assert (await post(client, up))[0] == 200  # retried on a fresh connection
+        await client.aclose()
+    assert up.connections == 2
+
+
+async def test_a_fresh_connection_closed_unanswered_is_unavailable() -> None:
+    client = HttpClient()
+    async with upstream(lambda c, n, r: (b"", True)) as up:
+        with pytest.raises(UnavailableError):
+            await post(client, up)
+        await client.aclose()
+    assert up.connections == 1  # no retry on a connection that was never reused
+
+
+async def test_chunked_and_gzip_answers_are_decoded() -> None:
+    payload = gzip.compress(b'{"answer":"' + b"x" * 5000 + b'"}')
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunks = b"".join(
+        b"%x\r\n%s\r\n" % (len(payload[i : i + 700]), payload[i : i + 700])
+        for i in range(0, len(payload), 700)
+    )
+    client = HttpClient()
+    async with upstream(lambda c, n, r: (head + chunks + b"0\r\n\r\n", False)) as up:
+        status, body = await post(client, up)
+        await client.aclose()
+    assert status == 200 and body == b'{"answer":"' + b"x" * 5000 + b'"}'
+    assert b"Accept-Encoding: gzip, deflate" in up.requests[0]
+
+
+async def test_close_delimited_body() -> None:
+    answer = b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{"no":"length"}'
+    client = HttpClient()
+    async with upstream(lambda c, n, r: (answer, True)) as up:
+        assert await post(client, up) == (200, b'{"no":"length"}')
+        await client.aclose()
+
+
+async def test_answer_cut_mid_body_is_a_protocol_error() -> None:
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{partial"
+    client = HttpClient()
+    async with upstream(lambda c, n, r: (cut, True)) as up:
+        with pytest.raises(ProtocolError, match="connection lost mid-answer"):
+            await post(client, up)
+        await client.aclose()
+
+
+async def test_garbage_instead_of_http_is_a_protocol_error() -> None:
+    client = HttpClient()
+    async with upstream(lambda c, n, r: (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", False)) as up:
+        with pytest.raises(ProtocolError):
+            await post(client, up)
+        await client.aclose()
+
+
+async def test_refused_connection_is_unavailable() -> None:
+    async with upstream(lambda c, n, r: (ok(), False)) as up:
+        url = up.url
+    with pytest.raises(UnavailableError, match="cannot reach upstream"):
+        await HttpClient().post(endpoint(url), f"{url}/chat/completions", {}, b"{}")
+
+
+async def test_total_deadline_closes_the_connection() -> None:
+    """An answer that never comes times out, and its connection is not handed out again."""
+
+    def script(conn: int, n: int, request: bytes) -> tuple[bytes, bool]:
+        return (b"", False) if conn == 0 else (ok(), False)
+
+    client = HttpClient()
+    async with upstream(script) as up:
+        ep = endpoint(up.url, total_s=0.2)
+        with pytest.raises(ProviderTimeoutError) as info:
+            await client.post(ep, f"{up.url}/chat/completions", {}, b"{}")
+        assert info.value.phase == "total"
+        assert (await post(client, up))[0] == 200
+        await client.aclose()
+    assert up.connections == 2
+
+
+async def test_warm_opens_the_connection_the_next_call_uses() -> None:
+    client = HttpClient()
+    async with upstream(lambda c, n, r: (ok(), False)) as up:
+        await client.warm(endpoint(up.url), 2)
+        await asyncio.sleep(0.05)
+        assert up.connections == 2 and up.requests == []
+        for _ in range(3):
+            assert (await post(client, up))[0] == 200
+        await client.aclose()
+    assert up.connections == 2
+
+
+async def test_streamed_lines_and_back_pressure() -> None:
+    """A stream larger than the read-ahead bound pauses the socket and still arrives whole."""
+    lines = [b"data: %d %s" % (i, b"y" * 200) for i in range(6000)]  # ~1.2 MB
+    body = b"\n".join(lines) + b"\n"
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    framed = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    client = HttpClient()
+    async with upstream(lambda c, n, r: (head + framed, False)) as up:
+        ep = endpoint(up.url)
+        reply = await client.open_stream(ep, f"{up.url}/chat/completions", {}, b"{}")
+        await asyncio.sleep(0.2)  # let the socket fill the read-ahead
+        conn = reply._conn
+        # paused past READ_HIGH: at most one more socket read (256 KiB) arrived after that
+        assert conn._buffered <= connection.READ_HIGH + 256 * 1024
+        got = [line async for line in reply.lines()]
+        reply.close()
+        assert (await post(client, up))[0] == 200  # the drained connection is reused
+        await client.aclose()
+    assert got == lines and up.connections == 1
+
+
+async def test_tls_with_the_trust_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """https:// verifies the server against the default trust store (SSL_CERT_FILE here)."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    client = HttpClient()
+    async with upstream(lambda c, n, r: (ok(), False), tls=server_ctx) as up:
+        connection._tls_context.cache_clear()
+        try:
+            with pytest.raises(UnavailableError):  # not trusted yet
+                await post(client, up)
+            monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+            connection._tls_context.cache_clear()
+            assert await post(client, up) == (200, b'{"ok":true}')
+        finally:
+            await client.aclose()
+            connection._tls_context.cache_clear()
