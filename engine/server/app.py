@@ -3,6 +3,9 @@
 Routes: POST /v1/chat/completions (JSON or SSE), GET /v1/models, /v1/stats, /healthz,
 /readyz, /metrics. Starlette on uvicorn (uvloop + httptools) was chosen by measurement
 (bench/proxy.py): within noise of a raw ASGI pass-through, well ahead of plain asyncio/h11.
+The chat route, the only hot one, is a raw ASGI app (`ChatRoute`) that `EngineApp` calls
+before starlette's middleware and router, which cost as much CPU per call as the route's
+own work; every other route, and every other method on that path, is plain starlette.
 
 Routing inputs from HTTP: `model` is a policy name or a `provider/name` id; the
 `x-engine-policy` header names a policy explicitly; `x-engine-workspace`,
