@@ -92,8 +92,9 @@ def settle_heap(young_threshold: int = GC_YOUNG_THRESHOLD) -> None:
     longer walks them), and collect the young generation every 20,000 net allocations
     rather than 700, which keeps the count of collections, and of objects promoted to
     older generations, small. Refcounting still frees almost everything at once; only
-    cyclic garbage waits a little longer. The server process only: tests that build apps
-    must not freeze their heap.
+    cyclic garbage waits a little longer. A plan replaced by a hot reload holds no cycles,
+    so it is still freed (by refcounting) although it was frozen. The server process only:
+    tests that build apps must not freeze their heap.
     """
     gc.collect()
     gc.freeze()
