@@ -3,6 +3,9 @@
 Routes: POST /v1/chat/completions (JSON or SSE), GET /v1/models, /v1/stats, /healthz,
 /readyz, /metrics. Starlette on uvicorn (uvloop + httptools) was chosen by measurement
 (bench/proxy.py): within noise of a raw ASGI pass-through, well ahead of plain asyncio/h11.
+The chat route, the only hot one, is a raw ASGI app (`ChatRoute`) that `EngineApp` calls
+before starlette's middleware and router, which cost as much CPU per call as the route's
+own work; every other route, and every other method on that path, is plain starlette.
 
 Routing inputs from HTTP: `model` is a policy name or a `provider/name` id; the
 `x-engine-policy` header names a policy explicitly; `x-engine-workspace`,
@@ -26,6 +29,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response as HTTPResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from engine.compile.plan import Plan
 from engine.messages import Request, parse_request
@@ -98,27 +102,33 @@ def _state(request: HTTPRequest) -> ServerState:
     return state
 
 
-_WANTED = frozenset({"authorization", "content-length", POLICY_HEADER, *META_HEADERS})
+#: Raw (lower-case, as ASGI servers send them) names of the headers the chat route reads.
+_WANTED = {
+    name.encode("latin-1"): name
+    for name in ("authorization", "content-length", POLICY_HEADER, *META_HEADERS)
+}
 
 
-def wanted_headers(request: HTTPRequest) -> dict[str, str]:
-    """The few headers the chat route reads, in one pass over the raw list (hot path)."""
+def wanted_headers(scope: Scope) -> dict[str, str]:
+    """The few headers the chat route reads, in one pass over the raw list (hot path: the
+    names are matched as bytes, so only the wanted values are decoded)."""
     out: dict[str, str] = {}
-    for raw_name, raw_value in request.scope["headers"]:
-        name = raw_name.decode("latin-1")  # ASGI servers send names lower-cased
-        if name in _WANTED:
+    wanted = _WANTED
+    for raw_name, raw_value in scope["headers"]:
+        name = wanted.get(raw_name)
+        if name is not None:
             out[name] = raw_value.decode("latin-1")
     return out
 
 
-async def read_body(request: HTTPRequest, declared: str | None, limit: int) -> bytes:
+async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
     """The body, refusing more than `limit` bytes (413) without reading it all first."""
     if declared and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] != "http.request":
             raise ServerError(400, "client disconnected", "invalid_request_error", "disconnected")
         chunk = message.get("body", b"")
@@ -203,17 +213,69 @@ def response_headers(
 
 # --------------------------------------------------------------------------- chat
 
+CHAT_PATH = "/v1/chat/completions"
+_JSON_TYPE = (b"content-type", b"application/json")
 
-async def chat_completions(request: HTTPRequest) -> HTTPResponse | EventStreamResponse:
-    state = _state(request)
+
+class JSONAnswer:
+    """A whole JSON response as one ASGI start + body pair.
+
+    It sends what starlette's `Response(..., media_type="application/json")` sends (the
+    given headers, then content-length and content-type) without building a header
+    object per call: the chat route is the hot path, and every microsecond here is paid
+    on every request. It takes `headers` over (appends to the list it is given).
+    """
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, body: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        headers.append((b"content-length", str(len(body)).encode()))
+        headers.append(_JSON_TYPE)
+        self.body = body
+        self.status = status
+        self.headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def raw_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    """ASGI header pairs, encoded as starlette encodes them (latin-1)."""
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+class ChatRoute:
+    """POST /v1/chat/completions as a bare ASGI app.
+
+    `EngineApp` hands this path here before starlette's middleware, router and
+    Request/Response objects, which cost about as much CPU per call as the route's own
+    work; starlette's router also points here (and answers 405 for other methods), so
+    either way there is one implementation. Nothing here needs what starlette adds:
+    every failure becomes an OpenAI error body inside `chat_completions`, and anything
+    unexpected propagates to the server, which logs it and answers a bare 500 as
+    starlette's ServerErrorMiddleware did.
+    """
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await chat_completions(self.state, scope, receive)
+        await response(scope, receive, send)
+
+
+async def chat_completions(
+    state: ServerState, scope: Scope, receive: Receive
+) -> JSONAnswer | EventStreamResponse:
     started = time.perf_counter()
-    headers = wanted_headers(request)
+    headers = wanted_headers(scope)
     policy_hint = headers.get(POLICY_HEADER) or None
     stream = False
     try:
         who = state.auth.authenticate(headers.get("authorization"))
         limit = state.settings.max_body_bytes
-        data = decode_json(await read_body(request, headers.get("content-length"), limit))
+        data = decode_json(await read_body(receive, headers.get("content-length"), limit))
         state.auth.authorize(who, routing_target(data, policy_hint, state.engine.plan))
         _cap_budget(data, state.auth.remaining(who))
         merge_metadata(data, headers, who)
@@ -234,7 +296,7 @@ def _cap_budget(data: dict[str, Any], remaining: float | None) -> None:
     data["budget_usd"] = min(asked, remaining) if isinstance(asked, int | float) else remaining
 
 
-def _answer(state: ServerState, resp: Response, who: Principal, started: float) -> HTTPResponse:
+def _answer(state: ServerState, resp: Response, who: Principal, started: float) -> JSONAnswer:
     body = resp.to_openai()
     if not body["id"]:
         body["id"] = f"chatcmpl-{int(started * 1e9):x}"
@@ -248,12 +310,12 @@ def _answer(state: ServerState, resp: Response, who: Principal, started: float) 
     headers = response_headers(
         resp.provider, resp.model, len(resp.attempts), resp.cost_usd, resp.cached, resp.policy
     )
-    return json_response(body, headers=headers)
+    return JSONAnswer(orjson.dumps(body), 200, raw_headers(headers))
 
 
 def _failed(
     state: ServerState, exc: Exception, policy: str | None, started: float, stream: bool
-) -> HTTPResponse:
+) -> JSONAnswer:
     error = to_http(exc)
     if error is None:
         log.exception("unexpected error while serving a chat request")
@@ -265,10 +327,10 @@ def _failed(
         policy=policy, provider="", model="", status=error.status, stream=stream,
         seconds=time.perf_counter() - started, attempts=attempts,
     )  # fmt: skip
-    response = error_response(error)
+    headers = raw_headers(error.headers())
     if attempts:
-        response.headers["x-engine-attempts"] = str(len(attempts))
-    return response
+        headers.append((b"x-engine-attempts", str(len(attempts)).encode()))
+    return JSONAnswer(orjson.dumps(error.body()), error.status, headers)
 
 
 async def _stream(
@@ -417,6 +479,24 @@ async def _http_error(request: HTTPRequest, exc: Exception) -> HTTPResponse:
     )
 
 
+class EngineApp(Starlette):
+    """Starlette, with POST /v1/chat/completions sent straight to its raw ASGI route.
+
+    The check is three dict lookups; every other path, method and scope type (lifespan
+    included) goes through starlette as before.
+    """
+
+    def __init__(self, chat: ChatRoute, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.chat = chat
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == CHAT_PATH and scope["method"] == "POST":
+            await self.chat(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     engine: RoutingEngine, settings: ServerSettings, watcher: ConfigWatcher | None = None
 ) -> Starlette:
@@ -449,9 +529,11 @@ def create_app(
                         await background
             await engine.aclose()  # flushes the ledger
 
-    app = Starlette(
+    chat = ChatRoute(state)
+    app = EngineApp(
+        chat,
         routes=[
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route(CHAT_PATH, chat, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/stats", stats, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 
 from engine.server import create_app
+from engine.server.protocol import CoalescingHttpToolsProtocol
 from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings
 from tests.server.standin import StandInEngine
@@ -43,7 +44,13 @@ async def serving(
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=5)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+        http=CoalescingHttpToolsProtocol,  # as `engine serve` runs it
+    )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -211,3 +211,28 @@ async def test_metrics_count_failed_attempts_by_kind_and_fallbacks(standin: Stan
         text = (await http.get("/metrics")).text
     assert 'engine_attempt_failures_total{kind="unavailable",provider="openai"} 1.0' in text
     assert 'engine_fallbacks_total{policy="fast"} 1.0' in text
+
+
+async def test_chat_through_starlettes_router_answers_as_the_direct_route() -> None:
+    """Behind a root path the chat route is reached through starlette: same answer, same
+    headers, same errors as the direct way in."""
+    from engine.server import create_app
+
+    app = create_app(StandInEngine(), ServerSettings())
+    body = {"model": "fast", "messages": MSG}
+    routed = httpx.ASGITransport(app=app, root_path="/api")  # type: ignore[arg-type]
+    direct = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=routed, base_url="http://t") as http:
+        via_router = await http.post("/api/v1/chat/completions", json=body)
+        via_router_bad = await http.post("/api/v1/chat/completions", content=b"{")
+    async with httpx.AsyncClient(transport=direct, base_url="http://t") as http:
+        straight = await http.post("/v1/chat/completions", json=body)
+        straight_bad = await http.post("/v1/chat/completions", content=b"{")
+    assert via_router.status_code == straight.status_code == 200
+    assert via_router.json()["choices"] == straight.json()["choices"]
+    skip = {"date", "content-length"}
+    assert {k: v for k, v in via_router.headers.items() if k not in skip} == {
+        k: v for k, v in straight.headers.items() if k not in skip
+    }
+    assert via_router_bad.status_code == straight_bad.status_code == 400
+    assert via_router_bad.json() == straight_bad.json()

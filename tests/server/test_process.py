@@ -144,3 +144,16 @@ async def test_refuses_public_bind_without_keys(tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 2
     assert "--insecure" in out.stderr
+
+
+def test_settle_heap_freezes_start_up_objects_and_raises_the_young_threshold() -> None:
+    """After start-up the worker freezes its heap and collects the young generation rarely."""
+    code = (
+        "import gc\n"
+        "from engine.server.runner import GC_YOUNG_THRESHOLD, settle_heap\n"
+        "settle_heap()\n"
+        "assert gc.get_freeze_count() > 0, gc.get_freeze_count()\n"
+        "assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD, gc.get_threshold()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr

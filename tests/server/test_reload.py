@@ -75,3 +75,18 @@ async def test_no_change_means_no_recompile(tmp_path: Path) -> None:
     watcher = ConfigWatcher(_config(tmp_path), counting, StandInEngine().reload)
     assert await watcher.check() is False
     assert calls == []
+
+
+def test_a_replaced_plan_is_freed_without_the_cyclic_collector(tmp_path: Path) -> None:
+    """A compiled plan holds no reference cycles, so the one the server froze at start-up
+    (runner.settle_heap) is still freed by refcounting when a reload replaces it."""
+    import gc
+
+    from engine.server.runner import load_plan
+    from tests.server.realstack import write_config
+
+    config = write_config(tmp_path, "http://127.0.0.1:9/v1", "http://127.0.0.1:8/v1")
+    plan, _ = load_plan(config)
+    gc.collect()  # the compiler's own temporary garbage
+    del plan
+    assert gc.collect() == 0
