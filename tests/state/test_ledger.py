@@ -122,6 +122,23 @@ async def test_batches_larger_than_batch_size_are_all_written(path: Path, clock:
     await ledger.aclose()
 
 
+async def test_a_batch_of_many_rows_is_written_whole_and_in_order(
+    path: Path, clock: FakeClock
+) -> None:
+    """A batch spanning several multi-row INSERTs (and a partial last one) keeps every row,
+    in the order recorded, with each field where it belongs."""
+    ledger = SQLiteLedger(path, clock)
+    for i in range(150):
+        ledger.record(row(request_id=f"r{i}", cost=i / 1000))
+    await ledger.flush()
+    with sqlite3.connect(path) as conn:
+        got = conn.execute(
+            "SELECT request_id, cost_usd, model FROM attempts ORDER BY id"
+        ).fetchall()
+    assert got == [(f"r{i}", i / 1000, "openai/gpt-4o-mini") for i in range(150)]
+    await ledger.aclose()
+
+
 async def test_record_after_close_is_dropped_with_a_warning(
     path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
