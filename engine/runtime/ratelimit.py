@@ -8,6 +8,9 @@ engine already knows what it is about to send. So each attempt first takes a `Le
     limiter.settle(lease, usage.input_tokens, usage.output_tokens)   # real usage
     limiter.observe(provider, lease.key.id, response.rate_limit)     # what headers said
 
+(The runtime first tries `try_acquire`, the same without waiting, where a limiter has it:
+most attempts find room, and then take no coroutine. It is optional for other backends.)
+
 - Windows are sliding, 60 s, kept per key as counters in 0.1 s slices (memory stays
   bounded at any request rate; usage leaves the window at most 0.1 s late, erring on the
   safe side). A lease remembers its slice, so `settle` corrects exactly its own estimate
