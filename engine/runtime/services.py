@@ -72,7 +72,7 @@ class Services:
     )
 
     def __post_init__(self) -> None:
-        self.try_acquire = getattr(self.limiter, "try_acquire", None)
+        self.try_acquire = _try_acquire_of(self.limiter)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping that must finish even when the caller was cancelled."""
@@ -129,6 +129,26 @@ def candidate(
 ) -> Candidate:
     """A Candidate for `scored` (its `model` filled in)."""
     return _new_tuple(Candidate, (scored, provider, route, policy, rule, leg, scored.model))
+
+
+def _try_acquire_of(
+    limiter: RateLimiter,
+) -> Callable[[str, Sequence[KeyPlan], int, int], Lease | None] | None:
+    """The limiter's `try_acquire`, if the class that defines its `acquire` defines that
+    too: a subclass that changes only `acquire` must keep seeing every acquisition."""
+
+    def owner(name: str) -> type | None:
+        return next((c for c in type(limiter).__mro__ if name in c.__dict__), None)
+
+    found = owner(_TRY_ACQUIRE)
+    if found is None or found is not owner("acquire"):
+        return None
+    method: Callable[[str, Sequence[KeyPlan], int, int], Lease | None]
+    method = getattr(limiter, _TRY_ACQUIRE)  # optional: not part of the RateLimiter protocol
+    return method
+
+
+_TRY_ACQUIRE = "try_acquire"
 
 
 @dataclass(slots=True)
