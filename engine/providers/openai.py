@@ -128,6 +128,9 @@ _PASSTHROUGH = (
 
 _passthrough_values = itemgetter(*_PASSTHROUGH)
 
+#: The package whose adapters' URLs and headers depend on the endpoint alone.
+_OWN = "engine.providers."
+
 
 def _tool_choice(choice: ToolChoice, dialect: str) -> Any:
     if dialect == "mistral" and choice == "required":
@@ -268,6 +271,18 @@ class OpenAIAdapter(HttpAdapter):
 
     protocol = "openai"
 
+    #: Whether `url` and `headers` are this package's own (OpenAI's, Azure's), which depend
+    #: on the endpoint alone, so `complete` computes them once per endpoint. A subclass
+    #: defined elsewhere may compute them per call (a refreshed token, say): it is asked
+    #: every call, as before.
+    _parts_per_endpoint = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._parts_per_endpoint = all(
+            getattr(cls, name).__module__.startswith(_OWN) for name in ("url", "headers")
+        )
+
     def url(self, endpoint: Endpoint) -> str:
         return endpoint.base_url.rstrip("/") + "/chat/completions"
 
@@ -275,15 +290,19 @@ class OpenAIAdapter(HttpAdapter):
         return json_headers(endpoint)
 
     def _prepared(self, endpoint: Endpoint) -> _Prepared:
-        """This adapter's URL, headers and options for the endpoint, once per endpoint."""
-        return per_endpoint(endpoint, type(self), self._prepare)
+        """This adapter's URL, headers and options for the endpoint (see
+        `_parts_per_endpoint`)."""
+        if self._parts_per_endpoint:
+            return per_endpoint(endpoint, type(self), self._prepare)
+        return self._prepare(endpoint, None)
 
     def _prepare(self, endpoint: Endpoint, _: object) -> _Prepared:
-        return _Prepared(self.url(endpoint), self.headers(endpoint), _options(endpoint, None))
+        options = per_endpoint(endpoint, _Options, _options)
+        return _Prepared(self.url(endpoint), self.headers(endpoint), options)
 
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
-        # URL, headers and options from the per-endpoint cache: the transport only reads
-        # the headers, so the same mapping serves every call.
+        # URL, headers and options, usually from the per-endpoint cache: the transport only
+        # reads the headers, so the same mapping serves every call.
         url, headers, options = self._prepared(endpoint)
         body = _body(request, endpoint, options, False)
         data, rate = await self._post_json(endpoint, url, headers, body, error_from_object)
