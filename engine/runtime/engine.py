@@ -621,6 +621,9 @@ class Engine:
         if self._svc.background:
             await asyncio.gather(*self._svc.background, return_exceptions=True)
         await self._svc.ledger.aclose()
+        closer = getattr(self._svc.budget, "aclose", None)  # a store with files or threads
+        if closer is not None:
+            await closer()
         for adapter in list(self._adapters.values()):
             await adapter.aclose()
 

@@ -119,6 +119,8 @@ class _KeyState:
     configured_any: bool = False  # the plan sets at least one limit on this key
     blocked_until: float = 0.0
     in_flight: int = 0
+    #: This process's part of every limit (1 / workers when N processes share the keys).
+    share: float = 1.0
 
     def __post_init__(self) -> None:
         self.rebind(self.key)
@@ -168,8 +170,12 @@ class _KeyState:
         configured = self.configured[dim]
         learned = self.learned[dim].limit
         if configured is None:
-            return learned
-        return configured if learned is None else min(configured, learned)
+            limit = learned
+        else:
+            limit = configured if learned is None else min(configured, learned)
+        if limit is None or self.share >= 1.0:
+            return limit
+        return max(1, int(limit * self.share))
 
     def learn(self, dim: str, limit: int | None, remaining: int | None, reset_at: float) -> None:
         """What headers said about one dimension (nothing changes for what they left out)."""
@@ -379,6 +385,7 @@ class _Pool:
     states: dict[str, _KeyState] = field(default_factory=dict)
     queue: deque[_Waiter] = field(default_factory=deque)
     watchers: list[asyncio.Future[None]] = field(default_factory=list)
+    share: float = 1.0  # passed to each key's state (see InProcessRateLimiter)
 
     def bind(self, keys: Sequence[KeyPlan]) -> list[_KeyState]:
         """The states for these keys; a reloaded plan's new limits replace the old."""
@@ -386,7 +393,7 @@ class _Pool:
         for key in keys:
             state = self.states.get(key.id)
             if state is None:
-                state = self.states[key.id] = _KeyState(key)
+                state = self.states[key.id] = _KeyState(key, share=self.share)
             elif state.key is not key:
                 state.rebind(key)
             out.append(state)
@@ -409,14 +416,19 @@ class _Pool:
 class InProcessRateLimiter:
     """Rate limits for one process. Implements `engine.runtime.state.RateLimiter`."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, share: float = 1.0) -> None:
+        """`share`: the part of each key's limits this process may use; `engine serve
+        --workers N` gives each worker 1/N, so together they stay within the limit."""
+        if not 0.0 < share <= 1.0:
+            raise ValueError(f"share must be in (0, 1], got {share!r}")
         self._clock = clock
+        self._share = share
         self._pools: dict[str, _Pool] = {}
 
     def _pool(self, provider: str) -> _Pool:
         pool = self._pools.get(provider)
         if pool is None:
-            pool = self._pools[provider] = _Pool()
+            pool = self._pools[provider] = _Pool(share=self._share)
         return pool
 
     def register(self, provider: str, keys: Sequence[KeyPlan]) -> None:
@@ -583,7 +595,8 @@ class InProcessRateLimiter:
         pool = self._pools.get(provider) or self._pool(provider)
         state = pool.states.get(key_id)
         if state is None:
-            state = pool.states[key_id] = _KeyState(KeyPlan(id=key_id, secret=None))
+            unknown = KeyPlan(id=key_id, secret=None)
+            state = pool.states[key_id] = _KeyState(unknown, share=pool.share)
         now = self._clock.monotonic()
         state.informed = True
         # Runs for every answer that carried headers: a dimension they say nothing about

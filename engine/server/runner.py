@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -18,7 +19,11 @@ from starlette.applications import Starlette
 from engine.compile import load_plan as compile_plan
 from engine.compile.plan import Plan
 from engine.errors import Diagnostic
+from engine.runtime.budget_sqlite import SQLiteBudgetStore
+from engine.runtime.clock import SystemClock
 from engine.runtime.engine import Engine
+from engine.runtime.ledger import SQLiteLedger
+from engine.runtime.ratelimit import InProcessRateLimiter
 from engine.server.app import RoutingEngine, create_app
 from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings, load_settings
@@ -32,9 +37,36 @@ def load_plan(config_dir: Path) -> tuple[Plan, list[Diagnostic]]:
     return plan, list(warnings)
 
 
-def engine_from_config(config_dir: Path) -> RoutingEngine:
-    """The engine with its SQLite ledger ($ENGINE_LEDGER or <config>/.engine/)."""
-    return Engine.from_config(config_dir)
+def engine_from_config(config_dir: Path, workers: int = 1) -> RoutingEngine:
+    """The engine with its SQLite ledger ($ENGINE_LEDGER or <config>/.engine/).
+
+    With several worker processes, state that guards money and providers must hold across
+    them: budgets go to one SQLite file they all share (`budgets_path`), and each worker
+    takes 1/N of every rate limit, so together they stay within it. Breakers, latency
+    figures and the cache stay per worker: those only cost a little accuracy."""
+    if workers <= 1:
+        return Engine.from_config(config_dir)
+    clock = SystemClock()
+    ledger_path = ledger_path_for(config_dir)
+    ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    ledger = SQLiteLedger(str(ledger_path), clock)
+    return Engine.from_config(
+        config_dir,
+        clock=clock,
+        ledger=ledger,
+        budget=SQLiteBudgetStore.from_ledger(budgets_path(config_dir), clock, ledger),
+        rate_limiter=InProcessRateLimiter(clock, share=1.0 / workers),
+    )
+
+
+def ledger_path_for(config_dir: Path) -> Path:
+    """Where the ledger lives: $ENGINE_LEDGER, else <config>/.engine/ledger.sqlite3."""
+    return Path(os.environ.get("ENGINE_LEDGER") or config_dir / ".engine" / "ledger.sqlite3")
+
+
+def budgets_path(config_dir: Path) -> Path:
+    """The shared budget file of a multi-worker server: beside the ledger."""
+    return ledger_path_for(config_dir).with_name("budgets.sqlite3")
 
 
 def bind_problem(settings: ServerSettings) -> str | None:
@@ -57,6 +89,11 @@ def banner(plan: Plan, settings: ServerSettings) -> str:
         else:
             reason = provider.disabled_reason or "disabled"
             lines.append(f"  provider {provider.id:<14} disabled: {reason}")
+    if settings.workers > 1:
+        lines.append(
+            f"  {settings.workers} workers: budgets shared in {budgets_path(settings.config_dir)}, "
+            f"each worker takes 1/{settings.workers} of every rate limit"
+        )
     auth = f"{len(settings.api_keys)} API keys" if settings.api_keys else "no API keys (open)"
     lines.append(f"  listening on http://{settings.host}:{settings.port}  auth: {auth}")
     return "\n".join(lines)
@@ -68,7 +105,7 @@ def build_app(settings: ServerSettings | None = None) -> Starlette:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s"
     )
-    engine = engine_from_config(settings.config_dir)
+    engine = engine_from_config(settings.config_dir, settings.workers)
     watcher = ConfigWatcher(
         settings.config_dir, load_plan, engine.reload, settings.reload_interval_s
     )

@@ -438,3 +438,23 @@ async def test_remaining_learned_on_a_configured_key_is_spent(clock: FakeClock) 
     await rl.acquire("p", [k], 1, 1, 0)
     with pytest.raises(RateLimitedError):
         await rl.acquire("p", [k], 1, 1, 0)
+
+
+async def test_a_share_of_the_limits_for_one_of_several_workers(clock: FakeClock) -> None:
+    """share=1/3 (one of three workers) admits a third of the configured and learned limits."""
+    rl = InProcessRateLimiter(clock, share=1 / 3)
+    k = key(rpm=9)
+    for _ in range(3):
+        await rl.acquire("p", [k], 10, 10, 0)
+    with pytest.raises(RateLimitedError):
+        await rl.acquire("p", [k], 10, 10, 0)
+    assert rl.status("p")["keys"]["p#0"]["requests"]["limit"] == 3
+    other = key("q#0")
+    rl.observe("q", "q#0", RateLimitInfo(limit_requests=30, reset_requests_s=60))
+    assert rl.status("q")["keys"]["q#0"]["requests"]["limit"] == 10
+    for _ in range(10):
+        await rl.acquire("q", [other], 1, 1, 0)
+    with pytest.raises(RateLimitedError):
+        await rl.acquire("q", [other], 1, 1, 0)
+    with pytest.raises(ValueError, match="share"):
+        InProcessRateLimiter(clock, share=0)

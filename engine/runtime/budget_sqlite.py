@@ -1,0 +1,245 @@
+"""Workspace budgets in one SQLite file, shared by every process that opens it.
+
+Why: `InProcessBudgetStore` is exact within one process, but `engine serve --workers N`
+runs N processes, and N separate stores could let a workspace spend N times its limit.
+This store keeps the same protocol (reserve -> call -> settle / release) and the same
+integer nano-dollar arithmetic, with the check-and-book of `reserve` done inside one
+`BEGIN IMMEDIATE` transaction: SQLite lets one writer at a time past that point, so
+reservations from any number of processes (and threads) see each other, just as the
+in-process store's lock makes its tasks do.
+
+Tables: `spend` holds settled nano-dollars per (workspace, period), where a period is a UTC
+day 'YYYY-MM-DD' or month 'YYYY-MM'; `held` holds open reservations. A reservation whose
+process died without settling stops counting after `hold_s` (default one hour, longer than
+any call's deadline). On first use the month so far is seeded from the cost ledger, once,
+in the same kind of transaction; after that this file is the record of spend (it is
+written when a call settles, while the ledger is written in batches a moment later).
+
+The database calls run on one private thread, so a transaction waiting for another
+process's lock never blocks the event loop. Only routes with a daily or monthly budget
+reserve at all, so this costs nothing to calls without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from engine.errors import BudgetExceededError
+from engine.runtime.budget import (
+    NANO,
+    SpendSource,
+    month_start,
+    utc_day,
+    utc_month,
+)
+from engine.runtime.clock import Clock
+from engine.runtime.state import Reservation
+
+T = TypeVar("T")
+
+#: How long an unsettled reservation counts (a process that died cannot release it).
+HOLD_S = 3600.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spend (
+    workspace TEXT NOT NULL, period TEXT NOT NULL, nanos INTEGER NOT NULL,
+    PRIMARY KEY (workspace, period)
+);
+CREATE TABLE IF NOT EXISTS held (
+    token INTEGER PRIMARY KEY AUTOINCREMENT, workspace TEXT NOT NULL, day TEXT NOT NULL,
+    month TEXT NOT NULL, nanos INTEGER NOT NULL, expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS held_by_workspace ON held (workspace);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(_SCHEMA)
+    return conn
+
+
+def _up(usd: float) -> int:
+    return math.ceil(usd * NANO)
+
+
+def _check_amount(usd: float) -> None:
+    if not (math.isfinite(usd) and usd >= 0):
+        raise ValueError(f"a budget amount must be a finite number >= 0, got {usd!r}")
+
+
+class SQLiteBudgetStore:
+    """Budgets shared across processes. Implements `engine.runtime.state.BudgetStore`."""
+
+    def __init__(self, path: str | Path, clock: Clock, hold_s: float = HOLD_S) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._hold_s = hold_s
+        self._conn = _connect(self.path)
+        self._lock = threading.Lock()  # one statement sequence at a time on the connection
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budget-sqlite")
+
+    @classmethod
+    def from_ledger(
+        cls, path: str | Path, clock: Clock, ledger: SpendSource, hold_s: float = HOLD_S
+    ) -> SQLiteBudgetStore:
+        """A store whose month so far comes from the ledger the first time the file is used."""
+        store = cls(path, clock, hold_s)
+        store._seed(ledger)
+        return store
+
+    def _seed(self, ledger: SpendSource) -> None:
+        def seed(conn: sqlite3.Connection) -> None:
+            if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone():
+                return
+            for workspace, day, usd in ledger.spend_since(month_start(self._clock.time())):
+                for period in (day, day[:7]):
+                    self._add(conn, workspace, period, round(usd * NANO))
+            conn.execute("INSERT INTO meta (key, value) VALUES ('seeded', 'ledger')")
+
+        self._transaction(seed)
+
+    # -- the protocol ---------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        workspace: str,
+        amount_usd: float,
+        daily_usd: float | None,
+        monthly_usd: float | None,
+    ) -> Reservation:
+        """Book the worst case, or raise BudgetExceededError naming the limit it would pass."""
+        _check_amount(amount_usd)
+        now = self._clock.time()
+        day, month, amount = utc_day(now), utc_month(now), _up(amount_usd)
+
+        def book(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM held WHERE expires < ?", (now,))
+            for period, limit, name in ((day, daily_usd, "daily"), (month, monthly_usd, "monthly")):
+                if limit is not None:
+                    self._check(conn, workspace, period, amount, limit, name)
+            cur = conn.execute(
+                "INSERT INTO held (workspace, day, month, nanos, expires) VALUES (?, ?, ?, ?, ?)",
+                (workspace, day, month, amount, now + self._hold_s),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        token = await self._run(lambda: self._transaction(book))
+        return Reservation(workspace, amount_usd, token)
+
+    async def settle(self, reservation: Reservation, actual_usd: float) -> None:
+        """Replace the reservation by the real cost; a second settle or release is ignored."""
+        _check_amount(actual_usd)
+        nanos = round(actual_usd * NANO)
+
+        def settle(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT workspace, day, month FROM held WHERE token = ?", (reservation.token,)
+            ).fetchone()
+            if row is None:
+                return
+            conn.execute("DELETE FROM held WHERE token = ?", (reservation.token,))
+            workspace, day, month = row
+            self._add(conn, workspace, day, nanos)
+            self._add(conn, workspace, month, nanos)
+
+        await self._run(lambda: self._transaction(settle))
+
+    async def release(self, reservation: Reservation) -> None:
+        """Drop the reservation: the call failed or was cancelled and cost nothing."""
+
+        def release(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM held WHERE token = ?", (reservation.token,))
+
+        await self._run(lambda: self._transaction(release))
+
+    def spent(self, workspace: str) -> Mapping[str, float]:
+        """{"day": usd, "month": usd} for the current UTC periods, open reservations included."""
+        now = self._clock.time()
+        periods = {"day": utc_day(now), "month": utc_month(now)}
+
+        def read(conn: sqlite3.Connection) -> dict[str, float]:
+            return {
+                name: (self._settled(conn, workspace, p) + self._held(conn, workspace, p, now))
+                / NANO
+                for name, p in periods.items()
+            }
+
+        return self._transaction(read)
+
+    async def aclose(self) -> None:
+        await self._run(self._conn.close)
+        self._thread.shutdown(wait=False)
+
+    # -- SQL ------------------------------------------------------------------------------
+
+    def _check(
+        self,
+        conn: sqlite3.Connection,
+        workspace: str,
+        period: str,
+        amount: int,
+        limit: float,
+        name: str,
+    ) -> None:
+        spent = self._settled(conn, workspace, period)
+        held = self._held(conn, workspace, period, None)
+        if spent + held + amount > math.floor(limit * NANO):
+            raise BudgetExceededError(
+                f"workspace {workspace!r} {name} budget ${limit:.4f} ({period}) would be "
+                f"exceeded: spent ${spent / NANO:.4f}, reserved ${held / NANO:.4f}, "
+                f"this call up to ${amount / NANO:.4f}"
+            )
+
+    @staticmethod
+    def _settled(conn: sqlite3.Connection, workspace: str, period: str) -> int:
+        row = conn.execute(
+            "SELECT nanos FROM spend WHERE workspace = ? AND period = ?", (workspace, period)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    @staticmethod
+    def _held(conn: sqlite3.Connection, workspace: str, period: str, now: float | None) -> int:
+        column = "day" if len(period) == 10 else "month"
+        sql = f"SELECT COALESCE(SUM(nanos), 0) FROM held WHERE workspace = ? AND {column} = ?"
+        args: tuple[object, ...] = (workspace, period)
+        if now is not None:  # readers skip expired holds; writers have just deleted them
+            sql += " AND expires >= ?"
+            args += (now,)
+        return int(conn.execute(sql, args).fetchone()[0])
+
+    @staticmethod
+    def _add(conn: sqlite3.Connection, workspace: str, period: str, nanos: int) -> None:
+        conn.execute(
+            "INSERT INTO spend (workspace, period, nanos) VALUES (?, ?, ?) "
+            "ON CONFLICT (workspace, period) DO UPDATE SET nanos = nanos + excluded.nanos",
+            (workspace, period, nanos),
+        )
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `body` in one write transaction (other processes wait for it, and it for them)."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)

@@ -1,0 +1,42 @@
+"""`serve --workers N`: budgets in one shared file, each worker a 1/N share of rate limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.runtime.budget import InProcessBudgetStore
+from engine.runtime.budget_sqlite import SQLiteBudgetStore
+from engine.runtime.engine import Engine
+from engine.server.runner import banner, budgets_path, engine_from_config
+from engine.server.settings import ServerSettings
+from tests.server.realstack import write_config
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ENGINE_LEDGER", str(tmp_path / "state" / "ledger.sqlite3"))
+    return write_config(tmp_path / "cfg", "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1")
+
+
+async def test_one_worker_keeps_state_in_process(config: Path) -> None:
+    engine = engine_from_config(config, 1)
+    assert isinstance(engine, Engine)
+    assert isinstance(engine._svc.budget, InProcessBudgetStore)
+    await engine.aclose()
+
+
+async def test_several_workers_share_budgets_and_split_limits(config: Path, tmp_path: Path) -> None:
+    engines = [engine_from_config(config, 3) for _ in range(2)]  # two of the three workers
+    budgets = [e._svc.budget for e in engines if isinstance(e, Engine)]
+    assert all(isinstance(b, SQLiteBudgetStore) for b in budgets)
+    assert budgets_path(config) == tmp_path / "state" / "budgets.sqlite3"
+    first, second = budgets
+    await first.reserve("ws", 0.8, daily_usd=1.0, monthly_usd=None)
+    assert second.spent("ws")["day"] == pytest.approx(0.8)  # the other worker sees it
+    assert engines[0]._svc.limiter._share == pytest.approx(1 / 3)  # type: ignore[attr-defined]
+    for engine in engines:
+        await engine.aclose()
+    shown = banner(engines[0].plan, ServerSettings(config_dir=config, workers=3))
+    assert "3 workers: budgets shared in" in shown and "1/3 of every rate limit" in shown

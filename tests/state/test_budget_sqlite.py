@@ -1,0 +1,128 @@
+"""SQLiteBudgetStore: the budget protocol in one file that several processes share."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from engine.errors import BudgetExceededError
+from engine.runtime.budget_sqlite import SQLiteBudgetStore
+from engine.runtime.clock import SystemClock
+from engine.runtime.ledger import SQLiteLedger
+from engine.runtime.state import LedgerRow
+from engine.testing.clock import FakeClock
+
+
+async def test_reserve_settle_release(tmp_path: Path, clock: FakeClock) -> None:
+    store = SQLiteBudgetStore(tmp_path / "b.sqlite3", clock)
+    first = await store.reserve("ws", 0.40, daily_usd=1.0, monthly_usd=10.0)
+    assert store.spent("ws") == {"day": pytest.approx(0.40), "month": pytest.approx(0.40)}
+    with pytest.raises(BudgetExceededError, match=r"'ws' daily budget \$1\.0000"):
+        await store.reserve("ws", 0.70, daily_usd=1.0, monthly_usd=10.0)
+    await store.settle(first, 0.10)
+    await store.settle(first, 0.10)  # a second settle is ignored
+    await store.release(first)  # and so is a release after it
+    assert store.spent("ws")["day"] == pytest.approx(0.10)
+    second = await store.reserve("ws", 0.70, daily_usd=1.0, monthly_usd=10.0)
+    await store.release(second)
+    assert store.spent("ws")["month"] == pytest.approx(0.10)
+    assert store.spent("other") == {"day": 0.0, "month": 0.0}
+    await store.aclose()
+
+
+async def test_two_stores_on_one_file_see_each_other(tmp_path: Path, clock: FakeClock) -> None:
+    """Two stores (two processes' worth of connections) share one limit."""
+    path = tmp_path / "b.sqlite3"
+    a, b = SQLiteBudgetStore(path, clock), SQLiteBudgetStore(path, clock)
+    await a.reserve("ws", 0.60, daily_usd=1.0, monthly_usd=None)
+    with pytest.raises(BudgetExceededError):
+        await b.reserve("ws", 0.60, daily_usd=1.0, monthly_usd=None)
+    assert b.spent("ws")["day"] == pytest.approx(0.60)
+    await a.aclose()
+    await b.aclose()
+
+
+async def test_concurrent_reservations_never_overspend(tmp_path: Path, clock: FakeClock) -> None:
+    """Many tasks over three stores race for one daily limit: the booked sum stays within it."""
+    path = tmp_path / "b.sqlite3"
+    stores = [SQLiteBudgetStore(path, clock) for _ in range(3)]
+    won: list[float] = []
+
+    async def one(store: SQLiteBudgetStore) -> None:
+        try:
+            res = await store.reserve("ws", 0.07, daily_usd=1.0, monthly_usd=None)
+        except BudgetExceededError:
+            return
+        won.append(0.07)
+        await store.settle(res, 0.07)
+
+    await asyncio.gather(*(one(stores[i % 3]) for i in range(60)))
+    assert len(won) == 14  # floor(1.0 / 0.07)
+    assert stores[0].spent("ws")["day"] == pytest.approx(0.98)
+    for store in stores:
+        await store.aclose()
+
+
+async def test_a_dead_holders_reservation_expires(tmp_path: Path, clock: FakeClock) -> None:
+    store = SQLiteBudgetStore(tmp_path / "b.sqlite3", clock, hold_s=60)
+    await store.reserve("ws", 0.90, daily_usd=1.0, monthly_usd=None)  # never settled
+    with pytest.raises(BudgetExceededError):
+        await store.reserve("ws", 0.50, daily_usd=1.0, monthly_usd=None)
+    clock.advance(61)
+    assert store.spent("ws")["day"] == 0.0
+    await store.reserve("ws", 0.50, daily_usd=1.0, monthly_usd=None)
+    await store.aclose()
+
+
+async def test_seeded_from_the_ledger_once(tmp_path: Path) -> None:
+    clock = SystemClock()
+    ledger = SQLiteLedger(str(tmp_path / "ledger.sqlite3"), clock)
+    row = LedgerRow(clock.time(), "ws", "p", "openai", "openai/m", 1, 1, 0.25, 1.0, "ok", 0, "r")
+    ledger.record(row)
+    await ledger.flush()
+    path = tmp_path / "budgets.sqlite3"
+    first = SQLiteBudgetStore.from_ledger(path, clock, ledger)
+    assert first.spent("ws")["month"] == pytest.approx(0.25)
+    second = SQLiteBudgetStore.from_ledger(path, clock, ledger)  # another worker starting
+    assert second.spent("ws")["month"] == pytest.approx(0.25)  # not counted twice
+    await first.aclose()
+    await second.aclose()
+    await ledger.aclose()
+
+
+def _worker(path: str, tries: int, out: multiprocessing.queues.Queue[int]) -> None:
+    async def run() -> int:
+        store = SQLiteBudgetStore(path, SystemClock())
+        booked = 0
+        for _ in range(tries):
+            try:
+                res = await store.reserve("ws", 0.03, daily_usd=0.5, monthly_usd=None)
+            except BudgetExceededError:
+                continue
+            booked += 1
+            await store.settle(res, 0.03)
+        await store.aclose()
+        return booked
+
+    out.put(asyncio.run(run()))
+
+
+def test_processes_sharing_the_file_never_overspend(tmp_path: Path) -> None:
+    """Real processes, as `engine serve --workers 3` runs them."""
+    path = str(tmp_path / "b.sqlite3")
+    ctx = multiprocessing.get_context("spawn")
+    out: multiprocessing.queues.Queue[int] = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(path, 10, out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    booked = sum(out.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(60)
+    assert booked == 16  # floor(0.5 / 0.03), whichever process booked them
+    with sqlite3.connect(path) as db:
+        (nanos,) = db.execute("SELECT nanos FROM spend WHERE length(period) = 10").fetchone()
+    assert nanos == 16 * 30_000_000
