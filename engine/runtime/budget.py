@@ -51,11 +51,11 @@ def utc_month(ts: float) -> str:
 NANO = 1_000_000_000  # nano-dollars per USD
 
 
-def _nanos_up(usd: float) -> int:
+def nanos_up(usd: float) -> int:
     return math.ceil(usd * NANO)
 
 
-def _nanos(usd: float) -> int:
+def nanos(usd: float) -> int:
     return round(usd * NANO)
 
 
@@ -97,7 +97,7 @@ class InProcessBudgetStore:
         """Add settled spend from `(workspace, 'YYYY-MM-DD', usd)` daily totals."""
         with self._lock:
             for workspace, day, usd in rows:
-                self._add(self._settled, workspace, day, day[:7], _nanos(usd))
+                self._add(self._settled, workspace, day, day[:7], nanos(usd))
 
     async def reserve(
         self,
@@ -107,10 +107,10 @@ class InProcessBudgetStore:
         monthly_usd: float | None,
     ) -> Reservation:
         """Book the worst case, or raise BudgetExceededError naming the limit it would pass."""
-        _check_amount(amount_usd)
+        check_amount(amount_usd)
         now = self._clock.time()
         day, month = utc_day(now), utc_month(now)
-        amount = _nanos_up(amount_usd)
+        amount = nanos_up(amount_usd)
         with self._lock:
             self._check(workspace, day, amount, daily_usd, "daily")
             self._check(workspace, month, amount, monthly_usd, "monthly")
@@ -128,20 +128,15 @@ class InProcessBudgetStore:
         key = (workspace, period)
         spent = self._settled.get(key, 0)
         held = self._reserved.get(key, 0)
-        if spent + held + amount > math.floor(limit * NANO):
-            raise BudgetExceededError(
-                f"workspace {workspace!r} {name} budget ${limit:.4f} ({period}) would be "
-                f"exceeded: spent ${spent / NANO:.4f}, reserved ${held / NANO:.4f}, "
-                f"this call up to ${amount / NANO:.4f}"
-            )
+        check_limit(workspace, period, name, limit, spent, held, amount)
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
         """Replace the reservation by the real cost (recorded as is, even above the hold)."""
-        _check_amount(actual_usd)
+        check_amount(actual_usd)
         with self._lock:
             held = self._unreserve(reservation)
             if held is not None:
-                self._add(self._settled, held.workspace, held.day, held.month, _nanos(actual_usd))
+                self._add(self._settled, held.workspace, held.day, held.month, nanos(actual_usd))
 
     async def release(self, reservation: Reservation) -> None:
         """Drop the reservation: the call failed or was cancelled and cost nothing."""
@@ -184,7 +179,22 @@ class InProcessBudgetStore:
             table[key] = table.get(key, 0) + nanos
 
 
-def _check_amount(usd: float) -> None:
+def check_limit(
+    workspace: str, period: str, name: str, limit: float, spent: int, held: int, amount: int
+) -> None:
+    """Raise BudgetExceededError when spent + held + amount (nano-USD) would pass `limit`.
+
+    Every store shares this one check, so their refusals agree to the nano-dollar and read
+    the same."""
+    if spent + held + amount > math.floor(limit * NANO):
+        raise BudgetExceededError(
+            f"workspace {workspace!r} {name} budget ${limit:.4f} ({period}) would be "
+            f"exceeded: spent ${spent / NANO:.4f}, reserved ${held / NANO:.4f}, "
+            f"this call up to ${amount / NANO:.4f}"
+        )
+
+
+def check_amount(usd: float) -> None:
     if not (math.isfinite(usd) and usd >= 0):
         raise ValueError(f"a budget amount must be a finite number >= 0, got {usd!r}")
 

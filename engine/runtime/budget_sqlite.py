@@ -23,7 +23,6 @@ reserve at all, so this costs nothing to calls without one.
 from __future__ import annotations
 
 import asyncio
-import math
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
@@ -31,11 +30,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from engine.errors import BudgetExceededError
 from engine.runtime.budget import (
     NANO,
     SpendSource,
+    check_amount,
+    check_limit,
     month_start,
+    nanos,
+    nanos_up,
     utc_day,
     utc_month,
 )
@@ -69,15 +71,6 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _up(usd: float) -> int:
-    return math.ceil(usd * NANO)
-
-
-def _check_amount(usd: float) -> None:
-    if not (math.isfinite(usd) and usd >= 0):
-        raise ValueError(f"a budget amount must be a finite number >= 0, got {usd!r}")
-
-
 class SQLiteBudgetStore:
     """Budgets shared across processes. Implements `engine.runtime.state.BudgetStore`."""
 
@@ -105,7 +98,7 @@ class SQLiteBudgetStore:
                 return
             for workspace, day, usd in ledger.spend_since(month_start(self._clock.time())):
                 for period in (day, day[:7]):
-                    self._add(conn, workspace, period, round(usd * NANO))
+                    self._add(conn, workspace, period, nanos(usd))
             conn.execute("INSERT INTO meta (key, value) VALUES ('seeded', 'ledger')")
 
         self._transaction(seed)
@@ -120,9 +113,9 @@ class SQLiteBudgetStore:
         monthly_usd: float | None,
     ) -> Reservation:
         """Book the worst case, or raise BudgetExceededError naming the limit it would pass."""
-        _check_amount(amount_usd)
+        check_amount(amount_usd)
         now = self._clock.time()
-        day, month, amount = utc_day(now), utc_month(now), _up(amount_usd)
+        day, month, amount = utc_day(now), utc_month(now), nanos_up(amount_usd)
 
         def book(conn: sqlite3.Connection) -> int:
             conn.execute("DELETE FROM held WHERE expires < ?", (now,))
@@ -141,8 +134,8 @@ class SQLiteBudgetStore:
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
         """Replace the reservation by the real cost; a second settle or release is ignored."""
-        _check_amount(actual_usd)
-        nanos = round(actual_usd * NANO)
+        check_amount(actual_usd)
+        cost = nanos(actual_usd)
 
         def settle(conn: sqlite3.Connection) -> None:
             row = conn.execute(
@@ -152,8 +145,8 @@ class SQLiteBudgetStore:
                 return
             conn.execute("DELETE FROM held WHERE token = ?", (reservation.token,))
             workspace, day, month = row
-            self._add(conn, workspace, day, nanos)
-            self._add(conn, workspace, month, nanos)
+            self._add(conn, workspace, day, cost)
+            self._add(conn, workspace, month, cost)
 
         await self._run(lambda: self._transaction(settle))
 
@@ -196,12 +189,7 @@ class SQLiteBudgetStore:
     ) -> None:
         spent = self._settled(conn, workspace, period)
         held = self._held(conn, workspace, period, None)
-        if spent + held + amount > math.floor(limit * NANO):
-            raise BudgetExceededError(
-                f"workspace {workspace!r} {name} budget ${limit:.4f} ({period}) would be "
-                f"exceeded: spent ${spent / NANO:.4f}, reserved ${held / NANO:.4f}, "
-                f"this call up to ${amount / NANO:.4f}"
-            )
+        check_limit(workspace, period, name, limit, spent, held, amount)
 
     @staticmethod
     def _settled(conn: sqlite3.Connection, workspace: str, period: str) -> int:
