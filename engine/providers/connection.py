@@ -10,11 +10,12 @@ parser under uvicorn) does it, including chunked framing.
 
 What it does: one request at a time per connection (no pipelining), Content-Length bodies
 out, Content-Length / chunked / close-delimited bodies in, gzip and deflate answers, TLS
-with the system's default trust store, keep-alive reuse with an idle expiry, at most
-`limit` connections per origin with FIFO waiters, and read-side back-pressure for streams.
-What it leaves out on purpose: redirects (an API's 3xx is an error to report), proxies,
-cookies, HTTP/2. Deadlines belong to the caller (http.py), which closes a connection
-whose exchange it abandons, so a connection is only reused after a complete answer.
+with the system's default trust store, keep-alive reuse with an idle expiry, at most `limit`
+connections per origin with FIFO waiters, and read-side back-pressure for streams. What it
+leaves out on purpose: redirects (an API's 3xx is an error to report), cookies, HTTP/2.
+Proxies from the environment are proxy.py's, plugged in as a pool's `tunnel`. Deadlines
+belong to the caller (http.py), which closes a connection whose exchange it abandons, so a
+connection is only reused after a complete answer.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import ssl
 import zlib
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
@@ -81,7 +83,7 @@ def target_of(url: str) -> Target:
 
 
 @lru_cache(maxsize=1)
-def _tls_context() -> ssl.SSLContext:
+def tls_context() -> ssl.SSLContext:
     """The system trust store, as every mainstream client uses by default."""
     return ssl.create_default_context()
 
@@ -267,8 +269,15 @@ class Connection(asyncio.Protocol):
 class Pool:
     """Keep-alive connections to one origin: at most `limit` open, FIFO waiters beyond."""
 
-    def __init__(self, target: Target, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        target: Target,
+        limit: int,
+        loop: asyncio.AbstractEventLoop,
+        tunnel: Callable[[Connection], Awaitable[object]] | None = None,
+    ) -> None:
         self._target = target
+        self._tunnel = tunnel  # connects a new Connection through a proxy (proxy.py)
         self._limit = max(1, limit)
         self._loop = loop
         self._idle: list[Connection] = []  # the most recently used is reused first
@@ -315,13 +324,17 @@ class Pool:
         t = self._target
         try:
             async with asyncio.timeout(connect_s):
-                _, conn = await self._loop.create_connection(
-                    lambda: Connection(self._loop),
-                    t.host,
-                    t.port,
-                    ssl=_tls_context() if t.tls else None,
-                    server_hostname=t.host if t.tls else None,
-                )
+                if self._tunnel is not None:
+                    conn = Connection(self._loop)
+                    await self._tunnel(conn)
+                else:
+                    _, conn = await self._loop.create_connection(
+                        lambda: Connection(self._loop),
+                        t.host,
+                        t.port,
+                        ssl=tls_context() if t.tls else None,
+                        server_hostname=t.host if t.tls else None,
+                    )
         except BaseException:
             self._open -= 1
             self._wake()

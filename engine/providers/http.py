@@ -18,6 +18,7 @@ closed while it sat idle is replaced once, when not a byte of an answer came bac
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
@@ -32,7 +33,8 @@ from engine.errors import (
     UnavailableError,
 )
 
-from .connection import BadResponse, Connection, ConnectionLost, Pool, Target, target_of
+from .connection import BadResponse, Connection, ConnectionLost, Pool, Target, tls_context
+from .proxy import Proxy, open_tunnel, route
 
 __all__ = ["HttpClient", "Reply", "StreamReply", "shared_client"]
 
@@ -208,15 +210,19 @@ class HttpClient:
     def __init__(self) -> None:
         self._pools: dict[str, tuple[asyncio.AbstractEventLoop, Pool]] = {}
 
-    def _pool(self, endpoint: Endpoint, target: Target) -> Pool:
+    def _pool(self, endpoint: Endpoint, target: Target, proxy: Proxy | None) -> Pool:
         loop = asyncio.get_running_loop()
-        entry = self._pools.get(target.origin)
+        key = target.origin if proxy is None else f"{target.origin} via {proxy.host}:{proxy.port}"
+        entry = self._pools.get(key)
         if entry is not None and entry[0] is loop and not entry[1].closed:
             return entry[1]
         # A pool from another (usually finished) loop cannot be used here: start a new one.
         # Code that runs a loop per call must `await aclose_all()` before its loop ends.
-        pool = Pool(target, endpoint.pool_size, loop)
-        self._pools[target.origin] = (loop, pool)
+        tunnel = None
+        if proxy is not None:
+            tunnel = functools.partial(open_tunnel, loop, proxy, target, tls=tls_context())
+        pool = Pool(target, endpoint.pool_size, loop, tunnel)
+        self._pools[key] = (loop, pool)
         return pool
 
     async def _acquire(self, pool: Pool, endpoint: Endpoint) -> tuple[Connection, bool]:
@@ -240,11 +246,11 @@ class HttpClient:
         `held` gets the connection in use, so a caller whose deadline fired can tell
         whether headers had come. Whatever ends this early closes the connection."""
         try:
-            target = target_of(url)
+            target, proxy = route(url)
         except ValueError as exc:
             _raise_unreachable(endpoint, exc)
         data = _encode(endpoint, target, request[0], request[1])
-        pool = self._pool(endpoint, target)
+        pool = self._pool(endpoint, target, proxy)
         for fresh_retry in (False, True):
             conn, reused = await self._acquire(pool, endpoint)
             held[:] = [conn]
@@ -303,10 +309,10 @@ class HttpClient:
     async def warm(self, endpoint: Endpoint, connections: int = 1) -> None:
         """Open up to `connections` keep-alive connections to the endpoint's origin."""
         try:
-            target = target_of(endpoint.base_url)
+            target, proxy = route(endpoint.base_url)
         except ValueError as exc:
             _raise_unreachable(endpoint, exc)
-        pool = self._pool(endpoint, target)
+        pool = self._pool(endpoint, target, proxy)
         try:
             await pool.warm(max(1, connections), endpoint.timeouts.connect_s)
         except TimeoutError:

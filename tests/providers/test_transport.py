@@ -8,9 +8,10 @@ answers, warm-up and TLS are each checked the way a real upstream would produce 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 from engine.endpoints import Endpoint, Timeouts
 from engine.errors import ProtocolError, ProviderTimeoutError, UnavailableError
-from engine.providers import connection
+from engine.providers import connection, proxy
 from engine.providers.http import HttpClient
 
 #: What the server does with one request: (bytes to write, close the socket afterwards).
@@ -250,13 +251,127 @@ async def test_tls_with_the_trust_store(tmp_path: Path, monkeypatch: pytest.Monk
     ca.cert_pem.write_to_path(str(ca_file))
     client = HttpClient()
     async with upstream(lambda c, n, r: (ok(), False), tls=server_ctx) as up:
-        connection._tls_context.cache_clear()
+        connection.tls_context.cache_clear()
         try:
             with pytest.raises(UnavailableError):  # not trusted yet
                 await post(client, up)
             monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
-            connection._tls_context.cache_clear()
+            connection.tls_context.cache_clear()
             assert await post(client, up) == (200, b'{"ok":true}')
         finally:
             await client.aclose()
-            connection._tls_context.cache_clear()
+            connection.tls_context.cache_clear()
+
+
+# ---------------------------------------------------------------- proxies from the environment
+
+
+@pytest.fixture
+def clean_proxy_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    proxy.route.cache_clear()
+    yield monkeypatch
+    proxy.route.cache_clear()
+
+
+@asynccontextmanager
+async def connect_proxy(answer: bytes = b"HTTP/1.1 200 Connection established\r\n\r\n"):  # type: ignore[no-untyped-def]
+    """A CONNECT proxy: records each tunnel request, then pipes bytes both ways."""
+    seen: list[bytes] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append(head)
+        if not answer.startswith(b"HTTP/1.1 200"):
+            writer.write(answer)
+            writer.close()
+            return
+        host, port = head.split(b" ")[1].decode().rsplit(":", 1)
+        host = "127.0.0.1" if host == "provider.test" else host  # the proxy's own DNS
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(answer)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1], seen
+
+
+async def test_https_goes_through_the_proxys_tunnel(
+    tmp_path: Path, clean_proxy_env: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY: CONNECT (with the URL's credentials), then TLS to the provider inside.
+
+    The provider is `provider.test`, resolved to the loopback fake by the proxy (loopback
+    names themselves are never proxied)."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("provider.test").configure_cert(server_ctx)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    clean_proxy_env.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    connection.tls_context.cache_clear()
+    client = HttpClient()
+    try:
+        async with (
+            upstream(lambda c, n, r: (ok(), False), tls=server_ctx) as up,
+            connect_proxy() as (port, seen),
+        ):
+            clean_proxy_env.setenv("HTTPS_PROXY", f"http://user:p%40ss@127.0.0.1:{port}")
+            authority = "provider.test:" + up.url.rsplit(":", 1)[1].split("/")[0]
+            url = f"https://{authority}/v1"
+            for _ in range(2):
+                reply = await client.post(endpoint(url), f"{url}/chat/completions", {}, b"{}")
+                assert (reply.status, reply.body) == (200, b'{"ok":true}')
+            await client.aclose()
+        assert len(seen) == 1  # one tunnel, kept alive for both calls
+        assert seen[0].startswith(f"CONNECT {authority} HTTP/1.1\r\n".encode())
+        assert b"Proxy-Authorization: Basic dXNlcjpwQHNz\r\n" in seen[0]  # user:p@ss
+        assert up.connections == 1 and up.requests[0].startswith(b"POST /v1/chat/completions ")
+    finally:
+        connection.tls_context.cache_clear()
+
+
+async def test_a_refused_tunnel_is_unavailable(clean_proxy_env: pytest.MonkeyPatch) -> None:
+    async with connect_proxy(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n") as (port, _):
+        clean_proxy_env.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+        url = "https://provider.example/v1"
+        with pytest.raises(UnavailableError, match="cannot reach upstream"):
+            await HttpClient().post(endpoint(url), f"{url}/chat/completions", {}, b"{}")
+
+
+async def test_plain_http_is_sent_to_the_proxy_in_absolute_form(
+    clean_proxy_env: pytest.MonkeyPatch,
+) -> None:
+    client = HttpClient()
+    async with upstream(lambda c, n, r: (ok(), False)) as proxy_server:
+        port = proxy_server.url.split(":")[2].split("/")[0]
+        clean_proxy_env.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+        url = "http://ollama.internal:11434/api"
+        reply = await client.post(endpoint(url), f"{url}/chat", {}, b"{}")
+        await client.aclose()
+    assert reply.status == 200
+    first = proxy_server.requests[0]
+    assert first.startswith(b"POST http://ollama.internal:11434/api/chat HTTP/1.1\r\n")
+    assert b"\r\nHost: ollama.internal:11434\r\n" in first
+
+
+async def test_no_proxy_and_loopback_go_direct(clean_proxy_env: pytest.MonkeyPatch) -> None:
+    clean_proxy_env.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    client = HttpClient()
+    async with upstream(lambda c, n, r: (ok(), False)) as up:
+        assert (await post(client, up))[0] == 200  # localhost: never proxied
+        await client.aclose()
+    assert proxy.route("http://provider.test/v1")[0].host == "127.0.0.1"  # proxied
+    clean_proxy_env.setenv("NO_PROXY", "provider.test")
+    proxy.route.cache_clear()
+    assert proxy.route("http://provider.test/v1")[0].host == "provider.test"  # exempted
