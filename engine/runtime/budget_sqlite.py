@@ -15,14 +15,17 @@ any call's deadline). On first use the month so far is seeded from the cost ledg
 in the same kind of transaction; after that this file is the record of spend (it is
 written when a call settles, while the ledger is written in batches a moment later).
 
-The database calls run on one private thread, so a transaction waiting for another
-process's lock never blocks the event loop. Only routes with a daily or monthly budget
-reserve at all, so this costs nothing to calls without one.
+The database calls run on one private thread, so a transaction waiting for another process's
+lock never blocks the event loop. When the file cannot be used, `reserve` fails closed with
+a RoutingError (the server answers 503) rather than spend unchecked, while a failed `settle`
+or `release` is logged and the call's answer kept. Only routes with a daily or monthly
+budget reserve at all, so this costs nothing to calls without one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
@@ -30,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from engine.errors import RoutingError
 from engine.runtime.budget import (
     NANO,
     SpendSource,
@@ -45,6 +49,7 @@ from engine.runtime.clock import Clock
 from engine.runtime.state import Reservation
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 #: How long an unsettled reservation counts (a process that died cannot release it).
 HOLD_S = 3600.0
@@ -129,7 +134,13 @@ class SQLiteBudgetStore:
             assert cur.lastrowid is not None
             return cur.lastrowid
 
-        token = await self._run(lambda: self._transaction(book))
+        try:
+            token = await self._run(lambda: self._transaction(book))
+        except sqlite3.Error as exc:  # fail closed: spending unchecked is what budgets prevent
+            raise RoutingError(
+                f"budget store {self.path.name} unavailable ({type(exc).__name__}: {exc}); "
+                "not spending without a budget check"
+            ) from None
         return Reservation(workspace, amount_usd, token)
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
@@ -148,7 +159,10 @@ class SQLiteBudgetStore:
             self._add(conn, workspace, day, cost)
             self._add(conn, workspace, month, cost)
 
-        await self._run(lambda: self._transaction(settle))
+        try:
+            await self._run(lambda: self._transaction(settle))
+        except sqlite3.Error:  # the call has succeeded: keep its answer, lose only the record
+            log.exception("budget store %s: could not settle a reservation", self.path.name)
 
     async def release(self, reservation: Reservation) -> None:
         """Drop the reservation: the call failed or was cancelled and cost nothing."""
@@ -156,7 +170,10 @@ class SQLiteBudgetStore:
         def release(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM held WHERE token = ?", (reservation.token,))
 
-        await self._run(lambda: self._transaction(release))
+        try:
+            await self._run(lambda: self._transaction(release))
+        except sqlite3.Error:  # the hold expires after hold_s instead
+            log.exception("budget store %s: could not release a reservation", self.path.name)
 
     def spent(self, workspace: str) -> Mapping[str, float]:
         """{"day": usd, "month": usd} for the current UTC periods, open reservations included."""

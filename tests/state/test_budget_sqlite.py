@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import BudgetExceededError
+from engine.errors import BudgetExceededError, RoutingError
 from engine.runtime.budget_sqlite import SQLiteBudgetStore
 from engine.runtime.clock import SystemClock
 from engine.runtime.ledger import SQLiteLedger
@@ -97,3 +97,14 @@ async def test_seeded_from_the_ledger_once(tmp_path: Path) -> None:
     await first.aclose()
     await second.aclose()
     await ledger.aclose()
+
+
+async def test_an_unusable_file_fails_closed(tmp_path: Path, clock: FakeClock) -> None:
+    """No budget check, no spending: reserve refuses with a routing error; settle only logs."""
+    store = SQLiteBudgetStore(tmp_path / "b.sqlite3", clock)
+    held = await store.reserve("ws", 0.1, daily_usd=1.0, monthly_usd=None)
+    store._conn.close()  # as if the file had gone away
+    with pytest.raises(RoutingError, match=r"budget store b\.sqlite3 unavailable"):
+        await store.reserve("ws", 0.1, daily_usd=1.0, monthly_usd=None)
+    await store.settle(held, 0.1)  # logged, not raised: the call's answer is kept
+    await store.release(held)
