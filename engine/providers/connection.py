@@ -107,6 +107,7 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._decoder: Any = None  # zlib decompressor for gzip/deflate answers
         self._framed = False  # Content-Length or chunked: the close is not the end
+        self._stray = False  # a message after the answer: ignored, and the connection retired
         self._error: BaseException | None = None
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
@@ -134,11 +135,16 @@ class Connection(asyncio.Protocol):
         self._fail(ConnectionLost(self.answered, reason))
 
     def data_received(self, data: bytes) -> None:
+        if self.complete:  # bytes while no request is out (a 408 before an idle close, say):
+            self.close()  # the connection's state is unknown, so it is never reused
+            return
         self.answered = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(BadResponse(f"malformed HTTP answer ({type(exc).__name__})"))
+            self.close()
+        if self._stray:
             self.close()
 
     def pause_writing(self) -> None:  # a request body is small; nothing to throttle
@@ -150,11 +156,17 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks --------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.complete:  # a second message in the same bytes as the answer: not ours
+            self._stray = True
+            self._keep = False
+            return
         self.raw_headers = []
         self._framed = False
         self._decoder = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._stray:
+            return
         self.raw_headers.append((name, value))
         lower = name.lower()
         if lower == b"content-length" or (lower == b"transfer-encoding" and b"chunked" in value):
@@ -163,12 +175,16 @@ class Connection(asyncio.Protocol):
             self._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
 
     def on_headers_complete(self) -> None:
+        if self._stray:
+            return
         self.status = self._parser.get_status_code()
         self.headers_done = True
         if not self._whole:
             self._wake_waiter()
 
     def on_body(self, body: bytes) -> None:
+        if self._stray:
+            return
         if self._decoder is not None:
             body = self._decoder.decompress(body)
             if not body:
@@ -183,6 +199,8 @@ class Connection(asyncio.Protocol):
         self._wake_reader()
 
     def on_message_complete(self) -> None:
+        if self._stray:
+            return
         if self._decoder is not None:
             tail = self._decoder.flush()
             if tail:

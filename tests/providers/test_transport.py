@@ -375,3 +375,16 @@ async def test_no_proxy_and_loopback_go_direct(clean_proxy_env: pytest.MonkeyPat
     clean_proxy_env.setenv("NO_PROXY", "provider.test")
     proxy.route.cache_clear()
     assert proxy.route("http://provider.test/v1")[0].host == "provider.test"  # exempted
+
+
+async def test_bytes_on_an_idle_connection_retire_it() -> None:
+    """An upstream that says something between requests (a 408 before closing an idle
+    connection) gets the next request on a fresh connection, not a confused parser."""
+    timeout = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"
+    client = HttpClient()
+    async with upstream(lambda c, n, r: (ok() + timeout, False)) as up:
+        assert (await post(client, up))[0] == 200
+        await asyncio.sleep(0.05)  # the stray answer arrives while the connection is idle
+        assert await post(client, up) == (200, b'{"ok":true}')
+        await client.aclose()
+    assert up.connections == 2
