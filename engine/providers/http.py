@@ -272,21 +272,32 @@ class HttpClient:
             return pool, conn
         raise AssertionError("unreachable: the second try returns or raises")
 
-    async def post(
-        self, endpoint: Endpoint, url: str, headers: Mapping[str, str], body: bytes
-    ) -> Reply:
-        """One request, whole answer read; deadlines and connection errors translated."""
-        deadlines = _Deadlines.start(endpoint, streaming=False)
+    async def _timed_exchange(
+        self,
+        endpoint: Endpoint,
+        url: str,
+        request: tuple[Mapping[str, str], bytes],
+        deadlines: _Deadlines,
+        whole: bool,
+    ) -> tuple[Pool, Connection]:
+        """`_exchange` within the first deadline (for a whole answer that is the total one:
+        one timer covers both phases), its expiry named by the phase it cut short."""
         held: list[Connection] = []
         try:
-            # One timer for both phases: without streaming they share the total deadline.
-            async with asyncio.timeout_at(deadlines.total):
-                pool, conn = await self._exchange(endpoint, url, (headers, body), True, held)
+            async with asyncio.timeout_at(deadlines.first):
+                return await self._exchange(endpoint, url, request, whole, held)
         except ProviderTimeoutError:
             raise  # the connect phase, already named
         except TimeoutError:
             first = not (held and held[0].headers_done)
             raise deadlines.timeout_error(endpoint, first=first) from None
+
+    async def post(
+        self, endpoint: Endpoint, url: str, headers: Mapping[str, str], body: bytes
+    ) -> Reply:
+        """One request, whole answer read; deadlines and connection errors translated."""
+        deadlines = _Deadlines.start(endpoint, streaming=False)
+        pool, conn = await self._timed_exchange(endpoint, url, (headers, body), deadlines, True)
         reply = Reply(conn.status, _headers(conn), conn.body())
         pool.release(conn)
         return reply
@@ -296,14 +307,7 @@ class HttpClient:
     ) -> StreamReply:
         """One request whose body is read incrementally by the caller."""
         deadlines = _Deadlines.start(endpoint, streaming=True)
-        held: list[Connection] = []
-        try:
-            async with asyncio.timeout_at(deadlines.first):
-                pool, conn = await self._exchange(endpoint, url, (headers, body), False, held)
-        except ProviderTimeoutError:
-            raise  # the connect phase, already named
-        except TimeoutError:
-            raise deadlines.timeout_error(endpoint, first=True) from None
+        pool, conn = await self._timed_exchange(endpoint, url, (headers, body), deadlines, False)
         return StreamReply(pool, conn, endpoint, deadlines)
 
     async def warm(self, endpoint: Endpoint, connections: int = 1) -> None:
