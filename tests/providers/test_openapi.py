@@ -13,8 +13,6 @@ from engine.providers.openai import build_body
 from . import openapi
 from .conftest import WEATHER_TOOL, endpoint
 
-pytestmark = pytest.mark.skipif(not openapi.SPEC_PATH.exists(), reason=openapi.MISSING_REASON)
-
 REQUESTS: list[dict[str, Any]] = [
     {
         "messages": [
