@@ -44,6 +44,7 @@ from engine.messages import Request, parse_request
 from engine.providers.base import Adapter
 from engine.result import Response, StreamEvent
 from engine.runtime import health as _health
+from engine.runtime import record as _record
 from engine.runtime import registry, streaming
 from engine.runtime.batch import Progress, run_batch
 from engine.runtime.breaker import BreakerBoard
@@ -51,6 +52,7 @@ from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.conversation import Conversation
 from engine.runtime.executor import Execution
 from engine.runtime.hooks import Hooks
+from engine.runtime.record import ExternalCall
 from engine.runtime.services import CacheKey, Featurizer, Selector, Services
 from engine.runtime.state import BudgetStore, Ledger, RateLimiter, ResponseCache
 from engine.runtime.stats import Stats
@@ -395,6 +397,20 @@ class Engine:
     ) -> Conversation:
         """A multi-turn chat whose history is kept for you."""
         return Conversation(self, policy, system, **fields)
+
+    async def arecord(self, call: ExternalCall | None = None, **fields: Any) -> dict[str, Any]:
+        """Record a call made outside the engine (stats, ledger, budget), priced from the plan:
+        `await eng.arecord(model="openai/gpt-4o", input_tokens=..., output_tokens=...)`."""
+        call = call or ExternalCall.parse(fields)
+        return await _record.record(self._svc, self._plan, call)
+
+    def record(self, call: ExternalCall | None = None, **fields: Any) -> dict[str, Any]:
+        """The sync form of `arecord`."""
+        return self._sync.call(self.arecord(call, **fields))
+
+    async def flush_ledger(self) -> None:
+        """Wait until every ledger row recorded so far can be read back."""
+        await self._svc.ledger.flush()
 
     # -- hooks ----------------------------------------------------------------------------
 

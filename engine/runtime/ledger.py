@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 #: Marks our files (`PRAGMA application_id`), so `costs` can tell a ledger from any SQLite.
 APPLICATION_ID = 0x4C454447  # "LEDG"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: client (the server's label of the calling API key)
 GROUPS: Mapping[str, str] = {
     "model": "model",
     "provider": "provider",
@@ -67,6 +67,7 @@ _COLUMNS = (
     "fallback_index",
     "request_id",
     "cached",
+    "client",
 )
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS attempts (
@@ -83,7 +84,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     outcome TEXT NOT NULL,
     fallback_index INTEGER NOT NULL,
     request_id TEXT NOT NULL,
-    cached INTEGER NOT NULL
+    cached INTEGER NOT NULL,
+    client TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_by_time ON attempts (ts);
 CREATE INDEX IF NOT EXISTS attempts_by_workspace ON attempts (workspace, ts);
@@ -95,7 +97,7 @@ PRAGMA user_version = {SCHEMA_VERSION};
 #: Rows per INSERT statement. sqlite3 lets go of the GIL around every statement step, and
 #: taking it back means waiting for the event loop's thread to yield it (up to the
 #: interpreter's switch interval): with one row per step, a batch of rows stalled the
-#: callers' event loop hundreds of times. One step per chunk instead; 64 rows x 13 columns
+#: callers' event loop hundreds of times. One step per chunk instead; 64 rows x 14 columns
 #: stays within SQLite's oldest limit on bound variables (999).
 _CHUNK = 64
 
@@ -376,6 +378,7 @@ def _values(row: _Row) -> tuple[Any, ...]:
         fallback,
         rid,
         cached,
+        client,
     ) = row
     return (
         ts,
@@ -391,6 +394,7 @@ def _values(row: _Row) -> tuple[Any, ...]:
         fallback,
         redact(rid),  # unique per request: nothing to remember
         int(cached),
+        None if client is None else _redacted(client),
     )
 
 
@@ -406,8 +410,17 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
     conn.executescript(_SCHEMA)
+    _migrate(conn)
     conn.isolation_level = "DEFERRED"  # `with conn:` transactions for the batches
     return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a ledger written by an older version up to this schema (columns only added)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(attempts)")}
+    if "client" not in columns:
+        conn.execute("ALTER TABLE attempts ADD COLUMN client TEXT")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _reader(path: Path) -> sqlite3.Connection:

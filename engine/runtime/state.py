@@ -109,6 +109,7 @@ class LedgerRow:
     fallback_index: int
     request_id: str = ""
     cached: bool = False
+    client: str | None = None  # the label (id) of the calling API key, never the key itself
 
 
 class Ledger(Protocol):

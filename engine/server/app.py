@@ -20,8 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -34,7 +33,20 @@ from starlette.types import Receive, Scope, Send
 from engine.compile.plan import Plan
 from engine.messages import Request, parse_request
 from engine.result import Response, StreamEvent
+from engine.runtime.ledger import default_ledger_path
+from engine.runtime.spend import SpendReport
+from engine.server import ops
 from engine.server.auth import Authenticator, Principal
+from engine.server.common import (
+    META_HEADERS,
+    POLICY_HEADER,
+    RoutingEngine,
+    ServerState,
+    decode_json,
+    error_response,
+    json_response,
+    merge_metadata,
+)
 from engine.server.errors import INTERNAL, HTTPError, ServerError, to_http
 from engine.server.metrics import CONTENT_TYPE, ServerMetrics
 from engine.server.reload import ConfigWatcher
@@ -43,58 +55,8 @@ from engine.server.sse import SSE_HEADERS, ChunkEncoder, EventStreamResponse, ac
 
 log = logging.getLogger("engine.server")
 
-POLICY_HEADER = "x-engine-policy"
-META_HEADERS = {
-    "x-engine-workspace": "workspace",
-    "x-engine-task-type": "task_type",
-    "x-engine-tags": "tags",
-}
-
-
-class RoutingEngine(Protocol):
-    """What the server needs from `engine.Engine` (kept narrow so tests can pass a double)."""
-
-    @property
-    def plan(self) -> Plan: ...
-
-    async def arun(self, request: Request, policy: str | None = None) -> Response: ...
-
-    def astream(
-        self, request: Request, policy: str | None = None
-    ) -> AsyncIterator[StreamEvent]: ...
-
-    def stats(self) -> Any: ...
-
-    def reload(self, plan: Plan) -> object: ...
-
-    async def aclose(self) -> None: ...
-
-
-@dataclass
-class ServerState:
-    """Everything a request handler reaches for, built once per app."""
-
-    engine: RoutingEngine
-    settings: ServerSettings
-    auth: Authenticator
-    metrics: ServerMetrics
-    watcher: ConfigWatcher | None = None
-    started: float = field(default_factory=time.time)
-
 
 # --------------------------------------------------------------------------- helpers
-
-
-def json_response(
-    data: Any, status: int = 200, headers: Mapping[str, str] | None = None
-) -> HTTPResponse:
-    return HTTPResponse(
-        orjson.dumps(data), status, headers=dict(headers or {}), media_type="application/json"
-    )
-
-
-def error_response(error: HTTPError) -> HTTPResponse:
-    return json_response(error.body(), error.status, error.headers())
 
 
 def _state(request: HTTPRequest) -> ServerState:
@@ -144,49 +106,6 @@ def _too_large(limit: int) -> ServerError:
     return ServerError(
         413, f"request body exceeds {limit} bytes", "invalid_request_error", "body_too_large"
     )
-
-
-def decode_json(body: bytes) -> dict[str, Any]:
-    if not body:
-        raise ServerError(
-            400,
-            "request body is empty; send a JSON object",
-            "invalid_request_error",
-            "invalid_json",
-        )
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ServerError(
-            400, f"malformed JSON: {exc}", "invalid_request_error", "invalid_json"
-        ) from None
-    if not isinstance(data, dict):
-        raise ServerError(
-            400,
-            f"request body must be a JSON object, got {type(data).__name__}",
-            "invalid_request_error",
-            "invalid_json",
-        )
-    return data
-
-
-def merge_metadata(data: dict[str, Any], headers: Mapping[str, str], who: Principal) -> None:
-    """Fill body `metadata` from x-engine-* headers; the key's workspace overrides both."""
-    meta = data.get("metadata")
-    if meta is not None and not isinstance(meta, dict):
-        return  # parse_request names the type error precisely
-    merged: dict[str, Any] = {}
-    for header, key in META_HEADERS.items():
-        value = headers.get(header)
-        if value:
-            merged[key] = (
-                [t.strip() for t in value.split(",") if t.strip()] if key == "tags" else value
-            )
-    merged.update(meta or {})
-    if who.workspace is not None:
-        merged["workspace"] = who.workspace
-    if merged:
-        data["metadata"] = merged
 
 
 def routing_target(data: Mapping[str, Any], policy: str | None, plan: Plan) -> str | None:
@@ -539,11 +458,13 @@ def create_app(
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *ops.routes(),
         ],
         exception_handlers={ServerError: _server_error, HTTPException: _http_error},
         lifespan=lifespan,
     )
     app.state.server = state
+    state.extras["spend"] = SpendReport(default_ledger_path(settings.config_dir))
     return app
 
 

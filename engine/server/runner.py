@@ -24,7 +24,8 @@ from engine.runtime.clock import SystemClock
 from engine.runtime.engine import Engine
 from engine.runtime.ledger import SQLiteLedger
 from engine.runtime.ratelimit import InProcessRateLimiter
-from engine.server.app import RoutingEngine, create_app
+from engine.server.app import create_app
+from engine.server.common import RoutingEngine
 from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings, load_settings
 

@@ -55,6 +55,16 @@ class ApiKey(BaseModel):
     budget_usd: float | None = None
 
 
+class PluginsSpec(BaseModel):
+    """Hooks named by dotted path (`package.module.function`), loaded at start (plugins.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    before_request: tuple[str, ...] = ()
+    after_response: tuple[str, ...] = ()
+    on_error: tuple[str, ...] = ()
+
+
 class ServerSettings(BaseModel):
     """Everything `python -m engine serve` needs; frozen once built."""
 
@@ -74,6 +84,8 @@ class ServerSettings(BaseModel):
     access_log: bool = False
     warm_on_start: bool = False  # open provider connections when the server starts
     keep_alive_s: float | None = Field(default=None, gt=0)  # then re-warm at this interval
+    admin_key: Secret | None = None  # when set, the only key the ops routes accept (ops.py)
+    plugins: PluginsSpec = Field(default_factory=lambda: PluginsSpec())
 
     @property
     def loopback_only(self) -> bool:
@@ -98,6 +110,15 @@ class _FileSettings(BaseModel):
     access_log: bool | None = None
     warm_on_start: bool | None = None
     keep_alive_s: float | None = None
+    admin_key: str | None = Field(default=None, repr=False)
+    admin_key_env: str | None = None
+    plugins: PluginsSpec | None = None
+
+    @model_validator(mode="after")
+    def _one_admin_source(self) -> _FileSettings:
+        if self.admin_key is not None and self.admin_key_env is not None:
+            raise ValueError("give at most one of `admin_key` or `admin_key_env`")
+        return self
 
 
 _ENV: Mapping[str, str] = {
@@ -140,7 +161,9 @@ def _file_values(config_dir: Path) -> tuple[dict[str, Any], list[ApiKeySpec]]:
         # position and problem only, as the config loader does.
         found = load_text(text, source).diagnostics
         raise ConfigError(found or [Diagnostic("invalid YAML", file=source)]) from None
-    values = spec.model_dump(exclude_none=True, exclude={"api_keys"})
+    values = spec.model_dump(exclude_none=True, exclude={"api_keys", "admin_key", "admin_key_env"})
+    if spec.admin_key is not None or spec.admin_key_env is not None:
+        values["admin_key"] = ApiKeySpec(id="admin", key=spec.admin_key, key_env=spec.admin_key_env)
     return values, spec.api_keys
 
 
@@ -170,6 +193,20 @@ def _resolve_key(spec: ApiKeySpec, index: int, env: Mapping[str, str]) -> ApiKey
     )
 
 
+def _admin_key(spec: ApiKeySpec | None, env: Mapping[str, str]) -> Secret | None:
+    """ENGINE_ADMIN_KEY, else server.yaml's `admin_key` / `admin_key_env`, else none."""
+    if env.get("ENGINE_ADMIN_KEY"):
+        return Secret(env["ENGINE_ADMIN_KEY"])
+    if spec is None:
+        return None
+    try:
+        return _resolve_key(spec, 0, env).secret
+    except ConfigError:
+        raise ConfigError(
+            [Diagnostic(f"environment variable {spec.key_env} is not set", path="admin_key_env")]
+        ) from None
+
+
 def load_settings(
     config_dir: Path | str | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -184,6 +221,7 @@ def load_settings(
     merged: dict[str, Any] = {**file_values, **env_values, **given, "config_dir": directory}
     specs = [*file_keys, *env_keys]
     merged["api_keys"] = tuple(_resolve_key(s, i, env) for i, s in enumerate(specs))
+    merged["admin_key"] = _admin_key(merged.get("admin_key"), env)
     try:
         return ServerSettings.model_validate(merged)
     except ValidationError as exc:
