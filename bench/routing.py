@@ -15,9 +15,10 @@ import time
 from functools import partial
 from typing import Any
 
-from engine.compile import build_plan_from_data, features_of, select
-from engine.compile.plan import Features, Plan
+from engine.compile import build_plan_from_data
 from engine.messages import parse_request
+from engine.plan import features_of, select
+from engine.plan.values import Features, Plan
 
 PROVIDERS = 20
 MODELS = 500

@@ -17,8 +17,8 @@ from typing import Any
 
 from engine.compile.compiler import load_plan
 from engine.compile.explain import explain, render_explain
-from engine.compile.plan import Plan
 from engine.errors import ConfigError, EngineError
+from engine.plan.values import Plan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

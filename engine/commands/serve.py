@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from engine.errors import ConfigError, Diagnostic
 
 if TYPE_CHECKING:
-    from engine.compile.plan import Plan
+    from engine.plan.values import Plan
 
 _FLAG_ENV = {
     "config": "ENGINE_CONFIG",

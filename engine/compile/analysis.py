@@ -18,17 +18,17 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
-from engine.compile.plan import Features
 from engine.compile.predicates import (
     NUMERIC_FEATURES,
     SET_FEATURES,
-    Predicate,
     check_compare,
     compile_condition,
 )
 from engine.config.load import Document, join_path
 from engine.config.specs import AllOf, AnyOf, Compare, Condition, NotOf, PolicySpec
 from engine.errors import Diagnostic
+from engine.plan.tree import Predicate
+from engine.plan.values import Features
 
 MAX_SAMPLES = 4096
 _OTHER = "\x00other"

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from engine.compile.plan import ModelPlan, ProviderPlan
-from engine.compile.tree import Candidate, candidate
 from engine.config.specs import FiltersSpec, RouteSpec
+from engine.plan.tree import Candidate, candidate
+from engine.plan.values import ModelPlan, ProviderPlan
 
 Check = Callable[[ModelPlan], str | None]
 

@@ -19,7 +19,34 @@ from typing import Any
 
 from engine.compile.analysis import check_rules, compares
 from engine.compile.candidates import eligible, static_order
-from engine.compile.plan import (
+from engine.compile.indexes import build_indexes
+from engine.compile.predicates import check_compare, compile_condition, describe
+from engine.compile.registry import build_models, build_providers, timeouts_of
+from engine.compile.templates import check_template
+from engine.config.link import link, merge_route, resolve, route_fields
+from engine.config.load import Document, join_path
+from engine.config.project import ConfigSet, load_data, load_dir
+from engine.config.specs import (
+    Condition,
+    ModelsSpec,
+    PolicySpec,
+    RouteSpec,
+    RuleSpec,
+    WeightsSpec,
+)
+from engine.errors import ConfigError, Diagnostic
+from engine.plan.tree import (
+    Candidate,
+    Goto,
+    Leaf,
+    PolicyTree,
+    Predicate,
+    PricedRow,
+    Rule,
+    Target,
+    candidate,
+)
+from engine.plan.values import (
     BreakerPlan,
     BudgetPlan,
     CachePlan,
@@ -33,32 +60,6 @@ from engine.compile.plan import (
     StrategyPlan,
     TemplatePlan,
 )
-from engine.compile.predicates import Predicate, check_compare, compile_condition, describe
-from engine.compile.registry import build_models, build_providers, timeouts_of
-from engine.compile.templates import check_template
-from engine.compile.tree import (
-    Candidate,
-    Goto,
-    Leaf,
-    PolicyTree,
-    PricedRow,
-    Rule,
-    Target,
-    build_indexes,
-    candidate,
-)
-from engine.config.link import link, merge_route, resolve, route_fields
-from engine.config.load import Document, join_path
-from engine.config.project import ConfigSet, load_data, load_dir
-from engine.config.specs import (
-    Condition,
-    ModelsSpec,
-    PolicySpec,
-    RouteSpec,
-    RuleSpec,
-    WeightsSpec,
-)
-from engine.errors import ConfigError, Diagnostic
 
 DEFAULT_POLICY = "default"
 

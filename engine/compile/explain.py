@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.compile.features import features_of
-from engine.compile.plan import Features, Plan, Scored
-from engine.compile.select import rank, walk
 from engine.errors import NoCandidateError
 from engine.messages import Request, parse_request
+from engine.plan.features import features_of
+from engine.plan.select import rank, walk
+from engine.plan.values import Features, Plan, Scored
 
 
 def explain(plan: Plan, policy: str | None, request: Request | dict[str, Any]) -> dict[str, Any]:

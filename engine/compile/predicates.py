@@ -15,15 +15,12 @@ ne, not_in and `exists: false`.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
-from engine.compile.plan import Features
 from engine.config.specs import AllOf, AnyOf, Compare, Condition, NotOf
-
-Predicate = Callable[[Features], bool]
-Getter = Callable[[Features], Any]
+from engine.plan.tree import Getter, Predicate
+from engine.plan.values import Features
 
 SET_FEATURES = frozenset({"capabilities", "tags"})
 NUMERIC_FEATURES = frozenset({"input_tokens", "output_tokens", "budget_usd"})

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from engine.compile.plan import KeyPlan, ModelPlan, ProviderPlan
 from engine.config.env import base_url_variable
 from engine.config.load import Document, join_path
 from engine.config.prices import lookup
@@ -18,6 +17,7 @@ from engine.config.project import ConfigSet
 from engine.config.specs import KeySpec, LimitsSpec, ModelSpec, ProviderSpec, TimeoutsSpec
 from engine.endpoints import Timeouts
 from engine.errors import Diagnostic
+from engine.plan.values import KeyPlan, ModelPlan, ProviderPlan
 from engine.secrets import ProviderOptions, Secret
 
 KEYLESS_PROTOCOLS = frozenset({"ollama", "mock"})

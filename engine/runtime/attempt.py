@@ -20,8 +20,8 @@ from engine.runtime.state import LedgerRow
 from engine.runtime.templates import apply_template
 
 if TYPE_CHECKING:
-    from engine.compile.plan import RoutePlan
     from engine.endpoints import Endpoint
+    from engine.plan.values import RoutePlan
     from engine.providers.base import Adapter
     from engine.runtime.services import Candidate, Guard
 

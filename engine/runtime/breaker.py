@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-from engine.compile.plan import BreakerPlan
+from engine.plan.values import BreakerPlan
 from engine.runtime.clock import Clock
 
 BreakerState = Literal["closed", "open", "half_open"]

@@ -32,7 +32,6 @@ from collections.abc import (
 from pathlib import Path
 from typing import Any, TypeVar
 
-from engine.compile.plan import ModelPlan, Plan, RoutePlan
 from engine.errors import (
     ConfigError,
     Diagnostic,
@@ -41,6 +40,9 @@ from engine.errors import (
     UnknownPolicyError,
 )
 from engine.messages import Request, parse_request
+from engine.plan.features import features_of
+from engine.plan.select import select
+from engine.plan.values import ModelPlan, Plan, RoutePlan
 from engine.providers.base import Adapter
 from engine.result import Response, StreamEvent
 from engine.runtime import health as _health
@@ -236,8 +238,8 @@ class Engine:
             ledger=ledger,
             clock=clock,
             rng=rng or random.Random(seed),
-            select=selector or _load("engine.compile", "select"),
-            features=featurizer or _load("engine.compile", "features_of"),
+            select=selector or select,
+            features=featurizer or features_of,
             breakers=BreakerBoard(clock),
             strategies=StrategyState(seed),
             stats=Stats(),

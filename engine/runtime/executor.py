@@ -36,17 +36,6 @@ from typing import NamedTuple
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from engine.compile.plan import (
-    DYNAMIC_STRATEGIES,
-    ModelPlan,
-    Plan,
-    ProviderPlan,
-    RetryPlan,
-    RoutePlan,
-    Scored,
-    Selection,
-    StrategyPlan,
-)
 from engine.errors import (
     AllCandidatesFailedError,
     AttemptRecord,
@@ -65,6 +54,17 @@ from engine.frozen import builder
 from engine.messages import (
     ProviderResponse,
     Request,
+)
+from engine.plan.values import (
+    DYNAMIC_STRATEGIES,
+    ModelPlan,
+    Plan,
+    ProviderPlan,
+    RetryPlan,
+    RoutePlan,
+    Scored,
+    Selection,
+    StrategyPlan,
 )
 from engine.result import Response
 from engine.runtime.attempt import Attempt

@@ -17,8 +17,8 @@ from engine.errors import AttemptRecord, BudgetExceededError, RateLimitedError
 from engine.runtime.services import Candidate, Guard, Skip
 
 if TYPE_CHECKING:
-    from engine.compile.plan import Features, KeyPlan
     from engine.messages import Request
+    from engine.plan.values import Features, KeyPlan
     from engine.runtime.services import Services
     from engine.runtime.state import Reservation
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from engine.compile.plan import Plan, ProviderPlan
 from engine.endpoints import Endpoint
 from engine.errors import redact
+from engine.plan.values import Plan, ProviderPlan
 from engine.runtime.clock import Clock
 from engine.runtime.services import Services
 

@@ -42,10 +42,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.compile.plan import KeyPlan
 from engine.errors import RateLimitedError
 from engine.frozen import builder
 from engine.messages import RateLimitInfo
+from engine.plan.values import KeyPlan
 from engine.runtime.clock import Clock
 from engine.runtime.state import Lease
 

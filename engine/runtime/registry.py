@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from engine.compile.plan import ModelPlan, Plan
 from engine.errors import UnknownModelError
+from engine.plan.values import ModelPlan, Plan
 
 #: The call size used to compare prices: 1000 tokens in, 1000 out.
 REFERENCE_TOKENS = 1000

@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from engine.compile.plan import (
+from engine.endpoints import Endpoint
+from engine.messages import Chunk, Request
+from engine.plan.values import (
     Features,
     KeyPlan,
     ModelPlan,
@@ -24,8 +26,6 @@ from engine.compile.plan import (
     Scored,
     Selection,
 )
-from engine.endpoints import Endpoint
-from engine.messages import Chunk, Request
 from engine.providers.base import Adapter
 from engine.runtime.breaker import BreakerBoard
 from engine.runtime.clock import Clock

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from engine.compile.plan import KeyPlan
 from engine.messages import RateLimitInfo
+from engine.plan.values import KeyPlan
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.compile.plan import Scored, StrategyPlan
+from engine.plan.values import Scored, StrategyPlan
 
 #: Weight of a new sample in the moving averages (higher reacts faster).
 EWMA_ALPHA = 0.3

@@ -16,9 +16,9 @@ from typing import Any
 from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-from engine.compile.plan import TemplatePlan
 from engine.errors import RequestError
 from engine.messages import Message, Request
+from engine.plan.values import TemplatePlan
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 

@@ -30,8 +30,8 @@ from starlette.responses import Response as HTTPResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from engine.compile.plan import Plan
 from engine.messages import Request, parse_request
+from engine.plan.values import Plan
 from engine.result import Response, StreamEvent
 from engine.runtime.ledger import default_ledger_path
 from engine.runtime.spend import SpendReport

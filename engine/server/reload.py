@@ -14,8 +14,8 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from engine.compile.plan import Plan
 from engine.errors import ConfigError, Diagnostic
+from engine.plan.values import Plan
 
 log = logging.getLogger("engine.server.reload")
 

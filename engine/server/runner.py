@@ -17,8 +17,8 @@ from pathlib import Path
 from starlette.applications import Starlette
 
 from engine.compile import load_plan as compile_plan
-from engine.compile.plan import Plan
 from engine.errors import Diagnostic
+from engine.plan.values import Plan
 from engine.runtime.budget_sqlite import SQLiteBudgetStore
 from engine.runtime.clock import SystemClock
 from engine.runtime.engine import Engine

@@ -2,8 +2,8 @@
 
 from typing import get_args
 
-from engine.compile.plan import StrategyName
 from engine.config.specs import Strategy
+from engine.plan.values import StrategyName
 
 
 def test_spec_and_plan_name_the_same_strategies() -> None:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.compile import features_of
 from engine.messages import parse_request
+from engine.plan import features_of
 
 
 def _req(**kw):

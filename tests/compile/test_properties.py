@@ -16,11 +16,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.compile import select
 from engine.compile.compiler import check_config
-from engine.compile.plan import Features
 from engine.config.project import load_data
 from engine.errors import NoCandidateError
+from engine.plan import select
+from engine.plan.values import Features
 
 CAPS = ["chat", "code", "tools", "vision", "json"]
 TASKS = ["a", "b", "c"]

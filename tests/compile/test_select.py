@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine.compile import build_plan_from_data, select
-from engine.compile.plan import Features
+from engine.compile import build_plan_from_data
 from engine.errors import ConfigError, NoCandidateError, UnknownPolicyError
+from engine.plan import select
+from engine.plan.values import Features
 
 from .conftest import ENV, MODELS
 
@@ -292,7 +293,7 @@ def test_plan_sections_resolve_every_default():
 
 def test_selection_values_are_ordinary_immutable_values():
     """Scored/Selection built on the fast path equal normally built ones and stay immutable."""
-    from engine.compile.plan import Scored, Selection
+    from engine.plan.values import Scored, Selection
 
     plan = plan_of(p={"strategy": "cost_optimized", "candidates": ["cloud/cheap"]})
     sel = select(plan, "p", Features(input_tokens=100, output_tokens=10))

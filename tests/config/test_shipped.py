@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.compile import build_plan, features_of, load_plan, select
-from engine.compile.plan import Features
+from engine.compile import build_plan, load_plan
 from engine.config.schema import render
 from engine.messages import parse_request
+from engine.plan import features_of, select
+from engine.plan.values import Features
 
 ROOT = Path(__file__).resolve().parents[2]
 STRATEGIES = {

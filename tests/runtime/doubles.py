@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine import Engine
-from engine.compile.plan import (
+from engine.endpoints import Endpoint
+from engine.errors import BudgetExceededError, NoCandidateError, RateLimitedError
+from engine.messages import Chunk, ProviderResponse, RateLimitInfo, Request, Usage
+from engine.plan.values import (
     Features,
     KeyPlan,
     ModelPlan,
@@ -24,9 +27,6 @@ from engine.compile.plan import (
     Selection,
     StrategyPlan,
 )
-from engine.endpoints import Endpoint
-from engine.errors import BudgetExceededError, NoCandidateError, RateLimitedError
-from engine.messages import Chunk, ProviderResponse, RateLimitInfo, Request, Usage
 from engine.runtime.state import Lease, LedgerRow, Reservation
 from engine.secrets import Secret
 from engine.testing.clock import FakeClock

@@ -17,8 +17,8 @@ from engine import (
     UnavailableError,
     UnknownModelError,
 )
-from engine.compile.plan import Plan, RetryPlan
 from engine.messages import Chunk, ToolCallDelta, Usage
+from engine.plan.values import Plan, RetryPlan
 
 from .doubles import ScriptedAdapter, ask, make_plan, model, provider, rig, route
 

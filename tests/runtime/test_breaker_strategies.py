@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 
 from engine import AllCandidatesFailedError
-from engine.compile.plan import BreakerPlan, Plan, RetryPlan, StrategyPlan
 from engine.errors import UnavailableError
+from engine.plan.values import BreakerPlan, Plan, RetryPlan, StrategyPlan
 
 from .doubles import ScriptedAdapter, ask, make_plan, model, rig, route
 

@@ -17,7 +17,7 @@ from engine import (
     UnavailableError,
     UnknownPolicyError,
 )
-from engine.compile.plan import RetryPlan
+from engine.plan.values import RetryPlan
 
 from .doubles import ScriptedAdapter, ask, make_plan, model, provider, rig, route
 
@@ -237,7 +237,7 @@ async def test_local_rate_limit_exhaustion_fails_over_without_a_call() -> None:
 
 async def test_workspace_budget_exhausted_raises_budget_exceeded() -> None:
     """If the workspace budget allows no candidate, BudgetExceededError and no call."""
-    from engine.compile.plan import BudgetPlan
+    from engine.plan.values import BudgetPlan
 
     r = rig(three(budget=BudgetPlan(daily_usd=0.0)))
     with pytest.raises(BudgetExceededError):

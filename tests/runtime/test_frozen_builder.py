@@ -8,10 +8,10 @@ import pickle
 
 import pytest
 
-from engine.compile.plan import KeyPlan
 from engine.errors import AttemptRecord
 from engine.frozen import builder
 from engine.messages import ProviderResponse, RateLimitInfo, Usage
+from engine.plan.values import KeyPlan
 from engine.result import Response
 from engine.runtime.state import Lease
 

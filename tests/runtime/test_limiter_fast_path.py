@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from engine import Engine
-from engine.compile.plan import KeyPlan
+from engine.plan.values import KeyPlan
 from engine.runtime.clock import Clock
 from engine.runtime.ratelimit import InProcessRateLimiter
 from engine.runtime.state import Lease

@@ -8,7 +8,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine import EngineError
-from engine.compile.plan import RetryPlan, StrategyPlan
 from engine.errors import (
     AuthenticationError,
     ContextWindowExceededError,
@@ -17,6 +16,7 @@ from engine.errors import (
     RateLimitedError,
     UnavailableError,
 )
+from engine.plan.values import RetryPlan, StrategyPlan
 
 from .doubles import ScriptedAdapter, ask, make_plan, model, provider, rig, route
 

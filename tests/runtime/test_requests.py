@@ -13,7 +13,7 @@ from engine import (
     UnavailableError,
     UnknownModelError,
 )
-from engine.compile.plan import BudgetPlan, CachePlan, Plan, RetryPlan, TemplatePlan
+from engine.plan.values import BudgetPlan, CachePlan, Plan, RetryPlan, TemplatePlan
 
 from .doubles import ScriptedAdapter, ask, make_plan, model, rig, route
 

@@ -11,9 +11,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from engine.compile.plan import ModelPlan, Plan, ProviderPlan
 from engine.errors import AttemptRecord, UnknownPolicyError
 from engine.messages import Chunk, Request, ToolCallDelta, ToolCallOut, Usage
+from engine.plan.values import ModelPlan, Plan, ProviderPlan
 from engine.result import Response, StreamEvent
 
 

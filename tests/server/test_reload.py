@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.compile.plan import Plan
 from engine.errors import ConfigError, Diagnostic
+from engine.plan.values import Plan
 from engine.server.reload import ConfigWatcher
 from tests.server.conftest import serving
 from tests.server.standin import StandInEngine

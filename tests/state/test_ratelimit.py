@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.compile.plan import KeyPlan
 from engine.errors import RateLimitedError
 from engine.messages import RateLimitInfo
+from engine.plan.values import KeyPlan
 from engine.runtime.ratelimit import RESOLUTION_S, InProcessRateLimiter
 from engine.secrets import Secret
 from engine.testing.clock import FakeClock

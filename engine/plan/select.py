@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from operator import itemgetter
 
-from engine.compile.plan import Features, Plan, RoutePlan, Scored, Selection
-from engine.compile.tree import Candidate, Goto, Leaf, PolicyTree, PricedRow, Rule
 from engine.errors import NoCandidateError, UnknownPolicyError
+from engine.plan.tree import Candidate, Goto, Leaf, PolicyTree, PricedRow, Rule
+from engine.plan.values import Features, Plan, RoutePlan, Scored, Selection
 
 _INF = float("inf")
 

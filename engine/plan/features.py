@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.compile.plan import Features
 from engine.frozen import builder
 from engine.messages import ImagePart, Request, TextPart
+from engine.plan.values import Features
 
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4  # role and separators, as chat formats add

@@ -2,7 +2,7 @@
 
 This module is the contract between compile time (`engine.config`, `engine.compile`) and
 run time (`engine.runtime`). It holds types only; building a Plan is `engine.compile`'s job
-and walking it is `engine.compile.select`:
+and walking it is `engine.plan.select`:
 
     select(plan, policy_name, features) -> Selection      pure, no I/O, microseconds
 
