@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.compile.plan import Plan
 from engine.errors import RequestError, UnknownModelError
+from engine.plan.values import Plan
 from engine.runtime.services import Services
 from engine.runtime.state import LedgerRow
 

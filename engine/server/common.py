@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import orjson
 from starlette.responses import Response as HTTPResponse
 
-from engine.compile.plan import Plan
 from engine.messages import Request
+from engine.plan.values import Plan
 from engine.result import Response, StreamEvent
 from engine.server.auth import Authenticator, Principal
 from engine.server.errors import HTTPError, ServerError
