@@ -5,6 +5,13 @@ Why not `yaml.safe_load`: it forgets where things were, so schema errors could o
 the Python values ourselves, recording a 1-based (line, column) for each JSON path
 (`rules[0].when`). Duplicate keys, empty files, binary files, malformed YAML and numbers too
 large to mean anything become `Diagnostic`s; nothing here raises on bad input.
+
+The loader is bounded, because a config file is input too and a hot reload reads it inside
+the server: a file larger than `MAX_FILE_BYTES`, nesting deeper than `MAX_DEPTH` (PyYAML's
+composer recurses once per level, so a deep file ended in a RecursionError), more than
+`MAX_NODES` values once aliases are expanded (an "alias bomb" of nine nested `[*a, *a, ...]`
+levels is a 1 KB file that expands to 10**8 values: `validate` grew to 6.8 GB on one) and
+an alias that contains itself each become one located diagnostic, and loading stops there.
 """
 
 from __future__ import annotations
@@ -24,6 +31,12 @@ from engine.errors import Diagnostic
 
 #: Integers beyond this are certainly a typo (a budget of 10**18 dollars, a window of 2**64).
 MAX_INT = 10**15
+#: A config file larger than this is not a hand-written config (2,000 rules are ~300 KB).
+MAX_FILE_BYTES = 8 * 1024 * 1024
+#: Nesting deeper than this is not a config either (predicates nest a few levels).
+MAX_DEPTH = 64
+#: Values built from one file, counting a value again each time an alias repeats it.
+MAX_NODES = 100_000
 
 Marks = dict[str, tuple[int, int]]
 
@@ -81,9 +94,12 @@ def load_file(path: Path | str) -> Document:
     """Read and parse one YAML file; unreadable, binary or empty files give a diagnostic."""
     source = str(path)
     try:
-        raw = Path(path).read_bytes()
+        with Path(path).open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)  # never more than the limit into memory
     except OSError as exc:
         return _failed(source, f"cannot read file: {exc.strerror or exc}")
+    if len(raw) > MAX_FILE_BYTES:
+        return _failed(source, f"file is larger than {MAX_FILE_BYTES} bytes", line=1, column=1)
     if b"\x00" in raw:
         return _failed(source, "binary file: expected YAML text")
     try:
@@ -95,17 +111,55 @@ def load_file(path: Path | str) -> Document:
 
 def load_text(text: str, source: str = "<memory>") -> Document:
     """Parse YAML text; the result always exists, with diagnostics when it is unusable."""
+    if len(text) > MAX_FILE_BYTES:
+        return _failed(source, f"file is larger than {MAX_FILE_BYTES} bytes", line=1, column=1)
     if not text.strip() or all(_is_comment(line) for line in text.splitlines()):
         return _failed(source, "file is empty", line=1, column=1)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_BoundedLoader)
     except yaml.MarkedYAMLError as exc:
         return _yaml_error(source, exc)
     except yaml.YAMLError as exc:
         return _failed(source, f"invalid YAML: {exc}")
     builder = _Builder(source)
-    data = builder.build(node, "") if node is not None else None
+    try:
+        data = builder.build(node, "") if node is not None else None
+    except _Unbounded as exc:
+        mark = exc.node.start_mark
+        return _failed(source, exc.message, mark.line + 1, mark.column + 1)
     return Document(source, data, builder.marks, tuple(builder.diagnostics))
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader whose composer stops at `MAX_DEPTH` levels of nesting.
+
+    The composer calls `compose_node` once per level, recursively; counting there turns a
+    RecursionError (a traceback) into a located `ComposerError` like any syntax error."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, f"nesting deeper than {MAX_DEPTH} levels", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+class _Unbounded(Exception):
+    """Building would not end, or not in reasonable memory: where, and why."""
+
+    def __init__(self, node: yaml.Node, message: str) -> None:
+        super().__init__(message)
+        self.node = node
+        self.message = message
 
 
 def _is_comment(line: str) -> bool:
@@ -137,19 +191,31 @@ class _Builder:
         self.marks: Marks = {}
         self.diagnostics: list[Diagnostic] = []
         self._constructor = yaml.SafeLoader("")
+        self._built = 0  # values built so far, aliases counted each time they repeat
+        self._open: set[int] = set()  # the collections being built (to catch `&a [*a]`)
 
     def build(self, node: yaml.Node, path: str) -> Any:
+        self._built += 1
+        if self._built > MAX_NODES:
+            raise _Unbounded(
+                node, f"more than {MAX_NODES} values once aliases are expanded (an alias bomb?)"
+            )
         self.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
-        if isinstance(node, yaml.MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, yaml.SequenceNode):
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return self._scalar(node, path)
+        if id(node) in self._open:
+            raise _Unbounded(node, "recursive alias: this value contains itself")
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
             return [self.build(child, join_path(path, i)) for i, child in enumerate(node.value)]
-        return self._scalar(node, path)
+        finally:
+            self._open.discard(id(node))
 
     def _mapping(self, node: yaml.MappingNode, path: str) -> dict[Any, Any]:
         own = [pair for pair in node.value if pair[0].tag != "tag:yaml.org,2002:merge"]
-        self._constructor.flatten_mapping(node)  # YAML merge keys (`<<: *base`) go first
-        merged = node.value[: len(node.value) - len(own)]
+        merges = [value for key, value in node.value if key.tag == "tag:yaml.org,2002:merge"]
         out: dict[Any, Any] = {}
         for key_node, value_node in own:
             key = self._key(key_node, path)
@@ -161,11 +227,31 @@ class _Builder:
                 continue
             self.marks[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out[key] = self.build(value_node, child)
-        for key_node, value_node in merged:  # merged keys never override explicit ones
-            key = self._key(key_node, path)
-            if key is not None and key not in out:
-                out[key] = self.build(value_node, join_path(path, key))
+        for merged in merges:
+            self._merge(out, merged, path)
         return out
+
+    def _merge(self, out: dict[Any, Any], merged: yaml.Node, path: str) -> None:
+        """YAML merge keys (`<<: *base` or `<<: [*a, *b]`): keys not given explicitly, the
+        first source winning. Each source is built like any value (so it is counted and a
+        source that contains the mapping itself is caught), with its positions kept only
+        where the mapping has none of its own."""
+        sources = merged.value if isinstance(merged, yaml.SequenceNode) else [merged]
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                self._error(
+                    source, path, "a merge key (`<<`) needs a mapping or a list of them", None
+                )
+                continue
+            own_marks, self.marks = self.marks, {}
+            try:
+                values = self.build(source, path)
+            finally:
+                for p, mark in self.marks.items():
+                    own_marks.setdefault(p, mark)
+                self.marks = own_marks
+            for key, value in values.items():
+                out.setdefault(key, value)
 
     def _key(self, node: yaml.Node, path: str) -> str | None:
         if not isinstance(node, yaml.ScalarNode):

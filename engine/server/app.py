@@ -424,7 +424,7 @@ def create_app(
         engine,
         settings,
         Authenticator(settings.api_keys),
-        ServerMetrics(_state_reader(engine)),
+        ServerMetrics(_state_reader(engine, watcher)),
         watcher,
     )
 
@@ -476,8 +476,11 @@ async def _warm(engine: RoutingEngine, keep_alive_s: float | None) -> None:
         await warm(keep_alive_s=keep_alive_s)
 
 
-def _state_reader(engine: RoutingEngine) -> Callable[[], Mapping[str, Any]]:
-    """Breaker states from stats() and queued waiters per provider, for the metrics scrape."""
+def _state_reader(
+    engine: RoutingEngine, watcher: ConfigWatcher | None = None
+) -> Callable[[], Mapping[str, Any]]:
+    """Breaker states from stats(), queued waiters per provider and the hot-reload counts,
+    for the metrics scrape."""
 
     def read() -> Mapping[str, Any]:
         stats = engine.stats()
@@ -488,6 +491,10 @@ def _state_reader(engine: RoutingEngine) -> Callable[[], Mapping[str, Any]]:
             for provider in engine.plan.providers.values():
                 if provider.enabled:
                     queued[provider.id] = int(status(provider.id).get("queued", 0))
-        return {"breakers": stats.get("breakers") or {}, "rate_limit_queued": queued}
+        out: dict[str, Any] = {"breakers": stats.get("breakers") or {}, "rate_limit_queued": queued}
+        if watcher is not None:
+            out["config_reloads"] = watcher.reloads
+            out["config_reload_failures"] = watcher.failures
+        return out
 
     return read

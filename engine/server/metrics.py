@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from engine.errors import AttemptRecord
@@ -187,7 +187,8 @@ class EngineStateCollector(Collector):
     """Breaker states and rate-limit waiters, read from the engine at scrape time.
 
     The reader returns `{"breakers": {name: "closed"|"half_open"|"open"},
-    "rate_limit_queued": {provider: waiting requests}}`; absent keys yield no samples.
+    "rate_limit_queued": {provider: waiting requests}, "config_reloads": n,
+    "config_reload_failures": n}`; absent keys yield no samples.
     Requests that gave up waiting show as `engine_attempt_failures{kind="rate_limited"}`.
     """
 
@@ -215,3 +216,13 @@ class EngineStateCollector(Collector):
         for name, count in dict(stats.get("rate_limit_queued") or {}).items():
             waits.add_metric([str(name)], float(count))
         yield waits
+        for key, help_text in _RELOAD_COUNTERS.items():
+            if key in stats:
+                yield CounterMetricFamily(f"engine_{key}", help_text, value=float(stats[key]))
+
+
+#: Hot-reload counters read from the config watcher (present when the app has one).
+_RELOAD_COUNTERS = {
+    "config_reloads": "Config changes applied by hot reload.",
+    "config_reload_failures": "Config edits rejected by hot reload (the old config serves on).",
+}

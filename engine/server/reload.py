@@ -3,6 +3,9 @@
 A polling watcher (a stat() per file every few seconds) needs no extra dependency and works
 on every filesystem. On a change the whole config is validated and compiled off the event
 loop; a broken edit logs its diagnostics and the server keeps serving the previous plan.
+Every rejected edit is counted (`failures`, exported as `engine_config_reload_failures_total`),
+whatever the loader raised: a config error, or anything unexpected (which is logged with its
+traceback, since it is a bug in the engine rather than in the file).
 Requests already in flight keep the plan they started with, because `Engine.reload` swaps
 one immutable Plan reference.
 """
@@ -68,6 +71,10 @@ class ConfigWatcher:
             plan, warnings = await asyncio.to_thread(self.load, self.config_dir)
         except ConfigError as exc:
             self._rejected(exc.diagnostics)
+            return False
+        except Exception as exc:  # a bug, not a bad file: still counted, still not fatal
+            log.exception("config reload crashed in the loader")
+            self._rejected([Diagnostic(f"internal error while loading: {type(exc).__name__}")])
             return False
         self.apply(plan)
         self.reloads += 1
