@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.compile.plan import Plan
 from engine.errors import Diagnostic
+from engine.plan.values import Plan
 from engine.runtime.engine import Engine
 from engine.server.reload import ConfigWatcher
 from engine.server.runner import load_plan
