@@ -2,7 +2,7 @@
 
 It owns a compiled Plan (swapped whole on reload, so in-flight calls finish on the plan
 they started with) and the live state shared by all calls (breakers, strategy state,
-stats, rate limiter, budgets, cache, ledger). Each call is an `Execution` (executor.py);
+stats, rate limiter, budgets, cache, ledger). Each call is a `ChatCall` (call/chat.py);
 this module only wires things together and offers the public surface: construction
 (from a config directory, a Plan, or plain dicts), calls (async core, sync wrappers on a
 private event-loop thread), introspection (explain, stats, health, registry queries),
@@ -47,12 +47,12 @@ from engine.providers.base import Adapter
 from engine.result import Response, StreamEvent
 from engine.runtime import health as _health
 from engine.runtime import record as _record
-from engine.runtime import registry, streaming
+from engine.runtime import registry
 from engine.runtime.batch import Progress, run_batch
 from engine.runtime.breaker import BreakerBoard
+from engine.runtime.call.chat import ChatCall
 from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.conversation import Conversation
-from engine.runtime.executor import Execution
 from engine.runtime.hooks import Hooks
 from engine.runtime.record import ExternalCall
 from engine.runtime.services import CacheKey, Featurizer, Selector, Services
@@ -316,7 +316,7 @@ class Engine:
         if hooks.before:
             req = await hooks.before_request(req)
         try:
-            response = await Execution(self._svc, self._plan, req, policy, False).run()
+            response = await ChatCall(self._svc, self._plan, req, policy, False).run()
         except Exception as exc:
             if hooks.error:
                 await hooks.on_error(req, exc)
@@ -335,12 +335,12 @@ class Engine:
         if hooks.before:
             req = await hooks.before_request(req)
         try:
-            execution = Execution(self._svc, self._plan, req, policy, True)
+            call = ChatCall(self._svc, self._plan, req, policy, True)
         except Exception as exc:  # unknown policy, no candidate, bad fallbacks
             if hooks.error:
                 await hooks.on_error(req, exc)
             raise
-        events = streaming.stream(execution)
+        events = call.stream()
         try:
             async for event in events:
                 yield event
@@ -350,8 +350,8 @@ class Engine:
             raise
         finally:
             await events.aclose()  # a caller stopping early releases the upstream now
-        if hooks.after and execution.final is not None:
-            await hooks.after_response(req, execution.final)
+        if hooks.after and call.final is not None:
+            await hooks.after_response(req, call.final)
 
     def run(self, request: RequestLike, policy: str | None = None) -> Response:
         """The sync form of `arun` (runs it on the engine's private loop thread)."""

@@ -1,40 +1,37 @@
-"""The value types one engine call passes between its modules: the shared `Services`,
-a `Candidate` to try, the `Guard` a try holds, an `OpenStream`, and the `Skip` signal.
+"""`Services`: the live state and collaborators every call of one engine shares.
 
-They live apart from the executor so that admission (guards.py), one attempt (attempt.py),
-the failover loop (executor.py) and stream relaying (streaming.py) can all name them
-without importing each other in a cycle.
+A call (engine/runtime/call/) reads its plan from the call's data and everything that
+outlives the call from here: adapters, the state backends (limiter, budget, cache, ledger),
+the clock and rng, select and features, breakers, strategy state, stats, the keys rejected
+recently, the endpoints and compiled retry policies built so far.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from engine.endpoints import Endpoint
-from engine.messages import Chunk, Request
+from engine.messages import Request
 from engine.plan.values import (
     Features,
     KeyPlan,
-    ModelPlan,
     Plan,
     ProviderPlan,
-    RoutePlan,
-    Scored,
     Selection,
 )
 from engine.providers.base import Adapter
 from engine.runtime.breaker import BreakerBoard
+from engine.runtime.call.retry import RetryPolicies
 from engine.runtime.clock import Clock
 from engine.runtime.state import (
     BudgetStore,
     Lease,
     Ledger,
     RateLimiter,
-    Reservation,
     ResponseCache,
 )
 from engine.runtime.stats import Stats
@@ -66,13 +63,16 @@ class Services:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     endpoints: dict[tuple[int, ...], tuple[tuple[Any, ...], Endpoint]] = field(default_factory=dict)
     keyless: dict[str, tuple[KeyPlan, ...]] = field(default_factory=dict)  # provider id -> label
-    #: The limiter's optional synchronous `try_acquire` (see guards.py), looked up once.
+    #: The route retry plans compiled into tenacity objects so far (call/retry.py).
+    retries: RetryPolicies = field(init=False)
+    #: The limiter's optional synchronous `try_acquire` (call/admission.py), looked up once.
     try_acquire: Callable[[str, Sequence[KeyPlan], int, int], Lease | None] | None = field(
         init=False, default=None
     )
 
     def __post_init__(self) -> None:
         self.try_acquire = _try_acquire_of(self.limiter)
+        self.retries = RetryPolicies(self.clock.sleep, self.rng)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping that must finish even when the caller was cancelled."""
@@ -99,38 +99,6 @@ class Services:
         return tuple(k for k in provider.keys if self.bad_keys.get(k.id, 0.0) <= now)
 
 
-class Candidate(NamedTuple):
-    """One model to try, with the route whose retry/breaker/budget settings apply.
-
-    A named tuple, built by `candidate()` with tuple.__new__ (as select builds Scored):
-    one is made per candidate of every request, and a tuple is built several times faster
-    than a class instance; it is never changed once made.
-    """
-
-    scored: Scored
-    provider: ProviderPlan
-    route: RoutePlan
-    policy: str | None
-    rule: str | None
-    leg: int  # 0 for the primary target, i for request.fallbacks[i - 1]
-    model: ModelPlan  # scored.model: read many times per try; a field beats a property
-
-
-_new_tuple = tuple.__new__
-
-
-def candidate(
-    scored: Scored,
-    provider: ProviderPlan,
-    route: RoutePlan,
-    policy: str | None,
-    rule: str | None,
-    leg: int,
-) -> Candidate:
-    """A Candidate for `scored` (its `model` filled in)."""
-    return _new_tuple(Candidate, (scored, provider, route, policy, rule, leg, scored.model))
-
-
 def _try_acquire_of(
     limiter: RateLimiter,
 ) -> Callable[[str, Sequence[KeyPlan], int, int], Lease | None] | None:
@@ -149,27 +117,3 @@ def _try_acquire_of(
 
 
 _TRY_ACQUIRE = "try_acquire"
-
-
-@dataclass(slots=True)
-class Guard:
-    """What one try holds while its call is in flight; closed exactly once."""
-
-    cand: Candidate
-    lease: Lease
-    reservation: Reservation | None
-    started: float
-    retry: int
-    fallback_index: int
-    ttft_ms: float | None = None
-
-
-@dataclass(slots=True)
-class OpenStream:
-    guard: Guard
-    first: Chunk | None
-    chunks: AsyncIterator[Chunk]
-
-
-class Skip(Exception):
-    """A candidate was passed over without a network call (reason recorded as an attempt)."""

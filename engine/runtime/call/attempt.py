@@ -1,0 +1,213 @@
+"""One attempt: a single try at one candidate, as an async context manager.
+
+    async with Attempt(admission, cand, request, retry, index) as attempt:
+        resp = await adapter.complete(attempt.request, attempt.endpoint)
+        attempt.answered(resp.usage, resp.rate_limit)
+
+Entering admits the try (admission.py: breakers, lease, reservation; `Skip` when refused)
+and counts it in flight for the strategies. Leaving closes it, and this is the only place a
+try is closed:
+
+    answered, no exception   settled: the lease corrected with the real usage, limits
+                             learned, breakers told, latency measured, the budget
+                             reservation settled at the real cost
+    ProviderError            failed: the lease settled with its input estimate, breakers
+                             told (health errors), a 429's pause shared with every request
+                             on the key, a rejected key retired, the reservation released
+    anything else            aborted (cancelled, caller stopped a stream): everything given
+                             back, nothing counted as a failure
+
+Each outcome is one AttemptRecord in the trail, one stats sample and one ledger row.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from engine.errors import AttemptRecord, AuthenticationError, ProviderError, RateLimitedError
+from engine.frozen import builder
+from engine.messages import RateLimitInfo, Request, Usage
+from engine.runtime.call.admission import Admission, Admitted
+from engine.runtime.call.walk import Candidate
+from engine.runtime.state import LedgerRow
+
+#: Error kinds that say something about an upstream's health (they feed the breakers).
+BREAKER_KINDS = frozenset({"unavailable", "timeout", "protocol_error"})
+#: How long a key rejected with 401 is left out before it is tried again.
+BAD_KEY_COOLDOWN_S = 300.0
+
+# Every try records one of each; builder() skips a frozen dataclass's per-field
+# object.__setattr__, which measured >1 us a call for these two (engine/frozen.py).
+_attempt_record = builder(AttemptRecord)
+_ledger_row = builder(LedgerRow)
+
+
+class Attempt:
+    """One try: admitted on entry, settled / failed / aborted on exit, exactly once."""
+
+    __slots__ = (
+        "_rate_limit",
+        "_usage",
+        "admission",
+        "cand",
+        "cost",
+        "endpoint",
+        "held",
+        "index",
+        "request",
+        "retry",
+        "ttft_ms",
+    )
+
+    def __init__(
+        self, admission: Admission, cand: Candidate, request: Request, retry: int, index: int
+    ) -> None:
+        self.admission = admission
+        self.cand = cand
+        self.request = request  # the route's template applied
+        self.retry = retry  # 0 for the first try at this candidate
+        self.index = index  # the candidate's fallback index
+        self.ttft_ms: float | None = None
+        self.cost: float | None = None  # set when settled; None also when the price is unknown
+        self._usage: Usage | None = None
+        self._rate_limit: RateLimitInfo | None = None
+
+    async def __aenter__(self) -> Attempt:
+        admission, cand = self.admission, self.cand
+        quick = admission.quick(cand)  # no await in the common case (see Admission.quick)
+        self.held = held = (
+            Admitted(lease=quick, reservation=None, started=admission.svc.clock.monotonic())
+            if quick is not None
+            else await admission.admit(cand, self.index)
+        )
+        self.endpoint = admission.endpoint(cand, held.lease.key)
+        admission.svc.strategies.begin(cand.scored.model.id)
+        return self
+
+    def first_token(self) -> None:
+        """The first chunk of a stream arrived: its time to first token is measured now."""
+        self.ttft_ms = (self.admission.svc.clock.monotonic() - self.held.started) * 1000
+
+    def answered(self, usage: Usage, rate_limit: RateLimitInfo | None) -> None:
+        """The upstream answered in full with this usage; leaving the block settles it."""
+        self._usage, self._rate_limit = usage, rate_limit
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.admission.svc.strategies.end(self.cand.scored.model.id)
+        if exc is None and self._usage is not None:
+            await self._settle(self._usage)
+        elif isinstance(exc, ProviderError):
+            await self._fail(exc)
+        else:
+            self._abort()
+
+    # -- the three ways a try closes ------------------------------------------------------
+
+    async def _settle(self, usage: Usage) -> None:
+        svc, cand, held = self.admission.svc, self.cand, self.held
+        pid, mid = cand.provider.id, cand.scored.model.id
+        latency = self._latency()
+        self.cost = cost = cand.scored.model.cost(usage.input_tokens, usage.output_tokens)
+        svc.limiter.settle(held.lease, usage.input_tokens, usage.output_tokens)
+        if self._rate_limit is not None:
+            svc.limiter.observe(pid, held.lease.key.id, self._rate_limit)
+        if not svc.breakers.all_closed:
+            svc.breakers.success(pid)
+            svc.breakers.success(mid)
+        svc.strategies.observe_latency(mid, latency, self.ttft_ms)
+        self._record("ok", None, None, latency, usage, cost)
+        r = held.reservation
+        if r is not None:
+            await svc.budget.settle(r, r.amount_usd if cost is None else cost)
+
+    async def _fail(self, exc: ProviderError) -> None:
+        svc, cand, held = self.admission.svc, self.cand, self.held
+        latency = self._latency()
+        svc.limiter.settle(held.lease, held.lease.input_tokens, 0)
+        if exc.kind in BREAKER_KINDS:
+            plan = cand.route.breaker
+            svc.breakers.failure(cand.provider.id, plan, exc.kind)
+            svc.breakers.failure(cand.scored.model.id, plan, exc.kind)
+        else:
+            self.admission.abandon(cand)
+        if isinstance(exc, RateLimitedError) and exc.retry_after:
+            # Every request holding this key should pause, not only the one that was told.
+            info = RateLimitInfo(retry_after_s=exc.retry_after)
+            svc.limiter.observe(cand.provider.id, held.lease.key.id, info)
+        if isinstance(exc, AuthenticationError) and cand.provider.keys:
+            svc.bad_keys[held.lease.key.id] = svc.clock.monotonic() + BAD_KEY_COOLDOWN_S
+        self._record(exc.kind, str(exc), exc.status, latency, None, None)
+        if held.reservation is not None:
+            await svc.budget.release(held.reservation)
+
+    def _abort(self) -> None:
+        svc, held = self.admission.svc, self.held
+        svc.release_lease(held.lease)
+        self.admission.abandon(self.cand)
+        if held.reservation is not None:
+            # A task of its own, so a cancelled caller still gives its reservation back.
+            svc.spawn(svc.budget.release(held.reservation))
+        # The ledger still hears of it: the upstream may have started (and billed) the work.
+        self._ledger("cancelled", self._latency(), None, None)
+
+    # -- records --------------------------------------------------------------------------
+
+    def _latency(self) -> float:
+        return (self.admission.svc.clock.monotonic() - self.held.started) * 1000
+
+    def _record(
+        self,
+        outcome: str,
+        error: str | None,
+        status: int | None,
+        latency: float,
+        usage: Usage | None,
+        cost: float | None,
+    ) -> None:
+        """The try's AttemptRecord, stats sample and ledger row."""
+        cand, svc = self.cand, self.admission.svc
+        pid, mid = cand.provider.id, cand.scored.model.id
+        self.admission.trail.attempts.append(
+            _attempt_record(
+                provider=pid,
+                model=mid,
+                outcome=outcome,
+                error=error,
+                latency_ms=latency,
+                retry=self.retry,
+                fallback_index=self.index,
+                key_id=self.held.lease.key.id,
+                status=status,
+            )
+        )
+        tin = usage.input_tokens if usage else 0
+        tout = usage.output_tokens if usage else 0
+        svc.stats.attempt(pid, mid, outcome == "ok", latency, cost, tin, tout)
+        self._ledger(outcome, latency, usage, cost)
+
+    def _ledger(
+        self, outcome: str, latency: float, usage: Usage | None, cost: float | None
+    ) -> None:
+        svc, cand, call = self.admission.svc, self.cand, self.admission.call
+        svc.ledger.record(
+            _ledger_row(
+                ts=svc.clock.time(),
+                workspace=call.workspace,
+                policy=cand.policy,
+                provider=cand.provider.id,
+                model=cand.scored.model.id,
+                input_tokens=usage.input_tokens if usage else 0,
+                output_tokens=usage.output_tokens if usage else 0,
+                cost_usd=cost,
+                latency_ms=latency,
+                outcome=outcome,
+                fallback_index=self.index,
+                request_id=call.request_id,
+                cached=False,
+            )
+        )

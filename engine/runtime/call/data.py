@@ -1,0 +1,76 @@
+"""The call's data: what one engine call knows about itself, and the trail it leaves.
+
+`CallData` is fixed when the call starts (the plan it runs on, the request, its features,
+its id and start time, the budget cap and workspace it is charged to). `Trail` is what the
+call has seen so far: one `AttemptRecord` per try or skip, in order, and why candidates
+were eliminated; the final error and every response are built from it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import NamedTuple
+
+from engine.errors import AttemptRecord
+from engine.messages import Request
+from engine.plan.values import Features, Plan
+
+#: Request ids: a per-process random prefix and a counter (unique, and cheaper than uuid4).
+_ID_PREFIX = os.urandom(4).hex()
+_IDS = itertools.count()
+
+
+class CallData(NamedTuple):
+    """One call's fixed facts. A named tuple: one is built per call, always by name."""
+
+    plan: Plan  # the plan the call started on (a reload does not change it mid-call)
+    request: Request
+    features: Features
+    streaming: bool
+    request_id: str
+    started: float  # monotonic seconds
+    budget_usd: float | None  # the smaller of the request's and the rules' cap, if any
+    workspace: str  # who is charged: budgets and ledger rows
+
+
+def call_data(
+    plan: Plan, request: Request, features: Features, streaming: bool, now: float
+) -> CallData:
+    """The data of a call starting `now` (monotonic), with a fresh request id."""
+    mine, theirs = features.budget_usd, request.budget_usd
+    budget = mine if theirs is None else theirs if mine is None else min(mine, theirs)
+    workspace = features.workspace or str(request.metadata.get("workspace", "default"))
+    return CallData(
+        plan=plan,
+        request=request,
+        features=features,
+        streaming=streaming,
+        request_id=f"{_ID_PREFIX}{next(_IDS):010x}",
+        started=now,
+        budget_usd=budget,
+        workspace=workspace,
+    )
+
+
+class Trail:
+    """Every try and skip of one call, in order, and why candidates were eliminated."""
+
+    __slots__ = ("attempts", "eliminated")
+
+    def __init__(self) -> None:
+        self.attempts: list[AttemptRecord] = []
+        self.eliminated: dict[str, str] = {}
+
+    def skip(self, provider: str, model: str, outcome: str, why: str, index: int) -> None:
+        """A candidate passed over without a network call, with the reason."""
+        self.eliminated[model] = why
+        self.attempts.append(
+            AttemptRecord(
+                provider=provider, model=model, outcome=outcome, error=why, fallback_index=index
+            )
+        )
+
+    def calls(self) -> list[AttemptRecord]:
+        """The records of tries that reached a provider (skips carry no key)."""
+        return [a for a in self.attempts if a.key_id is not None]

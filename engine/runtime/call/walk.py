@@ -1,0 +1,233 @@
+"""The candidate walk: every candidate of one call, in the order they are tried.
+
+    primary target          its selection ranked, ordered by the live strategy
+                            (dynamic strategies), then the route's chain, then its
+                            fallback_policy (recursively, each policy once)
+    request.fallbacks[i]    resolved only when the walk reaches it, same order inside
+
+A leg (the primary target, or one request fallback) may spend at most its route's
+`max_attempts` tries. Each model is tried once per call (later duplicates are dropped), and
+static eligibility needs no network: the provider enabled and not ruled out for this
+request, a context window larger than one that already proved too small, a worst-case cost
+within the request's and the route's per-request cap. Every candidate passed over for a
+reason is recorded in the trail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from typing import NamedTuple
+
+from engine.errors import NoCandidateError
+from engine.plan.values import (
+    DYNAMIC_STRATEGIES,
+    ModelPlan,
+    ProviderPlan,
+    RoutePlan,
+    Scored,
+    Selection,
+)
+from engine.runtime.call.data import CallData, Trail
+from engine.runtime.call.targets import PIN_ROUTE, Leg, check, resolve
+from engine.runtime.services import Services
+
+_NONE: frozenset[str] = frozenset()
+
+
+class Candidate(NamedTuple):
+    """One model to try, with the route whose retry/breaker/budget settings apply."""
+
+    scored: Scored
+    provider: ProviderPlan
+    route: RoutePlan
+    policy: str | None
+    rule: str | None
+    leg: int  # 0 for the primary target, i for request.fallbacks[i - 1]
+
+    @property
+    def model(self) -> ModelPlan:
+        return self.scored.model
+
+
+class Walk:
+    """The candidates of one call in try order, filtered by static eligibility.
+
+    Iterating is resumable: a stream that breaks after it opened continues the walk where
+    it stopped. What a failure rules out for the rest of the call (a provider that refused
+    the credentials, a context window too small) is told to `rule_out_*`.
+    """
+
+    __slots__ = (
+        "_candidates",
+        "_handed",
+        "_in_leg",
+        "_leg_max",
+        "_min_window",
+        "_skip_providers",
+        "_tried",
+        "call",
+        "primary",
+        "svc",
+        "trail",
+    )
+
+    def __init__(self, svc: Services, call: CallData, trail: Trail, target: str | None) -> None:
+        self.svc, self.call, self.trail = svc, call, trail
+        self._in_leg = self._leg_max = self._min_window = self._handed = 0
+        self._skip_providers = _NONE
+        self._tried: set[str] = set()
+        for fallback in call.request.fallbacks:  # a typo must fail now, not be skipped
+            check(call.plan, fallback)
+        self.primary = self._primary(target)
+        self._candidates = self._walk()
+
+    def _primary(self, target: str | None) -> Leg | None:
+        """The first target; with request fallbacks, "no candidate" just moves on to them."""
+        try:
+            return resolve(self.call.plan, target, self.svc.select, self.call.features)
+        except NoCandidateError as exc:
+            if not self.call.request.fallbacks:
+                raise
+            self.trail.eliminated.update(exc.eliminated)
+            return None
+
+    @property
+    def route(self) -> RoutePlan:
+        """The primary target's route (whose cache settings the call uses)."""
+        return self.primary.route if self.primary is not None else PIN_ROUTE
+
+    # -- iteration ------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[tuple[int, Candidate]]:
+        return self
+
+    def __next__(self) -> tuple[int, Candidate]:
+        """The next candidate worth a try (its leg has tries left and it is eligible), with
+        its fallback index: how many candidates were handed out before it."""
+        for cand in self._candidates:
+            if self._in_leg < self._leg_max and self._eligible(cand):
+                index = self._handed
+                self._handed += 1
+                return index, cand
+        raise StopIteration
+
+    def close(self) -> None:
+        """End the walk. Its suspended generator frame refers back to this object; closing
+        it breaks the cycle, so a finished call is freed at once by reference counting."""
+        self._candidates.close()
+
+    def _walk(self) -> Generator[Candidate, None, None]:
+        if self.primary is not None:
+            yield from self._leg(self.primary, 0)
+        for i, target in enumerate(self.call.request.fallbacks, start=1):
+            try:
+                leg = resolve(self.call.plan, target, self.svc.select, self.call.features)
+            except NoCandidateError as exc:
+                self.trail.eliminated[target] = str(exc)
+                continue
+            yield from self._leg(leg, i)
+
+    def _leg(self, leg: Leg, index: int) -> Generator[Candidate, None, None]:
+        """One leg's candidates; its try count starts when the walk reaches it."""
+        self._in_leg, self._leg_max = 0, leg.route.max_attempts
+        if leg.pin is not None:
+            provider = self.call.plan.providers[leg.pin.model.provider]
+            yield Candidate(
+                scored=leg.pin,
+                provider=provider,
+                route=leg.route,
+                policy=None,
+                rule=None,
+                leg=index,
+            )
+            return
+        assert leg.selection is not None
+        yield from self._policy(leg.selection, index, (leg.target,))
+
+    def _policy(
+        self, sel: Selection, index: int, visited: tuple[str, ...]
+    ) -> Generator[Candidate, None, None]:
+        """The ranking (in live-strategy order), the chain, then the fallback_policy."""
+        route, providers = sel.route, self.call.plan.providers
+        for s in (*self._ordered(sel), *sel.chain):
+            provider = providers.get(s.model.provider)
+            if provider is not None:
+                yield Candidate(
+                    scored=s,
+                    provider=provider,
+                    route=route,
+                    policy=sel.policy,
+                    rule=sel.rule,
+                    leg=index,
+                )
+        nxt = route.fallback_policy
+        if nxt and nxt not in visited and nxt in self.call.plan.policies:
+            try:
+                fallback = self.svc.select(self.call.plan, nxt, self.call.features)
+            except NoCandidateError as exc:
+                self.trail.eliminated[nxt] = str(exc)
+                return
+            yield from self._policy(fallback, index, (*visited, nxt))
+
+    def _ordered(self, sel: Selection) -> tuple[Scored, ...] | list[Scored]:
+        """The ranking as the live strategy orders it (static strategies keep select's)."""
+        strategy = sel.route.strategy
+        if strategy.name not in DYNAMIC_STRATEGIES:
+            return sel.ranked
+        key = f"{sel.policy}:{sel.rule}"
+        return self.svc.strategies.order(key, strategy, sel.ranked, self.call.streaming)
+
+    # -- the leg's tries and what failures rule out ---------------------------------------
+
+    def count_try(self) -> None:
+        """A try was admitted: it counts against its leg's max_attempts."""
+        self._in_leg += 1
+
+    def exhausted(self) -> bool:
+        """The current leg has spent its max_attempts."""
+        return self._in_leg >= self._leg_max
+
+    def rule_out_provider(self, provider: str) -> None:
+        """The provider refused this request's credentials: skip its other models."""
+        self._skip_providers |= {provider}
+
+    def rule_out_window(self, window: int) -> None:
+        """The prompt did not fit `window` tokens: skip models whose window is not larger."""
+        self._min_window = max(self._min_window, window, 1)
+
+    # -- static eligibility ---------------------------------------------------------------
+
+    def _eligible(self, cand: Candidate) -> bool:
+        """Checks that need no network; each failure is recorded with its reason."""
+        m, p = cand.scored.model, cand.provider
+        if m.id in self._tried:
+            return False
+        self._tried.add(m.id)
+        why = self._ineligible(cand, m, p)
+        if why is None:
+            return True
+        self.trail.skip(p.id, m.id, why[0], why[1], self._handed)
+        return False
+
+    def _ineligible(self, cand: Candidate, m: ModelPlan, p: ProviderPlan) -> tuple[str, str] | None:
+        if not p.enabled:
+            return "disabled", p.disabled_reason or "provider disabled"
+        if p.id in self._skip_providers:
+            return "skipped", "provider refused this request's credentials"
+        if self._min_window and m.context_window <= self._min_window:
+            return "context_window_exceeded", "context window not larger"
+        if not self._within_budget(cand):
+            return "budget_exceeded", "worst-case cost above the request budget"
+        return None
+
+    def _within_budget(self, cand: Candidate) -> bool:
+        """Worst-case cost within the request's budget and the route's per-request cap.
+        An unknown price cannot be shown to fit, so with a cap it does not."""
+        cap = self.call.budget_usd
+        route_cap = cand.route.budget.max_cost_per_request
+        if route_cap is not None:
+            cap = route_cap if cap is None else min(cap, route_cap)
+        if cap is None:
+            return True
+        worst = cand.scored.worst_cost_usd
+        return worst is not None and worst <= cap
