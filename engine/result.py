@@ -8,6 +8,7 @@ which is what the server sends and what most callers already parse.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,34 @@ def _usage_openai(usage: Usage) -> dict[str, Any]:
     }
 
 
+class Metadata(Mapping[str, str]):
+    """A read-only, hashable str -> str mapping (a Response stays a hashable value)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        self._items = dict(items or {})
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __repr__(self) -> str:
+        return f"Metadata({self._items!r})"
+
+
+#: The metadata of a response no hook annotated: shared, read-only, free to build.
+NO_METADATA = Metadata()
+
+
 @dataclass(frozen=True, slots=True)
 class Response:
     """The answer to one engine call, after routing, retries and failover."""
@@ -48,6 +77,8 @@ class Response:
     rule: str | None = None
     id: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
+    #: What `after_response` hooks added (the server sends it as x-engine-meta-* headers).
+    metadata: Metadata = NO_METADATA
 
     def to_openai(self) -> dict[str, Any]:
         """This response as an OpenAI `chat.completion` object."""

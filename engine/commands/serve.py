@@ -56,12 +56,14 @@ def export_flags(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from engine.server.plugins import load_plugins
     from engine.server.runner import banner, bind_problem, load_plan, serve
     from engine.server.settings import load_settings
 
     export_flags(args)
     try:
         settings = load_settings()
+        load_plugins(settings.plugins)  # a bad dotted path stops here, not in a worker
         plan, warnings = load_plan(settings.config_dir)
     except ConfigError as exc:
         print("engine serve: invalid configuration:", file=sys.stderr)

@@ -322,7 +322,7 @@ class Engine:
                 await hooks.on_error(req, exc)
             raise
         if hooks.after:
-            await hooks.after_response(req, response)
+            response = await hooks.after_response(req, response)
         return response
 
     async def astream(

@@ -2,22 +2,25 @@
 
 The place for logging, metrics and custom middleware without subclassing anything:
 `before_request(request) -> Request | None` may return a replacement request (or raise to
-veto it); `after_response(request, response)` sees every answer, streamed ones assembled;
+veto it); `after_response(request, response) -> Mapping | None` sees every answer, streamed ones
+assembled, and may return metadata to attach (`Response.metadata`; the server sends it as
+`x-engine-meta-*` headers);
 `on_error(request, error)` sees every failure. A hook's own exception propagates: a hook
 that must never fail the call should catch its errors itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from engine.messages import Request, parse_request
-from engine.result import Response
+from engine.result import Metadata, Response
 
 HookName = Literal["before_request", "after_response", "on_error"]
 BeforeRequest = Callable[[Request], Awaitable[Request | dict[str, Any] | None]]
-AfterResponse = Callable[[Request, Response], Awaitable[None]]
+AfterResponse = Callable[[Request, Response], Awaitable[Mapping[str, Any] | None]]
 OnError = Callable[[Request, BaseException], Awaitable[None]]
 
 NAMES: tuple[str, ...] = ("before_request", "after_response", "on_error")
@@ -60,9 +63,16 @@ class Hooks:
                 request = parse_request(replaced)  # a dict is fine too; nonsense is an error
         return request
 
-    async def after_response(self, request: Request, response: Response) -> None:
+    async def after_response(self, request: Request, response: Response) -> Response:
+        """Runs every after_response hook; the response with the metadata they returned."""
+        added: dict[str, str] = {}
         for fn in self.after:
-            await fn(request, response)
+            extra = await fn(request, response)
+            if isinstance(extra, Mapping):
+                added.update({str(k): str(v) for k, v in extra.items()})
+        if not added:
+            return response
+        return dataclasses.replace(response, metadata=Metadata({**response.metadata, **added}))
 
     async def on_error(self, request: Request, error: BaseException) -> None:
         for fn in self.error:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -35,7 +36,8 @@ from engine.plan.values import Plan
 from engine.result import Response, StreamEvent
 from engine.runtime.ledger import default_ledger_path
 from engine.runtime.spend import SpendReport
-from engine.server import ops
+from engine.server import ops, plugins
+from engine.server.access import AccessLog
 from engine.server.auth import Authenticator, Principal
 from engine.server.common import (
     META_HEADERS,
@@ -229,7 +231,25 @@ def _answer(state: ServerState, resp: Response, who: Principal, started: float) 
     headers = response_headers(
         resp.provider, resp.model, len(resp.attempts), resp.cost_usd, resp.cached, resp.policy
     )
+    if resp.metadata:
+        headers.update(meta_headers(resp.metadata))
     return JSONAnswer(orjson.dumps(body), 200, raw_headers(headers))
+
+
+_META_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def meta_headers(metadata: Mapping[str, str]) -> dict[str, str]:
+    """`x-engine-meta-<name>` per metadata entry a hook added; names that are no HTTP token
+    are dropped, values lose control characters and anything outside latin-1."""
+    out = {}
+    for name, value in metadata.items():
+        if _META_NAME.fullmatch(name):
+            text = "".join(c for c in str(value)[:1024] if c >= " " and c != "\x7f")
+            out[f"x-engine-meta-{name.lower()}"] = text.encode("latin-1", "replace").decode(
+                "latin-1"
+            )
+    return out
 
 
 def _failed(
@@ -402,15 +422,23 @@ class EngineApp(Starlette):
     """Starlette, with POST /v1/chat/completions sent straight to its raw ASGI route.
 
     The check is three dict lookups; every other path, method and scope type (lifespan
-    included) goes through starlette as before.
+    included) goes through starlette as before. Every HTTP request passes `AccessLog` first
+    (request id, JSON access log).
     """
 
-    def __init__(self, chat: ChatRoute, **kwargs: Any) -> None:
+    def __init__(self, chat: ChatRoute, access_log: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.chat = chat
+        self.access = AccessLog(self._dispatch, access_log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == CHAT_PATH and scope["method"] == "POST":
+        if scope["type"] == "http":
+            await self.access(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == CHAT_PATH and scope["method"] == "POST":
             await self.chat(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
@@ -448,9 +476,11 @@ def create_app(
                         await background
             await engine.aclose()  # flushes the ledger
 
+    plugins.install(engine, plugins.load_plugins(settings.plugins))
     chat = ChatRoute(state)
     app = EngineApp(
         chat,
+        settings.access_log,
         routes=[
             Route(CHAT_PATH, chat, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),

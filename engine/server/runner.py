@@ -160,7 +160,7 @@ def serve(settings: ServerSettings) -> None:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
-        access_log=settings.access_log,
+        access_log=False,  # the app writes its own JSON access log (server/access.py)
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
         server_header=False,
         http=CoalescingHttpToolsProtocol,
