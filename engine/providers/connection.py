@@ -9,22 +9,24 @@ what a provider call needs. The HTTP parsing itself is not ours: `httptools` (ll
 parser under uvicorn) does it, including chunked framing.
 
 What it does: one request at a time per connection (no pipelining), Content-Length bodies
-out, Content-Length / chunked / close-delimited bodies in, gzip and deflate answers, TLS
-with the system's default trust store, keep-alive reuse with an idle expiry, at most `limit`
-connections per origin with FIFO waiters, and read-side back-pressure for streams. What it
-leaves out on purpose: redirects (an API's 3xx is an error to report), cookies, HTTP/2.
-Proxies from the environment are proxy.py's, plugged in as a pool's `tunnel`. Deadlines
-belong to the caller (http.py), which closes a connection whose exchange it abandons, so a
-connection is only reused after a complete answer.
+out, Content-Length / chunked / close-delimited bodies in, interim `1xx` answers skipped,
+gzip and deflate answers, TLS with the system's default trust store, and read-side
+back-pressure for streams. The head of an answer (status line, headers, trailers, interim
+answers) is bounded in bytes and in count, so an upstream streaming an endless header fails
+fast with a protocol error instead of growing memory. What it leaves out on purpose:
+redirects (an API's 3xx is an error to report), cookies, HTTP/2. Pooling is pool.py's,
+dialing (Happy Eyeballs, proxies) dial.py's and proxy.py's. Deadlines belong to the caller
+(http.py), which closes a connection whose exchange it abandons, so a connection is only
+reused after a complete answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 import ssl
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
@@ -32,13 +34,18 @@ from urllib.parse import urlsplit
 
 import httptools
 
-__all__ = ["BadResponse", "Connection", "ConnectionLost", "Pool", "Target", "target_of"]
+__all__ = ["BadResponse", "Connection", "ConnectionLost", "Target", "target_of", "tls_context"]
 
 #: Unread stream bytes at which a connection stops reading from its socket, and resumes.
 READ_HIGH = 512 * 1024
 READ_LOW = 64 * 1024
 #: An idle connection older than this is closed rather than reused (servers drop them).
 KEEPALIVE_S = 15.0
+#: Bytes of an answer that are not body (status lines, headers, trailers, interim answers,
+#: chunk framing) allowed in a row, and header lines per answer. Go allows 1 MB of headers,
+#: curl 100 KB, aiohttp 8 KB per line; provider answers carry about 2 KB.
+MAX_HEAD_BYTES = 128 * 1024
+MAX_HEADERS = 256
 
 
 class ConnectionLost(Exception):
@@ -109,6 +116,12 @@ class Connection(asyncio.Protocol):
         self._framed = False  # Content-Length or chunked: the close is not the end
         self._stray = False  # a message after the answer: ignored, and the connection retired
         self._error: BaseException | None = None
+        self._interim = False  # the message being parsed is a 1xx (100 Continue, 103 ...)
+        self._head = 0  # bytes in a row that carried no body (bounded by MAX_HEAD_BYTES)
+        self._body_seen = False  # body bytes came in the current feed
+        self._fields = 0  # header and trailer lines of the current answer
+        self._over: str | None = None  # which bound the answer broke, if one
+        self._fd = -1  # the socket, polled before reuse
         self.status = 0
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.headers_done = False
@@ -123,6 +136,8 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, but behave as one
         self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None else -1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -139,13 +154,19 @@ class Connection(asyncio.Protocol):
             self.close()  # the connection's state is unknown, so it is never reused
             return
         self.answered = True
+        self._body_seen = False
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(BadResponse(f"malformed HTTP answer ({type(exc).__name__})"))
-            self.close()
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._refuse(self._over or f"malformed HTTP answer ({type(exc).__name__})")
         if self._stray:
             self.close()
+            return
+        # Bytes that carried no body: the head (and trailers) httptools buffers until a
+        # line ends. Counted per read, so memory stays within the bound plus one read.
+        self._head = 0 if self._body_seen else self._head + len(data)
+        if self._head > MAX_HEAD_BYTES and not self.complete:
+            self._refuse(f"answer head larger than {MAX_HEAD_BYTES // 1024} KiB")
 
     def pause_writing(self) -> None:  # a request body is small; nothing to throttle
         pass
@@ -165,7 +186,11 @@ class Connection(asyncio.Protocol):
         self._decoder = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._stray:
+        self._fields += 1
+        if self._fields > MAX_HEADERS:  # httptools stops and raises HttpParserCallbackError
+            self._over = f"more than {MAX_HEADERS} header lines in the answer"
+            raise BadResponse(self._over)
+        if self._stray or self.headers_done:  # trailers are counted, not kept
             return
         self.raw_headers.append((name, value))
         lower = name.lower()
@@ -178,6 +203,9 @@ class Connection(asyncio.Protocol):
         if self._stray:
             return
         self.status = self._parser.get_status_code()
+        if 100 <= self.status < 200:  # 100 Continue, 103 Early Hints: the answer follows
+            self._interim = True
+            return
         self.headers_done = True
         if not self._whole:
             self._wake_waiter()
@@ -185,6 +213,7 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._stray:
             return
+        self._body_seen = True
         if self._decoder is not None:
             body = self._decoder.decompress(body)
             if not body:
@@ -200,6 +229,9 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if self._stray:
+            return
+        if self._interim:  # only an interim answer ended; keep waiting for the real one
+            self._interim = False
             return
         if self._decoder is not None:
             tail = self._decoder.flush()
@@ -223,6 +255,9 @@ class Connection(asyncio.Protocol):
         self.complete = False
         self.answered = False
         self._keep = False
+        self._interim = False
+        self._head = 0
+        self._fields = 0
         waiter = self._waiter = self._loop.create_future()
         self._transport.write(data)
         return waiter
@@ -259,10 +294,28 @@ class Connection(asyncio.Protocol):
         """A complete answer on a connection both sides keep open."""
         return self.complete and self._keep and not self.closed and self._error is None
 
+    def quiet(self) -> bool:
+        """Whether an idle connection's socket has nothing to read: no close (FIN/RST) and no
+        stray bytes the event loop has not delivered yet. Asked right before reuse, so a
+        request is never written to a connection the upstream is known to have dropped
+        (the request is then never sent twice: see http.py)."""
+        if self.closed or self._fd < 0:
+            return not self.closed
+        try:
+            readable, _, _ = select.select([self._fd], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
     def close(self) -> None:
         self.closed = True
         if self._transport is not None:
             self._transport.close()
+
+    def _refuse(self, why: str) -> None:
+        """The answer broke the protocol or a bound: fail the request and drop the socket."""
+        self._fail(BadResponse(why))
+        self.close()
 
     def _fail(self, exc: BaseException) -> None:
         self._error = exc
@@ -282,112 +335,3 @@ class Connection(asyncio.Protocol):
         reader = self._reader
         if reader is not None and not reader.done():
             reader.set_result(None)
-
-
-class Pool:
-    """Keep-alive connections to one origin: at most `limit` open, FIFO waiters beyond."""
-
-    def __init__(
-        self,
-        target: Target,
-        limit: int,
-        loop: asyncio.AbstractEventLoop,
-        tunnel: Callable[[Connection], Awaitable[object]] | None = None,
-    ) -> None:
-        self._target = target
-        self._tunnel = tunnel  # connects a new Connection through a proxy (proxy.py)
-        self._limit = max(1, limit)
-        self._loop = loop
-        self._idle: list[Connection] = []  # the most recently used is reused first
-        self._open = 0  # idle + busy + connecting, counted against the limit
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self.closed = False
-
-    async def acquire(self, connect_s: float) -> tuple[Connection, bool]:
-        """A connection and whether it was reused (a new one is opened within `connect_s`)."""
-        if self._waiters:  # others queued first: no barging past them
-            await self._wait_turn()
-        while True:
-            conn = self._reuse()
-            if conn is not None:
-                return conn, True
-            if self._open < self._limit:
-                return await self._connect(connect_s), False
-            await self._wait_turn()  # each release hands one waiter a connection or a slot
-
-    def _reuse(self) -> Connection | None:
-        idle, now = self._idle, self._loop.time()
-        while idle:
-            conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < KEEPALIVE_S:
-                return conn
-            conn.close()
-            self._open -= 1
-        return None
-
-    async def _wait_turn(self) -> None:
-        turn = self._loop.create_future()
-        self._waiters.append(turn)
-        try:
-            await turn
-        except BaseException:
-            if turn.done() and not turn.cancelled():
-                self._wake()  # we were handed a turn we cannot use: pass it on
-            else:
-                self._waiters.remove(turn)
-            raise
-
-    async def _connect(self, connect_s: float) -> Connection:
-        self._open += 1
-        t = self._target
-        try:
-            async with asyncio.timeout(connect_s):
-                if self._tunnel is not None:
-                    conn = Connection(self._loop)
-                    await self._tunnel(conn)
-                else:
-                    _, conn = await self._loop.create_connection(
-                        lambda: Connection(self._loop),
-                        t.host,
-                        t.port,
-                        ssl=tls_context() if t.tls else None,
-                        server_hostname=t.host if t.tls else None,
-                    )
-        except BaseException:
-            self._open -= 1
-            self._wake()
-            raise
-        return conn
-
-    def release(self, conn: Connection) -> None:
-        """Give a connection back: kept when its answer was complete, else closed."""
-        if conn.reusable and not self.closed:
-            conn.idle_since = self._loop.time()
-            self._idle.append(conn)
-        else:
-            conn.close()
-            self._open -= 1
-        self._wake()
-
-    def _wake(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            turn = waiters.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
-
-    async def warm(self, connections: int, connect_s: float) -> None:
-        """Open connections up to `connections` idle ones (never past the limit)."""
-        want = min(connections - len(self._idle), self._limit - self._open)
-        opened = await asyncio.gather(*(self._connect(connect_s) for _ in range(max(0, want))))
-        for conn in opened:  # a fresh connection has answered nothing yet, so park it as is
-            conn.idle_since = self._loop.time()
-            self._idle.append(conn)
-            self._wake()
-
-    def close(self) -> None:
-        self.closed = True
-        for conn in self._idle:
-            conn.close()
-        self._idle.clear()

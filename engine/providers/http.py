@@ -8,17 +8,21 @@ back, so the transport can be swapped in one place.
 One pool (sized by `Endpoint.pool_size`) per base URL origin and event loop. Timeouts
 follow `Endpoint.timeouts`: `connect_s` for the socket connect, `first_token_s` (streams
 only: a plain answer has no first token before its last) until the response headers and
-the first body bytes, `total_s` for the whole exchange. Each becomes
-`ProviderTimeoutError(phase=...)`; connection failures become `UnavailableError` before a
-response and `ProtocolError` once an answer has started (it was cut short). Nothing here
-retries, with one exception every HTTP client makes: a kept-alive connection the upstream
-closed while it sat idle is replaced once, when not a byte of an answer came back on it.
+the first body bytes, `total_s` for the whole exchange. Waiting for one of
+the pool's connections is not the upstream's time: `first_token_s` starts when the request
+is written, and the wait is bounded by `total_s` alone (`phase="pool"` when it runs out).
+Each becomes `ProviderTimeoutError(phase=...)`; connection failures become
+`UnavailableError` before a response and `ProtocolError` once an answer has started (it was
+cut short). Nothing here retries, not even the classic keep-alive race: a kept-alive
+connection is only reused while its socket is quiet (pool.py), and when the upstream closes
+one without answering after the request was written, the request may have been read and
+acted on, so the call fails (`UnavailableError`, retryable) and the runtime's retry, which
+counts every attempt, decides; a POST is never re-sent behind its back.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
@@ -33,8 +37,9 @@ from engine.errors import (
     UnavailableError,
 )
 
-from .connection import BadResponse, Connection, ConnectionLost, Pool, Target, tls_context
-from .proxy import Proxy, open_tunnel, route
+from .connection import BadResponse, Connection, ConnectionLost, Target
+from .pool import Pool
+from .proxy import Proxy, dialer, route
 
 __all__ = ["HttpClient", "Reply", "StreamReply", "shared_client"]
 
@@ -50,10 +55,12 @@ class _Deadlines:
     first_is_first_token: bool  # whether `first` comes from first_token_s (names the phase)
 
     @classmethod
-    def start(cls, endpoint: Endpoint, streaming: bool) -> _Deadlines:
+    def start(cls, endpoint: Endpoint, streaming: bool, began: float) -> _Deadlines:
+        """First token counted from now (the request is about to be written), the total
+        from `began` (when the call asked for a connection)."""
         now = asyncio.get_running_loop().time()
         t = endpoint.timeouts
-        total = now + t.total_s
+        total = began + t.total_s
         if streaming and t.first_token_s is not None and now + t.first_token_s < total:
             return cls(now + t.first_token_s, total, True)
         return cls(total, total, False)
@@ -151,8 +158,10 @@ def _headers(conn: Connection) -> CIMultiDictProxy[str]:
 
 
 def _raise_cut(endpoint: Endpoint, exc: BaseException) -> NoReturn:
+    """A cut answer, or one that is not HTTP or breaks a bound (the message says which)."""
+    what = f"bad answer: {exc}" if isinstance(exc, BadResponse) else "connection lost mid-answer"
     raise ProtocolError(
-        f"{endpoint.provider}: connection lost mid-answer ({type(exc).__name__})",
+        f"{endpoint.provider}: {what} ({type(exc).__name__})",
         provider=endpoint.provider,
         model=endpoint.upstream_model,
     ) from None
@@ -161,6 +170,35 @@ def _raise_cut(endpoint: Endpoint, exc: BaseException) -> NoReturn:
 def _raise_unreachable(endpoint: Endpoint, exc: BaseException) -> NoReturn:
     raise UnavailableError(
         f"{endpoint.provider}: cannot reach upstream ({type(exc).__name__})",
+        provider=endpoint.provider,
+        model=endpoint.upstream_model,
+    ) from None
+
+
+def _raise_unroutable(endpoint: Endpoint, exc: ValueError) -> NoReturn:
+    """A URL or proxy setting this client cannot use; the message says which (no secret:
+    proxy credentials are never part of it)."""
+    raise UnavailableError(
+        f"{endpoint.provider}: cannot reach upstream: {exc}",
+        provider=endpoint.provider,
+        model=endpoint.upstream_model,
+    ) from None
+
+
+def _raise_unanswered(endpoint: Endpoint) -> NoReturn:
+    raise UnavailableError(
+        f"{endpoint.provider}: the upstream closed a kept-alive connection without answering "
+        "(the request may have reached it, so it is not re-sent)",
+        provider=endpoint.provider,
+        model=endpoint.upstream_model,
+    ) from None
+
+
+def _raise_pool_timeout(endpoint: Endpoint) -> NoReturn:
+    raise ProviderTimeoutError(
+        f"{endpoint.provider}: no connection free within {endpoint.timeouts.total_s:g}s "
+        f"(pool_size {endpoint.pool_size})",
+        phase="pool",
         provider=endpoint.provider,
         model=endpoint.upstream_model,
     ) from None
@@ -210,6 +248,13 @@ class HttpClient:
     def __init__(self) -> None:
         self._pools: dict[str, tuple[asyncio.AbstractEventLoop, Pool]] = {}
 
+    def _pool_for(self, endpoint: Endpoint, url: str) -> tuple[Pool, Target]:
+        try:
+            target, proxy = route(url)
+        except ValueError as exc:
+            _raise_unroutable(endpoint, exc)
+        return self._pool(endpoint, target, proxy), target
+
     def _pool(self, endpoint: Endpoint, target: Target, proxy: Proxy | None) -> Pool:
         loop = asyncio.get_running_loop()
         key = target.origin if proxy is None else f"{target.origin} via {proxy.host}:{proxy.port}"
@@ -218,86 +263,82 @@ class HttpClient:
             return entry[1]
         # A pool from another (usually finished) loop cannot be used here: start a new one.
         # Code that runs a loop per call must `await aclose_all()` before its loop ends.
-        tunnel = None
-        if proxy is not None:
-            tunnel = functools.partial(open_tunnel, loop, proxy, target, tls=tls_context())
-        pool = Pool(target, endpoint.pool_size, loop, tunnel)
+        pool = Pool(endpoint.pool_size, loop, dialer(loop, target, proxy))
         self._pools[key] = (loop, pool)
         return pool
 
-    async def _acquire(self, pool: Pool, endpoint: Endpoint) -> tuple[Connection, bool]:
+    async def _acquire(
+        self, pool: Pool, endpoint: Endpoint, began: float
+    ) -> tuple[Connection, bool]:
+        """A connection, the wait for a free one bounded by the total deadline alone."""
+        t = endpoint.timeouts
         try:
-            return await pool.acquire(endpoint.timeouts.connect_s)
-        except TimeoutError:  # the connect's own timeout (the caller's shows as cancellation)
-            _raise_connect_timeout(endpoint)
-        except OSError as exc:  # refused, unreachable, DNS, TLS
+            async with asyncio.timeout_at(began + t.total_s):
+                try:
+                    return await pool.acquire(t.connect_s)
+                except TimeoutError:  # the connect's own (the outer shows as cancellation)
+                    _raise_connect_timeout(endpoint)
+                except OSError as exc:  # refused, unreachable, DNS, TLS, proxy
+                    _raise_unreachable(endpoint, exc)
+        except ProviderTimeoutError:
+            raise
+        except TimeoutError:
+            _raise_pool_timeout(endpoint)
+
+    async def _send(
+        self,
+        endpoint: Endpoint,
+        pool: Pool,
+        conn: Connection,
+        reused: bool,
+        data: bytes,
+        whole: bool,
+    ) -> None:
+        """Write the request once; returns when the headers (or, `whole`, the answer) have
+        arrived. Whatever ends this early closes the connection (never reused)."""
+        try:
+            await conn.send(data, whole)
+        except ConnectionLost as exc:
+            pool.release(conn)
+            if conn.headers_done:
+                _raise_cut(endpoint, exc)
+            if reused and not exc.answered:
+                _raise_unanswered(endpoint)
             _raise_unreachable(endpoint, exc)
+        except BadResponse as exc:
+            pool.release(conn)
+            _raise_cut(endpoint, exc)
+        except BaseException:
+            pool.release(conn)  # abandoned mid-exchange: closed, never reused
+            raise
 
     async def _exchange(
         self,
         endpoint: Endpoint,
         url: str,
         request: tuple[Mapping[str, str], bytes],
-        whole: bool,
-        held: list[Connection],
-    ) -> tuple[Pool, Connection]:
-        """Send once; returns when the headers (or, `whole`, the answer) have arrived.
-
-        `held` gets the connection in use, so a caller whose deadline fired can tell
-        whether headers had come. Whatever ends this early closes the connection."""
-        try:
-            target, proxy = route(url)
-        except ValueError as exc:
-            _raise_unreachable(endpoint, exc)
+        streaming: bool,
+    ) -> tuple[Pool, Connection, _Deadlines]:
+        """Get a connection, then send within the first deadline (for a whole answer that
+        is the total one: one timer covers both phases), its expiry named by the phase it
+        cut short."""
+        began = asyncio.get_running_loop().time()
+        pool, target = self._pool_for(endpoint, url)
         data = _encode(endpoint, target, request[0], request[1])
-        pool = self._pool(endpoint, target, proxy)
-        for fresh_retry in (False, True):
-            conn, reused = await self._acquire(pool, endpoint)
-            held[:] = [conn]
-            try:
-                await conn.send(data, whole)
-            except ConnectionLost as exc:
-                pool.release(conn)
-                if reused and not exc.answered and not fresh_retry:
-                    continue  # closed by the upstream while idle: once more, on a new one
-                if conn.headers_done:
-                    _raise_cut(endpoint, exc)
-                _raise_unreachable(endpoint, exc)
-            except BadResponse as exc:
-                pool.release(conn)
-                _raise_cut(endpoint, exc)
-            except BaseException:
-                pool.release(conn)  # abandoned mid-exchange: closed, never reused
-                raise
-            return pool, conn
-        raise AssertionError("unreachable: the second try returns or raises")
-
-    async def _timed_exchange(
-        self,
-        endpoint: Endpoint,
-        url: str,
-        request: tuple[Mapping[str, str], bytes],
-        deadlines: _Deadlines,
-        whole: bool,
-    ) -> tuple[Pool, Connection]:
-        """`_exchange` within the first deadline (for a whole answer that is the total one:
-        one timer covers both phases), its expiry named by the phase it cut short."""
-        held: list[Connection] = []
+        conn, reused = await self._acquire(pool, endpoint, began)
+        deadlines = _Deadlines.start(endpoint, streaming, began)
         try:
             async with asyncio.timeout_at(deadlines.first):
-                return await self._exchange(endpoint, url, request, whole, held)
-        except ProviderTimeoutError:
-            raise  # the connect phase, already named
+                await self._send(endpoint, pool, conn, reused, data, not streaming)
         except TimeoutError:
-            first = not (held and held[0].headers_done)
-            raise deadlines.timeout_error(endpoint, first=first) from None
+            raise deadlines.timeout_error(endpoint, first=not conn.headers_done) from None
+        return pool, conn, deadlines
 
     async def post(
         self, endpoint: Endpoint, url: str, headers: Mapping[str, str], body: bytes
     ) -> Reply:
         """One request, whole answer read; deadlines and connection errors translated."""
-        deadlines = _Deadlines.start(endpoint, streaming=False)
-        pool, conn = await self._timed_exchange(endpoint, url, (headers, body), deadlines, True)
+        pool, conn, _ = await self._exchange(endpoint, url, (headers, body), False)
         reply = Reply(conn.status, _headers(conn), conn.body())
         pool.release(conn)
         return reply
@@ -306,19 +347,25 @@ class HttpClient:
         self, endpoint: Endpoint, url: str, headers: Mapping[str, str], body: bytes
     ) -> StreamReply:
         """One request whose body is read incrementally by the caller."""
-        deadlines = _Deadlines.start(endpoint, streaming=True)
-        pool, conn = await self._timed_exchange(endpoint, url, (headers, body), deadlines, False)
+        pool, conn, deadlines = await self._exchange(endpoint, url, (headers, body), True)
         return StreamReply(pool, conn, endpoint, deadlines)
 
     async def warm(self, endpoint: Endpoint, connections: int = 1) -> None:
         """Open up to `connections` keep-alive connections to the endpoint's origin."""
-        try:
-            target, proxy = route(endpoint.base_url)
-        except ValueError as exc:
-            _raise_unreachable(endpoint, exc)
-        pool = self._pool(endpoint, target, proxy)
+        pool, _ = self._pool_for(endpoint, endpoint.base_url)
         try:
             await pool.warm(max(1, connections), endpoint.timeouts.connect_s)
+        except TimeoutError:
+            _raise_connect_timeout(endpoint)
+        except OSError as exc:
+            _raise_unreachable(endpoint, exc)
+
+    async def ping(self, endpoint: Endpoint) -> None:
+        """Reach the upstream on a fresh connection (TCP, proxy, TLS handshakes) or raise
+        the translated error: evidence for health, never an idle socket that may be stale."""
+        pool, _ = self._pool_for(endpoint, endpoint.base_url)
+        try:
+            await pool.ping(endpoint.timeouts.connect_s)
         except TimeoutError:
             _raise_connect_timeout(endpoint)
         except OSError as exc:
