@@ -23,7 +23,6 @@ from engine.providers.http import HttpClient
 
 from .wire import answering, connect_proxy, endpoint, ok, serve, socks5_proxy
 
-
 pytestmark = pytest.mark.filterwarnings("ignore:Overriding the .event_loop_policy. fixture")
 
 
