@@ -25,8 +25,10 @@ from pydantic import (
 )
 
 from engine.errors import RequestError
+from engine.request_forms import needs_rewrite, rewrite
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
 
 
@@ -34,7 +36,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class TextPart(_Strict):
+class CacheBreakpoint(_Strict):
+    mode: Literal["explicit"] = "explicit"
+
+
+class _Part(_Strict):
+    """What every content part may carry besides its content: OpenAI's prompt-cache
+    breakpoint, and Anthropic's `cache_control` (sent to Anthropic, ignored elsewhere)."""
+
+    prompt_cache_breakpoint: CacheBreakpoint | None = None
+    cache_control: dict[str, Any] | None = None
+
+
+class TextPart(_Part):
     type: Literal["text"] = "text"
     text: str
 
@@ -44,12 +58,40 @@ class ImageURL(_Strict):
     detail: Literal["auto", "low", "high"] | None = None
 
 
-class ImagePart(_Strict):
+class ImagePart(_Part):
     type: Literal["image_url"] = "image_url"
     image_url: ImageURL
 
 
-ContentPart = TextPart | ImagePart
+class InputAudio(_Strict):
+    data: str  # base64
+    format: Literal["wav", "mp3"]
+
+
+class AudioPart(_Part):
+    type: Literal["input_audio"] = "input_audio"
+    input_audio: InputAudio
+
+
+class FileData(_Strict):
+    file_data: str | None = None  # a data: URL or bare base64
+    file_id: str | None = None
+    filename: str | None = None
+
+
+class FilePart(_Part):
+    type: Literal["file"] = "file"
+    file: FileData
+
+
+class RefusalPart(_Strict):
+    """An assistant's earlier refusal, echoed back in the history."""
+
+    type: Literal["refusal"] = "refusal"
+    refusal: str
+
+
+ContentPart = TextPart | ImagePart | AudioPart | FilePart | RefusalPart
 
 
 class FunctionCall(_Strict):
@@ -66,11 +108,18 @@ class ToolCall(_Strict):
 
 
 class Message(_Strict):
+    """One turn. An assistant message is accepted exactly as OpenAI (or this server)
+    returned it: `refusal`, `annotations` and `audio` ride along; only `audio` (a reference
+    to an earlier spoken answer) is sent on, and only to OpenAI."""
+
     role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+    refusal: str | None = None
+    annotations: list[dict[str, Any]] | None = None
+    audio: dict[str, Any] | None = None
 
     def text(self) -> str:
         """The message's text, parts joined; images contribute nothing."""
@@ -91,6 +140,7 @@ class FunctionSpec(_Strict):
 class Tool(_Strict):
     type: Literal["function"] = "function"
     function: FunctionSpec
+    cache_control: dict[str, Any] | None = None  # Anthropic's; ignored elsewhere
 
 
 class NamedToolChoice(_Strict):
@@ -108,6 +158,7 @@ class ResponseFormat(_Strict):
 
 class StreamOptions(_Strict):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # OpenAI's stream padding; nothing to pad here
 
 
 class Request(BaseModel):
@@ -131,7 +182,26 @@ class Request(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     user: str | None = None
-    n: int | None = Field(default=None, ge=1, le=1)
+    n: int | None = Field(default=None, ge=1, le=128)
+    # The rest of OpenAI's chat schema: sent to OpenAI as they are, translated where
+    # another protocol has the same thing, else dropped (the server names what it dropped:
+    # engine.providers.support).
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    reasoning_effort: ReasoningEffort | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+    store: bool | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority", "fast"] | None = None
+    logit_bias: dict[str, int] | None = None
+    prediction: dict[str, Any] | None = None
+    modalities: list[Literal["text", "audio"]] | None = None
+    audio: dict[str, Any] | None = None
+    prompt_cache_key: str | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    prompt_cache_options: dict[str, Any] | None = None
+    safety_identifier: str | None = Field(default=None, max_length=64)
+    web_search_options: dict[str, Any] | None = None
+    moderation: dict[str, Any] | None = None
 
     # Routing inputs: never sent upstream.
     model: str | None = None
@@ -145,58 +215,32 @@ class Request(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _shorthands(cls, data: Any) -> Any:
-        """The shorthand and legacy forms (`prompt`, `functions` / `function_call`) as the
-        canonical fields. One validator for both: it runs on every request."""
-        if not isinstance(data, dict) or (
-            "prompt" not in data and "functions" not in data and "function_call" not in data
-        ):
+        """The shorthand and legacy forms (`prompt`, `functions`, `function` messages...)
+        as the canonical fields (engine.request_forms). It runs on every request, so the
+        check comes first."""
+        if not isinstance(data, dict) or not needs_rewrite(data):
             return data
-        return _prompt_as_message(_functions_as_tools(data))
+        return rewrite(data)
 
     @field_validator("stop", mode="before")
     @classmethod
     def _stop_as_list(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
+    @field_validator("stream", mode="before")
+    @classmethod
+    def _stream_null(cls, v: Any) -> Any:
+        return False if v is None else v
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata_null(cls, v: Any) -> Any:
+        return {} if v is None else v
+
     @property
     def output_limit(self) -> int | None:
         """The caller's cap on generated tokens, whichever field they used."""
         return self.max_completion_tokens or self.max_tokens
-
-
-def _prompt_as_message(data: dict[str, Any]) -> dict[str, Any]:
-    """`prompt` is shorthand for one user message (the plain "completion" call)."""
-    if "prompt" not in data:
-        return data
-    if "messages" in data:
-        raise ValueError("give either prompt or messages, not both")
-    data = dict(data)
-    prompt = data.pop("prompt")
-    if not isinstance(prompt, str) or not prompt:
-        raise ValueError("prompt must be a non-empty string")
-    data["messages"] = [{"role": "user", "content": prompt}]
-    return data
-
-
-def _functions_as_tools(data: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI's legacy `functions` / `function_call` are the same thing as `tools` /
-    `tool_choice`; they are translated so older callers keep working."""
-    if "functions" not in data and "function_call" not in data:
-        return data
-    if "tools" in data or "tool_choice" in data:
-        raise ValueError("give either functions/function_call or tools/tool_choice")
-    data = dict(data)
-    functions = data.pop("functions", None)
-    choice = data.pop("function_call", None)
-    if functions is not None:
-        if not isinstance(functions, list):
-            raise ValueError("functions must be a list of function definitions")
-        data["tools"] = [{"type": "function", "function": f} for f in functions]
-    if isinstance(choice, dict):
-        choice = {"type": "function", "function": choice}
-    if choice is not None:
-        data["tool_choice"] = choice
-    return data
 
 
 def parse_request(data: Request | dict[str, Any]) -> Request:

@@ -17,7 +17,7 @@ BASE = {"messages": [{"role": "user", "content": "hi"}]}
         ({"temperature": True}, "temperature"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
         ({"tools": [{"type": "function", "function": {"name": "bad name!"}}]}, "tools.0"),
-        ({"n": 2}, "n"),
+        ({"n": 129}, "n"),
         ({"unknown_field": 1}, "unknown_field"),
     ],
 )

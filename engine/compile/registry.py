@@ -190,6 +190,23 @@ def _model(
             quality=spec.quality,
             latency_ms=spec.latency_ms,
             local=local,
+            options=_model_options(spec, provider),
         ),
         problems,
     )
+
+
+def _model_options(spec: ModelSpec, provider: ProviderPlan) -> ProviderOptions | None:
+    """The provider's options plus the model's parameter rules (None: no rules)."""
+    params = spec.parameters
+    if params is None:
+        return None
+    own = {
+        "temperature": str(params.temperature).lower(),
+        "reasoning": str(params.reasoning).lower(),
+    }
+    if params.token_limit is not None:
+        own["max_tokens_field"] = params.token_limit
+    if params.reasoning_efforts is not None:
+        own["reasoning_efforts"] = ",".join(params.reasoning_efforts)
+    return ProviderOptions({**provider.options, **own})

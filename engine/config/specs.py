@@ -109,6 +109,31 @@ class ProviderSpec(Spec):
     description: str | None = None
 
 
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
+
+
+class ParametersSpec(Spec):
+    """What the model's API accepts, so adapters never send what it rejects (OpenAI's
+    gpt-5 and o-series answer 400 to `max_tokens` and to a non-default temperature)."""
+
+    token_limit: Literal["max_tokens", "max_completion_tokens"] | None = Field(
+        None, description="the field the output cap is sent in (default: the caller's)"
+    )
+    temperature: bool = Field(
+        True,
+        description="accepts temperature, top_p, penalties, logprobs and logit_bias "
+        "(false: only its default sampling; they are left out and reported)",
+    )
+    reasoning: bool = Field(
+        False,
+        description="reasons: reasoning_effort is sent (OpenAI), or translated to a thinking "
+        "budget (Anthropic, Gemini) or think (Ollama); otherwise it is left out",
+    )
+    reasoning_efforts: list[ReasoningEffort] | None = Field(
+        None, description="the efforts it takes (default: any); others are left out"
+    )
+
+
 def _chat_only() -> list[Capability]:
     return ["chat"]
 
@@ -126,6 +151,7 @@ class ModelSpec(Spec):
     latency_ms: Annotated[float, Field(ge=0, le=600_000)] = 1000.0
     price_ref: str | None = Field(None, description="genai-prices model name, if different")
     local: bool | None = None
+    parameters: ParametersSpec | None = None
     description: str | None = None
 
 

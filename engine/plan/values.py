@@ -53,6 +53,9 @@ class ModelPlan:
     quality: float  # 0..1
     latency_ms: float  # prior, replaced at run time by measurements
     local: bool
+    #: The endpoint options of this model: its provider's, plus its parameter rules
+    #: (engine.providers.support); None when it has no rules (the provider's apply).
+    options: Mapping[str, str] | None = None
 
     def cost(self, input_tokens: int, output_tokens: int) -> float | None:
         """Estimated USD for a call of this size, or None when a price is unknown."""

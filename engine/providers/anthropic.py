@@ -27,13 +27,17 @@ from engine.endpoints import Endpoint
 from engine.errors import InvalidRequestError, ProviderError
 from engine.messages import (
     Chunk,
+    ContentPart,
+    FilePart,
     FinishReason,
     ImagePart,
     Message,
     ProviderResponse,
     RateLimitInfo,
+    RefusalPart,
     Request,
     TextPart,
+    Tool,
     ToolCallDelta,
     ToolCallOut,
     Usage,
@@ -46,14 +50,29 @@ from .common import (
     json_headers,
     key_header,
     parse_arguments,
+    response_schema,
     split_data_url,
     system_text,
 )
 from .exchange import HttpAdapter
 from .failures import classify, error_from_body, protocol_error
 from .sse import iter_sse
+from .support import rules
 
-__all__ = ["AnthropicAdapter"]
+__all__ = ["OUTPUT_TOOL", "THINKING_BUDGETS", "AnthropicAdapter"]
+
+#: The tool a structured answer is forced through (`response_format`): its input is the
+#: answer, returned as the message's text and never as a tool call.
+OUTPUT_TOOL = "structured_output"
+#: Extended-thinking budget (tokens) per OpenAI reasoning effort.
+THINKING_BUDGETS = {
+    "minimal": 1024,
+    "low": 2048,
+    "medium": 8192,
+    "high": 16384,
+    "xhigh": 32000,
+    "max": 32000,
+}
 
 _FINISH: dict[str, FinishReason] = {
     "end_turn": "stop",
@@ -87,13 +106,52 @@ def _image(part: ImagePart) -> dict[str, Any]:
     return {"type": "image", "source": {"type": "base64", "media_type": media, "data": data}}
 
 
+def _block(p: ContentPart) -> dict[str, Any] | None:
+    """One content part as an Anthropic block (audio has none: dropped)."""
+    if isinstance(p, TextPart):
+        block: dict[str, Any] = {"type": "text", "text": p.text}
+    elif isinstance(p, ImagePart):
+        block = _image(p)
+    elif isinstance(p, FilePart) and p.file.file_data:
+        inline = split_data_url(p.file.file_data)
+        media, data = inline or ("application/pdf", p.file.file_data)
+        block = {
+            "type": "document",
+            "source": {"type": "base64", "media_type": media, "data": data},
+        }
+    else:
+        return None
+    if p.cache_control is not None:
+        block["cache_control"] = p.cache_control
+    return block
+
+
 def _content(m: Message) -> str | list[dict[str, Any]]:
     if m.content is None or isinstance(m.content, str):
         return m.content or ""
-    return [
-        {"type": "text", "text": p.text} if isinstance(p, TextPart) else _image(p)
-        for p in m.content
-    ]
+    blocks = []
+    for p in m.content:
+        block = _block(p) if not isinstance(p, RefusalPart) else None
+        if block is not None:
+            blocks.append(block)
+    return blocks
+
+
+def _system(request: Request) -> str | list[dict[str, Any]] | None:
+    """The system text, or text blocks when a part carries `cache_control`."""
+    marked = any(
+        isinstance(m.content, list) and any(getattr(p, "cache_control", None) for p in m.content)
+        for m in request.messages
+        if m.role in ("system", "developer")
+    )
+    if not marked:
+        return system_text(request)
+    blocks: list[dict[str, Any]] = []
+    for m in request.messages:
+        if m.role in ("system", "developer"):
+            content = _content(m)
+            blocks += [{"type": "text", "text": content}] if isinstance(content, str) else content
+    return blocks
 
 
 def _assistant(m: Message, endpoint: Endpoint) -> dict[str, Any]:
@@ -152,11 +210,44 @@ def _tool_choice(request: Request) -> dict[str, Any] | None:
     return spec
 
 
+def _tool(tool: Tool) -> dict[str, Any]:
+    out = declaration(tool, "input_schema")
+    if tool.cache_control is not None:
+        out["cache_control"] = tool.cache_control
+    return out
+
+
+def _structured(request: Request, body: dict[str, Any]) -> None:
+    """`response_format` as a forced tool whose input is the answer (OUTPUT_TOOL)."""
+    schema = response_schema(request)
+    if schema is None:
+        return
+    tool = {"name": OUTPUT_TOOL, "description": "Answer with this object.", "input_schema": schema}
+    body["tools"] = [*body.get("tools", ()), tool]
+    if "tool_choice" not in body and "thinking" not in body:
+        body["tool_choice"] = {"type": "tool", "name": OUTPUT_TOOL}
+
+
+def _thinking(request: Request, endpoint: Endpoint, body: dict[str, Any]) -> None:
+    """`reasoning_effort` as an extended-thinking budget (models declared reasoning)."""
+    effort = request.reasoning_effort
+    model = rules(endpoint.options)
+    if effort is None or effort == "none" or not model.reasoning:
+        return
+    if model.efforts is not None and effort not in model.efforts:
+        return
+    budget = THINKING_BUDGETS[effort]
+    body["max_tokens"] = max(body["max_tokens"], budget + 1024)
+    body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    body.pop("temperature", None)  # thinking takes only the default sampling
+    body.pop("top_p", None)
+
+
 def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, Any]:
     """The Messages API body for this request."""
     limit = request.output_limit or int(endpoint.options.get("default_max_tokens", "4096"))
     body: dict[str, Any] = {"model": endpoint.upstream_model, "max_tokens": limit}
-    system = system_text(request)
+    system = _system(request)
     if system is not None:
         body["system"] = system
     body["messages"] = _messages(request, endpoint)
@@ -173,12 +264,14 @@ def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, 
     if request.stop:
         body["stop_sequences"] = request.stop
     if request.tools:
-        body["tools"] = [declaration(t, "input_schema") for t in request.tools]
+        body["tools"] = [_tool(t) for t in request.tools]
     choice = _tool_choice(request)
     if choice is not None:
         body["tool_choice"] = choice
     if request.user:
         body["metadata"] = {"user_id": request.user}
+    _thinking(request, endpoint, body)
+    _structured(request, body)
     if stream:
         body["stream"] = True
     return body
@@ -213,10 +306,15 @@ def parse_message(
         for b in blocks
         if b.get("type") == "tool_use"
     )
+    finish = _FINISH.get(str(data.get("stop_reason")), "stop")
+    answer = [c for c in calls if c.name == OUTPUT_TOOL]
+    if answer:  # the structured answer, given as the forced tool's input
+        text, calls = answer[0].arguments, tuple(c for c in calls if c.name != OUTPUT_TOOL)
+        finish = "tool_calls" if calls else ("stop" if finish == "tool_calls" else finish)
     return ProviderResponse(
         content=text if text or not calls else None,
         tool_calls=calls,
-        finish_reason=_FINISH.get(str(data.get("stop_reason")), "stop"),
+        finish_reason=finish,
         usage=_usage(data.get("usage")),
         upstream_model=str(data.get("model") or endpoint.upstream_model),
         response_id=str(data.get("id") or ""),
@@ -242,6 +340,7 @@ class _StreamState:
 
     input_usage: dict[str, Any] = field(default_factory=dict)
     tools: dict[int, int] = field(default_factory=dict)  # content block index -> tool index
+    answer: int | None = None  # content block index of the structured answer (OUTPUT_TOOL)
     fragments: dict[int, int] = field(default_factory=dict)  # tool index -> fragments seen
     finish: FinishReason = "stop"
 
@@ -253,7 +352,9 @@ def _on_event(state: _StreamState, kind: str, data: dict[str, Any]) -> Chunk | N
         state.input_usage = (data.get("message") or {}).get("usage") or {}
     elif kind == "content_block_start":
         block = data.get("content_block") or {}
-        if block.get("type") == "tool_use":
+        if block.get("type") == "tool_use" and block.get("name") == OUTPUT_TOOL:
+            state.answer = int(data.get("index", 0))
+        elif block.get("type") == "tool_use":
             index = state.tools[int(data.get("index", 0))] = len(state.tools)
             state.fragments[index] = 0
             return Chunk(tool_calls=(ToolCallDelta(index, block.get("id"), block.get("name")),))
@@ -261,6 +362,9 @@ def _on_event(state: _StreamState, kind: str, data: dict[str, Any]) -> Chunk | N
         delta = data.get("delta") or {}
         if delta.get("type") == "text_delta":
             return Chunk(content=str(delta.get("text", ""))) if delta.get("text") else None
+        if state.answer is not None and int(data.get("index", 0)) == state.answer:
+            piece = str(delta.get("partial_json") or "")
+            return Chunk(content=piece) if piece else None
         if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
             index = state.tools.get(int(data.get("index", 0)), 0)
             state.fragments[index] = state.fragments.get(index, 0) + 1
@@ -272,6 +376,8 @@ def _on_event(state: _StreamState, kind: str, data: dict[str, Any]) -> Chunk | N
     elif kind == "message_delta":
         reason = (data.get("delta") or {}).get("stop_reason")
         state.finish = _FINISH.get(str(reason), "stop")
+        if state.answer is not None and state.finish == "tool_calls" and not state.tools:
+            state.finish = "stop"
         merged = {
             **state.input_usage,
             **{k: v for k, v in (data.get("usage") or {}).items() if v is not None},

@@ -21,6 +21,7 @@ from .failures import protocol_error
 
 __all__ = [
     "BEARER",
+    "JSON_OBJECT",
     "add_tool_result",
     "call_deltas",
     "declaration",
@@ -33,6 +34,7 @@ __all__ = [
     "option_bool",
     "parse_arguments",
     "per_endpoint",
+    "response_schema",
     "sampling",
     "split_data_url",
     "system_text",
@@ -200,6 +202,22 @@ def sampling(request: Request, names: Mapping[str, str]) -> dict[str, Any]:
         if value is not None:
             out[name] = value
     return out
+
+
+#: The schema of a JSON-mode answer when the caller gave none (`json_object`): what the
+#: forced-tool and scripted translations of JSON mode ask for.
+JSON_OBJECT: dict[str, Any] = {"type": "object", "properties": {"answer": {"type": "string"}}}
+
+
+def response_schema(request: Request) -> dict[str, Any] | None:
+    """The schema a structured answer must follow (JSON mode: JSON_OBJECT); None for text."""
+    fmt = request.response_format
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_schema" and fmt.json_schema:
+        schema = fmt.json_schema.get("schema")
+        return schema if isinstance(schema, dict) else JSON_OBJECT
+    return JSON_OBJECT
 
 
 def option_bool(options: Mapping[str, str], name: str, default: bool) -> bool:

@@ -31,7 +31,10 @@ import orjson
 from engine.endpoints import Endpoint
 from engine.errors import ContentFilteredError, ProviderError
 from engine.messages import (
+    AudioPart,
     Chunk,
+    ContentPart,
+    FilePart,
     FinishReason,
     ImagePart,
     Message,
@@ -59,6 +62,7 @@ from .exchange import HttpAdapter
 from .failures import classify, protocol_error
 from .ratelimits import retry_delay_from_google_details
 from .sse import iter_sse
+from .support import rules
 
 __all__ = ["GeminiAdapter"]
 
@@ -80,9 +84,21 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
-def _part(p: TextPart | ImagePart) -> dict[str, Any]:
+def _part(p: ContentPart) -> dict[str, Any] | None:
+    """One content part as a Gemini part (a refusal or a file by id has none)."""
     if isinstance(p, TextPart):
         return {"text": p.text}
+    if isinstance(p, AudioPart):
+        media = "audio/mpeg" if p.input_audio.format == "mp3" else "audio/wav"
+        return {"inlineData": {"mimeType": media, "data": p.input_audio.data}}
+    if isinstance(p, FilePart):
+        given = p.file.file_data
+        if not given:
+            return None
+        media, data = split_data_url(given) or ("application/pdf", given)
+        return {"inlineData": {"mimeType": media, "data": data}}
+    if not isinstance(p, ImagePart):
+        return None
     url = p.image_url.url
     inline = split_data_url(url)
     if inline is None:
@@ -96,7 +112,7 @@ def _parts(m: Message) -> list[dict[str, Any]]:
         return []
     if isinstance(m.content, str):
         return [{"text": m.content}] if m.content else []
-    return [_part(p) for p in m.content]
+    return [part for p in m.content if (part := _part(p)) is not None]
 
 
 def _response_object(text: str) -> dict[str, Any]:
@@ -147,8 +163,25 @@ _SAMPLING = {
 }
 
 
-def _generation_config(request: Request) -> dict[str, Any]:
+#: thinkingBudget (tokens) per OpenAI reasoning effort; 0 turns thinking off.
+THINKING_BUDGETS = {
+    "none": 0,
+    "minimal": 512,
+    "low": 1024,
+    "medium": 8192,
+    "high": 24576,
+    "xhigh": 32768,
+    "max": 32768,
+}
+
+
+def _generation_config(request: Request, endpoint: Endpoint) -> dict[str, Any]:
     config = sampling(request, _SAMPLING)
+    effort = request.reasoning_effort
+    if effort is not None:
+        model = rules(endpoint.options)
+        if model.reasoning and (model.efforts is None or effort in model.efforts):
+            config["thinkingConfig"] = {"thinkingBudget": THINKING_BUDGETS[effort]}
     fmt = request.response_format
     if fmt is not None and fmt.type != "text":
         config["responseMimeType"] = "application/json"
@@ -174,7 +207,7 @@ def build_body(request: Request, endpoint: Endpoint) -> dict[str, Any]:
     system = system_text(request)
     if system is not None:
         body["systemInstruction"] = {"parts": [{"text": system}]}
-    config = _generation_config(request)
+    config = _generation_config(request, endpoint)
     if config:
         body["generationConfig"] = config
     if request.tools:

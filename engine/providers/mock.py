@@ -44,8 +44,18 @@ from engine.messages import (
     ToolCallOut,
     Usage,
 )
+from engine.providers.common import JSON_OBJECT, response_schema
+from engine.providers.scripted_json import conforming
 
-__all__ = ["MockAdapter", "ScriptedAnswer", "ScriptedTool", "estimate_tokens", "script_answer"]
+__all__ = [
+    "JSON_OBJECT",
+    "MockAdapter",
+    "ScriptedAnswer",
+    "ScriptedTool",
+    "estimate_tokens",
+    "response_schema",
+    "script_answer",
+]
 
 _FAILURES: dict[str, type[ProviderError]] = {
     "unavailable": UnavailableError,
@@ -93,12 +103,11 @@ class ScriptedAnswer:
 
 
 def _arguments(tool: ScriptedTool, text: str) -> str:
-    props = tool.parameters.get("properties") if isinstance(tool.parameters, dict) else None
-    if isinstance(props, dict):
-        for name, spec in props.items():
-            if isinstance(spec, dict) and spec.get("type") in ("string", "STRING", None):
-                return json.dumps({name: text})
-    return "{}"
+    """Arguments that conform to the tool's parameter schema (strings say `text`)."""
+    params = tool.parameters if isinstance(tool.parameters, dict) else {}
+    if not isinstance(params.get("properties"), dict):
+        return "{}"
+    return json.dumps(conforming(params, text))
 
 
 def script_answer(
@@ -110,10 +119,12 @@ def script_answer(
     tool_choice: str | None,
     max_tokens: int | None,
     call_id_prefix: str = "call_",
+    schema: dict[str, Any] | None = None,
 ) -> ScriptedAnswer:
     """The deterministic answer a scripted model gives (shared by mock and the fakes).
 
-    `tool_choice` is "auto", "none", "required" or a function name.
+    `tool_choice` is "auto", "none", "required" or a function name; `schema`, when given,
+    is the JSON Schema of a structured answer (the text is then a conforming object).
     """
     input_tokens = sum(estimate_tokens(t) + 3 for t in prompt_texts) + 3
     wants_tool = tools and tool_choice != "none" and tool_result is None
@@ -128,6 +139,8 @@ def script_answer(
         text = f"The tool said: {tool_result}"
     else:
         text = f"{model} heard: {last_user}"
+    if schema is not None:
+        text = json.dumps(conforming(schema, text))
     finish: FinishReason = "stop"
     if max_tokens is not None and estimate_tokens(text) > max_tokens:
         text, finish = text[: max_tokens * 4], "length"
@@ -149,6 +162,7 @@ def answer_for_request(request: Request, model: str) -> ScriptedAnswer:
         tools,
         named,
         request.output_limit,
+        schema=response_schema(request),
     )
 
 

@@ -45,6 +45,7 @@ from .common import (
 from .exchange import HttpAdapter
 from .failures import classify, protocol_error
 from .sse import iter_ndjson
+from .support import rules
 
 __all__ = ["OllamaAdapter"]
 
@@ -102,6 +103,14 @@ _SAMPLING = {
 }
 
 
+def _think(request: Request, endpoint: Endpoint) -> bool | None:
+    """`reasoning_effort` as Ollama's `think` switch (models declared reasoning)."""
+    effort = request.reasoning_effort
+    if effort is None or not rules(endpoint.options).reasoning:
+        return None
+    return effort != "none"
+
+
 def _options(request: Request, endpoint: Endpoint) -> dict[str, Any]:
     options = sampling(request, _SAMPLING)
     if "num_ctx" in endpoint.options:
@@ -126,6 +135,9 @@ def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, 
     if fmt is not None and fmt.type != "text":
         schema = (fmt.json_schema or {}).get("schema") if fmt.type == "json_schema" else None
         body["format"] = schema or "json"
+    think = _think(request, endpoint)
+    if think is not None:
+        body["think"] = think
     if "keep_alive" in endpoint.options:
         body["keep_alive"] = endpoint.options["keep_alive"]
     return body

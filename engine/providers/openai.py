@@ -40,6 +40,7 @@ from .common import decode_object, json_headers, option_bool, per_endpoint
 from .exchange import HttpAdapter
 from .failures import classify, protocol_error
 from .sse import iter_sse
+from .support import OPENAI_ONLY, SAMPLING, rules
 
 __all__ = ["OpenAIAdapter", "error_from_object", "finish_reason"]
 
@@ -64,16 +65,28 @@ def finish_reason(value: Any) -> FinishReason:
     return _FINISH.get(value, "stop") if isinstance(value, str) else "stop"
 
 
+#: What a message may carry that no OpenAI-protocol server is sent: response-only
+#: `annotations`, and Anthropic's `cache_control` (from /v1/messages).
+_NEVER_SENT = {"annotations": True, "cache_control": True}
+_NEVER_SENT_IN_PARTS = {"content": {"__all__": {"cache_control"}}}
+#: OpenAI-platform message fields other OpenAI-compatible servers are not sent.
+_PLATFORM_ONLY = {"audio": True, "refusal": True, "annotations": True}
+
+
 def _message(m: Any, dialect: str) -> dict[str, Any]:
     if (
         isinstance(m.content, str)
         and m.name is None
         and m.tool_calls is None
         and m.tool_call_id is None
+        and m.audio is None
     ):
         # The common plain-text message, without a pydantic dump (same dict, fewer us).
         return {"role": m.role, "content": m.content}
-    data: dict[str, Any] = m.model_dump(exclude_none=True)
+    exclude: dict[str, Any] = dict(_NEVER_SENT if dialect == "openai" else _PLATFORM_ONLY)
+    if isinstance(m.content, list):
+        exclude.update(_NEVER_SENT_IN_PARTS)
+    data: dict[str, Any] = m.model_dump(exclude_none=True, exclude=exclude)
     if m.role == "assistant" and "content" not in data:
         data["content"] = None
     if dialect == "groq":
@@ -87,15 +100,25 @@ class _Options(NamedTuple):
     dialect: str
     token_field: str | None  # `max_tokens_field`, when it names a field we know
     stream_usage: bool
+    sent: frozenset[str]  # the pass-through fields this endpoint's model is sent
+    efforts: frozenset[str] | None  # the reasoning efforts it takes (None: any)
 
 
 def _options(endpoint: Endpoint, _: object) -> _Options:
     options = endpoint.options
-    chosen = options.get("max_tokens_field")
+    model = rules(options)
+    dialect = options.get("dialect", "openai")
+    sent = set(_PASSTHROUGH) - (set() if dialect == "openai" else set(OPENAI_ONLY))
+    if not model.sampling:
+        sent -= set(SAMPLING)
+    if not model.reasoning:
+        sent -= {"reasoning_effort", "verbosity"}
     return _Options(
-        options.get("dialect", "openai"),
-        chosen if chosen in ("max_tokens", "max_completion_tokens") else None,
+        dialect,
+        model.token_field,
         option_bool(options, "stream_usage", True),
+        frozenset(sent),
+        model.efforts,
     )
 
 
@@ -113,7 +136,8 @@ def _token_field(request: Request, chosen: str | None) -> str:
     return "max_completion_tokens" if request.max_completion_tokens else "max_tokens"
 
 
-#: Request fields sent as they are, when set.
+#: Request fields sent as they are, when set and the endpoint's model takes them
+#: (`_Options.sent`; `n` is never sent: the engine returns one choice per answer).
 _PASSTHROUGH = (
     "temperature",
     "top_p",
@@ -122,7 +146,10 @@ _PASSTHROUGH = (
     "presence_penalty",
     "frequency_penalty",
     "user",
-    "n",
+    "logprobs",
+    "top_logprobs",
+    "reasoning_effort",
+    *OPENAI_ONLY,
 )
 
 
@@ -153,9 +180,13 @@ def _body(request: Request, endpoint: Endpoint, options: _Options, stream: bool)
     # __dict__); the common request sets none of them, and then there is no loop at all.
     values = _passthrough_values(request.__dict__)
     if values.count(None) != len(_PASSTHROUGH):
+        sent = options.sent
         for name, value in zip(_PASSTHROUGH, values, strict=True):
-            if value is not None:
+            if value is not None and name in sent:
                 body[name] = value
+        effort = body.get("reasoning_effort")
+        if effort is not None and options.efforts is not None and effort not in options.efforts:
+            del body["reasoning_effort"]
     limit = request.max_completion_tokens or request.max_tokens  # request.output_limit
     if limit is not None:
         body[_token_field(request, options.token_field)] = limit

@@ -87,10 +87,12 @@ async def test_openai_sdk_reassembles_streamed_tool_calls() -> None:
     """The SDK's stream helper rebuilds the fake's tool-call fragments into one call."""
     async with FakeOpenAI() as up:
         client = _openai(up)
+        # strict: the SDK's stream helper parses only strict function tools (openai >= 3)
+        strict = {"type": "function", "function": {**TOOL["function"], "strict": True}}
         async with client.chat.completions.stream(
             model="m",
             messages=MESSAGES,
-            tools=[TOOL],  # type: ignore[arg-type,list-item]
+            tools=[strict],  # type: ignore[arg-type,list-item]
         ) as stream:
             final = await stream.get_final_completion()
         call = final.choices[0].message.tool_calls[0]  # type: ignore[index]

@@ -168,6 +168,6 @@ def _endpoint(cand: Candidate, key: KeyPlan) -> Endpoint:
         api_key=key.secret,
         key_id=key.id,
         timeouts=cand.route.timeouts or p.timeouts,
-        options=p.options,
+        options=p.options if cand.model.options is None else cand.model.options,
         pool_size=p.pool_size,
     )

@@ -95,6 +95,7 @@ class Ask:
     tool_choice: str | None = None
     max_tokens: int | None = None
     include_usage: bool = False
+    schema: dict[str, Any] | None = None  # the structured answer's JSON Schema, if asked
 
     def answer(self, call_id_prefix: str = "call_") -> ScriptedAnswer:
         return script_answer(
@@ -106,6 +107,7 @@ class Ask:
             self.tool_choice,
             self.max_tokens,
             call_id_prefix,
+            self.schema,
         )
 
 

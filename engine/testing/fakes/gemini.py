@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from engine.providers.mock import ScriptedAnswer, ScriptedTool
+from engine.providers.mock import JSON_OBJECT, ScriptedAnswer, ScriptedTool
 
 from ._server import Ask, BadRequest, FakeUpstream, Fault, json_response, split_text, sse
 
@@ -81,6 +81,15 @@ def _check_signatures(contents: Any) -> None:
                     "Function call is missing a thought_signature in functionCall parts. "
                     "This is required for tools to work correctly."
                 )
+
+
+def _schema(config: dict[str, Any]) -> dict[str, Any] | None:
+    """`responseJsonSchema` / `responseSchema` (JSON mode alone: JSON_OBJECT)."""
+    for camel in ("responseJsonSchema", "responseSchema"):
+        schema = _field(config, camel)
+        if isinstance(schema, dict):
+            return schema
+    return JSON_OBJECT if _field(config, "responseMimeType") == "application/json" else None
 
 
 def _tools(body: dict[str, Any]) -> list[ScriptedTool]:
@@ -201,6 +210,7 @@ class FakeGemini(FakeUpstream):
             tools=_tools(body),
             tool_choice=_tool_choice(body),
             max_tokens=_field(config, "maxOutputTokens"),
+            schema=_schema(config),
         )
 
     def _usage(self, answer: ScriptedAnswer, output: int) -> dict[str, Any]:

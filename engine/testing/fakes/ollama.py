@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from engine.providers.mock import ScriptedAnswer
+from engine.providers.mock import JSON_OBJECT, ScriptedAnswer
 
 from ._server import Ask, BadRequest, FakeUpstream, json_response, split_text
 from .openai import scripted_tools
@@ -29,6 +29,13 @@ __all__ = ["FakeOllama"]
 
 def _line(data: dict[str, Any]) -> bytes:
     return orjson.dumps(data) + b"\n"
+
+
+def _schema(fmt: Any) -> dict[str, Any] | None:
+    """`format`: a JSON Schema, or "json" (JSON mode: JSON_OBJECT)."""
+    if isinstance(fmt, dict):
+        return fmt
+    return JSON_OBJECT if fmt == "json" else None
 
 
 class FakeOllama(FakeUpstream):
@@ -94,6 +101,7 @@ class FakeOllama(FakeUpstream):
             tools=scripted_tools(body.get("tools")),
             tool_choice=None,
             max_tokens=options.get("num_predict"),
+            schema=_schema(body.get("format")),
         )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:

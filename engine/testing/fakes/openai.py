@@ -11,13 +11,14 @@ service does (`innererror.content_filter_result`).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
-from engine.providers.mock import ScriptedAnswer, ScriptedTool
+from engine.providers.mock import JSON_OBJECT, ScriptedAnswer, ScriptedTool
 
 from ._server import Ask, BadRequest, FakeUpstream, json_response, split_text, sse, text_of
 
@@ -47,6 +48,36 @@ def scripted_tools(tools: Any) -> list[ScriptedTool]:
     ]
 
 
+#: The families whose sampling is fixed and whose token cap is `max_completion_tokens`
+#: (the real API answers 400 to `max_tokens` and to a temperature other than 1).
+_REASONING = re.compile(r"^(gpt-5(?!-chat)|o\d)")
+
+
+def _reasoning_rules(model: str, body: dict[str, Any]) -> None:
+    if not _REASONING.match(model.rpartition("/")[2]):
+        return
+    if body.get("max_tokens") is not None:
+        raise BadRequest(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead."
+        )
+    for name in ("temperature", "top_p"):
+        value = body.get(name)
+        if value is not None and value != 1:
+            raise BadRequest(
+                f"Unsupported value: '{name}' does not support {value} with this model. "
+                "Only the default (1) value is supported."
+            )
+
+
+def _schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("json_object", "json_schema"):
+        return None
+    schema = (fmt.get("json_schema") or {}).get("schema")
+    return schema if isinstance(schema, dict) else JSON_OBJECT
+
+
 def parse_chat(body: Any, model_override: str | None = None) -> Ask:
     """A chat/completions body in neutral terms; BadRequest like the real API's 400s."""
     if not isinstance(body, dict):
@@ -55,6 +86,7 @@ def parse_chat(body: Any, model_override: str | None = None) -> Ask:
     messages = body.get("messages")
     if not model:
         raise BadRequest("you must provide a model parameter")
+    _reasoning_rules(str(model), body)
     if not isinstance(messages, list) or not messages:
         raise BadRequest("[] is too short - 'messages'")
     last = messages[-1]
@@ -73,6 +105,7 @@ def parse_chat(body: Any, model_override: str | None = None) -> Ask:
         tool_choice=choice,
         max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
         include_usage=bool(options.get("include_usage")),
+        schema=_schema(body),
     )
 
 
