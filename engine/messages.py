@@ -13,9 +13,10 @@ the routing inputs (`model`, `metadata`, `capabilities`, `budget_usd`, `cache`,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,6 +31,29 @@ from engine.request_forms import needs_rewrite, rewrite
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
+
+
+#: How deep free-form JSON (metadata, variables, tool parameters, JSON schemas) may nest.
+#: Deeper is refused as a 400: pydantic's serializer stops at ~255 levels and the cache key
+#: serializes the request, so a deep `metadata` used to answer 500 on caching policies.
+MAX_JSON_DEPTH = 64
+
+
+def _bounded_depth(value: dict[str, Any]) -> dict[str, Any]:
+    """The value itself, or ValueError when it nests deeper than MAX_JSON_DEPTH (iterative:
+    a recursive walk would itself fail on the input it is meant to refuse)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return value
+
+
+JSONObject = Annotated[dict[str, Any], AfterValidator(_bounded_depth)]
 
 
 class _Strict(BaseModel):
@@ -133,7 +157,7 @@ class Message(_Strict):
 class FunctionSpec(_Strict):
     name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
-    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    parameters: JSONObject = Field(default_factory=lambda: {"type": "object", "properties": {}})
     strict: bool | None = None
 
 
@@ -153,7 +177,7 @@ ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
 
 class ResponseFormat(_Strict):
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JSONObject | None = None
 
 
 class StreamOptions(_Strict):
@@ -205,12 +229,12 @@ class Request(BaseModel):
 
     # Routing inputs: never sent upstream.
     model: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: JSONObject = Field(default_factory=dict)
     capabilities: list[str] = Field(default_factory=list)
     budget_usd: float | None = Field(default=None, ge=0)
     cache: bool = True
     fallbacks: list[str] = Field(default_factory=list)
-    variables: dict[str, Any] = Field(default_factory=dict)  # for policy templates
+    variables: JSONObject = Field(default_factory=dict)  # for policy templates
 
     @model_validator(mode="before")
     @classmethod

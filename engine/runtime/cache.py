@@ -70,6 +70,8 @@ def canonical_request(request: Request | dict[str, Any], policy: str | None) -> 
         body = req.model_dump(mode="json", exclude_none=True, exclude=set(_EXCLUDED_FIELDS))
     except PydanticSerializationError as exc:
         raise RequestError(f"request is not JSON-serialisable, cannot be cached: {exc}") from None
+    except (ValueError, RecursionError):  # nested past pydantic's serializer depth limit
+        raise RequestError("request JSON is nested too deeply to be cached") from None
     body["max_tokens"] = req.output_limit
     body["capabilities"] = sorted(set(req.capabilities))
     body["metadata"] = _canonical_metadata(body.get("metadata", {}))
@@ -95,7 +97,10 @@ def cache_key(request: Request | dict[str, Any], policy: str | None) -> str:
     try:
         blob = orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # integers beyond 64 bits: rare, so the slower stdlib takes them
-        blob = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
+        try:
+            blob = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
+        except (ValueError, RecursionError):
+            raise RequestError("request JSON is nested too deeply to be cached") from None
     return hashlib.sha256(blob).hexdigest()
 
 

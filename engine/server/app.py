@@ -50,7 +50,7 @@ from engine.server.common import (
     merge_metadata,
 )
 from engine.server.errors import INTERNAL, HTTPError, ServerError, to_http
-from engine.server.metrics import CONTENT_TYPE, ServerMetrics
+from engine.server.metrics import CONTENT_TYPE, ServerMetrics, policy_label
 from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings
 from engine.server.sse import SSE_HEADERS, ChunkEncoder, EventStreamResponse, aclose_events
@@ -263,7 +263,8 @@ def _failed(
         log.warning("chat request failed: %s", error.message)
     attempts = tuple(getattr(exc, "attempts", ()))
     state.metrics.observe(
-        policy=policy, provider="", model="", status=error.status, stream=stream,
+        policy=policy_label(policy, state.engine.plan.policies), provider="", model="",
+        status=error.status, stream=stream,
         seconds=time.perf_counter() - started, attempts=attempts,
     )  # fmt: skip
     headers = raw_headers(error.headers())

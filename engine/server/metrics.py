@@ -10,7 +10,7 @@ nothing per request.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -22,6 +22,21 @@ from engine.errors import AttemptRecord
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+#: The metric label of a policy name the client gave that the config does not define.
+UNKNOWN_POLICY = "unknown"
+
+
+def policy_label(policy: str | None, known: Container[str]) -> str | None:
+    """`policy` as a metric label: a configured name as it is, anything else `unknown`.
+
+    A label value is a series kept for the life of the process, and a request's
+    `x-engine-policy` header is the client's to choose (unauthenticated requests too): 5,000
+    invented names made /metrics 20.9 MB and 0.9 s a scrape. Labels come from the config."""
+    if policy is None or policy in known:
+        return policy
+    return UNKNOWN_POLICY
 
 
 class ServerMetrics:
