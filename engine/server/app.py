@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -32,15 +31,13 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from engine.messages import Request, parse_request
-from engine.plan.values import Plan
-from engine.result import Response, StreamEvent
+from engine.result import Response
 from engine.runtime.ledger import default_ledger_path
 from engine.runtime.spend import SpendReport
 from engine.server import ops, plugins
 from engine.server.access import AccessLog
 from engine.server.auth import Authenticator, Principal
 from engine.server.common import (
-    META_HEADERS,
     POLICY_HEADER,
     RoutingEngine,
     ServerState,
@@ -50,6 +47,17 @@ from engine.server.common import (
     merge_metadata,
 )
 from engine.server.errors import INTERNAL, HTTPError, ServerError, to_http
+from engine.server.exchange import (
+    JSONAnswer,
+    StreamTracker,
+    cap_budget,
+    meta_headers,
+    raw_headers,
+    read_body,
+    response_headers,
+    routing_target,
+    wanted_headers,
+)
 from engine.server.metrics import CONTENT_TYPE, ServerMetrics, policy_label
 from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings
@@ -66,104 +74,9 @@ def _state(request: HTTPRequest) -> ServerState:
     return state
 
 
-#: Raw (lower-case, as ASGI servers send them) names of the headers the chat route reads.
-_WANTED = {
-    name.encode("latin-1"): name
-    for name in ("authorization", "content-length", POLICY_HEADER, *META_HEADERS)
-}
-
-
-def wanted_headers(scope: Scope) -> dict[str, str]:
-    """The few headers the chat route reads, in one pass over the raw list (hot path: the
-    names are matched as bytes, so only the wanted values are decoded)."""
-    out: dict[str, str] = {}
-    wanted = _WANTED
-    for raw_name, raw_value in scope["headers"]:
-        name = wanted.get(raw_name)
-        if name is not None:
-            out[name] = raw_value.decode("latin-1")
-    return out
-
-
-async def read_body(receive: Receive, declared: str | None, limit: int) -> bytes:
-    """The body, refusing more than `limit` bytes (413) without reading it all first."""
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ServerError(400, "client disconnected", "invalid_request_error", "disconnected")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _too_large(limit: int) -> ServerError:
-    return ServerError(
-        413, f"request body exceeds {limit} bytes", "invalid_request_error", "body_too_large"
-    )
-
-
-def routing_target(data: Mapping[str, Any], policy: str | None, plan: Plan) -> str | None:
-    """The policy or model id this request will use, for the API key's allow-list."""
-    model = data.get("model")
-    return policy or (model if isinstance(model, str) and model else None) or plan.default_policy
-
-
-def response_headers(
-    provider: str, model: str, attempts: int, cost: float | None, cached: bool, policy: str | None
-) -> dict[str, str]:
-    headers = {
-        "x-engine-provider": provider,
-        "x-engine-model": model,
-        "x-engine-attempts": str(max(attempts, 1)),
-        "x-engine-cache": "hit" if cached else "miss",
-    }
-    if cost is not None:
-        headers["x-engine-cost-usd"] = f"{cost:.8f}"
-    if policy:
-        headers["x-engine-policy"] = policy
-    return headers
-
-
 # --------------------------------------------------------------------------- chat
 
 CHAT_PATH = "/v1/chat/completions"
-_JSON_TYPE = (b"content-type", b"application/json")
-
-
-class JSONAnswer:
-    """A whole JSON response as one ASGI start + body pair.
-
-    It sends what starlette's `Response(..., media_type="application/json")` sends (the
-    given headers, then content-length and content-type) without building a header
-    object per call: the chat route is the hot path, and every microsecond here is paid
-    on every request. It takes `headers` over (appends to the list it is given).
-    """
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(self, body: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        headers.append((b"content-length", str(len(body)).encode()))
-        headers.append(_JSON_TYPE)
-        self.body = body
-        self.status = status
-        self.headers = headers
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
-        await send({"type": "http.response.body", "body": self.body})
-
-
-def raw_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
-    """ASGI header pairs, encoded as starlette encodes them (latin-1)."""
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
 class ChatRoute:
@@ -198,7 +111,7 @@ async def chat_completions(
         limit = state.settings.max_body_bytes
         data = decode_json(await read_body(receive, headers.get("content-length"), limit))
         state.auth.authorize(who, routing_target(data, policy_hint, state.engine.plan))
-        _cap_budget(data, state.auth.remaining(who))
+        cap_budget(data, state.auth.remaining(who))
         merge_metadata(data, headers, who)
         req = parse_request(data)
         stream = req.stream
@@ -208,13 +121,6 @@ async def chat_completions(
     except Exception as exc:
         return _failed(state, exc, policy_hint, started, stream=stream)
     return _answer(state, resp, who, started)
-
-
-def _cap_budget(data: dict[str, Any], remaining: float | None) -> None:
-    if remaining is None:
-        return
-    asked = data.get("budget_usd")
-    data["budget_usd"] = min(asked, remaining) if isinstance(asked, int | float) else remaining
 
 
 def _answer(state: ServerState, resp: Response, who: Principal, started: float) -> JSONAnswer:
@@ -234,22 +140,6 @@ def _answer(state: ServerState, resp: Response, who: Principal, started: float) 
     if resp.metadata:
         headers.update(meta_headers(resp.metadata))
     return JSONAnswer(orjson.dumps(body), 200, raw_headers(headers))
-
-
-_META_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
-def meta_headers(metadata: Mapping[str, str]) -> dict[str, str]:
-    """`x-engine-meta-<name>` per metadata entry a hook added; names that are no HTTP token
-    are dropped, values lose control characters and anything outside latin-1."""
-    out = {}
-    for name, value in metadata.items():
-        if _META_NAME.fullmatch(name):
-            text = "".join(c for c in str(value)[:1024] if c >= " " and c != "\x7f")
-            out[f"x-engine-meta-{name.lower()}"] = text.encode("latin-1", "replace").decode(
-                "latin-1"
-            )
-    return out
 
 
 def _failed(
@@ -285,7 +175,7 @@ async def _stream(
             await aclose_events(events)
         raise
     ttft = time.perf_counter() - started
-    tracker = _StreamTracker(state, who, first, started, ttft)
+    tracker = StreamTracker(state, who, first, started, ttft)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     headers = {
         **SSE_HEADERS,
@@ -296,37 +186,6 @@ async def _stream(
     return EventStreamResponse(
         first, events, ChunkEncoder(include_usage), headers, tracker.see, tracker.end
     )
-
-
-class _StreamTracker:
-    """Collects usage and cost as events pass, and records them when the stream ends."""
-
-    def __init__(
-        self, state: ServerState, who: Principal, first: StreamEvent, started: float, ttft: float
-    ) -> None:
-        self.state, self.who, self.first, self.started = state, who, first, started
-        self.last = first
-        self.input_tokens = self.output_tokens = 0
-        state.metrics.observe_ttft(first.policy, ttft)
-
-    def see(self, event: StreamEvent) -> None:
-        self.last = event
-        if event.chunk.usage is not None:
-            self.input_tokens = event.chunk.usage.input_tokens
-            self.output_tokens = event.chunk.usage.output_tokens
-
-    def end(self, error: BaseException | None, disconnected: bool) -> None:
-        status = (
-            499 if disconnected else (200 if error is None else (to_http(error) or INTERNAL).status)
-        )
-        cost = self.last.cost_usd
-        self.state.auth.charge(self.who, cost)
-        self.state.metrics.observe(
-            policy=self.first.policy, provider=self.first.provider, model=self.first.model,
-            status=status, stream=True, seconds=time.perf_counter() - self.started,
-            input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=cost,
-            attempts=self.last.attempts or self.first.attempts, cached=self.first.cached,
-        )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- other routes
