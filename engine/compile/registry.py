@@ -77,8 +77,16 @@ def _provider(pid: str, spec: ProviderSpec, cs: ConfigSet, env: Mapping[str, str
         enabled=reason is None,
         disabled_reason=reason,
         pool_size=spec.pool_size,
-        options=ProviderOptions({k: _option(v) for k, v in spec.options.items()}),
+        options=ProviderOptions(_options(spec)),
     )
+
+
+def _options(spec: ProviderSpec) -> dict[str, str]:
+    """The provider's options; a non-default `transport` rides along for the adapter."""
+    options = {k: _option(v) for k, v in spec.options.items()}
+    if spec.transport != "engine":
+        options["transport"] = spec.transport
+    return options
 
 
 def _option(value: object) -> str:

@@ -98,6 +98,11 @@ class ProviderSpec(Spec):
     limits: LimitsSpec | None = None
     timeouts: TimeoutsSpec | None = None
     pool_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    transport: Literal["engine", "aiohttp"] = Field(
+        "engine",
+        description="HTTP client: the engine's own (default) or aiohttp, an escape hatch "
+        "for an upstream the engine's client handles badly",
+    )
     local: bool = False
     implicit: bool | None = Field(
         None,

@@ -106,6 +106,9 @@ class Connection(asyncio.Protocol):
         self._loop = loop
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
+        # RFC 9112 2.2: a recipient MAY take a bare LF as a line end; aiohttp, curl and Go
+        # do, and the conformance suite holds this client to the same answer.
+        self._parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self._waiter: asyncio.Future[None] | None = None  # the request's headers/answer
         self._reader: asyncio.Future[None] | None = None  # a stream reader waiting for bytes
         self._whole = True

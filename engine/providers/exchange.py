@@ -6,6 +6,9 @@ transport, read the rate-limit headers, turn a non-2xx status into the protocol'
 (for streams) hand the rate-limit information to the first chunk and give the connection
 back however the stream ends. `HttpAdapter` does that part once, so each adapter module
 reads as "build body, parse answer, translate errors" and nothing else.
+
+The transport is the engine's own client (http.py) unless the provider says
+`transport: aiohttp` (its endpoint options then carry it): aio.py, made on first use.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from engine.messages import Chunk, RateLimitInfo
 
 from .common import decode_object, dumps
 from .failures import ObjectErrors, error_from_body
-from .http import HttpClient, StreamReply, shared_client
+from .http import HttpClient, shared_client
+from .outcomes import Stream, Transport
 from .ratelimits import parse_rate_limit
 
 __all__ = ["HttpAdapter", "OpenStream"]
@@ -47,7 +51,7 @@ class OpenStream:
 
     def __init__(
         self,
-        http: HttpClient,
+        http: Transport,
         endpoint: Endpoint,
         url: str,
         headers: Mapping[str, str],
@@ -60,7 +64,7 @@ class OpenStream:
         self._headers = headers
         self._body = body
         self._errors = errors
-        self._reply: StreamReply | None = None
+        self._reply: Stream | None = None
         self._pending: RateLimitInfo | None = None
         self.rate: RateLimitInfo | None = None
 
@@ -99,6 +103,17 @@ class HttpAdapter:
 
     def __init__(self, http: HttpClient | None = None) -> None:
         self._http = http or shared_client()
+        self._aiohttp: Transport | None = None
+
+    def _transport(self, endpoint: Endpoint) -> Transport:
+        """The engine's client, or aiohttp for a provider configured with it."""
+        if endpoint.options.get("transport") != "aiohttp":
+            return self._http
+        if self._aiohttp is None:
+            from .aio import shared_aiohttp  # aiohttp loads only when a provider asks for it
+
+            self._aiohttp = shared_aiohttp()
+        return self._aiohttp
 
     async def _post_json(
         self,
@@ -109,7 +124,7 @@ class HttpAdapter:
         errors: ObjectErrors,
     ) -> tuple[dict[str, Any], RateLimitInfo | None]:
         """Send once and read the whole answer: its JSON object and its rate-limit info."""
-        reply = await self._http.post(endpoint, url, headers, dumps(body))
+        reply = await self._transport(endpoint).post(endpoint, url, headers, dumps(body))
         rate = parse_rate_limit(reply.headers)
         if reply.status >= 300:
             raise error_from_body(endpoint, reply.status, reply.body, rate, errors)
@@ -124,10 +139,16 @@ class HttpAdapter:
         errors: ObjectErrors,
     ) -> OpenStream:
         """A streaming request, sent when the returned `OpenStream` is entered."""
-        return OpenStream(self._http, endpoint, url, headers, body, errors)
+        return OpenStream(self._transport(endpoint), endpoint, url, headers, body, errors)
 
     async def warm(self, endpoint: Endpoint) -> None:
-        await self._http.warm(endpoint, int(endpoint.options.get("warm_connections", "1")))
+        """Reach the upstream on a fresh connection (evidence for health, raising why not),
+        then keep `warm_connections` (default 1) open for the traffic to come."""
+        transport = self._transport(endpoint)
+        await transport.ping(endpoint)
+        await transport.warm(endpoint, int(endpoint.options.get("warm_connections", "1")))
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        if self._aiohttp is not None:
+            await self._aiohttp.aclose()

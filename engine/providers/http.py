@@ -24,69 +24,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import NoReturn
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from engine.endpoints import Endpoint
-from engine.errors import (
-    AuthenticationError,
-    ProtocolError,
-    ProviderTimeoutError,
-    UnavailableError,
-)
+from engine.errors import ProviderTimeoutError
 
 from .connection import BadResponse, Connection, ConnectionLost, Target
+from .outcomes import (
+    USER_AGENT,
+    Deadlines,
+    Reply,
+    raise_bad_header,
+    raise_connect_timeout,
+    raise_cut,
+    raise_pool_timeout,
+    raise_unanswered,
+    raise_unreachable,
+    raise_unroutable,
+    split_lines,
+)
 from .pool import Pool
 from .proxy import Proxy, dialer, route
 
 __all__ = ["HttpClient", "Reply", "StreamReply", "shared_client"]
-
-_USER_AGENT = "llm-routing-engine/0.1"
-
-
-@dataclass(frozen=True, slots=True)
-class _Deadlines:
-    """Absolute loop times by which each phase must be done."""
-
-    first: float  # headers (and the first streamed bytes) must have arrived
-    total: float
-    first_is_first_token: bool  # whether `first` comes from first_token_s (names the phase)
-
-    @classmethod
-    def start(cls, endpoint: Endpoint, streaming: bool, began: float) -> _Deadlines:
-        """First token counted from now (the request is about to be written), the total
-        from `began` (when the call asked for a connection)."""
-        now = asyncio.get_running_loop().time()
-        t = endpoint.timeouts
-        total = began + t.total_s
-        if streaming and t.first_token_s is not None and now + t.first_token_s < total:
-            return cls(now + t.first_token_s, total, True)
-        return cls(total, total, False)
-
-    def timeout_error(self, endpoint: Endpoint, first: bool) -> ProviderTimeoutError:
-        """The error for a missed deadline (`first`: the first one), naming its phase."""
-        t = endpoint.timeouts
-        if first and self.first_is_first_token and t.first_token_s is not None:
-            phase, what, limit = "first_token", "first token", t.first_token_s
-        else:
-            phase, what, limit = "total", "answer", t.total_s
-        return ProviderTimeoutError(
-            f"{endpoint.provider}: no {what} within {limit:g}s",
-            phase=phase,
-            provider=endpoint.provider,
-            model=endpoint.upstream_model,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """A complete non-streaming answer: status, headers (case-insensitive) and raw body."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
 
 
 class StreamReply:
@@ -95,7 +56,7 @@ class StreamReply:
     __slots__ = ("_conn", "_deadlines", "_endpoint", "_pool", "headers", "status")
 
     def __init__(
-        self, pool: Pool, conn: Connection, endpoint: Endpoint, deadlines: _Deadlines
+        self, pool: Pool, conn: Connection, endpoint: Endpoint, deadlines: Deadlines
     ) -> None:
         self._pool: Pool | None = pool
         self._conn = conn
@@ -116,7 +77,7 @@ class StreamReply:
             raise self._deadlines.timeout_error(self._endpoint, first=False) from None
         except (ConnectionLost, BadResponse) as exc:
             self.close()
-            _raise_cut(self._endpoint, exc)
+            raise_cut(self._endpoint, _cut(exc))
         return b"".join(chunks)
 
     async def lines(self) -> AsyncIterator[bytes]:
@@ -132,14 +93,13 @@ class StreamReply:
             except TimeoutError:
                 raise self._deadlines.timeout_error(self._endpoint, first) from None
             except (ConnectionLost, BadResponse) as exc:
-                _raise_cut(self._endpoint, exc)
+                raise_cut(self._endpoint, _cut(exc))
             if not data:
                 break
             first = False
-            pending += data
-            *complete, pending = pending.split(b"\n")
+            complete, pending = split_lines(pending, data)
             for line in complete:
-                yield line[:-1] if line[-1:] == b"\r" else line
+                yield line
         if pending:
             yield pending
 
@@ -150,6 +110,12 @@ class StreamReply:
             pool.release(self._conn)
 
 
+def _cut(exc: BaseException) -> str:
+    if isinstance(exc, BadResponse):
+        return f"bad answer: {exc}"
+    return f"connection lost mid-answer ({type(exc).__name__})"
+
+
 def _headers(conn: Connection) -> CIMultiDictProxy[str]:
     """The answer's headers, looked up case-insensitively (as HTTP names are)."""
     return CIMultiDictProxy(
@@ -157,74 +123,8 @@ def _headers(conn: Connection) -> CIMultiDictProxy[str]:
     )
 
 
-def _raise_cut(endpoint: Endpoint, exc: BaseException) -> NoReturn:
-    """A cut answer, or one that is not HTTP or breaks a bound (the message says which)."""
-    what = f"bad answer: {exc}" if isinstance(exc, BadResponse) else "connection lost mid-answer"
-    raise ProtocolError(
-        f"{endpoint.provider}: {what} ({type(exc).__name__})",
-        provider=endpoint.provider,
-        model=endpoint.upstream_model,
-    ) from None
-
-
-def _raise_unreachable(endpoint: Endpoint, exc: BaseException) -> NoReturn:
-    raise UnavailableError(
-        f"{endpoint.provider}: cannot reach upstream ({type(exc).__name__})",
-        provider=endpoint.provider,
-        model=endpoint.upstream_model,
-    ) from None
-
-
-def _raise_unroutable(endpoint: Endpoint, exc: ValueError) -> NoReturn:
-    """A URL or proxy setting this client cannot use; the message says which (no secret:
-    proxy credentials are never part of it)."""
-    raise UnavailableError(
-        f"{endpoint.provider}: cannot reach upstream: {exc}",
-        provider=endpoint.provider,
-        model=endpoint.upstream_model,
-    ) from None
-
-
-def _raise_unanswered(endpoint: Endpoint) -> NoReturn:
-    raise UnavailableError(
-        f"{endpoint.provider}: the upstream closed a kept-alive connection without answering "
-        "(the request may have reached it, so it is not re-sent)",
-        provider=endpoint.provider,
-        model=endpoint.upstream_model,
-    ) from None
-
-
-def _raise_pool_timeout(endpoint: Endpoint) -> NoReturn:
-    raise ProviderTimeoutError(
-        f"{endpoint.provider}: no connection free within {endpoint.timeouts.total_s:g}s "
-        f"(pool_size {endpoint.pool_size})",
-        phase="pool",
-        provider=endpoint.provider,
-        model=endpoint.upstream_model,
-    ) from None
-
-
-def _raise_bad_header(endpoint: Endpoint) -> NoReturn:
-    """A typed error for a header no HTTP request can carry; the value is never quoted."""
-    raise AuthenticationError(
-        f"{endpoint.provider}: a request header cannot be sent: the API key (or a `header:` "
-        "option) contains a control character such as a newline",
-        provider=endpoint.provider,
-        model=endpoint.upstream_model,
-    ) from None
-
-
-def _raise_connect_timeout(endpoint: Endpoint) -> NoReturn:
-    raise ProviderTimeoutError(
-        f"{endpoint.provider}: connect timed out after {endpoint.timeouts.connect_s:g}s",
-        phase="connect",
-        provider=endpoint.provider,
-        model=endpoint.upstream_model,
-    ) from None
-
-
 #: Sent with every request after the request line and Host.
-_FIXED = (f"User-Agent: {_USER_AGENT}\r\nAccept: */*\r\nAccept-Encoding: gzip, deflate\r\n").encode(
+_FIXED = (f"User-Agent: {USER_AGENT}\r\nAccept: */*\r\nAccept-Encoding: gzip, deflate\r\n").encode(
     "latin-1"
 )
 
@@ -234,11 +134,11 @@ def _encode(endpoint: Endpoint, target: Target, headers: Mapping[str, str], body
     text = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
     # Each header contributes exactly one CR and one LF; more means one smuggles a line.
     if text.count("\r") != len(headers) or text.count("\n") != len(headers) or "\0" in text:
-        _raise_bad_header(endpoint)
+        raise_bad_header(endpoint)
     try:
         extra = text.encode("latin-1")
     except UnicodeEncodeError:
-        _raise_bad_header(endpoint)
+        raise_bad_header(endpoint)
     return b"%s%s%sContent-Length: %d\r\n\r\n%s" % (target.head, _FIXED, extra, len(body), body)
 
 
@@ -252,7 +152,7 @@ class HttpClient:
         try:
             target, proxy = route(url)
         except ValueError as exc:
-            _raise_unroutable(endpoint, exc)
+            raise_unroutable(endpoint, exc)
         return self._pool(endpoint, target, proxy), target
 
     def _pool(self, endpoint: Endpoint, target: Target, proxy: Proxy | None) -> Pool:
@@ -277,13 +177,13 @@ class HttpClient:
                 try:
                     return await pool.acquire(t.connect_s)
                 except TimeoutError:  # the connect's own (the outer shows as cancellation)
-                    _raise_connect_timeout(endpoint)
+                    raise_connect_timeout(endpoint)
                 except OSError as exc:  # refused, unreachable, DNS, TLS, proxy
-                    _raise_unreachable(endpoint, exc)
+                    raise_unreachable(endpoint, type(exc).__name__)
         except ProviderTimeoutError:
             raise
         except TimeoutError:
-            _raise_pool_timeout(endpoint)
+            raise_pool_timeout(endpoint)
 
     async def _send(
         self,
@@ -301,13 +201,13 @@ class HttpClient:
         except ConnectionLost as exc:
             pool.release(conn)
             if conn.headers_done:
-                _raise_cut(endpoint, exc)
+                raise_cut(endpoint, _cut(exc))
             if reused and not exc.answered:
-                _raise_unanswered(endpoint)
-            _raise_unreachable(endpoint, exc)
+                raise_unanswered(endpoint)
+            raise_unreachable(endpoint, type(exc).__name__)
         except BadResponse as exc:
             pool.release(conn)
-            _raise_cut(endpoint, exc)
+            raise_cut(endpoint, _cut(exc))
         except BaseException:
             pool.release(conn)  # abandoned mid-exchange: closed, never reused
             raise
@@ -318,7 +218,7 @@ class HttpClient:
         url: str,
         request: tuple[Mapping[str, str], bytes],
         streaming: bool,
-    ) -> tuple[Pool, Connection, _Deadlines]:
+    ) -> tuple[Pool, Connection, Deadlines]:
         """Get a connection, then send within the first deadline (for a whole answer that
         is the total one: one timer covers both phases), its expiry named by the phase it
         cut short."""
@@ -326,7 +226,7 @@ class HttpClient:
         pool, target = self._pool_for(endpoint, url)
         data = _encode(endpoint, target, request[0], request[1])
         conn, reused = await self._acquire(pool, endpoint, began)
-        deadlines = _Deadlines.start(endpoint, streaming, began)
+        deadlines = Deadlines.start(endpoint, streaming, began)
         try:
             async with asyncio.timeout_at(deadlines.first):
                 await self._send(endpoint, pool, conn, reused, data, not streaming)
@@ -356,9 +256,9 @@ class HttpClient:
         try:
             await pool.warm(max(1, connections), endpoint.timeouts.connect_s)
         except TimeoutError:
-            _raise_connect_timeout(endpoint)
+            raise_connect_timeout(endpoint)
         except OSError as exc:
-            _raise_unreachable(endpoint, exc)
+            raise_unreachable(endpoint, type(exc).__name__)
 
     async def ping(self, endpoint: Endpoint) -> None:
         """Reach the upstream on a fresh connection (TCP, proxy, TLS handshakes) or raise
@@ -367,9 +267,9 @@ class HttpClient:
         try:
             await pool.ping(endpoint.timeouts.connect_s)
         except TimeoutError:
-            _raise_connect_timeout(endpoint)
+            raise_connect_timeout(endpoint)
         except OSError as exc:
-            _raise_unreachable(endpoint, exc)
+            raise_unreachable(endpoint, type(exc).__name__)
 
     async def aclose(self) -> None:
         """Close every pool that belongs to the running loop; forget the others."""

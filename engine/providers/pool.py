@@ -129,9 +129,14 @@ class Pool:
     async def ping(self, connect_s: float) -> None:
         """Open a fresh connection (TCP, proxy and TLS handshakes) or raise why not.
 
-        Parked for reuse when the pool has room, closed otherwise; stale idle ones go."""
+        Stale idle connections go first; the fresh one then takes the place of the oldest
+        idle one (so pinging never grows the pool), or is closed when the pool is full."""
         self._prune()
         conn = await self._connect(connect_s)
+        if self._idle:
+            oldest = self._idle.pop(0)
+            oldest.close()
+            self._open -= 1
         if self._open <= self._limit and not self.closed:
             self._park(conn)
         else:

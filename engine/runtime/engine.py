@@ -490,22 +490,22 @@ class Engine:
         return out
 
     async def health(self, probe: bool = False, detail: bool = False) -> dict[str, Any]:
-        """Each provider healthy / degraded / open / disabled with a reason; `probe` connects;
-        `detail` adds traffic figures and the keep-alive ping record per provider."""
+        """Each provider healthy / degraded / unhealthy / open / disabled with a reason, from
+        breakers, error rates and pings (health.py); `probe` pings each provider now on a new
+        connection; `detail` adds traffic figures and the ping record per provider."""
         plan, svc = self._plan, self._svc
         if probe:
 
             async def check(p: Any) -> dict[str, Any]:
-                status = await _health.probe(p, plan, svc, self._adapter(p.protocol).warm)
-                if status["status"] not in ("disabled", "open"):  # a connection was tried
-                    failed = (status["reason"] or "").startswith("probe failed")
-                    self.pings.record(p.id, not failed)
-                return status
+                warm = self._adapter(p.protocol).warm
+                return await _health.probe(p, plan, svc, warm, self.pings)
 
             found = await asyncio.gather(*(check(p) for p in plan.providers.values()))
             providers = dict(zip(plan.providers, found, strict=True))
         else:
-            providers = {pid: _health.passive(p, plan, svc) for pid, p in plan.providers.items()}
+            providers = {
+                pid: _health.passive(p, plan, svc, self.pings) for pid, p in plan.providers.items()
+            }
         if detail:
             traffic = svc.stats.snapshot()["providers"]
             for pid, view in providers.items():
@@ -606,14 +606,10 @@ class Engine:
         plan, svc = self._plan, self._svc
         enabled = [p for p in plan.providers.values() if p.enabled]
 
-        async def one(p: Any) -> str:
-            try:
-                await self._adapter(p.protocol).warm(_health.endpoint_for(p, plan, svc))
-            except Exception as exc:  # warming is best effort; report, never raise
-                self.pings.record(p.id, False)
-                return f"failed: {type(exc).__name__}"
-            self.pings.record(p.id, True)
-            return "ok"
+        async def one(p: Any) -> str:  # best effort: reported and recorded, never raised
+            warm = self._adapter(p.protocol).warm
+            failed = await _health.ping(p, plan, svc, warm, self.pings)
+            return "ok" if failed is None else f"failed: {type(failed).__name__}"
 
         done = dict(
             zip(

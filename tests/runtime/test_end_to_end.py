@@ -263,15 +263,15 @@ async def test_rate_limit_status_lists_keys_before_traffic_and_hides_secrets() -
 
 
 async def test_active_health_probe_reports_an_unreachable_provider() -> None:
-    """health(probe=True) marks a provider whose port refuses connections as degraded."""
+    """health(probe=True) marks a provider whose port refuses connections as unhealthy."""
     async with FakeAnthropic() as an:
         models, routes = config("http://127.0.0.1:9/v1", an.url)
         eng = Engine.from_data(models, routes)
         health = await eng.health(probe=True)
         await eng.aclose()
     assert health["providers"]["an"]["status"] == "healthy"
-    assert health["providers"]["oa"]["status"] == "degraded"
-    assert "probe failed" in health["providers"]["oa"]["reason"]
+    assert health["providers"]["oa"]["status"] == "unhealthy"
+    assert "the latest ping failed" in health["providers"]["oa"]["reason"]
 
 
 async def test_budgets_are_restored_from_the_ledger_on_start(tmp_path: Path) -> None:
