@@ -119,8 +119,8 @@ def transport_client(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
 
 def engine_client(url: str, ledger_dir: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
     from engine import Engine
-    from engine.runtime.clock import SystemClock
-    from engine.runtime.ledger import SQLiteLedger
+    from engine.clock import SystemClock
+    from engine.state.ledger import SQLiteLedger
 
     models = {
         "providers": {"bench": {"protocol": "openai", "base_url": url, "api_key": KEY}},

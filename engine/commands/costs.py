@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from engine.errors import ConfigError
-from engine.runtime.budget import day_start, month_start, utc_day
-from engine.runtime.ledger import default_ledger_path, open_ledger
+from engine.state.ledger import default_ledger_path, open_ledger
+from engine.state.money import day_start, month_start, utc_day
 
 _COLUMNS = ("attempts", "ok", "cached", "input_tokens", "output_tokens", "cost_usd")
 _HEADERS = {

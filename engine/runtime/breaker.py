@@ -21,8 +21,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from engine.clock import Clock
 from engine.plan.values import BreakerPlan
-from engine.runtime.clock import Clock
 
 BreakerState = Literal["closed", "open", "half_open"]
 

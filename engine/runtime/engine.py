@@ -32,6 +32,7 @@ from collections.abc import (
 from pathlib import Path
 from typing import Any, TypeVar
 
+from engine.clock import Clock, SystemClock
 from engine.errors import (
     ConfigError,
     Diagnostic,
@@ -51,14 +52,18 @@ from engine.runtime import registry
 from engine.runtime.batch import Progress, run_batch
 from engine.runtime.breaker import BreakerBoard
 from engine.runtime.call.chat import ChatCall
-from engine.runtime.clock import Clock, SystemClock
 from engine.runtime.conversation import Conversation
 from engine.runtime.hooks import Hooks
 from engine.runtime.record import ExternalCall
 from engine.runtime.services import CacheKey, Featurizer, Selector, Services
-from engine.runtime.state import BudgetStore, Ledger, RateLimiter, ResponseCache
 from engine.runtime.stats import Stats
 from engine.runtime.strategies import StrategyState
+from engine.state.budget import InProcessBudgetStore
+from engine.state.cache import LRUCache
+from engine.state.cache import cache_key as default_cache_key
+from engine.state.ledger import NullLedger, SQLiteLedger
+from engine.state.protocols import BudgetStore, Ledger, RateLimiter, ResponseCache
+from engine.state.ratelimit import InProcessRateLimiter
 
 T = TypeVar("T")
 RequestLike = Request | dict[str, Any]
@@ -68,14 +73,6 @@ Data = tuple[dict[str, Any], dict[str, Any], str]  # models, routes, source
 def _load(module: str, name: str) -> Any:
     """A collaborator from another package, imported on first use (keeps imports acyclic)."""
     return getattr(importlib.import_module(module), name)
-
-
-def _default_budget(clock: Clock, ledger: Ledger) -> BudgetStore:
-    """The in-process store, its month so far restored from the ledger when it can tell."""
-    store = _load("engine.runtime.budget", "InProcessBudgetStore")
-    if hasattr(ledger, "spend_since") and hasattr(store, "from_ledger"):
-        return store.from_ledger(clock, ledger)  # type: ignore[no-any-return]
-    return store(clock)  # type: ignore[no-any-return]
 
 
 def _cache_size(plan: Plan) -> int:
@@ -192,17 +189,26 @@ class Engine:
         self._sync = _LoopThread(self.aclose)
         self._keepalive: asyncio.Task[None] | None = None
         self._default_policy: str | None = None  # kept across reloads (ENGINE_POLICY)
+        self._started = False  # the budget store has restored its spend from the ledger
+        self._starting: asyncio.Future[None] | None = None
         self.hooks = Hooks()
         self.pings = _health.Pings(services.clock)
         services.adapter_for = self._adapter
         self._register_keys(plan)
 
     def _register_keys(self, plan: Plan) -> None:
-        """Show every key in rate_limit_status before its first request (if supported)."""
-        register = getattr(self._svc.limiter, "register", None)
-        if register is not None:
-            for p in plan.providers.values():
-                register(p.id, self._svc.good_keys(p))
+        """Show every key in rate_limit_status before its first request."""
+        for p in plan.providers.values():
+            self._svc.limiter.register(p.id, self._svc.good_keys(p))
+
+    async def _start(self) -> None:
+        """Once, before the first call: the budget store restores spend from the ledger
+        (`BudgetStore.restore`), so a restart does not forget this month's spending."""
+        if self._starting is None:
+            svc = self._svc
+            self._starting = asyncio.ensure_future(svc.budget.restore(svc.ledger))
+        await self._starting  # concurrent first calls all wait for the one restore
+        self._started = True
 
     # -- construction ---------------------------------------------------------------------
 
@@ -227,15 +233,13 @@ class Engine:
     ) -> Engine:
         """An engine over a compiled plan; every collaborator can be injected (tests, Redis)."""
         clock = clock or SystemClock()
-        state = "engine.runtime."
-        ledger = ledger or _load(state + "ledger", "NullLedger")()
         services = Services(
             adapter_for=_unbound_adapter,  # replaced by the Engine's own lookup
-            limiter=rate_limiter or _load(state + "ratelimit", "InProcessRateLimiter")(clock),
-            budget=budget or _default_budget(clock, ledger),
-            cache=cache or _load(state + "cache", "LRUCache")(_cache_size(plan), clock),
-            cache_key=cache_key or _load(state + "cache", "cache_key"),
-            ledger=ledger,
+            limiter=rate_limiter or InProcessRateLimiter(clock),
+            budget=budget or InProcessBudgetStore(clock),
+            cache=cache or LRUCache(_cache_size(plan), clock),
+            cache_key=cache_key or default_cache_key,
+            ledger=ledger or NullLedger(),
             clock=clock,
             rng=rng or random.Random(seed),
             select=selector or select,
@@ -274,7 +278,7 @@ class Engine:
             where.parent.mkdir(parents=True, exist_ok=True)
             clock = injected.get("clock") or SystemClock()
             injected["clock"] = clock
-            injected["ledger"] = _load("engine.runtime.ledger", "SQLiteLedger")(str(where), clock)
+            injected["ledger"] = SQLiteLedger(str(where), clock)
         engine = cls.from_plan(plan, config_dir=directory, **injected)
         engine._default_policy = chosen
         return engine
@@ -312,6 +316,8 @@ class Engine:
         req = parse_request(request)
         if policy is not None and not (isinstance(policy, str) and policy.strip()):
             _check_policy(policy)  # raises; the test above is its own, inlined
+        if not self._started:
+            await self._start()
         hooks = self.hooks
         if hooks.before:
             req = await hooks.before_request(req)
@@ -331,6 +337,8 @@ class Engine:
         """Route one request and stream its answer; failover happens before the first token."""
         req = parse_request(request)
         _check_policy(policy)
+        if not self._started:
+            await self._start()
         hooks = self.hooks
         if hooks.before:
             req = await hooks.before_request(req)
@@ -404,6 +412,8 @@ class Engine:
         """Record a call made outside the engine (stats, ledger, budget), priced from the plan:
         `await eng.arecord(model="openai/gpt-4o", input_tokens=..., output_tokens=...)`."""
         call = call or ExternalCall.parse(fields)
+        if not self._started:
+            await self._start()
         return await _record.record(self._svc, self._plan, call)
 
     def record(self, call: ExternalCall | None = None, **fields: Any) -> dict[str, Any]:
@@ -526,9 +536,15 @@ class Engine:
         p = self._provider(provider)
         return _health.passive(p, self._plan, self._svc)["status"] in ("healthy", "degraded")
 
-    def spent(self, workspace: str) -> dict[str, float]:
+    async def aspent(self, workspace: str) -> dict[str, float]:
         """A workspace's spend today and this month, open reservations included."""
-        return dict(self._svc.budget.spent(workspace))
+        if not self._started:
+            await self._start()
+        return dict(await self._svc.budget.spent(workspace))
+
+    def spent(self, workspace: str) -> dict[str, float]:
+        """The sync form of `aspent` (runs it on the engine's private loop thread)."""
+        return self._sync.call(self.aspent(workspace))
 
     def list_providers(self) -> list[str]:
         """Every configured provider id, enabled or not (see `health` for which are usable)."""
@@ -538,10 +554,15 @@ class Engine:
         """The providers a call would be attempted on right now."""
         return [p for p in self.list_providers() if self.is_available(p)]
 
-    def rate_limit_status(self, provider: str) -> dict[str, Any]:
+    async def arate_limit_status(self, provider: str) -> dict[str, Any]:
         """Remaining / limit per key and how many requests are waiting, for one provider."""
         self._provider(provider)
-        return dict(self._svc.limiter.status(provider))
+        return dict(await self._svc.limiter.status(provider))
+
+    def rate_limit_status(self, provider: str) -> dict[str, Any]:
+        """The sync form of `arate_limit_status` (on the engine's private loop thread)."""
+        self._provider(provider)
+        return self._sync.call(self.arate_limit_status(provider))
 
     def _provider(self, provider: str) -> Any:
         p = self._plan.providers.get(provider)
@@ -635,9 +656,8 @@ class Engine:
         if self._svc.background:
             await asyncio.gather(*self._svc.background, return_exceptions=True)
         await self._svc.ledger.aclose()
-        closer = getattr(self._svc.budget, "aclose", None)  # a store with files or threads
-        if closer is not None:
-            await closer()
+        await self._svc.budget.aclose()
+        await self._svc.limiter.aclose()
         for adapter in list(self._adapters.values()):
             await adapter.aclose()
 
@@ -670,8 +690,7 @@ class Engine:
         plan = _with_default_policy(plan, self._default_policy)
         self._svc.bad_keys.clear()
         self._register_keys(plan)
-        if isinstance(getattr(self._svc.cache, "max_entries", None), int):
-            self._svc.cache.max_entries = _cache_size(plan)  # type: ignore[attr-defined]
+        self._svc.cache.resize(_cache_size(plan))
         self._plan = plan
         return plan
 

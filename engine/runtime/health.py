@@ -20,10 +20,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from engine.clock import Clock
 from engine.endpoints import Endpoint
 from engine.errors import redact
 from engine.plan.values import Plan, ProviderPlan
-from engine.runtime.clock import Clock
 from engine.runtime.services import Services
 
 #: Error rate over the recent window above which a provider reads as degraded.

@@ -17,7 +17,7 @@ from typing import Any
 from engine.errors import RequestError, UnknownModelError
 from engine.plan.values import Plan
 from engine.runtime.services import Services
-from engine.runtime.state import LedgerRow
+from engine.state.protocols import LedgerRow
 
 _OUTCOME = re.compile(r"[a-z][a-z_]{0,39}")
 _IDS = itertools.count(1)

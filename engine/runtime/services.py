@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.clock import Clock
 from engine.endpoints import Endpoint
 from engine.messages import Request
 from engine.plan.values import (
@@ -26,16 +27,14 @@ from engine.plan.values import (
 from engine.providers.base import Adapter
 from engine.runtime.breaker import BreakerBoard
 from engine.runtime.call.retry import RetryPolicies
-from engine.runtime.clock import Clock
-from engine.runtime.state import (
+from engine.runtime.stats import Stats
+from engine.runtime.strategies import StrategyState
+from engine.state.protocols import (
     BudgetStore,
-    Lease,
     Ledger,
     RateLimiter,
     ResponseCache,
 )
-from engine.runtime.stats import Stats
-from engine.runtime.strategies import StrategyState
 
 Selector = Callable[[Plan, str, Features], Selection]
 Featurizer = Callable[[Request], Features]
@@ -65,13 +64,8 @@ class Services:
     keyless: dict[str, tuple[KeyPlan, ...]] = field(default_factory=dict)  # provider id -> label
     #: The route retry plans compiled into tenacity objects so far (call/retry.py).
     retries: RetryPolicies = field(init=False)
-    #: The limiter's optional synchronous `try_acquire` (call/admission.py), looked up once.
-    try_acquire: Callable[[str, Sequence[KeyPlan], int, int], Lease | None] | None = field(
-        init=False, default=None
-    )
 
     def __post_init__(self) -> None:
-        self.try_acquire = _try_acquire_of(self.limiter)
         self.retries = RetryPolicies(self.clock.sleep, self.rng)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -79,10 +73,6 @@ class Services:
         task = asyncio.ensure_future(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
-
-    def release_lease(self, lease: Lease) -> None:
-        """Refund a lease whose request was never (fully) sent."""
-        self.limiter.release(lease)
 
     def good_keys(self, provider: ProviderPlan) -> tuple[KeyPlan, ...]:
         """The provider's keys minus those recently rejected; keyless providers get a label."""
@@ -97,23 +87,3 @@ class Services:
             return provider.keys
         now = self.clock.monotonic()
         return tuple(k for k in provider.keys if self.bad_keys.get(k.id, 0.0) <= now)
-
-
-def _try_acquire_of(
-    limiter: RateLimiter,
-) -> Callable[[str, Sequence[KeyPlan], int, int], Lease | None] | None:
-    """The limiter's `try_acquire`, if the class that defines its `acquire` defines that
-    too: a subclass that changes only `acquire` must keep seeing every acquisition."""
-
-    def owner(name: str) -> type | None:
-        return next((c for c in type(limiter).__mro__ if name in c.__dict__), None)
-
-    found = owner(_TRY_ACQUIRE)
-    if found is None or found is not owner("acquire"):
-        return None
-    method: Callable[[str, Sequence[KeyPlan], int, int], Lease | None]
-    method = getattr(limiter, _TRY_ACQUIRE)  # optional: not part of the RateLimiter protocol
-    return method
-
-
-_TRY_ACQUIRE = "try_acquire"

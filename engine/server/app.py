@@ -32,7 +32,6 @@ from starlette.types import Receive, Scope, Send
 
 from engine.messages import Request, parse_request
 from engine.result import Response
-from engine.runtime.ledger import default_ledger_path
 from engine.runtime.spend import SpendReport
 from engine.server import ops, plugins
 from engine.server.access import AccessLog
@@ -62,6 +61,7 @@ from engine.server.metrics import CONTENT_TYPE, ServerMetrics, policy_label
 from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings
 from engine.server.sse import SSE_HEADERS, ChunkEncoder, EventStreamResponse, aclose_events
+from engine.state.ledger import default_ledger_path
 
 log = logging.getLogger("engine.server")
 

@@ -29,7 +29,6 @@ from starlette.routing import Route
 
 from engine.errors import RequestError
 from engine.messages import parse_request
-from engine.runtime.budget import day_start, month_start
 from engine.runtime.record import ExternalCall
 from engine.runtime.spend import DIMENSIONS, SpendReport
 from engine.server.auth import Principal
@@ -42,6 +41,7 @@ from engine.server.common import (
     merge_metadata,
 )
 from engine.server.errors import INTERNAL, ServerError, to_http
+from engine.state.money import day_start, month_start
 
 log = logging.getLogger("engine.server")
 
@@ -114,7 +114,7 @@ async def health(state: ServerState, request: HTTPRequest, who: Principal) -> di
     for pid, view in report["providers"].items():
         view["breaker"] = breakers.get(pid, "closed")
         view["latency_p95_ms"] = (traffic.get(pid) or {}).get("latency_p95_ms")
-        keys = engine.rate_limit_status(pid).get("keys", {})
+        keys = (await engine.arate_limit_status(pid)).get("keys", {})
         view["keys"] = len(keys)
         view["keys_usable"] = sum(1 for k in keys.values() if not k.get("blocked_for_s"))
     report["models"] = {
@@ -136,7 +136,7 @@ async def limits(state: ServerState, request: HTTPRequest, who: Principal) -> di
     now = time.time()
     out: dict[str, Any] = {}
     for pid in sorted(state.engine.plan.providers):
-        status = engine.rate_limit_status(pid)
+        status = await engine.arate_limit_status(pid)
         keys = {}
         for key_id, view in status.get("keys", {}).items():
             blocked = float(view.get("blocked_for_s") or 0.0)

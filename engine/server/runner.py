@@ -16,18 +16,18 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 
+from engine.clock import SystemClock
 from engine.compile import load_plan as compile_plan
 from engine.errors import Diagnostic
 from engine.plan.values import Plan
-from engine.runtime.budget_sqlite import SQLiteBudgetStore
-from engine.runtime.clock import SystemClock
 from engine.runtime.engine import Engine
-from engine.runtime.ledger import SQLiteLedger
-from engine.runtime.ratelimit import InProcessRateLimiter
 from engine.server.app import create_app
 from engine.server.common import RoutingEngine
 from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings, load_settings
+from engine.state.ledger import SQLiteLedger
+from engine.state.ratelimit import InProcessRateLimiter
+from engine.state.sqlite_budget import SQLiteBudgetStore
 
 log = logging.getLogger("engine.server")
 
@@ -55,7 +55,7 @@ def engine_from_config(config_dir: Path, workers: int = 1) -> RoutingEngine:
         config_dir,
         clock=clock,
         ledger=ledger,
-        budget=SQLiteBudgetStore.from_ledger(budgets_path(config_dir), clock, ledger),
+        budget=SQLiteBudgetStore(budgets_path(config_dir), clock),  # seeded by the engine
         rate_limiter=InProcessRateLimiter(clock, share=1.0 / workers),
     )
 

@@ -12,7 +12,7 @@ import pytest
 
 from engine import AllCandidatesFailedError, BudgetExceededError, Engine
 from engine.cli import main
-from engine.runtime.ledger import SQLiteLedger
+from engine.state.ledger import SQLiteLedger
 from engine.testing.clock import FakeClock
 from engine.testing.fakes import FakeOpenAI, Fault
 from tests.acceptance.conftest import MOCK_MODELS, ask, write_config
@@ -44,7 +44,7 @@ async def test_cache_bypass_per_request_and_clear(tmp_path: Path) -> None:
     eng = cached_engine(tmp_path, FakeClock())
     await eng.arun(ask("same question"))
     bypass = await eng.arun(ask("same question", cache=False))
-    eng.cache.clear()
+    await eng.cache.clear()
     after_clear = await eng.arun(ask("same question"))
     hit = await eng.arun(ask("same question"))
     await eng.aclose()
@@ -253,8 +253,8 @@ async def test_workspace_costs_from_python(tmp_path: Path) -> None:
     await eng.aclose()
     ledger = SQLiteLedger(str(ledger_path), clock)
     since = clock.time() - 30 * 86400
-    (row,) = ledger.totals("workspace-123", since, "model")
-    (day,) = ledger.daily("workspace-123", since)
+    (row,) = await ledger.totals("workspace-123", since, "model")
+    (day,) = await ledger.daily("workspace-123", since)
     assert row["model"] == "mock/smart" and row["attempts"] == 2
     assert row["cost_usd"] == pytest.approx(sum(r.cost_usd or 0 for r in spent))
     assert day["cost_usd"] == pytest.approx(row["cost_usd"])

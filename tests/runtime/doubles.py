@@ -27,8 +27,8 @@ from engine.plan.values import (
     Selection,
     StrategyPlan,
 )
-from engine.runtime.state import Lease, LedgerRow, Reservation
 from engine.secrets import Secret
+from engine.state.protocols import Lease, LedgerRow, Reservation
 from engine.testing.clock import FakeClock
 
 Outcome = BaseException | str | ProviderResponse
@@ -205,6 +205,11 @@ class Limiter:
         self.observed: list[RateLimitInfo] = []
         self.released: list[str] = []
 
+    def try_acquire_nowait(
+        self, provider: str, keys: Sequence[KeyPlan], tin: int, tout: int
+    ) -> Lease | None:
+        return None
+
     async def acquire(
         self, provider: str, keys: Sequence[KeyPlan], tin: int, tout: int, max_wait_s: float
     ) -> Lease:
@@ -213,19 +218,25 @@ class Limiter:
         self.open += 1
         return Lease(provider, keys[0], tin, tout)
 
-    def settle(self, lease: Lease, tin: int, tout: int) -> None:
+    async def settle(self, lease: Lease, tin: int, tout: int) -> None:
         self.open -= 1
         self.settled.append((lease.key.id, tin, tout))
 
-    def release(self, lease: Lease) -> None:
+    async def release(self, lease: Lease) -> None:
         self.open -= 1
         self.released.append(lease.key.id)
 
-    def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
+    async def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
         self.observed.append(info)
 
-    def status(self, provider: str) -> dict[str, Any]:
+    def register(self, provider: str, keys: Sequence[KeyPlan]) -> None:
+        pass
+
+    async def status(self, provider: str) -> dict[str, Any]:
         return {"provider": provider, "open_leases": self.open}
+
+    async def aclose(self) -> None:
+        pass
 
 
 class Budget:
@@ -255,22 +266,31 @@ class Budget:
     async def release(self, r: Reservation) -> None:
         del self.reserved[r.token]
 
-    def spent(self, workspace: str) -> dict[str, float]:
+    async def spent(self, workspace: str) -> dict[str, float]:
         return {"day": self.spent_usd.get(workspace, 0.0)}
+
+    async def restore(self, source: Any) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
 
 
 class Cache:
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
 
-    def get(self, key: str) -> Any | None:
+    async def get(self, key: str) -> Any | None:
         return self.data.get(key)
 
-    def put(self, key: str, value: Any, ttl_s: float) -> None:
+    async def put(self, key: str, value: Any, ttl_s: float) -> None:
         self.data[key] = value
 
-    def clear(self) -> None:
+    async def clear(self) -> None:
         self.data.clear()
+
+    def resize(self, max_entries: int) -> None:
+        pass
 
     def stats(self) -> dict[str, int]:
         return {"entries": len(self.data)}
@@ -294,7 +314,13 @@ class Ledger:
     async def aclose(self) -> None:
         self.closed = True
 
-    def totals(self, workspace: str | None, since: float, by: str) -> list[dict[str, Any]]:
+    async def totals(self, workspace: str | None, since: float, by: str) -> list[dict[str, Any]]:
+        return []
+
+    async def daily(self, workspace: str | None, since: float) -> list[dict[str, Any]]:
+        return []
+
+    async def spend_since(self, since: float) -> list[tuple[str, str, float]]:
         return []
 
 

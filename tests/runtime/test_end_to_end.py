@@ -17,7 +17,7 @@ from engine import (
     Engine,
     UnknownModelError,
 )
-from engine.runtime.ledger import SQLiteLedger
+from engine.state.ledger import SQLiteLedger
 from engine.testing.clock import FakeClock
 from engine.testing.fakes import FakeAnthropic, FakeOpenAI, Fault
 
@@ -77,7 +77,7 @@ async def test_default_config_answers_offline_through_the_mock_provider(tmp_path
     assert resp.provider == "mock" and "hello there" in (resp.content or "")
     assert resp.to_openai()["choices"][0]["message"]["content"] == resp.content
     await eng.aclose()
-    rows = SQLiteLedger(ledger, FakeClock()).totals(None, 0, "model")
+    rows = SQLiteLedger(ledger, FakeClock()).queries.totals(None, 0, "model")
     assert rows[0]["model"] == resp.model
 
 

@@ -13,7 +13,7 @@ from engine.frozen import builder
 from engine.messages import ProviderResponse, RateLimitInfo, Usage
 from engine.plan.values import KeyPlan
 from engine.result import Response
-from engine.runtime.state import Lease
+from engine.state.protocols import Lease
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -1,15 +1,16 @@
-"""The runtime's synchronous admission (`try_acquire`) never bypasses a limiter's own
-`acquire`: a subclass that changes only `acquire` still sees every attempt."""
+"""The runtime's synchronous admission goes through the limiter's declared fast path
+(`RateLimiter.try_acquire_nowait`) and nothing else: a limiter that declines it (returns
+None) sees every attempt in its own `acquire`; nothing is found by reflection."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from engine import Engine
+from engine.clock import Clock
 from engine.plan.values import KeyPlan
-from engine.runtime.clock import Clock
-from engine.runtime.ratelimit import InProcessRateLimiter
-from engine.runtime.state import Lease
+from engine.state.protocols import Lease
+from engine.state.ratelimit import InProcessRateLimiter
 from engine.testing.clock import FakeClock
 
 MODELS = {
@@ -21,7 +22,8 @@ HELLO = {"messages": [{"role": "user", "content": "hello"}]}
 
 
 class CountingLimiter(InProcessRateLimiter):
-    """Changes `acquire` only (to count), as a subclass adding logging or metrics would."""
+    """Counts in `acquire` and so declines the fast path, as the protocol asks of a
+    subclass that must see every acquisition (adding logging or metrics)."""
 
     def __init__(self, clock: Clock) -> None:
         super().__init__(clock)
@@ -38,8 +40,13 @@ class CountingLimiter(InProcessRateLimiter):
         self.acquired += 1
         return await super().acquire(provider, keys, input_tokens, output_tokens, max_wait_s)
 
+    def try_acquire_nowait(
+        self, provider: str, keys: Sequence[KeyPlan], input_tokens: int, output_tokens: int
+    ) -> Lease | None:
+        return None  # declined: every acquisition comes through `acquire`
 
-async def test_a_subclass_overriding_acquire_sees_every_attempt() -> None:
+
+async def test_a_limiter_declining_the_fast_path_sees_every_attempt() -> None:
     """Two calls, two acquisitions through the subclass's own method."""
     clock = FakeClock()
     limiter = CountingLimiter(clock)
@@ -51,10 +58,10 @@ async def test_a_subclass_overriding_acquire_sees_every_attempt() -> None:
 
 
 async def test_the_in_process_limiter_admits_without_a_wait() -> None:
-    """The default limiter's calls are booked (through try_acquire) like any other."""
+    """The default limiter's calls are booked (through try_acquire_nowait) like any other."""
     clock = FakeClock()
     limiter = InProcessRateLimiter(clock)
     eng = Engine.from_data(MODELS, ROUTES, clock=clock, rate_limiter=limiter)
     await eng.arun(HELLO, policy="main")
     await eng.aclose()
-    assert limiter.status("mock")["keys"]["mock#none"]["requests"]["used"] == 1
+    assert (await limiter.status("mock"))["keys"]["mock#none"]["requests"]["used"] == 1

@@ -137,7 +137,7 @@ async def test_cache_bypass_and_clear() -> None:
     await r.engine.arun(ask(), policy="p")
     await r.engine.arun(ask(cache=False), policy="p")
     assert len(r.adapter.calls) == 2
-    r.engine.cache.clear()
+    await r.engine.cache.clear()
     await r.engine.arun(ask(), policy="p")
     assert len(r.adapter.calls) == 3
 

@@ -116,6 +116,9 @@ class StandInEngine:
     def rate_limit_status(self, provider: str) -> dict[str, Any]:
         return {"provider": provider, "queued": 0, "keys": {}}
 
+    async def arate_limit_status(self, provider: str) -> dict[str, Any]:
+        return self.rate_limit_status(provider)
+
     def reload(self, plan: Plan) -> None:
         self.reloaded.append(plan)
         self.plan = plan

@@ -11,12 +11,12 @@ import openai
 import pytest
 
 from engine import Engine
+from engine.clock import SystemClock
 from engine.compile import load_plan
-from engine.runtime.budget import InProcessBudgetStore
-from engine.runtime.clock import SystemClock
-from engine.runtime.ledger import NullLedger
 from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings
+from engine.state.budget import InProcessBudgetStore
+from engine.state.ledger import NullLedger
 from engine.testing.fakes import FakeOpenAI, Fault
 from tests.server.conftest import Running, serving
 from tests.server.realstack import write_config, write_route

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.runtime.budget import InProcessBudgetStore
-from engine.runtime.budget_sqlite import SQLiteBudgetStore
 from engine.runtime.engine import Engine
 from engine.server.runner import banner, budgets_path, engine_from_config
 from engine.server.settings import ServerSettings
+from engine.state.budget import InProcessBudgetStore
+from engine.state.sqlite_budget import SQLiteBudgetStore
 from tests.server.realstack import write_config
 
 
@@ -34,7 +34,7 @@ async def test_several_workers_share_budgets_and_split_limits(config: Path, tmp_
     assert budgets_path(config) == tmp_path / "state" / "budgets.sqlite3"
     first, second = budgets
     await first.reserve("ws", 0.8, daily_usd=1.0, monthly_usd=None)
-    assert second.spent("ws")["day"] == pytest.approx(0.8)  # the other worker sees it
+    assert (await second.spent("ws"))["day"] == pytest.approx(0.8)  # the other worker sees it
     assert engines[0]._svc.limiter._share == pytest.approx(1 / 3)  # type: ignore[attr-defined]
     for engine in engines:
         await engine.aclose()

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import BudgetExceededError
-from engine.runtime.budget import InProcessBudgetStore, utc_day, utc_month
-from engine.runtime.ledger import SQLiteLedger
-from engine.runtime.state import LedgerRow
+from engine.state.budget import InProcessBudgetStore, utc_day, utc_month
+from engine.state.ledger import SQLiteLedger
+from engine.state.protocols import LedgerRow
 from engine.testing.clock import FakeClock
 
 
@@ -26,7 +26,7 @@ async def test_reserve_within_limit_counts_as_spent(clock: FakeClock) -> None:
     """An open reservation counts towards the day and the month until settled."""
     store = InProcessBudgetStore(clock)
     await store.reserve("ws", 0.40, daily_usd=1.0, monthly_usd=10.0)
-    assert store.spent("ws") == {"day": pytest.approx(0.40), "month": pytest.approx(0.40)}
+    assert await store.spent("ws") == {"day": pytest.approx(0.40), "month": pytest.approx(0.40)}
     assert store.reserved("ws") == {"day": pytest.approx(0.40), "month": pytest.approx(0.40)}
 
 
@@ -37,7 +37,7 @@ async def test_reserve_over_daily_limit_is_refused(clock: FakeClock) -> None:
     with pytest.raises(BudgetExceededError, match="daily budget") as err:
         await store.reserve("ws", 0.40, daily_usd=1.0, monthly_usd=None)
     assert "'ws'" in str(err.value)
-    assert store.spent("ws")["day"] == pytest.approx(0.70)
+    assert (await store.spent("ws"))["day"] == pytest.approx(0.70)
 
 
 async def test_reserve_over_monthly_limit_is_refused(clock: FakeClock) -> None:
@@ -53,7 +53,7 @@ async def test_workspaces_are_independent(clock: FakeClock) -> None:
     store = InProcessBudgetStore(clock)
     await store.reserve("a", 1.0, daily_usd=1.0, monthly_usd=None)
     await store.reserve("b", 1.0, daily_usd=1.0, monthly_usd=None)
-    assert store.spent("b")["day"] == pytest.approx(1.0)
+    assert (await store.spent("b"))["day"] == pytest.approx(1.0)
 
 
 async def test_settle_replaces_the_worst_case_with_real_cost(clock: FakeClock) -> None:
@@ -61,7 +61,7 @@ async def test_settle_replaces_the_worst_case_with_real_cost(clock: FakeClock) -
     store = InProcessBudgetStore(clock)
     res = await store.reserve("ws", 0.90, daily_usd=1.0, monthly_usd=None)
     await store.settle(res, 0.10)
-    assert store.spent("ws")["day"] == pytest.approx(0.10)
+    assert (await store.spent("ws"))["day"] == pytest.approx(0.10)
     assert store.reserved("ws")["day"] == 0.0
     await store.reserve("ws", 0.85, daily_usd=1.0, monthly_usd=None)
 
@@ -73,7 +73,7 @@ async def test_release_gives_the_reservation_back(clock: FakeClock) -> None:
     await store.release(res)
     await store.settle(res, 0.50)
     await store.release(res)
-    assert store.spent("ws") == {"day": 0.0, "month": 0.0}
+    assert await store.spent("ws") == {"day": 0.0, "month": 0.0}
 
 
 async def test_negative_or_nan_amounts_are_rejected(clock: FakeClock) -> None:
@@ -94,7 +94,7 @@ async def test_day_rolls_over_at_utc_midnight() -> None:
         await store.reserve("ws", 0.5, 1.0, 10.0)
     clock.advance(120)
     await store.reserve("ws", 0.5, 1.0, 10.0)
-    assert store.spent("ws") == {"day": pytest.approx(0.5), "month": pytest.approx(1.5)}
+    assert await store.spent("ws") == {"day": pytest.approx(0.5), "month": pytest.approx(1.5)}
 
 
 async def test_month_rolls_over_on_the_first() -> None:
@@ -107,7 +107,7 @@ async def test_month_rolls_over_on_the_first() -> None:
     clock.advance(3600)
     assert utc_month(clock.time()) == "2027-01"
     await store.reserve("ws", 4.0, None, 5.0)
-    assert store.spent("ws")["month"] == pytest.approx(4.0)
+    assert (await store.spent("ws"))["month"] == pytest.approx(4.0)
 
 
 async def test_reservation_settles_into_the_day_it_was_made() -> None:
@@ -117,19 +117,19 @@ async def test_reservation_settles_into_the_day_it_was_made() -> None:
     res = await store.reserve("ws", 0.8, 1.0, None)
     clock.advance(120)
     await store.settle(res, 0.6)
-    assert store.spent("ws")["day"] == 0.0
+    assert (await store.spent("ws"))["day"] == 0.0
     clock.advance(-120)
-    assert store.spent("ws")["day"] == pytest.approx(0.6)
+    assert (await store.spent("ws"))["day"] == pytest.approx(0.6)
 
 
 async def test_restore_rebuilds_day_and_month_from_daily_rows() -> None:
     """Restored ledger totals count towards today's and this month's limits."""
     clock = FakeClock(start=at(2026, 3, 14, 12))
     store = InProcessBudgetStore(clock)
-    store.restore(
+    store.add_settled(
         [("ws", "2026-03-14", 0.25), ("ws", "2026-03-02", 1.0), ("ws", "2026-02-28", 9.0)]
     )
-    assert store.spent("ws") == {"day": pytest.approx(0.25), "month": pytest.approx(1.25)}
+    assert await store.spent("ws") == {"day": pytest.approx(0.25), "month": pytest.approx(1.25)}
     with pytest.raises(BudgetExceededError):
         await store.reserve("ws", 0.8, daily_usd=1.0, monthly_usd=None)
 
@@ -142,9 +142,11 @@ async def test_from_ledger_restores_month_to_date(tmp_path: Path) -> None:
         ledger.record(LedgerRow(ts, "ws", "p", "openai", "openai/x", 1, 1, cost, 1.0, "ok", 0))
     ledger.record(LedgerRow(at(2026, 3, 14, 9), "ws", "p", "x", "x/y", 1, 1, None, 1.0, "ok", 0))
     await ledger.flush()
-    store = InProcessBudgetStore.from_ledger(clock, ledger)
+    store = InProcessBudgetStore(clock)
+    await store.restore(ledger)
+    await store.restore(ledger)  # once per store: a second restore adds nothing
     await ledger.aclose()
-    assert store.spent("ws") == {"day": pytest.approx(0.5), "month": pytest.approx(2.5)}
+    assert await store.spent("ws") == {"day": pytest.approx(0.5), "month": pytest.approx(2.5)}
 
 
 def test_period_names_are_utc() -> None:
@@ -176,8 +178,8 @@ def test_concurrent_requests_never_overspend(
         store = InProcessBudgetStore(FakeClock())
         settled: list[float] = []
 
-        def check() -> None:
-            spent = store.spent("ws")
+        async def check() -> None:
+            spent = await store.spent("ws")
             assert spent["day"] <= daily + 1e-9
             assert spent["month"] <= monthly + 1e-9
 
@@ -185,21 +187,23 @@ def test_concurrent_requests_never_overspend(
             try:
                 res = await store.reserve("ws", amount, daily, monthly)
             except BudgetExceededError:
-                check()
+                await check()
                 return
-            check()
+            await check()
             for _ in range(yields):
                 await asyncio.sleep(0)
-                check()
+                await check()
             if fraction is None:
                 await store.release(res)
             else:
                 await store.settle(res, amount * fraction)
                 settled.append(amount * fraction)
-            check()
+            await check()
 
         await asyncio.gather(*(one(*t) for t in tasks))
         assert store.reserved("ws")["day"] == 0.0
-        assert store.spent("ws")["day"] == pytest.approx(sum(settled), abs=1e-9 * len(tasks))
+        assert (await store.spent("ws"))["day"] == pytest.approx(
+            sum(settled), abs=1e-9 * len(tasks)
+        )
 
     asyncio.run(scenario())

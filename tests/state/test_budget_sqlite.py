@@ -8,28 +8,28 @@ from pathlib import Path
 
 import pytest
 
+from engine.clock import SystemClock
 from engine.errors import BudgetExceededError, RoutingError
-from engine.runtime.budget_sqlite import SQLiteBudgetStore
-from engine.runtime.clock import SystemClock
-from engine.runtime.ledger import SQLiteLedger
-from engine.runtime.state import LedgerRow
+from engine.state.ledger import SQLiteLedger
+from engine.state.protocols import LedgerRow
+from engine.state.sqlite_budget import SQLiteBudgetStore
 from engine.testing.clock import FakeClock
 
 
 async def test_reserve_settle_release(tmp_path: Path, clock: FakeClock) -> None:
     store = SQLiteBudgetStore(tmp_path / "b.sqlite3", clock)
     first = await store.reserve("ws", 0.40, daily_usd=1.0, monthly_usd=10.0)
-    assert store.spent("ws") == {"day": pytest.approx(0.40), "month": pytest.approx(0.40)}
+    assert await store.spent("ws") == {"day": pytest.approx(0.40), "month": pytest.approx(0.40)}
     with pytest.raises(BudgetExceededError, match=r"'ws' daily budget \$1\.0000"):
         await store.reserve("ws", 0.70, daily_usd=1.0, monthly_usd=10.0)
     await store.settle(first, 0.10)
     await store.settle(first, 0.10)  # a second settle is ignored
     await store.release(first)  # and so is a release after it
-    assert store.spent("ws")["day"] == pytest.approx(0.10)
+    assert (await store.spent("ws"))["day"] == pytest.approx(0.10)
     second = await store.reserve("ws", 0.70, daily_usd=1.0, monthly_usd=10.0)
     await store.release(second)
-    assert store.spent("ws")["month"] == pytest.approx(0.10)
-    assert store.spent("other") == {"day": 0.0, "month": 0.0}
+    assert (await store.spent("ws"))["month"] == pytest.approx(0.10)
+    assert await store.spent("other") == {"day": 0.0, "month": 0.0}
     await store.aclose()
 
 
@@ -40,7 +40,7 @@ async def test_two_stores_on_one_file_see_each_other(tmp_path: Path, clock: Fake
     await a.reserve("ws", 0.60, daily_usd=1.0, monthly_usd=None)
     with pytest.raises(BudgetExceededError):
         await b.reserve("ws", 0.60, daily_usd=1.0, monthly_usd=None)
-    assert b.spent("ws")["day"] == pytest.approx(0.60)
+    assert (await b.spent("ws"))["day"] == pytest.approx(0.60)
     await a.aclose()
     await b.aclose()
 
@@ -64,7 +64,7 @@ async def test_concurrent_reservations_never_overspend(tmp_path: Path, clock: Fa
 
     await asyncio.gather(*(one(stores[i % 3]) for i in range(60)))
     assert len(won) == 14  # floor(1.0 / 0.07)
-    assert stores[0].spent("ws")["day"] == pytest.approx(0.98)
+    assert (await stores[0].spent("ws"))["day"] == pytest.approx(0.98)
     with sqlite3.connect(path) as db:  # what every process would read from the file
         (nanos,) = db.execute("SELECT nanos FROM spend WHERE length(period) = 10").fetchone()
     assert nanos == 14 * 70_000_000
@@ -78,7 +78,7 @@ async def test_a_dead_holders_reservation_expires(tmp_path: Path, clock: FakeClo
     with pytest.raises(BudgetExceededError):
         await store.reserve("ws", 0.50, daily_usd=1.0, monthly_usd=None)
     clock.advance(61)
-    assert store.spent("ws")["day"] == 0.0
+    assert (await store.spent("ws"))["day"] == 0.0
     await store.reserve("ws", 0.50, daily_usd=1.0, monthly_usd=None)
     await store.aclose()
 
@@ -90,10 +90,12 @@ async def test_seeded_from_the_ledger_once(tmp_path: Path) -> None:
     ledger.record(row)
     await ledger.flush()
     path = tmp_path / "budgets.sqlite3"
-    first = SQLiteBudgetStore.from_ledger(path, clock, ledger)
-    assert first.spent("ws")["month"] == pytest.approx(0.25)
-    second = SQLiteBudgetStore.from_ledger(path, clock, ledger)  # another worker starting
-    assert second.spent("ws")["month"] == pytest.approx(0.25)  # not counted twice
+    first = SQLiteBudgetStore(path, clock)
+    await first.restore(ledger)
+    assert (await first.spent("ws"))["month"] == pytest.approx(0.25)
+    second = SQLiteBudgetStore(path, clock)
+    await second.restore(ledger)  # another worker starting
+    assert (await second.spent("ws"))["month"] == pytest.approx(0.25)  # not counted twice
     await first.aclose()
     await second.aclose()
     await ledger.aclose()

@@ -10,79 +10,79 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.errors import RequestError
-from engine.runtime.cache import LRUCache, cache_key
+from engine.state.cache import LRUCache, cache_key
 from engine.testing.clock import FakeClock
 
 
-def test_get_returns_what_was_put(clock: FakeClock) -> None:
+async def test_get_returns_what_was_put(clock: FakeClock) -> None:
     """A stored value comes back and counts as a hit; an unknown key is a miss."""
     cache = LRUCache(10, clock)
-    cache.put("k", {"answer": 42}, ttl_s=60)
-    assert cache.get("k") == {"answer": 42}
-    assert cache.get("other") is None
+    await cache.put("k", {"answer": 42}, ttl_s=60)
+    assert await cache.get("k") == {"answer": 42}
+    assert await cache.get("other") is None
     assert cache.stats()["hits"] == 1 and cache.stats()["misses"] == 1
 
 
-def test_entries_expire_after_their_own_ttl(clock: FakeClock) -> None:
+async def test_entries_expire_after_their_own_ttl(clock: FakeClock) -> None:
     """Each entry lives for its own TTL; an expired one is a miss and is dropped."""
     cache = LRUCache(10, clock)
-    cache.put("short", 1, ttl_s=10)
-    cache.put("long", 2, ttl_s=100)
+    await cache.put("short", 1, ttl_s=10)
+    await cache.put("long", 2, ttl_s=100)
     clock.advance(9.5)
-    assert cache.get("short") == 1
+    assert await cache.get("short") == 1
     clock.advance(1)
-    assert cache.get("short") is None
-    assert cache.get("long") == 2
+    assert await cache.get("short") is None
+    assert await cache.get("long") == 2
     stats = cache.stats()
     assert stats["expired"] == 1 and stats["size"] == 1 and stats["misses"] == 1
 
 
-def test_least_recently_used_entry_is_evicted(clock: FakeClock) -> None:
+async def test_least_recently_used_entry_is_evicted(clock: FakeClock) -> None:
     """When full, the entry used longest ago goes; a get refreshes an entry's recency."""
     cache = LRUCache(2, clock)
-    cache.put("a", 1, 60)
-    cache.put("b", 2, 60)
-    assert cache.get("a") == 1  # b is now the least recently used
-    cache.put("c", 3, 60)
-    assert cache.get("b") is None
-    assert cache.get("a") == 1 and cache.get("c") == 3
+    await cache.put("a", 1, 60)
+    await cache.put("b", 2, 60)
+    assert await cache.get("a") == 1  # b is now the least recently used
+    await cache.put("c", 3, 60)
+    assert await cache.get("b") is None
+    assert await cache.get("a") == 1 and await cache.get("c") == 3
     assert cache.stats()["evictions"] == 1 and len(cache) == 2
 
 
-def test_expired_entry_at_lru_end_counts_as_expired_not_evicted(clock: FakeClock) -> None:
+async def test_expired_entry_at_lru_end_counts_as_expired_not_evicted(clock: FakeClock) -> None:
     """Making room by dropping a stale entry is an expiration, not an eviction."""
     cache = LRUCache(1, clock)
-    cache.put("a", 1, 5)
+    await cache.put("a", 1, 5)
     clock.advance(6)
-    cache.put("b", 2, 5)
+    await cache.put("b", 2, 5)
     assert cache.stats()["evictions"] == 0 and cache.stats()["expired"] == 1
 
 
-def test_put_again_replaces_value_and_ttl(clock: FakeClock) -> None:
+async def test_put_again_replaces_value_and_ttl(clock: FakeClock) -> None:
     """Storing under an existing key replaces its value and restarts its TTL."""
     cache = LRUCache(2, clock)
-    cache.put("a", 1, 10)
+    await cache.put("a", 1, 10)
     clock.advance(8)
-    cache.put("a", 2, 10)
+    await cache.put("a", 2, 10)
     clock.advance(8)
-    assert cache.get("a") == 2 and len(cache) == 1
+    assert await cache.get("a") == 2 and len(cache) == 1
 
 
-def test_clear_drops_entries_but_keeps_counters(clock: FakeClock) -> None:
+async def test_clear_drops_entries_but_keeps_counters(clock: FakeClock) -> None:
     """clear() forgets every entry; the hit/miss history stays."""
     cache = LRUCache(5, clock)
-    cache.put("a", 1, 60)
-    cache.get("a")
-    cache.clear()
-    assert cache.get("a") is None
+    await cache.put("a", 1, 60)
+    await cache.get("a")
+    await cache.clear()
+    assert await cache.get("a") is None
     assert cache.stats()["hits"] == 1 and cache.stats()["size"] == 0
 
 
-def test_non_positive_ttl_stores_nothing(clock: FakeClock) -> None:
+async def test_non_positive_ttl_stores_nothing(clock: FakeClock) -> None:
     """A TTL of zero means do not cache."""
     cache = LRUCache(5, clock)
-    cache.put("a", 1, 0)
-    assert cache.get("a") is None and len(cache) == 0
+    await cache.put("a", 1, 0)
+    assert await cache.get("a") is None and len(cache) == 0
 
 
 def test_capacity_must_be_positive(clock: FakeClock) -> None:

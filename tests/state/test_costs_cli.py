@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.runtime.ledger import SQLiteLedger
-from engine.runtime.state import LedgerRow
+from engine.state.ledger import SQLiteLedger
+from engine.state.protocols import LedgerRow
 from engine.testing.clock import FakeClock
 
 

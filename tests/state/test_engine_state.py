@@ -10,7 +10,7 @@ import pytest
 from engine import Engine
 from engine.cli import main
 from engine.errors import AllCandidatesFailedError, BudgetExceededError
-from engine.runtime.ledger import NullLedger
+from engine.state.ledger import NullLedger
 from engine.testing.clock import FakeClock
 
 MODELS = """

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ConfigError
-from engine.runtime.ledger import NullLedger, SQLiteLedger, default_ledger_path, open_ledger
-from engine.runtime.state import LedgerRow
+from engine.state.ledger import NullLedger, SQLiteLedger, default_ledger_path, open_ledger
+from engine.state.protocols import LedgerRow
 from engine.testing.clock import FakeClock
 
 DAY1 = float(calendar.timegm((2026, 3, 14, 10, 0, 0, 0, 0, 0)))
@@ -48,12 +48,12 @@ async def test_rows_round_trip_into_totals(path: Path, clock: FakeClock) -> None
     ledger.record(row(model="openai/gpt-4o-mini", cost=0.002, outcome="rate_limited"))
     ledger.record(row(model="anthropic/claude-haiku", cost=0.004))
     await ledger.flush()
-    by_model = {r["model"]: r for r in ledger.totals("acme", 0, "model")}
+    by_model = {r["model"]: r for r in await ledger.totals("acme", 0, "model")}
     assert by_model["openai/gpt-4o-mini"]["attempts"] == 2
     assert by_model["openai/gpt-4o-mini"]["ok"] == 1
     assert by_model["openai/gpt-4o-mini"]["cost_usd"] == pytest.approx(0.003)
     assert by_model["openai/gpt-4o-mini"]["input_tokens"] == 200
-    by_provider = {r["provider"]: r["cost_usd"] for r in ledger.totals(None, 0, "provider")}
+    by_provider = {r["provider"]: r["cost_usd"] for r in await ledger.totals(None, 0, "provider")}
     assert by_provider == {"openai": pytest.approx(0.003), "anthropic": pytest.approx(0.004)}
     await ledger.aclose()
 
@@ -65,9 +65,9 @@ async def test_totals_filter_by_workspace_and_time(path: Path, clock: FakeClock)
     ledger.record(row(ts=DAY2, workspace="acme"))
     ledger.record(row(ts=DAY2, workspace="other"))
     await ledger.flush()
-    assert ledger.totals("acme", DAY2, "model")[0]["attempts"] == 1
-    assert ledger.totals(None, DAY2, "model")[0]["attempts"] == 2
-    assert ledger.totals("nobody", 0, "model") == []
+    assert (await ledger.totals("acme", DAY2, "model"))[0]["attempts"] == 1
+    assert (await ledger.totals(None, DAY2, "model"))[0]["attempts"] == 2
+    assert await ledger.totals("nobody", 0, "model") == []
     await ledger.aclose()
 
 
@@ -77,7 +77,7 @@ async def test_daily_breakdown_is_per_utc_day(path: Path, clock: FakeClock) -> N
     for ts in (DAY1, DAY1 + 60, DAY2):
         ledger.record(row(ts=ts, cost=0.5))
     await ledger.flush()
-    days = [(d["day"], d["attempts"], d["cost_usd"]) for d in ledger.daily("acme", 0)]
+    days = [(d["day"], d["attempts"], d["cost_usd"]) for d in await ledger.daily("acme", 0)]
     assert days == [("2026-03-14", 2, 1.0), ("2026-03-15", 1, 0.5)]
     await ledger.aclose()
 
@@ -145,7 +145,7 @@ async def test_record_after_close_is_dropped_with_a_warning(
     """A late attempt after close never raises into the request; it is logged."""
     ledger = SQLiteLedger(path, clock)
     await ledger.aclose()
-    with caplog.at_level(logging.WARNING, logger="engine.runtime.ledger"):
+    with caplog.at_level(logging.WARNING, logger="engine.state.ledger"):
         ledger.record(row())
     assert "closed" in caplog.text
 
@@ -183,7 +183,7 @@ async def test_spend_since_groups_known_costs_by_workspace_and_day(
     ledger.record(row(ts=DAY2, cost=0.4, workspace=None))
     ledger.record(row(ts=DAY2, cost=0.3, workspace="beta"))
     await ledger.flush()
-    spend = ledger.spend_since(0)
+    spend = await ledger.spend_since(0)
     assert [(w, d) for w, d, _ in spend] == [("acme", "2026-03-14"), ("beta", "2026-03-15")]
     assert spend[0][2] == pytest.approx(0.3)
     await ledger.aclose()
@@ -193,7 +193,7 @@ async def test_unknown_grouping_is_a_precise_error(path: Path, clock: FakeClock)
     """Grouping by a column that does not exist names the valid choices."""
     ledger = SQLiteLedger(path, clock)
     with pytest.raises(ValueError, match="choose one of model, provider"):
-        ledger.totals(None, 0, "prompt")
+        await ledger.totals(None, 0, "prompt")
     await ledger.aclose()
 
 
@@ -228,7 +228,7 @@ async def test_null_ledger_records_nothing() -> None:
     ledger.record(row())
     await ledger.flush()
     await ledger.aclose()
-    assert ledger.totals(None, 0, "model") == [] and ledger.spend_since(0) == []
+    assert await ledger.totals(None, 0, "model") == [] and await ledger.spend_since(0) == []
 
 
 async def test_unwritable_row_is_dropped_and_counted_not_raised(
@@ -237,7 +237,7 @@ async def test_unwritable_row_is_dropped_and_counted_not_raised(
     """A malformed row is logged and counted; the rows around it are still written."""
     ledger = SQLiteLedger(path, clock)
     bad = LedgerRow(DAY1, "acme", "p", "x", "x/y", object(), 0, None, 1.0, "ok", 0)  # type: ignore[arg-type]
-    with caplog.at_level(logging.WARNING, logger="engine.runtime.ledger"):
+    with caplog.at_level(logging.WARNING, logger="engine.state.ledger"):
         ledger.record(row(request_id="before"))
         ledger.record(bad)
         ledger.record(row(request_id="after"))
@@ -251,8 +251,8 @@ def test_rows_are_written_at_exit_when_nobody_closed_the_ledger(path: Path) -> N
     """A program that records and exits without close() still leaves its rows on disk."""
     script = (
         "import sys\n"
-        "from engine.runtime.ledger import SQLiteLedger\n"
-        "from engine.runtime.state import LedgerRow\n"
+        "from engine.state.ledger import SQLiteLedger\n"
+        "from engine.state.protocols import LedgerRow\n"
         "from engine.testing.clock import FakeClock\n"
         "ledger = SQLiteLedger(sys.argv[1], FakeClock(), flush_interval_s=3600)\n"
         "for i in range(7):\n"

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from engine.errors import RateLimitedError
 from engine.messages import RateLimitInfo
 from engine.plan.values import KeyPlan
-from engine.runtime.ratelimit import RESOLUTION_S, InProcessRateLimiter
 from engine.secrets import Secret
+from engine.state.ratelimit import RESOLUTION_S, InProcessRateLimiter
 from engine.testing.clock import FakeClock
 
 #: Usage leaves the window up to one time slice late; waits are exact to within one slice.
@@ -82,9 +82,9 @@ async def test_input_tokens_are_corrected_by_settle(clock: FakeClock) -> None:
     first = await rl.acquire("p", [k], 600, 0, 0)
     with pytest.raises(RateLimitedError):
         await rl.acquire("p", [k], 600, 0, 0)
-    rl.settle(first, 300, 0)
+    await rl.settle(first, 300, 0)
     await rl.acquire("p", [k], 600, 0, 0)
-    assert rl.status("p")["keys"]["p#0"]["input_tokens"] == {
+    assert (await rl.status("p"))["keys"]["p#0"]["input_tokens"] == {
         "limit": 1000,
         "remaining": 100,
         "used": 900,
@@ -98,7 +98,7 @@ async def test_output_tokens_estimate_is_max_tokens_then_real(clock: FakeClock) 
     first = await rl.acquire("p", [k], 0, 400, 0)
     with pytest.raises(RateLimitedError):
         await rl.acquire("p", [k], 0, 400, 0)
-    rl.settle(first, 0, 50)
+    await rl.settle(first, 0, 50)
     await rl.acquire("p", [k], 0, 400, 0)
 
 
@@ -107,8 +107,8 @@ async def test_settle_can_also_correct_upwards(clock: FakeClock) -> None:
     rl = InProcessRateLimiter(clock)
     k = key(input_tpm=1000)
     lease = await rl.acquire("p", [k], 100, 0, 0)
-    rl.settle(lease, 950, 0)
-    rl.settle(lease, 10, 0)  # a second settle is ignored
+    await rl.settle(lease, 950, 0)
+    await rl.settle(lease, 10, 0)  # a second settle is ignored
     with pytest.raises(RateLimitedError):
         await rl.acquire("p", [k], 100, 0, 0)
 
@@ -117,7 +117,7 @@ async def test_request_larger_than_limit_waits_for_empty_window(clock: FakeClock
     """A request bigger than the whole token limit is admitted only into an empty window."""
     rl = InProcessRateLimiter(clock)
     k = key(input_tpm=100)
-    rl.settle(await rl.acquire("p", [k], 10, 0, 0), 10, 0)
+    await rl.settle(await rl.acquire("p", [k], 10, 0, 0), 10, 0)
     lease = await rl.acquire("p", [k], 5000, 0, 120)
     assert lease.input_tokens == 5000
     assert len(clock.slept) == 1 and clock.slept[0] == near(60.0)
@@ -164,19 +164,19 @@ async def test_learned_limit_from_headers(clock: FakeClock) -> None:
     rl = InProcessRateLimiter(clock)
     k = key()
     lease = await rl.acquire("p", [k], 1, 1, 0)
-    rl.observe("p", "p#0", RateLimitInfo(limit_requests=2))
-    rl.settle(lease, 1, 1)
+    await rl.observe("p", "p#0", RateLimitInfo(limit_requests=2))
+    await rl.settle(lease, 1, 1)
     await rl.acquire("p", [k], 1, 1, 0)
     with pytest.raises(RateLimitedError):
         await rl.acquire("p", [k], 1, 1, 0)
-    assert rl.status("p")["keys"]["p#0"]["requests"]["limit"] == 2
+    assert (await rl.status("p"))["keys"]["p#0"]["requests"]["limit"] == 2
 
 
 async def test_learned_limit_never_loosens_configured(clock: FakeClock) -> None:
     """The stricter of configured and learned limits applies."""
     rl = InProcessRateLimiter(clock)
     k = key(rpm=1)
-    rl.observe("p", "p#0", RateLimitInfo(limit_requests=1000))
+    await rl.observe("p", "p#0", RateLimitInfo(limit_requests=1000))
     await rl.acquire("p", [k], 1, 1, 0)
     with pytest.raises(RateLimitedError):
         await rl.acquire("p", [k], 1, 1, 0)
@@ -187,7 +187,7 @@ async def test_remaining_header_waits_until_reset(clock: FakeClock) -> None:
     rl = InProcessRateLimiter(clock)
     k = key()
     await rl.acquire("p", [k], 1, 1, 0)
-    rl.observe("p", "p#0", RateLimitInfo(remaining_requests=0, reset_requests_s=5))
+    await rl.observe("p", "p#0", RateLimitInfo(remaining_requests=0, reset_requests_s=5))
     lease = await rl.acquire("p", [k], 1, 1, 10)
     assert lease.key.id == "p#0"
     assert sum(clock.slept) == pytest.approx(5.0)
@@ -197,21 +197,21 @@ async def test_remaining_tokens_header_counts_down(clock: FakeClock) -> None:
     """A remaining_tokens hint is spent by later leases until its reset."""
     rl = InProcessRateLimiter(clock)
     k = key()
-    rl.observe("p", "p#0", RateLimitInfo(remaining_tokens=300, reset_tokens_s=20))
+    await rl.observe("p", "p#0", RateLimitInfo(remaining_tokens=300, reset_tokens_s=20))
     await rl.acquire("p", [k], 100, 100, 0)
     with pytest.raises(RateLimitedError):
         await rl.acquire("p", [k], 100, 100, 0)
-    assert rl.status("p")["keys"]["p#0"]["tokens"]["remaining"] == 100
+    assert (await rl.status("p"))["keys"]["p#0"]["tokens"]["remaining"] == 100
 
 
 async def test_retry_after_blocks_the_key_and_the_pool_uses_another(clock: FakeClock) -> None:
     """A retry-after on one key sends traffic to the other key; alone, it makes callers wait."""
     rl = InProcessRateLimiter(clock)
     a, b = key("p#a"), key("p#b")
-    rl.observe("p", "p#a", RateLimitInfo(retry_after_s=3))
+    await rl.observe("p", "p#a", RateLimitInfo(retry_after_s=3))
     ids = {(await rl.acquire("p", [a, b], 1, 1, 0)).key.id for _ in range(5)}
     assert ids == {"p#b"}
-    assert rl.status("p")["keys"]["p#a"]["blocked_for_s"] == pytest.approx(3)
+    assert (await rl.status("p"))["keys"]["p#a"]["blocked_for_s"] == pytest.approx(3)
     await rl.acquire("p", [a], 1, 1, 10)
     assert sum(clock.slept) == pytest.approx(3.0)
 
@@ -220,7 +220,7 @@ async def test_waits_for_the_window_then_succeeds(clock: FakeClock) -> None:
     """An exhausted key makes the caller sleep (on the clock) until the window frees a slot."""
     rl = InProcessRateLimiter(clock)
     k = key(rpm=1)
-    rl.settle(await rl.acquire("p", [k], 1, 1, 0), 1, 1)
+    await rl.settle(await rl.acquire("p", [k], 1, 1, 0), 1, 1)
     clock.advance(20)
     await rl.acquire("p", [k], 1, 1, 60)
     assert sum(clock.slept) == near(40.0)
@@ -243,7 +243,7 @@ async def test_fails_at_once_when_waiting_cannot_help(clock: FakeClock) -> None:
     """Nothing in flight and the window frees after the deadline: fail without sleeping."""
     rl = InProcessRateLimiter(clock)
     k = key(rpm=1)
-    rl.settle(await rl.acquire("p", [k], 1, 1, 0), 1, 1)
+    await rl.settle(await rl.acquire("p", [k], 1, 1, 0), 1, 1)
     with pytest.raises(RateLimitedError) as err:
         await rl.acquire("p", [k], 1, 1, 2.0)
     assert clock.slept == []
@@ -258,8 +258,8 @@ async def test_settle_wakes_a_waiter_before_its_sleep_ends() -> None:
     first = await rl.acquire("p", [k], 900, 0, 0)
     waiter = asyncio.create_task(rl.acquire("p", [k], 500, 0, 30))
     await asyncio.sleep(0.01)
-    assert not waiter.done() and rl.status("p")["queued"] == 1
-    rl.settle(first, 200, 0)
+    assert not waiter.done() and (await rl.status("p"))["queued"] == 1
+    await rl.settle(first, 200, 0)
     lease = await asyncio.wait_for(waiter, 1.0)
     assert lease.input_tokens == 500 and clock.now == 0.0
 
@@ -277,11 +277,11 @@ async def test_waiters_are_served_in_arrival_order(clock: FakeClock) -> None:
 
     tasks = [asyncio.create_task(caller(n)) for n in "ABC"]
     await asyncio.sleep(0)
-    assert rl.status("p")["queued"] == 3
+    assert (await rl.status("p"))["queued"] == 3
     tasks.append(asyncio.create_task(caller("D")))
     await asyncio.gather(*tasks)
     assert order == ["A", "B", "C", "D"]
-    assert rl.status("p")["queued"] == 0
+    assert (await rl.status("p"))["queued"] == 0
 
 
 async def test_short_waiter_behind_long_one_fails_at_its_own_deadline() -> None:
@@ -311,10 +311,10 @@ async def test_cancelled_waiter_leaves_the_queue() -> None:
     first = asyncio.create_task(rl.acquire("p", [k], 1, 1, 100))
     second = asyncio.create_task(rl.acquire("p", [k], 1, 1, 100))
     await asyncio.sleep(0.01)
-    assert rl.status("p")["queued"] == 2
+    assert (await rl.status("p"))["queued"] == 2
     first.cancel()
     await asyncio.sleep(0.01)
-    assert rl.status("p")["queued"] == 1
+    assert (await rl.status("p"))["queued"] == 1
     clock.advance(60 + SLICE)
     assert (await asyncio.wait_for(second, 1.0)).key.id == "p#0"
 
@@ -324,10 +324,10 @@ async def test_release_refunds_an_unsent_request(clock: FakeClock) -> None:
     rl = InProcessRateLimiter(clock)
     k = key(rpm=1, input_tpm=100)
     lease = await rl.acquire("p", [k], 100, 0, 0)
-    rl.release(lease)
-    rl.release(lease)
+    await rl.release(lease)
+    await rl.release(lease)
     await rl.acquire("p", [k], 100, 0, 0)
-    status = rl.status("p")["keys"]["p#0"]
+    status = (await rl.status("p"))["keys"]["p#0"]
     assert status["requests"]["used"] == 1 and status["in_flight"] == 1
 
 
@@ -337,13 +337,13 @@ async def test_status_names_keys_by_id_never_by_secret(clock: FakeClock) -> None
     keys = [key("p#a", rpm=10), key("p#b", rpm=20, output_tpm=1000)]
     rl.register("p", keys)
     await rl.acquire("p", keys, 100, 5, 0)
-    status = rl.status("p")
+    status = await rl.status("p")
     assert set(status["keys"]) == {"p#a", "p#b"}
     assert status["keys"]["p#b"]["requests"] == {"limit": 20, "remaining": 19, "used": 1}
     assert status["keys"]["p#a"]["requests"]["remaining"] == 10
     assert status["keys"]["p#a"]["output_tokens"]["limit"] is None
     assert "sk-secret" not in repr(status)
-    assert rl.status("unknown") == {"provider": "unknown", "queued": 0, "keys": {}}
+    assert await rl.status("unknown") == {"provider": "unknown", "queued": 0, "keys": {}}
 
 
 async def test_error_message_never_contains_a_key(clock: FakeClock) -> None:
@@ -361,7 +361,11 @@ async def test_reloaded_key_limits_apply(clock: FakeClock) -> None:
     rl = InProcessRateLimiter(clock)
     await rl.acquire("p", [key(rpm=1)], 1, 1, 0)
     await rl.acquire("p", [key(rpm=5)], 1, 1, 0)
-    assert rl.status("p")["keys"]["p#0"]["requests"] == {"limit": 5, "remaining": 3, "used": 2}
+    assert (await rl.status("p"))["keys"]["p#0"]["requests"] == {
+        "limit": 5,
+        "remaining": 3,
+        "used": 2,
+    }
 
 
 _ops = st.lists(
@@ -403,7 +407,7 @@ def test_window_never_exceeds_limits_and_never_refuses_without_cause(
             n, used_in, used_out = within(60)
             assert n + 1 <= 5 and used_in + tin <= 1000 and used_out + tout <= 600
             real_in, real_out = int(tin * share), int(tout * share)
-            rl.settle(lease, real_in, real_out)
+            await rl.settle(lease, real_in, real_out)
             taken.append((clock.monotonic(), real_in, real_out))
 
     asyncio.run(scenario())
@@ -415,17 +419,17 @@ async def test_try_acquire_takes_room_now_or_nothing() -> None:
     clock = ManualClock()
     rl = InProcessRateLimiter(clock)
     k = key(input_tpm=1000)
-    first = rl.try_acquire("p", [k], 900, 0)
+    first = rl.try_acquire_nowait("p", [k], 900, 0)
     assert first is not None and first.key is k and first.input_tokens == 900
-    assert rl.try_acquire("p", [k], 500, 0) is None  # no room: nothing booked
-    assert rl.status("p")["keys"]["p#0"]["input_tokens"]["used"] == 900
+    assert rl.try_acquire_nowait("p", [k], 500, 0) is None  # no room: nothing booked
+    assert (await rl.status("p"))["keys"]["p#0"]["input_tokens"]["used"] == 900
     waiter = asyncio.create_task(rl.acquire("p", [k], 500, 0, 30))
     await asyncio.sleep(0.01)
-    assert rl.status("p")["queued"] == 1
-    assert rl.try_acquire("p", [k], 10, 0) is None  # room, but someone queues first
-    rl.settle(first, 100, 0)
+    assert (await rl.status("p"))["queued"] == 1
+    assert rl.try_acquire_nowait("p", [k], 10, 0) is None  # room, but someone queues first
+    await rl.settle(first, 100, 0)
     assert (await waiter).input_tokens == 500
-    assert rl.try_acquire("p", [k], -5, -5) is not None  # negative estimates count as 0
+    assert rl.try_acquire_nowait("p", [k], -5, -5) is not None  # negative estimates count as 0
 
 
 async def test_remaining_learned_on_a_configured_key_is_spent(clock: FakeClock) -> None:
@@ -433,8 +437,8 @@ async def test_remaining_learned_on_a_configured_key_is_spent(clock: FakeClock) 
     request like any other: one left means one more request, not two."""
     rl = InProcessRateLimiter(clock)
     k = key(rpm=100)
-    rl.settle(await rl.acquire("p", [k], 1, 1, 0), 1, 1)
-    rl.observe("p", "p#0", RateLimitInfo(remaining_requests=1, reset_requests_s=60.0))
+    await rl.settle(await rl.acquire("p", [k], 1, 1, 0), 1, 1)
+    await rl.observe("p", "p#0", RateLimitInfo(remaining_requests=1, reset_requests_s=60.0))
     await rl.acquire("p", [k], 1, 1, 0)
     with pytest.raises(RateLimitedError):
         await rl.acquire("p", [k], 1, 1, 0)
@@ -448,10 +452,10 @@ async def test_a_share_of_the_limits_for_one_of_several_workers(clock: FakeClock
         await rl.acquire("p", [k], 10, 10, 0)
     with pytest.raises(RateLimitedError):
         await rl.acquire("p", [k], 10, 10, 0)
-    assert rl.status("p")["keys"]["p#0"]["requests"]["limit"] == 3
+    assert (await rl.status("p"))["keys"]["p#0"]["requests"]["limit"] == 3
     other = key("q#0")
-    rl.observe("q", "q#0", RateLimitInfo(limit_requests=30, reset_requests_s=60))
-    assert rl.status("q")["keys"]["q#0"]["requests"]["limit"] == 10
+    await rl.observe("q", "q#0", RateLimitInfo(limit_requests=30, reset_requests_s=60))
+    assert (await rl.status("q"))["keys"]["q#0"]["requests"]["limit"] == 10
     for _ in range(10):
         await rl.acquire("q", [other], 1, 1, 0)
     with pytest.raises(RateLimitedError):

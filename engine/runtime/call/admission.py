@@ -21,7 +21,7 @@ from engine.plan.values import KeyPlan
 from engine.runtime.call.data import CallData, Trail
 from engine.runtime.call.walk import Candidate
 from engine.runtime.services import Services
-from engine.runtime.state import Lease, Reservation
+from engine.state.protocols import Lease, Reservation
 
 #: Endpoints kept per engine before the cache starts over (plans come and go on reload).
 ENDPOINT_CACHE_MAX = 4096
@@ -54,12 +54,12 @@ class Admission:
         try:
             reservation = await self._reserve(cand)
         except BudgetExceededError as exc:
-            self.svc.release_lease(lease)
+            await self.svc.limiter.release(lease)
             self.abandon(cand)
             self.trail.skip(cand.provider.id, cand.model.id, "budget_exceeded", str(exc), index)
             raise Skip(cand.model.id) from None
         except BaseException:
-            self.svc.release_lease(lease)
+            await self.svc.limiter.release(lease)
             self.abandon(cand)
             raise
         return Admitted(lease=lease, reservation=reservation, started=self.svc.clock.monotonic())
@@ -69,12 +69,12 @@ class Admission:
         to reserve, a key with room now. None (nothing taken, nothing recorded) whenever
         `admit` must decide. Saves a try two coroutines (measured > 1 us a call)."""
         svc = self.svc
-        if svc.try_acquire is None or not svc.breakers.all_closed or _reserves(cand):
+        if not svc.breakers.all_closed or _reserves(cand):
             return None
         keys = svc.good_keys(cand.provider)
         if not keys:
             return None
-        return svc.try_acquire(cand.provider.id, keys, *self._estimate(cand))
+        return svc.limiter.try_acquire_nowait(cand.provider.id, keys, *self._estimate(cand))
 
     def _breakers(self, cand: Candidate, index: int) -> None:
         """The breakers' verdict; an open one is recorded and costs no network call."""

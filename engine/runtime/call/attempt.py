@@ -29,7 +29,7 @@ from engine.frozen import builder
 from engine.messages import RateLimitInfo, Request, Usage
 from engine.runtime.call.admission import Admission, Admitted
 from engine.runtime.call.walk import Candidate
-from engine.runtime.state import LedgerRow
+from engine.state.protocols import LedgerRow
 
 #: Error kinds that say something about an upstream's health (they feed the breakers).
 BREAKER_KINDS = frozenset({"unavailable", "timeout", "protocol_error"})
@@ -104,7 +104,7 @@ class Attempt:
         elif isinstance(exc, ProviderError):
             await self._fail(exc)
         else:
-            self._abort()
+            await self._abort()
 
     # -- the three ways a try closes ------------------------------------------------------
 
@@ -113,9 +113,9 @@ class Attempt:
         pid, mid = cand.provider.id, cand.scored.model.id
         latency = self._latency()
         self.cost = cost = cand.scored.model.cost(usage.input_tokens, usage.output_tokens)
-        svc.limiter.settle(held.lease, usage.input_tokens, usage.output_tokens)
+        await svc.limiter.settle(held.lease, usage.input_tokens, usage.output_tokens)
         if self._rate_limit is not None:
-            svc.limiter.observe(pid, held.lease.key.id, self._rate_limit)
+            await svc.limiter.observe(pid, held.lease.key.id, self._rate_limit)
         if not svc.breakers.all_closed:
             svc.breakers.success(pid)
             svc.breakers.success(mid)
@@ -128,7 +128,7 @@ class Attempt:
     async def _fail(self, exc: ProviderError) -> None:
         svc, cand, held = self.admission.svc, self.cand, self.held
         latency = self._latency()
-        svc.limiter.settle(held.lease, held.lease.input_tokens, 0)
+        await svc.limiter.settle(held.lease, held.lease.input_tokens, 0)
         if exc.kind in BREAKER_KINDS:
             plan = cand.route.breaker
             svc.breakers.failure(cand.provider.id, plan, exc.kind)
@@ -138,16 +138,16 @@ class Attempt:
         if isinstance(exc, RateLimitedError) and exc.retry_after:
             # Every request holding this key should pause, not only the one that was told.
             info = RateLimitInfo(retry_after_s=exc.retry_after)
-            svc.limiter.observe(cand.provider.id, held.lease.key.id, info)
+            await svc.limiter.observe(cand.provider.id, held.lease.key.id, info)
         if isinstance(exc, AuthenticationError) and cand.provider.keys:
             svc.bad_keys[held.lease.key.id] = svc.clock.monotonic() + BAD_KEY_COOLDOWN_S
         self._record(exc.kind, str(exc), exc.status, latency, None, None)
         if held.reservation is not None:
             await svc.budget.release(held.reservation)
 
-    def _abort(self) -> None:
+    async def _abort(self) -> None:
         svc, held = self.admission.svc, self.held
-        svc.release_lease(held.lease)
+        await svc.limiter.release(held.lease)
         self.admission.abandon(self.cand)
         if held.reservation is not None:
             # A task of its own, so a cancelled caller still gives its reservation back.

@@ -28,7 +28,7 @@ from engine.runtime.call.operations import COMPLETE, OPEN_STREAM
 from engine.runtime.call.stream import BrokenStream, relay, replay
 from engine.runtime.call.walk import Walk
 from engine.runtime.services import Services
-from engine.runtime.state import LedgerRow
+from engine.state.protocols import LedgerRow
 
 # One per call; builder() skips a frozen dataclass's per-field object.__setattr__, which
 # measured >1 us a call for Response's 14 fields (engine/frozen.py).
@@ -57,7 +57,7 @@ class ChatCall:
         try:
             key = self._cache_key()
             if key is not None:
-                hit = self.svc.cache.get(key)
+                hit = await self.svc.cache.get(key)
                 if isinstance(hit, Response):
                     return self._cached(hit)
             try:
@@ -65,7 +65,7 @@ class ChatCall:
             except EngineError:
                 self.svc.stats.request(False)
                 raise
-            return self.finish(answer.attempt, answer.value, key)
+            return await self.finish(answer.attempt, answer.value, key)
         finally:
             self.walk.close()
 
@@ -73,14 +73,14 @@ class ChatCall:
         """The whole streaming call; `final` holds the finished Response at the end."""
         try:
             key = self._cache_key()
-            hit = self.svc.cache.get(key) if key is not None else None
+            hit = await self.svc.cache.get(key) if key is not None else None
             if isinstance(hit, Response):
                 for event in replay(self._cached(hit)):
                     yield event
                 return
 
-            def finish(attempt: Attempt, result: ProviderResponse) -> Response:
-                return self.finish(attempt, result, key)
+            async def finish(attempt: Attempt, result: ProviderResponse) -> Response:
+                return await self.finish(attempt, result, key)
 
             while True:
                 try:
@@ -103,7 +103,7 @@ class ChatCall:
         finally:
             self.walk.close()
 
-    def finish(self, attempt: Attempt, result: ProviderResponse, key: str | None) -> Response:
+    async def finish(self, attempt: Attempt, result: ProviderResponse, key: str | None) -> Response:
         """The answer of a settled attempt: the Response, the call's stats, the cache."""
         call, cand = self.call, attempt.cand
         out = _response(
@@ -126,7 +126,7 @@ class ChatCall:
         fallback = attempt.index > 0
         self.svc.stats.request(True, attempt.cost, u.input_tokens, u.output_tokens, False, fallback)
         if key is not None:
-            self.svc.cache.put(key, out, self.walk.route.cache.ttl_s)
+            await self.svc.cache.put(key, out, self.walk.route.cache.ttl_s)
         self.final = out
         return out
 

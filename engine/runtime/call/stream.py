@@ -13,19 +13,19 @@ yet, or `retries.after_first_token`), else the error itself.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+from engine.clock import Clock
 from engine.errors import ProviderError
 from engine.messages import Chunk, ProviderResponse, StreamAccumulator, ToolCallDelta, Usage
 from engine.result import Response, StreamEvent
 from engine.runtime.call.attempt import Attempt
 from engine.runtime.call.data import CallData, Trail
 from engine.runtime.call.operations import Answer, Opened
-from engine.runtime.clock import Clock
 
-Finish = Callable[[Attempt, ProviderResponse], Response]
+Finish = Callable[[Attempt, ProviderResponse], Awaitable[Response]]
 
 
 class BrokenStream(Exception):
@@ -81,7 +81,7 @@ async def relay(
     except BaseException:
         await _aclose(opened.chunks)
         raise
-    response = finish(attempt, replace(result, usage=usage))  # before: callers may stop
+    response = await finish(attempt, replace(result, usage=usage))  # before: callers may stop
     final = last or Chunk(finish_reason=None, usage=usage)
     yield replace(event(final, attempts=True), cost_usd=response.cost_usd)
 

@@ -5,11 +5,11 @@ engine already knows what it is about to send. So each attempt first takes a `Le
 
     lease = await limiter.acquire(provider, keys, est_in, est_out, max_wait_s)
     ... call the provider with lease.key ...
-    limiter.settle(lease, usage.input_tokens, usage.output_tokens)   # real usage
-    limiter.observe(provider, lease.key.id, response.rate_limit)     # what headers said
+    await limiter.settle(lease, usage.input_tokens, usage.output_tokens)   # real usage
+    await limiter.observe(provider, lease.key.id, response.rate_limit)     # what headers said
 
-(The runtime first tries `try_acquire`, the same without waiting, where a limiter has it:
-most attempts find room, and then take no coroutine. It is optional for other backends.)
+(The runtime first tries `try_acquire_nowait`, the same without waiting: most attempts
+find room, and then take no coroutine. The protocol declares it; a backend may decline.)
 
 - Windows are sliding, 60 s, kept per key as counters in 0.1 s slices (memory stays
   bounded at any request rate; usage leaves the window at most 0.1 s late, erring on the
@@ -42,12 +42,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.clock import Clock
 from engine.errors import RateLimitedError
 from engine.frozen import builder
 from engine.messages import RateLimitInfo
 from engine.plan.values import KeyPlan
-from engine.runtime.clock import Clock
-from engine.runtime.state import Lease
+from engine.state.protocols import Lease
 
 WINDOW_S = 60.0
 #: Width of the window's time slices: usage leaves the window at most this late.
@@ -414,7 +414,7 @@ class _Pool:
 
 
 class InProcessRateLimiter:
-    """Rate limits for one process. Implements `engine.runtime.state.RateLimiter`."""
+    """Rate limits for one process. Implements `engine.state.protocols.RateLimiter`."""
 
     def __init__(self, clock: Clock, share: float = 1.0) -> None:
         """`share`: the part of each key's limits this process may use; `engine serve
@@ -432,7 +432,7 @@ class InProcessRateLimiter:
         return pool
 
     def register(self, provider: str, keys: Sequence[KeyPlan]) -> None:
-        """Make keys visible in `status` before their first request (optional)."""
+        """Make keys visible in `status` before their first request."""
         self._pool(provider).bind(keys)
 
     async def acquire(
@@ -457,7 +457,7 @@ class InProcessRateLimiter:
                 return lease
         return await self._wait(provider, pool, states, inp, out, max_wait_s)
 
-    def try_acquire(
+    def try_acquire_nowait(
         self, provider: str, keys: Sequence[KeyPlan], input_tokens: int, output_tokens: int
     ) -> Lease | None:
         """`acquire` when it needs no wait: a lease now, or None, having taken nothing, when
@@ -567,14 +567,14 @@ class InProcessRateLimiter:
             code="client_rate_limit",
         )
 
-    def settle(self, lease: Lease, input_tokens: int, output_tokens: int) -> None:
+    async def settle(self, lease: Lease, input_tokens: int, output_tokens: int) -> None:
         """Correct the lease's estimate with real usage; a second settle is ignored."""
         if isinstance(lease, _Lease):
             inp = input_tokens if input_tokens > 0 else 0  # max(0, ...), as in acquire
             out = output_tokens if output_tokens > 0 else 0
             self._close(lease, lease.use.requests, inp, out)
 
-    def release(self, lease: Lease) -> None:
+    async def release(self, lease: Lease) -> None:
         """Refund a lease whose request was never sent (cancelled, breaker open)."""
         if isinstance(lease, _Lease):
             self._close(lease, 0, 0, 0)
@@ -590,7 +590,7 @@ class InProcessRateLimiter:
         if pool is not None and pool.watchers:  # only a napping queue head watches
             pool.notify()
 
-    def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
+    async def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
         """Learn limits, remaining headroom and retry-after from a response's headers."""
         pool = self._pools.get(provider) or self._pool(provider)
         state = pool.states.get(key_id)
@@ -620,7 +620,7 @@ class InProcessRateLimiter:
         if pool.watchers:
             pool.notify()
 
-    def status(self, provider: str) -> dict[str, Any]:
+    async def status(self, provider: str) -> dict[str, Any]:
         """Per key id (never the key): limit and remaining per dimension; queued requests."""
         pool = self._pools.get(provider) or _Pool()
         now = self._clock.monotonic()
@@ -629,6 +629,9 @@ class InProcessRateLimiter:
             state.evict(now)
             keys[key_id] = _key_status(state, now)
         return {"provider": provider, "queued": len(pool.queue), "keys": keys}
+
+    async def aclose(self) -> None:
+        """Nothing to give back (waiters end with their callers)."""
 
 
 def _key_status(state: _KeyState, now: float) -> dict[str, Any]:

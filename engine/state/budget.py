@@ -1,6 +1,6 @@
-"""Per-workspace daily and monthly spending limits that concurrent requests cannot overspend.
+"""Per-workspace daily and monthly spending limits for one process: `InProcessBudgetStore`.
 
-The protocol is reserve -> call -> settle (or release):
+The protocol (engine.state.protocols.BudgetStore) is reserve -> call -> settle (or release):
 
 - `reserve` books the call's worst case (input tokens x input price + max output x output
   price) against the workspace's current UTC day and month, or raises
@@ -13,10 +13,7 @@ The protocol is reserve -> call -> settle (or release):
 
 A reservation counts against the day and month it was made in, and settles into them, even
 if the call ends after midnight: the limit it was checked against is the one it spends.
-
-Money is kept as integer nano-dollars (1e-9 USD): sums of many floats drift, and a budget
-check that must never be wrong by a rounding error wants exact arithmetic. Reservations
-round up, limits round down, so rounding can only ever err on the side of not spending.
+Amounts are integer nano-dollars (engine.state.money).
 
 Memory is bounded whatever names callers invent for `metadata.workspace` (40,000 names
 used to add 34 MB, never freed): an entry that returns to zero is dropped, entries of past
@@ -24,45 +21,29 @@ days and months are dropped when the day changes (no check reads them again), an
 `max_workspaces` names are tracked; beyond that, new names share one bucket, `OVERFLOW`,
 under the same limits, which is stricter than per-name tracking and never looser.
 
-Spend survives restarts through the ledger: `restore(rows)` (or `from_ledger`) rebuilds
-this month's settled spend from daily totals. A shared backend (Redis with a Lua script,
-Postgres with `SELECT ... FOR UPDATE`) implements the same four calls; see docs/state.md.
+Spend survives restarts through the ledger: `restore(ledger)` rebuilds this month's settled
+spend from its daily totals, once per store. Several processes need one shared store
+instead (engine.state.sqlite_budget on one host; see docs/state.md).
 """
 
 from __future__ import annotations
 
-import calendar
-import math
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
-from engine.errors import BudgetExceededError
-from engine.runtime.clock import Clock
-from engine.runtime.state import Reservation
-
-
-def utc_day(ts: float) -> str:
-    """'YYYY-MM-DD' of a Unix time in UTC: the budget's (and the ledger's) day."""
-    return time.strftime("%Y-%m-%d", time.gmtime(ts))
-
-
-def utc_month(ts: float) -> str:
-    """'YYYY-MM' of a Unix time in UTC."""
-    return time.strftime("%Y-%m", time.gmtime(ts))
-
-
-NANO = 1_000_000_000  # nano-dollars per USD
-
-
-def nanos_up(usd: float) -> int:
-    return math.ceil(usd * NANO)
-
-
-def nanos(usd: float) -> int:
-    return round(usd * NANO)
+from engine.clock import Clock
+from engine.state.money import (
+    NANO,
+    check_amount,
+    check_limit,
+    month_start,
+    nanos,
+    nanos_up,
+    utc_day,
+    utc_month,
+)
+from engine.state.protocols import Reservation, SpendSource
 
 
 @dataclass(slots=True)
@@ -75,12 +56,6 @@ class _Open:
     month: str
 
 
-class SpendSource(Protocol):
-    """What `from_ledger` needs: daily settled spend since a time (see SQLiteLedger)."""
-
-    def spend_since(self, since: float) -> Iterable[tuple[str, str, float]]: ...
-
-
 #: Workspace names one in-process store tracks one by one (see the module docstring).
 MAX_WORKSPACES = 10_000
 #: The bucket that the names beyond MAX_WORKSPACES share.
@@ -88,7 +63,7 @@ OVERFLOW = "(other workspaces)"
 
 
 class InProcessBudgetStore:
-    """Budgets for one process. Implements `engine.runtime.state.BudgetStore`."""
+    """Budgets for one process. Implements `engine.state.protocols.BudgetStore`."""
 
     def __init__(self, clock: Clock, max_workspaces: int = MAX_WORKSPACES) -> None:
         self._clock = clock
@@ -97,6 +72,7 @@ class InProcessBudgetStore:
         self._reserved: dict[tuple[str, str], int] = {}
         self._open: dict[int, _Open] = {}
         self._next_token = 0
+        self._restored = False
         self._max_workspaces = max_workspaces
         self._names: dict[str, int] = {}  # workspace -> its entries in both tables
         self._today = ""  # the UTC day entries were last pruned for
@@ -120,14 +96,14 @@ class InProcessBudgetStore:
         for key in [k for k in self._settled if k[1] not in (day, month)]:
             self._drop(self._settled, key)
 
-    @classmethod
-    def from_ledger(cls, clock: Clock, ledger: SpendSource) -> InProcessBudgetStore:
-        """A store whose month-to-date spend is rebuilt from the ledger (call on start)."""
-        store = cls(clock)
-        store.restore(ledger.spend_since(month_start(clock.time())))
-        return store
+    async def restore(self, source: SpendSource) -> None:
+        """Add this month's settled spend from the ledger's daily totals (once per store)."""
+        if self._restored:
+            return
+        self._restored = True
+        self.add_settled(await source.spend_since(month_start(self._clock.time())))
 
-    def restore(self, rows: Iterable[tuple[str, str, float]]) -> None:
+    def add_settled(self, rows: Iterable[tuple[str, str, float]]) -> None:
         """Add settled spend from `(workspace, 'YYYY-MM-DD', usd)` daily totals."""
         with self._lock:
             for workspace, day, usd in rows:
@@ -186,13 +162,16 @@ class InProcessBudgetStore:
             self._add(self._reserved, held.workspace, held.day, held.month, -held.amount)
         return held
 
-    def spent(self, workspace: str) -> Mapping[str, float]:
+    async def spent(self, workspace: str) -> Mapping[str, float]:
         """{"day": usd, "month": usd} for the current UTC periods, open reservations included."""
         return self._per_period(workspace, self._settled, self._reserved)
 
     def reserved(self, workspace: str) -> Mapping[str, float]:
-        """{"day": usd, "month": usd} held by open reservations only."""
+        """{"day": usd, "month": usd} held by open reservations only (this process's view)."""
         return self._per_period(workspace, self._reserved)
+
+    async def aclose(self) -> None:
+        """Nothing to give back."""
 
     def _per_period(
         self, workspace: str, *tables: dict[tuple[str, str], int]
@@ -228,35 +207,3 @@ class InProcessBudgetStore:
             self._names[key[0]] = left
         else:
             del self._names[key[0]]
-
-
-def check_limit(
-    workspace: str, period: str, name: str, limit: float, spent: int, held: int, amount: int
-) -> None:
-    """Raise BudgetExceededError when spent + held + amount (nano-USD) would pass `limit`.
-
-    Every store shares this one check, so their refusals agree to the nano-dollar and read
-    the same."""
-    if spent + held + amount > math.floor(limit * NANO):
-        raise BudgetExceededError(
-            f"workspace {workspace!r} {name} budget ${limit:.4f} ({period}) would be "
-            f"exceeded: spent ${spent / NANO:.4f}, reserved ${held / NANO:.4f}, "
-            f"this call up to ${amount / NANO:.4f}"
-        )
-
-
-def check_amount(usd: float) -> None:
-    if not (math.isfinite(usd) and usd >= 0):
-        raise ValueError(f"a budget amount must be a finite number >= 0, got {usd!r}")
-
-
-def day_start(ts: float) -> float:
-    """Unix time of 00:00 UTC on `ts`'s day: where the budget's (and the ledger's) day begins."""
-    t = time.gmtime(ts)
-    return float(calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, 0)))
-
-
-def month_start(ts: float) -> float:
-    """Unix time of 00:00 UTC on the first day of `ts`'s month."""
-    t = time.gmtime(ts)
-    return float(calendar.timegm((t.tm_year, t.tm_mon, 1, 0, 0, 0, 0, 0, 0)))

@@ -5,7 +5,7 @@ Two pieces, kept apart on purpose:
 - `cache_key(request, policy)` turns a request into a stable sha256 hex digest of its
   canonical form, so two requests that must produce the same answer share one key however
   their JSON was ordered or spelled.
-- `LRUCache` stores values under those keys. It implements `engine.runtime.state.
+- `LRUCache` stores values under those keys. It implements `engine.state.protocols.
   ResponseCache`; a shared backend (Redis `SET key value PX ttl`) can replace it because the
   key is a plain string and the TTL is per entry.
 
@@ -14,7 +14,8 @@ such as cachetools' `TLRUCache` would need a wrapper value per entry for a per-e
 and a subclass for the eviction counter, which is more code than this.
 
 `cache: false` on a request means "bypass"; the caller checks it and never calls `get`.
-Like the rest of the runtime's state, one cache serves one event loop; it never blocks.
+Like the rest of the in-process state, one cache serves one event loop; it never blocks
+(its async methods never suspend: the protocol is async for networked caches).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from typing import Any
 import orjson
 from pydantic_core import PydanticSerializationError
 
+from engine.clock import Clock
 from engine.errors import RequestError
 from engine.messages import Request, parse_request
-from engine.runtime.clock import Clock
 
 #: Request fields that never change the answer, so they stay out of the key:
 #: `stream`/`stream_options` (a cached answer is replayed as a stream), `cache` (the bypass
@@ -123,7 +124,7 @@ class LRUCache:
         self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
         self._hits = self._misses = self._evictions = self._expired = 0
 
-    def get(self, key: str) -> Any | None:
+    async def get(self, key: str) -> Any | None:
         """The stored value, or None when absent or expired."""
         entry = self._data.get(key)
         if entry is None:
@@ -139,7 +140,7 @@ class LRUCache:
         self._hits += 1
         return value
 
-    def put(self, key: str, value: Any, ttl_s: float) -> None:
+    async def put(self, key: str, value: Any, ttl_s: float) -> None:
         """Store `value` for `ttl_s` seconds; a non-positive TTL stores nothing."""
         if ttl_s <= 0:
             return
@@ -157,9 +158,15 @@ class LRUCache:
             else:
                 self._evictions += 1
 
-    def clear(self) -> None:
+    async def clear(self) -> None:
         """Forget every entry (counters are kept: they describe the cache's history)."""
         self._data.clear()
+
+    def resize(self, max_entries: int) -> None:
+        """Hold at most `max_entries` from now on (the oldest go at the next put)."""
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        self.max_entries = max_entries
 
     def __len__(self) -> int:
         return len(self._data)

@@ -37,9 +37,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from engine.clock import Clock
 from engine.errors import ConfigError, Diagnostic, redact
-from engine.runtime.clock import Clock
-from engine.runtime.state import LedgerRow
+from engine.state.protocols import LedgerRow
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +166,10 @@ class LedgerQueries:
         """How many rows are on disk (flushed)."""
         return int(self._select("SELECT COUNT(*) AS n FROM attempts", [])[0]["n"])
 
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
 
 _AGGREGATES = (
     "COUNT(*) AS attempts, "
@@ -197,8 +201,11 @@ _Row = tuple[Any, ...]
 _ROW_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(LedgerRow)))
 
 
-class SQLiteLedger(LedgerQueries):
-    """Implements `engine.runtime.state.Ledger` on one SQLite file in WAL mode."""
+class SQLiteLedger:
+    """Implements `engine.state.protocols.Ledger` on one SQLite file in WAL mode.
+
+    The read side is `queries` (synchronous, for code without an event loop); the
+    protocol's async reads run it on a worker thread, off the event loop."""
 
     def __init__(
         self,
@@ -219,7 +226,7 @@ class SQLiteLedger(LedgerQueries):
         self.dropped = 0  # rows the writer could not store (see last_error)
         self.last_error: str | None = None
         writer = _connect(self.path)
-        super().__init__(_reader(self.path))
+        self.queries = LedgerQueries(_reader(self.path))
         self._thread = threading.Thread(
             target=self._write_loop, args=(writer,), name="engine-ledger", daemon=True
         )
@@ -229,7 +236,26 @@ class SQLiteLedger(LedgerQueries):
     @property
     def journal_mode(self) -> str:
         """The database's journal mode ('wal' once opened)."""
-        return str(self._select("PRAGMA journal_mode", [])[0]["journal_mode"])
+        return str(self.queries._select("PRAGMA journal_mode", [])[0]["journal_mode"])
+
+    async def totals(
+        self, workspace: str | None, since: float, by: str
+    ) -> Sequence[Mapping[str, Any]]:
+        """`LedgerQueries.totals` (flushed rows), read off the event loop."""
+        _group_column(by)  # a bad `by` is the caller's error, raised here
+        return await asyncio.to_thread(self.queries.totals, workspace, since, by)
+
+    async def daily(self, workspace: str | None, since: float) -> Sequence[Mapping[str, Any]]:
+        """`LedgerQueries.daily` (flushed rows), read off the event loop."""
+        return await asyncio.to_thread(self.queries.daily, workspace, since)
+
+    async def spend_since(self, since: float) -> list[tuple[str, str, float]]:
+        """`LedgerQueries.spend_since` (flushed rows), read off the event loop."""
+        return await asyncio.to_thread(self.queries.spend_since, since)
+
+    def count(self) -> int:
+        """How many rows are on disk (flushed)."""
+        return self.queries.count()
 
     def record(self, row: LedgerRow) -> None:
         """Queue one attempt; the writer thread inserts it with its batch."""
@@ -276,8 +302,7 @@ class SQLiteLedger(LedgerQueries):
         return True
 
     def _close_reader(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self.queries.close()
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         """Drain the queue: batch rows, commit, answer flush markers; stop on _STOP."""
@@ -460,15 +485,17 @@ class NullLedger:
     async def aclose(self) -> None:
         """Nothing to close."""
 
-    def totals(self, workspace: str | None, since: float, by: str) -> Sequence[Mapping[str, Any]]:
+    async def totals(
+        self, workspace: str | None, since: float, by: str
+    ) -> Sequence[Mapping[str, Any]]:
         """Always empty."""
         _group_column(by)
         return []
 
-    def daily(self, workspace: str | None, since: float) -> Sequence[Mapping[str, Any]]:
+    async def daily(self, workspace: str | None, since: float) -> Sequence[Mapping[str, Any]]:
         """Always empty."""
         return []
 
-    def spend_since(self, since: float) -> list[tuple[str, str, float]]:
+    async def spend_since(self, since: float) -> list[tuple[str, str, float]]:
         """Always empty."""
         return []

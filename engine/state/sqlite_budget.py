@@ -33,10 +33,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from engine.clock import Clock
 from engine.errors import RoutingError
-from engine.runtime.budget import (
+from engine.state.money import (
     NANO,
-    SpendSource,
     check_amount,
     check_limit,
     month_start,
@@ -45,8 +45,7 @@ from engine.runtime.budget import (
     utc_day,
     utc_month,
 )
-from engine.runtime.clock import Clock
-from engine.runtime.state import Reservation
+from engine.state.protocols import Reservation, SpendSource
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -76,8 +75,12 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _seeded(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone() is not None
+
+
 class SQLiteBudgetStore:
-    """Budgets shared across processes. Implements `engine.runtime.state.BudgetStore`."""
+    """Budgets shared across processes. Implements `engine.state.protocols.BudgetStore`."""
 
     def __init__(self, path: str | Path, clock: Clock, hold_s: float = HOLD_S) -> None:
         self.path = Path(path)
@@ -88,27 +91,24 @@ class SQLiteBudgetStore:
         self._lock = threading.Lock()  # one statement sequence at a time on the connection
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budget-sqlite")
 
-    @classmethod
-    def from_ledger(
-        cls, path: str | Path, clock: Clock, ledger: SpendSource, hold_s: float = HOLD_S
-    ) -> SQLiteBudgetStore:
-        """A store whose month so far comes from the ledger the first time the file is used."""
-        store = cls(path, clock, hold_s)
-        store._seed(ledger)
-        return store
+    # -- the protocol ---------------------------------------------------------------------
 
-    def _seed(self, ledger: SpendSource) -> None:
+    async def restore(self, source: SpendSource) -> None:
+        """Seed the month so far from the ledger the first time the file is used (by any
+        process); after that this file is the record of spend and `source` is not read."""
+        if await self._run(lambda: self._transaction(_seeded)):
+            return
+        rows = await source.spend_since(month_start(self._clock.time()))
+
         def seed(conn: sqlite3.Connection) -> None:
-            if conn.execute("SELECT 1 FROM meta WHERE key = 'seeded'").fetchone():
+            if _seeded(conn):  # another worker seeded it while we read the ledger
                 return
-            for workspace, day, usd in ledger.spend_since(month_start(self._clock.time())):
+            for workspace, day, usd in rows:
                 for period in (day, day[:7]):
                     self._add(conn, workspace, period, nanos(usd))
             conn.execute("INSERT INTO meta (key, value) VALUES ('seeded', 'ledger')")
 
-        self._transaction(seed)
-
-    # -- the protocol ---------------------------------------------------------------------
+        await self._run(lambda: self._transaction(seed))
 
     async def reserve(
         self,
@@ -175,7 +175,7 @@ class SQLiteBudgetStore:
         except sqlite3.Error:  # the hold expires after hold_s instead
             log.exception("budget store %s: could not release a reservation", self.path.name)
 
-    def spent(self, workspace: str) -> Mapping[str, float]:
+    async def spent(self, workspace: str) -> Mapping[str, float]:
         """{"day": usd, "month": usd} for the current UTC periods, open reservations included."""
         now = self._clock.time()
         periods = {"day": utc_day(now), "month": utc_month(now)}
@@ -187,7 +187,7 @@ class SQLiteBudgetStore:
                 for name, p in periods.items()
             }
 
-        return self._transaction(read)
+        return await self._run(lambda: self._transaction(read))
 
     async def aclose(self) -> None:
         await self._run(self._conn.close)

@@ -1,0 +1,230 @@
+"""The interfaces behind which the engine keeps its live state, and the values they pass.
+
+One engine in one process uses the in-process backends (engine/state/<backend>.py); a
+shared backend (Redis, Postgres) replaces any of them when one engine becomes many
+replicas, without the runtime changing. So the protocols are written for a store on the
+other side of a network:
+
+- every method that reads or changes shared state is `async`;
+- the only synchronous calls are the ones declared as such below, and each says why it
+  never needs the network: `RateLimiter.try_acquire_nowait` (a fast path a backend may
+  decline by returning None), `RateLimiter.register` and `ResponseCache.stats/resize`
+  (local bookkeeping), `Ledger.record` (an enqueue);
+- every capability the runtime uses is a method here, with its default behaviour
+  documented, so nothing is looked up by `getattr` or by scanning a class.
+
+A new backend is one module with classes implementing these protocols; the state test
+suite (tests/state/test_protocols_*.py) takes it as one more parameter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from engine.messages import RateLimitInfo
+from engine.plan.values import KeyPlan
+
+# -- rate limits ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Permission to send one request with one key; settle it with the real usage."""
+
+    provider: str
+    key: KeyPlan
+    input_tokens: int
+    output_tokens: int
+
+
+class RateLimiter(Protocol):
+    """Client-side rate limits per provider key (requests and tokens per minute)."""
+
+    def try_acquire_nowait(
+        self, provider: str, keys: Sequence[KeyPlan], input_tokens: int, output_tokens: int
+    ) -> Lease | None:
+        """A lease at once when one can be had without waiting or I/O; else None, having
+        taken nothing, and the caller awaits `acquire`. The runtime tries this first (most
+        attempts find room, and then cost no coroutine). A backend without a local fast
+        path (a networked one) returns None always; so does a wrapper that must see
+        every acquisition in `acquire`."""
+        ...
+
+    async def acquire(
+        self,
+        provider: str,
+        keys: Sequence[KeyPlan],
+        input_tokens: int,
+        output_tokens: int,
+        max_wait_s: float,
+    ) -> Lease:
+        """Pick the key with most headroom; wait up to max_wait_s; else raise RateLimitedError."""
+        ...
+
+    async def settle(self, lease: Lease, input_tokens: int, output_tokens: int) -> None:
+        """Correct the lease's estimate with real usage; a second settle or release is ignored."""
+        ...
+
+    async def release(self, lease: Lease) -> None:
+        """Refund a lease whose request was never sent (budget refused, cancelled)."""
+        ...
+
+    async def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
+        """Learn limits, remaining headroom and Retry-After from the provider's headers."""
+        ...
+
+    def register(self, provider: str, keys: Sequence[KeyPlan]) -> None:
+        """Make these keys known (so `status` lists them before their first request).
+        Local bookkeeping, no I/O; a backend with nothing to learn does nothing."""
+        ...
+
+    async def status(self, provider: str) -> dict[str, Any]:
+        """{"provider", "queued", "keys": {key id: per-dimension limit/remaining/used,
+        in_flight, blocked_for_s}}; key ids only, never a secret."""
+        ...
+
+    async def aclose(self) -> None:
+        """Give back connections or threads; a backend without any does nothing."""
+        ...
+
+
+# -- budgets -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    workspace: str
+    amount_usd: float
+    token: int  # identifies the reservation for settle/release
+
+
+class SpendSource(Protocol):
+    """Where a budget store restores spend from at start (every `Ledger` is one)."""
+
+    async def spend_since(self, since: float) -> Sequence[tuple[str, str, float]]:
+        """`(workspace, 'YYYY-MM-DD', usd)`: settled known costs per workspace and UTC day."""
+        ...
+
+
+class BudgetStore(Protocol):
+    """Per-workspace daily and monthly limits that concurrent calls cannot overspend."""
+
+    async def restore(self, source: SpendSource) -> None:
+        """Bring this month's settled spend in from the ledger. The engine awaits it once,
+        before its first reservation. A store whose own record outlives the process
+        (SQLite, Redis) takes it the first time it is used and then ignores it; an
+        in-process store takes it once per store object."""
+        ...
+
+    async def reserve(
+        self,
+        workspace: str,
+        amount_usd: float,
+        daily_usd: float | None,
+        monthly_usd: float | None,
+    ) -> Reservation:
+        """Reserve the worst case atomically, or raise BudgetExceededError."""
+        ...
+
+    async def settle(self, reservation: Reservation, actual_usd: float) -> None:
+        """Replace the reservation by the real cost; idempotent (with release)."""
+        ...
+
+    async def release(self, reservation: Reservation) -> None:
+        """Drop the reservation (the call failed or was cancelled); idempotent."""
+        ...
+
+    async def spent(self, workspace: str) -> Mapping[str, float]:
+        """{"day": usd, "month": usd} including open reservations."""
+        ...
+
+    async def aclose(self) -> None:
+        """Give back files, connections or threads; a store without any does nothing."""
+        ...
+
+
+# -- the response cache --------------------------------------------------------------------
+
+
+class ResponseCache(Protocol):
+    """Exact-match answers under a `cache_key` string, each with its own TTL."""
+
+    async def get(self, key: str) -> Any | None:
+        """The stored value, or None when absent or expired."""
+        ...
+
+    async def put(self, key: str, value: Any, ttl_s: float) -> None:
+        """Store `value` for `ttl_s` seconds; a non-positive TTL stores nothing."""
+        ...
+
+    async def clear(self) -> None:
+        """Forget every entry."""
+        ...
+
+    def stats(self) -> Mapping[str, int]:
+        """This process's counters (hits, misses, ...); local, no I/O."""
+        ...
+
+    def resize(self, max_entries: int) -> None:
+        """The plan's largest `cache.max_entries` changed (on reload); a backend that is
+        not bounded by entries ignores it. Local, no I/O."""
+        ...
+
+
+# -- the cost ledger -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """One attempt as recorded. Never holds a key or a prompt."""
+
+    ts: float
+    workspace: str | None
+    policy: str | None
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    latency_ms: float
+    outcome: str
+    fallback_index: int
+    request_id: str = ""
+    cached: bool = False
+    client: str | None = None  # the label (id) of the calling API key, never the key itself
+
+
+class Ledger(SpendSource, Protocol):
+    """Every attempt, for cost reports and for restoring budgets at start.
+
+    Durability: `record` only enqueues (it runs on every attempt and must not wait for a
+    disk or a network). A row is durable once `flush()` has returned; `aclose()` flushes.
+    A process killed before that loses the rows of the last moment (the SQLite ledger
+    commits at least every `flush_interval_s`, 0.5 s by default), never a committed one;
+    the budget store, written when each call settles, is the record money checks use.
+    """
+
+    def record(self, row: LedgerRow) -> None:
+        """Queue a row; writing happens off the hot path, and never raises into a call."""
+        ...
+
+    async def flush(self) -> None:
+        """Return once every row recorded before this call is durable."""
+        ...
+
+    async def aclose(self) -> None:
+        """Flush, then stop writing; idempotent."""
+        ...
+
+    async def totals(
+        self, workspace: str | None, since: float, by: str
+    ) -> Sequence[Mapping[str, Any]]:
+        """Per `by` value (model, provider, workspace, policy, outcome): attempts, ok,
+        cached, tokens, cost_usd (known costs) and unknown_cost (rows without one)."""
+        ...
+
+    async def daily(self, workspace: str | None, since: float) -> Sequence[Mapping[str, Any]]:
+        """One row per UTC day ("day": 'YYYY-MM-DD') with the same figures as `totals`."""
+        ...
