@@ -9,8 +9,8 @@ import pytest
 
 from engine.errors import RequestError
 from engine.messages import MAX_JSON_DEPTH, parse_request
-from engine.runtime.cache import cache_key
 from engine.runtime.engine import Engine
+from engine.state.cache import cache_key
 from tests.server.conftest import serving
 
 ROOT = Path(__file__).resolve().parents[2]

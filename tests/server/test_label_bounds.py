@@ -8,9 +8,9 @@ import calendar
 import pytest
 
 from engine.errors import BudgetExceededError
-from engine.runtime.budget import OVERFLOW, InProcessBudgetStore
 from engine.secrets import Secret
 from engine.server.settings import ApiKey, ServerSettings
+from engine.state.budget import OVERFLOW, InProcessBudgetStore
 from engine.testing.clock import FakeClock
 from tests.server.conftest import serving
 from tests.server.standin import StandInEngine
@@ -51,11 +51,13 @@ async def test_workspace_names_beyond_the_cap_share_one_bucket() -> None:
         r = await store.reserve(f"ws-{i}", 0.01, daily_usd=5.0, monthly_usd=None)
         await store.settle(r, 0.004)
     assert store.tracked() == 101
-    assert store.spent("ws-999")["day"] == pytest.approx(900 * 0.004)
-    assert store.spent(OVERFLOW) == store.spent("someone-new")
+    assert (await store.spent("ws-999"))["day"] == pytest.approx(900 * 0.004)
+    assert await store.spent(OVERFLOW) == await store.spent("someone-new")
     with pytest.raises(BudgetExceededError):
         await store.reserve("ws-5000", 2.0, daily_usd=5.0, monthly_usd=None)
-    assert store.spent("ws-7")["day"] == pytest.approx(0.004)  # tracked names keep their own
+    assert (await store.spent("ws-7"))["day"] == pytest.approx(
+        0.004
+    )  # tracked names keep their own
 
 
 async def test_free_calls_and_past_days_leave_no_entries() -> None:
@@ -71,5 +73,5 @@ async def test_free_calls_and_past_days_leave_no_entries() -> None:
     await store.settle(await store.reserve("paid", 0.5, 1.0, 10.0), 0.25)
     clock.advance(86_400)
     await store.release(await store.reserve("other", 0.01, 1.0, 10.0))
-    assert store.spent("paid") == {"day": 0.0, "month": pytest.approx(0.25)}
+    assert await store.spent("paid") == {"day": 0.0, "month": pytest.approx(0.25)}
     assert store.tracked() == 1
