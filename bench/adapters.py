@@ -10,8 +10,9 @@ event loop), then measures, for each client:
   CPU time per call there (the figure a shared, noisy machine disturbs least),
   all interleaved over `--rounds` rounds (engine, aiohttp, httpx, engine, ...) so that load
   from other processes falls on every client alike,
-- and the full OpenAI adapter (`engine.providers.openai`: build body, send, parse) on the
-  chosen transport, sequential and streaming, so the adapter's own cost is visible.
+- and the full OpenAI adapter (`engine.providers.openai`: build body, send, parse) over
+  the engine's client and over the aiohttp transport (`transport: aiohttp`), sequential
+  and streaming: the end-to-end comparison that decides which client is the default.
 
 Prints figures only; nothing here asserts timing.
 """
@@ -173,34 +174,52 @@ async def bench_transports(url: str, args: argparse.Namespace) -> None:
 
 
 async def bench_adapter(url: str, args: argparse.Namespace) -> None:
+    """The OpenAI adapter end to end over each transport: the engine's own client and the
+    aiohttp one (`transport: aiohttp`), interleaved in rounds like the raw transports."""
     from engine.endpoints import Endpoint
     from engine.messages import parse_request
     from engine.providers import aclose_all, get_adapter
     from engine.secrets import Secret
 
     adapter = get_adapter("openai")
-    endpoint = Endpoint("bench", "openai", url, "gpt-bench", api_key=Secret("sk-bench-key"))
     request = parse_request(
         {"messages": [{"role": "user", "content": "Say hello in one word."}], "max_tokens": 16}
     )
+    calls = {}
+    for transport in ("engine", "aiohttp"):
+        endpoint = Endpoint(
+            "bench",
+            "openai",
+            url,
+            "gpt-bench",
+            api_key=Secret("sk-bench-key"),
+            options={"transport": transport},
+        )
 
-    async def complete() -> None:
-        await adapter.complete(request, endpoint)
+        async def complete(endpoint: Endpoint = endpoint) -> None:
+            await adapter.complete(request, endpoint)
 
-    async def stream() -> None:
-        async for _ in adapter.stream(request, endpoint):
-            pass
+        async def stream(endpoint: Endpoint = endpoint) -> None:
+            async for _ in adapter.stream(request, endpoint):
+                pass
 
-    report(
-        "OpenAIAdapter.complete",
-        await sequential(complete, args.calls),
-        await concurrent(complete, args.total, args.concurrent),
-    )
-    report(
-        "OpenAIAdapter.stream (12 chunks)",
-        await sequential(stream, args.calls),
-        await concurrent(stream, args.total, args.concurrent),
-    )
+        calls[f"OpenAIAdapter.complete ({transport})"] = complete
+        calls[f"OpenAIAdapter.stream ({transport})"] = stream
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    rates: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}
+    for _ in range(args.rounds):
+        for name, call in calls.items():
+            times[name] += await sequential(call, args.calls // args.rounds)
+            rates[name].append(await concurrent(call, args.total // args.rounds, args.concurrent))
+    rate = {name: _median_rate(r) for name, r in rates.items()}
+    medians = {name: report(name, times[name], rate[name]) for name in calls}
+    for kind in ("complete", "stream"):
+        e, a = f"OpenAIAdapter.{kind} (engine)", f"OpenAIAdapter.{kind} (aiohttp)"
+        print(
+            f"  -> {kind} over aiohttp / over the engine's client: per-call "
+            f"{medians[a] / medians[e]:.2f}x, CPU per call {rate[a][1] / rate[e][1]:.2f}x, "
+            f"throughput {rate[e][0] / rate[a][0]:.2f}x in the engine client's favour"
+        )
     await aclose_all()
 
 

@@ -8,8 +8,9 @@ scripted upstreams against both and asserts the same outcome.
 The pool bound (`pool_size`) is a semaphore taken before the request, so waiting for a
 connection never counts against the first-token deadline (aiohttp's own `limit` would
 count it); the connector itself is unbounded. aiohttp never re-sends a POST either (it
-retries only idempotent methods). Proxies come from the environment (`trust_env`), as
-aiohttp supports them (http:// and https://; SOCKS is the engine client's only).
+retries only idempotent methods). Proxies come from the environment (`trust_env`, set when
+a proxy variable is), as aiohttp supports them (http:// and https://; SOCKS is the engine
+client's only).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from typing import NoReturn
+from urllib.request import getproxies_environment
 
 import aiohttp
 
@@ -50,8 +52,10 @@ class _Origin:
         self.loop = loop
         self.slots = asyncio.Semaphore(max(1, limit))
         connector = aiohttp.TCPConnector(limit=0, ssl=tls_context(), happy_eyeballs_delay=0.25)
+        # trust_env makes aiohttp look up proxies and netrc (in a thread) on every request:
+        # only worth it when the environment names a proxy.
         self.session = aiohttp.ClientSession(
-            connector=connector, trust_env=True, auto_decompress=True
+            connector=connector, trust_env=bool(getproxies_environment()), auto_decompress=True
         )
 
 

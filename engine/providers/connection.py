@@ -1,12 +1,14 @@
 """HTTP/1.1 keep-alive connections on asyncio protocols, parsed by httptools, pooled per origin.
 
-Why this and not aiohttp (the transport before it): an LLM call is one small JSON POST,
-and a router makes a great many of them, so the client's own CPU per call bounds the
-engine's throughput. bench/adapters.py measures both against the same loopback upstream:
-aiohttp's general-purpose `ClientSession.request` (cookies, redirects, proxies, tracing,
-multipart...) spends about three times the CPU per call of this file, which does only
-what a provider call needs. The HTTP parsing itself is not ours: `httptools` (llhttp, the
-parser under uvicorn) does it, including chunked framing.
+Why this and not aiohttp (the transport before it, still there per provider as
+`transport: aiohttp`, aio.py): an LLM call is one small JSON POST, and a router makes a
+great many of them, so the client's own CPU per call bounds the engine's throughput.
+bench/adapters.py measures both against the same loopback upstream, adapter included:
+over aiohttp the OpenAI adapter spends about twice the CPU per call and makes 1.6x fewer
+requests per second (docs/runtime.md, "The HTTP client"). The conformance suite in
+tests/providers holds both to the same outcome on misbehaving upstreams. The HTTP parsing
+itself is not ours: `httptools` (llhttp, the parser under uvicorn) does it, including
+chunked framing.
 
 What it does: one request at a time per connection (no pipelining), Content-Length bodies
 out, Content-Length / chunked / close-delimited bodies in, interim `1xx` answers skipped,
