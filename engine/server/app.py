@@ -47,9 +47,12 @@ from engine.server.common import (
 )
 from engine.server.errors import INTERNAL, HTTPError, ServerError, to_http
 from engine.server.exchange import (
+    DROPPED_HEADER,
     JSONAnswer,
     StreamTracker,
+    as_function_call,
     cap_budget,
+    dropped_header,
     meta_headers,
     raw_headers,
     read_body,
@@ -58,9 +61,11 @@ from engine.server.exchange import (
     wanted_headers,
 )
 from engine.server.metrics import CONTENT_TYPE, ServerMetrics, policy_label
+from engine.server.model_info import MODEL_PATH, retrieve_model
 from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings
 from engine.server.sse import SSE_HEADERS, ChunkEncoder, EventStreamResponse, aclose_events
+from engine.server.surface import SurfaceRoute, surface_routes
 from engine.state.ledger import default_ledger_path
 
 log = logging.getLogger("engine.server")
@@ -120,13 +125,22 @@ async def chat_completions(
         resp = await state.engine.arun(req, policy=policy_hint)
     except Exception as exc:
         return _failed(state, exc, policy_hint, started, stream=stream)
-    return _answer(state, resp, who, started)
+    return _answer(state, resp, who, started, req, "functions" in data)
 
 
-def _answer(state: ServerState, resp: Response, who: Principal, started: float) -> JSONAnswer:
+def _answer(
+    state: ServerState,
+    resp: Response,
+    who: Principal,
+    started: float,
+    req: Request,
+    legacy: bool = False,
+) -> JSONAnswer:
     body = resp.to_openai()
     if not body["id"]:
         body["id"] = f"chatcmpl-{int(started * 1e9):x}"
+    if legacy:
+        as_function_call(body)
     state.auth.charge(who, resp.cost_usd)
     state.metrics.observe(
         policy=resp.policy, provider=resp.provider, model=resp.model, status=200, stream=False,
@@ -139,6 +153,9 @@ def _answer(state: ServerState, resp: Response, who: Principal, started: float) 
     )
     if resp.metadata:
         headers.update(meta_headers(resp.metadata))
+    dropped = dropped_header(state.engine.plan, req, resp.provider, resp.model)
+    if dropped:
+        headers[DROPPED_HEADER] = dropped
     return JSONAnswer(orjson.dumps(body), 200, raw_headers(headers))
 
 
@@ -183,6 +200,9 @@ async def _stream(
             first.provider, first.model, len(first.attempts), None, first.cached, first.policy
         ),
     }
+    dropped = dropped_header(state.engine.plan, req, first.provider, first.model)
+    if dropped:
+        headers[DROPPED_HEADER] = dropped
     return EventStreamResponse(
         first, events, ChunkEncoder(include_usage), headers, tracker.see, tracker.end
     )
@@ -286,9 +306,17 @@ class EngineApp(Starlette):
     (request id, JSON access log).
     """
 
-    def __init__(self, chat: ChatRoute, access_log: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        chat: ChatRoute,
+        access_log: bool = False,
+        surfaces: Mapping[str, SurfaceRoute] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.chat = chat
+        #: POST paths served by bare ASGI routes (chat and the other API surfaces).
+        self.fast: dict[str, Any] = {CHAT_PATH: chat, **(surfaces or {})}
         self.access = AccessLog(self._dispatch, access_log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -298,9 +326,11 @@ class EngineApp(Starlette):
         await super().__call__(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] == CHAT_PATH and scope["method"] == "POST":
-            await self.chat(scope, receive, send)
-            return
+        if scope["method"] == "POST":
+            route = self.fast.get(scope["path"])
+            if route is not None:
+                await route(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 
@@ -338,12 +368,16 @@ def create_app(
 
     plugins.install(engine, plugins.load_plugins(settings.plugins))
     chat = ChatRoute(state)
+    surfaces = surface_routes(state)
     app = EngineApp(
         chat,
         settings.access_log,
+        surfaces,
         routes=[
             Route(CHAT_PATH, chat, methods=["POST"]),
+            *(Route(path, route, methods=["POST"]) for path, route in surfaces.items()),
             Route("/v1/models", list_models, methods=["GET"]),
+            Route(MODEL_PATH, retrieve_model, methods=["GET"]),
             Route("/v1/stats", stats, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

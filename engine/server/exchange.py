@@ -15,16 +15,21 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from engine.messages import Request
 from engine.plan.values import Plan
+from engine.providers.support import dropped
 from engine.result import StreamEvent
 from engine.server.auth import Principal
 from engine.server.common import META_HEADERS, POLICY_HEADER, ServerState
 from engine.server.errors import INTERNAL, ServerError, to_http
 
 __all__ = [
+    "DROPPED_HEADER",
     "JSONAnswer",
     "StreamTracker",
+    "as_function_call",
     "cap_budget",
+    "dropped_header",
     "meta_headers",
     "raw_headers",
     "read_body",
@@ -182,3 +187,27 @@ class StreamTracker:
             input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=cost,
             attempts=self.last.attempts or self.first.attempts, cached=self.first.cached,
         )  # fmt: skip
+
+
+DROPPED_HEADER = "x-engine-dropped"
+
+
+def dropped_header(plan: Plan, request: Request, provider: str, model: str) -> str | None:
+    """`field (why); ...` for what the answering model was not sent, else None."""
+    target = plan.providers.get(provider)
+    if target is None:
+        return None
+    plan_model = plan.models.get(model)
+    options = plan_model.options if plan_model is not None else None
+    names = dropped(request, target.protocol, target.options if options is None else options)
+    return "; ".join(names) or None
+
+
+def as_function_call(body: dict[str, Any]) -> None:
+    """A chat.completion for a legacy `functions` caller: the first tool call as the
+    message's `function_call`, finish reason `function_call` (what such callers read)."""
+    choice = body["choices"][0]
+    calls = choice["message"].pop("tool_calls", None)
+    if calls:
+        choice["message"]["function_call"] = calls[0]["function"]
+        choice["finish_reason"] = "function_call"

@@ -14,7 +14,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.types import Receive, Scope, Send
@@ -25,8 +25,24 @@ from engine.server.errors import INTERNAL, HTTPError, to_http
 DONE = b"data: [DONE]\n\n"
 
 
+class Encoder(Protocol):
+    """Events as one API's stream frames: each event, the end, an error after the start."""
+
+    def encode(self, event: StreamEvent) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+    def error(self, error: HTTPError) -> bytes: ...
+
+
 class ChunkEncoder:
     """Turns events into SSE bytes with one id/created per stream and usage when asked for."""
+
+    def finish(self) -> bytes:
+        return DONE
+
+    def error(self, error: HTTPError) -> bytes:
+        return error_event(error)
 
     def __init__(self, include_usage: bool) -> None:
         self.include_usage = include_usage
@@ -58,6 +74,11 @@ class ChunkEncoder:
         return out
 
 
+def sse_event(kind: str, data: dict[str, Any]) -> bytes:
+    """One named server-sent event (`event: kind`), as Anthropic and Responses send them."""
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
 def error_event(error: HTTPError) -> bytes:
     return b"data: " + orjson.dumps(error.body()) + b"\n\n"
 
@@ -69,7 +90,7 @@ class EventStreamResponse:
         self,
         first: StreamEvent,
         rest: AsyncIterator[StreamEvent],
-        encoder: ChunkEncoder,
+        encoder: Encoder,
         headers: Mapping[str, str],
         on_event: Callable[[StreamEvent], None],
         on_end: Callable[[BaseException | None, bool], Awaitable[None] | None],
@@ -123,14 +144,20 @@ class EventStreamResponse:
             if data:
                 await send({"type": "http.response.body", "body": data, "more_body": True})
         self.done = True
-        await send({"type": "http.response.body", "body": DONE, "more_body": False})
+        await send(
+            {"type": "http.response.body", "body": self.encoder.finish(), "more_body": False}
+        )
 
     async def _send_error(self, send: Send, exc: Exception) -> None:
         error = to_http(exc) or INTERNAL
         self.done = True
         with contextlib.suppress(Exception):
             await send(
-                {"type": "http.response.body", "body": error_event(error), "more_body": False}
+                {
+                    "type": "http.response.body",
+                    "body": self.encoder.error(error),
+                    "more_body": False,
+                }
             )
 
     async def _watch(self, receive: Receive, task: asyncio.Task[Any]) -> None:
