@@ -1,0 +1,240 @@
+"""Workspace budgets in Redis, shared by every replica that points at the same server.
+
+Why: N replicas each with their own store can let a workspace spend N times its limit.
+Here each check-and-book is one Lua script, which Redis runs atomically, so reservations
+from any number of processes and hosts see each other. What the scripts guarantee:
+
+- the day and month are the Redis server's (its `TIME`), so replicas whose clocks differ
+  still agree on which day a dollar belongs to;
+- money is integer nano-dollars (Redis integers), reservations rounded up, limits down
+  (the shared `money` helpers), so no float drift lets a call through;
+- a reservation holds its worst case until settled or released, and at most `hold_s`
+  (the call's total timeout plus a margin): a replica killed mid-call gives its hold back
+  on its own when the hold expires;
+- settle and release are idempotent (a second one, or one after the hold expired, books
+  nothing twice): each finished token is remembered for two days;
+- every key of one workspace carries the same hash tag, so each script touches one slot
+  and the store works on Redis Cluster.
+
+When Redis cannot be reached, `reserve` fails closed with a RoutingError naming the store
+(the server answers 503, nothing is spent); a failed settle or release is logged and the
+answer kept (its hold expires by itself).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from engine.errors import RoutingError
+from engine.state.money import (
+    NANO,
+    check_amount,
+    check_limit,
+    month_start,
+    nanos,
+    nanos_up,
+    utc_month,
+)
+from engine.state.protocols import Reservation, SpendSource
+from engine.state.redis_common import connect, tag
+
+log = logging.getLogger(__name__)
+
+#: How long an unsettled reservation counts when the caller gives no call timeout.
+HOLD_S = 600.0
+#: How long a settled or released token is remembered (settle/release idempotency).
+DONE_MS = 2 * 86_400_000
+#: A workspace's spend hash outlives its month by this much after its last write.
+SPEND_TTL_MS = 40 * 86_400_000
+
+# Redis TIME -> (now in ms, 'd:YYYY-MM-DD', 'm:YYYY-MM'); days_from_civil inverted
+# (H. Hinnant's algorithm), because Lua in Redis has no date functions.
+_CLOCK = """
+local t = redis.call('TIME')
+local secs = tonumber(t[1])
+local now_ms = secs * 1000 + math.floor(tonumber(t[2]) / 1000)
+local z = math.floor(secs / 86400) + 719468
+local era = math.floor(z / 146097)
+local doe = z - era * 146097
+local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+  - math.floor(doe / 146096)) / 365)
+local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+local mp = math.floor((5 * doy + 2) / 153)
+local dd = doy - math.floor((153 * mp + 2) / 5) + 1
+local mm = mp < 10 and mp + 3 or mp - 9
+local yy = yoe + era * 400 + (mm <= 2 and 1 or 0)
+local day = string.format('d:%04d-%02d-%02d', yy, mm, dd)
+local month = string.format('m:%04d-%02d', yy, mm)
+"""
+
+# KEYS: spend, holds, expiries. Drops expired holds; returns the sum of the open ones.
+_HELD = """
+local function held_now(now_ms)
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now_ms)
+  for _, tok in ipairs(gone) do redis.call('HDEL', KEYS[2], tok) end
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms) end
+  local held = 0
+  for _, v in ipairs(redis.call('HVALS', KEYS[2])) do held = held + tonumber(v) end
+  return held
+end
+"""
+
+# KEYS: spend, holds, expiries, seq. ARGV: amount, day limit (-1 none), month limit, hold ms.
+# -> {token or 0, budget refused ('' when booked), spent that period, held, the period}
+_RESERVE = (
+    _CLOCK
+    + _HELD
+    + """
+local held = held_now(now_ms)
+local amount = tonumber(ARGV[1])
+local spent_d = tonumber(redis.call('HGET', KEYS[1], day) or '0')
+local spent_m = tonumber(redis.call('HGET', KEYS[1], month) or '0')
+if ARGV[2] ~= '-1' and spent_d + held + amount > tonumber(ARGV[2]) then
+  return {0, 'daily', tostring(spent_d), tostring(held), string.sub(day, 3)}
+end
+if ARGV[3] ~= '-1' and spent_m + held + amount > tonumber(ARGV[3]) then
+  return {0, 'monthly', tostring(spent_m), tostring(held), string.sub(month, 3)}
+end
+local tok = redis.call('INCR', KEYS[4])
+redis.call('HSET', KEYS[2], tok, ARGV[1])
+redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[4]), tok)
+return {tok, '', tostring(spent_d), tostring(held), ''}
+"""
+)
+
+# KEYS: spend, holds, expiries, done. ARGV: token, settled nanos (0 to release).
+# -> 1 when this call closed the token, 0 when it was already closed.
+_CLOSE = (
+    _CLOCK
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms)
+if redis.call('ZSCORE', KEYS[4], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[4], now_ms + tonumber(ARGV[3]), ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+local cost = tonumber(ARGV[2])
+if cost > 0 then
+  redis.call('HINCRBY', KEYS[1], day, cost)
+  redis.call('HINCRBY', KEYS[1], month, cost)
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+end
+return 1
+"""
+)
+
+# KEYS: spend, holds, expiries. -> {day spent + held, month spent + held}
+_SPENT = (
+    _CLOCK
+    + _HELD
+    + """
+local held = held_now(now_ms)
+local d = tonumber(redis.call('HGET', KEYS[1], day) or '0')
+local m = tonumber(redis.call('HGET', KEYS[1], month) or '0')
+return {tostring(d + held), tostring(m + held)}
+"""
+)
+
+
+class RedisBudgetStore:
+    """`BudgetStore` on Redis: one atomic script per reservation, settle and release."""
+
+    def __init__(
+        self, url: str, *, hold_s: float = HOLD_S, prefix: str = "engine", client: Any = None
+    ) -> None:
+        self._redis: aioredis.Redis = client if client is not None else connect(url)
+        self._name = "the Redis budget store"
+        self._hold_ms = max(1, int(hold_s * 1000))
+        self._prefix = prefix
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._close = self._redis.register_script(_CLOSE)
+        self._spent = self._redis.register_script(_SPENT)
+
+    def __repr__(self) -> str:  # never the URL: it may carry a password
+        return f"RedisBudgetStore(prefix={self._prefix!r})"
+
+    def _keys(self, workspace: str) -> list[str]:
+        base = f"{self._prefix}:budget:{tag(workspace)}"
+        return [f"{base}:spend", f"{base}:holds", f"{base}:exp", f"{base}:seq", f"{base}:done"]
+
+    async def restore(self, source: SpendSource) -> None:
+        """Seed this month's settled spend from the ledger, once per month for all replicas
+        (the first replica to claim the month's marker does it)."""
+        now = await self._server_time()
+        claim = f"{self._prefix}:budget:restored:{utc_month(now)}"
+        if not await self._redis.set(claim, "1", nx=True, px=SPEND_TTL_MS):
+            return
+        for workspace, day, usd in await source.spend_since(month_start(now)):
+            keys = self._keys(workspace)
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.hincrby(keys[0], f"d:{day}", nanos(usd))
+            pipe.hincrby(keys[0], f"m:{day[:7]}", nanos(usd))
+            pipe.pexpire(keys[0], SPEND_TTL_MS)
+            await pipe.execute()
+
+    async def _server_time(self) -> float:
+        secs, micros = await self._redis.time()
+        return float(secs) + micros / 1e6
+
+    async def reserve(
+        self,
+        workspace: str,
+        amount_usd: float,
+        daily_usd: float | None,
+        monthly_usd: float | None,
+    ) -> Reservation:
+        """Hold the worst case against day and month together, or raise BudgetExceededError."""
+        check_amount(amount_usd)
+        amount = nanos_up(amount_usd)
+        limits = [-1 if v is None else int(v * NANO) for v in (daily_usd, monthly_usd)]
+        keys = self._keys(workspace)[:4]
+        try:
+            token, refused, spent, held, period = await self._reserve(
+                keys=keys, args=[amount, *limits, self._hold_ms]
+            )
+        except (RedisError, OSError) as exc:
+            raise RoutingError(f"{self._name} is unreachable ({type(exc).__name__})") from None
+        if int(token) == 0:
+            name = refused.decode()
+            limit = daily_usd if name == "daily" else monthly_usd
+            check_limit(
+                workspace, period.decode(), name, float(limit or 0.0), int(spent), int(held), amount
+            )
+        return Reservation(workspace, amount / NANO, int(token))
+
+    async def settle(self, reservation: Reservation, actual_usd: float) -> None:
+        """Replace the hold by the real cost (booked on the Redis server's day)."""
+        await self._finish(reservation, max(0, nanos(actual_usd)))
+
+    async def release(self, reservation: Reservation) -> None:
+        """Drop the hold; nothing is booked."""
+        await self._finish(reservation, 0)
+
+    async def _finish(self, reservation: Reservation, cost: int) -> None:
+        spend, holds, exp, _seq, done = self._keys(reservation.workspace)
+        try:
+            await self._close(
+                keys=[spend, holds, exp, done],
+                args=[reservation.token, cost, DONE_MS, SPEND_TTL_MS],
+            )
+        except (RedisError, OSError) as exc:
+            log.error(
+                "%s: could not close reservation %s of %r (%s); its hold expires by itself",
+                self._name, reservation.token, reservation.workspace, type(exc).__name__,
+            )  # fmt: skip
+
+    async def spent(self, workspace: str) -> Mapping[str, float]:
+        """{"day": usd, "month": usd} including open holds, on the server's calendar."""
+        keys = self._keys(workspace)[:3]
+        try:
+            day, month = await self._spent(keys=keys, args=[])
+        except (RedisError, OSError) as exc:
+            raise RoutingError(f"{self._name} is unreachable ({type(exc).__name__})") from None
+        return {"day": int(day) / NANO, "month": int(month) / NANO}
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,143 @@
+"""RedisBudgetStore against a real redis-server: atomic, idempotent, expiring, fail-closed."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from engine.errors import BudgetExceededError, RoutingError
+from engine.state.money import utc_day
+from engine.state.redis_budget import RedisBudgetStore
+from engine.testing.servers import RedisServer, free_port
+
+
+class Ledgerish:
+    """A spend source with fixed rows, as a ledger would give them."""
+
+    def __init__(self, rows: list[tuple[str, str, float]]) -> None:
+        self.rows = rows
+        self.calls = 0
+
+    async def spend_since(self, since: float) -> list[tuple[str, str, float]]:
+        self.calls += 1
+        return self.rows
+
+
+async def test_reserve_settle_release(redis_srv: RedisServer, prefix: str) -> None:
+    """A hold counts until settled at the real cost or released; refusals name the budget."""
+    store = RedisBudgetStore(redis_srv.url, prefix=prefix)
+    try:
+        held = await store.reserve("ws", 0.40, daily_usd=1.0, monthly_usd=10.0)
+        assert await store.spent("ws") == {"day": 0.40, "month": 0.40}
+        with pytest.raises(BudgetExceededError, match="daily budget"):
+            await store.reserve("ws", 0.61, daily_usd=1.0, monthly_usd=10.0)
+        await store.settle(held, 0.25)
+        assert await store.spent("ws") == {"day": 0.25, "month": 0.25}
+        other = await store.reserve("ws", 0.5, daily_usd=None, monthly_usd=0.8)
+        with pytest.raises(BudgetExceededError, match="monthly budget"):
+            await store.reserve("ws", 0.1, daily_usd=None, monthly_usd=0.8)
+        await store.release(other)
+        assert await store.spent("ws") == {"day": 0.25, "month": 0.25}
+    finally:
+        await store.aclose()
+
+
+async def test_settle_and_release_are_idempotent(redis_srv: RedisServer, prefix: str) -> None:
+    """A second settle, or a release after a settle, books nothing twice."""
+    store = RedisBudgetStore(redis_srv.url, prefix=prefix)
+    try:
+        held = await store.reserve("ws", 0.5, daily_usd=1.0, monthly_usd=None)
+        await store.settle(held, 0.3)
+        await store.settle(held, 0.3)
+        await store.release(held)
+        assert (await store.spent("ws"))["day"] == pytest.approx(0.3)
+    finally:
+        await store.aclose()
+
+
+async def test_concurrent_replicas_never_overspend(redis_srv: RedisServer, prefix: str) -> None:
+    """Three stores (three replicas' connections) racing 300 reservations stay under the cap."""
+    stores = [RedisBudgetStore(redis_srv.url, prefix=prefix) for _ in range(3)]
+    rng = random.Random(7)
+    booked: list[float] = []
+
+    async def call(store: RedisBudgetStore) -> None:
+        try:
+            held = await store.reserve("shared", 0.01, daily_usd=1.0, monthly_usd=1.0)
+        except BudgetExceededError:
+            return
+        await asyncio.sleep(rng.random() / 1000)
+        cost = rng.choice([0.004, 0.01])
+        booked.append(cost)
+        await store.settle(held, cost)
+
+    try:
+        await asyncio.gather(*(call(stores[i % 3]) for i in range(300)))
+        spent = await stores[0].spent("shared")
+        assert spent["day"] == pytest.approx(sum(booked))
+        assert spent["day"] <= 1.0
+        assert len(booked) > 100  # the cheap settles left room for more than 100 calls
+    finally:
+        for store in stores:
+            await store.aclose()
+
+
+async def test_a_dead_replicas_hold_expires(redis_srv: RedisServer, prefix: str) -> None:
+    """A hold nobody settles stops counting after its expiry (the replica died mid-call)."""
+    dead = RedisBudgetStore(redis_srv.url, prefix=prefix, hold_s=0.2)
+    alive = RedisBudgetStore(redis_srv.url, prefix=prefix)
+    try:
+        await dead.reserve("ws", 0.9, daily_usd=1.0, monthly_usd=None)
+        with pytest.raises(BudgetExceededError):
+            await alive.reserve("ws", 0.5, daily_usd=1.0, monthly_usd=None)
+        await asyncio.sleep(0.3)
+        await alive.reserve("ws", 0.5, daily_usd=1.0, monthly_usd=None)
+    finally:
+        await dead.aclose()
+        await alive.aclose()
+
+
+async def test_restore_seeds_the_month_once_for_all_replicas(
+    redis_srv: RedisServer, prefix: str
+) -> None:
+    """The first replica to start seeds this month from the ledger; the others do not add it."""
+    import time
+
+    today = utc_day(time.time())
+    source = Ledgerish([("ws", today, 0.7)])
+    first, second = (RedisBudgetStore(redis_srv.url, prefix=prefix) for _ in range(2))
+    try:
+        await first.restore(source)
+        await second.restore(source)
+        assert await first.spent("ws") == {"day": 0.7, "month": 0.7}
+        with pytest.raises(BudgetExceededError):
+            await second.reserve("ws", 0.5, daily_usd=1.0, monthly_usd=None)
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_workspace_names_cannot_break_the_hash_tag(
+    redis_srv: RedisServer, prefix: str
+) -> None:
+    """Braces in a workspace name are escaped: `a}b` and `a` stay separate budgets."""
+    store = RedisBudgetStore(redis_srv.url, prefix=prefix)
+    try:
+        await store.reserve("a}b", 1.0, daily_usd=1.0, monthly_usd=None)
+        await store.reserve("a", 1.0, daily_usd=1.0, monthly_usd=None)
+        assert (await store.spent("a{"))["day"] == 0.0
+    finally:
+        await store.aclose()
+
+
+async def test_unreachable_redis_fails_closed() -> None:
+    """With Redis down, a reservation is refused with a RoutingError naming the store."""
+    store = RedisBudgetStore(f"redis://:secret-pw@127.0.0.1:{free_port()}/0")
+    try:
+        with pytest.raises(RoutingError, match="Redis budget store is unreachable") as err:
+            await store.reserve("ws", 0.1, daily_usd=1.0, monthly_usd=None)
+        assert "secret-pw" not in str(err.value) and "secret-pw" not in repr(store)
+    finally:
+        await store.aclose()
