@@ -23,6 +23,7 @@ from engine.plan.values import Plan
 from engine.runtime.engine import Engine
 from engine.server.app import create_app
 from engine.server.common import RoutingEngine
+from engine.server.orphan import exit_with_parent
 from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings, load_settings
 from engine.state.ledger import SQLiteLedger
@@ -106,6 +107,8 @@ def build_app(settings: ServerSettings | None = None) -> Starlette:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s"
     )
+    if settings.workers > 1:
+        exit_with_parent()  # a SIGKILLed supervisor must not leave workers serving
     engine = engine_from_config(settings.config_dir, settings.workers)
     watcher = ConfigWatcher(
         settings.config_dir, load_plan, engine.reload, settings.reload_interval_s
@@ -145,16 +148,26 @@ def serve(settings: ServerSettings) -> None:
 
     uvicorn re-raises the signal it caught once it has drained, restoring the previous
     handler first; a no-op SIGTERM handler installed here turns that into a clean exit 0.
+    This is `uvicorn.run` spelled out, because the protocol's limits (server/guard.py) ride
+    in a Config of our own, which uvicorn pickles into every worker.
     """
     import signal
 
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    from engine.server.protocol import CoalescingHttpToolsProtocol
+    from engine.server.guard import GuardedConfig, GuardedHttpToolsProtocol, ProtocolLimits
 
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(
+    limits = ProtocolLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_headers=settings.max_headers,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+    )
+    config = GuardedConfig(
         "engine.server.runner:build_app",
+        limits,
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -162,6 +175,14 @@ def serve(settings: ServerSettings) -> None:
         log_level=settings.log_level,
         access_log=False,  # the app writes its own JSON access log (server/access.py)
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        timeout_keep_alive=settings.idle_timeout_s,  # a float works as well as an int
         server_header=False,
-        http=CoalescingHttpToolsProtocol,
+        http=GuardedHttpToolsProtocol,
     )
+    server = uvicorn.Server(config)
+    if config.workers > 1:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    else:
+        server.run()
+    if not server.started and config.workers == 1:
+        raise SystemExit(3)  # uvicorn's STARTUP_FAILURE: the port was taken, the app failed

@@ -84,6 +84,12 @@ class ServerSettings(BaseModel):
     access_log: bool = False
     warm_on_start: bool = False  # open provider connections when the server starts
     keep_alive_s: float | None = Field(default=None, gt=0)  # then re-warm at this interval
+    # What a client may make the server hold before the app sees a request (server/guard.py).
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_headers: int = Field(default=100, ge=1)
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    idle_timeout_s: float = Field(default=5.0, gt=0)  # a keep-alive connection between requests
     admin_key: Secret | None = None  # when set, the only key the ops routes accept (ops.py)
     plugins: PluginsSpec = Field(default_factory=lambda: PluginsSpec())
 
@@ -110,6 +116,11 @@ class _FileSettings(BaseModel):
     access_log: bool | None = None
     warm_on_start: bool | None = None
     keep_alive_s: float | None = None
+    max_header_bytes: int | None = None
+    max_headers: int | None = None
+    header_timeout_s: float | None = None
+    body_timeout_s: float | None = None
+    idle_timeout_s: float | None = None
     admin_key: str | None = Field(default=None, repr=False)
     admin_key_env: str | None = None
     plugins: PluginsSpec | None = None
@@ -134,6 +145,11 @@ _ENV: Mapping[str, str] = {
     "ENGINE_ACCESS_LOG": "access_log",
     "ENGINE_WARM_ON_START": "warm_on_start",
     "ENGINE_KEEP_ALIVE": "keep_alive_s",
+    "ENGINE_MAX_HEADER_BYTES": "max_header_bytes",
+    "ENGINE_MAX_HEADERS": "max_headers",
+    "ENGINE_HEADER_TIMEOUT": "header_timeout_s",
+    "ENGINE_BODY_TIMEOUT": "body_timeout_s",
+    "ENGINE_IDLE_TIMEOUT": "idle_timeout_s",
 }
 
 

@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 
 from engine.server import create_app
-from engine.server.protocol import CoalescingHttpToolsProtocol
+from engine.server.guard import GuardedHttpToolsProtocol
 from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings
 from tests.server.standin import StandInEngine
@@ -49,7 +49,7 @@ async def serving(
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=5,
-        http=CoalescingHttpToolsProtocol,  # as `engine serve` runs it
+        http=GuardedHttpToolsProtocol,  # as `engine serve` runs it
     )
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

@@ -1,0 +1,231 @@
+"""Limits on what a client may make the server hold before the app sees a request.
+
+uvicorn's httptools protocol buffers a request's head with no bound (one 64 MB header added
+64 MB of memory; 10,000 headers were accepted) and times out only a keep-alive connection
+that is idle after a response: a client that connects and sends nothing, or trickles its
+head or body a byte at a time, held its connection (and memory) for ever. All of this
+happens before authentication, so any client could do it.
+
+`GuardedHttpToolsProtocol` adds, per connection:
+
+- a head limit: more than `max_header_bytes` of request line and headers, or more than
+  `max_headers` header fields, is answered `431` and the connection closed (the bytes are
+  counted as they arrive, so memory stays within the limit plus one socket read);
+- a head timeout: the request line and headers must arrive within `header_timeout_s` of the
+  connection opening or of the request's first byte: `408`, closed. A new connection that
+  sent nothing at all is closed without an answer (there is no request to answer);
+- a body timeout: the body must arrive within `body_timeout_s` of the end of the head:
+  `408`, closed (unless the app already started its answer; then the connection is closed).
+
+Idle keep-alive connections are uvicorn's own `timeout_keep_alive` (`idle_timeout_s`).
+The limits travel in `GuardedConfig`, a uvicorn `Config` that pickles into every worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+import orjson
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
+from engine.server.protocol import CoalescingHttpToolsProtocol
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolLimits:
+    """What one connection may send before the app answers (see the module docstring)."""
+
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+
+
+#: How long a refused connection is drained (read and discarded) before it is closed.
+LINGER_S = 2.0
+
+
+class GuardedConfig(uvicorn.Config):
+    """uvicorn's Config plus the engine's protocol limits (read by the protocol)."""
+
+    def __init__(self, app: Any, limits: ProtocolLimits, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.limits = limits
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing; carries the answer to send."""
+
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+def refusal(status: int, message: str, code: str) -> bytes:
+    """A whole HTTP answer with an OpenAI-shaped error body that closes the connection."""
+    body = orjson.dumps(
+        {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": code,
+            }
+        }
+    )
+    head = (
+        b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+        % len(body)
+    )
+    return STATUS_LINE[status] + head + body
+
+
+class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
+    """The server's HTTP protocol: coalesced writes plus the limits above."""
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.limits: ProtocolLimits = getattr(config, "limits", None) or ProtocolLimits()
+        self._head_bytes = 0  # bytes received while a head is incomplete
+        self._header_count = 0
+        self._in_head = True  # waiting for (the rest of) a request's head
+        self._begun = False  # a byte of the current request has arrived
+        self._timer: asyncio.TimerHandle | None = None
+        self._raw: asyncio.Transport | None = None  # under the coalescing wrapper
+        self._refused = False  # answered a refusal: what still arrives is discarded
+
+    # ----------------------------------------------------------------- connection events
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._raw = transport
+        super().connection_made(transport)
+        self._arm(self.limits.header_timeout_s, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's `data_received`, counting the head's bytes and answering refusals."""
+        if self._refused or self.transport.is_closing():
+            return  # discarded unread: never buffered
+        self._unset_keepalive_if_required()
+        if self._in_head:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, _Refused):  # raised by one of our callbacks
+                refused = exc.__context__
+                self._refuse(refused.status, refused.message, refused.code)
+            else:
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
+            return
+        if self._in_head and self._head_bytes > self.limits.max_header_bytes:
+            self._refuse(*self._too_large())
+
+    # ----------------------------------------------------------------- parser callbacks
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._begun:
+            self._begun = True
+            if self._timer is None:  # after a keep-alive pause: the head's own deadline
+                self._arm(self.limits.header_timeout_s, self._head_timed_out)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.limits.max_headers:
+            raise _Refused(
+                431, f"more than {self.limits.max_headers} request headers", "headers_too_large"
+            )
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        if self._head_bytes > self.limits.max_header_bytes:
+            raise _Refused(*self._too_large())
+        self._in_head = False
+        self._arm(self.limits.body_timeout_s, self._body_timed_out)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        self._in_head, self._begun = True, False
+        self._head_bytes = self._header_count = 0
+        super().on_message_complete()
+
+    # ----------------------------------------------------------------- timers and answers
+
+    def _too_large(self) -> tuple[int, str, str]:
+        limit = self.limits.max_header_bytes
+        return 431, f"request line and headers exceed {limit} bytes", "headers_too_large"
+
+    def _arm(self, delay: float, callback: Any) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(delay, callback)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _head_timed_out(self) -> None:
+        self._timer = None
+        if not self._begun and self._head_bytes == 0:
+            self._close()  # a connection that never sent a byte: nothing to answer
+            return
+        limit = self.limits.header_timeout_s
+        self._refuse(408, f"request headers not received within {limit:g} s", "request_timeout")
+
+    def _body_timed_out(self) -> None:
+        self._timer = None
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started:
+            self._close()
+            return
+        limit = self.limits.body_timeout_s
+        self._refuse(408, f"request body not received within {limit:g} s", "request_timeout")
+
+    def _refuse(self, status: int, message: str, code: str) -> None:
+        """Answer `status`, then close after a short linger.
+
+        Closing a socket with unread bytes in it makes the kernel send a reset, which can
+        destroy the answer before the client reads it (a client still sending a 64 MB
+        header has plenty unread). So the answer goes out with a FIN (`write_eof`), what
+        still arrives is read and dropped, and the socket closes once the client closes
+        or `LINGER_S` later. The app, if it was waiting for the body, sees a disconnect."""
+        self._disarm()
+        raw = self._raw
+        if raw is None or self._refused or raw.is_closing():
+            return
+        self._refused = True
+        self.logger.warning("refused a request: %s", message)
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+        raw.write(refusal(status, message, code))
+        if raw.can_write_eof():
+            raw.write_eof()
+            self._timer = self.loop.call_later(LINGER_S, self._close)
+        else:
+            self._close()
+
+    def eof_received(self) -> None:
+        """The client closed its side: after a refusal, that ends the linger."""
+        if self._refused:
+            self._close()
+
+    def _close(self) -> None:
+        self._timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
