@@ -1,22 +1,25 @@
-"""`builder(cls)`: a cheaper constructor for a frozen, slotted dataclass built on a hot path.
+"""`builder(cls)`: a cheaper constructor for a value built on a hot path, called by name.
 
 A frozen dataclass's generated `__init__` stores each field with `object.__setattr__`
 (its own `__setattr__` refuses), which costs about 70 ns a field: building a 14-field
-`Response` took ~1.1 us, five times what a plain slotted class takes. Every engine call
-builds several such values (the response, its usage, attempt record, ledger row,
-rate-limit info, lease), so that was a tenth of the engine's own CPU per call.
+`Response` took ~1.1 us, five times what a plain slotted class takes. And any class called
+with keyword arguments (a dataclass or a NamedTuple) packs them into a dict for
+`__init__`/`__new__` first, which doubles the cost of building a value by name. Every
+engine call builds several such values (the response, attempt records, ledger rows,
+candidates), so both costs showed in its CPU per call.
 
-`builder(cls)` returns a callable with the same parameters as `cls(...)` that gives the
-same result: an ordinary instance of `cls` (same type, same fields, frozen from then on,
-equal to and hashing like one built by `cls(...)`). For a class with no base it fills a
-private twin class (the same slots, but ordinary attribute assignment) and then makes the
-object a `cls` by assigning `__class__`, which Python allows between classes of identical
-layout (~5x cheaper). For a subclass (the twin would inherit the base's Python-level
-`__setattr__`) it stores each field through its slot's descriptor (~2x cheaper).
+`builder(cls)` returns a plain function with the same parameters as `cls(...)` that gives
+the same result. Being a function, it takes keyword arguments without a dict (so values are
+built by name, where swapping two fields cannot pass unnoticed, at no cost). For a slotted
+dataclass with no base it fills a private twin class (the same slots, but ordinary
+attribute assignment) and then makes the object a `cls` by assigning `__class__`, which
+Python allows between classes of identical layout (~5x cheaper). For a dataclass subclass
+(the twin would inherit the base's Python-level `__setattr__`) it stores each field through
+its slot's descriptor (~2x cheaper). For a NamedTuple it is the tuple's own constructor.
 `cls(...)` itself is untouched (copying, pickling and `dataclasses.replace` use it).
 
-Only for dataclasses without `__post_init__`, `InitVar`s, keyword-only or `init=False`
-fields: those whose generated `__init__` does nothing but store its arguments and defaults.
+Dataclasses only without `__post_init__`, `InitVar`s, keyword-only or `init=False` fields:
+those whose generated `__init__` does nothing but store its arguments and defaults.
 """
 
 from __future__ import annotations
@@ -24,37 +27,39 @@ from __future__ import annotations
 import dataclasses
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 __all__ = ["builder"]
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def builder(cls: type[T]) -> Callable[..., T]:
-    """A constructor equivalent to `cls(...)` (same parameters, same result), but cheaper."""
+def builder(cls: Callable[P, T]) -> Callable[P, T]:
+    """A function equivalent to `cls(...)` (same parameters, same result), but cheaper."""
+    if not isinstance(cls, type):
+        raise TypeError(f"{cls!r} is not a class")
+    if issubclass(cls, tuple) and hasattr(cls, "_fields"):
+        return cast("Callable[P, T]", _tuple_builder(cls))
     if not dataclasses.is_dataclass(cls) or "__slots__" not in cls.__dict__:
-        raise TypeError(f"{cls.__name__} is not a slotted dataclass")
+        raise TypeError(f"{cls.__name__} is not a slotted dataclass or a NamedTuple")
     if hasattr(cls, "__post_init__"):
         raise TypeError(f"{cls.__name__} has __post_init__; builder would skip it")
     fields = dataclasses.fields(cls)
     params = list(inspect.signature(cls.__init__).parameters)[1:]
     if params != [f.name for f in fields] or any(f.kw_only for f in fields):
         raise TypeError(f"{cls.__name__} has init=False, keyword-only fields or InitVars")
-    twin = cls.__base__ is object
     namespace: dict[str, Any] = {"_target_cls_": cls, "_unset_": _UNSET, "_new_": object.__new__}
-    args, body = [], [] if twin else ["self = _new_(_target_cls_)"]
+    twin = cls.__base__ is object
+    if twin:
+        slots = cls.__dict__["__slots__"]
+        namespace["_twin_"] = type(f"_{cls.__name__}Twin", (object,), {"__slots__": slots})
+    args, body = [], ["self = _new_(_twin_)" if twin else "self = _new_(_target_cls_)"]
     for f in fields:
         name = f.name
-        if f.default is not dataclasses.MISSING:
-            namespace[f"_d_{name}"] = f.default
-            args.append(f"{name}=_d_{name}")
-        elif f.default_factory is not dataclasses.MISSING:
-            namespace[f"_f_{name}"] = f.default_factory
-            args.append(f"{name}=_unset_")
+        args.append(_parameter(f, namespace))
+        if f.default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
             body.append(f"if {name} is _unset_: {name} = _f_{name}()")
-        else:
-            args.append(name)
         if twin:
             body.append(f"self.{name} = {name}")
         else:
@@ -63,21 +68,42 @@ def builder(cls: type[T]) -> Callable[..., T]:
             body.append(f"_s_{name}(self, {name})")
     if twin:
         body.append("self.__class__ = _target_cls_")
-        _define("__init__", ["self", *args], body, namespace)
-        return type(
-            f"_{cls.__name__}Builder",
-            (object,),
-            {"__slots__": cls.__dict__["__slots__"], "__init__": namespace["__init__"]},
-        )
     body.append("return self")
-    _define("build", args, body, namespace)
-    built: Callable[..., T] = namespace["build"]
-    return built
+    return cast("Callable[P, T]", _define(args, body, namespace))
 
 
-def _define(name: str, args: list[str], body: list[str], namespace: dict[str, Any]) -> None:
-    source = "def {}({}):\n    {}\n".format(name, ", ".join(args), "\n    ".join(body))
+def _parameter(f: dataclasses.Field[Any], namespace: dict[str, Any]) -> str:
+    """`name`, `name=<default>` or `name=<unset>` (its factory called in the body)."""
+    if f.default is not dataclasses.MISSING:
+        namespace[f"_d_{f.name}"] = f.default
+        return f"{f.name}=_d_{f.name}"
+    if f.default_factory is not dataclasses.MISSING:
+        namespace[f"_f_{f.name}"] = f.default_factory
+        return f"{f.name}=_unset_"
+    return f.name
+
+
+def _tuple_builder(cls: type[tuple[Any, ...]]) -> Callable[..., Any]:
+    """A NamedTuple's constructor as a plain function (keywords without a dict)."""
+    fields: tuple[str, ...] = getattr(cls, "_fields")  # noqa: B009 (NamedTuple's own field list)
+    defaults: dict[str, Any] = getattr(cls, "_field_defaults")  # noqa: B009
+    namespace: dict[str, Any] = {"_target_cls_": cls, "_tuple_new_": tuple.__new__}
+    args = []
+    for name in fields:
+        if name in defaults:
+            namespace[f"_d_{name}"] = defaults[name]
+            args.append(f"{name}=_d_{name}")
+        else:
+            args.append(name)
+    values = "".join(f"{name}, " for name in fields)
+    return _define(args, [f"return _tuple_new_(_target_cls_, ({values}))"], namespace)
+
+
+def _define(args: list[str], body: list[str], namespace: dict[str, Any]) -> Callable[..., Any]:
+    source = "def build({}):\n    {}\n".format(", ".join(args), "\n    ".join(body))
     exec(source, namespace)  # the same technique dataclasses uses for its own __init__
+    built: Callable[..., Any] = namespace["build"]
+    return built
 
 
 class _Unset:

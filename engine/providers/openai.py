@@ -238,8 +238,7 @@ def parse_completion(
         if raw_calls
         else ()
     )
-    finish = choice.get("finish_reason")  # finish_reason(...), inlined: one call per answer
-    finish = _FINISH.get(finish, "stop") if isinstance(finish, str) else "stop"
+    finish = finish_reason(choice.get("finish_reason"))
     content = message.get("content")
     if content is None and message.get("refusal"):
         content, finish = message["refusal"], "content_filter"

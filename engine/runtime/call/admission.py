@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from engine.endpoints import Endpoint
 from engine.errors import AttemptRecord, BudgetExceededError, RateLimitedError
+from engine.frozen import builder
 from engine.plan.values import KeyPlan
 from engine.runtime.call.data import CallData, Trail
 from engine.runtime.call.walk import Candidate
@@ -37,6 +38,10 @@ class Admitted(NamedTuple):
     lease: Lease
     reservation: Reservation | None
     started: float  # monotonic seconds when admission ended
+
+
+# One per try, built by name without a keyword dict (engine/frozen.py).
+admitted = builder(Admitted)
 
 
 class Admission:
@@ -62,19 +67,26 @@ class Admission:
             await self.svc.limiter.release(lease)
             self.abandon(cand)
             raise
-        return Admitted(lease=lease, reservation=reservation, started=self.svc.clock.monotonic())
+        return admitted(lease=lease, reservation=reservation, started=self.svc.clock.monotonic())
 
     def quick(self, cand: Candidate) -> Lease | None:
         """`admit` for the common case that needs no await: every breaker closed, no budget
         to reserve, a key with room now. None (nothing taken, nothing recorded) whenever
         `admit` must decide. Saves a try two coroutines (measured > 1 us a call)."""
-        svc = self.svc
-        if not svc.breakers.all_closed or _reserves(cand):
+        svc, route = self.svc, cand.route
+        budget = route.budget
+        if (
+            not svc.breakers.all_closed
+            or budget.daily_usd is not None
+            or budget.monthly_usd is not None
+        ):
             return None
         keys = svc.good_keys(cand.provider)
         if not keys:
             return None
-        return svc.limiter.try_acquire_nowait(cand.provider.id, keys, *self._estimate(cand))
+        features = self.call.features
+        tout = features.output_tokens or route.default_max_tokens
+        return svc.limiter.try_acquire_nowait(cand.provider.id, keys, features.input_tokens, tout)
 
     def _breakers(self, cand: Candidate, index: int) -> None:
         """The breakers' verdict; an open one is recorded and costs no network call."""

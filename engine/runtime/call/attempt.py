@@ -27,7 +27,7 @@ from types import TracebackType
 from engine.errors import AttemptRecord, AuthenticationError, ProviderError, RateLimitedError
 from engine.frozen import builder
 from engine.messages import RateLimitInfo, Request, Usage
-from engine.runtime.call.admission import Admission, Admitted
+from engine.runtime.call.admission import Admission, admitted
 from engine.runtime.call.walk import Candidate
 from engine.state.protocols import LedgerRow
 
@@ -76,7 +76,7 @@ class Attempt:
         admission, cand = self.admission, self.cand
         quick = admission.quick(cand)  # no await in the common case (see Admission.quick)
         self.held = held = (
-            Admitted(lease=quick, reservation=None, started=admission.svc.clock.monotonic())
+            admitted(lease=quick, reservation=None, started=admission.svc.clock.monotonic())
             if quick is not None
             else await admission.admit(cand, self.index)
         )
@@ -111,7 +111,7 @@ class Attempt:
     async def _settle(self, usage: Usage) -> None:
         svc, cand, held = self.admission.svc, self.cand, self.held
         pid, mid = cand.provider.id, cand.scored.model.id
-        latency = self._latency()
+        latency = (svc.clock.monotonic() - held.started) * 1000
         self.cost = cost = cand.scored.model.cost(usage.input_tokens, usage.output_tokens)
         await svc.limiter.settle(held.lease, usage.input_tokens, usage.output_tokens)
         if self._rate_limit is not None:
@@ -127,7 +127,7 @@ class Attempt:
 
     async def _fail(self, exc: ProviderError) -> None:
         svc, cand, held = self.admission.svc, self.cand, self.held
-        latency = self._latency()
+        latency = (svc.clock.monotonic() - held.started) * 1000
         await svc.limiter.settle(held.lease, held.lease.input_tokens, 0)
         if exc.kind in BREAKER_KINDS:
             plan = cand.route.breaker
@@ -153,12 +153,9 @@ class Attempt:
             # A task of its own, so a cancelled caller still gives its reservation back.
             svc.spawn(svc.budget.release(held.reservation))
         # The ledger still hears of it: the upstream may have started (and billed) the work.
-        self._ledger("cancelled", self._latency(), None, None)
+        self._ledger("cancelled", (svc.clock.monotonic() - held.started) * 1000, None, None)
 
     # -- records --------------------------------------------------------------------------
-
-    def _latency(self) -> float:
-        return (self.admission.svc.clock.monotonic() - self.held.started) * 1000
 
     def _record(
         self,

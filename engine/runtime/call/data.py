@@ -13,6 +13,7 @@ import os
 from typing import NamedTuple
 
 from engine.errors import AttemptRecord
+from engine.frozen import builder
 from engine.messages import Request
 from engine.plan.values import Features, Plan
 
@@ -34,6 +35,10 @@ class CallData(NamedTuple):
     workspace: str  # who is charged: budgets and ledger rows
 
 
+# Built by name without the dict a class call packs keywords into (engine/frozen.py).
+_call_data = builder(CallData)
+
+
 def call_data(
     plan: Plan, request: Request, features: Features, streaming: bool, now: float
 ) -> CallData:
@@ -41,7 +46,7 @@ def call_data(
     mine, theirs = features.budget_usd, request.budget_usd
     budget = mine if theirs is None else theirs if mine is None else min(mine, theirs)
     workspace = features.workspace or str(request.metadata.get("workspace", "default"))
-    return CallData(
+    return _call_data(
         plan=plan,
         request=request,
         features=features,

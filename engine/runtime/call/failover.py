@@ -36,7 +36,7 @@ from engine.plan.values import RoutePlan
 from engine.runtime.call.admission import Admission, Skip
 from engine.runtime.call.attempt import Attempt
 from engine.runtime.call.data import CallData, Trail
-from engine.runtime.call.operations import Answer, Operation
+from engine.runtime.call.operations import Answer, Operation, make_answer
 from engine.runtime.call.walk import Candidate, Walk
 from engine.runtime.services import Services
 from engine.runtime.templates import apply_template
@@ -99,11 +99,11 @@ class Failover:
                 await stack.enter_async_context(attempt)
                 self.walk.count_try()
                 value = await op(adapter, attempt)
-                return Answer(attempt=attempt, value=value, held=stack.pop_all())
+                return make_answer(attempt=attempt, value=value, held=stack.pop_all())
         async with attempt:
             self.walk.count_try()
             value = await op(adapter, attempt)
-        return Answer(attempt=attempt, value=value, held=None)
+        return make_answer(attempt=attempt, value=value, held=None)
 
     def _request_for(self, route: RoutePlan) -> Request:
         """The request with this route's template applied (rendered once per route)."""

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
+from engine.frozen import builder
 from engine.messages import Chunk, ProviderResponse
 from engine.providers.base import Adapter
 from engine.runtime.call.attempt import Attempt
@@ -45,6 +46,10 @@ class Answer(NamedTuple, Generic[T]):
     attempt: Attempt
     value: T
     held: AsyncExitStack | None
+
+
+# One per call, built by name without a keyword dict (engine/frozen.py).
+make_answer = builder(Answer)
 
 
 class Complete:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from engine.errors import UnknownModelError, UnknownPolicyError
+from engine.frozen import builder
 from engine.plan.values import (
     Features,
     ModelPlan,
@@ -35,6 +36,10 @@ class Leg(NamedTuple):
     route: RoutePlan
     selection: Selection | None  # None for a pin
     pin: Scored | None  # None for a policy
+
+
+# One per leg of every call, built by name without a keyword dict (engine/frozen.py).
+_leg = builder(Leg)
 
 
 def check(plan: Plan, target: str | None) -> ProviderPlan | None:
@@ -72,7 +77,7 @@ def resolve(plan: Plan, target: str | None, select: Selector, features: Features
     assert target is not None  # check() raised otherwise
     if provider is None:
         sel = select(plan, target, features)
-        return Leg(target=target, route=sel.route, selection=sel, pin=None)
+        return _leg(target=target, route=sel.route, selection=sel, pin=None)
     if "/" not in target:
         target = bare_model(plan, target).id
     model = plan.models.get(target) or _unknown_model(target, provider)

@@ -19,6 +19,7 @@ from collections.abc import Generator, Iterator
 from typing import NamedTuple
 
 from engine.errors import NoCandidateError
+from engine.frozen import builder
 from engine.plan.values import (
     DYNAMIC_STRATEGIES,
     ModelPlan,
@@ -47,6 +48,11 @@ class Candidate(NamedTuple):
     @property
     def model(self) -> ModelPlan:
         return self.scored.model
+
+
+# One per candidate of every call, built by name: builder() takes the keywords without
+# the dict a class call packs them into (measured > 1 us a call over the walk).
+_candidate = builder(Candidate)
 
 
 class Walk:
@@ -131,28 +137,26 @@ class Walk:
         """One leg's candidates; its try count starts when the walk reaches it."""
         self._in_leg, self._leg_max = 0, leg.route.max_attempts
         if leg.pin is not None:
-            provider = self.call.plan.providers[leg.pin.model.provider]
-            yield Candidate(
-                scored=leg.pin,
-                provider=provider,
-                route=leg.route,
-                policy=None,
-                rule=None,
-                leg=index,
-            )
-            return
+            return self._pin(leg.pin, leg.route, index)
         assert leg.selection is not None
-        yield from self._policy(leg.selection, index, (leg.target,))
+        return self._policy(leg.selection, index, (leg.target,))
+
+    def _pin(self, pin: Scored, route: RoutePlan, index: int) -> Generator[Candidate, None, None]:
+        provider = self.call.plan.providers[pin.model.provider]
+        yield _candidate(
+            scored=pin, provider=provider, route=route, policy=None, rule=None, leg=index
+        )
 
     def _policy(
         self, sel: Selection, index: int, visited: tuple[str, ...]
     ) -> Generator[Candidate, None, None]:
         """The ranking (in live-strategy order), the chain, then the fallback_policy."""
         route, providers = sel.route, self.call.plan.providers
-        for s in (*self._ordered(sel), *sel.chain):
+        ordered = self._ordered(sel)
+        for s in (*ordered, *sel.chain) if sel.chain else ordered:
             provider = providers.get(s.model.provider)
             if provider is not None:
-                yield Candidate(
+                yield _candidate(
                     scored=s,
                     provider=provider,
                     route=route,
@@ -203,22 +207,18 @@ class Walk:
         if m.id in self._tried:
             return False
         self._tried.add(m.id)
-        why = self._ineligible(cand, m, p)
-        if why is None:
+        if not p.enabled:
+            why = "disabled", p.disabled_reason or "provider disabled"
+        elif p.id in self._skip_providers:
+            why = "skipped", "provider refused this request's credentials"
+        elif self._min_window and m.context_window <= self._min_window:
+            why = "context_window_exceeded", "context window not larger"
+        elif not self._within_budget(cand):
+            why = "budget_exceeded", "worst-case cost above the request budget"
+        else:
             return True
         self.trail.skip(p.id, m.id, why[0], why[1], self._handed)
         return False
-
-    def _ineligible(self, cand: Candidate, m: ModelPlan, p: ProviderPlan) -> tuple[str, str] | None:
-        if not p.enabled:
-            return "disabled", p.disabled_reason or "provider disabled"
-        if p.id in self._skip_providers:
-            return "skipped", "provider refused this request's credentials"
-        if self._min_window and m.context_window <= self._min_window:
-            return "context_window_exceeded", "context window not larger"
-        if not self._within_budget(cand):
-            return "budget_exceeded", "worst-case cost above the request budget"
-        return None
 
     def _within_budget(self, cand: Candidate) -> bool:
         """Worst-case cost within the request's budget and the route's per-request cap.
