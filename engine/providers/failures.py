@@ -135,9 +135,22 @@ def error_from_body(
         data = None
     if isinstance(data, dict):
         return from_object(endpoint, status, data, rate_limit)
-    head = body[:300]
-    text = (head if isinstance(head, str) else head.decode("utf-8", "replace")).strip()
-    return classify(endpoint, status, f"HTTP {status}: {text}", rate_limit=rate_limit)
+    return classify(
+        endpoint, status, f"HTTP {status}: {_excerpt(endpoint, body)}", rate_limit=rate_limit
+    )
+
+
+#: How much of a non-JSON error body is shown, and how much is redacted before that cut.
+EXCERPT_CHARS = 300
+_REDACT_CHARS = 4096
+
+
+def _excerpt(endpoint: Endpoint, body: bytes | str) -> str:
+    """The first EXCERPT_CHARS of the body, redacted *before* the cut: cutting first left
+    the prefix of a key that straddled the cut, which no pattern recognises any more."""
+    head = body[:_REDACT_CHARS]
+    text = head if isinstance(head, str) else head.decode("utf-8", "replace")
+    return redact(text, secrets_of(endpoint))[:EXCERPT_CHARS].strip()
 
 
 def protocol_error(endpoint: Endpoint, what: str) -> ProtocolError:

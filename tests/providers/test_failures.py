@@ -16,7 +16,7 @@ from engine.errors import (
     RateLimitedError,
     UnavailableError,
 )
-from engine.providers.failures import classify
+from engine.providers.failures import classify, error_from_body
 
 from .conftest import CANARY, endpoint
 
@@ -111,3 +111,16 @@ def test_classified_message_is_redacted_with_the_endpoint_key() -> None:
     """The endpoint's own key is masked even when it does not look like a key."""
     err = classify(EP, 401, f"bad key {CANARY}", f"code-{CANARY}")
     assert CANARY not in str(err) and CANARY not in (err.code or "")
+
+
+@pytest.mark.parametrize("offset", [290, 295, 299])
+def test_a_key_straddling_the_excerpt_cut_leaks_no_prefix(offset: int) -> None:
+    """A non-JSON error body is redacted before it is cut to 300 characters: a key that
+    straddles the cut leaves no prefix behind (the cut used to come first)."""
+    key = "sk-proj-Zq8Xw2Lm9Rt4Yv6Bn1Kc3"
+    ep = endpoint("http://127.0.0.1:1", key=key)
+    body = ("<html>" + "x" * (offset - 6) + key + " more html</html>").encode()
+    err = error_from_body(ep, 502, body, None, lambda *a: AssertionError("not JSON"))
+    tail = str(err)[str(err).rfind("x") + 1 :]  # what follows the padding, up to the cut
+    assert tail.startswith("*"), tail  # the redaction mark, never the key's first letters
+    assert "sk-" not in str(err)
