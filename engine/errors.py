@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 _KEY_PATTERNS = re.compile(
     r"(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|"
-    r"gsk_[A-Za-z0-9]{8,}|hf_[A-Za-z0-9]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,})"
+    r"gsk_[A-Za-z0-9]{8,}|hf_[A-Za-z0-9]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,}|"
+    r"(?<=://)[^/@\s]+(?=@))"  # the user-info of a URL (`https://user:pass@host`)
 )
 
 

@@ -59,6 +59,26 @@ def option_secrets(options: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(v for k, v in options.items() if v and is_secret_option(k))
 
 
+#: The user-info part of a URL (`user:password@`, `token@`): a credential.
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+(?=@)")
+
+
+def redact_url(url: str) -> str:
+    """`https://user:pass@host/v1` -> `https://***@host/v1`."""
+    return _USERINFO.sub("***", url)
+
+
+class ProviderURL(str):
+    """A provider's base URL: the URL itself everywhere it is used, but its repr (a plan's
+    or an endpoint's repr, a debugger, a log of either) masks credentials written into it
+    (`https://user:pass@gateway/v1`)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(redact_url(str(self)))
+
+
 class ProviderOptions(Mapping[str, str]):
     """A provider's options, read-only, with credential headers masked in its repr."""
 

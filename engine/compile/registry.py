@@ -18,7 +18,7 @@ from engine.config.specs import KeySpec, LimitsSpec, ModelSpec, ProviderSpec, Ti
 from engine.endpoints import Timeouts
 from engine.errors import Diagnostic
 from engine.plan.values import KeyPlan, ModelPlan, ProviderPlan
-from engine.secrets import ProviderOptions, Secret
+from engine.secrets import ProviderOptions, ProviderURL, Secret
 
 KEYLESS_PROTOCOLS = frozenset({"ollama", "mock"})
 DEFAULT_MAX_OUTPUT = 4096
@@ -70,7 +70,7 @@ def _provider(pid: str, spec: ProviderSpec, cs: ConfigSet, env: Mapping[str, str
     return ProviderPlan(
         id=pid,
         protocol=spec.protocol,
-        base_url=base_url.rstrip("/"),
+        base_url=ProviderURL(base_url.rstrip("/")),
         keys=keys,
         timeouts=timeouts_of(spec.timeouts),
         local=spec.local or spec.protocol == "mock",  # the mock is always local and free
