@@ -1,0 +1,176 @@
+"""The Lua scripts behind `RedisRateLimiter`, one per operation, each atomic in Redis.
+
+Per key of a pool there are two hashes (both under the provider's hash tag):
+  W  the window: field "<unix second>:<dim>" -> amount booked in that second
+     (dim 1 requests, 2 input tokens, 3 output tokens, 4 total tokens);
+  M  the key's meta: lim<d> learned limit, rem<d>/rst<d> the provider's remaining figure
+     and when it resets (ms), blocked (ms, Retry-After), inflight.
+A missing limit is -1. Times are the Redis server's (`TIME`), so replicas agree.
+"""
+
+from __future__ import annotations
+
+_NOW = """
+local t = redis.call('TIME')
+local sec = tonumber(t[1])
+local now_ms = sec * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function meta(M)
+  local raw = redis.call('HGETALL', M)
+  local m = {}
+  for i = 1, #raw, 2 do m[raw[i]] = tonumber(raw[i + 1]) end
+  return m
+end
+local function effective(m, configured, d)
+  local lim = configured
+  local learned = m['lim' .. d] or -1
+  if learned >= 0 and (lim < 0 or learned < lim) then lim = learned end
+  return lim
+end
+local function window(W)
+  local used, first = {0, 0, 0, 0}, nil
+  local raw = redis.call('HGETALL', W)
+  for i = 1, #raw, 2 do
+    local s = tonumber(string.sub(raw[i], 1, -3))
+    local d = tonumber(string.sub(raw[i], -1))
+    if s < sec - 59 then
+      redis.call('HDEL', W, raw[i])
+    else
+      used[d] = used[d] + tonumber(raw[i + 1])
+      if first == nil or s < first then first = s end
+    end
+  end
+  return used, first
+end
+"""
+
+#: KEYS: W1, M1, W2, M2, ...  ARGV: input, output, then per key rpm, input_tpm, output_tpm.
+#: -> {key index (1-based), booked second} or {0, ms until room may appear}
+ACQUIRE = (
+    _NOW
+    + """
+local need = {1, tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[1]) + tonumber(ARGV[2])}
+local best, best_room, best_flight, wait_ms = 0, -1, 0, 60000
+for k = 1, #KEYS / 2 do
+  local W, M = KEYS[2 * k - 1], KEYS[2 * k]
+  local m = meta(M)
+  local used, first = window(W)
+  local cfg = {tonumber(ARGV[3 * k]), tonumber(ARGV[3 * k + 1]), tonumber(ARGV[3 * k + 2]), -1}
+  local fits, room, ready = true, 1.0, now_ms
+  if (m['blocked'] or 0) > now_ms then fits = false; ready = m['blocked'] end
+  for d = 1, 4 do
+    local lim, n = effective(m, cfg[d], d), need[d]
+    if lim >= 0 then
+      if n > lim then n = lim end  -- larger than a whole limit: wait for an empty window
+      local left = lim - used[d] - n
+      if left < 0 then
+        fits = false
+        ready = math.max(ready, ((first or sec) + 60) * 1000)
+      elseif lim > 0 then
+        room = math.min(room, left / lim)
+      end
+    end
+    local rem, rst = m['rem' .. d] or -1, m['rst' .. d] or 0
+    if rem >= 0 and rst > now_ms and n > rem then
+      fits = false
+      ready = math.max(ready, rst)
+    end
+  end
+  local flight = m['inflight'] or 0
+  if fits then
+    if room > best_room or (room == best_room and flight < best_flight) then
+      best, best_room, best_flight = k, room, flight
+    end
+  elseif ready - now_ms < wait_ms then
+    wait_ms = ready - now_ms
+  end
+end
+if best == 0 then return {0, math.max(wait_ms, 1)} end
+local W, M = KEYS[2 * best - 1], KEYS[2 * best]
+local m = meta(M)
+for d = 1, 4 do
+  if need[d] > 0 then redis.call('HINCRBY', W, sec .. ':' .. d, need[d]) end
+  local rem, rst = m['rem' .. d] or -1, m['rst' .. d] or 0
+  if rem >= 0 and rst > now_ms then
+    redis.call('HSET', M, 'rem' .. d, math.max(0, rem - need[d]))
+  end
+end
+redis.call('HINCRBY', M, 'inflight', 1)
+redis.call('PEXPIRE', W, 120000)
+redis.call('PEXPIRE', M, 86400000)
+return {best, sec}
+"""
+)
+
+#: KEYS: W, M.  ARGV: booked second, request delta (0 settle, -1 release), input delta,
+#: output delta (real minus estimate).
+CLOSE = (
+    _NOW
+    + """
+local slot = tonumber(ARGV[1])
+local delta = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
+               tonumber(ARGV[3]) + tonumber(ARGV[4])}
+local W, M = KEYS[1], KEYS[2]
+local m = meta(M)
+for d = 1, 4 do
+  if delta[d] ~= 0 then
+    if slot >= sec - 59 then
+      local field = slot .. ':' .. d
+      if redis.call('HINCRBY', W, field, delta[d]) <= 0 then redis.call('HDEL', W, field) end
+    end
+    local rem, rst = m['rem' .. d] or -1, m['rst' .. d] or 0
+    if rem >= 0 and rst > now_ms then
+      redis.call('HSET', M, 'rem' .. d, math.max(0, rem - delta[d]))
+    end
+  end
+end
+if redis.call('HINCRBY', M, 'inflight', -1) < 0 then redis.call('HSET', M, 'inflight', 0) end
+return 1
+"""
+)
+
+#: KEYS: W, M.  ARGV: limit/remaining x 4 dims (-1 absent), request reset ms, token reset
+#: ms, retry-after ms.
+OBSERVE = (
+    _NOW
+    + """
+local M = KEYS[2]
+for d = 1, 4 do
+  local lim, rem = tonumber(ARGV[2 * d - 1]), tonumber(ARGV[2 * d])
+  if lim > 0 then redis.call('HSET', M, 'lim' .. d, lim) end
+  if rem >= 0 then
+    local reset = d == 1 and tonumber(ARGV[9]) or tonumber(ARGV[10])
+    redis.call('HSET', M, 'rem' .. d, rem, 'rst' .. d, now_ms + reset)
+  end
+end
+local retry = tonumber(ARGV[11])
+if retry > 0 then
+  local blocked = tonumber(redis.call('HGET', M, 'blocked') or '0')
+  if now_ms + retry > blocked then redis.call('HSET', M, 'blocked', now_ms + retry) end
+end
+redis.call('PEXPIRE', M, 86400000)
+return 1
+"""
+)
+
+#: KEYS: W, M.  ARGV: rpm, input_tpm, output_tpm.
+#: -> {limit, remaining, used} x 4 dims, inflight, ms still blocked
+STATUS = (
+    _NOW
+    + """
+local m = meta(KEYS[2])
+local used = window(KEYS[1])
+local cfg = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), -1}
+local out = {}
+for d = 1, 4 do
+  local lim = effective(m, cfg[d], d)
+  local remaining = -1
+  if lim >= 0 then remaining = math.max(0, lim - used[d]) end
+  local rem, rst = m['rem' .. d] or -1, m['rst' .. d] or 0
+  if rem >= 0 and rst > now_ms and (remaining < 0 or rem < remaining) then remaining = rem end
+  table.insert(out, lim); table.insert(out, remaining); table.insert(out, used[d])
+end
+table.insert(out, m['inflight'] or 0)
+table.insert(out, math.max(0, (m['blocked'] or 0) - now_ms))
+return out
+"""
+)

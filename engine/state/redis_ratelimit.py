@@ -1,0 +1,280 @@
+"""Provider-key rate limits in Redis, shared by every replica: one script checks and books.
+
+Why: a provider counts every replica's requests against one key, so N replicas each with
+their own window would send N times the limit. Here one Lua script, run atomically by
+Redis on its own clock, checks every key of the pool (requests, input, output and total
+tokens per minute; limits configured in the plan or learned from headers; the provider's
+`remaining` figures until their reset; Retry-After blocks), picks the key with the most
+headroom and books the request in the same step, so no two replicas can take the last
+slot. The window is 60 one-second slices per key (the in-process limiter uses 0.1 s:
+coarser here to keep the script's work small); settle corrects the booked slice with the
+real usage, release takes the request back.
+
+Waiting stays per replica: requests that find no room queue in FIFO order (an asyncio
+lock per provider), the head sleeps until the script says room may appear, and a local
+settle or release wakes it early. When Redis cannot be reached, the limiter falls back
+to a local in-process share (`fallback`) with a warning and a counter (`status`
+reports it): a rate limit is a courtesy to the provider, not money, so it degrades
+rather than refuse every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from engine.clock import Clock
+from engine.errors import RateLimitedError
+from engine.messages import RateLimitInfo
+from engine.plan.values import KeyPlan
+from engine.state.protocols import Lease, RateLimiter
+from engine.state.redis_common import connect, tag
+from engine.state.redis_limits_lua import ACQUIRE, CLOSE, OBSERVE, STATUS
+
+log = logging.getLogger(__name__)
+
+_DIMENSIONS = ("requests", "input_tokens", "output_tokens", "tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class _SharedLease(Lease):
+    """A lease booked in Redis: which slice it went into, and a local id for idempotency."""
+
+    slot: int
+    ident: int
+
+
+def _limit(value: int | None) -> int:
+    return -1 if value is None else int(value)
+
+
+class RedisRateLimiter:
+    """`RateLimiter` on Redis; an in-process limiter takes over while Redis is away."""
+
+    def __init__(
+        self,
+        url: str,
+        clock: Clock,
+        fallback: RateLimiter,
+        *,
+        prefix: str = "engine",
+        client: Any = None,
+    ) -> None:
+        self._redis: aioredis.Redis = client if client is not None else connect(url)
+        self._clock = clock
+        self._fallback = fallback
+        self._prefix = prefix
+        self._acquire = self._redis.register_script(ACQUIRE)
+        self._close = self._redis.register_script(CLOSE)
+        self._observe = self._redis.register_script(OBSERVE)
+        self._status = self._redis.register_script(STATUS)
+        self._queues: dict[str, asyncio.Lock] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._open: set[int] = set()
+        self._in_flight: Counter[str] = Counter()  # this replica's open leases per provider
+        self._ids = itertools.count(1)
+        self._keys: dict[str, tuple[KeyPlan, ...]] = {}
+        self.fallbacks = 0  # calls served by the local share because Redis was unreachable
+
+    def __repr__(self) -> str:  # never the URL: it may carry a password
+        return f"RedisRateLimiter(prefix={self._prefix!r})"
+
+    def _redis_keys(self, provider: str, keys: Sequence[KeyPlan]) -> list[str]:
+        base = f"{self._prefix}:rl:{tag(provider)}"
+        return [f"{base}:{part}:{k.id}" for k in keys for part in ("w", "m")]
+
+    def _pool(self, provider: str, keys: Sequence[KeyPlan]) -> tuple[KeyPlan, ...]:
+        pool = tuple(keys) or (KeyPlan(id=f"{provider}#0", secret=None),)
+        self._keys[provider] = pool
+        return pool
+
+    def register(self, provider: str, keys: Sequence[KeyPlan]) -> None:
+        """Remember the pool so `status` lists it; the fallback learns it too."""
+        self._pool(provider, keys)
+        self._fallback.register(provider, keys)
+
+    def try_acquire_nowait(
+        self, provider: str, keys: Sequence[KeyPlan], input_tokens: int, output_tokens: int
+    ) -> Lease | None:
+        """No local fast path: every lease is booked in Redis (the async path)."""
+        return None
+
+    async def acquire(
+        self,
+        provider: str,
+        keys: Sequence[KeyPlan],
+        input_tokens: int,
+        output_tokens: int,
+        max_wait_s: float,
+    ) -> Lease:
+        """Book on the key with most headroom; queue (FIFO, this replica) up to max_wait_s."""
+        pool = self._pool(provider, keys)
+        need = (max(input_tokens, 0), max(output_tokens, 0))
+        deadline = self._clock.monotonic() + max(max_wait_s, 0.0)
+        queue = self._queues.setdefault(provider, asyncio.Lock())
+        if not queue.locked():
+            lease, wait_s = await self._try(provider, pool, need)
+            if lease is not None:
+                return lease
+            if max_wait_s <= 0:
+                raise self._limited(provider, wait_s, 0.0)
+        async with queue:
+            return await self._wait(provider, pool, need, deadline, max_wait_s)
+
+    async def _wait(
+        self,
+        provider: str,
+        pool: tuple[KeyPlan, ...],
+        need: tuple[int, int],
+        deadline: float,
+        max_wait_s: float,
+    ) -> Lease:
+        wake = self._wakeups.setdefault(provider, asyncio.Event())
+        while True:
+            lease, wait_s = await self._try(provider, pool, need)
+            if lease is not None:
+                return lease
+            left = deadline - self._clock.monotonic()
+            # Waiting past the deadline helps only if a lease of ours may come back sooner.
+            hopeless = wait_s > left and not self._in_flight[provider]
+            if left <= 0 or hopeless:
+                raise self._limited(provider, wait_s, max_wait_s)
+            wake.clear()
+            with contextlib.suppress(TimeoutError):  # a nap, cut short by a local release
+                await asyncio.wait_for(wake.wait(), timeout=max(min(wait_s, left), 0.001))
+
+    async def _try(
+        self, provider: str, pool: tuple[KeyPlan, ...], need: tuple[int, int]
+    ) -> tuple[Lease | None, float]:
+        """One atomic check-and-book: (a lease, 0) or (None, seconds until room may appear)."""
+        args: list[int | str] = [need[0], need[1]]
+        for key in pool:
+            args += [_limit(key.rpm), _limit(key.input_tpm), _limit(key.output_tpm)]
+        try:
+            index, value = await self._acquire(keys=self._redis_keys(provider, pool), args=args)
+        except (RedisError, OSError) as exc:
+            return await self._degraded(provider, pool, need, exc), 0.0
+        if int(index) == 0:
+            return None, int(value) / 1000
+        ident = next(self._ids)
+        self._open.add(ident)
+        self._in_flight[provider] += 1
+        key = pool[int(index) - 1]
+        return _SharedLease(provider, key, need[0], need[1], int(value), ident), 0.0
+
+    async def _degraded(
+        self, provider: str, pool: tuple[KeyPlan, ...], need: tuple[int, int], exc: BaseException
+    ) -> Lease:
+        self.fallbacks += 1
+        log.warning(
+            "Redis rate limiter unreachable (%s); provider %r limited by this replica's share",
+            type(exc).__name__, provider,
+        )  # fmt: skip
+        return await self._fallback.acquire(provider, pool, need[0], need[1], 0.0)
+
+    def _limited(self, provider: str, wait_s: float, allowed: float) -> RateLimitedError:
+        return RateLimitedError(
+            f"every key of provider {provider!r} is at its rate limit across replicas "
+            f"(may wait {allowed:.2f}s; next room in {wait_s:.2f}s)",
+            provider=provider,
+            retry_after=max(wait_s, 0.0),
+            code="client_rate_limit",
+        )
+
+    async def settle(self, lease: Lease, input_tokens: int, output_tokens: int) -> None:
+        """Correct the booked slice with the real usage (once)."""
+        if not isinstance(lease, _SharedLease):
+            await self._fallback.settle(lease, input_tokens, output_tokens)
+            return
+        await self._finish(lease, 0, max(input_tokens, 0), max(output_tokens, 0))
+
+    async def release(self, lease: Lease) -> None:
+        """Take the request back from the window: it was never sent."""
+        if not isinstance(lease, _SharedLease):
+            await self._fallback.release(lease)
+            return
+        await self._finish(lease, -1, 0, 0)
+
+    async def _finish(self, lease: _SharedLease, requests: int, inp: int, out: int) -> None:
+        if lease.ident not in self._open:
+            return
+        self._open.discard(lease.ident)
+        self._in_flight[lease.provider] -= 1
+        keys = self._redis_keys(lease.provider, (lease.key,))
+        args = [lease.slot, requests, inp - lease.input_tokens, out - lease.output_tokens]
+        try:
+            await self._close(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            log.warning("Redis rate limiter could not settle a lease (%s)", type(exc).__name__)
+        wake = self._wakeups.get(lease.provider)
+        if wake is not None:
+            wake.set()
+
+    async def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
+        """Store what the headers said (limits, remaining until reset, Retry-After) for all."""
+        key = KeyPlan(id=key_id, secret=None)
+        args = [
+            _limit(info.limit_requests), _limit(info.remaining_requests),
+            _limit(info.limit_input_tokens), _limit(info.remaining_input_tokens),
+            _limit(info.limit_output_tokens), _limit(info.remaining_output_tokens),
+            _limit(info.limit_tokens), _limit(info.remaining_tokens),
+            int((info.reset_requests_s or 60.0) * 1000), int((info.reset_tokens_s or 60.0) * 1000),
+            int((info.retry_after_s or 0.0) * 1000),
+        ]  # fmt: skip
+        try:
+            await self._observe(keys=self._redis_keys(provider, (key,)), args=args)
+        except (RedisError, OSError) as exc:
+            log.warning("Redis rate limiter could not store headers (%s)", type(exc).__name__)
+            await self._fallback.observe(provider, key_id, info)
+        wake = self._wakeups.get(provider)
+        if wake is not None:
+            wake.set()
+
+    async def status(self, provider: str) -> dict[str, Any]:
+        """Per key id: limit, remaining and used per dimension across all replicas."""
+        pool = self._keys.get(provider, ())
+        queue = self._queues.get(provider)
+        out: dict[str, Any] = {"provider": provider, "queued": int(bool(queue and queue.locked()))}
+        out["shared"] = "redis"
+        out["fallbacks"] = self.fallbacks
+        keys: dict[str, Any] = {}
+        for key in pool:
+            try:
+                rows = await self._status(
+                    keys=self._redis_keys(provider, (key,)),
+                    args=[_limit(key.rpm), _limit(key.input_tpm), _limit(key.output_tpm)],
+                )
+            except (RedisError, OSError):
+                keys[key.id] = {"error": "Redis unreachable"}
+                continue
+            keys[key.id] = _key_status(rows)
+        out["keys"] = keys
+        return out
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+        await self._fallback.aclose()
+
+
+def _key_status(rows: list[Any]) -> dict[str, Any]:
+    """The STATUS script's flat list as the in-process limiter's status shape."""
+    out: dict[str, Any] = {}
+    for dim, name in enumerate(_DIMENSIONS):
+        limit, remaining, used = (int(v) for v in rows[dim * 3 : dim * 3 + 3])
+        out[name] = {
+            "limit": None if limit < 0 else limit,
+            "remaining": None if remaining < 0 else remaining,
+            "used": used,
+        }
+    out["in_flight"] = int(rows[12])
+    out["blocked_for_s"] = int(rows[13]) / 1000
+    return out

@@ -1,0 +1,134 @@
+"""RedisRateLimiter against a real redis-server: one window for every replica."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from engine.clock import SystemClock
+from engine.errors import RateLimitedError
+from engine.messages import RateLimitInfo
+from engine.plan.values import KeyPlan
+from engine.state.ratelimit import InProcessRateLimiter
+from engine.state.redis_ratelimit import RedisRateLimiter
+from engine.testing.servers import RedisServer, free_port
+
+
+def limiter(url: str, prefix: str) -> RedisRateLimiter:
+    clock = SystemClock()
+    return RedisRateLimiter(url, clock, InProcessRateLimiter(clock), prefix=prefix)
+
+
+async def test_three_replicas_share_one_request_limit(redis_srv: RedisServer, prefix: str) -> None:
+    """60 concurrent requests through 3 replicas against a 20 rpm key: exactly 20 go."""
+    replicas = [limiter(redis_srv.url, prefix) for _ in range(3)]
+    keys = (KeyPlan(id="p#0", secret=None, rpm=20),)
+
+    async def one(i: int) -> bool:
+        try:
+            await replicas[i % 3].acquire("p", keys, 10, 10, max_wait_s=0)
+        except RateLimitedError:
+            return False
+        return True
+
+    try:
+        admitted = await asyncio.gather(*(one(i) for i in range(60)))
+        assert sum(admitted) == 20
+        status = await replicas[1].status("p")
+        assert status["keys"]["p#0"]["requests"] == {"limit": 20, "remaining": 0, "used": 20}
+    finally:
+        for r in replicas:
+            await r.aclose()
+
+
+async def test_settle_books_real_tokens_and_release_gives_back(
+    redis_srv: RedisServer, prefix: str
+) -> None:
+    """Settle corrects the estimate in the window; release takes the request back."""
+    a, b = limiter(redis_srv.url, prefix), limiter(redis_srv.url, prefix)
+    keys = (KeyPlan(id="p#0", secret=None, input_tpm=1000),)
+    try:
+        lease = await a.acquire("p", keys, 100, 0, max_wait_s=0)
+        await a.settle(lease, 700, 0)
+        await a.settle(lease, 700, 0)  # a second settle changes nothing
+        with pytest.raises(RateLimitedError):
+            await b.acquire("p", keys, 400, 0, max_wait_s=0)
+        second = await b.acquire("p", keys, 300, 0, max_wait_s=0)
+        await b.release(second)
+        third = await a.acquire("p", keys, 300, 0, max_wait_s=0)
+        assert third.key.id == "p#0"
+        status = await a.status("p")
+        assert status["keys"]["p#0"]["input_tokens"]["used"] == 1000
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_retry_after_blocks_the_key_for_every_replica(
+    redis_srv: RedisServer, prefix: str
+) -> None:
+    """A Retry-After seen by one replica sends the others to the pool's other key."""
+    a, b = limiter(redis_srv.url, prefix), limiter(redis_srv.url, prefix)
+    keys = (KeyPlan(id="p#0", secret=None), KeyPlan(id="p#1", secret=None))
+    try:
+        await a.observe("p", "p#0", RateLimitInfo(retry_after_s=30))
+        await a.observe("p", "p#1", RateLimitInfo(limit_requests=5, remaining_requests=5))
+        chosen = {(await b.acquire("p", keys, 1, 1, max_wait_s=0)).key.id for _ in range(5)}
+        assert chosen == {"p#1"}
+        with pytest.raises(RateLimitedError) as err:  # p#1's remaining figure is spent
+            await b.acquire("p", keys, 1, 1, max_wait_s=0)
+        assert err.value.retry_after is not None and err.value.retry_after > 0
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_learned_limit_tightens_the_configured_one(
+    redis_srv: RedisServer, prefix: str
+) -> None:
+    """A limit the provider announced below the configured one is the one applied."""
+    a = limiter(redis_srv.url, prefix)
+    keys = (KeyPlan(id="p#0", secret=None, rpm=100),)
+    try:
+        await a.observe("p", "p#0", RateLimitInfo(limit_requests=2))
+        await a.acquire("p", keys, 0, 0, max_wait_s=0)
+        await a.acquire("p", keys, 0, 0, max_wait_s=0)
+        with pytest.raises(RateLimitedError):
+            await a.acquire("p", keys, 0, 0, max_wait_s=0)
+    finally:
+        await a.aclose()
+
+
+async def test_a_waiter_is_woken_by_a_release(redis_srv: RedisServer, prefix: str) -> None:
+    """A request queued for room gets it as soon as this replica releases a lease."""
+    a = limiter(redis_srv.url, prefix)
+    keys = (KeyPlan(id="p#0", secret=None, rpm=1),)
+    try:
+        held = await a.acquire("p", keys, 0, 0, max_wait_s=0)
+        waiting = asyncio.create_task(a.acquire("p", keys, 0, 0, max_wait_s=5))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        await a.release(held)
+        lease = await asyncio.wait_for(waiting, 2)
+        assert lease.key.id == "p#0"
+    finally:
+        await a.aclose()
+
+
+async def test_unreachable_redis_falls_back_to_the_local_share() -> None:
+    """With Redis down, leases come from the local limiter, counted and reported."""
+    clock = SystemClock()
+    a = RedisRateLimiter(
+        f"redis://127.0.0.1:{free_port()}/0", clock, InProcessRateLimiter(clock), prefix="x"
+    )
+    keys = (KeyPlan(id="p#0", secret=None, rpm=1),)
+    try:
+        lease = await a.acquire("p", keys, 0, 0, max_wait_s=0)
+        with pytest.raises(RateLimitedError):  # the local share still limits
+            await a.acquire("p", keys, 0, 0, max_wait_s=0)
+        await a.settle(lease, 0, 0)
+        assert a.fallbacks == 2
+        assert (await a.status("p"))["fallbacks"] == 2
+    finally:
+        await a.aclose()
