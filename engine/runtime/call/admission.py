@@ -61,8 +61,10 @@ class Admission:
         except BudgetExceededError as exc:
             await self.svc.limiter.release(lease)
             self.abandon(cand)
-            self.trail.skip(cand.provider.id, cand.model.id, "budget_exceeded", str(exc), index)
-            raise Skip(cand.model.id) from None
+            self.trail.skip(
+                cand.provider.id, cand.scored.model.id, "budget_exceeded", str(exc), index
+            )
+            raise Skip(cand.scored.model.id) from None
         except BaseException:
             await self.svc.limiter.release(lease)
             self.abandon(cand)
@@ -93,7 +95,7 @@ class Admission:
         b = self.svc.breakers
         if b.all_closed:
             return
-        pid, mid = cand.provider.id, cand.model.id
+        pid, mid = cand.provider.id, cand.scored.model.id
         if not b.allow(pid):
             refused = pid
         elif not b.allow(mid):
@@ -119,7 +121,11 @@ class Admission:
         if not keys:
             self.abandon(cand)
             self.trail.skip(
-                pid, cand.model.id, "skipped", "every key of the provider was rejected", index
+                pid,
+                cand.scored.model.id,
+                "skipped",
+                "every key of the provider was rejected",
+                index,
             )
             raise Skip(pid)
         rl = cand.route.rate_limit
@@ -128,7 +134,9 @@ class Admission:
             return await self.svc.limiter.acquire(pid, keys, *self._estimate(cand), wait_s)
         except RateLimitedError as exc:
             self.abandon(cand)
-            self.trail.skip(pid, cand.model.id, "rate_limited", f"local rate limit: {exc}", index)
+            self.trail.skip(
+                pid, cand.scored.model.id, "rate_limited", f"local rate limit: {exc}", index
+            )
             raise Skip(pid) from None
 
     async def _reserve(self, cand: Candidate) -> Reservation | None:
@@ -145,22 +153,25 @@ class Admission:
         features = self.call.features
         return features.input_tokens, features.output_tokens or cand.route.default_max_tokens
 
+    def _skip(self, cand: Candidate, outcome: str, why: str, index: int) -> None:
+        self.trail.skip(cand.provider.id, cand.scored.model.id, outcome, why, index)
+
     def abandon(self, cand: Candidate) -> None:
         """A half-open breaker's probe slot given back: this try will not report."""
         self.svc.breakers.abandon(cand.provider.id)
-        self.svc.breakers.abandon(cand.model.id)
+        self.svc.breakers.abandon(cand.scored.model.id)
 
     def endpoint(self, cand: Candidate, key: KeyPlan) -> Endpoint:
         """The adapter's view of one model with one key; built once per plan and key."""
         cache = self.svc.endpoints
         timeouts = cand.route.timeouts
-        ident = (id(cand.provider), id(cand.model), id(key), id(timeouts))
+        ident = (id(cand.provider), id(cand.scored.model), id(key), id(timeouts))
         entry = cache.get(ident)
         if entry is None:
             if len(cache) > ENDPOINT_CACHE_MAX:
                 cache.clear()
             # the entry keeps the parts alive, so their ids cannot be reused while cached
-            parts: tuple[Any, ...] = (cand.provider, cand.model, key, timeouts)
+            parts: tuple[Any, ...] = (cand.provider, cand.scored.model, key, timeouts)
             entry = cache[ident] = (parts, _endpoint(cand, key))
         return entry[1]
 
@@ -176,10 +187,10 @@ def _endpoint(cand: Candidate, key: KeyPlan) -> Endpoint:
         provider=p.id,
         protocol=p.protocol,
         base_url=p.base_url,
-        upstream_model=cand.model.upstream,
+        upstream_model=cand.scored.model.upstream,
         api_key=key.secret,
         key_id=key.id,
         timeouts=cand.route.timeouts or p.timeouts,
-        options=p.options if cand.model.options is None else cand.model.options,
+        options=p.options if cand.scored.model.options is None else cand.scored.model.options,
         pool_size=p.pool_size,
     )

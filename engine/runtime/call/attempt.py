@@ -22,7 +22,9 @@ Each outcome is one AttemptRecord in the trail, one stats sample and one ledger 
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from types import TracebackType
+from typing import Any
 
 from engine.errors import AttemptRecord, AuthenticationError, ProviderError, RateLimitedError
 from engine.frozen import builder
@@ -92,19 +94,19 @@ class Attempt:
         """The upstream answered in full with this usage; leaving the block settles it."""
         self._usage, self._rate_limit = usage, rate_limit
 
-    async def __aexit__(
+    def __aexit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
+        """Closes the try: returns the one closing coroutine that `async with` awaits."""
         self.admission.svc.strategies.end(self.cand.scored.model.id)
         if exc is None and self._usage is not None:
-            await self._settle(self._usage)
-        elif isinstance(exc, ProviderError):
-            await self._fail(exc)
-        else:
-            await self._abort()
+            return self._settle(self._usage)
+        if isinstance(exc, ProviderError):
+            return self._fail(exc)
+        return self._abort()
 
     # -- the three ways a try closes ------------------------------------------------------
 

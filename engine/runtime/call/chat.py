@@ -113,7 +113,7 @@ class ChatCall:
             usage=result.usage,
             cost_usd=attempt.cost,
             provider=cand.provider.id,
-            model=cand.model.id,
+            model=cand.scored.model.id,
             latency_ms=(self.svc.clock.monotonic() - call.started) * 1000,
             attempts=tuple(self.trail.attempts),
             cached=False,

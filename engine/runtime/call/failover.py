@@ -55,11 +55,18 @@ class Failover:
         self._rendered: dict[int, Request] = {}
 
     async def answer(self, op: Operation[T]) -> Answer[T]:
-        """The next candidate's answer; the final error when none is left."""
+        """The next candidate's answer; the final error when none is left.
+
+        The first try at a candidate runs bare: tenacity's machinery costs 10-30 us each
+        time it is set up (measured), more than the engine's own work per call, so it is
+        set up (`_retry`) only after a failure."""
         for index, cand in self.walk:
             while True:
                 try:
-                    return await self._tries(op, cand, index)
+                    try:
+                        return await self._try(op, cand, 0, index)
+                    except ProviderError as exc:
+                        return await self._retry(op, cand, index, exc)
                 except Skip:
                     break
                 except InvalidRequestError:
@@ -69,17 +76,15 @@ class Failover:
                         break
         raise self.final_error()
 
-    async def _tries(self, op: Operation[T], cand: Candidate, index: int) -> Answer[T]:
-        """Every try at one candidate. The first runs bare: tenacity's machinery costs
-        10-30 us each time it is set up (measured), more than the engine's own work per
-        call, so it is set up only after a failure that will be retried."""
-        try:
-            return await self._try(op, cand, 0, index)
-        except ProviderError as exc:
-            policy = self.svc.retries.of(cand.route.retry)
-            if self.walk.exhausted() or not policy.retries(exc):
-                raise
-            failed: ProviderError | None = exc
+    async def _retry(
+        self, op: Operation[T], cand: Candidate, index: int, exc: ProviderError
+    ) -> Answer[T]:
+        """The tries after a first one failed with `exc`, as the route's RetryPolicy
+        decides; `exc` itself when it is not retried."""
+        policy = self.svc.retries.of(cand.route.retry)
+        if self.walk.exhausted() or not policy.retries(exc):
+            raise exc
+        failed: ProviderError | None = exc
         async for attempt in policy.retrying(self.walk.exhausted):
             with attempt:
                 if failed is not None:  # the bare try, replayed as tenacity's attempt 1
@@ -125,7 +130,7 @@ class Failover:
         elif isinstance(exc, PermissionDeniedError):
             self.walk.rule_out_provider(provider.id)
         elif isinstance(exc, ContextWindowExceededError):
-            self.walk.rule_out_window(cand.model.context_window)
+            self.walk.rule_out_window(cand.scored.model.context_window)
         return False
 
     def final_error(self) -> EngineError:

@@ -44,7 +44,7 @@ async def relay(
         return StreamEvent(
             chunk=chunk,
             provider=cand.provider.id,
-            model=cand.model.id,
+            model=cand.scored.model.id,
             id=f"chatcmpl-{call.request_id}",
             created=int(clock.time()),
             attempts=tuple(trail.attempts) if attempts else (),
@@ -52,7 +52,7 @@ async def relay(
             rule=cand.rule,
         )
 
-    acc = StreamAccumulator(cand.model.upstream)
+    acc = StreamAccumulator(cand.scored.model.upstream)
     last: Chunk | None = None  # a bare usage report, held back to go out last
     limits, reported, sent = None, False, False
     chunk = opened.first

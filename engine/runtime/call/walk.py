@@ -22,7 +22,6 @@ from engine.errors import NoCandidateError
 from engine.frozen import builder
 from engine.plan.values import (
     DYNAMIC_STRATEGIES,
-    ModelPlan,
     ProviderPlan,
     RoutePlan,
     Scored,
@@ -44,10 +43,6 @@ class Candidate(NamedTuple):
     policy: str | None
     rule: str | None
     leg: int  # 0 for the primary target, i for request.fallbacks[i - 1]
-
-    @property
-    def model(self) -> ModelPlan:
-        return self.scored.model
 
 
 # One per candidate of every call, built by name: builder() takes the keywords without
