@@ -2,8 +2,8 @@
 
 closed --(N failures within the sliding window)--> open --(cooldown)--> half-open
 half-open lets exactly one probe through: its success closes the breaker (with an empty
-window), its failure re-opens it for another cooldown. While open, `allow` says no and the
-executor records a `circuit_open` attempt without any network call.
+window), its failure re-opens it for another cooldown. While open, `allow` says no and
+admission (call/admission.py) records a `circuit_open` attempt without any network call.
 
 The window counts failures, not consecutive failures: a success in between does not erase
 earlier failures still inside the window, so an upstream failing every other call trips
