@@ -18,7 +18,8 @@ from typing import Any
 from engine.compile import build_plan_from_data
 from engine.messages import parse_request
 from engine.plan import features_of, select
-from engine.plan.values import Features, Plan
+from engine.plan.compiled import Plan
+from engine.plan.values import Features
 
 PROVIDERS = 20
 MODELS = 500

@@ -8,12 +8,12 @@ Conversation, the result types and the error tree.
     eng = engine.Engine.from_config("path/to/config")      # models.yaml + routes/
 """
 
+from engine.assemble import Engine, arun, astream, default_engine, explain, run, stream
 from engine.errors import *  # noqa: F403
 from engine.errors import __all__ as _error_names
 from engine.messages import Request
 from engine.result import Response, StreamEvent
 from engine.runtime.conversation import Conversation
-from engine.runtime.engine import Engine, arun, astream, default_engine, explain, run, stream
 
 __all__ = [
     "Conversation",

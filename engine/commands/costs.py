@@ -8,7 +8,6 @@ nothing was spent), 1 no ledger at the path or the file is not a ledger, 2 usage
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -16,8 +15,9 @@ from typing import Any
 
 import orjson
 
+from engine.assemble import config_dir, default_ledger_path
 from engine.errors import ConfigError
-from engine.state.ledger import default_ledger_path, open_ledger
+from engine.state.ledger import open_ledger
 from engine.state.money import day_start, month_start, utc_day
 
 _COLUMNS = ("attempts", "ok", "cached", "input_tokens", "output_tokens", "cost_usd")
@@ -34,7 +34,6 @@ _HEADERS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
-        default=os.environ.get("ENGINE_CONFIG", "."),
         metavar="DIR",
         help="config directory whose .engine/ledger.sqlite3 to read (default: $ENGINE_CONFIG or .)",
     )
@@ -53,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print totals and the daily breakdown; 1 with a precise message when no ledger."""
-    path = args.ledger or default_ledger_path(args.config)
+    path = args.ledger or default_ledger_path(config_dir(args.config))
     try:
         ledger = open_ledger(path)
     except ConfigError as exc:

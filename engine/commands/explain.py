@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.compile.compiler import load_plan
-from engine.compile.explain import explain, render_explain
 from engine.errors import ConfigError, EngineError
-from engine.plan.values import Plan
+from engine.plan.compiled import Plan
+from engine.plan.explain import explain, render_explain
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from engine.errors import ConfigError, Diagnostic
 
 if TYPE_CHECKING:
-    from engine.plan.values import Plan
+    from engine.plan.compiled import Plan
 
 _FLAG_ENV = {
     "config": "ENGINE_CONFIG",
@@ -56,8 +56,9 @@ def export_flags(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from engine.assemble import load_plan
     from engine.server.plugins import load_plugins
-    from engine.server.runner import banner, bind_problem, load_plan, serve
+    from engine.server.runner import banner, bind_problem, serve
     from engine.server.settings import load_settings
 
     export_flags(args)

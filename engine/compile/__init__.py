@@ -8,7 +8,7 @@ explain(plan, policy, request) -> dict; render_explain(dict) -> str
 """
 
 from engine.compile.compiler import build_plan, build_plan_from_data, load_plan
-from engine.compile.explain import explain, render_explain
+from engine.plan.explain import explain, render_explain
 
 __all__ = [
     "build_plan",

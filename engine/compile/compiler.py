@@ -35,6 +35,7 @@ from engine.config.specs import (
     WeightsSpec,
 )
 from engine.errors import ConfigError, Diagnostic
+from engine.plan.compiled import Plan
 from engine.plan.tree import (
     Candidate,
     Goto,
@@ -52,7 +53,6 @@ from engine.plan.values import (
     CachePlan,
     Features,
     ModelPlan,
-    Plan,
     ProviderPlan,
     RateLimitPlan,
     RetryPlan,

@@ -10,8 +10,8 @@ modules (errors, messages, frozen, secrets, endpoints, vocab), never config, com
 runtime: an import-linter contract in pyproject.toml keeps it so.
 """
 
+from engine.plan.compiled import Plan
 from engine.plan.features import features_of
 from engine.plan.select import select
-from engine.plan.values import Plan
 
 __all__ = ["Plan", "features_of", "select"]

@@ -14,8 +14,9 @@ from collections.abc import Callable
 from operator import itemgetter
 
 from engine.errors import NoCandidateError, UnknownPolicyError
+from engine.plan.compiled import Plan
 from engine.plan.tree import Candidate, Goto, Leaf, PolicyTree, PricedRow, Rule
-from engine.plan.values import Features, Plan, RoutePlan, Scored, Selection
+from engine.plan.values import Features, RoutePlan, Scored, Selection
 
 _INF = float("inf")
 

@@ -206,14 +206,3 @@ class Selection(NamedTuple):
     # The explicit fallback chain (route.chain) that passed this request's checks, minus
     # anything already in `ranked`: try `ranked`, then `chain`, then route.fallback_policy.
     chain: tuple[Scored, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """Everything compiled from models.yaml + routes/. Immutable; swapped whole on reload."""
-
-    models: Mapping[str, ModelPlan]
-    providers: Mapping[str, ProviderPlan]
-    policies: Mapping[str, Any]  # name -> compiled policy (tree); opaque to the runtime
-    default_policy: str | None = None
-    source: str = ""  # where it was loaded from, for messages

@@ -16,6 +16,7 @@ and its keep-alive loop ping, and so does `health(probe=True)`; every ping is re
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -23,7 +24,8 @@ from typing import Any
 from engine.clock import Clock
 from engine.endpoints import Endpoint
 from engine.errors import redact
-from engine.plan.values import Plan, ProviderPlan
+from engine.plan.compiled import Plan
+from engine.plan.values import ProviderPlan
 from engine.runtime.services import Services
 
 #: Error rate over the recent window above which a provider reads as degraded.
@@ -198,3 +200,42 @@ def detail(provider: str, stats: Mapping[str, Any], pings: Pings) -> dict[str, A
         "latency_p50_ms": seen.get("latency_p50_ms"),
         **pings.view(provider),
     }
+
+
+WarmFor = Callable[[str], Warm]  # protocol -> its adapter's warm
+
+
+async def report(
+    plan: Plan, svc: Services, pings: Pings, warm_for: WarmFor, probing: bool, detailed: bool
+) -> dict[str, Any]:
+    """Every provider's status and the overall one (Engine.health)."""
+    if probing:
+        found = await asyncio.gather(
+            *(probe(p, plan, svc, warm_for(p.protocol), pings) for p in plan.providers.values())
+        )
+        providers = dict(zip(plan.providers, found, strict=True))
+    else:
+        providers = {pid: passive(p, plan, svc, pings) for pid, p in plan.providers.items()}
+    if detailed:
+        traffic = svc.stats.snapshot()["providers"]
+        for pid, view in providers.items():
+            view.update(detail(pid, traffic, pings))
+    return {"status": _overall({v["status"] for v in providers.values()}), "providers": providers}
+
+
+def _overall(states: set[str]) -> str:
+    if not states & {"healthy", "degraded"}:
+        return "unavailable"
+    return "healthy" if states <= {"healthy", "disabled"} else "degraded"
+
+
+async def warm_all(plan: Plan, svc: Services, pings: Pings, warm_for: WarmFor) -> dict[str, str]:
+    """Ping every enabled provider: "ok" or why not, per provider (best effort, never raises)."""
+    enabled = [p for p in plan.providers.values() if p.enabled]
+
+    async def one(p: ProviderPlan) -> str:
+        failed = await ping(p, plan, svc, warm_for(p.protocol), pings)
+        return "ok" if failed is None else f"failed: {type(failed).__name__}"
+
+    done = await asyncio.gather(*(one(p) for p in enabled))
+    return dict(zip([p.id for p in enabled], done, strict=True))

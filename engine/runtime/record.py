@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import RequestError, UnknownModelError
-from engine.plan.values import Plan
+from engine.plan.compiled import Plan
 from engine.runtime.services import Services
 from engine.state.protocols import LedgerRow
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from engine.errors import UnknownModelError
-from engine.plan.values import ModelPlan, Plan
+from engine.plan.compiled import Plan
+from engine.plan.values import ModelPlan
 
 #: The call size used to compare prices: 1000 tokens in, 1000 out.
 REFERENCE_TOKENS = 1000

@@ -17,13 +17,8 @@ from typing import Any
 from engine.clock import Clock
 from engine.endpoints import Endpoint
 from engine.messages import Request
-from engine.plan.values import (
-    Features,
-    KeyPlan,
-    Plan,
-    ProviderPlan,
-    Selection,
-)
+from engine.plan.compiled import Plan
+from engine.plan.values import Features, KeyPlan, ProviderPlan, Selection
 from engine.providers.base import Adapter
 from engine.runtime.breaker import BreakerBoard
 from engine.runtime.call.retry import RetryPolicies

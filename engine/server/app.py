@@ -30,6 +30,7 @@ from starlette.responses import Response as HTTPResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from engine.assemble import default_ledger_path
 from engine.messages import Request, parse_request
 from engine.result import Response
 from engine.runtime.spend import SpendReport
@@ -66,7 +67,6 @@ from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings
 from engine.server.sse import SSE_HEADERS, ChunkEncoder, EventStreamResponse, aclose_events
 from engine.server.surface import SurfaceRoute, surface_routes
-from engine.state.ledger import default_ledger_path
 
 log = logging.getLogger("engine.server")
 

@@ -15,7 +15,7 @@ import orjson
 from starlette.responses import Response as HTTPResponse
 
 from engine.messages import Request
-from engine.plan.values import Plan
+from engine.plan.compiled import Plan
 from engine.result import Response, StreamEvent
 from engine.server.auth import Authenticator, Principal
 from engine.server.errors import HTTPError, ServerError

@@ -16,7 +16,7 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from engine.messages import Request
-from engine.plan.values import Plan
+from engine.plan.compiled import Plan
 from engine.providers.support import dropped
 from engine.result import StreamEvent
 from engine.server.auth import Principal

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from engine.errors import ConfigError, Diagnostic
-from engine.plan.values import Plan
+from engine.plan.compiled import Plan
 
 log = logging.getLogger("engine.server.reload")
 

@@ -11,64 +11,17 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-from pathlib import Path
 
 from starlette.applications import Starlette
 
-from engine.clock import SystemClock
-from engine.compile import load_plan as compile_plan
-from engine.errors import Diagnostic
-from engine.plan.values import Plan
-from engine.runtime.engine import Engine
+from engine.assemble import budgets_path, for_workers, load_plan
+from engine.plan.compiled import Plan
 from engine.server.app import create_app
-from engine.server.common import RoutingEngine
 from engine.server.orphan import exit_with_parent
 from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings, load_settings
-from engine.state.ledger import SQLiteLedger
-from engine.state.ratelimit import InProcessRateLimiter
-from engine.state.sqlite_budget import SQLiteBudgetStore
 
 log = logging.getLogger("engine.server")
-
-
-def load_plan(config_dir: Path) -> tuple[Plan, list[Diagnostic]]:
-    """The compiler's `load_plan` (validate + compile); raises ConfigError."""
-    plan, warnings = compile_plan(config_dir)
-    return plan, list(warnings)
-
-
-def engine_from_config(config_dir: Path, workers: int = 1) -> RoutingEngine:
-    """The engine with its SQLite ledger ($ENGINE_LEDGER or <config>/.engine/).
-
-    With several worker processes, state that guards money and providers must hold across
-    them: budgets go to one SQLite file they all share (`budgets_path`), and each worker
-    takes 1/N of every rate limit, so together they stay within it. Breakers, latency
-    figures and the cache stay per worker: those only cost a little accuracy."""
-    if workers <= 1:
-        return Engine.from_config(config_dir)
-    clock = SystemClock()
-    ledger_path = ledger_path_for(config_dir)
-    ledger_path.parent.mkdir(parents=True, exist_ok=True)
-    ledger = SQLiteLedger(str(ledger_path), clock)
-    return Engine.from_config(
-        config_dir,
-        clock=clock,
-        ledger=ledger,
-        budget=SQLiteBudgetStore(budgets_path(config_dir), clock),  # seeded by the engine
-        rate_limiter=InProcessRateLimiter(clock, share=1.0 / workers),
-    )
-
-
-def ledger_path_for(config_dir: Path) -> Path:
-    """Where the ledger lives: $ENGINE_LEDGER, else <config>/.engine/ledger.sqlite3."""
-    return Path(os.environ.get("ENGINE_LEDGER") or config_dir / ".engine" / "ledger.sqlite3")
-
-
-def budgets_path(config_dir: Path) -> Path:
-    """The shared budget file of a multi-worker server: beside the ledger."""
-    return ledger_path_for(config_dir).with_name("budgets.sqlite3")
 
 
 def bind_problem(settings: ServerSettings) -> str | None:
@@ -109,7 +62,7 @@ def build_app(settings: ServerSettings | None = None) -> Starlette:
     )
     if settings.workers > 1:
         exit_with_parent()  # a SIGKILLed supervisor must not leave workers serving
-    engine = engine_from_config(settings.config_dir, settings.workers)
+    engine = for_workers(settings.config_dir, settings.workers)
     watcher = ConfigWatcher(
         settings.config_dir, load_plan, engine.reload, settings.reload_interval_s
     )

@@ -14,9 +14,10 @@ The database runs in WAL mode, so the queries (`totals`, `daily`, `spend_since`,
 A `LedgerRow` has no field that could hold a key or a prompt, and the writer still passes
 every text field through `engine.errors.redact` as a second line of defence.
 
-Location: `default_ledger_path(config_dir)` is `<config dir>/.engine/ledger.sqlite3`
-unless `$ENGINE_LEDGER` names another file. `open_ledger(path)` opens an existing ledger
-read-only and fails with a precise `ConfigError` when the file is missing or is not one.
+Location: `engine.assemble.default_ledger_path(config_dir)` is
+`<config dir>/.engine/ledger.sqlite3` unless `$ENGINE_LEDGER` names another file.
+`open_ledger(path)` opens an existing ledger read-only and fails with a precise
+`ConfigError` when the file is missing or is not one.
 """
 
 from __future__ import annotations
@@ -107,14 +108,6 @@ def _insert_rows(rows: int) -> str:
     """The INSERT statement for `rows` rows at once (kept: sqlite3 caches its compilation)."""
     one = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
     return f"INSERT INTO attempts ({', '.join(_COLUMNS)}) VALUES " + ", ".join([one] * rows)
-
-
-def default_ledger_path(config_dir: str | os.PathLike[str]) -> Path:
-    """`$ENGINE_LEDGER` if set, else `<config dir>/.engine/ledger.sqlite3`."""
-    override = os.environ.get("ENGINE_LEDGER")
-    if override:
-        return Path(override)
-    return Path(config_dir) / ".engine" / "ledger.sqlite3"
 
 
 class LedgerQueries:

@@ -115,7 +115,7 @@ def test_sync_streaming_through_the_module_api(
         tmp_path / "cfg", MOCK_MODELS, {"default": "strategy: ordered\ncandidates: [mock/fast]\n"}
     )
     monkeypatch.setenv("ENGINE_CONFIG", str(cfg))
-    monkeypatch.setattr("engine.runtime.engine._default", None)
+    monkeypatch.setattr("engine.assemble._default", None)
     text = "".join(e.content for e in engine.stream(ask("stream me a long answer please")))
     engine.default_engine().close()
     assert "stream me a long answer please" in text

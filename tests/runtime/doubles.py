@@ -16,11 +16,12 @@ from engine import Engine
 from engine.endpoints import Endpoint
 from engine.errors import BudgetExceededError, NoCandidateError, RateLimitedError
 from engine.messages import Chunk, ProviderResponse, RateLimitInfo, Request, Usage
+from engine.plan.compiled import Plan
+from engine.plan.tree import Leaf, PolicyTree
 from engine.plan.values import (
     Features,
     KeyPlan,
     ModelPlan,
-    Plan,
     ProviderPlan,
     RoutePlan,
     Scored,
@@ -154,9 +155,14 @@ def make_plan(
     return Plan(
         models={m.id: m for m in models},
         providers={p.id: p for p in provs},
-        policies={r.policy: r for r in routes},
+        policies={r.policy: _tree(r) for r in routes},
         default_policy=routes[0].policy if routes else None,
     )
+
+
+def _tree(route_plan: RoutePlan) -> PolicyTree:
+    """A policy with no rules: its one leaf is the route (the reference selector reads it)."""
+    return PolicyTree(route_plan.policy, (), Leaf(route_plan, (), (), (), "static"), ())
 
 
 def features_of(request: Request) -> Features:
@@ -173,7 +179,9 @@ def features_of(request: Request) -> Features:
 
 def select(plan: Plan, policy: str, features: Features) -> Selection:
     """A reference selector: the route's candidates minus those lacking a capability."""
-    route_plan: RoutePlan = plan.policies[policy]
+    leaf = plan.policies[policy].default
+    assert isinstance(leaf, Leaf)
+    route_plan = leaf.route
     eliminated: list[tuple[str, str]] = []
 
     def kept(ids: Sequence[str]) -> tuple[Scored, ...]:

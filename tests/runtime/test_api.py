@@ -18,7 +18,8 @@ from engine import (
     UnknownModelError,
 )
 from engine.messages import Chunk, ToolCallDelta, Usage
-from engine.plan.values import Plan, RetryPlan
+from engine.plan.compiled import Plan
+from engine.plan.values import RetryPlan
 
 from .doubles import ScriptedAdapter, ask, make_plan, model, provider, rig, route
 

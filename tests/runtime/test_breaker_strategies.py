@@ -9,7 +9,8 @@ import pytest
 
 from engine import AllCandidatesFailedError
 from engine.errors import UnavailableError
-from engine.plan.values import BreakerPlan, Plan, RetryPlan, StrategyPlan
+from engine.plan.compiled import Plan
+from engine.plan.values import BreakerPlan, RetryPlan, StrategyPlan
 
 from .doubles import ScriptedAdapter, ask, make_plan, model, rig, route
 

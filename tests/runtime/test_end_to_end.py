@@ -241,7 +241,7 @@ def test_module_level_api_uses_engine_config(
     """engine.run / engine.stream use the config named by $ENGINE_CONFIG."""
     monkeypatch.setenv("ENGINE_CONFIG", str(ROOT))
     monkeypatch.setenv("ENGINE_LEDGER", str(tmp_path / "l.sqlite3"))
-    monkeypatch.setattr("engine.runtime.engine._default", None)
+    monkeypatch.setattr("engine.assemble._default", None)
     resp = engine.run(HELLO)
     assert resp.provider == "mock"
     text = "".join(e.content for e in engine.stream({**HELLO, "cache": False}))

@@ -13,7 +13,8 @@ from engine import (
     UnavailableError,
     UnknownModelError,
 )
-from engine.plan.values import BudgetPlan, CachePlan, Plan, RetryPlan, TemplatePlan
+from engine.plan.compiled import Plan
+from engine.plan.values import BudgetPlan, CachePlan, RetryPlan, TemplatePlan
 
 from .doubles import ScriptedAdapter, ask, make_plan, model, rig, route
 

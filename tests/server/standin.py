@@ -13,7 +13,8 @@ from typing import Any
 
 from engine.errors import AttemptRecord, UnknownPolicyError
 from engine.messages import Chunk, Request, ToolCallDelta, ToolCallOut, Usage
-from engine.plan.values import ModelPlan, Plan, ProviderPlan
+from engine.plan.compiled import Plan
+from engine.plan.values import ModelPlan, ProviderPlan
 from engine.result import Response, StreamEvent
 
 

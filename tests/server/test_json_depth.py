@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from engine.assemble import Engine
 from engine.errors import RequestError
 from engine.messages import MAX_JSON_DEPTH, parse_request
-from engine.runtime.engine import Engine
 from engine.state.cache import cache_key
 from tests.server.conftest import serving
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ConfigError, Diagnostic
-from engine.plan.values import Plan
+from engine.plan.compiled import Plan
 from engine.server.reload import ConfigWatcher
 from tests.server.conftest import serving
 from tests.server.standin import StandInEngine
@@ -82,7 +82,7 @@ def test_a_replaced_plan_is_freed_without_the_cyclic_collector(tmp_path: Path) -
     (runner.settle_heap) is still freed by refcounting when a reload replaces it."""
     import gc
 
-    from engine.server.runner import load_plan
+    from engine.assemble import load_plan
     from tests.server.realstack import write_config
 
     config = write_config(tmp_path, "http://127.0.0.1:9/v1", "http://127.0.0.1:8/v1")

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from engine.assemble import Engine, load_plan
 from engine.errors import Diagnostic
-from engine.plan.values import Plan
-from engine.runtime.engine import Engine
+from engine.plan.compiled import Plan
 from engine.server.reload import ConfigWatcher
-from engine.server.runner import load_plan
 from tests.config.test_load_limits import alias_bomb
 from tests.server.conftest import serving
 from tests.server.standin import StandInEngine

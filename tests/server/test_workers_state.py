@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.runtime.engine import Engine
-from engine.server.runner import banner, budgets_path, engine_from_config
+from engine.assemble import Engine, budgets_path, for_workers
+from engine.server.runner import banner
 from engine.server.settings import ServerSettings
 from engine.state.budget import InProcessBudgetStore
 from engine.state.sqlite_budget import SQLiteBudgetStore
@@ -21,14 +21,14 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 async def test_one_worker_keeps_state_in_process(config: Path) -> None:
-    engine = engine_from_config(config, 1)
+    engine = for_workers(config, 1)
     assert isinstance(engine, Engine)
     assert isinstance(engine._svc.budget, InProcessBudgetStore)
     await engine.aclose()
 
 
 async def test_several_workers_share_budgets_and_split_limits(config: Path, tmp_path: Path) -> None:
-    engines = [engine_from_config(config, 3) for _ in range(2)]  # two of the three workers
+    engines = [for_workers(config, 3) for _ in range(2)]  # two of the three workers
     budgets = [e._svc.budget for e in engines if isinstance(e, Engine)]
     assert all(isinstance(b, SQLiteBudgetStore) for b in budgets)
     assert budgets_path(config) == tmp_path / "state" / "budgets.sqlite3"

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.assemble import default_ledger_path
 from engine.errors import ConfigError
-from engine.state.ledger import NullLedger, SQLiteLedger, default_ledger_path, open_ledger
+from engine.state.ledger import NullLedger, SQLiteLedger, open_ledger
 from engine.state.protocols import LedgerRow
 from engine.testing.clock import FakeClock
 

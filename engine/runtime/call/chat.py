@@ -19,7 +19,7 @@ from dataclasses import replace
 from engine.errors import EngineError, ProviderError
 from engine.frozen import builder
 from engine.messages import ProviderResponse, Request
-from engine.plan.values import Plan
+from engine.plan.compiled import Plan
 from engine.result import Response, StreamEvent
 from engine.runtime.call.attempt import Attempt
 from engine.runtime.call.data import Trail, call_data

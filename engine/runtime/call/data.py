@@ -15,7 +15,8 @@ from typing import NamedTuple
 from engine.errors import AttemptRecord
 from engine.frozen import builder
 from engine.messages import Request
-from engine.plan.values import Features, Plan
+from engine.plan.compiled import Plan
+from engine.plan.values import Features
 
 #: Request ids: a per-process random prefix and a counter (unique, and cheaper than uuid4).
 _ID_PREFIX = os.urandom(4).hex()

@@ -12,10 +12,10 @@ from typing import NamedTuple
 
 from engine.errors import UnknownModelError, UnknownPolicyError
 from engine.frozen import builder
+from engine.plan.compiled import Plan
 from engine.plan.values import (
     Features,
     ModelPlan,
-    Plan,
     ProviderPlan,
     RoutePlan,
     Scored,

@@ -12,9 +12,10 @@ from typing import Any
 
 from engine.errors import NoCandidateError
 from engine.messages import Request, parse_request
+from engine.plan.compiled import Plan
 from engine.plan.features import features_of
 from engine.plan.select import rank, walk
-from engine.plan.values import Features, Plan, Scored
+from engine.plan.values import Features, Scored
 
 
 def explain(plan: Plan, policy: str | None, request: Request | dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,256 @@
+"""The composition root: the one module that wires config, compile, runtime, providers and state.
+
+Everything else depends one way (config -> compile -> plan <- runtime); only here do the
+parts meet, with plain imports that mypy and the import contracts can see:
+
+    Engine.from_config(dir)   load + compile the directory, SQLite ledger, default backends
+    Engine.from_data(m, r)    the same from dicts shaped like models.yaml and routes/*.yaml
+    Engine.from_plan(plan)    a compiled plan; every collaborator may be injected
+    for_workers(dir, n)       the server's engine for one of n worker processes
+    default_engine()          the engine behind `engine.run` & co., built once per process
+
+The `ENGINE_*` variables read here: ENGINE_CONFIG (config directory, default `.`),
+ENGINE_POLICY (the default policy), ENGINE_LEDGER (the ledger file; default
+`<config>/.engine/ledger.sqlite3`, the one place that default is written).
+
+`Engine` here is the runtime's Engine plus these constructors, so the runtime itself
+never imports config or compile, and never loads a module by name to get around that.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from engine.clock import Clock, SystemClock
+from engine.compile.compiler import load_plan as _compile_dir
+from engine.compile.source import DataSource, DirectorySource
+from engine.errors import Diagnostic
+from engine.plan.compiled import Plan
+from engine.plan.features import features_of
+from engine.plan.select import select
+from engine.providers import get_adapter
+from engine.providers.base import Adapter
+from engine.result import Response, StreamEvent
+from engine.runtime import engine as _runtime
+from engine.runtime.breaker import BreakerBoard
+from engine.runtime.engine import PlanSource, RequestLike, cache_size
+from engine.runtime.services import CacheKey, Featurizer, Selector, Services
+from engine.runtime.stats import Stats
+from engine.runtime.strategies import StrategyState
+from engine.state.budget import InProcessBudgetStore
+from engine.state.cache import LRUCache, cache_key
+from engine.state.ledger import NullLedger, SQLiteLedger
+from engine.state.protocols import BudgetStore, Ledger, RateLimiter, ResponseCache
+from engine.state.ratelimit import InProcessRateLimiter
+from engine.state.sqlite_budget import SQLiteBudgetStore
+
+__all__ = [
+    "Engine",
+    "arun",
+    "astream",
+    "budgets_path",
+    "default_engine",
+    "default_ledger_path",
+    "explain",
+    "for_workers",
+    "load_plan",
+    "run",
+    "stream",
+]
+
+
+# -- the environment -----------------------------------------------------------------------
+
+
+def config_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """`path`, else $ENGINE_CONFIG, else the current directory."""
+    return Path(path if path is not None else os.environ.get("ENGINE_CONFIG", "."))
+
+
+def default_ledger_path(config: str | os.PathLike[str]) -> Path:
+    """`$ENGINE_LEDGER` if set, else `<config dir>/.engine/ledger.sqlite3`."""
+    return Path(os.environ.get("ENGINE_LEDGER") or Path(config) / ".engine" / "ledger.sqlite3")
+
+
+def budgets_path(config: str | os.PathLike[str]) -> Path:
+    """The shared budget file of a multi-worker server: beside the ledger."""
+    return default_ledger_path(config).with_name("budgets.sqlite3")
+
+
+def load_plan(config: Path) -> tuple[Plan, list[Diagnostic]]:
+    """Validate and compile a config directory: the plan and its warnings; ConfigError."""
+    plan, warnings = _compile_dir(config)
+    return plan, list(warnings)
+
+
+# -- services --------------------------------------------------------------------------------
+
+
+def services(
+    plan: Plan,
+    *,
+    rate_limiter: RateLimiter | None = None,
+    budget: BudgetStore | None = None,
+    cache: ResponseCache | None = None,
+    ledger: Ledger | None = None,
+    clock: Clock | None = None,
+    rng: random.Random | None = None,
+    seed: int = 0,
+    selector: Selector | None = None,
+    featurizer: Featurizer | None = None,
+    cache_key: CacheKey | None = None,
+) -> Services:
+    """The live state for an engine over `plan`: the given backends, else in-process ones."""
+    clock = clock or SystemClock()
+    return Services(
+        adapter_for=get_adapter,  # replaced by the Engine's own lookup
+        limiter=rate_limiter or InProcessRateLimiter(clock),
+        budget=budget or InProcessBudgetStore(clock),  # restores from the ledger on start
+        cache=cache or LRUCache(cache_size(plan), clock),
+        cache_key=cache_key or _cache_key,
+        ledger=ledger or NullLedger(),
+        clock=clock,
+        rng=rng or random.Random(seed),
+        select=selector or select,
+        features=featurizer or features_of,
+        breakers=BreakerBoard(clock),
+        strategies=StrategyState(seed),
+        stats=Stats(),
+    )
+
+
+_cache_key = cache_key
+
+
+# -- the public Engine -----------------------------------------------------------------------
+
+
+class Engine(_runtime.Engine):
+    """Routes chat requests across providers per a compiled Plan. Build with a `from_*`."""
+
+    @classmethod
+    def from_plan(
+        cls,
+        plan: Plan,
+        *,
+        adapters: Mapping[str, Adapter] | None = None,
+        source: PlanSource | None = None,
+        default_policy: str | None = None,
+        **injected: Any,
+    ) -> Engine:
+        """An engine over a compiled plan; every collaborator can be injected (tests, Redis):
+        rate_limiter, budget, cache, ledger, clock, rng, seed, selector, featurizer, cache_key.
+        """
+        return cls(
+            plan,
+            services(plan, **injected),
+            source=source,
+            adapters=adapters,
+            adapter_factory=get_adapter,
+            default_policy=default_policy,
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        ledger_path: str | None = None,
+        default_policy: str | None = None,
+        **injected: Any,
+    ) -> Engine:
+        """An engine from `models.yaml` + `routes/` in `path` (default $ENGINE_CONFIG or ./).
+
+        The cost ledger is SQLite at `ledger_path`, else $ENGINE_LEDGER, else
+        `<path>/.engine/ledger.sqlite3`; pass `ledger=` to use another backend. The policy
+        used when a call names none is `default_policy`, else $ENGINE_POLICY, else the
+        route file called `default`.
+        """
+        directory = config_dir(path)
+        source = DirectorySource(directory)
+        chosen = default_policy or os.environ.get("ENGINE_POLICY") or None
+        plan = _runtime.with_default_policy(source.reload(), chosen)  # fails before any file
+        if "ledger" not in injected:
+            where = Path(ledger_path or default_ledger_path(directory))
+            where.parent.mkdir(parents=True, exist_ok=True)
+            injected["clock"] = injected.get("clock") or SystemClock()
+            injected["ledger"] = SQLiteLedger(str(where), injected["clock"])
+        return cls.from_plan(plan, source=source, default_policy=chosen, **injected)
+
+    @classmethod
+    def from_data(
+        cls,
+        models: Mapping[str, Any],
+        routes: Mapping[str, Mapping[str, Any]] | None = None,
+        **injected: Any,
+    ) -> Engine:
+        """Config as code: the same shapes as models.yaml and routes/*.yaml, as dicts."""
+        source = DataSource(models, routes or {})
+        return cls.from_plan(source.compile(), source=source, **injected)
+
+
+def for_workers(config: Path, workers: int = 1) -> Engine:
+    """The server's engine for one of `workers` processes, with its SQLite ledger.
+
+    With several worker processes, state that guards money and providers must hold across
+    them: budgets go to one SQLite file they all share (`budgets_path`), and each worker
+    takes 1/N of every rate limit, so together they stay within it. Breakers, latency
+    figures and the cache stay per worker: those only cost a little accuracy."""
+    if workers <= 1:
+        return Engine.from_config(config)
+    clock = SystemClock()
+    ledger_path = default_ledger_path(config)
+    ledger_path.parent.mkdir(parents=True, exist_ok=True)
+    ledger = SQLiteLedger(str(ledger_path), clock)
+    return Engine.from_config(
+        config,
+        clock=clock,
+        ledger=ledger,
+        budget=SQLiteBudgetStore(budgets_path(config), clock),  # seeded by the engine
+        rate_limiter=InProcessRateLimiter(clock, share=1.0 / workers),
+    )
+
+
+# -- the module-level API: one engine per process, built on first use ---------------------
+
+_default: Engine | None = None
+_default_lock = threading.Lock()
+
+
+def default_engine() -> Engine:
+    """The engine behind `engine.run` & co.: from $ENGINE_CONFIG or ./, built once."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Engine.from_config()
+        return _default
+
+
+def run(request: RequestLike, policy: str | None = None) -> Response:
+    """Route one request with the default engine (sync)."""
+    return default_engine().run(request, policy)
+
+
+async def arun(request: RequestLike, policy: str | None = None) -> Response:
+    """Route one request with the default engine."""
+    return await default_engine().arun(request, policy)
+
+
+def stream(request: RequestLike, policy: str | None = None) -> Iterator[StreamEvent]:
+    """Stream one answer from the default engine (sync iterator)."""
+    return default_engine().stream(request, policy)
+
+
+def astream(request: RequestLike, policy: str | None = None) -> AsyncIterator[StreamEvent]:
+    """Stream one answer from the default engine."""
+    return default_engine().astream(request, policy)
+
+
+def explain(request: RequestLike, policy: str | None = None) -> dict[str, Any]:
+    """Why the default engine would route a request where it does."""
+    return default_engine().explain(request, policy)

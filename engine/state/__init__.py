@@ -1,0 +1,1 @@
+"""Shared state: the async protocols (protocols.py) and their backends (assemble picks)."""
