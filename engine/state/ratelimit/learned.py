@@ -1,0 +1,133 @@
+"""A key's limits: configured in the plan, learned from providers' rate-limit headers.
+
+- A limit learned from headers tightens the configured one (the effective limit is the
+  smaller); a key with neither is unlimited in that dimension.
+- A `remaining` figure applies until its reset time, and usage booked meanwhile counts
+  against it (a provider's figure is a snapshot of its own count).
+- A `retry-after` blocks the key until then.
+- `share` is this process's part of every limit (1/N when N worker processes share keys).
+
+The effective limits and the dimensions worth checking are kept up to date when the plan
+or the headers change, so the per-request check reads them without recomputing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.messages import RateLimitInfo
+from engine.plan.values import KeyPlan
+from engine.state.ratelimit.window import WINDOW_S, Amounts
+
+#: How long a `remaining` header applies when the provider gave no reset time.
+DEFAULT_RESET_S = WINDOW_S
+
+Limit = int | None
+
+
+@dataclass(slots=True)
+class Hint:
+    """What headers said about one dimension of one key."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset_at: float = 0.0
+
+    def current(self, now: float) -> int | None:
+        """The provider's `remaining`, while its reset has not passed."""
+        return self.remaining if self.remaining is not None and now < self.reset_at else None
+
+
+def _configured(key: KeyPlan) -> tuple[Limit, Limit, Limit, Limit]:
+    return (key.rpm, key.input_tpm, key.output_tpm, None)
+
+
+@dataclass(slots=True)
+class Limits:
+    """One key's effective limits, the providers' remaining figures and its block."""
+
+    key: KeyPlan
+    share: float = 1.0
+    configured: tuple[Limit, Limit, Limit, Limit] = (None, None, None, None)
+    hints: tuple[Hint, Hint, Hint, Hint] = field(
+        default_factory=lambda: (Hint(), Hint(), Hint(), Hint())
+    )
+    #: min(configured, learned) x share, per dimension (DIMENSIONS order).
+    effective: list[Limit] = field(default_factory=lambda: [None, None, None, None])
+    #: The dimensions with a limit or a remaining figure (the others never refuse).
+    watched: tuple[int, ...] = ()
+    #: The dimensions with a remaining figure (once set, it stays set).
+    hinted: tuple[int, ...] = ()
+    informed: bool = False  # headers have said something about this key
+    #: Nothing configured and nothing learned: no check can refuse.
+    unlimited: bool = True
+    blocked_until: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.rebind(self.key)
+
+    def rebind(self, key: KeyPlan) -> None:
+        """A reloaded plan's key: its configured limits replace the old ones."""
+        self.key = key
+        self.configured = _configured(key)
+        for dim in range(4):
+            self.effective[dim] = self._effective(dim)
+        self.unlimited = not self.informed and all(c is None for c in self.configured)
+        self._watch()
+
+    def observe(self, info: RateLimitInfo, now: float) -> None:
+        """Learn limits, remaining figures and a Retry-After from one answer's headers."""
+        self.informed = True
+        self.unlimited = False
+        tokens_reset = now + (info.reset_tokens_s or DEFAULT_RESET_S)
+        self._learn(
+            0,
+            info.limit_requests,
+            info.remaining_requests,
+            now + (info.reset_requests_s or DEFAULT_RESET_S),
+        )
+        self._learn(1, info.limit_input_tokens, info.remaining_input_tokens, tokens_reset)
+        self._learn(2, info.limit_output_tokens, info.remaining_output_tokens, tokens_reset)
+        self._learn(3, info.limit_tokens, info.remaining_tokens, tokens_reset)
+        if info.retry_after_s is not None and info.retry_after_s > 0:
+            self.blocked_until = max(self.blocked_until, now + info.retry_after_s)
+
+    def spend(self, delta: Amounts, now: float) -> None:
+        """Count usage against the remaining figures still in force (a negative amount
+        gives back what an estimate over-booked)."""
+        for dim in self.hinted:
+            hint = self.hints[dim]
+            left = hint.current(now)
+            if left is not None:
+                left -= delta[dim]
+                hint.remaining = left if left > 0 else 0
+
+    def _learn(self, dim: int, limit: int | None, remaining: int | None, reset_at: float) -> None:
+        """One dimension's figures (nothing changes for a figure the headers left out)."""
+        hint = self.hints[dim]
+        if limit is not None and limit > 0 and limit != hint.limit:
+            hint.limit = limit
+            self.effective[dim] = self._effective(dim)
+        if remaining is not None:
+            hint.remaining = remaining if remaining > 0 else 0
+            hint.reset_at = reset_at
+        elif limit is None:
+            return
+        if dim not in self.hinted or dim not in self.watched:  # newly watched or hinted
+            self._watch()
+
+    def _effective(self, dim: int) -> Limit:
+        configured, learned = self.configured[dim], self.hints[dim].limit
+        if configured is None:
+            limit = learned
+        else:
+            limit = configured if learned is None else min(configured, learned)
+        if limit is None or self.share >= 1.0:
+            return limit
+        return max(1, int(limit * self.share))
+
+    def _watch(self) -> None:
+        self.hinted = tuple(dim for dim in range(4) if self.hints[dim].remaining is not None)
+        self.watched = tuple(
+            dim for dim in range(4) if self.effective[dim] is not None or dim in self.hinted
+        )
