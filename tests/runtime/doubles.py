@@ -1,5 +1,6 @@
-"""Test doubles for the runtime's collaborators: a scripted adapter, a selector over
-hand-built plans, and small in-memory state backends that record what they were asked.
+"""Test doubles for the runtime's collaborators: the shipped scripted adapter with
+per-model scripts, a selector over hand-built plans, and the shipped recording limiter and
+budget store and capturing ledger (engine.testing), with the views these tests read.
 
 They let the runtime's tests drive `Engine` through its public API with FakeClock and no
 network, independently of the compiler, the providers and the state backends.
@@ -8,13 +9,13 @@ network, independently of the compiler, the providers and the state backends.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from engine import Engine
 from engine.endpoints import Endpoint
-from engine.errors import BudgetExceededError, NoCandidateError, RateLimitedError
+from engine.errors import NoCandidateError, RateLimitedError
 from engine.messages import Chunk, ProviderResponse, RateLimitInfo, Request, Usage
 from engine.plan.compiled import Plan
 from engine.plan.tree import Leaf, PolicyTree
@@ -29,32 +30,26 @@ from engine.plan.values import (
     StrategyPlan,
 )
 from engine.secrets import Secret
-from engine.state.protocols import Lease, LedgerRow, Reservation
+from engine.state.budget import InProcessBudgetStore
+from engine.state.cache import LRUCache
+from engine.state.protocols import Lease, Reservation
+from engine.testing import adapter as testing_adapter
 from engine.testing.clock import FakeClock
+from engine.testing.ledger import CapturingLedger
+from engine.testing.recording import RecordingBudgetStore, RecordingRateLimiter
 
 Outcome = BaseException | str | ProviderResponse
 
 
-@dataclass
-class Call:
-    model: str
-    key_id: str
-    stream: bool
-    request: Request
-
-
-class ScriptedAdapter:
-    """Answers per upstream model from a script of outcomes; the last one repeats."""
-
-    protocol = "fake"
+class ScriptedAdapter(testing_adapter.ScriptedAdapter):
+    """The shipped ScriptedAdapter, answering per upstream model from a script of
+    outcomes (the last one repeats), with a gate, simulated latency and stream chunks."""
 
     def __init__(self, scripts: Mapping[str, Sequence[Outcome]] | None = None) -> None:
+        super().__init__(self._answer, protocol="fake")
         self.scripts = {k: list(v) for k, v in (scripts or {}).items()}
-        self.calls: list[Call] = []
-        self.gate: asyncio.Event | None = None  # when set, calls wait for it
+        self.gate: asyncio.Event | None = None  # when set, non-streaming calls wait for it
         self.stream_chunks: dict[str, list[Chunk | BaseException]] = {}
-        self.warmed: list[str] = []
-        self.closed = False
         self.latency_s: dict[str, float] = {}  # per model, advanced on `clock`
         self.clock: FakeClock | None = None
 
@@ -62,47 +57,28 @@ class ScriptedAdapter:
         script = self.scripts.get(model, ["ok"])
         return script.pop(0) if len(script) > 1 else script[0]
 
-    async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
-        self.calls.append(Call(endpoint.upstream_model, endpoint.key_id, False, request))
-        if self.clock is not None:
-            self.clock.advance(self.latency_s.get(endpoint.upstream_model, 0.0))
-        if self.gate is not None:
-            await self.gate.wait()
-        out = self._next(endpoint.upstream_model)
-        if isinstance(out, BaseException):
-            raise out
-        if isinstance(out, ProviderResponse):
+    async def _answer(self, request: Request, endpoint: Endpoint) -> testing_adapter.Outcome:
+        model, streaming = endpoint.upstream_model, self.calls[-1].stream
+        if not streaming:
+            if self.clock is not None:
+                self.clock.advance(self.latency_s.get(model, 0.0))
+            if self.gate is not None:
+                await self.gate.wait()
+        out = self._next(model)
+        if isinstance(out, (BaseException, ProviderResponse)):
             return out
+        if streaming:
+            return self.stream_chunks.get(model) or [
+                Chunk(content="hel"),
+                Chunk(content="lo"),
+                Chunk(finish_reason="stop", usage=Usage(10, 2)),
+            ]
         return ProviderResponse(
-            content=f"{out} from {endpoint.upstream_model}",
-            usage=Usage(10, 5),
-            upstream_model=endpoint.upstream_model,
+            content=f"{out} from {model}", usage=Usage(10, 5), upstream_model=model
         )
 
-    async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
-        self.calls.append(Call(endpoint.upstream_model, endpoint.key_id, True, request))
-        out = self._next(endpoint.upstream_model)
-        if isinstance(out, BaseException):
-            raise out
-        chunks = self.stream_chunks.get(endpoint.upstream_model) or [
-            Chunk(content="hel"),
-            Chunk(content="lo"),
-            Chunk(finish_reason="stop", usage=Usage(10, 2)),
-        ]
-        for c in chunks:
-            await asyncio.sleep(0)
-            if isinstance(c, BaseException):
-                raise c
-            yield c
-
-    async def warm(self, endpoint: Endpoint) -> None:
-        self.warmed.append(endpoint.provider)
-
-    async def aclose(self) -> None:
-        self.closed = True
-
     def called(self) -> list[str]:
-        return [c.model for c in self.calls]
+        return self.models()
 
 
 def model(
@@ -203,133 +179,91 @@ def select(plan: Plan, policy: str, features: Features) -> Selection:
     return Selection(policy, None, (policy,), route_plan, ranked, tuple(eliminated), chain)
 
 
-class Limiter:
-    """Hands out the first key; `exhausted` providers raise RateLimitedError."""
+class _FirstKey:
+    """A rate limiter that hands out the first key; `exhausted` providers are refused."""
 
     def __init__(self) -> None:
         self.exhausted: set[str] = set()
-        self.open: int = 0
-        self.settled: list[tuple[str, int, int]] = []
-        self.observed: list[RateLimitInfo] = []
-        self.released: list[str] = []
 
     def try_acquire_nowait(
         self, provider: str, keys: Sequence[KeyPlan], tin: int, tout: int
     ) -> Lease | None:
-        return None
+        return None  # every acquisition goes through `acquire`
 
     async def acquire(
         self, provider: str, keys: Sequence[KeyPlan], tin: int, tout: int, max_wait_s: float
     ) -> Lease:
         if provider in self.exhausted:
             raise RateLimitedError("local limit", provider=provider)
-        self.open += 1
         return Lease(provider, keys[0], tin, tout)
 
     async def settle(self, lease: Lease, tin: int, tout: int) -> None:
-        self.open -= 1
-        self.settled.append((lease.key.id, tin, tout))
+        pass
 
     async def release(self, lease: Lease) -> None:
-        self.open -= 1
-        self.released.append(lease.key.id)
+        pass
 
     async def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
-        self.observed.append(info)
+        pass
 
     def register(self, provider: str, keys: Sequence[KeyPlan]) -> None:
         pass
 
     async def status(self, provider: str) -> dict[str, Any]:
-        return {"provider": provider, "open_leases": self.open}
+        return {"provider": provider}
 
     async def aclose(self) -> None:
         pass
 
 
-class Budget:
-    """Daily limits per workspace, reservations counted until settled or released."""
+class Limiter(RecordingRateLimiter):
+    """The shipped recording limiter around `_FirstKey`, with the views tests read."""
 
     def __init__(self) -> None:
-        self.spent_usd: dict[str, float] = {}
-        self.reserved: dict[int, Reservation] = {}
-        self.token = 0
+        self.first_key = _FirstKey()
+        super().__init__(self.first_key)
 
-    async def reserve(
-        self, workspace: str, amount: float, daily: float | None, monthly: float | None
-    ) -> Reservation:
-        held = sum(r.amount_usd for r in self.reserved.values() if r.workspace == workspace)
-        total = self.spent_usd.get(workspace, 0.0) + held + amount
-        if daily is not None and total > daily:
-            raise BudgetExceededError(f"workspace {workspace} over its daily budget")
-        self.token += 1
-        r = Reservation(workspace, amount, self.token)
-        self.reserved[r.token] = r
-        return r
+    @property
+    def exhausted(self) -> set[str]:
+        return self.first_key.exhausted
 
-    async def settle(self, r: Reservation, actual: float) -> None:
-        del self.reserved[r.token]
-        self.spent_usd[r.workspace] = self.spent_usd.get(r.workspace, 0.0) + actual
+    @property
+    def open(self) -> int:
+        return self.open_leases
 
-    async def release(self, r: Reservation) -> None:
-        del self.reserved[r.token]
+    @property
+    def released(self) -> list[str]:
+        return [c.args[0].key.id for c in self.called("release")]
 
-    async def spent(self, workspace: str) -> dict[str, float]:
-        return {"day": self.spent_usd.get(workspace, 0.0)}
-
-    async def restore(self, source: Any) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
+    @property
+    def observed(self) -> list[RateLimitInfo]:
+        return [c.args[2] for c in self.called("observe")]
 
 
-class Cache:
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
+class Budget(RecordingBudgetStore):
+    """The shipped recording store around the in-process one, with the views tests read."""
 
-    async def get(self, key: str) -> Any | None:
-        return self.data.get(key)
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(InProcessBudgetStore(clock))
 
-    async def put(self, key: str, value: Any, ttl_s: float) -> None:
-        self.data[key] = value
+    @property
+    def reserved(self) -> dict[int, Reservation]:
+        """Open reservations by token."""
+        closed = {id(c.args[0]) for c in self.calls if c.method in ("settle", "release")}
+        made = [c.result for c in self.called("reserve") if c.error is None]
+        return {r.token: r for r in made if id(r) not in closed}
 
-    async def clear(self) -> None:
-        self.data.clear()
-
-    def resize(self, max_entries: int) -> None:
-        pass
-
-    def stats(self) -> dict[str, int]:
-        return {"entries": len(self.data)}
+    @property
+    def spent_usd(self) -> dict[str, float]:
+        """Settled cost per workspace."""
+        out: dict[str, float] = {}
+        for c in self.called("settle"):
+            out[c.args[0].workspace] = out.get(c.args[0].workspace, 0.0) + c.args[1]
+        return out
 
 
 def cache_key(request: Request, policy: str) -> str:
     return policy + request.model_dump_json(include={"messages", "max_tokens"})
-
-
-@dataclass
-class Ledger:
-    rows: list[LedgerRow] = field(default_factory=list)
-    closed: bool = False
-
-    def record(self, row: LedgerRow) -> None:
-        self.rows.append(row)
-
-    async def flush(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        self.closed = True
-
-    async def totals(self, workspace: str | None, since: float, by: str) -> list[dict[str, Any]]:
-        return []
-
-    async def daily(self, workspace: str | None, since: float) -> list[dict[str, Any]]:
-        return []
-
-    async def spend_since(self, since: float) -> list[tuple[str, str, float]]:
-        return []
 
 
 @dataclass
@@ -341,13 +275,15 @@ class Rig:
     clock: FakeClock
     limiter: Limiter
     budget: Budget
-    cache: Cache
-    ledger: Ledger
+    cache: LRUCache
+    ledger: CapturingLedger
 
 
 def rig(plan: Plan, adapter: ScriptedAdapter | None = None, seed: int = 0) -> Rig:
     adapter = adapter or ScriptedAdapter()
-    clock, limiter, budget, cache, ledger = FakeClock(), Limiter(), Budget(), Cache(), Ledger()
+    clock = FakeClock()
+    limiter, budget, ledger = Limiter(), Budget(clock), CapturingLedger()
+    cache = LRUCache(1000, clock)
     engine = Engine.from_plan(
         plan,
         adapters={"fake": adapter},
