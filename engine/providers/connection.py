@@ -306,11 +306,12 @@ class Connection(asyncio.Protocol):
         (the request is then never sent twice: see http.py)."""
         if self.closed or self._fd < 0:
             return not self.closed
+        poll = select.poll()  # no FD_SETSIZE limit, unlike select()
         try:
-            readable, _, _ = select.select([self._fd], [], [], 0)
+            poll.register(self._fd, select.POLLIN)
+            return not poll.poll(0)
         except (OSError, ValueError):
             return False
-        return not readable
 
     def close(self) -> None:
         self.closed = True

@@ -21,6 +21,18 @@ __all__ = ["Dial", "Pool"]
 #: Connects a new Connection (it gets `connection_made` with its transport) or raises OSError.
 Dial = Callable[[Connection], Awaitable[None]]
 
+#: Idle longer than this, a connection's socket is polled before reuse. Upstreams close idle
+#: connections after seconds (uvicorn and Node 5 s, nginx 75 s), so one used within the last
+#: second needs no system call: the hot path of back-to-back calls stays free of it.
+POLL_AFTER_S = 1.0
+
+
+def _usable(conn: Connection, now: float) -> bool:
+    idle_for = now - conn.idle_since
+    if conn.closed or idle_for >= KEEPALIVE_S:
+        return False
+    return idle_for < POLL_AFTER_S or conn.quiet()
+
 
 class Pool:
     """Keep-alive connections to one origin: at most `limit` open, FIFO waiters beyond."""
@@ -53,7 +65,7 @@ class Pool:
         idle, now = self._idle, self._loop.time()
         while idle:
             conn = idle.pop()
-            if now - conn.idle_since < KEEPALIVE_S and conn.quiet():
+            if _usable(conn, now):
                 return conn
             conn.close()
             self._open -= 1
@@ -64,7 +76,7 @@ class Pool:
         now = self._loop.time()
         keep = []
         for conn in self._idle:
-            if now - conn.idle_since < KEEPALIVE_S and conn.quiet():
+            if _usable(conn, now):
                 keep.append(conn)
             else:
                 conn.close()

@@ -162,9 +162,11 @@ async def test_an_idle_connection_closed_by_the_upstream_is_not_written_to() -> 
     async with serve(script) as up:
         assert (await post(client, up))[0] == 200
         (pool,) = [pool for _, pool in client._pools.values()]
-        pool._idle[0]._transport.pause_reading()  # type: ignore[union-attr]
+        idle = pool._idle[0]
+        idle._transport.pause_reading()  # type: ignore[union-attr]
         await closed.wait()
         await asyncio.sleep(0.05)  # the FIN is in the socket, unread
+        idle.idle_since -= 2  # idle long enough to be polled (pool.POLL_AFTER_S)
         assert await post(client, up, total_s=3) == (200, b'{"ok":true}')
         await client.aclose()
     assert up.connections == 2 and len(up.requests) == 2
