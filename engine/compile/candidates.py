@@ -64,6 +64,19 @@ def eligible(
     return Eligibility(tuple(enabled), tuple(eliminated), last, filtered_out)
 
 
+def stray_weights(
+    route: RouteSpec, models: Mapping[str, ModelPlan], implicit: frozenset[str] | None = None
+) -> list[str]:
+    """Known models in `candidate_weights` outside the route's pool (its `candidates`, else
+    every model of an implicit provider): weights that can never apply. Unknown ids are
+    not listed; link reports those."""
+    if route.candidates:
+        pool = set(route.candidates)
+    else:
+        pool = {m.id for m in models.values() if implicit is None or m.provider in implicit}
+    return [m for m in route.candidate_weights or {} if m in models and m not in pool]
+
+
 def _checks(f: FiltersSpec | None) -> list[tuple[str, Check]]:
     if f is None:
         return []

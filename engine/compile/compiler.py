@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from engine.compile.analysis import check_rules, compares
-from engine.compile.candidates import eligible, static_order
+from engine.compile.candidates import eligible, static_order, stray_weights
 from engine.compile.indexes import build_indexes
 from engine.compile.predicates import check_compare, compile_condition, describe
 from engine.compile.registry import build_models, build_providers, timeouts_of
@@ -231,8 +231,9 @@ def _rule_target(
 ) -> tuple[Target, list[Diagnostic]]:
     if rule.policy is not None:
         return Goto(rule.policy), []
-    route = RouteSpec.model_validate(merge_route(base, route_fields(rule)))
-    return _leaf(policy, route, path, doc, reg)
+    own = route_fields(rule)
+    route = RouteSpec.model_validate(merge_route(base, own))
+    return _leaf(policy, route, path, doc, reg, own_weights="candidate_weights" in own)
 
 
 def _leaf(
@@ -241,12 +242,22 @@ def _leaf(
     path: str,
     doc: Document,
     reg: Registry,
+    own_weights: bool = True,  # this level wrote `candidate_weights` (not inherited)
 ) -> tuple[Leaf, list[Diagnostic]]:
     strategy = route.strategy or "balanced"
     weights = dict(route.candidate_weights or {})
     models, providers = reg.models, reg.providers
     elig = eligible(route, models, providers, reg.implicit)
     problems: list[Diagnostic] = []
+    if own_weights:
+        problems += [
+            doc.diagnostic(
+                join_path(join_path(path, "candidate_weights"), mid),
+                f"`{mid}` is not a candidate of this route, so its weight is never used",
+                hint="add it to `candidates` or remove the weight",
+            )
+            for mid in stray_weights(route, models, reg.implicit)
+        ]
     unknown = [m for m in route.candidates or [] if m not in models]
     if elig.filtered_out and models and not unknown:  # unknown ids: link reported them
         problems.append(_no_candidate(doc, path, elig.last_filter, route))
