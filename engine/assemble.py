@@ -11,7 +11,9 @@ parts meet, with plain imports that mypy and the import contracts can see:
 
 The `ENGINE_*` variables read here: ENGINE_CONFIG (config directory, default `.`),
 ENGINE_POLICY (the default policy), ENGINE_LEDGER (the ledger file; default
-`<config>/.engine/ledger.sqlite3`, the one place that default is written).
+`<config>/.engine/ledger.sqlite3`, the one place that default is written),
+ENGINE_LEDGER_URL (postgresql://... moves the ledger to Postgres) and ENGINE_STATE_URL
+(redis://... moves budgets, rate limits and the cache to a Redis every replica shares).
 
 `Engine` here is the runtime's Engine plus these constructors, so the runtime itself
 never imports config or compile, and never loads a module by name to get around that.
@@ -42,9 +44,10 @@ from engine.runtime.engine import PlanSource, RequestLike, cache_size
 from engine.runtime.services import CacheKey, Featurizer, Selector, Services
 from engine.runtime.stats import Stats
 from engine.runtime.strategies import StrategyState
+from engine.state.backends import ledger_at, shared_state
 from engine.state.budget import InProcessBudgetStore
 from engine.state.cache import LRUCache, cache_key
-from engine.state.ledger import NullLedger, SQLiteLedger
+from engine.state.ledger import NullLedger
 from engine.state.protocols import BudgetStore, Ledger, RateLimiter, ResponseCache
 from engine.state.ratelimit import InProcessRateLimiter
 from engine.state.sqlite_budget import SQLiteBudgetStore
@@ -162,24 +165,35 @@ class Engine(_runtime.Engine):
         *,
         ledger_path: str | None = None,
         default_policy: str | None = None,
+        state_url: str | None = None,
+        ledger_url: str | None = None,
         **injected: Any,
     ) -> Engine:
         """An engine from `models.yaml` + `routes/` in `path` (default $ENGINE_CONFIG or ./).
 
-        The cost ledger is SQLite at `ledger_path`, else $ENGINE_LEDGER, else
-        `<path>/.engine/ledger.sqlite3`; pass `ledger=` to use another backend. The policy
-        used when a call names none is `default_policy`, else $ENGINE_POLICY, else the
-        route file called `default`.
+        The cost ledger is `ledger_url` (else $ENGINE_LEDGER_URL: postgresql://... or a
+        SQLite path), else SQLite at `ledger_path`, else $ENGINE_LEDGER, else
+        `<path>/.engine/ledger.sqlite3`; pass `ledger=` to use another backend. Live state
+        (budgets, rate limits, cache) is in-process unless `state_url` (else
+        $ENGINE_STATE_URL) names a Redis every replica shares. The policy used when a call
+        names none is `default_policy`, else $ENGINE_POLICY, else the route file called
+        `default`.
         """
         directory = config_dir(path)
         source = DirectorySource(directory)
         chosen = default_policy or os.environ.get("ENGINE_POLICY") or None
         plan = _runtime.with_default_policy(source.reload(), chosen)  # fails before any file
+        clock = injected["clock"] = injected.get("clock") or SystemClock()
+        state = state_url or os.environ.get("ENGINE_STATE_URL")
+        if state:
+            shared = shared_state(state, clock, call_timeout_s=call_timeout_s(plan))
+            injected.setdefault("rate_limiter", shared.rate_limiter)
+            injected.setdefault("budget", shared.budget)
+            injected.setdefault("cache", shared.cache)
         if "ledger" not in injected:
-            where = Path(ledger_path or default_ledger_path(directory))
-            where.parent.mkdir(parents=True, exist_ok=True)
-            injected["clock"] = injected.get("clock") or SystemClock()
-            injected["ledger"] = SQLiteLedger(str(where), injected["clock"])
+            where = ledger_url or os.environ.get("ENGINE_LEDGER_URL") or ledger_path
+            where = where or str(default_ledger_path(directory))
+            injected["ledger"] = ledger_at(where, clock, spill_dir=directory / ".engine")
         return cls.from_plan(plan, source=source, default_policy=chosen, **injected)
 
     @classmethod
@@ -195,25 +209,30 @@ class Engine(_runtime.Engine):
 
 
 def for_workers(config: Path, workers: int = 1) -> Engine:
-    """The server's engine for one of `workers` processes, with its SQLite ledger.
+    """The server's engine for one of `workers` processes.
 
-    With several worker processes, state that guards money and providers must hold across
-    them: budgets go to one SQLite file they all share (`budgets_path`), and each worker
-    takes 1/N of every rate limit, so together they stay within it. Breakers, latency
-    figures and the cache stay per worker: those only cost a little accuracy."""
-    if workers <= 1:
+    With a shared state URL ($ENGINE_STATE_URL) every worker, like every replica, uses
+    it, and nothing is split. Without one, state that guards money and providers must
+    still hold across the workers: budgets go to one SQLite file they all share
+    (`budgets_path`), and each worker takes 1/N of every rate limit, so together they stay
+    within it. Breakers, latency figures and the cache stay per worker: those only cost a
+    little accuracy."""
+    if workers <= 1 or os.environ.get("ENGINE_STATE_URL"):
         return Engine.from_config(config)
     clock = SystemClock()
-    ledger_path = default_ledger_path(config)
-    ledger_path.parent.mkdir(parents=True, exist_ok=True)
-    ledger = SQLiteLedger(str(ledger_path), clock)
     return Engine.from_config(
         config,
         clock=clock,
-        ledger=ledger,
         budget=SQLiteBudgetStore(budgets_path(config), clock),  # seeded by the engine
         rate_limiter=InProcessRateLimiter(clock, share=1.0 / workers),
     )
+
+
+def call_timeout_s(plan: Plan) -> float:
+    """The longest any one attempt may take (the providers' and routes' total timeouts)."""
+    totals = [p.timeouts.total_s for p in plan.providers.values()]
+    totals += [r.timeouts.total_s for r in plan.routes() if r.timeouts is not None]
+    return max(totals, default=600.0)
 
 
 # -- the module-level API: one engine per process, built on first use ---------------------

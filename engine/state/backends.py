@@ -1,0 +1,92 @@
+"""Which backends a URL names: ENGINE_STATE_URL for live state, ENGINE_LEDGER_URL for costs.
+
+One switch each, read by the composition root (engine/assemble.py):
+
+- a state URL `redis://` or `rediss://` (Valkey speaks the same protocol) moves budgets,
+  rate limits and the response cache to Redis, one client shared by the three; no URL
+  keeps the in-process defaults;
+- a ledger URL `postgresql://` (or `postgres://`) moves the cost ledger to Postgres; a
+  plain path (or `sqlite:///path`) is the SQLite ledger.
+
+A URL of any other scheme is a ConfigError naming the setting and the schemes it takes;
+no message repeats the URL itself, which may carry a password.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.clock import Clock
+from engine.errors import ConfigError, Diagnostic
+from engine.result import Response
+from engine.state.codec import DataclassCodec
+from engine.state.ledger import SQLiteLedger
+from engine.state.postgres_ledger import PostgresLedger
+from engine.state.protocols import BudgetStore, Ledger, RateLimiter, ResponseCache
+from engine.state.ratelimit import InProcessRateLimiter
+from engine.state.redis_budget import RedisBudgetStore
+from engine.state.redis_cache import RedisCache
+from engine.state.redis_common import connect
+from engine.state.redis_ratelimit import RedisRateLimiter
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+#: A reservation outlives its call's total timeout by this much before it expires.
+HOLD_MARGIN_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class SharedState:
+    """The live state every replica shares through one store."""
+
+    rate_limiter: RateLimiter
+    budget: BudgetStore
+    cache: ResponseCache
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0] + "://" if "://" in url else "(none)"
+
+
+def shared_state(url: str, clock: Clock, *, call_timeout_s: float) -> SharedState:
+    """Budgets, limits and cache on the Redis at `url`; holds last the call's timeout + 60 s.
+
+    While Redis is away, rate limits fall back to this process's own in-process limiter
+    (see RedisRateLimiter); budgets fail closed; the cache fails open."""
+    if not url.startswith(REDIS_SCHEMES):
+        raise ConfigError(
+            [
+                Diagnostic(
+                    f"state_url / ENGINE_STATE_URL: scheme {_scheme(url)} is not supported",
+                    hint="use redis://host:port/db or rediss:// (Valkey works too)",
+                )
+            ]
+        )
+    client = connect(url)
+    return SharedState(
+        rate_limiter=RedisRateLimiter(url, clock, InProcessRateLimiter(clock), client=client),
+        budget=RedisBudgetStore(url, hold_s=call_timeout_s + HOLD_MARGIN_S, client=client),
+        cache=RedisCache(url, DataclassCodec(Response), clock, client=client),
+    )
+
+
+def ledger_at(url: str | os.PathLike[str], clock: Clock, *, spill_dir: Path) -> Ledger:
+    """The ledger a URL or path names: Postgres (spilling to `spill_dir` while it is
+    away) or a SQLite file (its directory created)."""
+    text = os.fspath(url)
+    if text.startswith(POSTGRES_SCHEMES):
+        return PostgresLedger(text, spill_path=spill_dir / "ledger-spill.jsonl")
+    if "://" in text and not text.startswith("sqlite:///"):
+        raise ConfigError(
+            [
+                Diagnostic(
+                    f"ledger_url / ENGINE_LEDGER_URL: scheme {_scheme(text)} is not supported",
+                    hint="use postgresql://user@host/db, sqlite:///path or a file path",
+                )
+            ]
+        )
+    path = Path(text.removeprefix("sqlite://"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SQLiteLedger(str(path), clock)
