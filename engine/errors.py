@@ -143,6 +143,9 @@ class ProviderError(EngineError):
     status: int | None = None
     kind: str = "provider_error"
     rate_limit: RateLimitInfo | None = None  # what the failing answer's headers said, if any
+    #: False when the request never left this machine (refused, unreachable, connect timed
+    #: out, unsendable header): the provider did no work, so the attempt cost nothing.
+    reached: bool = True
 
     def __init__(
         self,

@@ -285,9 +285,18 @@ def parse_request(data: Request | dict[str, Any]) -> Request:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Tokens one call used, normalised across providers (the adapters translate).
+
+    `input_tokens` is the whole prompt, cache reads and writes included; `output_tokens`
+    includes reasoning ("thinking") tokens, which every provider bills as output. The other
+    three say which parts of those were cache reads, cache writes and reasoning, because
+    they are priced differently (engine.pricing)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
-    cached_input_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:

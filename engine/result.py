@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.errors import AttemptRecord
 from engine.messages import Chunk, FinishReason, ToolCallOut, Usage
+from engine.pricing import CostBreakdown
 
 
 def _tool_calls_openai(calls: tuple[ToolCallOut, ...]) -> list[dict[str, Any]]:
@@ -24,11 +25,16 @@ def _tool_calls_openai(calls: tuple[ToolCallOut, ...]) -> list[dict[str, Any]]:
 
 
 def _usage_openai(usage: Usage) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.total_tokens,
     }
+    if usage.cache_read_tokens:  # OpenAI's own shape; cache writes have no field there
+        out["prompt_tokens_details"] = {"cached_tokens": usage.cache_read_tokens}
+    if usage.reasoning_tokens:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
+    return out
 
 
 class Metadata(Mapping[str, str]):
@@ -79,6 +85,7 @@ class Response:
     created: int = field(default_factory=lambda: int(time.time()))
     #: What `after_response` hooks added (the server sends it as x-engine-meta-* headers).
     metadata: Metadata = NO_METADATA
+    cost_breakdown: CostBreakdown | None = None  # cost_usd per kind of token, when priced
 
     def to_openai(self) -> dict[str, Any]:
         """This response as an OpenAI `chat.completion` object."""

@@ -20,13 +20,26 @@ from engine.errors import ConfigError
 from engine.state.ledger import open_ledger
 from engine.state.money import day_start, month_start, utc_day
 
-_COLUMNS = ("attempts", "ok", "cached", "input_tokens", "output_tokens", "cost_usd")
+_COLUMNS = (
+    "attempts",
+    "ok",
+    "cached",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_usd",
+)
 _HEADERS = {
     "attempts": "attempts",
     "ok": "ok",
     "cached": "cached",
     "input_tokens": "input tokens",
+    "cache_read_tokens": "cache read",
+    "cache_write_tokens": "cache write",
     "output_tokens": "output tokens",
+    "reasoning_tokens": "reasoning",
     "cost_usd": "cost (USD)",
 }
 

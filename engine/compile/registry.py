@@ -8,16 +8,17 @@ with no keys at all still compiles and can route to local and mock models.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 
 from engine.config.env import base_url_variable
 from engine.config.load import Document, join_path
-from engine.config.prices import lookup
 from engine.config.project import ConfigSet
 from engine.config.specs import KeySpec, LimitsSpec, ModelSpec, ProviderSpec, TimeoutsSpec
 from engine.endpoints import Timeouts
 from engine.errors import Diagnostic
 from engine.plan.values import KeyPlan, ModelPlan, ProviderPlan
+from engine.pricing import PriceSchedule, Rates, parse_as_of, schedule_for
 from engine.secrets import ProviderOptions, ProviderURL, Secret
 
 KEYLESS_PROTOCOLS = frozenset({"ollama", "mock"})
@@ -41,7 +42,8 @@ def build_models(
         if provider_id not in providers:
             continue  # link reports the unknown provider
         pspec = cs.models.providers[provider_id]
-        model, found = _model(mid, name, spec, pspec, providers[provider_id], cs.models_doc)
+        as_of = parse_as_of(cs.models.prices_as_of)
+        model, found = _model(mid, name, spec, pspec, providers[provider_id], cs.models_doc, as_of)
         problems += found
         if model is not None:
             models[mid] = model
@@ -162,24 +164,34 @@ def _unset_under(cs: ConfigSet, prefix: str) -> str | None:
 
 
 def _model(
-    mid: str, name: str, spec: ModelSpec, pspec: ProviderSpec, provider: ProviderPlan, doc: Document
+    mid: str,
+    name: str,
+    spec: ModelSpec,
+    pspec: ProviderSpec,
+    provider: ProviderPlan,
+    doc: Document,
+    as_of: float | None,
 ) -> tuple[ModelPlan | None, list[Diagnostic]]:
     path = join_path("models", mid)
     upstream = spec.upstream or name
     local = spec.local if spec.local is not None else provider.local
-    known = lookup(pspec.price_source or provider.id, spec.price_ref or upstream)
-    input_price = spec.input_price if spec.input_price is not None else known.input_price
-    output_price = spec.output_price if spec.output_price is not None else known.output_price
+    source = pspec.price_source or provider.id
+    known, known_window = schedule_for(source, spec.price_ref or upstream)
+    prices = _prices(known, spec, local)
     problems: list[Diagnostic] = []
-    if local:  # local models cost nothing unless the file says otherwise
-        input_price = 0.0 if input_price is None else input_price
-        output_price = 0.0 if output_price is None else output_price
-    elif input_price is None or output_price is None:
+    if prices is None:
         msg = f"no price known for `{mid}`: cost ranking puts it last and budgets cannot admit it"
         problems.append(
             doc.diagnostic(path, msg, hint="set input_price and output_price", severity="warning")
         )
-    window = spec.context_window or known.context_window
+        input_price = output_price = None
+    else:
+        prices = prices.pinned(as_of)
+        # What ranking and worst-case reservations use: the prices in force at compile time
+        # (or as of `prices_as_of`); each call is then billed at its own time's prices.
+        now = prices.rates_at(as_of if as_of is not None else time.time())
+        input_price, output_price = now.input, now.output
+    window = spec.context_window or known_window
     if window is None:
         msg = f"context window of `{mid}` is unknown"
         problems.append(doc.diagnostic(path, msg, hint="set context_window"))
@@ -199,6 +211,7 @@ def _model(
             latency_ms=spec.latency_ms,
             local=local,
             options=_model_options(spec, provider),
+            prices=prices,
         ),
         problems,
     )
@@ -218,3 +231,15 @@ def _model_options(spec: ModelSpec, provider: ProviderPlan) -> ProviderOptions |
     if params.reasoning_efforts is not None:
         own["reasoning_efforts"] = ",".join(params.reasoning_efforts)
     return ProviderOptions({**provider.options, **own})
+
+
+def _prices(known: PriceSchedule | None, spec: ModelSpec, local: bool) -> PriceSchedule | None:
+    """Declared prices win; a local model costs nothing unless the file says otherwise."""
+    inp, out = spec.input_price, spec.output_price
+    if known is not None:
+        return known.with_rates(inp, out)
+    if local:
+        inp, out = (0.0 if inp is None else inp), (0.0 if out is None else out)
+    if inp is None or out is None:
+        return None
+    return PriceSchedule.flat(Rates(inp, out, inp, inp))

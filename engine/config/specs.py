@@ -160,10 +160,19 @@ class ModelSpec(Spec):
     description: str | None = None
 
 
+#: `prices_as_of`: a day, or a day and time with an optional UTC offset.
+AS_OF = r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$"
+
+
 class ModelsSpec(Spec):
     """models.yaml: the registry of providers and models."""
 
     schema_: str | None = Field(None, alias="$schema")
+    prices_as_of: Annotated[str, Field(pattern=AS_OF)] | None = Field(
+        None,
+        description="price every call as of this UTC day (YYYY-MM-DD) or ISO instant, for "
+        "reproducible plans and tests; default: the prices in force when each call is made",
+    )
     providers: dict[Annotated[str, Field(pattern=PROVIDER_ID)], ProviderSpec]
     models: dict[Annotated[str, Field(pattern=MODEL_ID)], ModelSpec] = Field(default_factory=dict)
 

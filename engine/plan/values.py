@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from engine.endpoints import Timeouts
+from engine.pricing import PriceSchedule, Rates
 from engine.secrets import Secret
 
 StrategyName = Literal[
@@ -56,9 +57,16 @@ class ModelPlan:
     #: The endpoint options of this model: its provider's, plus its parameter rules
     #: (engine.providers.support); None when it has no rules (the provider's apply).
     options: Mapping[str, str] | None = None
+    prices: PriceSchedule | None = None  # over time, with cache and tier prices; None: unknown
+
+    def __post_init__(self) -> None:
+        # A plan built by hand with flat prices only (tests, stand-ins) is billed at them.
+        if self.prices is None and self.input_price is not None and self.output_price is not None:
+            flat = Rates(self.input_price, self.output_price, self.input_price, self.input_price)
+            object.__setattr__(self, "prices", PriceSchedule.flat(flat))
 
     def cost(self, input_tokens: int, output_tokens: int) -> float | None:
-        """Estimated USD for a call of this size, or None when a price is unknown."""
+        """Estimated USD for a call of this size at the compiled prices, None when unknown."""
         if self.input_price is None or self.output_price is None:
             return None
         return (input_tokens * self.input_price + output_tokens * self.output_price) / 1e6

@@ -72,7 +72,7 @@ def _translate(endpoint: Endpoint, exc: BaseException, answered: bool) -> NoRetu
         raise_cut(endpoint, f"bad answer: {exc}")
     if answered:
         raise_cut(endpoint, f"connection lost mid-answer ({name})")
-    raise_unreachable(endpoint, name)
+    raise_unreachable(endpoint, name, sent=True)
 
 
 class AiohttpStream:

@@ -285,7 +285,8 @@ def _usage(data: Any, output: int | None = None) -> Usage:
     return Usage(
         input_tokens=int(data.get("input_tokens") or 0) + cache_read + cache_write,
         output_tokens=int(data.get("output_tokens") or 0) if output is None else output,
-        cached_input_tokens=cache_read,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
     )
 
 

@@ -226,7 +226,8 @@ def _usage(data: Any) -> Usage | None:
         input_tokens=int(data.get("promptTokenCount") or 0),
         output_tokens=int(data.get("candidatesTokenCount") or 0)
         + int(data.get("thoughtsTokenCount") or 0),
-        cached_input_tokens=int(data.get("cachedContentTokenCount") or 0),
+        cache_read_tokens=int(data.get("cachedContentTokenCount") or 0),
+        reasoning_tokens=int(data.get("thoughtsTokenCount") or 0),
     )
 
 

@@ -204,7 +204,7 @@ class HttpClient:
                 raise_cut(endpoint, _cut(exc))
             if reused and not exc.answered:
                 raise_unanswered(endpoint)
-            raise_unreachable(endpoint, type(exc).__name__)
+            raise_unreachable(endpoint, type(exc).__name__, sent=True)
         except BadResponse as exc:
             pool.release(conn)
             raise_cut(endpoint, _cut(exc))

@@ -209,11 +209,22 @@ def _usage(data: Any) -> Usage | None:
     if not isinstance(data, dict):
         return None
     details = data.get("prompt_tokens_details")
+    out_details = data.get("completion_tokens_details")
     return _usage_of(
         int(data.get("prompt_tokens") or 0),
         int(data.get("completion_tokens") or 0),
-        int(details.get("cached_tokens") or 0) if details else 0,
+        # DeepSeek reports cache hits at the top level instead of in the details.
+        _count(details, "cached_tokens") or _count(data, "prompt_cache_hit_tokens"),
+        0,  # OpenAI bills no cache writes
+        _count(out_details, "reasoning_tokens"),
     )
+
+
+def _count(details: Any, name: str) -> int:
+    """A count inside a `*_tokens_details` object (absent, null or not an object: 0)."""
+    if not isinstance(details, dict):
+        return 0
+    return int(details.get(name) or 0)
 
 
 def parse_completion(

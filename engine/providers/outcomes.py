@@ -18,6 +18,7 @@ from engine.endpoints import Endpoint
 from engine.errors import (
     AuthenticationError,
     ProtocolError,
+    ProviderError,
     ProviderTimeoutError,
     UnavailableError,
 )
@@ -140,21 +141,33 @@ def raise_cut(endpoint: Endpoint, why: str) -> NoReturn:
     ) from None
 
 
-def raise_unreachable(endpoint: Endpoint, why: str) -> NoReturn:
-    raise UnavailableError(
-        f"{endpoint.provider}: cannot reach upstream ({why})",
-        provider=endpoint.provider,
-        model=endpoint.upstream_model,
+def raise_unreachable(endpoint: Endpoint, why: str, sent: bool = False) -> NoReturn:
+    """`sent`: the request had been written, so the upstream may have worked on it."""
+    raise _unsent(
+        UnavailableError(
+            f"{endpoint.provider}: cannot reach upstream ({why})",
+            provider=endpoint.provider,
+            model=endpoint.upstream_model,
+        ),
+        sent,
     ) from None
+
+
+def _unsent(error: ProviderError, sent: bool = False) -> ProviderError:
+    """`error`, marked as one whose request never left (unless `sent`): it cost nothing."""
+    error.reached = sent
+    return error
 
 
 def raise_unroutable(endpoint: Endpoint, exc: ValueError) -> NoReturn:
     """A URL or proxy setting this client cannot use; the message says which (no secret:
     proxy credentials are never part of it)."""
-    raise UnavailableError(
-        f"{endpoint.provider}: cannot reach upstream: {exc}",
-        provider=endpoint.provider,
-        model=endpoint.upstream_model,
+    raise _unsent(
+        UnavailableError(
+            f"{endpoint.provider}: cannot reach upstream: {exc}",
+            provider=endpoint.provider,
+            model=endpoint.upstream_model,
+        )
     ) from None
 
 
@@ -168,29 +181,35 @@ def raise_unanswered(endpoint: Endpoint) -> NoReturn:
 
 
 def raise_pool_timeout(endpoint: Endpoint) -> NoReturn:
-    raise ProviderTimeoutError(
-        f"{endpoint.provider}: no connection free within {endpoint.timeouts.total_s:g}s "
-        f"(pool_size {endpoint.pool_size})",
-        phase="pool",
-        provider=endpoint.provider,
-        model=endpoint.upstream_model,
+    raise _unsent(
+        ProviderTimeoutError(
+            f"{endpoint.provider}: no connection free within {endpoint.timeouts.total_s:g}s "
+            f"(pool_size {endpoint.pool_size})",
+            phase="pool",
+            provider=endpoint.provider,
+            model=endpoint.upstream_model,
+        )
     ) from None
 
 
 def raise_bad_header(endpoint: Endpoint) -> NoReturn:
     """A typed error for a header no HTTP request can carry; the value is never quoted."""
-    raise AuthenticationError(
-        f"{endpoint.provider}: a request header cannot be sent: the API key (or a `header:` "
-        "option) contains a control character such as a newline",
-        provider=endpoint.provider,
-        model=endpoint.upstream_model,
+    raise _unsent(
+        AuthenticationError(
+            f"{endpoint.provider}: a request header cannot be sent: the API key (or a "
+            "`header:` option) contains a control character such as a newline",
+            provider=endpoint.provider,
+            model=endpoint.upstream_model,
+        )
     ) from None
 
 
 def raise_connect_timeout(endpoint: Endpoint) -> NoReturn:
-    raise ProviderTimeoutError(
-        f"{endpoint.provider}: connect timed out after {endpoint.timeouts.connect_s:g}s",
-        phase="connect",
-        provider=endpoint.provider,
-        model=endpoint.upstream_model,
+    raise _unsent(
+        ProviderTimeoutError(
+            f"{endpoint.provider}: connect timed out after {endpoint.timeouts.connect_s:g}s",
+            phase="connect",
+            provider=endpoint.provider,
+            model=endpoint.upstream_model,
+        )
     ) from None

@@ -231,10 +231,12 @@ class AnthropicMessages:
             "stop_reason": STOP_REASON[resp.finish_reason],
             "stop_sequence": None,
             "usage": {
-                "input_tokens": resp.usage.input_tokens - resp.usage.cached_input_tokens,
+                "input_tokens": resp.usage.input_tokens
+                - resp.usage.cache_read_tokens
+                - resp.usage.cache_write_tokens,
                 "output_tokens": resp.usage.output_tokens,
-                "cache_read_input_tokens": resp.usage.cached_input_tokens,
-                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": resp.usage.cache_read_tokens,
+                "cache_creation_input_tokens": resp.usage.cache_write_tokens,
             },
         }
 

@@ -149,7 +149,13 @@ def _answer(
         cached=resp.cached,
     )  # fmt: skip
     headers = response_headers(
-        resp.provider, resp.model, len(resp.attempts), resp.cost_usd, resp.cached, resp.policy
+        resp.provider,
+        resp.model,
+        len(resp.attempts),
+        resp.cost_usd,
+        resp.cached,
+        resp.policy,
+        None if resp.cached else resp.cost_breakdown,
     )
     if resp.metadata:
         headers.update(meta_headers(resp.metadata))

@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from engine.messages import Request
 from engine.plan.compiled import Plan
+from engine.pricing import CostBreakdown
 from engine.providers.support import dropped
 from engine.result import StreamEvent
 from engine.server.auth import Principal
@@ -89,7 +90,13 @@ def routing_target(data: Mapping[str, Any], policy: str | None, plan: Plan) -> s
 
 
 def response_headers(
-    provider: str, model: str, attempts: int, cost: float | None, cached: bool, policy: str | None
+    provider: str,
+    model: str,
+    attempts: int,
+    cost: float | None,
+    cached: bool,
+    policy: str | None,
+    breakdown: CostBreakdown | None = None,
 ) -> dict[str, str]:
     headers = {
         "x-engine-provider": provider,
@@ -99,6 +106,11 @@ def response_headers(
     }
     if cost is not None:
         headers["x-engine-cost-usd"] = f"{cost:.8f}"
+    if breakdown is not None:  # the same cost, per kind of token
+        headers["x-engine-cost-breakdown"] = (
+            f"input={breakdown.input_usd:.8f}, cache_read={breakdown.cache_read_usd:.8f}, "
+            f"cache_write={breakdown.cache_write_usd:.8f}, output={breakdown.output_usd:.8f}"
+        )
     if policy:
         headers["x-engine-policy"] = policy
     return headers

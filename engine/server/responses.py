@@ -182,12 +182,14 @@ def to_chat(data: dict[str, Any]) -> dict[str, Any]:
     return chat
 
 
-def _usage(input_tokens: int, output_tokens: int, cached: int = 0) -> dict[str, Any]:
+def _usage(
+    input_tokens: int, output_tokens: int, cached: int = 0, reasoning: int = 0
+) -> dict[str, Any]:
     return {
         "input_tokens": input_tokens,
         "input_tokens_details": {"cached_tokens": cached},
         "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": input_tokens + output_tokens,
     }
 
@@ -272,7 +274,9 @@ class Responses:
             item = _call_item("fc_" + call.id, call.id, call.name, call.arguments, "completed")
             body["output"].append(item)
         u = resp.usage
-        body["usage"] = _usage(u.input_tokens, u.output_tokens, u.cached_input_tokens)
+        body["usage"] = _usage(
+            u.input_tokens, u.output_tokens, u.cache_read_tokens, u.reasoning_tokens
+        )
         _finish(body, resp.finish_reason)
         return body
 

@@ -46,7 +46,14 @@ log = logging.getLogger(__name__)
 
 #: Marks our files (`PRAGMA application_id`), so `costs` can tell a ledger from any SQLite.
 APPLICATION_ID = 0x4C454447  # "LEDG"
-SCHEMA_VERSION = 2  # 2: client (the server's label of the calling API key)
+SCHEMA_VERSION = 3  # 2: client (the calling API key's label); 3: token breakdown
+#: Columns added after version 1, with their definitions (added in place to older files).
+_ADDED = (
+    ("client", "TEXT"),
+    ("cache_read_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("cache_write_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("reasoning_tokens", "INTEGER NOT NULL DEFAULT 0"),
+)
 GROUPS: Mapping[str, str] = {
     "model": "model",
     "provider": "provider",
@@ -69,6 +76,9 @@ _COLUMNS = (
     "request_id",
     "cached",
     "client",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
 )
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS attempts (
@@ -86,21 +96,23 @@ CREATE TABLE IF NOT EXISTS attempts (
     fallback_index INTEGER NOT NULL,
     request_id TEXT NOT NULL,
     cached INTEGER NOT NULL,
-    client TEXT
+    client TEXT,
+    cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS attempts_by_time ON attempts (ts);
 CREATE INDEX IF NOT EXISTS attempts_by_workspace ON attempts (workspace, ts);
 PRAGMA application_id = {APPLICATION_ID};
-PRAGMA user_version = {SCHEMA_VERSION};
 """
 
 
 #: Rows per INSERT statement. sqlite3 lets go of the GIL around every statement step, and
 #: taking it back means waiting for the event loop's thread to yield it (up to the
 #: interpreter's switch interval): with one row per step, a batch of rows stalled the
-#: callers' event loop hundreds of times. One step per chunk instead; 64 rows x 14 columns
+#: callers' event loop hundreds of times. One step per chunk instead; 58 rows x 17 columns
 #: stays within SQLite's oldest limit on bound variables (999).
-_CHUNK = 64
+_CHUNK = 58
 
 
 @functools.lru_cache(maxsize=_CHUNK)
@@ -116,6 +128,11 @@ class LedgerQueries:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._lock = threading.Lock()
+        have = {row[1] for row in conn.execute("PRAGMA table_info(attempts)")}
+        # A ledger from an older engine, opened read-only, lacks the newer columns: 0.
+        self._aggregates = _AGGREGATES.format(
+            *(name if name in have else "0" for name, _ in _ADDED if name != "client")
+        )
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         with self._lock:
@@ -132,7 +149,7 @@ class LedgerQueries:
         column = _group_column(by)
         where, params = _where(workspace, since)
         sql = (
-            f"SELECT {column} AS {by}, {_AGGREGATES} FROM attempts {where} "
+            f"SELECT {column} AS {by}, {self._aggregates} FROM attempts {where} "
             f"GROUP BY {column} ORDER BY cost_usd DESC, {column}"
         )
         return self._select(sql, params)
@@ -141,7 +158,7 @@ class LedgerQueries:
         """One row per UTC day: attempts, successes, tokens, cost (known and unknown)."""
         where, params = _where(workspace, since)
         sql = (
-            f"SELECT date(ts, 'unixepoch') AS day, {_AGGREGATES} FROM attempts {where} "
+            f"SELECT date(ts, 'unixepoch') AS day, {self._aggregates} FROM attempts {where} "
             "GROUP BY day ORDER BY day"
         )
         return self._select(sql, params)
@@ -170,6 +187,9 @@ _AGGREGATES = (
     "SUM(cached) AS cached, "
     "SUM(input_tokens) AS input_tokens, "
     "SUM(output_tokens) AS output_tokens, "
+    "SUM({0}) AS cache_read_tokens, "
+    "SUM({1}) AS cache_write_tokens, "
+    "SUM({2}) AS reasoning_tokens, "
     "COALESCE(SUM(cost_usd), 0.0) AS cost_usd, "
     "SUM(cost_usd IS NULL) AS unknown_cost"
 )
@@ -397,6 +417,9 @@ def _values(row: _Row) -> tuple[Any, ...]:
         rid,
         cached,
         client,
+        cache_read,
+        cache_write,
+        reasoning,
     ) = row
     return (
         ts,
@@ -413,6 +436,9 @@ def _values(row: _Row) -> tuple[Any, ...]:
         redact(rid),  # unique per request: nothing to remember
         int(cached),
         None if client is None else _redacted(client),
+        cache_read,
+        cache_write,
+        reasoning,
     )
 
 
@@ -434,10 +460,13 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a ledger written by an older version up to this schema (columns only added)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(attempts)")}
-    if "client" not in columns:
-        conn.execute("ALTER TABLE attempts ADD COLUMN client TEXT")
+    """Bring a ledger written by an older engine to this schema (columns added in place)."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return
+    have = {row[1] for row in conn.execute("PRAGMA table_info(attempts)")}
+    for name, definition in _ADDED:
+        if name not in have:
+            conn.execute(f"ALTER TABLE attempts ADD COLUMN {name} {definition}")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 

@@ -194,6 +194,9 @@ class LedgerRow:
     request_id: str = ""
     cached: bool = False
     client: str | None = None  # the label (id) of the calling API key, never the key itself
+    cache_read_tokens: int = 0  # parts of input_tokens / output_tokens, priced apart
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 class Ledger(SpendSource, Protocol):

@@ -36,7 +36,7 @@ def test_openai_cached_prompt_tokens() -> None:
         },
         None,
     )
-    assert resp.usage == Usage(1200, 5, 1024)
+    assert resp.usage == Usage(1200, 5, cache_read_tokens=1024)
 
 
 def test_anthropic_cache_fields_add_to_input() -> None:
@@ -57,7 +57,7 @@ def test_anthropic_cache_fields_add_to_input() -> None:
         },
         None,
     )
-    assert resp.usage == Usage(1210, 3, 1000)
+    assert resp.usage == Usage(1210, 3, cache_read_tokens=1000, cache_write_tokens=200)
 
 
 def test_gemini_thinking_tokens_count_as_output() -> None:
@@ -85,4 +85,49 @@ def test_gemini_thinking_tokens_count_as_output() -> None:
         None,
     )
     assert resp.content == "Paris."
-    assert resp.usage == Usage(83, 118, 50)
+    assert resp.usage == Usage(83, 118, cache_read_tokens=50, reasoning_tokens=104)
+
+
+def _openai(usage: dict[str, object]) -> Usage:
+    choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "x"}}
+    return parse_completion(
+        EP, {"id": "x", "model": "m", "choices": [choice], "usage": usage}, None
+    ).usage
+
+
+def test_openai_reasoning_tokens_are_part_of_completion_tokens() -> None:
+    """o-series: completion_tokens includes reasoning_tokens, reported apart for the breakdown."""
+    usage = _openai(
+        {
+            "prompt_tokens": 10,
+            "completion_tokens": 500,
+            "completion_tokens_details": {"reasoning_tokens": 448},
+        }
+    )
+    assert usage == Usage(10, 500, reasoning_tokens=448)
+
+
+def test_deepseek_cache_hits_at_the_top_level() -> None:
+    """DeepSeek's OpenAI-compatible usage names cache hits prompt_cache_hit_tokens."""
+    usage = _openai(
+        {
+            "prompt_tokens": 1000,
+            "completion_tokens": 10,
+            "prompt_cache_hit_tokens": 900,
+            "prompt_cache_miss_tokens": 100,
+        }
+    )
+    assert usage == Usage(1000, 10, cache_read_tokens=900)
+
+
+def test_null_details_count_as_zero() -> None:
+    """Details that are null or not objects are no cache and no reasoning."""
+    usage = _openai(
+        {
+            "prompt_tokens": 7,
+            "completion_tokens": 2,
+            "prompt_tokens_details": None,
+            "completion_tokens_details": "n/a",
+        }
+    )
+    assert usage == Usage(7, 2)

@@ -261,3 +261,47 @@ def test_rows_are_written_at_exit_when_nobody_closed_the_ledger(path: Path) -> N
     )
     subprocess.run([sys.executable, "-c", script, str(path)], check=True, timeout=60)
     assert open_ledger(path).count() == 7
+
+
+async def test_a_version_1_ledger_gains_the_token_breakdown_columns(tmp_path: Path) -> None:
+    """A ledger written before cache/reasoning tokens were kept is migrated in place: old
+    rows read as 0 of each, new rows keep them, and the read-only view works before too."""
+    from engine.state.ledger import APPLICATION_ID
+
+    path = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE attempts (id INTEGER PRIMARY KEY, ts REAL NOT NULL, workspace TEXT, "
+        "policy TEXT, provider TEXT NOT NULL, model TEXT NOT NULL, input_tokens INTEGER NOT "
+        "NULL, output_tokens INTEGER NOT NULL, cost_usd REAL, latency_ms REAL NOT NULL, "
+        "outcome TEXT NOT NULL, fallback_index INTEGER NOT NULL, request_id TEXT NOT NULL, "
+        f"cached INTEGER NOT NULL); PRAGMA application_id = {APPLICATION_ID}; "
+        "PRAGMA user_version = 1;"
+        "INSERT INTO attempts VALUES (1, 10.0, 'w', 'p', 'a', 'a/m', 100, 5, 0.1, 1.0, 'ok', 0, 'r', 0);"
+    )
+    conn.commit()
+    conn.close()
+    before = open_ledger(path).totals(None, 0.0, "model")
+    assert before[0]["cache_read_tokens"] == 0
+    ledger = SQLiteLedger(path, FakeClock())
+    ledger.record(
+        LedgerRow(
+            11.0,
+            "w",
+            "p",
+            "a",
+            "a/m",
+            900,
+            50,
+            0.2,
+            1.0,
+            "ok",
+            0,
+            "r2",
+            cache_read_tokens=800,
+            reasoning_tokens=30,
+        )
+    )
+    await ledger.aclose()
+    row = open_ledger(path).totals(None, 0.0, "model")[0]
+    assert (row["attempts"], row["cache_read_tokens"], row["reasoning_tokens"]) == (2, 800, 30)

@@ -29,6 +29,7 @@ from typing import Any
 from engine.errors import AttemptRecord, AuthenticationError, ProviderError, RateLimitedError
 from engine.frozen import builder
 from engine.messages import RateLimitInfo, Request, Usage
+from engine.pricing import CostBreakdown, breakdown
 from engine.runtime.call.admission import Admission, admitted
 from engine.runtime.call.walk import Candidate
 from engine.state.protocols import LedgerRow
@@ -53,6 +54,7 @@ class Attempt:
         "admission",
         "cand",
         "cost",
+        "cost_detail",
         "endpoint",
         "held",
         "index",
@@ -71,6 +73,7 @@ class Attempt:
         self.index = index  # the candidate's fallback index
         self.ttft_ms: float | None = None
         self.cost: float | None = None  # set when settled; None also when the price is unknown
+        self.cost_detail: CostBreakdown | None = None  # the same cost per kind of token
         self._usage: Usage | None = None
         self._rate_limit: RateLimitInfo | None = None
 
@@ -114,7 +117,7 @@ class Attempt:
         svc, cand, held = self.admission.svc, self.cand, self.held
         pid, mid = cand.provider.id, cand.scored.model.id
         latency = (svc.clock.monotonic() - held.started) * 1000
-        self.cost = cost = cand.scored.model.cost(usage.input_tokens, usage.output_tokens)
+        self.cost = cost = self._price(usage)
         await svc.limiter.settle(held.lease, usage.input_tokens, usage.output_tokens)
         if self._rate_limit is not None:
             await svc.limiter.observe(pid, held.lease.key.id, self._rate_limit)
@@ -143,7 +146,8 @@ class Attempt:
             await svc.limiter.observe(cand.provider.id, held.lease.key.id, info)
         if isinstance(exc, AuthenticationError) and cand.provider.keys:
             svc.bad_keys[held.lease.key.id] = svc.clock.monotonic() + BAD_KEY_COOLDOWN_S
-        self._record(exc.kind, str(exc), exc.status, latency, None, None)
+        # A request that never left this machine cost nothing (0, not "unknown").
+        self._record(exc.kind, str(exc), exc.status, latency, None, None if exc.reached else 0.0)
         if held.reservation is not None:
             await svc.budget.release(held.reservation)
 
@@ -158,6 +162,20 @@ class Attempt:
         self._ledger("cancelled", (svc.clock.monotonic() - held.started) * 1000, None, None)
 
     # -- records --------------------------------------------------------------------------
+
+    def _price(self, usage: Usage) -> float | None:
+        """The try's cost at the prices in force now, on every kind of token it used."""
+        prices = self.cand.scored.model.prices
+        if prices is None:
+            return None
+        detail = self.cost_detail = breakdown(
+            prices.rates_at(self.admission.svc.clock.time()),
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_write_tokens,
+        )
+        return detail.total_usd
 
     def _record(
         self,
@@ -208,5 +226,8 @@ class Attempt:
                 fallback_index=self.index,
                 request_id=call.request_id,
                 cached=False,
+                cache_read_tokens=usage.cache_read_tokens if usage else 0,
+                cache_write_tokens=usage.cache_write_tokens if usage else 0,
+                reasoning_tokens=usage.reasoning_tokens if usage else 0,
             )
         )

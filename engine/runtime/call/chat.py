@@ -121,6 +121,7 @@ class ChatCall:
             rule=cand.rule,
             id="chatcmpl-" + call.request_id,
             created=int(time.time()),
+            cost_breakdown=attempt.cost_detail,
         )
         u = result.usage
         fallback = attempt.index > 0

@@ -12,7 +12,7 @@ Retry-After, connection reset, stall, truncated stream, malformed JSON, an error
 200 stream, slow trickle.
 """
 
-from ._server import REFUSAL, Ask, FakeUpstream, Fault, RecordedRequest
+from ._server import REFUSAL, Ask, ExtraUsage, FakeUpstream, Fault, RecordedRequest
 from .anthropic import FakeAnthropic
 from .gemini import FakeGemini
 from .ollama import FakeOllama
@@ -21,6 +21,7 @@ from .openai import FakeAzure, FakeOpenAI
 __all__ = [
     "REFUSAL",
     "Ask",
+    "ExtraUsage",
     "FakeAnthropic",
     "FakeAzure",
     "FakeGemini",

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from engine.providers.mock import ScriptedAnswer, ScriptedTool, script_answer
 
-__all__ = ["REFUSAL", "Ask", "FakeUpstream", "Fault", "RecordedRequest"]
+__all__ = ["REFUSAL", "Ask", "ExtraUsage", "FakeUpstream", "Fault", "RecordedRequest"]
 
 REFUSAL = "I can't help with that request."
 
@@ -68,6 +68,16 @@ class Fault:
         if isinstance(raw.get("latency"), list):
             raw["latency"] = tuple(raw["latency"])
         return cls(**raw)
+
+
+@dataclass(frozen=True, slots=True)
+class ExtraUsage:
+    """Usage a fake reports on top of the scripted prompt and answer, in its own wire format:
+    prompt tokens read from or written to the provider's cache, and reasoning tokens."""
+
+    cache_read: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +136,7 @@ class FakeUpstream:
         self.requests: list[RecordedRequest] = []
         self.sent: list[tuple[str, Any]] = []  # ("response" | "chunk" | "error", JSON sent)
         self.default_fault = Fault()
+        self.extra_usage = ExtraUsage()  # reported with every answer (cache, reasoning)
         self._script: deque[Fault] = deque()
         self._rng = random.Random(seed)
         self._runner: web.AppRunner | None = None

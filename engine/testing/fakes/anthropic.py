@@ -171,11 +171,13 @@ class FakeAnthropic(FakeUpstream):
         return blocks
 
     def _usage(self, answer: ScriptedAnswer, output: int) -> dict[str, Any]:
+        # Anthropic: input_tokens excludes cache reads and writes; thinking is in output.
+        extra = self.extra_usage
         return {
             "input_tokens": answer.input_tokens,
             "output_tokens": output,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": extra.cache_write,
+            "cache_read_input_tokens": extra.cache_read,
             "service_tier": "standard",
         }
 
@@ -188,7 +190,7 @@ class FakeAnthropic(FakeUpstream):
             "content": self._blocks(answer),
             "stop_reason": _STOP[answer.finish],
             "stop_sequence": None,
-            "usage": self._usage(answer, answer.output_tokens),
+            "usage": self._usage(answer, answer.output_tokens + self.extra_usage.reasoning),
         }
 
     def frames(self, ask: Ask, answer: ScriptedAnswer) -> tuple[list[bytes], list[bytes]]:
@@ -205,7 +207,7 @@ class FakeAnthropic(FakeUpstream):
             block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
             out += _block_frames(i, block, _json_deltas(call.arguments))
         delta = {"stop_reason": _STOP[answer.finish], "stop_sequence": None}
-        usage = {"output_tokens": answer.output_tokens}
+        usage = {"output_tokens": answer.output_tokens + self.extra_usage.reasoning}
         out.append(_event({"type": "message_delta", "delta": delta, "usage": usage}))
         return out, [_event({"type": "message_stop"})]
 

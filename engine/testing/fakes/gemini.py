@@ -214,12 +214,21 @@ class FakeGemini(FakeUpstream):
         )
 
     def _usage(self, answer: ScriptedAnswer, output: int) -> dict[str, Any]:
-        return {
-            "promptTokenCount": answer.input_tokens,
+        # Gemini: promptTokenCount includes cached content; thoughts are counted apart.
+        extra = self.extra_usage
+        prompt = answer.input_tokens + extra.cache_read + extra.cache_write
+        thoughts = extra.reasoning if output else 0
+        usage: dict[str, Any] = {
+            "promptTokenCount": prompt,
             "candidatesTokenCount": output,
-            "totalTokenCount": answer.input_tokens + output,
-            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": answer.input_tokens}],
+            "totalTokenCount": prompt + output + thoughts,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
         }
+        if extra.cache_read:
+            usage["cachedContentTokenCount"] = extra.cache_read
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
+        return usage
 
     def _response(
         self, ask: Ask, parts: list[dict[str, Any]], finish: str | None, usage: dict[str, Any]

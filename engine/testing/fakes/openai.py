@@ -178,13 +178,17 @@ class FakeOpenAI(FakeUpstream):
         return f"chatcmpl-fake{self._count:06d}"
 
     def _usage(self, answer: ScriptedAnswer) -> dict[str, Any]:
+        # OpenAI: prompt_tokens includes cached tokens, completion_tokens reasoning tokens.
+        extra = self.extra_usage
+        prompt = answer.input_tokens + extra.cache_read + extra.cache_write
+        completion = answer.output_tokens + extra.reasoning
         return {
-            "prompt_tokens": answer.input_tokens,
-            "completion_tokens": answer.output_tokens,
-            "total_tokens": answer.input_tokens + answer.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": extra.cache_read, "audio_tokens": 0},
             "completion_tokens_details": {
-                "reasoning_tokens": 0,
+                "reasoning_tokens": extra.reasoning,
                 "audio_tokens": 0,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,
