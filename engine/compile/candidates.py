@@ -12,8 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from engine.config.specs import FiltersSpec, RouteSpec
+from engine.plan.strategies import REGISTRY
 from engine.plan.tree import Candidate, candidate
 from engine.plan.values import ModelPlan, ProviderPlan
+from engine.vocab import StrategyName
 
 Check = Callable[[ModelPlan], str | None]
 
@@ -152,28 +154,8 @@ def _price_cap(cap: float, price: Callable[[ModelPlan], float | None]) -> Check:
 
 
 def static_order(
-    strategy: str, models: tuple[ModelPlan, ...], weights: Mapping[str, float]
+    strategy: StrategyName, models: tuple[ModelPlan, ...], weights: Mapping[str, float]
 ) -> tuple[Candidate, ...]:
     """The strategy's compile-time order and static score (request-dependent ones re-sort)."""
-    ranked: list[tuple[ModelPlan, float]]
-    if strategy == "quality_optimized":
-        ranked = [(m, m.quality) for m in sorted(models, key=lambda m: (-m.quality, _blended(m)))]
-    elif strategy == "latency_optimized":
-        ranked = [(m, -m.latency_ms) for m in sorted(models, key=lambda m: m.latency_ms)]
-    elif strategy == "weighted":
-        ranked = [
-            (m, weights.get(m.id, 1.0))
-            for m in sorted(models, key=lambda m: -weights.get(m.id, 1.0))
-        ]
-    elif strategy == "cost_optimized":
-        ranked = [(m, 0.0) for m in sorted(models, key=_blended)]
-    else:  # ordered, round_robin, least_loaded, local_first, balanced, capability_match
-        n = len(models)
-        ranked = [(m, float(n - i)) for i, m in enumerate(models)]
+    ranked = REGISTRY[strategy].static_order(models, weights)
     return tuple(candidate(m, score, i) for i, (m, score) in enumerate(ranked))
-
-
-def _blended(model: ModelPlan) -> float:
-    if model.input_price is None or model.output_price is None:
-        return float("inf")
-    return model.input_price + model.output_price

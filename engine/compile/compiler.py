@@ -12,7 +12,7 @@ import gc
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -36,6 +36,7 @@ from engine.config.specs import (
 )
 from engine.errors import ConfigError, Diagnostic
 from engine.plan.compiled import Plan
+from engine.plan.strategies import REGISTRY, Strategy
 from engine.plan.tree import (
     Candidate,
     Goto,
@@ -60,6 +61,7 @@ from engine.plan.values import (
     StrategyPlan,
     TemplatePlan,
 )
+from engine.vocab import StrategyName
 
 DEFAULT_POLICY = "default"
 
@@ -71,14 +73,6 @@ class Registry:
     models: Mapping[str, ModelPlan]
     providers: Mapping[str, ProviderPlan]
     implicit: frozenset[str]  # providers whose models join policies listing no candidates
-
-
-_SORTS = {
-    "cost_optimized": "cost",
-    "balanced": "balanced",
-    "local_first": "local_first",
-    "capability_match": "capability_match",
-}
 
 
 def build_plan(config_dir: Path | str, *, env: Mapping[str, str] | None = None) -> Plan:
@@ -244,7 +238,7 @@ def _leaf(
     reg: Registry,
     own_weights: bool = True,  # this level wrote `candidate_weights` (not inherited)
 ) -> tuple[Leaf, list[Diagnostic]]:
-    strategy = route.strategy or "balanced"
+    strategy: StrategyName = route.strategy or "balanced"
     weights = dict(route.candidate_weights or {})
     models, providers = reg.models, reg.providers
     elig = eligible(route, models, providers, reg.implicit)
@@ -261,11 +255,9 @@ def _leaf(
     unknown = [m for m in route.candidates or [] if m not in models]
     if elig.filtered_out and models and not unknown:  # unknown ids: link reported them
         problems.append(_no_candidate(doc, path, elig.last_filter, route))
-    candidates = static_order(strategy, elig.candidates, weights)
-    if strategy == "balanced" and route.weights is not None:
-        candidates = _balance_parts(candidates, route.weights)
-    elif strategy == "balanced":
-        candidates = _balance_parts(candidates, WeightsSpec())
+    w = route.weights or WeightsSpec()
+    blend = (w.cost, w.quality, w.latency)
+    candidates = REGISTRY[strategy].prepare(static_order(strategy, elig.candidates, weights), blend)
     chain_ids, chain, chain_elim = _chain(
         route, models, providers, {c.model.id for c in candidates}
     )
@@ -291,61 +283,38 @@ def _leaf(
         timeouts=timeouts_of(route.timeouts) if route.timeouts else None,
         default_max_tokens=route.default_max_tokens or 1024,
     )
-    w = route.weights
-    cost_share = w.cost / ((w.cost + w.quality + w.latency) or 1.0) if w else 1.0 / 3.0
+    cost_share = w.cost / (sum(blend) or 1.0)
     leaf = Leaf(
         route=plan,
         candidates=candidates,
         chain=chain,
         eliminated=elig.eliminated + chain_elim,
-        sort=_SORTS.get(strategy, "static"),
-        weights=(w.cost, w.quality, w.latency) if w else (1.0, 1.0, 1.0),
+        weights=blend,
         min_context=min((c.context_window for c in candidates), default=0),
-        priced=_priced(
-            candidates, _SORTS.get(strategy, "static"), cost_share, plan.default_max_tokens
-        ),
+        priced=_priced(candidates, REGISTRY[strategy], cost_share, plan.default_max_tokens),
         cost_share=cost_share,
     )
     return leaf, problems
 
 
 def _priced(
-    cands: tuple[Candidate, ...], sort: str, cost_share: float, default_out: int
+    cands: tuple[Candidate, ...], strategy: Strategy, cost_share: float, default_out: int
 ) -> tuple[PricedRow, ...] | None:
     """Leaf.priced: the candidates' hot figures, when all are priced and the sort allows.
 
     Output tokens times output price, for the route's expected output and for the model's
     maximum, are the very floats ModelPlan.cost computes on each call, so precompiling them
-    changes no figure. The last figure is the static score, or for balanced the best score
-    the candidate could reach (its quality and latency part plus the whole cost share):
-    select subtracts the cost share it misses, two operations per request instead of four.
+    changes no figure. The last figure is the strategy's `priced_part` (None: the strategy
+    has no fast path).
     """
-    if sort not in ("static", "cost", "balanced"):
-        return None
     rows: list[PricedRow] = []
     for c in cands:
-        if c.input_price is None or c.output_price is None:
+        part = strategy.priced_part(c, cost_share)
+        if c.input_price is None or c.output_price is None or part is None:
             return None
-        part = c.balance_part + cost_share if sort == "balanced" else c.static_score
         pout = c.output_price
         rows.append((c.model, c.input_price, pout, default_out * pout, c.max_output * pout, part))
     return tuple(rows)
-
-
-def _balance_parts(cands: tuple[Candidate, ...], w: WeightsSpec) -> tuple[Candidate, ...]:
-    """The request-independent part of each balanced score (see select._balanced)."""
-    total = (w.cost + w.quality + w.latency) or 1.0
-    max_lat = max((c.model.latency_ms for c in cands), default=0.0) or 1.0
-    return tuple(
-        replace(
-            c,
-            balance_part=(
-                w.quality * c.model.quality + w.latency * (1.0 - c.model.latency_ms / max_lat)
-            )
-            / total,
-        )
-        for c in cands
-    )
 
 
 def _no_candidate(doc: Document, path: str, last: str | None, route: RouteSpec) -> Diagnostic:
@@ -381,11 +350,11 @@ def _chain(
     return tuple(c.model.id for c in kept), tuple(kept), tuple(elim)
 
 
-def _strategy(name: str, route: RouteSpec, weights: dict[str, float]) -> StrategyPlan:
+def _strategy(name: StrategyName, route: RouteSpec, weights: dict[str, float]) -> StrategyPlan:
     w = route.weights
     balance = {"cost": w.cost, "quality": w.quality, "latency": w.latency} if w else {}
     return StrategyPlan(
-        name=name,  # type: ignore[arg-type]  # validated against the same Literal by the schema
+        name=name,
         weights=MappingProxyType(balance),
         candidate_weights=MappingProxyType(weights),
         seed=route.seed or 0,

@@ -20,8 +20,8 @@ from engine.errors import Diagnostic
 from engine.plan.values import KeyPlan, ModelPlan, ProviderPlan
 from engine.pricing import PriceSchedule, Rates, parse_as_of, schedule_for
 from engine.secrets import ProviderOptions, ProviderURL, Secret
+from engine.vocab import KEYLESS_PROTOCOLS
 
-KEYLESS_PROTOCOLS = frozenset({"ollama", "mock"})
 DEFAULT_MAX_OUTPUT = 4096
 MOCK_BASE_URL = "mock://local"
 

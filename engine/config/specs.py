@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Protocol = Literal["openai", "azure", "anthropic", "gemini", "ollama", "mock"]
+from engine.vocab import ErrorKind, ProtocolName, StrategyName
+
 Capability = Literal[
     "chat",
     "code",
@@ -25,24 +26,6 @@ Capability = Literal[
     "audio",
     "embeddings",
 ]
-Strategy = Literal[
-    "cost_optimized",
-    "latency_optimized",
-    "quality_optimized",
-    "balanced",
-    "round_robin",
-    "weighted",
-    "least_loaded",
-    "local_first",
-    "capability_match",
-    "ordered",
-]
-ErrorKind = Literal[
-    "rate_limited", "unavailable", "timeout", "protocol_error", "authentication",
-    "permission_denied", "model_not_found", "context_window_exceeded", "content_filtered",
-    "invalid_request", "circuit_open",
-]  # fmt: skip
-
 PROVIDER_ID = r"^[a-z][a-z0-9_-]{0,63}$"
 MODEL_ID = r"^[a-z][a-z0-9_-]{0,63}/[^\s]{1,200}$"
 POLICY_NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
@@ -90,7 +73,7 @@ class TimeoutsSpec(Spec):
 class ProviderSpec(Spec):
     """One upstream service: how to reach it and with which keys."""
 
-    protocol: Protocol
+    protocol: ProtocolName
     base_url: str = Field("", description="`${<ID>_BASE_URL}` always overrides this")
     api_key: str | None = Field(None, description="a single key; use `keys` for a pool")
     keys: list[KeySpec | str] = Field(default_factory=list, description="a key pool")
@@ -302,7 +285,7 @@ class TemplateSpec(Spec):
 class RouteSpec(Spec):
     """How to route: every field optional so rules and `extends` can override piecewise."""
 
-    strategy: Strategy | None = None
+    strategy: StrategyName | None = None
     weights: WeightsSpec | None = None
     candidate_weights: dict[str, Annotated[float, Field(ge=0, le=1_000_000)]] | None = None
     seed: Annotated[int, Field(ge=0, le=2**31)] | None = None

@@ -46,14 +46,14 @@ class Candidate:
 def candidate(model: ModelPlan, static_score: float, order: int) -> Candidate:
     """A Candidate for `model` with its hot fields copied out."""
     return Candidate(
-        model,
-        model.capabilities,
-        model.context_window,
-        static_score,
-        order,
-        model.input_price,
-        model.output_price,
-        model.max_output,
+        model=model,
+        capabilities=model.capabilities,
+        context_window=model.context_window,
+        static_score=static_score,
+        order=order,
+        input_price=model.input_price,
+        output_price=model.output_price,
+        max_output=model.max_output,
     )
 
 
@@ -70,12 +70,11 @@ class Leaf:
     candidates: tuple[Candidate, ...]
     chain: tuple[Candidate, ...]  # explicit fallbacks not already among the candidates
     eliminated: tuple[tuple[str, str], ...]  # decided at compile time (filters, disabled)
-    sort: str  # "static", "cost", "balanced", "local_first", "capability_match"
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # balanced: cost, quality, latency
     min_context: int = 0  # smallest context window among candidates: enables a fast path
-    # When every candidate has both prices and the sort is static, cost or balanced: each
+    # When every candidate has both prices and the strategy has a fast path: each
     # candidate's hot figures, so the commonest request (nothing to drop) is ranked in one
-    # tight pass.
+    # tight pass (Strategy.rank_priced).
     priced: tuple[PricedRow, ...] | None = None
     cost_share: float = 0.0  # balanced: the cost weight over the sum of weights
 
@@ -142,12 +141,7 @@ class HashIndex:
             return None
         if bucket is None:
             return None
-        for entry in bucket:  # _first, inlined: this runs on every request
-            if entry.index >= best:
-                return None
-            if entry.rest is None or entry.rest(features):
-                return entry.rule
-        return None
+        return _first(bucket, features, best)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,12 +160,7 @@ class RangeIndex:
         bounds = self.bounds
         i = bisect_left(bounds, value)
         region = 2 * i + 1 if i < len(bounds) and bounds[i] == value else 2 * i
-        for entry in self.regions[region]:  # _first, inlined as in HashIndex
-            if entry.index >= best:
-                return None
-            if entry.rest is None or entry.rest(features):
-                return entry.rule
-        return None
+        return _first(self.regions[region], features, best)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,24 +21,7 @@ from typing import Any, Literal, NamedTuple
 from engine.endpoints import Timeouts
 from engine.pricing import PriceSchedule, Rates
 from engine.secrets import Secret
-
-StrategyName = Literal[
-    "cost_optimized",
-    "latency_optimized",
-    "quality_optimized",
-    "balanced",
-    "round_robin",
-    "weighted",
-    "least_loaded",
-    "local_first",
-    "capability_match",
-    "ordered",
-]
-
-#: Strategies whose final order depends on live state and is decided by the runtime.
-DYNAMIC_STRATEGIES: frozenset[str] = frozenset(
-    {"latency_optimized", "round_robin", "weighted", "least_loaded"}
-)
+from engine.vocab import RETRY_ON_DEFAULT, ErrorKind, ProtocolName, StrategyName
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +52,12 @@ class ModelPlan:
         """Estimated USD for a call of this size at the compiled prices, None when unknown."""
         if self.input_price is None or self.output_price is None:
             return None
-        return (input_tokens * self.input_price + output_tokens * self.output_price) / 1e6
+        return cost(self.input_price, self.output_price, input_tokens, output_tokens)
+
+
+def cost(input_price: float, output_price: float, input_tokens: int, output_tokens: int) -> float:
+    """USD for a call of this size at these prices (USD per 1M tokens): the one formula."""
+    return (input_tokens * input_price + output_tokens * output_price) / 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +72,7 @@ class KeyPlan:
 @dataclass(frozen=True, slots=True)
 class ProviderPlan:
     id: str
-    protocol: str  # openai | azure | anthropic | gemini | ollama | mock
+    protocol: ProtocolName
     base_url: str
     keys: tuple[KeyPlan, ...]
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -102,9 +90,7 @@ class RetryPlan:
     backoff_max_s: float = 8.0
     multiplier: float = 2.0
     jitter: bool = True
-    retry_on: frozenset[str] = frozenset(
-        {"rate_limited", "unavailable", "timeout", "protocol_error"}
-    )
+    retry_on: frozenset[ErrorKind] = RETRY_ON_DEFAULT
     max_retry_after_s: float = 30.0
     after_first_token: bool = False
 

@@ -1,9 +1,10 @@
-"""Dynamic ordering of a selection's candidates from live state.
+"""Live measurements for the strategies: latency, load, counters and seeded random streams.
 
-The compiler ranks candidates statically (cost, quality, rules); for the strategies in
-`DYNAMIC_STRATEGIES` the final order depends on what happened at run time, which only the
-runtime knows: measured latency and time-to-first-token, in-flight counts, round-robin
-counters and a seeded random stream for `weighted`.
+The strategies themselves (engine.plan.strategies, one object each) decide orders; for
+those with a live order (`DYNAMIC_STRATEGIES`) the final order depends on what happened at
+run time, which only the runtime knows: measured latency and time-to-first-token,
+in-flight counts, round-robin counters and a seeded random stream for `weighted`. This
+object keeps those figures and is the `LiveState` a strategy's `live_order` reads.
 
 Every update here is a plain synchronous method with no `await` inside, so on one event
 loop an update can never interleave with another (no get-then-set races across awaits).
@@ -15,12 +16,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine.plan.strategies import REGISTRY
 from engine.plan.values import Scored, StrategyPlan
 
 #: Weight of a new sample in the moving averages (higher reacts faster).
 EWMA_ALPHA = 0.3
-#: Probability that latency_optimized tries an untried candidate first.
-EXPLORE_RATE = 0.1
 
 
 @dataclass(slots=True)
@@ -78,56 +78,31 @@ class StrategyState:
     def inflight(self, model: str) -> int:
         return self._inflight.get(model, 0)
 
-    # -- ordering -----------------------------------------------------------------------
+    # -- what a strategy's live order reads (engine.plan.strategies.LiveState) -----------
 
-    def order(
-        self, key: str, strategy: StrategyPlan, ranked: Sequence[Scored], streaming: bool = False
-    ) -> list[Scored]:
-        """The candidates in the order to try them; static strategies keep the compiler's."""
-        name = strategy.name
-        if len(ranked) < 2:
-            return list(ranked)
-        if name == "latency_optimized":
-            return self._by_latency(key, strategy, ranked, streaming)
-        if name == "least_loaded":
-            return sorted(ranked, key=lambda s: self.inflight(s.model.id))
-        if name == "round_robin":
-            return self._rotate(key, ranked)
-        if name == "weighted":
-            return self._weighted(key, strategy, ranked)
-        return list(ranked)
+    def measured(self, model: str) -> bool:
+        """Whether a call to `model` has been measured yet."""
+        return model in self._latency
 
-    def _rng(self, key: str, strategy: StrategyPlan) -> random.Random:
+    def rng(self, key: str, strategy: StrategyPlan) -> random.Random:
+        """The seeded random stream of one route (`key`), the same on every run."""
         rng = self._rngs.get(key)
         if rng is None:
             rng = self._rngs[key] = random.Random(f"{self._seed}:{strategy.seed}:{key}")
         return rng
 
-    def _by_latency(
-        self, key: str, strategy: StrategyPlan, ranked: Sequence[Scored], streaming: bool
-    ) -> list[Scored]:
-        out = sorted(ranked, key=lambda s: self.expected_latency(s, streaming))
-        untried = [s for s in out if s.model.id not in self._latency]
-        if untried and self._rng(key, strategy).random() < EXPLORE_RATE:
-            out.remove(untried[0])
-            out.insert(0, untried[0])
-        return out
-
-    def _rotate(self, key: str, ranked: Sequence[Scored]) -> list[Scored]:
+    def turn(self, key: str) -> int:
+        """How many times `key` was ordered before (round_robin's counter)."""
         n = self._counters.get(key, 0)
         self._counters[key] = n + 1
-        i = n % len(ranked)
-        return [*ranked[i:], *ranked[:i]]
+        return n
 
-    def _weighted(self, key: str, strategy: StrategyPlan, ranked: Sequence[Scored]) -> list[Scored]:
-        """Weighted random order without replacement (Efraimidis-Spirakis keys u**(1/w))."""
-        rng = self._rng(key, strategy)
-        weights = strategy.candidate_weights
+    # -- ordering -----------------------------------------------------------------------
 
-        def draw(s: Scored) -> float:
-            w = weights.get(s.model.id, 1.0)
-            return rng.random() ** (1.0 / w) if w > 0 else -1.0
-
-        keyed = [(draw(s), i, s) for i, s in enumerate(ranked)]
-        keyed.sort(key=lambda t: (-t[0], t[1]))
-        return [s for _, _, s in keyed]
+    def order(
+        self, key: str, strategy: StrategyPlan, ranked: Sequence[Scored], streaming: bool = False
+    ) -> list[Scored]:
+        """The candidates in the order to try them: the strategy's live order, if it has one."""
+        if len(ranked) < 2:
+            return list(ranked)
+        return REGISTRY[strategy.name].live_order(key, strategy, ranked, self, streaming)

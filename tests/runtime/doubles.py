@@ -138,7 +138,9 @@ def make_plan(
 
 def _tree(route_plan: RoutePlan) -> PolicyTree:
     """A policy with no rules: its one leaf is the route (the reference selector reads it)."""
-    return PolicyTree(route_plan.policy, (), Leaf(route_plan, (), (), (), "static"), ())
+    return PolicyTree(
+        route_plan.policy, (), Leaf(route=route_plan, candidates=(), chain=(), eliminated=()), ()
+    )
 
 
 def features_of(request: Request) -> Features:

@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 from engine.errors import NoCandidateError
 from engine.frozen import builder
+from engine.plan.strategies import DYNAMIC_STRATEGIES
 from engine.plan.values import (
-    DYNAMIC_STRATEGIES,
     ProviderPlan,
     RoutePlan,
     Scored,
