@@ -44,7 +44,7 @@ from engine.runtime.engine import PlanSource, RequestLike, cache_size
 from engine.runtime.services import CacheKey, Featurizer, Selector, Services
 from engine.runtime.stats import Stats
 from engine.runtime.strategies import StrategyState
-from engine.state.backends import ledger_at, shared_state
+from engine.state.backends import HOLD_MARGIN_S, ledger_at, shared_state
 from engine.state.budget import InProcessBudgetStore
 from engine.state.cache import LRUCache, cache_key
 from engine.state.ledger import NullLedger
@@ -186,7 +186,9 @@ class Engine(_runtime.Engine):
         clock = injected["clock"] = injected.get("clock") or SystemClock()
         state = state_url or os.environ.get("ENGINE_STATE_URL")
         if state:
-            shared = shared_state(state, clock, call_timeout_s=call_timeout_s(plan))
+            margin = float(os.environ.get("ENGINE_HOLD_MARGIN_S") or HOLD_MARGIN_S)
+            hold_s = call_timeout_s(plan) + margin
+            shared = shared_state(state, clock, hold_s=hold_s)
             injected.setdefault("rate_limiter", shared.rate_limiter)
             injected.setdefault("budget", shared.budget)
             injected.setdefault("cache", shared.cache)

@@ -8,17 +8,22 @@ nothing was spent), 1 no ledger at the path or the file is not a ledger, 2 usage
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import asyncpg
 import orjson
 
 from engine.assemble import config_dir, default_ledger_path
 from engine.errors import ConfigError
+from engine.state.backends import POSTGRES_SCHEMES
 from engine.state.ledger import open_ledger
 from engine.state.money import day_start, month_start, utc_day
+from engine.state.postgres_ledger import PostgresLedger
 
 _COLUMNS = (
     "attempts",
@@ -51,7 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="config directory whose .engine/ledger.sqlite3 to read (default: $ENGINE_CONFIG or .)",
     )
     parser.add_argument(
-        "--ledger", metavar="PATH", help="ledger file (default: $ENGINE_LEDGER or under --config)"
+        "--ledger",
+        metavar="PATH|URL",
+        help="ledger file or postgresql:// URL (default: $ENGINE_LEDGER_URL, $ENGINE_LEDGER "
+        "or under --config)",
     )
     parser.add_argument("--workspace", metavar="W", help="one workspace (default: all)")
     parser.add_argument(
@@ -65,27 +73,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print totals and the daily breakdown; 1 with a precise message when no ledger."""
-    path = args.ledger or default_ledger_path(config_dir(args.config))
-    try:
-        ledger = open_ledger(path)
-    except ConfigError as exc:
-        for diagnostic in exc.diagnostics:
-            print(f"error: {diagnostic.format()}", file=sys.stderr)
-        return 1
     since = period_start(args.period, time.time())
+    url = args.ledger or os.environ.get("ENGINE_LEDGER_URL")
+    if url and url.startswith(POSTGRES_SCHEMES):
+        where = "the Postgres ledger"  # never the URL: it may carry a password
+        try:
+            totals, daily = asyncio.run(_postgres(url, args.workspace, since, args.by))
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            print(f"error: {where} is unreachable ({type(exc).__name__})", file=sys.stderr)
+            return 1
+    else:
+        where = str(args.ledger or default_ledger_path(config_dir(args.config)))
+        try:
+            ledger = open_ledger(where)
+        except ConfigError as exc:
+            for diagnostic in exc.diagnostics:
+                print(f"error: {diagnostic.format()}", file=sys.stderr)
+            return 1
+        totals = ledger.totals(args.workspace, since, args.by)
+        daily = ledger.daily(args.workspace, since)
     report = {
-        "ledger": str(path),
+        "ledger": where,
         "workspace": args.workspace,
         "period": args.period,
         "since": utc_day(since),
         "by": args.by,
-        "totals": [dict(r) for r in ledger.totals(args.workspace, since, args.by)],
-        "daily": [dict(r) for r in ledger.daily(args.workspace, since)],
+        "totals": [dict(r) for r in totals],
+        "daily": [dict(r) for r in daily],
     }
     report["total"] = _sum(report["totals"])
     out = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
     print(out if args.format == "json" else render(report))
     return 0
+
+
+async def _postgres(
+    url: str, workspace: str | None, since: float, by: str
+) -> tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]]:
+    """Totals and days from the shared Postgres ledger (every replica's rows)."""
+    ledger = PostgresLedger(url)
+    try:
+        return await ledger.totals(workspace, since, by), await ledger.daily(workspace, since)
+    finally:
+        await ledger.aclose()
 
 
 def period_start(period: str, now: float) -> float:

@@ -50,8 +50,9 @@ def _scheme(url: str) -> str:
     return url.split("://", 1)[0] + "://" if "://" in url else "(none)"
 
 
-def shared_state(url: str, clock: Clock, *, call_timeout_s: float) -> SharedState:
-    """Budgets, limits and cache on the Redis at `url`; holds last the call's timeout + 60 s.
+def shared_state(url: str, clock: Clock, *, hold_s: float) -> SharedState:
+    """Budgets, limits and cache on the Redis at `url`; a budget hold lasts `hold_s` at most
+    (the composition root passes the longest call timeout + HOLD_MARGIN_S).
 
     While Redis is away, rate limits fall back to this process's own in-process limiter
     (see RedisRateLimiter); budgets fail closed; the cache fails open."""
@@ -67,7 +68,7 @@ def shared_state(url: str, clock: Clock, *, call_timeout_s: float) -> SharedStat
     client = connect(url)
     return SharedState(
         rate_limiter=RedisRateLimiter(url, clock, InProcessRateLimiter(clock), client=client),
-        budget=RedisBudgetStore(url, hold_s=call_timeout_s + HOLD_MARGIN_S, client=client),
+        budget=RedisBudgetStore(url, hold_s=hold_s, client=client),
         cache=RedisCache(url, DataclassCodec(Response), clock, client=client),
     )
 

@@ -49,8 +49,8 @@ _AGGREGATES = (
     "COUNT(*) AS attempts, "
     "COUNT(*) FILTER (WHERE outcome = 'ok') AS ok, "
     "COUNT(*) FILTER (WHERE cached) AS cached, "
-    "COALESCE(SUM(input_tokens), 0) AS input_tokens, "
-    "COALESCE(SUM(output_tokens), 0) AS output_tokens, "
+    "COALESCE(SUM(input_tokens), 0)::bigint AS input_tokens, "  # SUM(bigint) is numeric
+    "COALESCE(SUM(output_tokens), 0)::bigint AS output_tokens, "
     "COALESCE(SUM(cost_usd), 0.0) AS cost_usd, "
     "COUNT(*) FILTER (WHERE cost_usd IS NULL) AS unknown_cost"
 )
