@@ -49,6 +49,9 @@ from .support import rules
 
 __all__ = ["OllamaAdapter"]
 
+#: Anthropic's `cache_control` on a tool (from /v1/messages) is not sent here.
+_NOT_SENT = {"cache_control"}
+
 
 def _images(m: Message, endpoint: Endpoint) -> list[str]:
     if not isinstance(m.content, list):
@@ -127,7 +130,7 @@ def build_body(request: Request, endpoint: Endpoint, stream: bool) -> dict[str, 
         "stream": stream,
     }
     if request.tools:
-        body["tools"] = [t.model_dump(exclude_none=True) for t in request.tools]
+        body["tools"] = [t.model_dump(exclude_none=True, exclude=_NOT_SENT) for t in request.tools]
     options = _options(request, endpoint)
     if options:
         body["options"] = options

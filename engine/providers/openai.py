@@ -44,6 +44,9 @@ from .support import OPENAI_ONLY, SAMPLING, rules
 
 __all__ = ["OpenAIAdapter", "error_from_object", "finish_reason"]
 
+#: Anthropic's `cache_control` on a tool (from /v1/messages) is not sent here.
+_NOT_SENT = {"cache_control"}
+
 _FINISH: dict[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
@@ -193,7 +196,7 @@ def _body(request: Request, endpoint: Endpoint, options: _Options, stream: bool)
     if request.seed is not None:
         body["random_seed" if dialect == "mistral" else "seed"] = request.seed
     if request.tools:
-        body["tools"] = [t.model_dump(exclude_none=True) for t in request.tools]
+        body["tools"] = [t.model_dump(exclude_none=True, exclude=_NOT_SENT) for t in request.tools]
     if request.tool_choice is not None:
         body["tool_choice"] = _tool_choice(request.tool_choice, dialect)
     if request.response_format is not None:
