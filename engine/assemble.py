@@ -210,7 +210,13 @@ class Engine(_runtime.Engine):
         return cls.from_plan(source.compile(), source=source, **injected)
 
 
-def for_workers(config: Path, workers: int = 1) -> Engine:
+def for_workers(
+    config: Path,
+    workers: int = 1,
+    *,
+    state_url: str | None = None,
+    ledger_url: str | None = None,
+) -> Engine:
     """The server's engine for one of `workers` processes.
 
     With a shared state URL ($ENGINE_STATE_URL) every worker, like every replica, uses
@@ -219,11 +225,13 @@ def for_workers(config: Path, workers: int = 1) -> Engine:
     (`budgets_path`), and each worker takes 1/N of every rate limit, so together they stay
     within it. Breakers, latency figures and the cache stay per worker: those only cost a
     little accuracy."""
-    if workers <= 1 or os.environ.get("ENGINE_STATE_URL"):
-        return Engine.from_config(config)
+    urls = {"state_url": state_url, "ledger_url": ledger_url}
+    if workers <= 1 or state_url or os.environ.get("ENGINE_STATE_URL"):
+        return Engine.from_config(config, **urls)
     clock = SystemClock()
     return Engine.from_config(
         config,
+        **urls,
         clock=clock,
         budget=SQLiteBudgetStore(budgets_path(config), clock),  # seeded by the engine
         rate_limiter=InProcessRateLimiter(clock, share=1.0 / workers),

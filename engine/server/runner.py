@@ -44,11 +44,15 @@ def banner(plan: Plan, settings: ServerSettings) -> str:
         else:
             reason = provider.disabled_reason or "disabled"
             lines.append(f"  provider {provider.id:<14} disabled: {reason}")
-    if settings.workers > 1:
+    if settings.state_url:  # never the URL itself: it may carry a password
+        lines.append("  state: budgets, rate limits and cache shared in Redis (state_url)")
+    elif settings.workers > 1:
         lines.append(
             f"  {settings.workers} workers: budgets shared in {budgets_path(settings.config_dir)}, "
             f"each worker takes 1/{settings.workers} of every rate limit"
         )
+    if settings.ledger_url and settings.ledger_url.startswith(("postgresql://", "postgres://")):
+        lines.append("  ledger: Postgres (ledger_url)")
     auth = f"{len(settings.api_keys)} API keys" if settings.api_keys else "no API keys (open)"
     lines.append(f"  listening on http://{settings.host}:{settings.port}  auth: {auth}")
     return "\n".join(lines)
@@ -62,7 +66,12 @@ def build_app(settings: ServerSettings | None = None) -> Starlette:
     )
     if settings.workers > 1:
         exit_with_parent()  # a SIGKILLed supervisor must not leave workers serving
-    engine = for_workers(settings.config_dir, settings.workers)
+    engine = for_workers(
+        settings.config_dir,
+        settings.workers,
+        state_url=settings.state_url,
+        ledger_url=settings.ledger_url,
+    )
     watcher = ConfigWatcher(
         settings.config_dir, load_plan, engine.reload, settings.reload_interval_s
     )

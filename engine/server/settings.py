@@ -91,6 +91,9 @@ class ServerSettings(BaseModel):
     body_timeout_s: float = Field(default=30.0, gt=0)
     idle_timeout_s: float = Field(default=5.0, gt=0)  # a keep-alive connection between requests
     admin_key: Secret | None = None  # when set, the only key the ops routes accept (ops.py)
+    # Shared state and ledger (engine/state/backends.py); URLs may hold passwords: no repr.
+    state_url: str | None = Field(default=None, repr=False)
+    ledger_url: str | None = Field(default=None, repr=False)
     plugins: PluginsSpec = Field(default_factory=lambda: PluginsSpec())
 
     @property
@@ -123,6 +126,8 @@ class _FileSettings(BaseModel):
     idle_timeout_s: float | None = None
     admin_key: str | None = Field(default=None, repr=False)
     admin_key_env: str | None = None
+    state_url: str | None = Field(default=None, repr=False)
+    ledger_url: str | None = Field(default=None, repr=False)
     plugins: PluginsSpec | None = None
 
     @model_validator(mode="after")
@@ -150,6 +155,8 @@ _ENV: Mapping[str, str] = {
     "ENGINE_HEADER_TIMEOUT": "header_timeout_s",
     "ENGINE_BODY_TIMEOUT": "body_timeout_s",
     "ENGINE_IDLE_TIMEOUT": "idle_timeout_s",
+    "ENGINE_STATE_URL": "state_url",
+    "ENGINE_LEDGER_URL": "ledger_url",
 }
 
 

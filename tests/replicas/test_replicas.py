@@ -195,3 +195,16 @@ async def test_a_killed_replicas_reservation_returns(replicas: Replicas) -> None
         stuck.cancel()
     assert refused.status_code == 429
     assert served.status_code == 200
+
+
+def test_server_yaml_names_the_stores_and_never_shows_their_urls(tmp_path: Path) -> None:
+    """state_url / ledger_url from server.yaml reach the settings; no URL is printed."""
+    from engine.server.settings import load_settings
+
+    (tmp_path / "server.yaml").write_text(
+        "state_url: redis://:pw-123@cache:6379/0\nledger_url: postgresql://u:pw-456@db/costs\n"
+    )
+    settings = load_settings(tmp_path, env={})
+    assert settings.state_url == "redis://:pw-123@cache:6379/0"
+    assert settings.ledger_url == "postgresql://u:pw-456@db/costs"
+    assert "pw-" not in repr(settings)
