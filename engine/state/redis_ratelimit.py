@@ -25,7 +25,7 @@ import contextlib
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,8 @@ from engine.state.redis_limits_lua import ACQUIRE, CLOSE, OBSERVE, STATUS
 log = logging.getLogger(__name__)
 
 _DIMENSIONS = ("requests", "input_tokens", "output_tokens", "tokens")
+#: How often a key's `remaining` figures are sent on when nothing else in them changed.
+OBSERVE_EVERY_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,8 @@ class RedisRateLimiter:
         self._in_flight: Counter[str] = Counter()  # this replica's open leases per provider
         self._ids = itertools.count(1)
         self._keys: dict[str, tuple[KeyPlan, ...]] = {}
+        self._pending: set[asyncio.Future[None]] = set()  # corrections on their way
+        self._observed: dict[tuple[str, str], tuple[float, tuple[int | None, ...]]] = {}
         self.fallbacks = 0  # calls served by the local share because Redis was unreachable
 
     def __repr__(self) -> str:  # never the URL: it may carry a password
@@ -205,22 +209,47 @@ class RedisRateLimiter:
         await self._finish(lease, -1, 0, 0)
 
     async def _finish(self, lease: _SharedLease, requests: int, inp: int, out: int) -> None:
+        """Close the lease locally now (and wake a waiter); book the correction in Redis in
+        the background: a correction that lands a moment late only makes the limiter more
+        careful for that moment, and the call's answer need not wait a round trip for it."""
         if lease.ident not in self._open:
             return
         self._open.discard(lease.ident)
         self._in_flight[lease.provider] -= 1
         keys = self._redis_keys(lease.provider, (lease.key,))
         args = [lease.slot, requests, inp - lease.input_tokens, out - lease.output_tokens]
-        try:
-            await self._close(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            log.warning("Redis rate limiter could not settle a lease (%s)", type(exc).__name__)
+        self._background(self._close(keys=keys, args=args), "settle a lease")
         wake = self._wakeups.get(lease.provider)
         if wake is not None:
             wake.set()
 
+    def _background(self, work: Awaitable[Any], what: str) -> None:
+        task = asyncio.ensure_future(self._quietly(work, what))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _quietly(self, work: Awaitable[Any], what: str) -> None:
+        try:
+            await work
+        except (RedisError, OSError) as exc:
+            log.warning("Redis rate limiter could not %s (%s)", what, type(exc).__name__)
+
     async def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
-        """Store what the headers said (limits, remaining until reset, Retry-After) for all."""
+        """Store what the headers said (limits, remaining until reset, Retry-After) for all
+        replicas, in the background. A Retry-After or a new limit goes at once; the mere
+        `remaining` countdown of a busy key at most every OBSERVE_EVERY_S (the script's own
+        booking counts it down meanwhile), which saves a round trip on most calls."""
+        now = self._clock.monotonic()
+        limits = (info.limit_requests, info.limit_input_tokens, info.limit_output_tokens)
+        last = self._observed.get((provider, key_id))
+        if (
+            info.retry_after_s is None
+            and last is not None
+            and last[1] == limits
+            and now - last[0] < OBSERVE_EVERY_S
+        ):
+            return
+        self._observed[(provider, key_id)] = (now, limits)
         key = KeyPlan(id=key_id, secret=None)
         args = [
             _limit(info.limit_requests), _limit(info.remaining_requests),
@@ -230,11 +259,10 @@ class RedisRateLimiter:
             int((info.reset_requests_s or 60.0) * 1000), int((info.reset_tokens_s or 60.0) * 1000),
             int((info.retry_after_s or 0.0) * 1000),
         ]  # fmt: skip
-        try:
-            await self._observe(keys=self._redis_keys(provider, (key,)), args=args)
-        except (RedisError, OSError) as exc:
-            log.warning("Redis rate limiter could not store headers (%s)", type(exc).__name__)
-            await self._fallback.observe(provider, key_id, info)
+        self._background(
+            self._observe(keys=self._redis_keys(provider, (key,)), args=args), "store headers"
+        )
+        await self._fallback.observe(provider, key_id, info)  # ready if Redis goes away
         wake = self._wakeups.get(provider)
         if wake is not None:
             wake.set()
@@ -260,7 +288,13 @@ class RedisRateLimiter:
         out["keys"] = keys
         return out
 
+    async def flush(self) -> None:
+        """Wait for the corrections still on their way to Redis."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending))
+
     async def aclose(self) -> None:
+        await self.flush()
         await self._redis.aclose()
         await self._fallback.aclose()
 

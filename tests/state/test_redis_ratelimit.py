@@ -52,10 +52,12 @@ async def test_settle_books_real_tokens_and_release_gives_back(
         lease = await a.acquire("p", keys, 100, 0, max_wait_s=0)
         await a.settle(lease, 700, 0)
         await a.settle(lease, 700, 0)  # a second settle changes nothing
+        await a.flush()  # corrections travel in the background
         with pytest.raises(RateLimitedError):
             await b.acquire("p", keys, 400, 0, max_wait_s=0)
         second = await b.acquire("p", keys, 300, 0, max_wait_s=0)
         await b.release(second)
+        await b.flush()
         third = await a.acquire("p", keys, 300, 0, max_wait_s=0)
         assert third.key.id == "p#0"
         status = await a.status("p")
@@ -74,6 +76,7 @@ async def test_retry_after_blocks_the_key_for_every_replica(
     try:
         await a.observe("p", "p#0", RateLimitInfo(retry_after_s=30))
         await a.observe("p", "p#1", RateLimitInfo(limit_requests=5, remaining_requests=5))
+        await a.flush()
         chosen = {(await b.acquire("p", keys, 1, 1, max_wait_s=0)).key.id for _ in range(5)}
         assert chosen == {"p#1"}
         with pytest.raises(RateLimitedError) as err:  # p#1's remaining figure is spent
@@ -92,6 +95,7 @@ async def test_learned_limit_tightens_the_configured_one(
     keys = (KeyPlan(id="p#0", secret=None, rpm=100),)
     try:
         await a.observe("p", "p#0", RateLimitInfo(limit_requests=2))
+        await a.flush()
         await a.acquire("p", keys, 0, 0, max_wait_s=0)
         await a.acquire("p", keys, 0, 0, max_wait_s=0)
         with pytest.raises(RateLimitedError):
