@@ -34,12 +34,21 @@ def eligible(
     providers: Mapping[str, ProviderPlan],
     implicit: frozenset[str] | None = None,
 ) -> Eligibility:
-    """Filter the route's pool: its `candidates`, else every model of an `implicit` provider."""
+    """Filter the route's pool: its `candidates`, else every model of an `implicit` provider
+    (embedding-only models only when the route's filters ask for `embeddings`: a chat
+    route never lands on a model that cannot chat because it happened to be cheapest)."""
     if route.candidates:
         pool = [models[m] for m in route.candidates if m in models]
     else:
+        asked = route.filters.capabilities if route.filters else None
+        embeddings = bool(asked and "embeddings" in asked)
         pool = sorted(
-            (m for m in models.values() if implicit is None or m.provider in implicit),
+            (
+                m
+                for m in models.values()
+                if (implicit is None or m.provider in implicit)
+                and (embeddings or not _embedding_only(m))
+            ),
             key=lambda m: m.id,
         )
     eliminated: list[tuple[str, str]] = []
@@ -77,6 +86,10 @@ def stray_weights(
     else:
         pool = {m.id for m in models.values() if implicit is None or m.provider in implicit}
     return [m for m in route.candidate_weights or {} if m in models and m not in pool]
+
+
+def _embedding_only(model: ModelPlan) -> bool:
+    return "embeddings" in model.capabilities and "chat" not in model.capabilities
 
 
 def _checks(f: FiltersSpec | None) -> list[tuple[str, Check]]:

@@ -9,12 +9,13 @@ Adapters are looked up by wire protocol name (`openai`, `azure`, `anthropic`, `g
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from engine.embedding import EmbeddingRequest, ProviderEmbedding
 from engine.endpoints import Endpoint, Timeouts
 from engine.messages import Chunk, ProviderResponse, Request
 
-__all__ = ["Adapter", "Endpoint", "Timeouts"]
+__all__ = ["Adapter", "EmbeddingAdapter", "Endpoint", "Timeouts"]
 
 
 class Adapter(Protocol):
@@ -36,4 +37,15 @@ class Adapter(Protocol):
 
     async def aclose(self) -> None:
         """Close pooled connections."""
+        ...
+
+
+@runtime_checkable
+class EmbeddingAdapter(Protocol):
+    """An adapter whose protocol has embeddings (openai, azure, gemini, ollama, mock)."""
+
+    protocol: str
+
+    async def embed(self, request: EmbeddingRequest, endpoint: Endpoint) -> ProviderEmbedding:
+        """Send one embeddings request; raise an engine.errors.ProviderError on failure."""
         ...

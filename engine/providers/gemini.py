@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import orjson
 
+from engine.embedding import EmbeddingRequest, ProviderEmbedding
 from engine.endpoints import Endpoint
 from engine.errors import ContentFilteredError, ProviderError
 from engine.messages import (
@@ -58,6 +59,7 @@ from .common import (
     system_text,
     tool_names_by_id,
 )
+from .embeddings import embed_gemini
 from .exchange import HttpAdapter
 from .failures import classify, protocol_error
 from .ratelimits import retry_delay_from_google_details
@@ -324,6 +326,11 @@ class GeminiAdapter(HttpAdapter):
 
     def headers(self, endpoint: Endpoint) -> dict[str, str]:
         return json_headers(endpoint, ("x-goog-api-key", ""))
+
+    async def embed(self, request: EmbeddingRequest, endpoint: Endpoint) -> ProviderEmbedding:
+        """One batchEmbedContents call (engine.providers.embeddings)."""
+        url, headers = self.url(endpoint, False), self.headers(endpoint)
+        return await embed_gemini(self, url, headers, error_from_object, request, endpoint)
 
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
         body = build_body(request, endpoint)

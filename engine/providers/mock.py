@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.embedding import EmbeddingRequest, ProviderEmbedding
 from engine.endpoints import Endpoint
 from engine.errors import (
     InvalidRequestError,
@@ -45,6 +46,7 @@ from engine.messages import (
     Usage,
 )
 from engine.providers.common import JSON_OBJECT, response_schema
+from engine.providers.embeddings import embed_mock
 from engine.providers.scripted_json import conforming
 
 __all__ = [
@@ -224,6 +226,12 @@ class MockAdapter:
             finish_reason=answer.finish,
             usage=Usage(answer.input_tokens, answer.output_tokens),
         )
+
+    async def embed(self, request: EmbeddingRequest, endpoint: Endpoint) -> ProviderEmbedding:
+        """Deterministic vectors (engine.providers.embeddings.mock_vector)."""
+        await self._wait(endpoint)
+        self._maybe_fail(endpoint)
+        return embed_mock(request, endpoint)
 
     async def warm(self, endpoint: Endpoint) -> None:
         """Nothing to open: the mock model lives in-process."""

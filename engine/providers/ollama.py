@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from engine.embedding import EmbeddingRequest, ProviderEmbedding
 from engine.endpoints import Endpoint
 from engine.errors import InvalidRequestError, ProviderError
 from engine.messages import (
@@ -42,6 +43,7 @@ from .common import (
     sampling,
     tool_names_by_id,
 )
+from .embeddings import embed_ollama
 from .exchange import HttpAdapter
 from .failures import classify, protocol_error
 from .sse import iter_ndjson
@@ -205,6 +207,11 @@ class OllamaAdapter(HttpAdapter):
 
     def headers(self, endpoint: Endpoint) -> dict[str, str]:
         return json_headers(endpoint)
+
+    async def embed(self, request: EmbeddingRequest, endpoint: Endpoint) -> ProviderEmbedding:
+        """One /api/embed call (engine.providers.embeddings)."""
+        url, headers = self.url(endpoint), self.headers(endpoint)
+        return await embed_ollama(self, url, headers, error_from_object, request, endpoint)
 
     async def complete(self, request: Request, endpoint: Endpoint) -> ProviderResponse:
         body = build_body(request, endpoint, False)

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from operator import itemgetter
 from typing import Any, NamedTuple
 
+from engine.embedding import EmbeddingRequest, ProviderEmbedding
 from engine.endpoints import Endpoint
 from engine.errors import ProviderError
 from engine.frozen import builder
@@ -37,6 +38,7 @@ from engine.messages import (
 )
 
 from .common import decode_object, json_headers, option_bool, per_endpoint
+from .embeddings import embed_openai
 from .exchange import HttpAdapter
 from .failures import classify, protocol_error
 from .sse import iter_sse
@@ -353,6 +355,11 @@ class OpenAIAdapter(HttpAdapter):
         if "error" in data and "choices" not in data:
             raise error_from_object(endpoint, 0, data, rate)
         return parse_completion(endpoint, data, rate)
+
+    async def embed(self, request: EmbeddingRequest, endpoint: Endpoint) -> ProviderEmbedding:
+        """One /embeddings call (engine.providers.embeddings)."""
+        url, headers = self.url(endpoint), self.headers(endpoint)
+        return await embed_openai(self, url, headers, error_from_object, request, endpoint)
 
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
         body = build_body(request, endpoint, True)

@@ -17,6 +17,7 @@ import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
+from engine.embedding import EmbeddingRequest, EmbeddingResponse, parse_embedding_request
 from engine.errors import ConfigError, Diagnostic, RequestError, UnknownModelError
 from engine.messages import Request, parse_request
 from engine.plan.compiled import Plan
@@ -28,6 +29,7 @@ from engine.runtime import record as _record
 from engine.runtime import registry
 from engine.runtime.batch import Progress, run_batch
 from engine.runtime.call.chat import ChatCall
+from engine.runtime.call.embed import EmbedCall
 from engine.runtime.conversation import Conversation
 from engine.runtime.explain import explain_target
 from engine.runtime.hooks import Hooks
@@ -153,6 +155,22 @@ class Engine:
         if hooks.after:
             response = await hooks.after_response(req, response)
         return response
+
+    async def aembed(
+        self, request: EmbeddingRequest | dict[str, Any], policy: str | None = None
+    ) -> EmbeddingResponse:
+        """Embed texts through the same routing, failover, limits, budgets and ledger as a
+        chat call (`request`: OpenAI's embeddings body; `policy` as for `arun`)."""
+        req = parse_embedding_request(request)
+        if not self._started:
+            await self._start()
+        return await EmbedCall(self._svc, self._plan, req, policy).run()
+
+    def embed(
+        self, request: EmbeddingRequest | dict[str, Any], policy: str | None = None
+    ) -> EmbeddingResponse:
+        """`aembed`, from synchronous code."""
+        return self._sync.call(self.aembed(request, policy))
 
     async def astream(
         self, request: RequestLike, policy: str | None = None

@@ -46,6 +46,7 @@ from engine.server.common import (
     json_response,
     merge_metadata,
 )
+from engine.server.embeddings import EMBEDDINGS_PATH, embeddings
 from engine.server.errors import INTERNAL, HTTPError, ServerError, to_http
 from engine.server.exchange import (
     DROPPED_HEADER,
@@ -384,6 +385,7 @@ def create_app(
             *(Route(path, route, methods=["POST"]) for path, route in surfaces.items()),
             Route("/v1/models", list_models, methods=["GET"]),
             Route(MODEL_PATH, retrieve_model, methods=["GET"]),
+            Route(EMBEDDINGS_PATH, embeddings, methods=["POST"]),
             Route("/v1/stats", stats, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

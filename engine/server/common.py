@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import orjson
 from starlette.responses import Response as HTTPResponse
 
+from engine.embedding import EmbeddingRequest, EmbeddingResponse
 from engine.messages import Request
 from engine.plan.compiled import Plan
 from engine.result import Response, StreamEvent
@@ -38,6 +39,10 @@ class RoutingEngine(Protocol):
     def plan(self) -> Plan: ...
 
     async def arun(self, request: Request, policy: str | None = None) -> Response: ...
+
+    async def aembed(
+        self, request: EmbeddingRequest, policy: str | None = None
+    ) -> EmbeddingResponse: ...
 
     def astream(
         self, request: Request, policy: str | None = None

@@ -48,6 +48,9 @@ models:
     output_price: 15
     parameters: {{reasoning: true}}
   gem/gemini-test: {{capabilities: [chat, tools, json, streaming], context_window: 1000000, input_price: 0.3, output_price: 2.5}}
+  mock/embed: {{capabilities: [embeddings], context_window: 8192}}
+  oai/text-embedding-3-small: {{capabilities: [embeddings], context_window: 8191, input_price: 0.02, output_price: 0}}
+  gem/gemini-embedding-001: {{capabilities: [embeddings], context_window: 2048, input_price: 0.15, output_price: 0}}
 """
 POLICIES = {
     "chat": "mock/m",
@@ -55,6 +58,7 @@ POLICIES = {
     "claude": "ant/claude-test",
     "gem": "gem/gemini-test",
     "reasoner": "oai/gpt-5-nano",
+    "embed": "oai/text-embedding-3-small, mock/embed",
 }
 
 

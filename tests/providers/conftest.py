@@ -53,10 +53,12 @@ def _openai_wire_validates(
     for fake in started:
         for req in fake.requests:
             if req.body is not None:
-                found += [
-                    f"request {p}"
-                    for p in openapi.problems("CreateChatCompletionRequest", req.body)
-                ]
+                schema = (
+                    "CreateEmbeddingRequest"
+                    if req.path.endswith("/embeddings")
+                    else "CreateChatCompletionRequest"
+                )
+                found += [f"request {p}" for p in openapi.problems(schema, req.body)]
         if type(fake) is not FakeOpenAI:
             continue  # Azure's own additions (prompt-filter chunks) are not in OpenAI's spec
         for kind, data in fake.sent:

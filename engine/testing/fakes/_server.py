@@ -26,7 +26,8 @@ from typing import Any, Self
 import orjson
 from aiohttp import web
 
-from engine.providers.mock import ScriptedAnswer, ScriptedTool, script_answer
+from engine.providers.embeddings import mock_vector
+from engine.providers.mock import ScriptedAnswer, ScriptedTool, estimate_tokens, script_answer
 
 __all__ = ["REFUSAL", "Ask", "ExtraUsage", "FakeUpstream", "Fault", "RecordedRequest"]
 
@@ -336,6 +337,31 @@ class FakeUpstream:
         return await self._complete(request, ask, answer, fault)
 
     call_id_prefix = "call_"
+
+    async def handle_embed(self, request: web.Request) -> web.StreamResponse:
+        """An embeddings request: recorded, faults and credentials applied as for chat,
+        then one deterministic vector per text (engine.providers.embeddings.mock_vector)."""
+        body = await self._record(request)
+        fault = self._fault_for(request)
+        denied = self.auth_error(request)
+        if denied is not None:
+            return denied
+        if fault.status is not None:
+            return self._error(fault, fault.status)
+        try:
+            model, texts, size = self.parse_embed(request, body)
+        except BadRequest as exc:
+            return self.error_response(400, str(exc), None, {})
+        vectors = [list(mock_vector(t, size or 8)) for t in texts]
+        tokens = sum(estimate_tokens(t) for t in texts)
+        return json_response(200, self.render_embed(model, vectors, tokens), self.success_headers())
+
+    def parse_embed(self, request: web.Request, body: Any) -> tuple[str, list[str], int | None]:
+        """(model, texts, dimensions) of an embeddings body; BadRequest as the API's 400."""
+        raise BadRequest("this fake has no embeddings")
+
+    def render_embed(self, model: str, vectors: list[list[float]], tokens: int) -> dict[str, Any]:
+        raise NotImplementedError
 
     def _abort(self, request: web.Request) -> web.StreamResponse:
         if request.transport is not None:

@@ -127,7 +127,23 @@ class FakeGemini(FakeUpstream):
         self.thought_signatures = thought_signatures
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_post("/{version}/models/{target}", self.handle)
+        app.router.add_post("/{version}/models/{target}", self._route)
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["target"].endswith(":batchEmbedContents"):
+            return await self.handle_embed(request)
+        return await self.handle(request)
+
+    def parse_embed(self, request: web.Request, body: Any) -> tuple[str, list[str], int | None]:
+        requests = body.get("requests") if isinstance(body, dict) else None
+        if not isinstance(requests, list) or not requests:
+            raise BadRequest("* BatchEmbedContentsRequest.requests: requests is not specified")
+        texts = [_text((r.get("content") or {}).get("parts")) for r in requests]
+        size = requests[0].get("outputDimensionality")
+        return request.match_info["target"].partition(":")[0], texts, size
+
+    def render_embed(self, model: str, vectors: list[list[float]], tokens: int) -> dict[str, Any]:
+        return {"embeddings": [{"values": v} for v in vectors]}
 
     def auth_error(self, request: web.Request) -> web.Response | None:
         key = request.headers.get("x-goog-api-key") or request.query.get("key")

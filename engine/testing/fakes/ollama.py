@@ -52,6 +52,17 @@ class FakeOllama(FakeUpstream):
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/api/chat", self.handle)
+        app.router.add_post("/api/embed", self.handle_embed)
+
+    def parse_embed(self, request: web.Request, body: Any) -> tuple[str, list[str], int | None]:
+        if not isinstance(body, dict) or not body.get("model"):
+            raise BadRequest("model is required")
+        texts = body.get("input")
+        texts = texts if isinstance(texts, list) else [texts]
+        return str(body["model"]), [str(t) for t in texts], body.get("dimensions")
+
+    def render_embed(self, model: str, vectors: list[list[float]], tokens: int) -> dict[str, Any]:
+        return {"model": model, "embeddings": vectors, "prompt_eval_count": tokens}
 
     def auth_error(self, request: web.Request) -> web.Response | None:
         if self.api_key is None:

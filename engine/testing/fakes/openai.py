@@ -117,6 +117,24 @@ class FakeOpenAI(FakeUpstream):
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self.handle)
+        app.router.add_post("/v1/embeddings", self.handle_embed)
+
+    def parse_embed(self, request: web.Request, body: Any) -> tuple[str, list[str], int | None]:
+        if not isinstance(body, dict) or "input" not in body:
+            raise BadRequest("'input' is a required property")
+        texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        model = request.match_info.get("deployment") or str(body.get("model") or "")
+        return model, [str(t) for t in texts], body.get("dimensions")
+
+    def render_embed(self, model: str, vectors: list[list[float]], tokens: int) -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)
+            ],
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     # --- auth and errors ---------------------------------------------------------------
 
@@ -304,6 +322,7 @@ class FakeAzure(FakeOpenAI):
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self.handle)
         app.router.add_post("/openai/v1/chat/completions", self.handle)  # the newer v1 API
+        app.router.add_post("/openai/deployments/{deployment}/embeddings", self.handle_embed)
 
     def presented_key(self, request: web.Request) -> str | None:
         key = request.headers.get("api-key")
