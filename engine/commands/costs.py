@@ -21,7 +21,7 @@ import orjson
 from engine.assemble import config_dir, default_ledger_path
 from engine.errors import ConfigError
 from engine.state.backends import POSTGRES_SCHEMES
-from engine.state.ledger import open_ledger
+from engine.state.ledger_file import open_ledger
 from engine.state.money import day_start, month_start, utc_day
 from engine.state.postgres_ledger import PostgresLedger
 

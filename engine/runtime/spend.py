@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.state.ledger import open_ledger
+from engine.state.ledger_file import open_ledger
 
 #: `by` values and the SQL expression each groups on (never user text in the SQL).
 DIMENSIONS: dict[str, str] = {

@@ -1,1 +1,18 @@
-"""Shared state: the async protocols (protocols.py) and their backends (assemble picks)."""
+"""The engine's live state behind async protocols, and the backends that keep it.
+
+    protocols.py        RateLimiter, BudgetStore, ResponseCache, Ledger (+ SpendSource) and
+                        the values they pass (Lease, Reservation, LedgerRow)
+    ratelimit/          InProcessRateLimiter: window, learned limits, key choice, FIFO queue
+    budget.py           InProcessBudgetStore: one process, exact under concurrency
+    sqlite_budget.py    SQLiteBudgetStore: one file shared by every process on a host
+    money.py            the budget arithmetic both share (UTC periods, nano-dollars, the check)
+    cache.py            cache_key() and LRUCache: the in-process response cache
+    ledger.py           SQLiteLedger (batched writer thread) and NullLedger
+    ledger_file.py      the SQLite ledger's schema, connections, read side, open_ledger()
+    redis_*.py          RedisBudgetStore, RedisCache (one Redis shared by every replica)
+    postgres_ledger.py  PostgresLedger (asyncpg, batched, spills to a file in an outage)
+
+This package sees plans and leaf modules only (an import contract keeps it so): a backend
+never reaches into the runtime, and the runtime reaches a backend only through the
+protocols. Which backend serves an engine is the composition root's choice.
+"""

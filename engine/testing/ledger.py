@@ -90,6 +90,9 @@ def _aggregate(
                 "cached": 0,
                 "input_tokens": 0,
                 "output_tokens": 0,
+                "cache_read_tokens": 0,
+                "cache_write_tokens": 0,
+                "reasoning_tokens": 0,
                 "cost_usd": 0.0,
                 "unknown_cost": 0,
             },
@@ -99,6 +102,9 @@ def _aggregate(
         g["cached"] += int(r.cached)
         g["input_tokens"] += r.input_tokens
         g["output_tokens"] += r.output_tokens
+        g["cache_read_tokens"] += r.cache_read_tokens
+        g["cache_write_tokens"] += r.cache_write_tokens
+        g["reasoning_tokens"] += r.reasoning_tokens
         if r.cost_usd is None:
             g["unknown_cost"] += 1
         else:

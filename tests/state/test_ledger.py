@@ -13,7 +13,8 @@ import pytest
 
 from engine.assemble import default_ledger_path
 from engine.errors import ConfigError
-from engine.state.ledger import NullLedger, SQLiteLedger, open_ledger
+from engine.state.ledger import NullLedger, SQLiteLedger
+from engine.state.ledger_file import open_ledger
 from engine.state.protocols import LedgerRow
 from engine.testing.clock import FakeClock
 
