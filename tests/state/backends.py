@@ -1,44 +1,79 @@
 """The state backends the protocol suites run against: one entry per backend.
 
 A new backend (Redis, Postgres) joins every protocol test by adding one factory here. A
-factory gets a scratch directory (files, sockets) and the test's clock, and returns
-`replicas` objects that share one state, as separate processes (or hosts) would: the
-in-process store can only share by being the same object, while the SQLite store opens
-the same file several times, each with its own connection and thread.
+factory gets a `Scratch` (a directory, the test's clock, real servers on demand) and
+returns `replicas` objects that share one state, as separate processes (or hosts) would:
+the in-process store can only share by being the same object, the SQLite store opens the
+same file several times (each with its own connection and thread), the Redis store opens
+one client per replica on one server. A backend whose days and windows follow a server's
+clock rather than the injected one is listed in SERVER_CLOCK; the few tests that move
+the clock run on the others.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from engine.clock import Clock
 from engine.state.budget import InProcessBudgetStore
 from engine.state.ledger import SQLiteLedger
 from engine.state.protocols import BudgetStore, Ledger, RateLimiter
 from engine.state.ratelimit import InProcessRateLimiter
+from engine.state.redis_budget import RedisBudgetStore
 from engine.state.sqlite_budget import SQLiteBudgetStore
 from engine.testing.ledger import CapturingLedger
 from engine.testing.recording import RecordingRateLimiter
 
-BudgetFactory = Callable[[Path, Clock, int], Sequence[BudgetStore]]
+_prefixes = itertools.count()
+
+
+@dataclass
+class Scratch:
+    """What a factory may use: a fresh directory, the clock, and the session's servers."""
+
+    path: Path
+    clock: Clock
+    request: pytest.FixtureRequest
+
+    def __post_init__(self) -> None:
+        self.prefix = f"proto{next(_prefixes)}"  # keys of this scratch only, on shared servers
+
+    def redis_url(self) -> str:
+        return str(self.request.getfixturevalue("redis_srv").url)
+
+
+BudgetFactory = Callable[[Scratch, int], Sequence[BudgetStore]]
 LedgerFactory = Callable[[Path, Clock], Ledger]
 LimiterFactory = Callable[[Clock], RateLimiter]
 
 
-def _in_process_budgets(scratch: Path, clock: Clock, replicas: int) -> Sequence[BudgetStore]:
-    store = InProcessBudgetStore(clock)
+def _in_process_budgets(scratch: Scratch, replicas: int) -> Sequence[BudgetStore]:
+    store = InProcessBudgetStore(scratch.clock)
     return [store] * replicas
 
 
-def _sqlite_budgets(scratch: Path, clock: Clock, replicas: int) -> Sequence[BudgetStore]:
-    return [SQLiteBudgetStore(scratch / "budgets.sqlite3", clock) for _ in range(replicas)]
+def _sqlite_budgets(scratch: Scratch, replicas: int) -> Sequence[BudgetStore]:
+    path = scratch.path / "budgets.sqlite3"
+    return [SQLiteBudgetStore(path, scratch.clock) for _ in range(replicas)]
+
+
+def _redis_budgets(scratch: Scratch, replicas: int) -> Sequence[BudgetStore]:
+    url = scratch.redis_url()
+    return [RedisBudgetStore(url, prefix=scratch.prefix) for _ in range(replicas)]
 
 
 BUDGETS: dict[str, BudgetFactory] = {
     "in-process": _in_process_budgets,
     "sqlite": _sqlite_budgets,
+    "redis": _redis_budgets,
 }
+#: Backends whose UTC day and month come from their server's clock, not the injected one.
+SERVER_CLOCK = frozenset({"redis"})
 
 LEDGERS: dict[str, LedgerFactory] = {
     "sqlite": lambda scratch, clock: SQLiteLedger(scratch / "ledger.sqlite3", clock),

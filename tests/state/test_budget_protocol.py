@@ -17,7 +17,7 @@ from engine.state.protocols import BudgetStore, LedgerRow
 from engine.testing.clock import FakeClock
 from engine.testing.ledger import CapturingLedger
 
-from .backends import BUDGETS, close_all
+from .backends import BUDGETS, SERVER_CLOCK, Scratch, close_all
 
 
 def at(*ymdh: int) -> float:
@@ -29,19 +29,41 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.fixture(params=sorted(set(BUDGETS) - SERVER_CLOCK))
+def clocked(request: pytest.FixtureRequest) -> str:
+    """A backend whose days follow the injected clock (for the tests that move it)."""
+    return str(request.param)
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(start=at(2026, 3, 14, 12))
 
 
-@pytest.fixture
-async def stores(
-    backend: str, tmp_path: Path, clock: FakeClock
+async def _replicas(
+    backend: str, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
 ) -> AsyncIterator[Sequence[BudgetStore]]:
-    """Two replicas sharing one budget state."""
-    made = BUDGETS[backend](tmp_path, clock, 2)
+    made = BUDGETS[backend](Scratch(tmp_path, clock, request), 2)
     yield made
     await close_all(made)
+
+
+@pytest.fixture
+async def stores(
+    backend: str, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
+) -> AsyncIterator[Sequence[BudgetStore]]:
+    """Two replicas sharing one budget state."""
+    async for made in _replicas(backend, tmp_path, clock, request):
+        yield made
+
+
+@pytest.fixture
+async def clocked_stores(
+    clocked: str, tmp_path: Path, clock: FakeClock, request: pytest.FixtureRequest
+) -> AsyncIterator[Sequence[BudgetStore]]:
+    """Two replicas of a backend that follows the injected clock."""
+    async for made in _replicas(clocked, tmp_path, clock, request):
+        yield made
 
 
 async def test_a_reservation_counts_until_settled_at_the_real_cost(
@@ -80,17 +102,17 @@ async def test_a_reservation_past_a_limit_is_refused(stores: Sequence[BudgetStor
 
 
 async def test_a_new_utc_day_starts_from_zero_but_the_month_remembers(
-    stores: Sequence[BudgetStore], clock: FakeClock
+    clocked_stores: Sequence[BudgetStore], clock: FakeClock
 ) -> None:
     """Spend rolls into the day and month it was reserved in."""
-    first, second = stores
+    first, second = clocked_stores
     await first.settle(await first.reserve("ws", 0.5, 1.0, 10.0), 0.5)
     clock.advance(86_400)
     assert await second.spent("ws") == {"day": 0.0, "month": pytest.approx(0.5)}
 
 
 async def test_restore_brings_this_months_spend_in_once(
-    stores: Sequence[BudgetStore], clock: FakeClock
+    clocked_stores: Sequence[BudgetStore], clock: FakeClock
 ) -> None:
     """restore reads the ledger's month so far (not last month's, not unknown costs); a
     second restore, by the same store or a replica, adds nothing."""
@@ -98,7 +120,7 @@ async def test_restore_brings_this_months_spend_in_once(
     for ts, cost in ((at(2026, 3, 14, 9), 0.5), (at(2026, 3, 1), 2.0), (at(2026, 2, 27), 7.0)):
         ledger.record(LedgerRow(ts, "ws", "p", "openai", "openai/x", 1, 1, cost, 1.0, "ok", 0))
     ledger.record(LedgerRow(at(2026, 3, 14, 9), "ws", "p", "x", "x/y", 1, 1, None, 1.0, "ok", 0))
-    first, second = stores
+    first, second = clocked_stores
     await first.restore(ledger)
     await first.restore(ledger)
     await second.restore(ledger)
@@ -125,13 +147,17 @@ _tasks = st.lists(
 )
 @given(tasks=_tasks, daily=st.floats(0.1, 3.0), monthly=st.floats(0.1, 5.0))
 def test_concurrent_reservations_across_replicas_never_overspend(
-    backend: str, tasks: list[tuple[int, float, float | None, int]], daily: float, monthly: float
+    backend: str,
+    request: pytest.FixtureRequest,
+    tasks: list[tuple[int, float, float | None, int]],
+    daily: float,
+    monthly: float,
 ) -> None:
     """Tasks on three replicas reserving, settling and releasing at once never take spent +
     reserved over a limit, and what is left afterwards is exactly what was settled."""
 
     async def scenario(scratch: Path) -> None:
-        replicas = BUDGETS[backend](scratch, FakeClock(), 3)
+        replicas = BUDGETS[backend](Scratch(scratch, FakeClock(), request), 3)
         settled: list[float] = []
 
         async def check() -> None:
