@@ -234,6 +234,10 @@ class Limiter(RecordingRateLimiter):
         return self.open_leases
 
     @property
+    def settled(self) -> list[tuple[str, int, int]]:
+        return [(c.args[0].key.id, c.args[1], c.args[2]) for c in self.called("settle")]
+
+    @property
     def released(self) -> list[str]:
         return [c.args[0].key.id for c in self.called("release")]
 
