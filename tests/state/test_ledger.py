@@ -267,7 +267,7 @@ def test_rows_are_written_at_exit_when_nobody_closed_the_ledger(path: Path) -> N
 async def test_a_version_1_ledger_gains_the_token_breakdown_columns(tmp_path: Path) -> None:
     """A ledger written before cache/reasoning tokens were kept is migrated in place: old
     rows read as 0 of each, new rows keep them, and the read-only view works before too."""
-    from engine.state.ledger import APPLICATION_ID
+    from engine.state.ledger_file import APPLICATION_ID
 
     path = tmp_path / "old.sqlite3"
     conn = sqlite3.connect(path)
