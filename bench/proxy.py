@@ -39,6 +39,31 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PY = sys.executable
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "ping"}], "max_tokens": 16}
+#: The API each engine row speaks (the same upstream call behind each): its path, its body.
+APIS = {
+    "chat": "/v1/chat/completions",
+    "messages": "/v1/messages",
+    "responses": "/v1/responses",
+}
+
+
+def payload_for(api: str, model: str, content: str, stream: bool) -> dict[str, Any]:
+    """The request body of one API for the same one-line prompt."""
+    if api == "messages":
+        body: dict[str, Any] = {
+            "model": model,
+            "max_tokens": 16,
+            "messages": [{"role": "user", "content": content}],
+        }
+    elif api == "responses":
+        body = {"model": model, "max_output_tokens": 16, "input": content}
+    else:
+        body = {**BODY, "model": model, "messages": [{"role": "user", "content": content}]}
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+    if stream:
+        body["stream"] = True
+    return body
 
 
 def free_port() -> int:
@@ -89,13 +114,11 @@ async def _load(
     headers: dict[str, str],
     model: str,
     content: str,
+    api: str = "chat",
 ) -> dict[str, Any]:
     import aiohttp
 
-    payload = {**BODY, "model": model, "messages": [{"role": "user", "content": content}]}
-    if stream:
-        payload |= {"stream": True, "stream_options": {"include_usage": True}}
-    body = json.dumps(payload).encode()
+    body = json.dumps(payload_for(api, model, content, stream)).encode()
     hdrs = {
         "Content-Type": "application/json",
         "Authorization": "Bearer sk-bench-0000000000",
@@ -150,6 +173,7 @@ def load_main(argv: list[str]) -> None:
     p.add_argument("--model", default="bench")
     p.add_argument("--content", default="ping")
     p.add_argument("--header", action="append", default=[])
+    p.add_argument("--api", choices=sorted(APIS), default="chat")
     a = p.parse_args(argv)
     headers = dict(h.split(":", 1) for h in a.header)
     _raise_fd_limit()
@@ -157,7 +181,9 @@ def load_main(argv: list[str]) -> None:
         import uvloop
 
         uvloop.install()
-    result = asyncio.run(_load(a.url, a.n, a.c, a.seconds, a.stream, headers, a.model, a.content))
+    result = asyncio.run(
+        _load(a.url, a.n, a.c, a.seconds, a.stream, headers, a.model, a.content, a.api)
+    )
     print(json.dumps(result))
 
 
@@ -175,10 +201,11 @@ class System:
     cwd: Path = ROOT
     startup_s: float = 60.0
     big_n: int = 20000  # request cap at c=50 (the slow gateways get fewer)
+    api: str = "chat"  # which API the load speaks (APIS)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/chat/completions"
+        return f"http://127.0.0.1:{self.port}{APIS[self.api]}"
 
 
 @contextlib.contextmanager
@@ -215,7 +242,7 @@ def wait_ready(system: System, proc: subprocess.Popen[bytes]) -> str | None:
     """Poll with a real request until it answers 200; returns a reason when it never does."""
     import urllib.request
 
-    body = json.dumps({**BODY, "model": system.model}).encode()
+    body = json.dumps(payload_for(system.api, system.model, "ping", False)).encode()
     deadline = time.monotonic() + system.startup_s
     last = "no answer"
     while time.monotonic() < deadline:
@@ -259,6 +286,8 @@ def run_load(
         system.model,
         "--content",
         content,
+        "--api",
+        system.api,
     ]
     argv += ["--stream"] if stream else []
     for k, v in system.headers.items():
@@ -390,6 +419,11 @@ def systems(tmp: Path, upstream: str, upstream_port: int) -> tuple[list[System],
             env={"ENGINE_LOG_LEVEL": "warning", "ENGINE_LEDGER": str(tmp / "ledger.sqlite3")},
         )
     )
+    for api in ("messages", "responses"):  # the same engine, another API in front of it
+        port = free_port()
+        engine_argv = [PY, "-m", "engine", "serve", "--config", str(cfg), "--port", str(port)]
+        env = {"ENGINE_LOG_LEVEL": "warning", "ENGINE_LEDGER": str(tmp / f"ledger-{api}.sqlite3")}
+        out.append(System(f"engine-{api}", engine_argv, port, env=env, api=api))
     skipped: list[str] = []
     litellm = HERE / ".venv" / "bin" / "litellm"
     if litellm.exists():
@@ -493,6 +527,11 @@ def render(results: dict[str, dict[str, Any]], skipped: list[str]) -> str:
         lines.append(
             f"engine p50 over the bare pass-through floor at c=1: {eng['c1_p50_ms'] - results['floor']['c1_p50_ms']:+.3f} ms"
         )
+    for api in ("messages", "responses"):
+        other = results.get(f"engine-{api}", {})
+        if eng.get("c1_p50_ms") and other.get("c1_p50_ms"):
+            extra = other["c1_p50_ms"] - eng["c1_p50_ms"]
+            lines.append(f"/v1/{api} p50 over /v1/chat/completions at c=1: {extra:+.3f} ms")
     for other in ("portkey", "litellm", "floor"):
         o = results.get(other, {})
         if eng.get("rps") and o.get("rps"):
@@ -501,7 +540,10 @@ def render(results: dict[str, dict[str, Any]], skipped: list[str]) -> str:
     return "\n".join(lines)
 
 
-DEFAULT_SYSTEMS = ("floor", "starlette-fast", "engine", "litellm", "portkey")
+DEFAULT_SYSTEMS = (
+    *("floor", "starlette-fast", "engine", "engine-messages", "engine-responses"),
+    *("litellm", "portkey"),
+)
 
 
 def one_round(

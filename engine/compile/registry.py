@@ -196,6 +196,7 @@ def _model(
         msg = f"context window of `{mid}` is unknown"
         problems.append(doc.diagnostic(path, msg, hint="set context_window"))
         return None, problems
+    problems += _parameter_problems(mid, spec, doc, path)
     max_output = min(spec.max_output or DEFAULT_MAX_OUTPUT, window)
     return (
         ModelPlan(
@@ -215,6 +216,20 @@ def _model(
         ),
         problems,
     )
+
+
+def _parameter_problems(mid: str, spec: ModelSpec, doc: Document, path: str) -> list[Diagnostic]:
+    """Warnings for parameter rules that would silently drop what a caller sends."""
+    params = spec.parameters
+    reasons = params is not None and params.reasoning
+    if "reasoning" in spec.capabilities and not reasons:
+        msg = f"`{mid}` has the reasoning capability but reasoning_effort is never sent to it"
+        hint = "declare parameters: {reasoning: true}"
+        return [doc.diagnostic(path, msg, hint=hint, severity="warning")]
+    if params is not None and params.reasoning_efforts and not params.reasoning:
+        msg = f"`{mid}` lists reasoning_efforts but is not declared reasoning"
+        return [doc.diagnostic(path, msg, hint="set reasoning: true", severity="warning")]
+    return []
 
 
 def _model_options(spec: ModelSpec, provider: ProviderPlan) -> ProviderOptions | None:
