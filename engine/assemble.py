@@ -48,7 +48,13 @@ from engine.state.backends import HOLD_MARGIN_S, ledger_at, shared_state
 from engine.state.budget import InProcessBudgetStore
 from engine.state.cache import LRUCache, cache_key
 from engine.state.ledger import NullLedger
-from engine.state.protocols import BudgetStore, Ledger, RateLimiter, ResponseCache
+from engine.state.protocols import (
+    BreakerSignal,
+    BudgetStore,
+    Ledger,
+    RateLimiter,
+    ResponseCache,
+)
 from engine.state.ratelimit import InProcessRateLimiter
 from engine.state.sqlite_budget import SQLiteBudgetStore
 
@@ -107,9 +113,11 @@ def services(
     selector: Selector | None = None,
     featurizer: Featurizer | None = None,
     cache_key: CacheKey | None = None,
+    breaker_signal: BreakerSignal | None = None,
 ) -> Services:
     """The live state for an engine over `plan`: the given backends, else in-process ones."""
     clock = clock or SystemClock()
+    on_open = breaker_signal.publish if breaker_signal is not None else None
     return Services(
         adapter_for=get_adapter,  # replaced by the Engine's own lookup
         limiter=rate_limiter or InProcessRateLimiter(clock),
@@ -121,9 +129,10 @@ def services(
         rng=rng or random.Random(seed),
         select=selector or select,
         features=featurizer or features_of,
-        breakers=BreakerBoard(clock),
+        breakers=BreakerBoard(clock, on_open),
         strategies=StrategyState(seed),
         stats=Stats(),
+        breaker_signal=breaker_signal,
     )
 
 
@@ -192,6 +201,7 @@ class Engine(_runtime.Engine):
             injected.setdefault("rate_limiter", shared.rate_limiter)
             injected.setdefault("budget", shared.budget)
             injected.setdefault("cache", shared.cache)
+            injected.setdefault("breaker_signal", shared.breaker_signal)
         if "ledger" not in injected:
             where = ledger_url or os.environ.get("ENGINE_LEDGER_URL") or ledger_path
             where = where or str(default_ledger_path(directory))

@@ -18,6 +18,7 @@ consistent state and only one of them can win the half-open probe.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -51,9 +52,12 @@ class BreakerBoard:
     board of a healthy engine is empty and `all_closed` is the hot path's one check.
     """
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, on_open: Callable[[str, float], None] | None = None) -> None:
+        """`on_open(key, cooldown_s)` hears of every opening of ours (the shared breaker
+        signal publishes it to the other replicas)."""
         self._clock = clock
         self._breakers: dict[str, _Breaker] = {}
+        self._on_open = on_open
 
     @property
     def all_closed(self) -> bool:
@@ -99,7 +103,7 @@ class BreakerBoard:
         now = self._clock.monotonic()
         b.last_error = error
         if b.state == "half_open":
-            self._open(b, now, plan)
+            self._open(key, b, now, plan.cooldown_s)
             return
         if b.state == "open":
             return  # a straggler that started before the breaker opened
@@ -107,7 +111,20 @@ class BreakerBoard:
         b.failures.append(now)
         b.prune(now)
         if len(b.failures) >= plan.failures:
-            self._open(b, now, plan)
+            self._open(key, b, now, plan.cooldown_s)
+
+    def remote_open(self, key: str, seconds_left: float) -> None:
+        """Another replica's breaker for `key` opened: treat it as ours for the time left
+        (an opening of our own that lasts longer is kept)."""
+        b = self._breakers.get(key)
+        if b is None:
+            b = self._breakers[key] = _Breaker()
+        now = self._clock.monotonic()
+        if b.state == "open" and b.opened_at + b.cooldown_s >= now + seconds_left:
+            return
+        b.state, b.opened_at, b.cooldown_s, b.probing = "open", now, seconds_left, False
+        b.failures.clear()
+        b.last_error = "opened by another replica"
 
     def abandon(self, key: str) -> None:
         """A granted probe ended without a verdict (cancelled): let another probe through."""
@@ -115,12 +132,14 @@ class BreakerBoard:
         if b is not None and b.state == "half_open":
             b.probing = False
 
-    def _open(self, b: _Breaker, now: float, plan: BreakerPlan) -> None:
+    def _open(self, key: str, b: _Breaker, now: float, cooldown_s: float) -> None:
         b.state = "open"
         b.opened_at = now
-        b.cooldown_s = plan.cooldown_s
+        b.cooldown_s = cooldown_s
         b.probing = False
         b.failures.clear()
+        if self._on_open is not None:
+            self._on_open(key, cooldown_s)
 
     def state(self, key: str) -> BreakerState:
         """The state as a caller would see it now (an elapsed cooldown reads as half-open)."""

@@ -115,10 +115,15 @@ class Engine:
         """Once, before the first call: the budget store restores spend from the ledger
         (`BudgetStore.restore`), so a restart does not forget this month's spending."""
         if self._starting is None:
-            svc = self._svc
-            self._starting = asyncio.ensure_future(svc.budget.restore(svc.ledger))
+            self._starting = asyncio.ensure_future(self._restore_and_listen())
         await self._starting  # concurrent first calls all wait for the one restore
         self._started = True
+
+    async def _restore_and_listen(self) -> None:
+        svc = self._svc
+        await svc.budget.restore(svc.ledger)
+        if svc.breaker_signal is not None:
+            await svc.breaker_signal.start(svc.breakers.remote_open)
 
     # -- calls ----------------------------------------------------------------------------
 
@@ -423,6 +428,8 @@ class Engine:
         await self._svc.ledger.aclose()
         await self._svc.budget.aclose()
         await self._svc.limiter.aclose()
+        if self._svc.breaker_signal is not None:
+            await self._svc.breaker_signal.aclose()
         for adapter in list(self._adapters.values()):
             await adapter.aclose()
 

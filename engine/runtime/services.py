@@ -25,6 +25,7 @@ from engine.runtime.call.retry import RetryPolicies
 from engine.runtime.stats import Stats
 from engine.runtime.strategies import StrategyState
 from engine.state.protocols import (
+    BreakerSignal,
     BudgetStore,
     Ledger,
     RateLimiter,
@@ -53,6 +54,8 @@ class Services:
     breakers: BreakerBoard
     strategies: StrategyState
     stats: Stats
+    #: Breaker openings shared with other replicas (None: breakers are this process's own).
+    breaker_signal: BreakerSignal | None = None
     bad_keys: dict[str, float] = field(default_factory=dict)  # key id -> retired until
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     endpoints: dict[tuple[int, ...], tuple[tuple[Any, ...], Endpoint]] = field(default_factory=dict)

@@ -3,8 +3,8 @@
 One switch each, read by the composition root (engine/assemble.py):
 
 - a state URL `redis://` or `rediss://` (Valkey speaks the same protocol) moves budgets,
-  rate limits and the response cache to Redis, one client shared by the three; no URL
-  keeps the in-process defaults;
+  rate limits, the response cache and breaker openings to Redis, one client shared by all;
+  no URL keeps the in-process defaults;
 - a ledger URL `postgresql://` (or `postgres://`) moves the cost ledger to Postgres; a
   plain path (or `sqlite:///path`) is the SQLite ledger.
 
@@ -24,8 +24,15 @@ from engine.result import Response
 from engine.state.codec import DataclassCodec
 from engine.state.ledger import SQLiteLedger
 from engine.state.postgres_ledger import PostgresLedger
-from engine.state.protocols import BudgetStore, Ledger, RateLimiter, ResponseCache
+from engine.state.protocols import (
+    BreakerSignal,
+    BudgetStore,
+    Ledger,
+    RateLimiter,
+    ResponseCache,
+)
 from engine.state.ratelimit import InProcessRateLimiter
+from engine.state.redis_breaker import RedisBreakerSignal
 from engine.state.redis_budget import RedisBudgetStore
 from engine.state.redis_cache import RedisCache
 from engine.state.redis_common import connect
@@ -44,6 +51,7 @@ class SharedState:
     rate_limiter: RateLimiter
     budget: BudgetStore
     cache: ResponseCache
+    breaker_signal: BreakerSignal
 
 
 def _scheme(url: str) -> str:
@@ -70,6 +78,7 @@ def shared_state(url: str, clock: Clock, *, hold_s: float) -> SharedState:
         rate_limiter=RedisRateLimiter(url, clock, InProcessRateLimiter(clock), client=client),
         budget=RedisBudgetStore(url, hold_s=hold_s, client=client),
         cache=RedisCache(url, DataclassCodec(Response), clock, client=client),
+        breaker_signal=RedisBreakerSignal(url, client=client),
     )
 
 

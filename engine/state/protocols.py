@@ -19,7 +19,7 @@ suite (tests/state/test_protocols_*.py) takes it as one more parameter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -230,4 +230,26 @@ class Ledger(SpendSource, Protocol):
 
     async def daily(self, workspace: str | None, since: float) -> Sequence[Mapping[str, Any]]:
         """One row per UTC day ("day": 'YYYY-MM-DD') with the same figures as `totals`."""
+        ...
+
+
+# -- breaker openings shared between replicas ------------------------------------------------
+
+
+class BreakerSignal(Protocol):
+    """Optional: a replica whose breaker opens tells the others, which skip that provider
+    or model for the same cooldown instead of each paying its own failures to find out.
+    Breakers themselves stay per replica; this only carries the news of an opening."""
+
+    async def start(self, on_open: Callable[[str, float], None]) -> None:
+        """Begin hearing other replicas' openings: `on_open(key, seconds left)`, called on
+        the event loop, for openings already in force and for each new one."""
+        ...
+
+    def publish(self, key: str, cooldown_s: float) -> None:
+        """Tell the other replicas this breaker just opened (sent in the background)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop listening; give back connections."""
         ...
