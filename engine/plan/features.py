@@ -2,14 +2,14 @@
 
 Required capabilities are the explicit `capabilities` plus what the body implies: tools
 -> "tools", an image part -> "vision", a JSON response_format -> "json", stream ->
-"streaming". Input tokens are estimated as characters / 4, rounded up per message, plus the
-chat format's overhead (4 tokens per message for role and separators, 3 to prime the
-reply, as OpenAI counts them): routing needs the order of magnitude in microseconds, not
-the exact count, and the real count comes back in the provider's usage. Budgets reserve
-this estimate as the worst case, so it errs high: for typical text it is an upper bound
-(a test pins it against the mock provider's own count). (features_of takes ~3 us for a 2 kB prompt;
-tiktoken would be exact for OpenAI models only, and downloads its encodings on first use,
-which an offline deployment cannot do.)
+"streaming". Input tokens are an upper bound (engine.plan.tokens: character classes
+weighed so the estimate is at least the count of OpenAI's and Claude's tokenizers for
+prose, code, JSON, hex, CJK, emoji ...), plus the chat format's overhead (4 tokens per
+message for role and separators, 3 to prime the reply, as OpenAI counts them). Budgets
+reserve this estimate as the worst case and token-rate leases take it, so it must not be
+low; the real count comes back in the provider's usage and settles the call. (tiktoken
+would be exact for OpenAI models only, and downloads its encodings on first use, which
+an offline deployment cannot do.)
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 
 from engine.frozen import builder
 from engine.messages import ImagePart, Request, TextPart
+from engine.plan.tokens import text_tokens
 from engine.plan.values import Features
 
-CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 4  # role and separators, as chat formats add
 REPLY_PRIMING = 3  # the assistant header every reply is primed with
 IMAGE_TOKENS = 765  # a high-detail image tile budget, as OpenAI counts it
@@ -52,7 +52,7 @@ def features_of(request: Request) -> Features:
 
 
 def estimate_tokens(request: Request) -> int:
-    """Prompt tokens, rounded up: chars / 4 per message, images, tools' JSON, overheads."""
+    """Prompt tokens, an upper bound: text, images, tools' JSON and the format's overheads."""
     return _scan(request)[0]
 
 
@@ -61,25 +61,25 @@ def _scan(request: Request) -> tuple[int, bool]:
     the messages for both (features_of needs both for every request)."""
     tokens, image = REPLY_PRIMING, False
     for message in request.messages:
-        chars = len(message.name) if message.name else 0
+        tokens += TOKENS_PER_MESSAGE
+        if message.name:
+            tokens += text_tokens(message.name)
         content = message.content
         if isinstance(content, str):
-            chars += len(content)
+            tokens += text_tokens(content)
         elif content is not None:
             for part in content:
                 if isinstance(part, TextPart):
-                    chars += len(part.text)
+                    tokens += text_tokens(part.text)
                 else:
                     tokens += IMAGE_TOKENS
                     image = image or isinstance(part, ImagePart)
         for call in message.tool_calls or ():
-            chars += len(call.function.name) + len(call.function.arguments)
-        tokens += TOKENS_PER_MESSAGE - (-chars // CHARS_PER_TOKEN)  # ceil, without floats
-    chars = 0
+            tokens += text_tokens(call.function.name) + text_tokens(call.function.arguments)
     for tool in request.tools or ():
-        chars += len(tool.function.name) + len(tool.function.description or "")
-        chars += len(str(tool.function.parameters))
-    return tokens - (-chars // CHARS_PER_TOKEN), image
+        described = f"{tool.function.name} {tool.function.description or ''}"
+        tokens += text_tokens(described) + text_tokens(str(tool.function.parameters))
+    return tokens, image
 
 
 def _capabilities(request: Request, image: bool) -> frozenset[str]:
