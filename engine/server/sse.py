@@ -4,7 +4,9 @@
 because it must do two things precisely: write each event the moment it arrives, and, when
 the client disconnects, cancel the upstream call at once by closing the engine's iterator
 (which releases the budget reservation). A watcher task waits for `http.disconnect` and
-cancels the pump; the pump's `finally` closes the iterator on every path.
+cancels the pump; the pump's `finally` closes the iterator on every path. A stream the
+server itself cancels (the drain timeout of a shutdown) ends with an error event, so the
+client knows it was cut.
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ from engine.result import StreamEvent
 from engine.server.errors import INTERNAL, HTTPError, to_http
 
 DONE = b"data: [DONE]\n\n"
+#: The error event a stream ends with when the server stops before it finished (SIGTERM,
+#: then `drain_timeout_s` passed): without it the client saw a stream that just stopped,
+#: indistinguishable from a complete answer that lacked its last chunk.
+SHUTTING_DOWN = HTTPError(
+    503,
+    "the server is shutting down and its drain timeout cut this stream; retry the request",
+    "server_error",
+    "server_shutting_down",
+)
 
 
 class Encoder(Protocol):
@@ -116,7 +127,8 @@ class EventStreamResponse:
             watcher = asyncio.create_task(self._watch(receive, task))
             await self._pump(send)
         except asyncio.CancelledError:
-            if not self.disconnected:
+            if not self.disconnected:  # the server cut it: shutdown's drain timeout passed
+                await self._send_frame(send, self.encoder.error(SHUTTING_DOWN))
                 raise
             task.uncancel()
         except Exception as exc:  # the engine failed after the first chunk
@@ -149,16 +161,13 @@ class EventStreamResponse:
         )
 
     async def _send_error(self, send: Send, exc: Exception) -> None:
-        error = to_http(exc) or INTERNAL
+        await self._send_frame(send, self.encoder.error(to_http(exc) or INTERNAL))
+
+    async def _send_frame(self, send: Send, frame: bytes) -> None:
+        """The stream's last frame (an error event): best effort, the socket may be gone."""
         self.done = True
         with contextlib.suppress(Exception):
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": self.encoder.error(error),
-                    "more_body": False,
-                }
-            )
+            await send({"type": "http.response.body", "body": frame, "more_body": False})
 
     async def _watch(self, receive: Receive, task: asyncio.Task[Any]) -> None:
         while True:
