@@ -37,6 +37,7 @@ from engine.errors import RateLimitedError
 from engine.messages import RateLimitInfo
 from engine.plan.values import KeyPlan
 from engine.state.protocols import Lease, RateLimiter
+from engine.state.ratelimit.learned import MAX_BLOCK_S
 from engine.state.redis_common import connect, tag
 from engine.state.redis_limits_lua import ACQUIRE, CLOSE, OBSERVE, STATUS
 
@@ -257,7 +258,7 @@ class RedisRateLimiter:
             _limit(info.limit_output_tokens), _limit(info.remaining_output_tokens),
             _limit(info.limit_tokens), _limit(info.remaining_tokens),
             int((info.reset_requests_s or 60.0) * 1000), int((info.reset_tokens_s or 60.0) * 1000),
-            int((info.retry_after_s or 0.0) * 1000),
+            int(min(info.retry_after_s or 0.0, MAX_BLOCK_S) * 1000),  # capped, as in-process
         ]  # fmt: skip
         self._background(
             self._observe(keys=self._redis_keys(provider, (key,)), args=args), "store headers"

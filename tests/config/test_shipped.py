@@ -127,3 +127,22 @@ def test_with_keys_real_models_rank_before_mock():
     sel = select(plan, "cost_optimized", Features(input_tokens=100))
     assert sel.ranked and not any(s.model.id.startswith("mock/") for s in sel.ranked)
     assert [s.model.id for s in sel.chain] == ["mock/smart"]
+
+
+def test_shipped_registry_declares_no_guessed_rate_limits() -> None:
+    """No provider in the shipped models.yaml carries a guessed tier's limits (they acted
+    as hard ceilings below what the provider's own headers announced); every key starts
+    unlimited and learns its limits from the headers."""
+    names = ("OPENAI", "ANTHROPIC", "GEMINI", "GROQ", "DEEPSEEK", "MISTRAL", "TOGETHER")
+    env = {f"{n}_API_KEY": f"sk-shipped-{n.lower()}-000001" for n in names}
+    env |= {"AZURE_OPENAI_API_KEY": "az-shipped-000001", "HF_TOKEN": "hf_shipped000001"}
+    env |= {"AZURE_OPENAI_ENDPOINT": "https://example.invalid"}
+    plan, _ = load_plan(ROOT, env=env)
+    assert sum(len(p.keys) for p in plan.providers.values()) >= 8
+    declared = {
+        key.id: (key.rpm, key.input_tpm, key.output_tpm)
+        for provider in plan.providers.values()
+        for key in provider.keys
+        if (key.rpm, key.input_tpm, key.output_tpm) != (None, None, None)
+    }
+    assert declared == {}

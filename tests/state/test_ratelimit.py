@@ -462,3 +462,40 @@ async def test_a_share_of_the_limits_for_one_of_several_workers(clock: FakeClock
         await rl.acquire("q", [other], 1, 1, 0)
     with pytest.raises(ValueError, match="share"):
         InProcessRateLimiter(clock, share=0)
+
+
+async def test_a_day_long_retry_after_blocks_for_a_minute_then_probes(clock: FakeClock) -> None:
+    """Retry-After: 86400 blocks the key for MAX_BLOCK_S, not a day; then one probe goes
+    through (the others stay blocked), and an answer with headers clears the block."""
+    from engine.state.ratelimit.learned import MAX_BLOCK_S
+
+    rl = InProcessRateLimiter(clock)
+    k = key("p#a")
+    await rl.observe("p", "p#a", RateLimitInfo(retry_after_s=86400))
+    assert (await rl.status("p"))["keys"]["p#a"]["blocked_for_s"] == pytest.approx(MAX_BLOCK_S)
+    with pytest.raises(RateLimitedError):
+        await rl.acquire("p", [k], 1, 1, 0)
+    clock.advance(MAX_BLOCK_S)
+    probe = await rl.acquire("p", [k], 1, 1, 0)  # the probe
+    with pytest.raises(RateLimitedError):
+        await rl.acquire("p", [k], 1, 1, 0)  # the others wait for its answer
+    await rl.settle(probe, 1, 1)
+    await rl.observe("p", "p#a", RateLimitInfo(limit_requests=4000, remaining_requests=3999))
+    await rl.acquire("p", [k], 1, 1, 0)  # answered: the key is back
+    assert (await rl.status("p"))["keys"]["p#a"]["blocked_for_s"] == 0
+
+
+async def test_a_probe_that_is_refused_again_renews_the_capped_block(clock: FakeClock) -> None:
+    """Another 429 with a long Retry-After on the probe blocks the key for the cap again."""
+    from engine.state.ratelimit.learned import MAX_BLOCK_S
+
+    rl = InProcessRateLimiter(clock)
+    k = key("p#a")
+    await rl.observe("p", "p#a", RateLimitInfo(retry_after_s=86400))
+    clock.advance(MAX_BLOCK_S)
+    probe = await rl.acquire("p", [k], 1, 1, 0)
+    await rl.settle(probe, 1, 0)
+    await rl.observe("p", "p#a", RateLimitInfo(retry_after_s=86400 - MAX_BLOCK_S))
+    clock.advance(MAX_BLOCK_S - 1)
+    with pytest.raises(RateLimitedError):
+        await rl.acquire("p", [k], 1, 1, 0)

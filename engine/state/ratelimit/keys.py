@@ -44,6 +44,8 @@ class KeyState:
         use = self.window.take(now, input_tokens, output_tokens)
         if self.limits.informed:
             self.limits.spend(amounts(1, input_tokens, output_tokens), now)
+            if self.limits.asked_until:
+                self.limits.probe(now)
         self.in_flight += 1
         return use
 

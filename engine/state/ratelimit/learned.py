@@ -4,7 +4,11 @@
   smaller); a key with neither is unlimited in that dimension.
 - A `remaining` figure applies until its reset time, and usage booked meanwhile counts
   against it (a provider's figure is a snapshot of its own count).
-- A `retry-after` blocks the key until then.
+- A `retry-after` blocks the key until then, but for at most `MAX_BLOCK_S`: a 429 with
+  `Retry-After: 86400` (a daily quota, or a confused upstream) must not take a key out for
+  a day. Until the provider's own time has passed, one request per `MAX_BLOCK_S` goes
+  through as a probe (the others stay blocked): an answer clears the block, another 429
+  renews it.
 - `share` is this process's part of every limit (1/N when N worker processes share keys).
 
 The effective limits and the dimensions worth checking are kept up to date when the plan
@@ -21,6 +25,8 @@ from engine.state.ratelimit.window import WINDOW_S, Amounts
 
 #: How long a `remaining` header applies when the provider gave no reset time.
 DEFAULT_RESET_S = WINDOW_S
+#: The longest a Retry-After blocks a key before one probe request is let through.
+MAX_BLOCK_S = 60.0
 
 Limit = int | None
 
@@ -62,6 +68,8 @@ class Limits:
     #: Nothing configured and nothing learned: no check can refuse.
     unlimited: bool = True
     blocked_until: float = 0.0
+    #: When the provider said the key may be used again (beyond blocked_until: probes).
+    asked_until: float = 0.0
 
     def __post_init__(self) -> None:
         self.rebind(self.key)
@@ -89,8 +97,19 @@ class Limits:
         self._learn(1, info.limit_input_tokens, info.remaining_input_tokens, tokens_reset)
         self._learn(2, info.limit_output_tokens, info.remaining_output_tokens, tokens_reset)
         self._learn(3, info.limit_tokens, info.remaining_tokens, tokens_reset)
-        if info.retry_after_s is not None and info.retry_after_s > 0:
-            self.blocked_until = max(self.blocked_until, now + info.retry_after_s)
+        after = info.retry_after_s
+        if after is not None and after > 0:
+            self.asked_until = max(self.asked_until, now + after)
+            capped = after if after < MAX_BLOCK_S else MAX_BLOCK_S
+            self.blocked_until = max(self.blocked_until, now + capped)
+        elif self.asked_until:  # an answer without Retry-After: the probe got through
+            self.asked_until = self.blocked_until = 0.0
+
+    def probe(self, now: float) -> None:
+        """A request taken after the capped block while the provider's time still runs:
+        it is the probe, so the key is blocked again for the others until it answers."""
+        if now < self.asked_until:
+            self.blocked_until = now + MAX_BLOCK_S
 
     def spend(self, delta: Amounts, now: float) -> None:
         """Count usage against the remaining figures still in force (a negative amount
