@@ -45,30 +45,34 @@ _TYPES = {
 COLUMNS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(LedgerRow))
 _SQL_TYPES = {f.name: _TYPES[str(f.type)] for f in dataclasses.fields(LedgerRow)}
 _DAY = "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+#: Every `*_tokens` field of a row is summed, so a token count added to LedgerRow is
+#: reported without touching this module (SUM of bigint is numeric: cast back).
+_TOKEN_SUMS = "".join(
+    f"COALESCE(SUM({name}), 0)::bigint AS {name}, " for name in COLUMNS if name.endswith("_tokens")
+)
 _AGGREGATES = (
     "COUNT(*) AS attempts, "
     "COUNT(*) FILTER (WHERE outcome = 'ok') AS ok, "
     "COUNT(*) FILTER (WHERE cached) AS cached, "
-    "COALESCE(SUM(input_tokens), 0)::bigint AS input_tokens, "  # SUM(bigint) is numeric
-    "COALESCE(SUM(output_tokens), 0)::bigint AS output_tokens, "
-    "COALESCE(SUM(cost_usd), 0.0) AS cost_usd, "
+    + _TOKEN_SUMS
+    + "COALESCE(SUM(cost_usd), 0.0) AS cost_usd, "
     "COUNT(*) FILTER (WHERE cost_usd IS NULL) AS unknown_cost"
 )
 GROUPS = ("model", "provider", "workspace", "policy", "outcome", "client")
 
 
-def _schema() -> list[str]:
+def _schema(table: str) -> list[str]:
     """CREATE for a new table, then ADD COLUMN for fields an older table lacks (nullable:
     rows written before the field existed have no value for it)."""
     columns = ", ".join(f"{name} {_SQL_TYPES[name]}" for name in COLUMNS)
-    out = [f"CREATE TABLE IF NOT EXISTS {TABLE} (id bigserial PRIMARY KEY, {columns})"]
+    out = [f"CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, {columns})"]
     out += [
-        f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {name} "
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} "
         + _SQL_TYPES[name].replace(" NOT NULL", "")
         for name in COLUMNS
     ]
-    out.append(f"CREATE INDEX IF NOT EXISTS {TABLE}_ts ON {TABLE} (ts)")
-    out.append(f"CREATE INDEX IF NOT EXISTS {TABLE}_ws ON {TABLE} (workspace, ts)")
+    out.append(f"CREATE INDEX IF NOT EXISTS {table}_ts ON {table} (ts)")
+    out.append(f"CREATE INDEX IF NOT EXISTS {table}_ws ON {table} (workspace, ts)")
     return out
 
 
@@ -90,7 +94,11 @@ class PostgresLedger:
         flush_interval_s: float = 0.5,
         max_buffered: int = 50_000,
         retry_s: float = 1.0,
+        table: str = TABLE,
     ) -> None:
+        if not table.isidentifier():  # it is written into SQL, so only a plain name
+            raise ValueError(f"not a table name: {table!r}")
+        self._table = table
         self._url = url
         self._spill = Path(spill_path) if spill_path is not None else None
         self._batch_size = batch_size
@@ -108,13 +116,13 @@ class PostgresLedger:
         self.spilled = 0
 
     def __repr__(self) -> str:  # never the URL: it may carry a password
-        return f"PostgresLedger(table={TABLE!r})"
+        return f"PostgresLedger(table={self._table!r})"
 
     async def _connect(self) -> asyncpg.Pool:
         if self._pool is None:
             pool = await asyncpg.create_pool(self._url, min_size=1, max_size=4, timeout=5)
             async with pool.acquire() as conn:
-                for statement in _schema():
+                for statement in _schema(self._table):
                     await conn.execute(statement)
             self._pool = pool
         return self._pool
@@ -158,7 +166,7 @@ class PostgresLedger:
         while self._buffer:
             batch = [self._buffer[i] for i in range(min(self._batch_size, len(self._buffer)))]
             async with pool.acquire() as conn:
-                await conn.copy_records_to_table(TABLE, records=batch, columns=list(COLUMNS))
+                await conn.copy_records_to_table(self._table, records=batch, columns=list(COLUMNS))
             for _ in batch:
                 self._buffer.popleft()
 
@@ -189,7 +197,7 @@ class PostgresLedger:
         async with pool.acquire() as conn:
             for i in range(0, len(rows), self._batch_size):
                 chunk = rows[i : i + self._batch_size]
-                await conn.copy_records_to_table(TABLE, records=chunk, columns=list(COLUMNS))
+                await conn.copy_records_to_table(self._table, records=chunk, columns=list(COLUMNS))
         self._spill.unlink()
 
     async def flush(self) -> None:
@@ -230,7 +238,7 @@ class PostgresLedger:
             raise ValueError(f"cannot group by {by!r}; choose one of {', '.join(GROUPS)}")
         where, params = _where(workspace, since)
         return await self._select(
-            f"SELECT {by}, {_AGGREGATES} FROM {TABLE} {where} "
+            f"SELECT {by}, {_AGGREGATES} FROM {self._table} {where} "
             f"GROUP BY {by} ORDER BY cost_usd DESC, {by}",
             *params,
         )
@@ -239,14 +247,15 @@ class PostgresLedger:
         """One row per UTC day with the same figures as `totals`."""
         where, params = _where(workspace, since)
         return await self._select(
-            f"SELECT {_DAY} AS day, {_AGGREGATES} FROM {TABLE} {where} GROUP BY day ORDER BY day",
+            f"SELECT {_DAY} AS day, {_AGGREGATES} FROM {self._table} {where} "
+            "GROUP BY day ORDER BY day",
             *params,
         )
 
     async def spend_since(self, since: float) -> list[tuple[str, str, float]]:
         """`(workspace, 'YYYY-MM-DD', usd)` of known costs, for budgets restoring at start."""
         rows = await self._select(
-            f"SELECT workspace, {_DAY} AS day, SUM(cost_usd) AS usd FROM {TABLE} "
+            f"SELECT workspace, {_DAY} AS day, SUM(cost_usd) AS usd FROM {self._table} "
             "WHERE ts >= $1 AND workspace IS NOT NULL AND cost_usd IS NOT NULL "
             "GROUP BY workspace, day ORDER BY workspace, day",
             since,

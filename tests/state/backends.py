@@ -22,6 +22,7 @@ import pytest
 from engine.clock import Clock
 from engine.state.budget import InProcessBudgetStore
 from engine.state.ledger import SQLiteLedger
+from engine.state.postgres_ledger import PostgresLedger
 from engine.state.protocols import BudgetStore, Ledger, RateLimiter
 from engine.state.ratelimit import InProcessRateLimiter
 from engine.state.redis_budget import RedisBudgetStore
@@ -46,9 +47,12 @@ class Scratch:
     def redis_url(self) -> str:
         return str(self.request.getfixturevalue("redis_srv").url)
 
+    def postgres_url(self) -> str:
+        return str(self.request.getfixturevalue("postgres_srv").url)
+
 
 BudgetFactory = Callable[[Scratch, int], Sequence[BudgetStore]]
-LedgerFactory = Callable[[Path, Clock], Ledger]
+LedgerFactory = Callable[[Scratch, Clock], Ledger]
 LimiterFactory = Callable[[Clock], RateLimiter]
 
 
@@ -76,8 +80,11 @@ BUDGETS: dict[str, BudgetFactory] = {
 SERVER_CLOCK = frozenset({"redis"})
 
 LEDGERS: dict[str, LedgerFactory] = {
-    "sqlite": lambda scratch, clock: SQLiteLedger(scratch / "ledger.sqlite3", clock),
+    "sqlite": lambda scratch, clock: SQLiteLedger(scratch.path / "ledger.sqlite3", clock),
     "capturing": lambda scratch, clock: CapturingLedger(),
+    "postgres": lambda scratch, clock: PostgresLedger(
+        scratch.postgres_url(), table=f"attempts_{scratch.prefix}"
+    ),
 }
 
 LIMITERS: dict[str, LimiterFactory] = {

@@ -11,7 +11,7 @@ import pytest
 from engine.state.protocols import Ledger, LedgerRow
 from engine.testing.clock import FakeClock
 
-from .backends import LEDGERS
+from .backends import LEDGERS, Scratch
 
 
 def at(*ymdh: int) -> float:
@@ -34,7 +34,7 @@ def row(
 
 @pytest.fixture(params=sorted(LEDGERS))
 async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
-    made = LEDGERS[request.param](tmp_path, FakeClock())
+    made = LEDGERS[request.param](Scratch(tmp_path, FakeClock(), request), FakeClock())
     yield made
     await made.aclose()
 
