@@ -40,8 +40,9 @@ from engine.providers.base import Adapter
 from engine.result import Response, StreamEvent
 from engine.runtime import engine as _runtime
 from engine.runtime.breaker import BreakerBoard
-from engine.runtime.engine import PlanSource, RequestLike, cache_size
+from engine.runtime.engine import RequestLike
 from engine.runtime.services import CacheKey, Featurizer, Selector, Services
+from engine.runtime.source import PlanSource, cache_size, with_default_policy
 from engine.runtime.stats import Stats
 from engine.runtime.strategies import StrategyState
 from engine.state.backends import HOLD_MARGIN_S, ledger_at, shared_state
@@ -191,7 +192,7 @@ class Engine(_runtime.Engine):
         directory = config_dir(path)
         source = DirectorySource(directory)
         chosen = default_policy or os.environ.get("ENGINE_POLICY") or None
-        plan = _runtime.with_default_policy(source.reload(), chosen)  # fails before any file
+        plan = with_default_policy(source.reload(), chosen)  # fails before any file
         clock = injected["clock"] = injected.get("clock") or SystemClock()
         state = state_url or os.environ.get("ENGINE_STATE_URL")
         if state:

@@ -12,10 +12,9 @@ so this module never imports config, compile, yaml or the environment.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from engine.embedding import EmbeddingRequest, EmbeddingResponse, parse_embedding_request
 from engine.errors import ConfigError, Diagnostic, RequestError, UnknownModelError
@@ -27,6 +26,7 @@ from engine.result import Response, StreamEvent
 from engine.runtime import health as _health
 from engine.runtime import record as _record
 from engine.runtime import registry
+from engine.runtime.adapters import AdapterFactory, Adapters, no_factory
 from engine.runtime.batch import Progress, run_batch
 from engine.runtime.call.chat import ChatCall
 from engine.runtime.call.embed import EmbedCall
@@ -36,45 +36,10 @@ from engine.runtime.hooks import Hooks
 from engine.runtime.loop import LoopThread
 from engine.runtime.record import ExternalCall
 from engine.runtime.services import Services
+from engine.runtime.source import PlanSource, cache_size, with_default_policy
 from engine.state.protocols import ResponseCache
 
 RequestLike = Request | dict[str, Any]
-AdapterFactory = Callable[[str], Adapter]  # protocol -> its shared adapter
-
-
-class PlanSource(Protocol):
-    """Where a plan comes from and how it changes at run time (engine.compile.source).
-
-    Each method compiles the whole changed config and returns the new plan, keeping the
-    change only when it compiled; it raises ConfigError (nothing changed) otherwise."""
-
-    def reload(self) -> Plan: ...
-    def add_provider(self, provider_id: str, spec: Mapping[str, Any]) -> Plan: ...
-    def remove_provider(self, provider_id: str) -> Plan: ...
-    def add_model(self, model_id: str, spec: Mapping[str, Any]) -> Plan: ...
-    def remove_model(self, model_id: str) -> Plan: ...
-
-
-def cache_size(plan: Plan) -> int:
-    """One response cache serves every policy: it holds the largest `cache.max_entries` of
-    the routes that enable caching (1000 when none does), so the setting is not ignored."""
-    return max((r.cache.max_entries for r in plan.routes() if r.cache.enabled), default=1000)
-
-
-def with_default_policy(plan: Plan, name: str | None) -> Plan:
-    """The plan with `name` as its default policy; a name that is no policy is a ConfigError."""
-    if name is None or name == plan.default_policy:
-        return plan
-    if name not in plan.policies:
-        known = ", ".join(sorted(plan.policies)) or "none"
-        raise ConfigError(
-            [Diagnostic(f"default policy {name!r} (ENGINE_POLICY) is not a policy; known: {known}")]
-        )
-    return dataclasses.replace(plan, default_policy=name)
-
-
-def _no_adapters(protocol: str) -> Adapter:
-    raise LookupError("this engine was given no adapter factory")
 
 
 class Engine:
@@ -87,15 +52,14 @@ class Engine:
         *,
         source: PlanSource | None = None,
         adapters: Mapping[str, Adapter] | None = None,
-        adapter_factory: AdapterFactory = _no_adapters,
+        adapter_factory: AdapterFactory = no_factory,
         default_policy: str | None = None,
     ) -> None:
         self._default_policy = default_policy  # kept across reloads (ENGINE_POLICY)
         self._plan = with_default_policy(plan, default_policy)
         self._svc = services
         self._source = source
-        self._adapters: dict[str, Adapter] = dict(adapters or {})
-        self._adapter_factory = adapter_factory
+        self._adapters = Adapters(adapters, adapter_factory)
         self._mutating = threading.Lock()
         self._sync = LoopThread(self.aclose)
         self._keepalive: asyncio.Task[None] | None = None
@@ -103,7 +67,7 @@ class Engine:
         self._starting: asyncio.Future[None] | None = None
         self.hooks = Hooks()
         self.pings = _health.Pings(services.clock)
-        services.adapter_for = self._adapter
+        services.adapter_for = self._adapters.get
         self._register_keys(self._plan)
 
     def _register_keys(self, plan: Plan) -> None:
@@ -213,20 +177,7 @@ class Engine:
 
     def stream(self, request: RequestLike, policy: str | None = None) -> Iterator[StreamEvent]:
         """The sync form of `astream`: a plain iterator of events."""
-        events = self.astream(request, policy)
-
-        async def step() -> StreamEvent:
-            return await anext(events)
-
-        try:
-            while True:
-                try:
-                    event = self._sync.call(step())
-                except StopAsyncIteration:
-                    return
-                yield event
-        finally:
-            self._sync.call(events.aclose())
+        return self._sync.iterate(self.astream(request, policy))
 
     async def abatch(
         self,
@@ -310,7 +261,9 @@ class Engine:
         """Each provider healthy / degraded / unhealthy / open / disabled with a reason, from
         breakers, error rates and pings (health.py); `probe` pings each provider now on a new
         connection; `detail` adds traffic figures and the ping record per provider."""
-        return await _health.report(self._plan, self._svc, self.pings, self._warm, probe, detail)
+        return await _health.report(
+            self._plan, self._svc, self.pings, self._adapters.warm, probe, detail
+        )
 
     def is_available(self, provider: str) -> bool:
         """Would a call to this provider be attempted now (enabled, keys left, breaker shut)?"""
@@ -391,24 +344,9 @@ class Engine:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def _adapter(self, protocol: str) -> Adapter:
-        adapter = self._adapters.get(protocol)
-        if adapter is None:
-            try:
-                adapter = self._adapter_factory(protocol)
-            except (KeyError, LookupError, ValueError) as exc:
-                raise ConfigError(
-                    [Diagnostic(f"no adapter for protocol {protocol!r}: {exc}")]
-                ) from None
-            self._adapters[protocol] = adapter
-        return adapter
-
-    def _warm(self, protocol: str) -> Callable[[Any], Awaitable[None]]:
-        return self._adapter(protocol).warm
-
     async def warm(self, keep_alive_s: float | None = None) -> dict[str, str]:
         """Open a connection to every enabled provider; optionally keep them warm."""
-        done = await _health.warm_all(self._plan, self._svc, self.pings, self._warm)
+        done = await _health.warm_all(self._plan, self._svc, self.pings, self._adapters.warm)
         if keep_alive_s is not None and self._keepalive is None:
             self._keepalive = asyncio.ensure_future(self._keep_warm(keep_alive_s))
         return done
@@ -430,8 +368,7 @@ class Engine:
         await self._svc.limiter.aclose()
         if self._svc.breaker_signal is not None:
             await self._svc.breaker_signal.aclose()
-        for adapter in list(self._adapters.values()):
-            await adapter.aclose()
+        await self._adapters.aclose()
 
     def close(self) -> None:
         """The sync form of `aclose`; also stops the private loop thread."""

@@ -10,7 +10,7 @@ import asyncio
 import atexit
 import contextlib
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -66,6 +66,22 @@ class LoopThread:
         except BaseException:
             future.cancel()  # Ctrl-C in the caller cancels the call (and its upstream request)
             raise
+
+    def iterate(self, events: AsyncGenerator[T, None]) -> Iterator[T]:
+        """A plain iterator over an async generator run on the loop, closed when left."""
+
+        async def step() -> T:
+            return await anext(events)
+
+        try:
+            while True:
+                try:
+                    item = self.call(step())
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            self.call(events.aclose())
 
     def stop(self) -> None:
         with self._lock:
