@@ -4,10 +4,13 @@ and the server's headers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +20,7 @@ from engine.compile import load_plan
 from engine.pricing import parse_as_of
 from engine.server.settings import ServerSettings
 from engine.state.ledger import NullLedger
+from engine.state.ledger_file import open_ledger
 from engine.testing.clock import FakeClock
 from engine.testing.fakes import ExtraUsage, FakeAnthropic, FakeOpenAI
 from tests.acceptance.conftest import ROOT, ask, shipped_config, write_config
@@ -208,3 +212,77 @@ models:
     assert report["total"]["unknown_cost"] == 0
     assert main(["costs", "--config", str(cfg), "--by", "provider"]) == 0
     assert "unknown" not in capsys.readouterr().out
+
+
+def streaming_config(tmp_path: Path, url: str) -> Path:
+    models = f"""prices_as_of: 2026-12-01
+providers:
+  openai:
+    protocol: openai
+    base_url: {url}
+    api_key: sk-money-stream-0005
+models:
+  openai/gpt-4o-mini:
+    capabilities: [chat, streaming]
+"""
+    route = "candidates: [openai/gpt-4o-mini]\nbudget: {daily_usd: 10}\nretries: {max_retries: 0}\n"
+    return write_config(tmp_path / "cfg", models, {"default": route})
+
+
+LONG_ASK = {
+    "messages": [{"role": "user", "content": "Tell me a long story about the sea. " * 40}],
+    "max_tokens": 400,
+    "stream": True,
+    "metadata": {"workspace": "acme"},
+}
+
+
+async def _cancelled_cost(eng: Engine, cfg: Path) -> tuple[dict[str, Any], dict[str, float]]:
+    """The ledger's rows by outcome, and the workspace's spend, once the engine closed."""
+    background = list(eng._svc.background)  # type: ignore[attr-defined]
+    if background:  # an abandoned stream settles in a task of its own
+        await asyncio.gather(*background)
+    spent = dict(await eng._svc.budget.spent("acme"))  # type: ignore[attr-defined]
+    await eng.aclose()
+    ledger = open_ledger(os.environ["ENGINE_LEDGER"])
+    rows = {r["outcome"]: dict(r) for r in ledger.totals(None, 0.0, "outcome")}
+    return rows, spent
+
+
+async def test_an_abandoned_stream_is_billed_for_what_was_sent(tmp_path: Path) -> None:
+    """A client that reads one chunk and stops: the attempt is billed at the estimated
+    input plus the output streamed so far (it was recorded at $0 and its reservation
+    returned, so start-read-disconnect was free)."""
+    async with FakeOpenAI() as up:
+        cfg = streaming_config(tmp_path, up.url)
+        eng = Engine.from_config(cfg)
+        events = eng.astream(LONG_ASK)
+        first = await anext(events)
+        await events.aclose()
+        assert first.content
+        rows, spent = await _cancelled_cost(eng, cfg)
+    cancelled = rows["cancelled"]
+    assert cancelled["input_tokens"] > 0 and cancelled["output_tokens"] > 0
+    assert cancelled["cost_usd"] > 0 and cancelled["unknown_cost"] == 0
+    assert sum(spent.values()) == pytest.approx(2 * cancelled["cost_usd"])  # day + month
+
+
+async def test_a_stream_cut_by_the_upstream_is_billed_for_what_was_sent(tmp_path: Path) -> None:
+    """The upstream drops the connection mid-stream: the try still costs the estimated
+    input plus the output it sent, and the workspace budget keeps that spend."""
+    from engine.errors import EngineError
+    from engine.testing.fakes import Fault
+
+    async with FakeOpenAI() as up:
+        up.default_fault = Fault(reset_after=3)
+        cfg = streaming_config(tmp_path, up.url)
+        eng = Engine.from_config(cfg)
+        got = []
+        with pytest.raises(EngineError):
+            async for event in eng.astream(LONG_ASK):
+                got.append(event)
+        assert got
+        rows, spent = await _cancelled_cost(eng, cfg)
+    failed = next(r for outcome, r in rows.items() if outcome != "ok")
+    assert failed["output_tokens"] > 0 and failed["cost_usd"] > 0
+    assert sum(spent.values()) == pytest.approx(2 * failed["cost_usd"])

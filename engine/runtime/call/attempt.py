@@ -22,7 +22,7 @@ Each outcome is one AttemptRecord in the trail, one stats sample and one ledger 
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
@@ -58,6 +58,7 @@ class Attempt:
         "endpoint",
         "held",
         "index",
+        "partial",
         "request",
         "retry",
         "ttft_ms",
@@ -76,6 +77,9 @@ class Attempt:
         self.cost_detail: CostBreakdown | None = None  # the same cost per kind of token
         self._usage: Usage | None = None
         self._rate_limit: RateLimitInfo | None = None
+        #: Set once a stream has started: the usage so far (estimated input plus the
+        #: output streamed), what a stream cut or abandoned midway is billed at.
+        self.partial: Callable[[], Usage] | None = None
 
     async def __aenter__(self) -> Attempt:
         admission, cand = self.admission, self.cand
@@ -146,6 +150,14 @@ class Attempt:
             await svc.limiter.observe(cand.provider.id, held.lease.key.id, info)
         if isinstance(exc, AuthenticationError) and cand.provider.keys:
             svc.bad_keys[held.lease.key.id] = svc.clock.monotonic() + BAD_KEY_COOLDOWN_S
+        if self.partial is not None:  # cut mid-stream: the provider bills what it sent
+            usage = self.partial()
+            cost = self._price(usage)
+            self._record(exc.kind, str(exc), exc.status, latency, usage, cost)
+            if held.reservation is not None:
+                r = held.reservation
+                await svc.budget.settle(r, r.amount_usd if cost is None else cost)
+            return
         # A request that never left this machine cost nothing (0, not "unknown").
         self._record(exc.kind, str(exc), exc.status, latency, None, None if exc.reached else 0.0)
         if held.reservation is not None:
@@ -155,11 +167,22 @@ class Attempt:
         svc, held = self.admission.svc, self.held
         await svc.limiter.release(held.lease)
         self.admission.abandon(self.cand)
+        latency = (svc.clock.monotonic() - held.started) * 1000
+        if self.partial is not None:
+            # A stream the caller abandoned: the provider bills the prompt and what it
+            # streamed, so the budget keeps that (a task of its own: the caller is gone).
+            usage = self.partial()
+            cost = self._price(usage)
+            r = held.reservation
+            if r is not None:
+                svc.spawn(svc.budget.settle(r, r.amount_usd if cost is None else cost))
+            self._ledger("cancelled", latency, usage, cost)
+            return
         if held.reservation is not None:
             # A task of its own, so a cancelled caller still gives its reservation back.
             svc.spawn(svc.budget.release(held.reservation))
         # The ledger still hears of it: the upstream may have started (and billed) the work.
-        self._ledger("cancelled", (svc.clock.monotonic() - held.started) * 1000, None, None)
+        self._ledger("cancelled", latency, None, None)
 
     # -- records --------------------------------------------------------------------------
 

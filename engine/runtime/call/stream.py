@@ -20,6 +20,7 @@ from typing import Any
 from engine.clock import Clock
 from engine.errors import ProviderError
 from engine.messages import Chunk, ProviderResponse, StreamAccumulator, ToolCallDelta, Usage
+from engine.plan.tokens import text_tokens
 from engine.result import Response, StreamEvent
 from engine.runtime.call.attempt import Attempt
 from engine.runtime.call.data import CallData, Trail
@@ -53,6 +54,8 @@ async def relay(
         )
 
     acc = StreamAccumulator(cand.scored.model.upstream)
+    # Cut or abandoned from here on, the try is billed at what was streamed so far.
+    attempt.partial = lambda: _estimate(call, acc.result())
     last: Chunk | None = None  # a bare usage report, held back to go out last
     limits, reported, sent = None, False, False
     chunk = opened.first
@@ -87,9 +90,10 @@ async def relay(
 
 
 def _estimate(call: CallData, result: ProviderResponse) -> Usage:
-    """Usage when a stream reported none: the input estimate and ~4 characters a token."""
+    """Usage when a stream reported none (or was cut): the input estimate (an upper bound)
+    and the output streamed so far, at least one token once anything was sent."""
     text = (result.content or "") + "".join(c.arguments for c in result.tool_calls)
-    return Usage(call.features.input_tokens, max(1, len(text) // 4) if text else 0)
+    return Usage(call.features.input_tokens, max(1, text_tokens(text)) if text else 0)
 
 
 async def _aclose(chunks: AsyncIterator[Chunk]) -> None:
