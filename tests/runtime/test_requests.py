@@ -97,7 +97,8 @@ async def test_cancellation_cancels_the_call_and_releases_reservations() -> None
     adapter.gate = asyncio.Event()  # never set: the upstream hangs
     r = rig(cheap_and_dear(budget=BudgetPlan(daily_usd=10.0)), adapter)
     task = asyncio.create_task(r.engine.arun(ask(metadata={"workspace": "w"}), policy="p"))
-    await asyncio.sleep(0.01)
+    while not adapter.calls:  # until the call hangs upstream (no wall-clock guess)
+        await asyncio.sleep(0)
     assert len(r.budget.reserved) == 1 and r.limiter.open == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
