@@ -29,6 +29,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from engine.endpoints import Endpoint
 from engine.errors import ProviderTimeoutError
+from engine.tracecontext import OUTGOING_TRACEPARENT
 
 from .connection import BadResponse, Connection, ConnectionLost, Target
 from .outcomes import (
@@ -139,6 +140,9 @@ def _encode(endpoint: Endpoint, target: Target, headers: Mapping[str, str], body
         extra = text.encode("latin-1")
     except UnicodeEncodeError:
         raise_bad_header(endpoint)
+    trace = OUTGOING_TRACEPARENT.get()  # set only while a traced attempt is in flight
+    if trace is not None:
+        extra += b"traceparent: %s\r\n" % trace
     return b"%s%s%sContent-Length: %d\r\n\r\n%s" % (target.head, _FIXED, extra, len(body), body)
 
 

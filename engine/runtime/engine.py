@@ -34,6 +34,7 @@ from engine.runtime.conversation import Conversation
 from engine.runtime.explain import explain_target
 from engine.runtime.hooks import Hooks
 from engine.runtime.loop import LoopThread
+from engine.runtime.observe import AttemptObserver
 from engine.runtime.record import ExternalCall
 from engine.runtime.services import Services
 from engine.runtime.source import PlanSource, cache_size, with_default_policy
@@ -216,6 +217,10 @@ class Engine:
     def record(self, call: ExternalCall | None = None, **fields: Any) -> dict[str, Any]:
         """The sync form of `arecord`."""
         return self._sync.call(self.arecord(call, **fields))
+
+    def set_observer(self, observer: AttemptObserver | None) -> None:
+        """Install (or remove, with None) the observer every try reports to (tracing)."""
+        self._svc.observer = observer
 
     async def flush_ledger(self) -> None:
         """Wait until every ledger row recorded so far can be read back."""

@@ -22,6 +22,7 @@ from engine.plan.values import Features, KeyPlan, ProviderPlan, Selection
 from engine.providers.base import Adapter
 from engine.runtime.breaker import BreakerBoard
 from engine.runtime.call.retry import RetryPolicies
+from engine.runtime.observe import AttemptObserver
 from engine.runtime.stats import Stats
 from engine.runtime.strategies import StrategyState
 from engine.state.protocols import (
@@ -60,6 +61,7 @@ class Services:
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     endpoints: dict[tuple[int, ...], tuple[tuple[Any, ...], Endpoint]] = field(default_factory=dict)
     keyless: dict[str, tuple[KeyPlan, ...]] = field(default_factory=dict)  # provider id -> label
+    observer: AttemptObserver | None = None  # sees every try (tracing); runtime/observe.py
     #: The route retry plans compiled into tenacity objects so far (call/retry.py).
     retries: RetryPolicies = field(init=False)
 

@@ -28,13 +28,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response as HTTPResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.assemble import default_ledger_path
 from engine.messages import Request, parse_request
 from engine.result import Response
 from engine.runtime.spend import SpendReport
-from engine.server import ops, plugins
+from engine.server import ops, plugins, tracing
 from engine.server.access import AccessLog
 from engine.server.auth import Authenticator, Principal
 from engine.server.common import (
@@ -325,10 +325,11 @@ class EngineApp(Starlette):
         #: POST paths served by bare ASGI routes (chat and the other API surfaces).
         self.fast: dict[str, Any] = {CHAT_PATH: chat, **(surfaces or {})}
         self.access = AccessLog(self._dispatch, access_log)
+        self.entry: ASGIApp = self.access  # tracing.attach wraps it when OTLP is configured
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            await self.access(scope, receive, send)
+            await self.entry(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -396,6 +397,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.server = state
+    tracing.attach(app, engine)
     state.extras["spend"] = SpendReport(default_ledger_path(settings.config_dir))
     return app
 

@@ -119,5 +119,7 @@ def merge_metadata(data: dict[str, Any], headers: Mapping[str, str], who: Princi
     merged.update(meta or {})
     if who.workspace is not None:
         merged["workspace"] = who.workspace
+    if who.key_id != "anonymous":  # the ledger's `client`: which key made the call
+        merged["client"] = who.key_id
     if merged:
         data["metadata"] = merged

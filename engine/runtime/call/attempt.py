@@ -56,6 +56,7 @@ class Attempt:
         "cost",
         "cost_detail",
         "endpoint",
+        "handle",
         "held",
         "index",
         "partial",
@@ -80,6 +81,7 @@ class Attempt:
         #: Set once a stream has started: the usage so far (estimated input plus the
         #: output streamed), what a stream cut or abandoned midway is billed at.
         self.partial: Callable[[], Usage] | None = None
+        self.handle: object = None  # the observer's, when one is installed (runtime/observe.py)
 
     async def __aenter__(self) -> Attempt:
         admission, cand = self.admission, self.cand
@@ -91,6 +93,9 @@ class Attempt:
         )
         self.endpoint = admission.endpoint(cand, held.lease.key)
         admission.svc.strategies.begin(cand.scored.model.id)
+        observer = admission.svc.observer
+        if observer is not None:
+            self.handle = observer.started(cand, self.endpoint, self.retry)
         return self
 
     def first_token(self) -> None:
@@ -234,23 +239,25 @@ class Attempt:
         self, outcome: str, latency: float, usage: Usage | None, cost: float | None
     ) -> None:
         svc, cand, call = self.admission.svc, self.cand, self.admission.call
-        svc.ledger.record(
-            _ledger_row(
-                ts=svc.clock.time(),
-                workspace=call.workspace,
-                policy=cand.policy,
-                provider=cand.provider.id,
-                model=cand.scored.model.id,
-                input_tokens=usage.input_tokens if usage else 0,
-                output_tokens=usage.output_tokens if usage else 0,
-                cost_usd=cost,
-                latency_ms=latency,
-                outcome=outcome,
-                fallback_index=self.index,
-                request_id=call.request_id,
-                cached=False,
-                cache_read_tokens=usage.cache_read_tokens if usage else 0,
-                cache_write_tokens=usage.cache_write_tokens if usage else 0,
-                reasoning_tokens=usage.reasoning_tokens if usage else 0,
-            )
+        row = _ledger_row(
+            ts=svc.clock.time(),
+            workspace=call.workspace,
+            policy=cand.policy,
+            provider=cand.provider.id,
+            model=cand.scored.model.id,
+            input_tokens=usage.input_tokens if usage else 0,
+            output_tokens=usage.output_tokens if usage else 0,
+            cost_usd=cost,
+            latency_ms=latency,
+            outcome=outcome,
+            fallback_index=self.index,
+            request_id=call.request_id,
+            cached=False,
+            cache_read_tokens=usage.cache_read_tokens if usage else 0,
+            cache_write_tokens=usage.cache_write_tokens if usage else 0,
+            reasoning_tokens=usage.reasoning_tokens if usage else 0,
+            client=call.client,
         )
+        svc.ledger.record(row)
+        if svc.observer is not None:
+            svc.observer.ended(self.handle, row)

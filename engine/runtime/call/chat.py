@@ -159,6 +159,7 @@ class ChatCall:
                 fallback_index=0,
                 request_id=call.request_id,
                 cached=True,
+                client=call.client,
             )
         )
         self.final = replace(

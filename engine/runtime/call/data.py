@@ -34,6 +34,7 @@ class CallData(NamedTuple):
     started: float  # monotonic seconds
     budget_usd: float | None  # the smaller of the request's and the rules' cap, if any
     workspace: str  # who is charged: budgets and ledger rows
+    client: str | None  # the calling API key's label (metadata `client`, set by the server)
 
 
 # Built by name without the dict a class call packs keywords into (engine/frozen.py).
@@ -56,7 +57,13 @@ def call_data(
         started=now,
         budget_usd=budget,
         workspace=workspace,
+        client=_label(request.metadata.get("client")),
     )
+
+
+def _label(value: object) -> str | None:
+    """A client label is text; anything else a caller put under `client` is not one."""
+    return value if isinstance(value, str) and value else None
 
 
 class Trail:
