@@ -34,7 +34,7 @@ from engine.assemble import default_ledger_path
 from engine.messages import Request, parse_request
 from engine.result import Response
 from engine.runtime.spend import SpendReport
-from engine.server import ops, plugins, tracing
+from engine.server import dashboard, ops, plugins, tracing
 from engine.server.access import AccessLog
 from engine.server.auth import Authenticator, Principal
 from engine.server.common import (
@@ -392,6 +392,7 @@ def create_app(
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             *ops.routes(),
+            *dashboard.routes(),
         ],
         exception_handlers={ServerError: _server_error, HTTPException: _http_error},
         lifespan=lifespan,

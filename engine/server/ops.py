@@ -142,10 +142,10 @@ async def limits(state: ServerState, request: HTTPRequest, who: Principal) -> di
             blocked = float(view.get("blocked_for_s") or 0.0)
             keys[key_id] = {**view, "blocked_until": now + blocked if blocked else None}
         out[pid] = {"queued": status.get("queued", 0), "keys": keys}
-    return {"providers": out, "budgets": _budget_limits(state)}
+    return {"providers": out, "budgets": budget_limits(state)}
 
 
-def _budget_limits(state: ServerState) -> dict[str, Any]:
+def budget_limits(state: ServerState) -> dict[str, Any]:
     """The tightest daily and monthly workspace budget any route sets, and per-key budgets."""
     daily: list[float] = []
     monthly: list[float] = []
@@ -230,7 +230,7 @@ async def costs(state: ServerState, request: HTTPRequest, who: Principal) -> dic
         raise RequestError(f"by must be one of {', '.join(DIMENSIONS)}, got {by!r}")
     workspace = who.workspace or params.get("workspace") or None
     since, until, label = window(params, time.time())
-    await _flush(state)
+    await flush(state)
     rows = spend_report(state).totals(by, since, until, workspace)
     total = sum(r["cost_usd"] for r in rows)
     return {
@@ -245,7 +245,7 @@ async def costs(state: ServerState, request: HTTPRequest, who: Principal) -> dic
     }
 
 
-async def _flush(state: ServerState) -> None:
+async def flush(state: ServerState) -> None:
     """What has been recorded reaches the file before it is read (the writer batches)."""
     flush = getattr(state.engine, "flush_ledger", None)
     if flush is not None:
