@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "schema": "print or write the JSON Schemas generated from the spec models",
     "serve": "run the OpenAI-compatible routing server",
     "costs": "print spend from the cost ledger",
+    "batch": "run a JSONL file of requests at bounded concurrency, results to a JSONL file",
 }
 
 

@@ -1,14 +1,20 @@
 """`python -m engine costs`: spend from the cost ledger, totalled and broken down by day.
 
-Reads the ledger read-only (safe while an engine is writing to it: WAL). The period is the
-current UTC day or month, the same periods budgets use. Exit codes: 0 printed (even when
-nothing was spent), 1 no ledger at the path or the file is not a ledger, 2 usage.
+Reads the ledger read-only (safe while an engine is writing to it: WAL); a SQLite ledger
+through the same queries as the server's GET /v1/costs (runtime/spend.py). The window is the
+current UTC day or month (`--period`, the periods budgets use), the last N UTC days
+(`--days`), or `--since`/`--until` (UTC dates, until exclusive). Output: an aligned table,
+JSON, or CSV of the totals. Exit codes: 0 printed (even when nothing was spent), 1 no ledger
+at the path or the file is not a ledger, 2 usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import datetime as dt
+import io
 import os
 import sys
 import time
@@ -20,6 +26,7 @@ import orjson
 
 from engine.assemble import config_dir, default_ledger_path
 from engine.errors import ConfigError
+from engine.runtime.spend import DIMENSIONS, SpendReport
 from engine.state.backends import POSTGRES_SCHEMES
 from engine.state.ledger_file import open_ledger
 from engine.state.money import day_start, month_start, utc_day
@@ -62,21 +69,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or under --config)",
     )
     parser.add_argument("--workspace", metavar="W", help="one workspace (default: all)")
-    parser.add_argument(
+    window = parser.add_mutually_exclusive_group()
+    window.add_argument(
         "--period", choices=("day", "month"), default="day", help="current UTC day or month"
     )
+    window.add_argument("--days", type=_days, metavar="N", help="the last N UTC days, today too")
+    window.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="from this UTC day")
     parser.add_argument(
-        "--by", choices=("model", "provider"), default="model", help="how to group the totals"
+        "--until", type=_date, metavar="YYYY-MM-DD", help="up to this UTC day (exclusive)"
     )
-    parser.add_argument("--format", choices=("table", "json"), default="table")
+    parser.add_argument(
+        "--by", choices=tuple(DIMENSIONS), default="model", help="how to group the totals"
+    )
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+
+
+def _days(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 3660:
+        raise argparse.ArgumentTypeError(f"expected a whole number of days from 1, got {text!r}")
+    return int(text)
+
+
+def _date(text: str) -> float:
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()
+
+
+def window(args: argparse.Namespace, now: float) -> tuple[float, float | None, str]:
+    """`[since, until)` from the flags, and how to name it."""
+    until = args.until
+    if args.days is not None:
+        return day_start(now) - (args.days - 1) * 86400, until, f"the last {args.days} days"
+    if args.since is not None:
+        return args.since, until, f"since {utc_day(args.since)}"
+    since = period_start(args.period, now)
+    return since, until, "today" if args.period == "day" else "this month"
 
 
 def run(args: argparse.Namespace) -> int:
     """Print totals and the daily breakdown; 1 with a precise message when no ledger."""
-    since = period_start(args.period, time.time())
+    since, until, label = window(args, time.time())
     url = args.ledger or os.environ.get("ENGINE_LEDGER_URL")
     if url and url.startswith(POSTGRES_SCHEMES):
         where = "the Postgres ledger"  # never the URL: it may carry a password
+        if until is not None or args.by in ("key", "day"):
+            print("error: --until, --by key and --by day need a SQLite ledger", file=sys.stderr)
+            return 2
         try:
             totals, daily = asyncio.run(_postgres(url, args.workspace, since, args.by))
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
@@ -85,26 +126,40 @@ def run(args: argparse.Namespace) -> int:
     else:
         where = str(args.ledger or default_ledger_path(config_dir(args.config)))
         try:
-            ledger = open_ledger(where)
+            open_ledger(where)
         except ConfigError as exc:
             for diagnostic in exc.diagnostics:
                 print(f"error: {diagnostic.format()}", file=sys.stderr)
             return 1
-        totals = ledger.totals(args.workspace, since, args.by)
-        daily = ledger.daily(args.workspace, since)
+        totals, daily = _sqlite(where, args.workspace, since, until, args.by)
     report = {
         "ledger": where,
         "workspace": args.workspace,
-        "period": args.period,
+        "period": label,
         "since": utc_day(since),
+        "until": utc_day(until) if until is not None else None,
         "by": args.by,
         "totals": [dict(r) for r in totals],
         "daily": [dict(r) for r in daily],
     }
     report["total"] = _sum(report["totals"])
-    out = orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
-    print(out if args.format == "json" else render(report))
+    if args.format == "json":
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(to_csv(report) if args.format == "csv" else render(report), end="")
     return 0
+
+
+def _sqlite(
+    path: str, workspace: str | None, since: float, until: float | None, by: str
+) -> tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]]:
+    spend = SpendReport(path)
+    try:
+        return spend.totals(by, since, until, workspace), spend.totals(
+            "day", since, until, workspace
+        )
+    finally:
+        spend.close()
 
 
 async def _postgres(
@@ -116,6 +171,17 @@ async def _postgres(
         return await ledger.totals(workspace, since, by), await ledger.daily(workspace, since)
     finally:
         await ledger.aclose()
+
+
+def to_csv(report: Mapping[str, Any]) -> str:
+    """The totals as CSV: the `by` column, then the figures (cost unrounded)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    by = report["by"]
+    writer.writerow([by, *_COLUMNS, "unknown_cost"])
+    for row in report["totals"]:
+        writer.writerow([row[by], *(row[c] for c in (*_COLUMNS, "unknown_cost"))])
+    return out.getvalue()
 
 
 def period_start(period: str, now: float) -> float:
@@ -135,10 +201,13 @@ def _sum(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def render(report: Mapping[str, Any]) -> str:
     """The report as two aligned tables (by model/provider, then by day)."""
     who = f"workspace {report['workspace']!r}" if report["workspace"] else "all workspaces"
-    period = "today" if report["period"] == "day" else "this month"
-    head = f"Costs for {who}, {period} (since {report['since']} 00:00 UTC), by {report['by']}"
+    until = f" until {report['until']} 00:00 UTC" if report["until"] else ""
+    head = (
+        f"Costs for {who}, {report['period']} (since {report['since']} 00:00 UTC{until}), "
+        f"by {report['by']}"
+    )
     if not report["totals"]:
-        return f"{head}\n\nno attempts recorded in this period ({report['ledger']})"
+        return f"{head}\n\nno attempts recorded in this period ({report['ledger']})\n"
     by = report["by"]
     rows = [*report["totals"], {by: "total", **report["total"]}]
     parts = [head, "", _table(by, rows), "", "Daily", "", _table("day", report["daily"])]
@@ -146,7 +215,7 @@ def render(report: Mapping[str, Any]) -> str:
     if unknown:
         noun = "attempt" if unknown == 1 else "attempts"
         parts += ["", f"note: {unknown} {noun} of unknown cost (not counted as zero above)"]
-    return "\n".join(parts)
+    return "\n".join(parts) + "\n"
 
 
 def _table(first: str, rows: Sequence[Mapping[str, Any]]) -> str:

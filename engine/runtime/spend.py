@@ -29,6 +29,8 @@ DIMENSIONS: dict[str, str] = {
     "key": "COALESCE(client, '')",
     "day": "date(ts, 'unixepoch')",
 }
+#: Columns newer ledgers have; an older file (opened read-only, not migrated) reads them as 0.
+_NEWER = ("cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
 #: Series bucket widths in seconds.
 BUCKETS: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86400}
 
@@ -38,6 +40,9 @@ _AGGREGATES = (
     "COALESCE(SUM(cached), 0) AS cached, "
     "COALESCE(SUM(input_tokens), 0) AS input_tokens, "
     "COALESCE(SUM(output_tokens), 0) AS output_tokens, "
+    "COALESCE(SUM({cache_read_tokens}), 0) AS cache_read_tokens, "
+    "COALESCE(SUM({cache_write_tokens}), 0) AS cache_write_tokens, "
+    "COALESCE(SUM({reasoning_tokens}), 0) AS reasoning_tokens, "
     "COALESCE(SUM(cost_usd), 0.0) AS cost_usd, "
     "COALESCE(SUM(cost_usd IS NULL AND outcome = 'ok'), 0) AS unknown_cost"
 )
@@ -58,6 +63,7 @@ class SpendReport:
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._has_key = False
+        self._aggregates = ""
         self._lock = threading.Lock()
 
     def _connection(self) -> sqlite3.Connection | None:
@@ -69,6 +75,7 @@ class SpendReport:
             self._conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
             columns = {r[1] for r in self._conn.execute("PRAGMA table_info(attempts)")}
             self._has_key = "client" in columns
+            self._aggregates = _AGGREGATES.format(**{c: c if c in columns else "0" for c in _NEWER})
         return self._conn
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
@@ -89,7 +96,7 @@ class SpendReport:
         column = dimension(by)
         where, params = _where(since, until, workspace)
         sql = (
-            f"SELECT {column} AS {by}, {_AGGREGATES} FROM attempts {where} "
+            f"SELECT {column} AS {by}, {self._aggregates} FROM attempts {where} "
             f"GROUP BY 1 ORDER BY cost_usd DESC, 1"
         )
         return self._select(sql, params)
