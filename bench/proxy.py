@@ -424,6 +424,19 @@ def systems(tmp: Path, upstream: str, upstream_port: int) -> tuple[list[System],
         engine_argv = [PY, "-m", "engine", "serve", "--config", str(cfg), "--port", str(port)]
         env = {"ENGINE_LOG_LEVEL": "warning", "ENGINE_LEDGER": str(tmp / f"ledger-{api}.sqlite3")}
         out.append(System(f"engine-{api}", engine_argv, port, env=env, api=api))
+    port = free_port()  # the same server with OpenTelemetry on, exporting to the upstream's sink
+    out.append(
+        System(
+            "engine-traced",
+            [PY, "-m", "engine", "serve", "--config", str(cfg), "--port", str(port)],
+            port,
+            env={
+                "ENGINE_LOG_LEVEL": "warning",
+                "ENGINE_LEDGER": str(tmp / "ledger-traced.sqlite3"),
+                "OTEL_EXPORTER_OTLP_ENDPOINT": upstream,
+            },
+        )
+    )
     skipped: list[str] = []
     litellm = HERE / ".venv" / "bin" / "litellm"
     if litellm.exists():
@@ -614,7 +627,8 @@ def main(argv: list[str]) -> int:
     p.add_argument(
         "--only",
         default=",".join(DEFAULT_SYSTEMS),
-        help="comma-separated systems (direct always runs); also: starlette-plain, aiohttp-web",
+        help="comma-separated systems (direct always runs); also: starlette-plain, aiohttp-web, "
+        "engine-traced (OpenTelemetry on)",
     )
     p.add_argument(
         "--rounds", type=int, default=3, help="rounds over all systems; figures are medians"

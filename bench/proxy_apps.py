@@ -102,12 +102,21 @@ async def _upstream_models(request: Any) -> Any:
     return web.Response(body=_MODELS, content_type="application/json")
 
 
+async def _otlp_sink(request: Any) -> Any:
+    """OTLP/HTTP trace export: read and dropped (the traced engine's collector)."""
+    from aiohttp import web
+
+    await request.read()
+    return web.Response(body=b"", content_type="application/x-protobuf")
+
+
 def run_upstream(port: int) -> None:
     from aiohttp import web
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", _upstream_chat)
     app.router.add_get("/v1/models", _upstream_models)
+    app.router.add_post("/v1/traces", _otlp_sink)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 

@@ -2,9 +2,9 @@
 
 Each input line is one chat request (the body of POST /v1/chat/completions; an optional
 `custom_id` names it, else its line number does); a line's own `model` (a policy or a
-`provider/name`) wins over `--policy`, which is for the lines that name none. Requests run at most `--concurrency` at a
-time through one engine (config, ledger and budgets as `serve` uses them); each result is
-appended to `--out` as soon as it is known, one JSON line:
+`provider/name`) wins over `--policy`, which is for the lines that name none. Requests run
+at most `--concurrency` at a time through one engine (config, ledger and budgets as `serve`
+uses them); each result is appended to `--out` as soon as it is known, one JSON line:
 
     {"line": 3, "custom_id": "q3", "ok": true, "response": {chat.completion...},
      "provider": "openai", "model": "openai/gpt-4o-mini", "cost_usd": 0.0001, "attempts": 1}

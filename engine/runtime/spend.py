@@ -48,12 +48,14 @@ _AGGREGATES = (
 )
 
 
-def dimension(by: str) -> str:
+def dimension(by: str, has_client: bool = True) -> str:
     """The SQL for a `by` value; ValueError naming the choices for anything else."""
     try:
-        return DIMENSIONS[by]
+        column = DIMENSIONS[by]
     except KeyError:
         raise ValueError(f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)}") from None
+    # A ledger written before the `client` column existed (opened read-only, not migrated).
+    return column if has_client or by != "key" else "''"
 
 
 class SpendReport:
@@ -78,13 +80,16 @@ class SpendReport:
             self._aggregates = _AGGREGATES.format(**{c: c if c in columns else "0" for c in _NEWER})
         return self._conn
 
+    def _client_column(self) -> bool:
+        with self._lock:
+            self._connection()
+            return self._has_key
+
     def _select(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         with self._lock:
             conn = self._connection()
             if conn is None:
                 return []
-            if not self._has_key:  # a ledger written before the client column existed
-                sql = sql.replace("client", "NULL")
             cur = conn.execute(sql, params)
             names = [d[0] for d in cur.description]
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
@@ -93,7 +98,7 @@ class SpendReport:
         self, by: str, since: float, until: float | None = None, workspace: str | None = None
     ) -> list[dict[str, Any]]:
         """Per `by` value: attempts, successes, cached, tokens, cost, unknown-cost count."""
-        column = dimension(by)
+        column = dimension(by, self._client_column())
         where, params = _where(since, until, workspace)
         sql = (
             f"SELECT {column} AS {by}, {self._aggregates} FROM attempts {where} "
@@ -110,7 +115,7 @@ class SpendReport:
         bucket: str = "hour",
     ) -> list[dict[str, Any]]:
         """Cost and attempts per time bucket (start as Unix time `t`) and `by` value."""
-        column = dimension(by)
+        column = dimension(by, self._client_column())
         width = BUCKETS.get(bucket)
         if width is None:
             raise ValueError(f"unknown bucket {bucket!r}; choose one of {', '.join(BUCKETS)}")

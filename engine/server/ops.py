@@ -17,6 +17,8 @@ bound to a workspace sees that workspace's costs only. Explain and usage are cli
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import hmac
 import logging
 import time
@@ -197,8 +199,6 @@ def window(params: dict[str, str], now: float) -> tuple[float, float | None, str
 
 def parse_time(text: str, name: str) -> float:
     """A UTC date (YYYY-MM-DD, the day's start) or a Unix time in seconds."""
-    import datetime as dt
-
     try:
         return float(text)
     except ValueError:
@@ -282,8 +282,6 @@ async def usage(state: ServerState, request: HTTPRequest, who: Principal) -> Any
 
 
 def _with_client(call: ExternalCall, client: str) -> ExternalCall:
-    import dataclasses
-
     return dataclasses.replace(call, client=client)
 
 
