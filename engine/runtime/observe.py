@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from engine.endpoints import Endpoint
     from engine.runtime.call.walk import Candidate
-    from engine.runtime.state import LedgerRow
+    from engine.state.protocols import LedgerRow
 
 
 class AttemptObserver(Protocol):

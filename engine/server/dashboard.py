@@ -24,11 +24,11 @@ from starlette.responses import Response as HTTPResponse
 from starlette.routing import Route
 
 from engine.errors import RequestError
-from engine.runtime.budget import month_start
 from engine.server import ops
 from engine.server.auth import Principal
 from engine.server.common import ServerState, error_response
 from engine.server.errors import HTTPError
+from engine.state.money import month_start
 
 SERIES = ("model", "provider", "workspace", "key")
 #: What /dashboard/<name> may serve, and as what.
@@ -81,7 +81,9 @@ async def data(state: ServerState, request: HTTPRequest, who: Principal) -> dict
         "providers": await _providers(state),
         "breakers": _open_breakers(state),
         "failovers": report.failovers(since, 20),
-        "budgets": _budgets(state, report.totals("workspace", month_start(now), None, workspace)),
+        "budgets": await _budgets(
+            state, report.totals("workspace", month_start(now), None, workspace)
+        ),
     }
 
 
@@ -133,14 +135,14 @@ def _open_breakers(state: ServerState) -> dict[str, str]:
     return {k: v for k, v in (stats.get("breakers") or {}).items() if v != "closed"}
 
 
-def _budgets(state: ServerState, month_rows: list[dict[str, Any]]) -> dict[str, Any]:
+async def _budgets(state: ServerState, month_rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per workspace spent today / this month against the tightest route limits; per key."""
     engine: Any = state.engine
     limits = ops.budget_limits(state)
     workspaces = {}
     for row in month_rows:
         name = str(row["workspace"])
-        spent = engine.spent(name)
+        spent = await engine.aspent(name)
         workspaces[name] = {
             "day_usd": spent.get("day", 0.0),
             "month_usd": spent.get("month", 0.0),

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from engine.endpoints import Endpoint
     from engine.runtime.call.walk import Candidate
-    from engine.runtime.state import LedgerRow
+    from engine.state.protocols import LedgerRow
 
 #: Probes and scrapes: frequent, and nothing to follow.
 UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})

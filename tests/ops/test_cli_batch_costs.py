@@ -89,9 +89,9 @@ async def test_batch_usage_errors_exit_2(tmp_path: Path) -> None:
 @pytest.fixture
 def ledger(tmp_path: Path) -> Path:
     """A ledger with attempts today (two providers, two workspaces) and 40 days ago."""
-    from engine.runtime.clock import SystemClock
-    from engine.runtime.ledger import SQLiteLedger
-    from engine.runtime.state import LedgerRow
+    from engine.clock import SystemClock
+    from engine.state.ledger import SQLiteLedger
+    from engine.state.protocols import LedgerRow
 
     path = tmp_path / "ledger.sqlite3"
     now = dt.datetime.now(dt.UTC).timestamp()
@@ -142,8 +142,8 @@ async def test_costs_days_since_until_and_csv(ledger: Path) -> None:
 
 def test_ledger_rows_have_no_client_column_yet_still_read(tmp_path: Path) -> None:
     """A ledger written before the `client` column existed is migrated on open."""
-    from engine.runtime.clock import SystemClock
-    from engine.runtime.ledger import SQLiteLedger
+    from engine.clock import SystemClock
+    from engine.state.ledger import SQLiteLedger
 
     path = tmp_path / "old.sqlite3"
     SQLiteLedger(str(path), SystemClock()).close()

@@ -27,9 +27,9 @@ async def test_arecord_prices_an_outside_call_into_stats_ledger_and_budget(
             model="backup/gpt-4o-mini", input_tokens=5, output_tokens=0, outcome="timeout"
         )
         await eng.flush_ledger()
-        rows = eng._svc.ledger.totals("w", 0, "model")  # type: ignore[attr-defined]
+        rows = await eng._svc.ledger.totals("w", 0, "model")
         stats = eng.stats()
-        spent = eng.spent("w")
+        spent = await eng.aspent("w")
         with pytest.raises(UnknownModelError):
             await eng.arecord(model="nobody/none", input_tokens=1, output_tokens=1)
         with pytest.raises(RequestError):
