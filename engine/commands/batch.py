@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if len(todo) > len(pending):
         print(f"batch: {len(todo) - len(pending)} lines already answered in {out}", file=sys.stderr)
     try:
-        from engine.runtime.engine import Engine
+        from engine.assemble import Engine
 
         engine = Engine.from_config(args.config)
     except ConfigError as exc:
