@@ -149,6 +149,7 @@ def test_ledger_rows_have_no_client_column_yet_still_read(tmp_path: Path) -> Non
     SQLiteLedger(str(path), SystemClock()).close()
     with sqlite3.connect(path) as db:
         db.execute("ALTER TABLE attempts DROP COLUMN client")
+        db.execute("PRAGMA user_version = 1")  # as a ledger from before the column existed
     SQLiteLedger(str(path), SystemClock()).close()
     with sqlite3.connect(path) as db:
         columns = {row[1] for row in db.execute("PRAGMA table_info(attempts)")}
