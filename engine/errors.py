@@ -8,7 +8,10 @@ httpx translates its transports' errors.
     ├── ConfigError                    config files or objects are invalid (carries diagnostics)
     ├── RequestError                   the caller's request is invalid (HTTP 400)
     │   ├── UnknownPolicyError         no such policy (HTTP 404)
-    │   └── UnknownModelError          no such model / provider pin (HTTP 404)
+    │   ├── UnknownModelError          no such model / provider pin (HTTP 404)
+    │   └── UnservableRequestError     no candidate can ever serve it (a capability no
+    │                                  model has, more tokens than every window); also a
+    │                                  NoCandidateError
     ├── RoutingError                   no candidate could be chosen
     │   ├── NoCandidateError           every candidate was filtered out (lists why)
     │   └── BudgetExceededError        the request or workspace budget does not allow the call
@@ -25,6 +28,20 @@ httpx translates its transports' errors.
     │   ├── InvalidRequestError        400 that no other provider would accept either
     │   └── CircuitOpenError           the breaker is open; no network call was made
     └── AllCandidatesFailedError       every attempt failed; lists each attempt
+        └── All<Kind>Error             every attempt failed the same way, e.g.
+                                       AllRateLimitedError(AllCandidatesFailedError,
+                                       RateLimitedError)
+
+The final error of a call, when every attempt failed, follows one rule (`all_failed`):
+when every attempt failed with the same kind (the tries that went out; when none did,
+the refusals made here: open breakers, local rate limits), it is
+`AllCandidatesFailedError.of(kind)`: a subclass of both AllCandidatesFailedError and that
+kind's ProviderError class, with `.attempts`, and the provider, model, retry_after and
+phase of the last failure. So
+`except RateLimitedError`, `except ProviderTimeoutError`, the builtin `except
+TimeoutError` and `except AuthenticationError` catch a call where every attempt was of
+that kind, and `except AllCandidatesFailedError` still catches every such call. When the
+attempts differ, it is a plain AllCandidatesFailedError.
 
 No message ever contains an API key or a prompt: messages are built from provider names,
 statuses and provider error texts passed through `redact`.
@@ -136,6 +153,14 @@ class BudgetExceededError(RoutingError):
     status = 429
 
 
+class UnservableRequestError(RequestError, NoCandidateError):
+    """No candidate can ever serve the request as written: every one lacks a capability
+    it needs or a window for its tokens. A 400 (retrying cannot help), and still a
+    NoCandidateError with `eliminated` saying why for each model."""
+
+    status = 400
+
+
 class ProviderError(EngineError):
     """One attempt at one provider failed. Adapters raise these; the runtime decides what next."""
 
@@ -146,6 +171,10 @@ class ProviderError(EngineError):
     #: False when the request never left this machine (refused, unreachable, connect timed
     #: out, unsendable header): the provider did no work, so the attempt cost nothing.
     reached: bool = True
+    #: Which phase timed out (ProviderTimeoutError): "connect", "first_token", "total", or
+    #: "pool" (no pooled connection came free in time: local congestion, not the
+    #: provider's fault, so it never feeds a breaker). None for other errors.
+    phase: str | None = None
 
     def __init__(
         self,
@@ -169,6 +198,12 @@ class ProviderError(EngineError):
         name = type(self).__name__
         return f"{name}({str(self)!r}, provider={self.provider!r}, status={self.status})"
 
+    @property
+    def unreachable(self) -> bool:
+        """The provider itself could not be reached (refused, DNS, TLS, proxy, connect
+        timeout): true of every model it serves, so a call skips its other candidates."""
+        return not self.reached and self.kind in _UNREACHABLE_KINDS and self.phase != "pool"
+
 
 class RateLimitedError(ProviderError):
     retryable = True
@@ -183,7 +218,7 @@ class UnavailableError(ProviderError):
 
 
 class ProviderTimeoutError(ProviderError, TimeoutError):
-    """`phase` is "connect", "first_token" or "total".
+    """`phase` is "connect", "first_token", "total" or "pool" (see ProviderError.phase).
 
     Also a builtin TimeoutError, so code written as `except TimeoutError` keeps working.
     """
@@ -259,7 +294,10 @@ def _qualified(a: AttemptRecord) -> str:
 
 
 class AllCandidatesFailedError(EngineError):
-    """Every candidate failed; `attempts` lists each try in order."""
+    """Every candidate failed; `attempts` lists each try in order.
+
+    Build the final error of a call with `all_failed`, which picks the typed subclass
+    when every attempt failed the same way (see the rule in this module's docstring)."""
 
     status = 503
 
@@ -274,6 +312,71 @@ class AllCandidatesFailedError(EngineError):
         self.last_status = next(
             (a.status for a in reversed(self.attempts) if a.status is not None), None
         )
+
+    @staticmethod
+    def of(kind: str) -> type[AllCandidatesFailedError] | None:
+        """The subclass for calls whose every attempt failed with `kind` (None: no class
+        for that kind, e.g. a budget or a skip)."""
+        return _ALL_FAILED.get(kind)
+
+
+#: Outcomes of candidates passed over for reasons that say nothing about how calls fail.
+_NOT_TRIED = frozenset({"skipped", "disabled", "budget_exceeded", "context_window_exceeded"})
+
+
+def _failed_kinds(attempts: Sequence[AttemptRecord]) -> set[str]:
+    """How the calls failed: the outcomes of the tries that went out (they carry a key);
+    when none did, of the refusals made here (open breakers, local rate limits)."""
+    sent = {a.outcome for a in attempts if a.key_id is not None}
+    return sent or {a.outcome for a in attempts if a.outcome not in _NOT_TRIED}
+
+
+def all_failed(
+    attempts: Sequence[AttemptRecord], last: ProviderError | None = None
+) -> AllCandidatesFailedError:
+    """The final error of a call whose every attempt failed: `AllCandidatesFailedError.of`
+    the one kind they share (skips aside: `_failed_kinds`), carrying the provider, model,
+    phase and retry_after of `last` (the latest failure), else a plain
+    AllCandidatesFailedError."""
+    kinds = _failed_kinds(attempts)
+    typed = AllCandidatesFailedError.of(kinds.pop()) if len(kinds) == 1 else None
+    if typed is None:
+        return AllCandidatesFailedError(attempts)
+    err = typed(attempts)
+    if isinstance(err, ProviderError) and last is not None and last.kind == err.kind:
+        err.provider, err.model, err.code = last.provider, last.model, last.code
+        err.retry_after, err.phase, err.reached = last.retry_after, last.phase, last.reached
+    return err
+
+
+def _all_failed_class(cls: type[ProviderError]) -> type[AllCandidatesFailedError]:
+    """`All<Kind>Error(AllCandidatesFailedError, <Kind>Error)`: both at once. Its status is
+    the kind's; `str()` lists every attempt."""
+    name = "All" + cls.__name__.removeprefix("Provider")
+    typed = type(
+        name, (AllCandidatesFailedError, cls), {"status": cls.status, "__module__": __name__}
+    )
+    return typed
+
+
+_ALL_FAILED: dict[str, type[AllCandidatesFailedError]] = {
+    cls.kind: _all_failed_class(cls)
+    for cls in (
+        RateLimitedError,
+        UnavailableError,
+        ProviderTimeoutError,
+        ProtocolError,
+        AuthenticationError,
+        PermissionDeniedError,
+        ModelNotFoundError,
+        ContextWindowExceededError,
+        ContentFilteredError,
+        InvalidRequestError,
+        CircuitOpenError,
+    )
+}
+globals().update({c.__name__: c for c in _ALL_FAILED.values()})  # importable by name
+_UNREACHABLE_KINDS = frozenset({UnavailableError.kind, ProviderTimeoutError.kind})
 
 
 __all__ = [
@@ -300,5 +403,7 @@ __all__ = [
     "UnavailableError",
     "UnknownModelError",
     "UnknownPolicyError",
+    "UnservableRequestError",
+    "all_failed",
     "redact",
 ]

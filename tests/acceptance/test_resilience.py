@@ -81,6 +81,7 @@ async def test_retries_back_off_exponentially(tmp_path: Path) -> None:
     """Retry logic: exponential backoff 1 s -> 2 s -> 4 s -> 8 s, on the injected clock."""
     clock = FakeClock()
     route = "retries: {max_retries: 4, backoff_initial_s: 1, multiplier: 2, jitter: false}\n"
+    route += "fallback: {max_attempts: 6}\n"  # 5 tries of openai, 1 kept for the mock
     async with FakeOpenAI() as oa:
         oa.script([500, 500, 500, 500])
         eng = Engine.from_config(openai_then_mock(tmp_path, oa.url, route), clock=clock)

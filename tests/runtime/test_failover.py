@@ -58,7 +58,7 @@ async def test_backoff_is_exponential_and_uses_the_injected_clock() -> None:
     """Without jitter the sleeps are initial, initial*multiplier... on the FakeClock."""
     adapter = ScriptedAdapter({"m1": [ProviderTimeoutError("slow")] * 3 + ["ok"]})
     retry = RetryPlan(max_retries=3, backoff_initial_s=0.5, multiplier=2.0, jitter=False)
-    r = rig(three(retry=retry), adapter)
+    r = rig(three(retry=retry, max_attempts=10), adapter)
     resp = await r.engine.arun(ask(), policy="p")
     assert resp.model == "a/m1"
     assert r.clock.slept == [0.5, 1.0, 2.0]
@@ -102,12 +102,13 @@ async def test_kinds_outside_retry_on_are_not_retried() -> None:
 
 
 async def test_max_attempts_caps_calls_across_candidates() -> None:
-    """No more upstream calls than max_attempts, however many candidates remain."""
+    """No more upstream calls than max_attempts, however many candidates remain; retries
+    take only the tries the candidates still waiting do not need (each keeps one)."""
     adapter = ScriptedAdapter({m: [UnavailableError("x")] for m in ("m1", "m2", "m3")})
     r = rig(three(retry=NO_JITTER, max_attempts=4), adapter)
     with pytest.raises(AllCandidatesFailedError) as info:
         await r.engine.arun(ask(), policy="p")
-    assert adapter.called() == ["m1", "m1", "m1", "m2"]
+    assert adapter.called() == ["m1", "m1", "m2", "m3"]
     assert len(info.value.attempts) == 4
 
 

@@ -12,7 +12,8 @@ try is closed:
                              learned, breakers told, latency measured, the budget
                              reservation settled at the real cost
     ProviderError            failed: the lease settled with its input estimate, breakers
-                             told (health errors), a 429's pause shared with every request
+                             told (health errors; not a pool-wait timeout, which is
+                             local congestion), a 429's pause shared with every request
                              on the key, a rejected key retired, the reservation released
     anything else            aborted (cancelled, caller stopped a stream): everything given
                              back, nothing counted as a failure
@@ -143,7 +144,7 @@ class Attempt:
         svc, cand, held = self.admission.svc, self.cand, self.held
         latency = (svc.clock.monotonic() - held.started) * 1000
         await svc.limiter.settle(held.lease, held.lease.input_tokens, 0)
-        if exc.kind in BREAKER_KINDS:
+        if exc.kind in BREAKER_KINDS and exc.phase != "pool":  # a pool wait: congestion here
             plan = cand.route.breaker
             svc.breakers.failure(cand.provider.id, plan, exc.kind)
             svc.breakers.failure(cand.scored.model.id, plan, exc.kind)

@@ -4,11 +4,16 @@
         first try, bare        admitted, one adapter operation, closed (attempt.py)
         retries                the route's RetryPolicy (retry.py) through tenacity,
                                while the failure is retryable and the leg has tries left
+                               and while the leg has tries to spare (each candidate
+                               still waiting in it keeps one: Walk.no_spare)
         after the last failure auth error: another key of the provider, else skip the
-                               provider for this call; permission denied: skip the
-                               provider; context window: skip windows not larger;
-                               invalid request: fail the call at once (nobody would take it)
-    until one answers; else the final error: every attempt, or why nothing was tried
+                               provider for this call; permission denied, or the
+                               provider unreachable (refused, DNS, TLS, connect timeout;
+                               never retried): skip the provider; context window: skip
+                               windows not larger; invalid request: fail the call at once
+                               (nobody would take it)
+    until one answers; else the final error (errors.all_failed: typed when every attempt
+    failed the same way), or why nothing was tried
 
 The loop is resumable: a stream that breaks after it opened asks for the next answer and
 the walk continues where it stopped. What the loop returns is an `Answer`; finishing it
@@ -21,7 +26,6 @@ from contextlib import AsyncExitStack
 from typing import TypeVar
 
 from engine.errors import (
-    AllCandidatesFailedError,
     AuthenticationError,
     BudgetExceededError,
     ContextWindowExceededError,
@@ -30,6 +34,7 @@ from engine.errors import (
     NoCandidateError,
     PermissionDeniedError,
     ProviderError,
+    all_failed,
 )
 from engine.messages import Request
 from engine.plan.values import RoutePlan
@@ -47,12 +52,13 @@ T = TypeVar("T")
 class Failover:
     """The candidates of one call, tried in turn through one adapter operation."""
 
-    __slots__ = ("_rendered", "admission", "call", "svc", "trail", "walk")
+    __slots__ = ("_last", "_rendered", "admission", "call", "svc", "trail", "walk")
 
     def __init__(self, svc: Services, call: CallData, trail: Trail, walk: Walk) -> None:
         self.svc, self.call, self.trail, self.walk = svc, call, trail, walk
         self.admission = Admission(svc, call, trail)
         self._rendered: dict[int, Request] = {}
+        self._last: ProviderError | None = None  # the latest failure, for the final error
 
     async def answer(self, op: Operation[T]) -> Answer[T]:
         """The next candidate's answer; the final error when none is left.
@@ -72,6 +78,7 @@ class Failover:
                 except InvalidRequestError:
                     raise  # no other candidate would accept it either
                 except ProviderError as exc:
+                    self._last = exc
                     if not self._again(cand, exc):
                         break
         raise self.final_error()
@@ -82,10 +89,10 @@ class Failover:
         """The tries after a first one failed with `exc`, as the route's RetryPolicy
         decides; `exc` itself when it is not retried."""
         policy = self.svc.retries.of(cand.route.retry)
-        if self.walk.exhausted() or not policy.retries(exc):
+        if not policy.retries(exc) or self.walk.no_spare():
             raise exc
         failed: ProviderError | None = exc
-        async for attempt in policy.retrying(self.walk.exhausted):
+        async for attempt in policy.retrying(self.walk.no_spare):
             with attempt:
                 if failed is not None:  # the bare try, replayed as tenacity's attempt 1
                     first, failed = failed, None
@@ -122,13 +129,15 @@ class Failover:
     def _again(self, cand: Candidate, exc: ProviderError) -> bool:
         """After a candidate's tries failed with `exc`: try it again (with another key of
         its provider), or move on (False), noting what the failure rules out."""
-        provider = cand.provider
+        provider, walk = cand.provider, self.walk
         if isinstance(exc, AuthenticationError):
-            if provider.keys and self.svc.good_keys(provider) and not self.walk.exhausted():
+            if provider.keys and self.svc.good_keys(provider) and not walk.exhausted():
                 return True
-            self.walk.rule_out_provider(provider.id)
+            walk.rule_out_provider(provider.id, "provider refused this request's credentials")
         elif isinstance(exc, PermissionDeniedError):
-            self.walk.rule_out_provider(provider.id)
+            walk.rule_out_provider(provider.id, "provider refused this request's credentials")
+        elif exc.unreachable:
+            walk.rule_out_provider(provider.id, f"provider unreachable this call: {exc}")
         elif isinstance(exc, ContextWindowExceededError):
             self.walk.rule_out_window(cand.scored.model.context_window)
         return False
@@ -147,4 +156,4 @@ class Failover:
             )
         if not attempts:
             return NoCandidateError("no candidate could be tried", self.trail.eliminated)
-        return AllCandidatesFailedError(attempts)
+        return all_failed(attempts, self._last)

@@ -1,11 +1,14 @@
 """A route's retry plan, compiled once into tenacity's composed objects.
 
     retry   retry_if_exception(kind in retry_on) & retry_if_exception(Retry-After <= cap)
-            (a provider asking for a longer pause than the cap is better failed over from)
+            (a provider asking for a longer pause than the cap is better failed over from;
+            one that cannot be reached at all is never retried: another provider is
+            likelier to answer than the same refused address a moment later)
     wait    wait_retry_after(otherwise = backoff), where backoff is wait_exponential
             (initial * multiplier ** n, capped at backoff_max_s), with equal jitter when
             the plan asks for it (half the wait fixed, half drawn from the engine's rng)
-    stop    stop_after_attempt(max_retries + 1) | stop_when(the leg spent max_attempts)
+    stop    stop_after_attempt(max_retries + 1) | stop_when(the leg has no try to spare:
+            those left are owed to the candidates still waiting)
     sleep   the engine's injected clock, so tests never wait
 
 The first try at a candidate runs bare (see failover.py); when it fails, `AsyncRetrying`
@@ -99,7 +102,12 @@ class RetryPolicy:
         return self._retrying.copy(stop=self.stop | stop_when(spent))
 
     def _kind_retried(self, exc: BaseException) -> bool:
-        return isinstance(exc, ProviderError) and exc.retryable and exc.kind in self.plan.retry_on
+        return (
+            isinstance(exc, ProviderError)
+            and exc.retryable
+            and exc.kind in self.plan.retry_on
+            and not exc.unreachable
+        )
 
     def _pause_ok(self, exc: BaseException) -> bool:
         after = exc.retry_after if isinstance(exc, ProviderError) else None

@@ -6,15 +6,19 @@
     request.fallbacks[i]    resolved only when the walk reaches it, same order inside
 
 A leg (the primary target, or one request fallback) may spend at most its route's
-`max_attempts` tries. Each model is tried once per call (later duplicates are dropped), and
-static eligibility needs no network: the provider enabled and not ruled out for this
-request, a context window larger than one that already proved too small, a worst-case cost
-within the request's and the route's per-request cap. Every candidate passed over for a
-reason is recorded in the trail.
+`max_attempts` tries, and a candidate may be retried only with tries to spare: as many as
+are left in the leg must stay for the candidates still waiting in it (its ranking, chain
+and fallback_policy), so each of them gets its turn (`no_spare`). Each model is tried once
+per call (later duplicates are dropped), and static eligibility needs no network: the
+provider enabled and not ruled out for this call (credentials refused, unreachable), a
+context window larger than one that already proved too small, a worst-case cost within
+the request's and the route's per-request cap. Every candidate passed over for a reason
+is recorded in the trail.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Generator, Iterator
 from typing import NamedTuple
 
@@ -59,12 +63,16 @@ class Walk:
     """
 
     __slots__ = (
+        "_ahead",
+        "_at_leg",
         "_candidates",
         "_handed",
         "_in_leg",
         "_leg_max",
+        "_maxes",
         "_min_window",
         "_skip_providers",
+        "_skip_reasons",
         "_tried",
         "call",
         "primary",
@@ -75,8 +83,12 @@ class Walk:
     def __init__(self, svc: Services, call: CallData, trail: Trail, target: str | None) -> None:
         self.svc, self.call, self.trail = svc, call, trail
         self._in_leg = self._leg_max = self._min_window = self._handed = 0
+        self._at_leg = -1  # the leg of the candidate handed out last
         self._skip_providers = _NONE
+        self._skip_reasons: dict[str, str] = {}
         self._tried: set[str] = set()
+        self._maxes: dict[int, int] = {}  # leg -> its route's max_attempts
+        self._ahead: deque[Candidate] = deque()  # pulled by no_spare(), not yet handed out
         for fallback in call.request.fallbacks:  # a typo must fail now, not be skipped
             check(call.plan, fallback)
         self.primary = self._primary(target)
@@ -105,12 +117,17 @@ class Walk:
     def __next__(self) -> tuple[int, Candidate]:
         """The next candidate worth a try (its leg has tries left and it is eligible), with
         its fallback index: how many candidates were handed out before it."""
-        for cand in self._candidates:
+        ahead, candidates = self._ahead, self._candidates
+        while True:
+            cand = ahead.popleft() if ahead else next(candidates, None)
+            if cand is None:
+                raise StopIteration
+            if cand.leg != self._at_leg:  # a new leg: its own count of tries
+                self._at_leg, self._in_leg, self._leg_max = cand.leg, 0, self._maxes[cand.leg]
             if self._in_leg < self._leg_max and self._eligible(cand):
                 index = self._handed
                 self._handed += 1
                 return index, cand
-        raise StopIteration
 
     def close(self) -> None:
         """End the walk. Its suspended generator frame refers back to this object; closing
@@ -129,8 +146,8 @@ class Walk:
             yield from self._leg(leg, i)
 
     def _leg(self, leg: Leg, index: int) -> Generator[Candidate, None, None]:
-        """One leg's candidates; its try count starts when the walk reaches it."""
-        self._in_leg, self._leg_max = 0, leg.route.max_attempts
+        """One leg's candidates; its try count starts when its first one is handed out."""
+        self._maxes[index] = leg.route.max_attempts
         if leg.pin is not None:
             return self._pin(leg.pin, leg.route, index)
         assert leg.selection is not None
@@ -186,9 +203,33 @@ class Walk:
         """The current leg has spent its max_attempts."""
         return self._in_leg >= self._leg_max
 
-    def rule_out_provider(self, provider: str) -> None:
-        """The provider refused this request's credentials: skip its other models."""
+    def no_spare(self) -> bool:
+        """No try of the current leg to spare for a retry: those left are owed, one each,
+        to the candidates still waiting in the leg. Looks ahead (a failure's path only)."""
+        left = self._leg_max - self._in_leg
+        return left <= 0 or left <= self._waiting()
+
+    def _waiting(self) -> int:
+        """How many distinct candidates of the current leg could still get a try."""
+        ahead = self._ahead
+        while not ahead or ahead[-1].leg == self._at_leg:  # pull the rest of the leg
+            cand = next(self._candidates, None)
+            if cand is None:
+                break
+            ahead.append(cand)
+        waiting: set[str] = set()
+        for c in ahead:
+            if c.leg != self._at_leg:
+                break
+            mid, p = c.scored.model.id, c.provider
+            if mid not in self._tried and p.enabled and p.id not in self._skip_providers:
+                waiting.add(mid)
+        return len(waiting)
+
+    def rule_out_provider(self, provider: str, why: str) -> None:
+        """The provider cannot serve this call (`why`): skip its other models."""
         self._skip_providers |= {provider}
+        self._skip_reasons[provider] = why
 
     def rule_out_window(self, window: int) -> None:
         """The prompt did not fit `window` tokens: skip models whose window is not larger."""
@@ -205,7 +246,7 @@ class Walk:
         if not p.enabled:
             why = "disabled", p.disabled_reason or "provider disabled"
         elif p.id in self._skip_providers:
-            why = "skipped", "provider refused this request's credentials"
+            why = "skipped", self._skip_reasons[p.id]
         elif self._min_window and m.context_window <= self._min_window:
             why = "context_window_exceeded", "context window not larger"
         elif not self._within_budget(cand):
