@@ -140,6 +140,10 @@ def serve(settings: ServerSettings) -> None:
         timeout_keep_alive=settings.idle_timeout_s,  # a float works as well as an int
         server_header=False,
         http=GuardedHttpToolsProtocol,
+        # A worker answers the supervisor's health pings only once it has unpickled this
+        # Config, which imports the engine (seconds on a loaded machine); uvicorn's 5 s
+        # default killed every worker of `--workers 2` there before it could start.
+        timeout_worker_healthcheck=60,
     )
     server = uvicorn.Server(config)
     if config.workers > 1:
