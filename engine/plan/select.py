@@ -10,7 +10,7 @@ afterwards; dynamic strategies keep their static prior order here.
 
 from __future__ import annotations
 
-from engine.errors import NoCandidateError, UnknownPolicyError
+from engine.errors import NoCandidateError, UnknownPolicyError, UnservableRequestError
 from engine.frozen import builder
 from engine.plan.compiled import Plan
 from engine.plan.strategies import REGISTRY, Row
@@ -108,7 +108,8 @@ def rank(
         )  # fmt: skip
     eliminated = leaf.eliminated + tuple(dropped) if dropped else leaf.eliminated
     if not ranked and not chain and route.fallback_policy is None:
-        raise NoCandidateError(_no_candidate_message(policy, eliminated), dict(eliminated))
+        error = UnservableRequestError if _unservable(dropped) else NoCandidateError
+        raise error(_no_candidate_message(policy, eliminated), dict(eliminated))
     return _selection(
         policy=policy,
         rule=rule,
@@ -161,12 +162,24 @@ def _checked(
     return kept
 
 
+_MISSING, _WINDOW = "missing capability: ", "context window "
+
+
 def _check(cand: Candidate, required: frozenset[str], need: int) -> str | None:
     if required and not required <= cand.capabilities:
-        return "missing capability: " + ", ".join(sorted(required - cand.capabilities))
+        return _MISSING + ", ".join(sorted(required - cand.capabilities))
     if need > cand.context_window:
-        return f"context window {cand.context_window} < {need} tokens needed"
+        return f"{_WINDOW}{cand.context_window} < {need} tokens needed"
     return None
+
+
+def _unservable(dropped: list[tuple[str, str]]) -> bool:
+    """Every candidate this request ruled out lacked a capability it needs or a window
+    for its tokens: no retry or budget can help (a 400, not a 503). The candidates the
+    route left out statically (filters, disabled providers) are not this request's doing."""
+    return bool(dropped) and all(
+        why.removeprefix("fallback chain: ").startswith((_MISSING, _WINDOW)) for _, why in dropped
+    )
 
 
 def _over_budget(worst: float | None, limit: float) -> str | None:

@@ -25,6 +25,7 @@ from engine.errors import (
     RoutingError,
     UnknownModelError,
     UnknownPolicyError,
+    UnservableRequestError,
     redact,
 )
 
@@ -86,6 +87,10 @@ def _not_found(exc: BaseException) -> HTTPError:
     return HTTPError(404, str(exc), "invalid_request_error", "model_not_found", "model")
 
 
+def _unservable(exc: BaseException) -> HTTPError:
+    return HTTPError(400, str(exc), "invalid_request_error", "no_candidate_can_serve")
+
+
 def _budget(exc: BaseException) -> HTTPError:
     return HTTPError(429, str(exc), "insufficient_quota", "budget_exceeded")
 
@@ -145,6 +150,7 @@ HANDLERS: dict[type[BaseException], Callable[[BaseException], HTTPError]] = {
     UnknownModelError: _not_found,
     RoutingError: _routing,
     NoCandidateError: _no_candidate,
+    UnservableRequestError: _unservable,
     BudgetExceededError: _budget,
     ProviderError: _provider,
     AllCandidatesFailedError: _all_failed,

@@ -277,3 +277,25 @@ async def test_models_endpoint_lists_config(stack: Stack) -> None:
     async with stack.running.client() as client:
         ids = {m.id async for m in client.models.list()}
     assert {"chat", "primary/gpt-4o-mini", "backup/gpt-4o-mini"} <= ids
+
+
+async def test_a_request_no_candidate_can_serve_is_a_400_naming_why(stack: Stack) -> None:
+    """An image for text-only models, or max_tokens beyond every window, is the caller's
+    request (the SDK does not retry a 400), not a 503 outage; the message says why."""
+    image = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "what is this?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+            ],
+        }
+    ]
+    async with stack.running.client() as client:
+        with pytest.raises(openai.BadRequestError) as vision:
+            await client.chat.completions.create(model="chat", messages=image)  # type: ignore[arg-type]
+        with pytest.raises(openai.BadRequestError) as window:
+            await client.chat.completions.create(model="chat", messages=MSG, max_tokens=500_000)
+    assert vision.value.status_code == 400 and "missing capability: vision" in str(vision.value)
+    assert window.value.status_code == 400 and "context window" in str(window.value)
+    assert stack.primary.requests == [] and stack.backup.requests == []

@@ -10,6 +10,8 @@ from engine.errors import (
     AttemptRecord,
     BudgetExceededError,
     RequestError,
+    UnservableRequestError,
+    all_failed,
 )
 from tests.server.conftest import Running
 
@@ -147,6 +149,20 @@ async def test_unknown_policy_on_stream_is_not_found(server: Running) -> None:
             AllCandidatesFailedError([AttemptRecord("a", "a/x", "rate_limited", status=429)]),
             openai.RateLimitError, 429,
         ),
+        # the typed final errors (errors.all_failed) keep the same statuses
+        (
+            all_failed([AttemptRecord("a", "a/x", "rate_limited", status=429, key_id="a#0")] * 2),
+            openai.RateLimitError, 429,
+        ),
+        (
+            all_failed([AttemptRecord("a", "a/x", "timeout", key_id="a#0")]),
+            openai.InternalServerError, 504,
+        ),
+        (
+            all_failed([AttemptRecord("a", "a/x", "authentication", status=401, key_id="a#0")]),
+            openai.InternalServerError, 502,
+        ),
+        (UnservableRequestError("no candidate can serve: vision"), openai.BadRequestError, 400),
     ],
 )  # fmt: skip
 async def test_engine_errors_map_to_sdk_errors(
