@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -45,6 +46,7 @@ async def test_replicas_share_budget_cache_and_ledger(
         Engine.from_config(cfg, state_url=redis_srv.url, ledger_url=ledger_url) for _ in range(3)
     ]
     answered, refused = [], 0
+    by_replica: dict[int, Any] = {}  # replica index -> one answer it gave
 
     async def call(i: int) -> None:
         nonlocal refused
@@ -54,11 +56,14 @@ async def test_replicas_share_budget_cache_and_ledger(
             refused += 1
             return
         answered.append(r)
+        by_replica.setdefault(i % 3, r)
 
     try:
         await asyncio.gather(*(call(i) for i in range(120)))
-        hit = await engines[2].arun(ask("question 0", metadata={"workspace": "acme"}))
         spent = await engines[1].aspent("acme")
+        # a question replica 0 answered, asked again on replica 2
+        asked = by_replica[0].content.removeprefix("smart heard: ")
+        hit = await engines[2].arun(ask(asked, metadata={"workspace": "acme"}))
         for eng in engines:
             await eng.aclose()
         total = sum(r.cost_usd or 0 for r in answered)
