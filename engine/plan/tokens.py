@@ -75,13 +75,21 @@ WEIGHTS: tuple[tuple[bytes, float], ...] = (
     (b"a" * 12, 4.76),  # a run of 12 lowercase letters (non-overlapping): a random blob
 )
 CONSTANT = 3.0  # per text
+#: Up to this many bytes a text is counted as one token per byte. Every token of these
+#: byte-level tokenizers covers at least one byte, so that is a true upper bound, off by at
+#: most this many tokens; it saves the short messages most requests carry the weighted
+#: count's passes (measured: 14 -> 0.3 us for a 22-character message).
+SHORT_BYTES = 64
 
 
 def text_tokens(text: str) -> int:
     """At least as many tokens as the text has for cl100k, o200k or Claude (rounded up)."""
     if not text:
         return 0
-    kinds = text.encode("utf-8", "surrogatepass").translate(_CLASSES)
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= SHORT_BYTES:
+        return len(raw)
+    kinds = raw.translate(_CLASSES)
     total = CONSTANT
     for pattern, weight in WEIGHTS:
         total += kinds.count(pattern) * weight
