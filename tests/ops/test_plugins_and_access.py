@@ -42,7 +42,8 @@ async def test_plugins_change_the_request_annotate_the_answer_and_see_errors(
         workspaces = {w for (w,) in db.execute("SELECT workspace FROM attempts")}
     assert workspaces == {"plugged"}
     assert failed.status_code == 503
-    assert errors.read_text().split() == ["AllCandidatesFailedError"]
+    # every attempt failed the same way: the typed final error (errors.all_failed)
+    assert errors.read_text().split() == ["AllUnavailableError"]
 
 
 def test_a_bad_plugin_path_stops_serve_with_a_diagnostic(tmp_path: Path) -> None:
