@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from engine.state.postgres_ledger import TABLE
 from engine.testing.fakes import FakeOpenAI, Fault
 from engine.testing.servers import PostgresServer, RedisServer, free_port
+from tests.server.test_process import _wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = """\
@@ -62,20 +63,6 @@ class Replicas:
     upstream: FakeOpenAI
     env: dict[str, str]
     config: Path
-
-
-async def _ready(url: str, proc: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient(timeout=1) as http:
-        for _ in range(1500):
-            if proc.poll() is not None:
-                raise AssertionError(f"replica exited early with {proc.returncode}")
-            try:
-                if (await http.get(f"{url}/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.02)
-    raise AssertionError("replica never became ready")
 
 
 async def _reset(redis_url: str, pg_url: str) -> None:
@@ -117,7 +104,7 @@ async def replicas(
                 procs.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=log))
                 urls.append(f"http://127.0.0.1:{port}")
             for url, proc in zip(urls, procs, strict=True):
-                await _ready(url, proc)
+                await _wait_ready(url, proc)
             yield Replicas(urls, procs, upstream, env, config)
         finally:
             for proc in procs:
