@@ -62,7 +62,7 @@ def timeouts_of(spec: TimeoutsSpec | None, base: Timeouts | None = None) -> Time
 
 
 def _provider(pid: str, spec: ProviderSpec, cs: ConfigSet, env: Mapping[str, str]) -> ProviderPlan:
-    keys = tuple(_keys(pid, spec))
+    keys = tuple(_keys(pid, spec, cs.refs))
     base_url = env.get(base_url_variable(pid)) or spec.base_url
     if spec.protocol == "mock" and not base_url:
         base_url = MOCK_BASE_URL
@@ -95,11 +95,14 @@ def _option(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _keys(pid: str, spec: ProviderSpec) -> Iterator[KeyPlan]:
-    entries: list[KeySpec | str] = [spec.api_key] if spec.api_key is not None else []
-    entries += spec.keys
+def _keys(pid: str, spec: ProviderSpec, refs: Mapping[str, str]) -> Iterator[KeyPlan]:
+    prefix = join_path("providers", pid)
+    entries: list[tuple[KeySpec | str, str]] = []
+    if spec.api_key is not None:
+        entries.append((spec.api_key, join_path(prefix, "api_key")))
+    entries += [(e, join_path(join_path(prefix, "keys"), i)) for i, e in enumerate(spec.keys)]
     default = spec.limits
-    for i, entry in enumerate(e for e in entries if _key_text(e)):
+    for i, (entry, path) in enumerate((e, p) for e, p in entries if _key_text(e)):
         limits = entry if isinstance(entry, KeySpec) else default
         yield KeyPlan(
             id=f"{pid}#{i}",
@@ -107,6 +110,7 @@ def _keys(pid: str, spec: ProviderSpec) -> Iterator[KeyPlan]:
             rpm=_limit(limits, default, "rpm"),
             input_tpm=_limit(limits, default, "input_tpm"),
             output_tpm=_limit(limits, default, "output_tpm"),
+            env=refs.get(join_path(path, "key") if isinstance(entry, KeySpec) else path),
         )
 
 

@@ -27,12 +27,15 @@ class Interpolation:
 
     data: Any
     unset: dict[str, list[str]] = field(default_factory=dict)  # json path -> variable names
+    #: json path -> the variable a whole value came from (`api_key: ${OPENAI_API_KEY}`), so
+    #: the runtime can re-read a rotated key without a restart.
+    refs: dict[str, str] = field(default_factory=dict)
 
 
 def interpolate(data: Any, env: Mapping[str, str]) -> Interpolation:
     """Replace every `${VAR}` in string values; record which paths used unset variables."""
     result = Interpolation(None)
-    result.data = _walk(data, "", env, result.unset)
+    result.data = _walk(data, "", env, result)
     return result
 
 
@@ -46,19 +49,19 @@ def base_url_variable(provider_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", provider_id).upper() + "_BASE_URL"
 
 
-def _walk(value: Any, path: str, env: Mapping[str, str], unset: dict[str, list[str]]) -> Any:
+def _walk(value: Any, path: str, env: Mapping[str, str], into: Interpolation) -> Any:
     # Containers without any `${` are returned as they are (nothing to copy), and paths are
     # only joined on the way to a substitution: most of a big config has neither.
     if isinstance(value, dict):
         if not _has_ref(value):
             return value
-        return {k: _walk(v, join_path(path, k), env, unset) for k, v in value.items()}
+        return {k: _walk(v, join_path(path, k), env, into) for k, v in value.items()}
     if isinstance(value, list):
         if not _has_ref(value):
             return value
-        return [_walk(v, join_path(path, i), env, unset) for i, v in enumerate(value)]
+        return [_walk(v, join_path(path, i), env, into) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
-        return _substitute(value, path, env, unset)
+        return _substitute(value, path, env, into)
     return value
 
 
@@ -73,7 +76,9 @@ def _has_ref(value: Any) -> bool:
     return False
 
 
-def _substitute(text: str, path: str, env: Mapping[str, str], unset: dict[str, list[str]]) -> Any:
+def _substitute(text: str, path: str, env: Mapping[str, str], into: Interpolation) -> Any:
+    unset = into.unset
+
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         found = env.get(name)
@@ -85,7 +90,10 @@ def _substitute(text: str, path: str, env: Mapping[str, str], unset: dict[str, l
         return ""
 
     out = _REF.sub(replace, text)
-    whole = _REF.fullmatch(text) is not None
+    ref = _REF.fullmatch(text)
+    whole = ref is not None
+    if ref is not None:
+        into.refs[path] = ref.group(1)
     if whole and out and "key" not in path and "url" not in path:
         return _retype(out)
     return out

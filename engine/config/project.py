@@ -39,6 +39,7 @@ class ConfigSet:
     policies: dict[str, PolicyEntry] = field(default_factory=dict)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     unset: dict[str, list[str]] = field(default_factory=dict)  # models.yaml path -> env vars
+    refs: dict[str, str] = field(default_factory=dict)  # models.yaml path -> its `${VAR}`
     source: str = ""
 
 
@@ -115,7 +116,7 @@ def add_models(cs: ConfigSet, doc: Document, env: Mapping[str, str] | None) -> N
         return
     interp = interpolate(doc.data, os.environ if env is None else env)
     doc = Document(doc.source, interp.data, doc.marks)
-    cs.models_doc, cs.unset = doc, interp.unset
+    cs.models_doc, cs.unset, cs.refs = doc, interp.unset, interp.refs
     spec, problems = _parse(doc, "models")
     cs.diagnostics.extend(problems)
     cs.models = spec if isinstance(spec, ModelsSpec) else None

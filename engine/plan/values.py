@@ -67,6 +67,9 @@ class KeyPlan:
     rpm: int | None = None
     input_tpm: int | None = None
     output_tpm: int | None = None
+    #: The environment variable the key was read from (`${OPENAI_API_KEY}`), re-read when
+    #: the provider rejects the key, so a rotated key is used without a restart.
+    env: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -401,7 +401,7 @@ class Engine:
         if not isinstance(plan, Plan):
             raise TypeError(f"reload expects a Plan, got {type(plan).__name__}")
         plan = with_default_policy(plan, self._default_policy)
-        self._svc.bad_keys.clear()
+        self._svc.keys.clear()
         self._register_keys(plan)
         self._svc.cache.resize(cache_size(plan))
         self._plan = plan

@@ -9,6 +9,7 @@ recently, the endpoints and compiled retry policies built so far.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from engine.plan.values import Features, KeyPlan, ProviderPlan, Selection
 from engine.providers.base import Adapter
 from engine.runtime.breaker import BreakerBoard
 from engine.runtime.call.retry import RetryPolicies
+from engine.runtime.keys import KeyBook
 from engine.runtime.observe import AttemptObserver
 from engine.runtime.stats import Stats
 from engine.runtime.strategies import StrategyState
@@ -57,7 +59,8 @@ class Services:
     stats: Stats
     #: Breaker openings shared with other replicas (None: breakers are this process's own).
     breaker_signal: BreakerSignal | None = None
-    bad_keys: dict[str, float] = field(default_factory=dict)  # key id -> retired until
+    #: Keys rejected with 401 (cooling down, probed again) or rotated in the environment.
+    keys: KeyBook = field(default_factory=lambda: KeyBook(os.environ))
     background: set[asyncio.Task[Any]] = field(default_factory=set)
     endpoints: dict[tuple[int, ...], tuple[tuple[Any, ...], Endpoint]] = field(default_factory=dict)
     keyless: dict[str, tuple[KeyPlan, ...]] = field(default_factory=dict)  # provider id -> label
@@ -83,7 +86,13 @@ class Services:
                     KeyPlan(id=f"{provider.id}#none", secret=None),
                 )
             return label
-        if not self.bad_keys:
+        book = self.keys
+        if not book.cooling and not book.rotated:
             return provider.keys
-        now = self.clock.monotonic()
-        return tuple(k for k in provider.keys if self.bad_keys.get(k.id, 0.0) <= now)
+        return book.usable(provider, self.clock.monotonic())
+
+    def forget_key(self, key_id: str) -> None:
+        """Drop the endpoints built with a key whose value was replaced (the old header)."""
+        stale = [i for i, (parts, _) in self.endpoints.items() if parts[2].id == key_id]
+        for ident in stale:
+            del self.endpoints[ident]

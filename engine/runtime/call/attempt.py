@@ -14,7 +14,8 @@ try is closed:
     ProviderError            failed: the lease settled with its input estimate, breakers
                              told (health errors; not a pool-wait timeout, which is
                              local congestion), a 429's pause shared with every request
-                             on the key, a rejected key retired, the reservation released
+                             on the key, a rejected key cooled down or replaced by its
+                             rotated value (runtime/keys.py), the reservation released
     anything else            aborted (cancelled, caller stopped a stream): everything given
                              back, nothing counted as a failure
 
@@ -37,8 +38,6 @@ from engine.state.protocols import LedgerRow
 
 #: Error kinds that say something about an upstream's health (they feed the breakers).
 BREAKER_KINDS = frozenset({"unavailable", "timeout", "protocol_error"})
-#: How long a key rejected with 401 is left out before it is tried again.
-BAD_KEY_COOLDOWN_S = 300.0
 
 # Every try records one of each; builder() skips a frozen dataclass's per-field
 # object.__setattr__, which measured >1 us a call for these two (engine/frozen.py).
@@ -93,6 +92,8 @@ class Attempt:
             else await admission.admit(cand, self.index)
         )
         self.endpoint = admission.endpoint(cand, held.lease.key)
+        if admission.svc.keys.cooling:  # a key whose cooldown is over: this try probes it
+            admission.svc.keys.claim(held.lease.key.id, self)
         admission.svc.strategies.begin(cand.scored.model.id)
         observer = admission.svc.observer
         if observer is not None:
@@ -135,6 +136,8 @@ class Attempt:
             svc.breakers.success(pid)
             svc.breakers.success(mid)
         svc.strategies.observe_latency(mid, latency, self.ttft_ms)
+        if svc.keys.cooling:
+            svc.keys.answered(held.lease.key.id)
         self._record("ok", None, None, latency, usage, cost)
         r = held.reservation
         if r is not None:
@@ -154,8 +157,12 @@ class Attempt:
             # Every request holding this key should pause, not only the one that was told.
             info = RateLimitInfo(retry_after_s=exc.retry_after)
             await svc.limiter.observe(cand.provider.id, held.lease.key.id, info)
+        key = held.lease.key
         if isinstance(exc, AuthenticationError) and cand.provider.keys:
-            svc.bad_keys[held.lease.key.id] = svc.clock.monotonic() + BAD_KEY_COOLDOWN_S
+            if svc.keys.rejected(key, svc.clock.monotonic(), self):
+                svc.forget_key(key.id)
+        elif svc.keys.cooling:
+            svc.keys.released(key.id, self)
         if self.partial is not None:  # cut mid-stream: the provider bills what it sent
             usage = self.partial()
             cost = self._price(usage)
@@ -173,6 +180,8 @@ class Attempt:
         svc, held = self.admission.svc, self.held
         await svc.limiter.release(held.lease)
         self.admission.abandon(self.cand)
+        if svc.keys.cooling:
+            svc.keys.released(held.lease.key.id, self)
         latency = (svc.clock.monotonic() - held.started) * 1000
         if self.partial is not None:
             # A stream the caller abandoned: the provider bills the prompt and what it
