@@ -93,7 +93,7 @@ class ProviderOptions(Mapping[str, str]):
 
     # Mapping's own `get` and `in` go through __getitem__ and a caught KeyError, about 1.5 us
     # for an absent option; the adapters ask for absent ones on every call (bench.runtime).
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return self._data.get(name, default)
 
     def __contains__(self, name: object) -> bool:
