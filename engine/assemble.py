@@ -58,6 +58,7 @@ from engine.state.protocols import (
 )
 from engine.state.ratelimit import InProcessRateLimiter
 from engine.state.sqlite_budget import SQLiteBudgetStore
+from engine.state.sqlite_ratelimit import SQLiteRateLimiter
 
 __all__ = [
     "Engine",
@@ -68,6 +69,7 @@ __all__ = [
     "default_ledger_path",
     "explain",
     "for_workers",
+    "limits_path",
     "load_plan",
     "run",
     "stream",
@@ -90,6 +92,11 @@ def default_ledger_path(config: str | os.PathLike[str]) -> Path:
 def budgets_path(config: str | os.PathLike[str]) -> Path:
     """The shared budget file of a multi-worker server: beside the ledger."""
     return default_ledger_path(config).with_name("budgets.sqlite3")
+
+
+def limits_path(config: str | os.PathLike[str]) -> Path:
+    """The shared rate-limit file of a multi-worker server: beside the ledger."""
+    return default_ledger_path(config).with_name("limits.sqlite3")
 
 
 def load_plan(config: Path) -> tuple[Plan, list[Diagnostic]]:
@@ -233,9 +240,10 @@ def for_workers(
     With a shared state URL ($ENGINE_STATE_URL) every worker, like every replica, uses
     it, and nothing is split. Without one, state that guards money and providers must
     still hold across the workers: budgets go to one SQLite file they all share
-    (`budgets_path`), and each worker takes 1/N of every rate limit, so together they stay
-    within it. Breakers, latency figures and the cache stay per worker: those only cost a
-    little accuracy."""
+    (`budgets_path`), rate limits to another (`limits_path`: one window per key for all
+    workers, whichever worker the kernel hands a connection to); a worker falls back to
+    1/N of every limit only while that file cannot be used. Breakers, latency figures and
+    the cache stay per worker: those only cost a little accuracy."""
     urls = {"state_url": state_url, "ledger_url": ledger_url}
     if workers <= 1 or state_url or os.environ.get("ENGINE_STATE_URL"):
         return Engine.from_config(config, **urls)
@@ -245,7 +253,9 @@ def for_workers(
         **urls,
         clock=clock,
         budget=SQLiteBudgetStore(budgets_path(config), clock),  # seeded by the engine
-        rate_limiter=InProcessRateLimiter(clock, share=1.0 / workers),
+        rate_limiter=SQLiteRateLimiter(
+            limits_path(config), clock, InProcessRateLimiter(clock, share=1.0 / workers)
+        ),
     )
 
 

@@ -14,7 +14,7 @@ import logging
 
 from starlette.applications import Starlette
 
-from engine.assemble import budgets_path, for_workers, load_plan
+from engine.assemble import budgets_path, for_workers, limits_path, load_plan
 from engine.plan.compiled import Plan
 from engine.server.app import create_app
 from engine.server.orphan import exit_with_parent
@@ -49,7 +49,7 @@ def banner(plan: Plan, settings: ServerSettings) -> str:
     elif settings.workers > 1:
         lines.append(
             f"  {settings.workers} workers: budgets shared in {budgets_path(settings.config_dir)}, "
-            f"each worker takes 1/{settings.workers} of every rate limit"
+            f"rate limits in {limits_path(settings.config_dir)}"
         )
     if settings.ledger_url and settings.ledger_url.startswith(("postgresql://", "postgres://")):
         lines.append("  ledger: Postgres (ledger_url)")

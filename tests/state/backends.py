@@ -13,6 +13,7 @@ the clock run on the others.
 from __future__ import annotations
 
 import itertools
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from engine.state.protocols import BudgetStore, Ledger, RateLimiter
 from engine.state.ratelimit import InProcessRateLimiter
 from engine.state.redis_budget import RedisBudgetStore
 from engine.state.sqlite_budget import SQLiteBudgetStore
+from engine.state.sqlite_ratelimit import SQLiteRateLimiter
 from engine.testing.ledger import CapturingLedger
 from engine.testing.recording import RecordingRateLimiter
 
@@ -87,9 +89,19 @@ LEDGERS: dict[str, LedgerFactory] = {
     ),
 }
 
+
+def _sqlite_limiter(clock: Clock) -> RateLimiter:
+    """A SQLite limiter on a file of its own (a worker's fallback: a third of each limit)."""
+    directory = Path(tempfile.mkdtemp(prefix="limits-"))
+    return SQLiteRateLimiter(
+        directory / "limits.sqlite3", clock, InProcessRateLimiter(clock, 1 / 3)
+    )
+
+
 LIMITERS: dict[str, LimiterFactory] = {
     "in-process": InProcessRateLimiter,
     "recorded in-process": lambda clock: RecordingRateLimiter(InProcessRateLimiter(clock)),
+    "sqlite": _sqlite_limiter,
 }
 
 

@@ -9,7 +9,8 @@
   a day. Until the provider's own time has passed, one request per `MAX_BLOCK_S` goes
   through as a probe (the others stay blocked): an answer clears the block, another 429
   renews it.
-- `share` is this process's part of every limit (1/N when N worker processes share keys).
+- `share` is this process's part of every limit (1/N for one of N workers that cannot
+  reach their shared limits file).
 
 The effective limits and the dimensions worth checking are kept up to date when the plan
 or the headers change, so the per-request check reads them without recomputing.

@@ -59,8 +59,8 @@ class InProcessRateLimiter:
     """Rate limits for one process. Implements `engine.state.protocols.RateLimiter`."""
 
     def __init__(self, clock: Clock, share: float = 1.0) -> None:
-        """`share`: the part of each key's limits this process may use; `engine serve
-        --workers N` gives each worker 1/N, so together they stay within the limit."""
+        """`share`: the part of each key's limits this process may use; a worker of `engine
+        serve --workers N` uses 1/N while the shared limits file cannot be used."""
         if not 0.0 < share <= 1.0:
             raise ValueError(f"share must be in (0, 1], got {share!r}")
         self._clock = clock

@@ -1,0 +1,132 @@
+"""A real `python -m engine serve --workers N` process, without a state URL: the workers
+share one window per provider key through the SQLite file beside the ledger, whichever
+worker the kernel hands each connection to."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engine.testing.fakes import FakeOpenAI
+from engine.testing.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = """\
+providers:
+  primary:
+    protocol: openai
+    base_url: '{url}'
+    api_key: sk-primary-key-0000000
+    limits: {{rpm: 20}}
+models:
+  primary/gpt-4o-mini:
+    upstream: gpt-4o-mini
+    capabilities: [chat, streaming]
+    context_window: 128000
+    max_output: 1000
+    input_price: 1.0
+    output_price: 2.0
+"""
+ROUTE = """\
+strategy: ordered
+candidates: [primary/gpt-4o-mini]
+retries: {max_retries: 0}
+rate_limit: {on_limited: wait, max_wait_ms: 0}
+"""
+
+
+async def wait_ready(url: str, proc: subprocess.Popen[bytes], within_s: float = 180.0) -> None:
+    """Poll /readyz until a worker answers 200. Bounded generously: N workers each import
+    the engine, which takes tens of seconds on a loaded 2-core machine."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    async with httpx.AsyncClient(timeout=2) as http:
+        while loop.time() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited early with {proc.returncode}")
+            try:
+                if (await http.get(f"{url}/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError("server never became ready")
+
+
+@dataclass
+class Served:
+    url: str
+    proc: subprocess.Popen[bytes]
+    upstream: FakeOpenAI
+    state: Path
+
+
+@pytest.fixture
+async def workers(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
+    count = getattr(request, "param", 3)
+    async with FakeOpenAI() as upstream:
+        config = tmp_path / "cfg"
+        (config / "routes").mkdir(parents=True)
+        (config / "models.yaml").write_text(MODELS.format(url=upstream.url))
+        (config / "routes" / "chat.yaml").write_text(ROUTE)
+        state = tmp_path / "state"
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_BASE_URL")}
+        env.pop("ENGINE_STATE_URL", None)
+        env.pop("ENGINE_LEDGER_URL", None)
+        env |= {"ENGINE_LEDGER": str(state / "ledger.sqlite3")}
+        port = free_port()
+        argv = [sys.executable, "-m", "engine", "serve", "--config", str(config)]
+        argv += ["--port", str(port), "--workers", str(count)]
+        with (tmp_path / "server.log").open("wb") as log:
+            proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=log)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            await wait_ready(url, proc)
+            yield Served(url, proc, upstream, state)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _body(i: int) -> dict[str, object]:
+    return {
+        "model": "chat",
+        "messages": [{"role": "user", "content": f"question {i}"}],
+        "max_tokens": 10,
+    }
+
+
+async def test_three_workers_admit_exactly_the_limit_however_connections_spread(
+    workers: Served,
+) -> None:
+    """60 requests against a 20 rpm key through `--workers 3`: 40 on one keep-alive
+    connection (one worker gets them all) and 20 on fresh connections (the kernel spreads
+    them): exactly 20 are admitted and reach the upstream, the rest are 429."""
+    one_connection = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    async with (
+        httpx.AsyncClient(timeout=30, limits=one_connection) as pinned,
+        httpx.AsyncClient(timeout=30, limits=fresh) as spread,
+    ):
+        answers = await asyncio.gather(
+            *(pinned.post(f"{workers.url}/v1/chat/completions", json=_body(i)) for i in range(40)),
+            *(spread.post(f"{workers.url}/v1/chat/completions", json=_body(i)) for i in range(20)),
+        )
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(200) == 20, statuses
+    assert set(statuses) == {200, 429}
+    assert len(workers.upstream.requests) == 20
+    assert (workers.state / "limits.sqlite3").exists()
