@@ -1,14 +1,17 @@
-"""The cost ledger: every attempt as one SQLite row, written off the hot path.
+"""The cost ledger: every attempt as one SQLite row, durable before its answer leaves.
 
-`record(row)` only puts the row on a thread-safe queue (sub-microsecond, never blocks the
-event loop). One daemon writer thread drains the queue and inserts in batches (up to
-`batch_size` rows per transaction, at least every `flush_interval_s`), so a burst of
-requests costs one fsync, not one each. `flush()` waits until everything recorded so far
-is on disk; `aclose()` flushes and stops the writer. A row that cannot be written (a
-disk error, a malformed row) is logged and counted in `dropped`, never raised into a
-request: the ledger is a record of the traffic, not a gate on it. Durability: a row is
-on disk once `flush()` returns; a process killed before that loses at most the last
-`flush_interval_s` of rows (see `engine.state.protocols.Ledger`).
+`record(row)` writes the row to this process's journal (engine.state.journal: one
+`write(2)` of one line, a few microseconds, which survives the process being killed) and
+puts it on a thread-safe queue. One daemon writer thread drains the queue and inserts in
+batches (up to `batch_size` rows per transaction, at least every `flush_interval_s`), so
+a burst of requests costs one commit, not one each; once a batch is committed the journal
+lets go of it. At start the ledger stores the journals that dead processes left (a
+`kill -9`, a crash) before anything reads it, so budgets restored at start count every
+answered call; each row carries an id (`row_id`), and a row stored twice is ignored.
+`flush()` waits until everything recorded so far is committed; `aclose()` flushes and
+stops the writer. A row that cannot be written (a disk error, a malformed row) is logged
+and counted in `dropped`, never raised into a request: the ledger is a record of the
+traffic, not a gate on it.
 
 A `LedgerRow` has no field that could hold a key or a prompt, and the writer still passes
 every text field through `engine.errors.redact` as a second line of defence. The file, its
@@ -35,6 +38,7 @@ from typing import Any
 
 from engine.clock import Clock
 from engine.errors import redact
+from engine.state.journal import Journal, orphans
 from engine.state.ledger_file import (
     COLUMNS,
     LedgerQueries,
@@ -46,19 +50,30 @@ from engine.state.protocols import LedgerRow
 
 log = logging.getLogger(__name__)
 
+
+def journal_dir(path: Path) -> Path:
+    """Where the ledger at `path` keeps its journals (one directory beside the file)."""
+    return path.with_name(path.name + ".journal")
+
+
 #: Rows per INSERT statement. sqlite3 lets go of the GIL around every statement step, and
 #: taking it back means waiting for the event loop's thread to yield it (up to the
 #: interpreter's switch interval): with one row per step, a batch of rows stalled the
-#: callers' event loop hundreds of times. One step per chunk instead; 58 rows x 17 columns
-#: stays within SQLite's oldest limit on bound variables (999).
-_CHUNK = 58
+#: callers' event loop hundreds of times. One step per chunk instead, within SQLite's
+#: oldest limit on bound variables (999).
+_CHUNK = 999 // len(COLUMNS)
 
 
 @functools.lru_cache(maxsize=_CHUNK)
 def _insert_rows(rows: int) -> str:
-    """The INSERT statement for `rows` rows at once (kept: sqlite3 caches its compilation)."""
+    """The INSERT statement for `rows` rows at once (kept: sqlite3 caches its compilation);
+    a row whose id is already stored (replayed from a journal) is skipped."""
     one = "(" + ", ".join("?" * len(COLUMNS)) + ")"
-    return f"INSERT INTO attempts ({', '.join(COLUMNS)}) VALUES " + ", ".join([one] * rows)
+    values = ", ".join([one] * rows)
+    return (
+        f"INSERT INTO attempts ({', '.join(COLUMNS)}) VALUES {values} "
+        "ON CONFLICT (row_id) DO NOTHING"
+    )
 
 
 _STOP = object()
@@ -79,6 +94,7 @@ class SQLiteLedger:
         clock: Clock,
         batch_size: int = 256,
         flush_interval_s: float = 0.5,
+        journal: bool = True,
     ) -> None:
         if batch_size < 1 or flush_interval_s <= 0:
             raise ValueError("batch_size must be >= 1 and flush_interval_s > 0")
@@ -91,7 +107,13 @@ class SQLiteLedger:
         self._closed = False
         self.dropped = 0  # rows the writer could not store (see last_error)
         self.last_error: str | None = None
+        self.replayed = 0  # rows stored at start from journals that dead processes left
         writer = connect_writer(self.path)
+        self._journal: Journal | None = None
+        if journal:
+            directory = journal_dir(self.path)
+            self._replay(writer, directory)  # before any read: budgets restore from it
+            self._journal = Journal(directory)
         self.queries = LedgerQueries(connect_reader(self.path))
         self._thread = threading.Thread(
             target=self._write_loop, args=(writer,), name="engine-ledger", daemon=True
@@ -131,7 +153,26 @@ class SQLiteLedger:
         # A plain tuple of its fields: the garbage collector stops tracking such tuples at
         # its first look, so rows waiting for their batch never age into (and trigger)
         # full collections under heavy traffic.
-        self._queue.put(_ROW_FIELDS(row))
+        fields = _values(_ROW_FIELDS(row))  # redacted before it reaches any file
+        if self._journal is None:
+            self._queue.put((*fields, None))
+            return
+        try:
+            self._queue.put(self._journal.append(fields))
+        except (OSError, TypeError) as exc:  # a full disk, a malformed row: never the call's
+            self.last_error = f"journal: {type(exc).__name__}: {exc}"
+            log.warning("cost ledger %s: row not journaled: %s", self.path, self.last_error)
+            self._queue.put((*fields, None))
+
+    def _replay(self, conn: sqlite3.Connection, directory: Path) -> None:
+        """Store the rows of journals whose process died (idempotent: ids), then drop them."""
+        for orphan in orphans(directory):
+            rows = orphan.rows()
+            self._insert(conn, rows)
+            orphan.remove()
+            self.replayed += len(rows)
+        if self.replayed:
+            log.info("cost ledger %s: %d journaled rows replayed", self.path, self.replayed)
 
     async def flush(self) -> None:
         """Return once every row recorded before this call is committed."""
@@ -149,13 +190,13 @@ class SQLiteLedger:
         await self.flush()
         if self._stop_writer():  # the flush awaited: another closer may have come first
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
-            self._close_reader()
+            self._close_files()
 
     def close(self) -> None:
         """The same as `aclose` for code without an event loop."""
         if self._stop_writer():
             self._thread.join()
-            self._close_reader()
+            self._close_files()
 
     def _stop_writer(self) -> bool:
         """Refuse new rows and tell the writer to stop after the queued ones; False if done."""
@@ -167,8 +208,10 @@ class SQLiteLedger:
         self._urgent.set()
         return True
 
-    def _close_reader(self) -> None:
+    def _close_files(self) -> None:
         self.queries.close()
+        if self._journal is not None:
+            self._journal.close()
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         """Drain the queue: batch rows, commit, answer flush markers; stop on _STOP."""
@@ -198,7 +241,7 @@ class SQLiteLedger:
             if isinstance(item, Future):
                 markers.append(item)
                 return batch, markers, False  # commit now: someone is waiting
-            batch.append(item)  # kept as queued: _values reads the tuple as it is
+            batch.append(item)  # already the row's parameters, id included
             if len(batch) >= self._batch_size:
                 return batch, markers, False
             try:
@@ -222,6 +265,8 @@ class SQLiteLedger:
         try:
             if batch:
                 self._insert(conn, batch)
+                if self._journal is not None:
+                    self._journal.done(len(batch))
         finally:
             for marker in markers:
                 marker.set_result(None)
@@ -229,9 +274,8 @@ class SQLiteLedger:
     def _insert(self, conn: sqlite3.Connection, batch: list[_Row]) -> None:
         try:
             with conn:
-                values = [_values(r) for r in batch]
-                for start in range(0, len(values), _CHUNK):
-                    chunk = values[start : start + _CHUNK]
+                for start in range(0, len(batch), _CHUNK):
+                    chunk = batch[start : start + _CHUNK]
                     conn.execute(_insert_rows(len(chunk)), [v for row in chunk for v in row])
             return
         except Exception as exc:  # a bad row or a sick disk: retry one by one below
@@ -249,11 +293,11 @@ class SQLiteLedger:
 
 
 def _values(row: _Row) -> tuple[Any, ...]:
-    """A queued row's SQL parameters, every text redacted.
+    """A row's fields as SQL parameters, every text redacted (before the journal sees it).
 
-    The writer thread runs this for every row while holding the GIL the callers' event
-    loop needs, so it works on the queued tuple as it is (no LedgerRow rebuilt) and the
-    texts that come from the configuration (a few distinct values) are redacted once each.
+    `record` runs this for every row on the caller's event loop, so it works on the
+    field tuple as it is (no LedgerRow rebuilt) and the texts that come from the
+    configuration (a few distinct values) are redacted once each.
     """
     (
         ts,

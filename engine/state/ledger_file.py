@@ -24,13 +24,16 @@ from engine.errors import ConfigError, Diagnostic
 
 #: Marks our files (`PRAGMA application_id`), so `costs` can tell a ledger from any SQLite.
 APPLICATION_ID = 0x4C454447  # "LEDG"
-SCHEMA_VERSION = 3  # 2: client (the calling API key's label); 3: token breakdown
+#: 2: client (the calling API key's label); 3: token breakdown; 4: row_id (each row's
+#: unique id, so a row replayed from the journal after a crash is stored once).
+SCHEMA_VERSION = 4
 #: Columns added after version 1, with their definitions (added in place to older files).
 _ADDED = (
     ("client", "TEXT"),
     ("cache_read_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ("cache_write_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ("reasoning_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("row_id", "TEXT"),
 )
 GROUPS: Mapping[str, str] = {
     "model": "model",
@@ -57,6 +60,7 @@ COLUMNS = (
     "cache_read_tokens",
     "cache_write_tokens",
     "reasoning_tokens",
+    "row_id",
 )
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS attempts (
@@ -77,7 +81,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     client TEXT,
     cache_read_tokens INTEGER NOT NULL DEFAULT 0,
     cache_write_tokens INTEGER NOT NULL DEFAULT 0,
-    reasoning_tokens INTEGER NOT NULL DEFAULT 0
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+    row_id TEXT
 );
 CREATE INDEX IF NOT EXISTS attempts_by_time ON attempts (ts);
 CREATE INDEX IF NOT EXISTS attempts_by_workspace ON attempts (workspace, ts);
@@ -94,7 +99,7 @@ class LedgerQueries:
         have = {row[1] for row in conn.execute("PRAGMA table_info(attempts)")}
         # A ledger from an older engine, opened read-only, lacks the newer columns: 0.
         self._aggregates = _AGGREGATES.format(
-            *(name if name in have else "0" for name, _ in _ADDED if name != "client")
+            *(name if name in have else "0" for name, _ in _ADDED if name.endswith("_tokens"))
         )
 
     def _select(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
@@ -179,6 +184,8 @@ def connect_writer(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
     conn.executescript(_SCHEMA)
     _migrate(conn)
+    # Rows written before ids existed have none (NULLs never clash in a UNIQUE index).
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS attempts_by_row_id ON attempts (row_id)")
     conn.isolation_level = "DEFERRED"  # `with conn:` transactions for the batches
     return conn
 

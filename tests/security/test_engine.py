@@ -50,8 +50,10 @@ async def _drive(eng: Engine, stream: bool) -> BaseException:
 
 
 def _ledger_bytes(path: Path) -> bytes:
-    """The ledger database and its WAL / shared-memory side files, byte for byte."""
-    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    """The ledger database, its WAL / shared-memory side files and its journal, byte for byte."""
+    found = path.parent.glob(path.name + "*")
+    files = [f for p in found for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file()]
+    return b"".join(f.read_bytes() for f in files)
 
 
 @pytest.mark.parametrize(

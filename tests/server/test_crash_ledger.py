@@ -1,0 +1,75 @@
+"""`kill -9` under steady traffic loses no answered call, and budgets restore exactly.
+
+A real `python -m engine serve` takes concurrent streaming and non-streaming traffic; once
+it has answered a few hundred requests it is killed with SIGKILL while requests are still
+arriving. After a restart, every request the client got an answer for is in the ledger
+exactly once (the row was journaled before the answer left), rows of requests cut by the
+kill are at most the requests that failed, and the workspace spend the restarted server
+restored equals the ledger's sum exactly, which covers every answered call.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engine.testing.fakes import FakeOpenAI
+from tests.server.crash_traffic import (
+    WORKSPACE,
+    Answered,
+    server_env,
+    started,
+    stop,
+    traffic_then_kill,
+)
+from tests.server.realstack import write_config
+
+
+def check_rows(answered: Answered, rows: list[tuple[str, float]]) -> float:
+    """Every answered id exactly once, costs as announced, extras only from cut requests;
+    returns the rows' total cost."""
+    seen = Counter(rid for rid, _ in rows)
+    missing = [rid for rid in answered.ids if seen[rid] == 0]
+    assert not missing, f"{len(missing)} of {len(answered.ids)} answered calls missing"
+    assert max(seen.values()) == 1, "a row was written twice"
+    cost = dict(rows)
+    for rid, usd in answered.costs.items():
+        assert cost[rid] == pytest.approx(usd, abs=1e-8)
+    assert len(rows) - len(answered.ids) <= answered.failed
+    return sum(cost.values())
+
+
+async def restored_day_spend(url: str) -> float:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        data = (await http.get("/v1/dashboard")).json()
+    return float(data["budgets"]["workspaces"][WORKSPACE]["day_usd"])
+
+
+async def test_kill_9_under_traffic_loses_no_answered_call_sqlite(tmp_path: Path) -> None:
+    async with FakeOpenAI() as primary, FakeOpenAI() as backup:
+        config = write_config(tmp_path / "cfg", primary.url, backup.url)
+        ledger = tmp_path / "ledger.sqlite3"
+        env = server_env(ENGINE_LEDGER=str(ledger))
+        log = tmp_path / "server.log"
+        url, proc = await started(config, env, log)
+        try:
+            answered = await traffic_then_kill(url, proc, answered_before_kill=300, concurrency=8)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert len(answered.ids) >= 300
+        url, proc = await started(config, env, log)
+        try:
+            restored = await restored_day_spend(url)
+        finally:
+            stop(proc)
+        with sqlite3.connect(ledger) as db:
+            rows = db.execute(
+                "SELECT request_id, cost_usd FROM attempts WHERE workspace = ?", (WORKSPACE,)
+            ).fetchall()
+    total = check_rows(answered, rows)
+    assert restored == pytest.approx(total, rel=1e-9)
