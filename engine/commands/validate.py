@@ -1,9 +1,10 @@
 """`python -m engine validate PATH...`: check config files and report every problem at once.
 
-PATH may be a config directory (models.yaml + routes/), a routes/ directory, models.yaml or
-single route files. Route files are checked against the models.yaml beside (or above) them
-so references resolve. Output: one `file:line:column: json.path: message (hint)` per line,
-sorted; `--format json` for CI. Exit 0 when clean (warnings allowed), 1 on errors, 2 on usage.
+PATH may be a config directory (models.yaml + routes/, and server.yaml when present), a
+routes/ directory, models.yaml or single route files. Route files are checked against the
+models.yaml beside (or above) them so references resolve. Output: one
+`file:line:column: json.path: message (hint)` per line, sorted; `--format json` for CI.
+Exit 0 when clean (warnings allowed), 1 on errors, 2 on usage.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from engine.compile.compiler import check_config
 from engine.config.project import ConfigSet, find_models_file, load_paths, route_files
 from engine.errors import Diagnostic
+from engine.server.settings import file_problems
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     _, found = check_config(cs, os.environ)
     found = [d for d in found if d.file not in context]
+    for path in {Path(p) for p in args.paths if Path(p).is_dir()}:
+        found += file_problems(path)  # a config dir's server.yaml, when it has one
     _print(found, args.format)
     failing = {"error", "warning"} if args.strict else {"error"}
     return 1 if any(d.severity in failing for d in found) else 0

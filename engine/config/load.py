@@ -40,6 +40,9 @@ MAX_NODES = 100_000
 
 Marks = dict[str, tuple[int, int]]
 
+#: The diagnostic of a file with nothing but blanks and comments (some files may be empty).
+EMPTY_FILE = "file is empty"
+
 
 @dataclass(frozen=True, slots=True)
 class Document:
@@ -114,7 +117,7 @@ def load_text(text: str, source: str = "<memory>") -> Document:
     if len(text) > MAX_FILE_BYTES:
         return _failed(source, f"file is larger than {MAX_FILE_BYTES} bytes", line=1, column=1)
     if not text.strip() or all(_is_comment(line) for line in text.splitlines()):
-        return _failed(source, "file is empty", line=1, column=1)
+        return _failed(source, EMPTY_FILE, line=1, column=1)
     try:
         node = yaml.compose(text, Loader=_BoundedLoader)
     except yaml.MarkedYAMLError as exc:

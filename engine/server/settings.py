@@ -13,10 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from engine.config.load import load_text
+from engine.config.load import EMPTY_FILE, Document, join_path, load_file
 from engine.errors import ConfigError, Diagnostic
 from engine.secrets import Secret
 
@@ -161,33 +160,53 @@ _ENV: Mapping[str, str] = {
 
 
 def _file_values(config_dir: Path) -> tuple[dict[str, Any], list[ApiKeySpec]]:
+    """server.yaml read by the config loader (bounded: size, depth, aliases; every problem
+    at file:line:col, never a line of the file, which may hold a client key), then checked
+    against its shape; ConfigError."""
     path = config_dir / SETTINGS_FILE
     if not path.is_file():
         return {}, []
-    source = str(path)
+    doc = _document(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([Diagnostic(f"cannot read as UTF-8 YAML: {exc}", file=source)]) from None
-    try:
-        raw = yaml.safe_load(text) or {}
-        spec = _FileSettings.model_validate(raw)
+        spec = _FileSettings.model_validate(doc.data if doc.data is not None else {})
     except ValidationError as exc:
-        raise ConfigError(
-            [
-                Diagnostic(e["msg"], file=source, path=".".join(str(p) for p in e["loc"]))
-                for e in exc.errors()
-            ]
-        ) from None
-    except (yaml.YAMLError, ValueError, TypeError, OverflowError):  # `!!int x` is a ValueError
-        # PyYAML's own text quotes the offending line, which may hold a client key: report
-        # position and problem only, as the config loader does.
-        found = load_text(text, source).diagnostics
-        raise ConfigError(found or [Diagnostic("invalid YAML", file=source)]) from None
+        raise ConfigError([_located(doc, e) for e in exc.errors()]) from None
     values = spec.model_dump(exclude_none=True, exclude={"api_keys", "admin_key", "admin_key_env"})
     if spec.admin_key is not None or spec.admin_key_env is not None:
         values["admin_key"] = ApiKeySpec(id="admin", key=spec.admin_key, key_env=spec.admin_key_env)
     return values, spec.api_keys
+
+
+def file_problems(config_dir: Path) -> list[Diagnostic]:
+    """What is wrong with `<config_dir>/server.yaml` itself (for `validate`; variables it
+    names are checked only when the server starts, where they are read)."""
+    try:
+        _file_values(config_dir)
+    except ConfigError as exc:
+        return list(exc.diagnostics)
+    return []
+
+
+def _document(path: Path) -> Document:
+    """The loaded file; an empty one (blanks and comments only) means every default."""
+    doc = load_file(path)
+    errors = [d for d in doc.diagnostics if d.severity == "error"]
+    if [d.message for d in errors] == [EMPTY_FILE]:
+        return Document(doc.source, None)
+    if errors:
+        raise ConfigError(errors)
+    if doc.data is not None and not isinstance(doc.data, dict):
+        kind = type(doc.data).__name__
+        raise ConfigError([doc.diagnostic("", f"expected a mapping at the top level, got {kind}")])
+    return doc
+
+
+def _located(doc: Document, error: Any) -> Diagnostic:
+    """A pydantic error at the file:line:col of the value it is about."""
+    where = ""
+    for part in error["loc"]:
+        where = join_path(where, part)
+    return doc.diagnostic(where, error["msg"])
 
 
 def _env_values(env: Mapping[str, str]) -> tuple[dict[str, Any], list[ApiKeySpec]]:
