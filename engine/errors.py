@@ -9,6 +9,8 @@ httpx translates its transports' errors.
     ├── RequestError                   the caller's request is invalid (HTTP 400)
     │   ├── UnknownPolicyError         no such policy (HTTP 404)
     │   ├── UnknownModelError          no such model / provider pin (HTTP 404)
+    │   ├── TemplateRenderError        the policy's template cannot render with the
+    │                                  request's variables (names the template and why)
     │   └── UnservableRequestError     no candidate can ever serve it (a capability no
     │                                  model has, more tokens than every window); also a
     │                                  NoCandidateError
@@ -133,6 +135,12 @@ class UnknownPolicyError(RequestError):
 
 class UnknownModelError(RequestError):
     status = 404
+
+
+class TemplateRenderError(RequestError):
+    """A policy's template failed to render with this request's variables: a variable
+    missing, or one of the wrong type for what the template does with it (`count + 1` with
+    a string). The message names the policy, the template and why; HTTP 400."""
 
 
 class RoutingError(EngineError):
@@ -400,6 +408,7 @@ __all__ = [
     "RateLimitedError",
     "RequestError",
     "RoutingError",
+    "TemplateRenderError",
     "UnavailableError",
     "UnknownModelError",
     "UnknownPolicyError",

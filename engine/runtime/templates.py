@@ -2,7 +2,11 @@
 
 Templates come from config files, variables from callers, so rendering happens in jinja2's
 SandboxedEnvironment (no attribute tricks) with StrictUndefined (a missing variable is a
-precise RequestError, never an empty string). Compiled templates are cached by source.
+precise error, never an empty string). Compiled templates are cached by source. Whatever
+rendering raises (jinja's errors, and the TypeError/ValueError/... of an expression or
+filter applied to a variable of the wrong type) is a TemplateRenderError (a RequestError,
+HTTP 400) naming the policy, the template and why: `validate` already rejects a template
+that fails whatever the caller passes, so what is left depends on the caller's variables.
 
 The system template becomes (or replaces) the leading system message; the user template
 replaces the text of the last user message, which it can still use as `{{ input }}`.
@@ -16,7 +20,7 @@ from typing import Any
 from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-from engine.errors import RequestError
+from engine.errors import TemplateRenderError, redact
 from engine.messages import Message, Request
 from engine.plan.values import TemplatePlan
 
@@ -28,13 +32,21 @@ def _compile(source: str) -> Template:
     return _ENV.from_string(source)
 
 
+#: The longest reason quoted from an exception raised while rendering.
+MAX_REASON = 300
+
+
 def _render(source: str, variables: dict[str, Any], which: str) -> str:
     try:
         return _compile(source).render(variables)
     except UndefinedError as exc:
-        raise RequestError(f"template {which}: {exc.message}; pass it in `variables`") from None
+        why = f"{exc.message}; pass it in `variables`"
     except TemplateError as exc:
-        raise RequestError(f"template {which}: {exc.message or type(exc).__name__}") from None
+        why = exc.message or type(exc).__name__
+    except Exception as exc:  # an expression or filter on a variable of the wrong type
+        text = redact(str(exc))[:MAX_REASON]
+        why = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    raise TemplateRenderError(f"template {which}: {why}")
 
 
 def _last_user(messages: list[Message]) -> int | None:
@@ -44,10 +56,22 @@ def _last_user(messages: list[Message]) -> int | None:
     return None
 
 
-def apply_template(template: TemplatePlan | None, request: Request) -> Request:
-    """The request with the route's templates rendered into its messages (unchanged if none)."""
+def apply_template(
+    template: TemplatePlan | None, request: Request, policy: str | None = None
+) -> Request:
+    """The request with the route's templates rendered into its messages (unchanged if none);
+    TemplateRenderError, naming `policy`, when they cannot render."""
     if template is None or (template.system is None and template.user is None):
         return request
+    try:
+        return _apply(template, request)
+    except TemplateRenderError as exc:
+        if policy is None:
+            raise
+        raise TemplateRenderError(f"policy `{policy}`: {exc}") from None
+
+
+def _apply(template: TemplatePlan, request: Request) -> Request:
     messages = list(request.messages)
     last = _last_user(messages)
     variables = {**template.defaults, **request.variables}

@@ -123,7 +123,9 @@ class Failover:
             return self.call.request
         req = self._rendered.get(id(route))
         if req is None:
-            req = self._rendered[id(route)] = apply_template(route.template, self.call.request)
+            req = self._rendered[id(route)] = apply_template(
+                route.template, self.call.request, route.policy
+            )
         return req
 
     def _again(self, cand: Candidate, exc: ProviderError) -> bool:
