@@ -23,6 +23,7 @@ from engine.compile.indexes import build_indexes
 from engine.compile.predicates import check_compare, compile_condition, describe
 from engine.compile.registry import build_models, build_providers, timeouts_of
 from engine.compile.templates import check_template
+from engine.compile.workspaces import compile_wallets
 from engine.config.link import link, merge_route, resolve, route_fields
 from engine.config.load import Document, join_path
 from engine.config.project import ConfigSet, load_data, load_dir
@@ -35,7 +36,7 @@ from engine.config.specs import (
     WeightsSpec,
 )
 from engine.errors import ConfigError, Diagnostic
-from engine.plan.compiled import Plan
+from engine.plan.compiled import Plan, routes_of
 from engine.plan.strategies import REGISTRY, Strategy
 from engine.plan.tree import (
     Candidate,
@@ -150,12 +151,15 @@ def check_config(cs: ConfigSet, env: Mapping[str, str]) -> tuple[Plan | None, li
         found += check_rules(doc, spec)
         policies[name], problems = _compile_policy(name, spec, doc, reg)
         found += problems
+    wallets, problems = compile_wallets(cs.models, cs.models_doc, routes_of(policies))
+    found += problems
     plan = Plan(
         models=MappingProxyType(models),
         providers=MappingProxyType(providers),
         policies=MappingProxyType(policies),
         default_policy=DEFAULT_POLICY if DEFAULT_POLICY in policies else None,
         source=cs.source,
+        wallets=wallets,
     )
     return plan, sort_diagnostics(found)
 

@@ -147,6 +147,20 @@ class ModelSpec(Spec):
 AS_OF = r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?$"
 
 
+#: A workspace name in `workspaces:`: printable, at most 128 characters; `*` is the pool of
+#: every workspace not listed.
+WORKSPACE_NAME = r"^[^\x00-\x1f\x7f]{1,128}$"
+
+
+class WorkspaceSpec(Spec):
+    """One workspace's budget: caps on what every call in it may spend (one at least)."""
+
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    daily_usd: Usd | None = Field(None, description="cap per UTC day, every call included")
+    monthly_usd: Usd | None = Field(None, description="cap per UTC month, every call included")
+
+
 class ModelsSpec(Spec):
     """models.yaml: the registry of providers and models."""
 
@@ -158,6 +172,11 @@ class ModelsSpec(Spec):
     )
     providers: dict[Annotated[str, Field(pattern=PROVIDER_ID)], ProviderSpec]
     models: dict[Annotated[str, Field(pattern=MODEL_ID)], ModelSpec] = Field(default_factory=dict)
+    workspaces: dict[Annotated[str, Field(pattern=WORKSPACE_NAME)], WorkspaceSpec] | None = Field(
+        None,
+        description="budgets that bind every call of a workspace (policy, pin, bare name, "
+        "fallback); `*` is one pool shared by every workspace not listed",
+    )
 
 
 # --- routes/*.yaml -----------------------------------------------------------------------

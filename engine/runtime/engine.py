@@ -37,7 +37,7 @@ from engine.runtime.loop import LoopThread
 from engine.runtime.observe import AttemptObserver
 from engine.runtime.record import ExternalCall
 from engine.runtime.services import Services
-from engine.runtime.source import PlanSource, cache_size, with_default_policy
+from engine.runtime.source import PlanSource, PooledSpend, cache_size, with_default_policy
 from engine.state.protocols import ResponseCache
 
 RequestLike = Request | dict[str, Any]
@@ -86,7 +86,7 @@ class Engine:
 
     async def _restore_and_listen(self) -> None:
         svc = self._svc
-        await svc.budget.restore(svc.ledger)
+        await svc.budget.restore(PooledSpend(svc.ledger, self._plan.wallets))
         if svc.breaker_signal is not None:
             await svc.breaker_signal.start(svc.breakers.remote_open)
 
@@ -276,10 +276,11 @@ class Engine:
         return _health.passive(p, self._plan, self._svc)["status"] in ("healthy", "degraded")
 
     async def aspent(self, workspace: str) -> dict[str, float]:
-        """A workspace's spend today and this month, open reservations included."""
+        """A workspace's spend today and this month, open reservations included (for a
+        workspace in the `"*"` pool, the pool's)."""
         if not self._started:
             await self._start()
-        return dict(await self._svc.budget.spent(workspace))
+        return dict(await self._svc.budget.spent(self._plan.wallets.bucket(workspace)))
 
     def spent(self, workspace: str) -> dict[str, float]:
         """The sync form of `aspent` (runs it on the engine's private loop thread)."""

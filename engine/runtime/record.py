@@ -102,7 +102,8 @@ async def record(svc: Services, plan: Plan, call: ExternalCall) -> dict[str, Any
         )
     )  # fmt: skip
     if cost:  # spent already: the budget learns of it (no limit applies to the past)
-        reservation = await svc.budget.reserve(workspace, cost, None, None)
+        bucket = plan.wallets.bucket(workspace)  # a pooled name books into its pool
+        reservation = await svc.budget.reserve(bucket, cost, None, None)
         await svc.budget.settle(reservation, cost)
     return {
         "request_id": request_id,

@@ -1,4 +1,4 @@
-"""What the runtime needs to know about where its plan comes from, and two plan helpers.
+"""What the runtime needs to know about where its plan comes from, and plan helpers.
 
 `PlanSource` is implemented by engine.compile.source (a config directory, or dicts) and
 handed to the Engine by engine.assemble; the runtime sees only this protocol, so it never
@@ -8,11 +8,13 @@ imports the config loader or the compiler.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from engine.errors import ConfigError, Diagnostic
 from engine.plan.compiled import Plan
+from engine.plan.wallets import Wallets
+from engine.state.protocols import SpendSource
 
 
 class PlanSource(Protocol):
@@ -44,3 +46,16 @@ def with_default_policy(plan: Plan, name: str | None) -> Plan:
             [Diagnostic(f"default policy {name!r} (ENGINE_POLICY) is not a policy; known: {known}")]
         )
     return dataclasses.replace(plan, default_policy=name)
+
+
+class PooledSpend:
+    """The ledger's spend as the budget store books it: a workspace that spends from the
+    `"*"` pool is restored into the pool, so a restart does not give the pool back."""
+
+    def __init__(self, source: SpendSource, wallets: Wallets) -> None:
+        self._source, self._wallets = source, wallets
+
+    async def spend_since(self, since: float) -> Sequence[tuple[str, str, float]]:
+        rows = await self._source.spend_since(since)
+        bucket = self._wallets.bucket
+        return [(bucket(workspace), day, usd) for workspace, day, usd in rows]

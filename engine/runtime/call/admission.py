@@ -4,6 +4,8 @@
     a good key of the provider       none left -> recorded "skipped"
     a rate-limit lease on that key   refused -> recorded "rate_limited" (local limit)
     a budget reservation             refused -> recorded "budget_exceeded"
+      (the workspace's caps and the route's, whatever policy, pin, bare name or
+      fallback led to the candidate: engine.plan.wallets)
 
 Whatever is refused raises `Skip` (the failover loop moves on) after giving back what was
 taken before the refusal. A try that is admitted holds an `Admitted`: its lease and its
@@ -76,12 +78,7 @@ class Admission:
         to reserve, a key with room now. None (nothing taken, nothing recorded) whenever
         `admit` must decide. Saves a try two coroutines (measured > 1 us a call)."""
         svc, route = self.svc, cand.route
-        budget = route.budget
-        if (
-            not svc.breakers.all_closed
-            or budget.daily_usd is not None
-            or budget.monthly_usd is not None
-        ):
+        if not svc.breakers.all_closed or _capped(cand, self.call):
             return None
         keys = svc.good_keys(cand.provider)
         if not keys:
@@ -140,13 +137,23 @@ class Admission:
             raise Skip(pid) from None
 
     async def _reserve(self, cand: Candidate) -> Reservation | None:
-        """The worst case reserved against the route's daily/monthly budget, if it has one
-        and the price is known."""
+        """The worst case reserved against the workspace's daily/monthly budget (its own
+        caps and the route's, engine.plan.wallets), whatever way the call reached the
+        candidate. A price that is not known cannot be shown to fit under a cap, so it is
+        refused; with no cap at all nothing is reserved."""
+        call = self.call
         b = cand.route.budget
-        worst = cand.scored.worst_cost_usd
-        if not _reserves(cand) or worst is None:
+        daily, monthly = call.wallet.caps(b.daily_usd, b.monthly_usd)
+        if daily is None and monthly is None:
             return None
-        return await self.svc.budget.reserve(self.call.workspace, worst, b.daily_usd, b.monthly_usd)
+        worst = cand.scored.worst_cost_usd
+        if worst is None:
+            raise BudgetExceededError(
+                f"the price of {cand.scored.model.id} is not known, so the workspace "
+                "budget cannot hold its cost (set input_price and output_price)"
+            )
+        bucket = call.wallet.name(call.workspace)
+        return await self.svc.budget.reserve(bucket, worst, daily, monthly)
 
     def _estimate(self, cand: Candidate) -> tuple[int, int]:
         """Input and output tokens the lease books before the real usage is known."""
@@ -176,9 +183,15 @@ class Admission:
         return entry[1]
 
 
-def _reserves(cand: Candidate) -> bool:
-    b = cand.route.budget
-    return b.daily_usd is not None or b.monthly_usd is not None
+def _capped(cand: Candidate, call: CallData) -> bool:
+    """Does this try reserve (a daily or monthly cap from its route or its workspace)?"""
+    b, w = cand.route.budget, call.wallet
+    return (
+        b.daily_usd is not None
+        or b.monthly_usd is not None
+        or w.daily_usd is not None
+        or w.monthly_usd is not None
+    )
 
 
 def _endpoint(cand: Candidate, key: KeyPlan) -> Endpoint:

@@ -1,7 +1,8 @@
 """The call's data: what one engine call knows about itself, and the trail it leaves.
 
 `CallData` is fixed when the call starts (the plan it runs on, the request, its features,
-its id and start time, the budget cap and workspace it is charged to). `Trail` is what the
+its id and start time, the budget cap and workspace it is charged to, and that workspace's
+budget, resolved once: engine.plan.wallets). `Trail` is what the
 call has seen so far: one `AttemptRecord` per try or skip, in order, and why candidates
 were eliminated; the final error and every response are built from it.
 """
@@ -17,6 +18,7 @@ from engine.frozen import builder
 from engine.messages import Request
 from engine.plan.compiled import Plan
 from engine.plan.values import Features
+from engine.plan.wallets import Wallet
 
 #: Request ids: a per-process random prefix and a counter (unique, and cheaper than uuid4).
 _ID_PREFIX = os.urandom(4).hex()
@@ -35,6 +37,7 @@ class CallData(NamedTuple):
     budget_usd: float | None  # the smaller of the request's and the rules' cap, if any
     workspace: str  # who is charged: budgets and ledger rows
     client: str | None  # the calling API key's label (metadata `client`, set by the server)
+    wallet: Wallet  # the workspace's budget: caps and the name its spend is booked under
 
 
 # Built by name without the dict a class call packs keywords into (engine/frozen.py).
@@ -58,6 +61,7 @@ def call_data(
         budget_usd=budget,
         workspace=workspace,
         client=_label(request.metadata.get("client")),
+        wallet=plan.wallets.of(workspace),
     )
 
 
