@@ -8,9 +8,11 @@
     money.py            the budget arithmetic both share (UTC periods, nano-dollars, the check)
     cache.py            cache_key() and LRUCache: the in-process response cache
     ledger.py           SQLiteLedger (batched writer thread) and NullLedger
+    journal.py          the ledgers' per-process journal: each row on disk as it is recorded,
+                        replayed (idempotently, by row id) at start after a crash
     ledger_file.py      the SQLite ledger's schema, connections, read side, open_ledger()
     redis_*.py          RedisBudgetStore, RedisCache (one Redis shared by every replica)
-    postgres_ledger.py  PostgresLedger (asyncpg, batched, spills to a file in an outage)
+    postgres_ledger.py  PostgresLedger (asyncpg, batched, journaled through an outage)
 
 This package sees plans and leaf modules only (an import contract keeps it so): a backend
 never reaches into the runtime, and the runtime reaches a backend only through the

@@ -83,11 +83,12 @@ def shared_state(url: str, clock: Clock, *, hold_s: float) -> SharedState:
 
 
 def ledger_at(url: str | os.PathLike[str], clock: Clock, *, spill_dir: Path) -> Ledger:
-    """The ledger a URL or path names: Postgres (spilling to `spill_dir` while it is
-    away) or a SQLite file (its directory created)."""
+    """The ledger a URL or path names: Postgres (journaling its rows in `spill_dir`, so
+    neither a crash nor an outage loses one) or a SQLite file (its directory created;
+    its journal beside it)."""
     text = os.fspath(url)
     if text.startswith(POSTGRES_SCHEMES):
-        return PostgresLedger(text, spill_path=spill_dir / "ledger-spill.jsonl")
+        return PostgresLedger(text, journal_dir=spill_dir / "ledger-journal")
     if "://" in text and not text.startswith("sqlite:///"):
         raise ConfigError(
             [

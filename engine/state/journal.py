@@ -108,15 +108,12 @@ class Journal:
 
     def pending(self) -> Iterator[Row]:
         """The rows appended but not yet reported stored, oldest first, read from the files
-        (a ledger that had to drop its in-memory copies sends them from here)."""
+        (a ledger that had to drop its in-memory copies sends them from here). Which rows
+        is fixed when this is called; rows appended later are not included."""
         with self._mutex:
             segments = [*self._retired, self._current]
             stored, upto = self.stored, self.appended
-        for segment in segments:
-            rows = _read(segment.path)
-            for seq, row in enumerate(rows, start=segment.first):
-                if stored < seq <= upto:
-                    yield row
+        return _between(segments, stored, upto)
 
     def close(self) -> None:
         """Stop journaling. Files of rows not yet stored stay, for the next start to replay
@@ -179,6 +176,15 @@ def orphans(directory: str | os.PathLike[str]) -> Iterator[Orphan]:
             os.close(fd)
             continue
         yield Orphan(lock_path, fd)
+
+
+def _between(segments: list[_Segment], stored: int, upto: int) -> Iterator[Row]:
+    for segment in segments:
+        if segment.last <= stored:
+            continue
+        for seq, row in enumerate(_read(segment.path), start=segment.first):
+            if stored < seq <= upto:
+                yield row
 
 
 def _read(path: Path) -> list[Row]:

@@ -106,9 +106,17 @@ class PostgresServer:
             shutil.chown(self._dir.name, "postgres", "postgres")
             shutil.chown(self._sock, "postgres", "postgres")
         self._cmd("initdb", "-D", str(self._data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the cluster (again, after `pause`), on the same port."""
         options = f"-p {self.port} -k {self._sock} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._cmd("pg_ctl", "-D", str(self._data), "-o", options, "-w", "-l",
                   str(Path(self._dir.name) / "log"), "start")  # fmt: skip
+
+    def pause(self) -> None:
+        """Stop the cluster, keeping its data, as an outage would (`resume` brings it back)."""
+        self._cmd("pg_ctl", "-D", str(self._data), "-m", "fast", "-w", "stop")
 
     @staticmethod
     def _run_as() -> list[str]:

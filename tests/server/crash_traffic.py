@@ -70,8 +70,8 @@ async def traffic_then_kill(
     url: str, proc: subprocess.Popen[bytes], *, answered_before_kill: int, concurrency: int
 ) -> Answered:
     """`concurrency` loops send requests back to back; once `answered_before_kill` answers
-    came back, the server gets SIGKILL while the loops keep sending; each loop stops at
-    its first transport error."""
+    came back, the server's process group (its workers too) gets SIGKILL while the loops
+    keep sending; each loop stops at its first transport error."""
     out = Answered()
     counter = iter(range(10**9))
     killed = asyncio.Event()
@@ -85,7 +85,7 @@ async def traffic_then_kill(
                 return
             if len(out.ids) >= answered_before_kill and not killed.is_set():
                 killed.set()
-                proc.send_signal(signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)  # the server and any workers at once
 
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
@@ -94,20 +94,17 @@ async def traffic_then_kill(
     return out
 
 
-def start_server(
-    config: Path, env: dict[str, str], log: Path
+async def started(
+    config: Path, env: dict[str, str], log: Path, *args: str
 ) -> tuple[str, subprocess.Popen[bytes]]:
+    """`engine serve` in a session of its own (so SIGKILL reaches its workers), ready."""
     port = free_port()
     argv = [sys.executable, "-m", "engine", "serve", "--config", str(config), "--port", str(port)]
     with log.open("ab") as out:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=out)
-    return f"http://127.0.0.1:{port}", proc
-
-
-async def started(
-    config: Path, env: dict[str, str], log: Path
-) -> tuple[str, subprocess.Popen[bytes]]:
-    url, proc = start_server(config, env, log)
+        proc = subprocess.Popen(
+            [*argv, *args], cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True
+        )
+    url = f"http://127.0.0.1:{port}"
     await _wait_ready(url, proc)
     return url, proc
 

@@ -14,10 +14,14 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
+from engine import Engine
+from engine.state.postgres_ledger import TABLE
 from engine.testing.fakes import FakeOpenAI
+from engine.testing.servers import PostgresServer
 from tests.server.crash_traffic import (
     WORKSPACE,
     Answered,
@@ -49,13 +53,17 @@ async def restored_day_spend(url: str) -> float:
     return float(data["budgets"]["workspaces"][WORKSPACE]["day_usd"])
 
 
-async def test_kill_9_under_traffic_loses_no_answered_call_sqlite(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_kill_9_under_traffic_loses_no_answered_call_sqlite(
+    tmp_path: Path, workers: int
+) -> None:
+    """One process, and `--workers 2` (a journal per worker; every process SIGKILLed)."""
     async with FakeOpenAI() as primary, FakeOpenAI() as backup:
         config = write_config(tmp_path / "cfg", primary.url, backup.url)
         ledger = tmp_path / "ledger.sqlite3"
         env = server_env(ENGINE_LEDGER=str(ledger))
         log = tmp_path / "server.log"
-        url, proc = await started(config, env, log)
+        url, proc = await started(config, env, log, "--workers", str(workers))
         try:
             answered = await traffic_then_kill(url, proc, answered_before_kill=300, concurrency=8)
         finally:
@@ -72,4 +80,45 @@ async def test_kill_9_under_traffic_loses_no_answered_call_sqlite(tmp_path: Path
                 "SELECT request_id, cost_usd FROM attempts WHERE workspace = ?", (WORKSPACE,)
             ).fetchall()
     total = check_rows(answered, rows)
+    assert restored == pytest.approx(total, rel=1e-9)
+
+
+async def test_kill_9_under_traffic_loses_no_answered_call_postgres(
+    tmp_path: Path, postgres_srv: PostgresServer
+) -> None:
+    """The same over the Postgres ledger. The restarted server sends the dead process's
+    journal when its engine first starts (its first call); the workspace spend is then
+    read back through a fresh engine over the same config, as a budget restores it."""
+    conn = await asyncpg.connect(postgres_srv.url)
+    await conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
+    async with FakeOpenAI() as primary, FakeOpenAI() as backup:
+        config = write_config(tmp_path / "cfg", primary.url, backup.url)
+        env = server_env(ENGINE_LEDGER_URL=postgres_srv.url)
+        log = tmp_path / "server.log"
+        url, proc = await started(config, env, log)
+        try:
+            answered = await traffic_then_kill(url, proc, answered_before_kill=300, concurrency=8)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert len(answered.ids) >= 300
+        url, proc = await started(config, env, log)
+        try:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                body = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
+                assert (await http.post("/v1/chat/completions", json=body)).status_code == 200
+        finally:
+            stop(proc)
+        try:
+            rows = await conn.fetch(
+                f"SELECT request_id, cost_usd FROM {TABLE} WHERE workspace = $1", WORKSPACE
+            )
+        finally:
+            await conn.close()
+        total = check_rows(answered, [(r["request_id"], r["cost_usd"]) for r in rows])
+        engine = Engine.from_config(config, ledger_url=postgres_srv.url)
+        try:
+            restored = (await engine.aspent(WORKSPACE))["day"]
+        finally:
+            await engine.aclose()
     assert restored == pytest.approx(total, rel=1e-9)

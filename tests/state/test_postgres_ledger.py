@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from engine.state.postgres_ledger import TABLE, PostgresLedger
+from engine.state.postgres_ledger import COLUMNS, TABLE, PostgresLedger
 from engine.state.protocols import LedgerRow
 from engine.testing.servers import PostgresServer, free_port
 
@@ -73,24 +74,70 @@ async def test_spend_since_feeds_budget_restore(clean: str) -> None:
 
 
 async def test_rows_survive_postgres_being_away(clean: str, tmp_path: Path) -> None:
-    """With Postgres unreachable rows spill to a local file, replayed once it answers."""
-    spill = tmp_path / "spill.jsonl"
+    """With Postgres unreachable the buffer lets rows go past its bound, but the journal
+    keeps them: closed while still away, they are sent at the next start, once each."""
+    journal = tmp_path / "journal"
     away = PostgresLedger(
         f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
-        spill_path=spill, max_buffered=5, retry_s=0.05,
+        journal_dir=journal, max_buffered=5, retry_s=0.05,
     )  # fmt: skip
     for _ in range(12):
         away.record(row("acme", 0.01))
     await away.aclose(timeout_s=0.5)
-    assert spill.exists() and away.dropped == 0
-    back = PostgresLedger(clean, spill_path=spill)
+    assert away.spilled >= 6 and away.dropped == 0
+    assert list(journal.glob("*.log"))  # left for the next start
+    back = PostgresLedger(clean, journal_dir=journal)
     try:
-        await back.flush()
         (total,) = await back.totals("acme", 0.0, "workspace")
-        assert total["attempts"] == 12
-        assert not spill.exists()
+        assert total["attempts"] == 12 and back.replayed == 12
     finally:
         await back.aclose()
+    assert not list(journal.glob("*.log")) and not list(journal.glob("*.lock"))
+
+
+async def test_rows_let_go_in_an_outage_are_sent_from_the_journal_on_recovery(
+    postgres_srv: PostgresServer, clean: str, tmp_path: Path
+) -> None:
+    """Postgres stops mid-traffic: rows past the buffer's bound leave memory; once it is
+    back, the same process sends every row from its journal, each exactly once."""
+    ledger = PostgresLedger(
+        clean, journal_dir=tmp_path / "journal", max_buffered=5, retry_s=0.05,
+        flush_interval_s=0.05,
+    )  # fmt: skip
+    try:
+        ledger.record(row("acme", 0.01))
+        await ledger.flush()
+        postgres_srv.pause()
+        for _ in range(20):
+            ledger.record(row("acme", 0.01))
+            await asyncio.sleep(0.01)
+        assert ledger.spilled > 0
+        postgres_srv.resume()
+        await asyncio.wait_for(ledger.flush(), 60)
+        (total,) = await ledger.totals("acme", 0.0, "workspace")
+        assert total["attempts"] == 21
+        assert total["cost_usd"] == pytest.approx(0.21)
+    finally:
+        await ledger.aclose()
+
+
+async def test_a_row_sent_twice_is_stored_once(clean: str, tmp_path: Path) -> None:
+    """A batch whose commit the client never heard of is sent again: ids make it harmless."""
+    ledger = PostgresLedger(clean, journal_dir=tmp_path / "journal")
+    try:
+        ledger.record(row("acme", 0.5))
+        await ledger.flush()
+        pool = await ledger._connect()
+        conn = await asyncpg.connect(clean)
+        try:
+            (stored,) = await conn.fetch(f"SELECT {', '.join(COLUMNS)} FROM {TABLE}")
+        finally:
+            await conn.close()
+        await ledger._send(pool, [tuple(stored)])
+        (total,) = await ledger.totals("acme", 0.0, "workspace")
+        assert total["attempts"] == 1
+    finally:
+        await ledger.aclose()
 
 
 async def test_repr_never_shows_the_url() -> None:
