@@ -122,7 +122,7 @@ async def chat_completions(
         req = parse_request(data)
         stream = req.stream
         if stream:
-            return await _stream(state, req, policy_hint, who, started)
+            return await _stream(state, req, policy_hint, who, started, "functions" in data)
         resp = await state.engine.arun(req, policy=policy_hint)
     except Exception as exc:
         return _failed(state, exc, policy_hint, started, stream=stream)
@@ -188,7 +188,12 @@ def _failed(
 
 
 async def _stream(
-    state: ServerState, req: Request, policy: str | None, who: Principal, started: float
+    state: ServerState,
+    req: Request,
+    policy: str | None,
+    who: Principal,
+    started: float,
+    legacy: bool = False,
 ) -> EventStreamResponse:
     """Wait for the first event (so failover before it is invisible and errors get a status)."""
     events = state.engine.astream(req, policy=policy)
@@ -211,7 +216,7 @@ async def _stream(
     if dropped:
         headers[DROPPED_HEADER] = dropped
     return EventStreamResponse(
-        first, events, ChunkEncoder(include_usage), headers, tracker.see, tracker.end
+        first, events, ChunkEncoder(include_usage, legacy), headers, tracker.see, tracker.end
     )
 
 

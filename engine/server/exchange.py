@@ -29,6 +29,7 @@ __all__ = [
     "JSONAnswer",
     "StreamTracker",
     "as_function_call",
+    "as_function_call_delta",
     "cap_budget",
     "dropped_header",
     "meta_headers",
@@ -223,3 +224,18 @@ def as_function_call(body: dict[str, Any]) -> None:
     if calls:
         choice["message"]["function_call"] = calls[0]["function"]
         choice["finish_reason"] = "function_call"
+
+
+def as_function_call_delta(choice: dict[str, Any]) -> bool:
+    """A chat.completion.chunk's choice for a legacy `functions` caller, as OpenAI streams
+    it: the first tool call's deltas as `delta.function_call`, other calls left out, finish
+    reason `function_call`. False when nothing is left to send in this chunk."""
+    delta = choice["delta"]
+    calls = delta.pop("tool_calls", None)
+    if calls:
+        first = [c["function"] for c in calls if c["index"] == 0]
+        if first:
+            delta["function_call"] = first[0]
+    if choice["finish_reason"] == "tool_calls":
+        choice["finish_reason"] = "function_call"
+    return bool(delta) or choice["finish_reason"] is not None

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from engine.result import StreamEvent
 from engine.server.errors import INTERNAL, HTTPError, to_http
+from engine.server.exchange import as_function_call_delta
 
 DONE = b"data: [DONE]\n\n"
 #: The error event a stream ends with when the server stops before it finished (SIGTERM,
@@ -55,8 +56,9 @@ class ChunkEncoder:
     def error(self, error: HTTPError) -> bytes:
         return error_event(error)
 
-    def __init__(self, include_usage: bool) -> None:
+    def __init__(self, include_usage: bool, legacy: bool = False) -> None:
         self.include_usage = include_usage
+        self.legacy = legacy  # a `functions` caller: tool calls streamed as function_call
         self.id = ""
         self.created = 0
         self._first = True
@@ -69,7 +71,10 @@ class ChunkEncoder:
         body["id"], body["created"] = self.id, self.created
         out = b""
         c = event.chunk
-        if self._first or c.content or c.tool_calls or c.finish_reason is not None:
+        send = self._first or c.content or c.tool_calls or c.finish_reason is not None
+        if self.legacy and not as_function_call_delta(body["choices"][0]):
+            send = self._first
+        if send:
             if self._first:
                 body["choices"][0]["delta"] = {"role": "assistant", **body["choices"][0]["delta"]}
             out = b"data: " + orjson.dumps(body) + b"\n\n"

@@ -131,6 +131,25 @@ def test_legacy_functions_get_function_call(stack: Stack) -> None:
     assert done.choices[0].message.function_call.name == "lookup"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("policy", ["chat", "oai", "claude"])
+def test_streamed_legacy_functions_get_function_call_deltas(stack: Stack, policy: str) -> None:
+    """A streamed `functions` request gets delta.function_call (name, then the arguments in
+    pieces) and finish_reason function_call, never tool_calls, as OpenAI streams it."""
+    functions = [{"name": "get_weather", "parameters": TOOLS[0]["function"]["parameters"]}]
+    with client(stack) as c:
+        stream = c.chat.completions.create(  # type: ignore[call-overload]
+            model=policy, messages=[{"role": "user", "content": "Paris"}], functions=functions,
+            stream=True,
+        )  # fmt: skip
+        chunks = [ch for ch in stream if ch.choices]
+    deltas = [ch.choices[0].delta for ch in chunks]
+    assert all(d.tool_calls is None for d in deltas)
+    calls = [d.function_call for d in deltas if d.function_call is not None]
+    assert calls and calls[0].name == "get_weather"
+    assert json.loads("".join(f.arguments or "" for f in calls)) == {"city": "Paris"}
+    assert chunks[-1].choices[0].finish_reason == "function_call"
+
+
 @pytest.mark.parametrize("policy", ["chat", "claude"])
 def test_responses_create_and_function_tools(stack: Stack, policy: str) -> None:
     """responses.create answers text; with a function tool, a function_call item, and the
