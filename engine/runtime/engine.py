@@ -255,9 +255,10 @@ class Engine:
             out["fallbacks"] = [explain_target(plan, svc, req, f) for f in req.fallbacks]
         return out
 
-    def stats(self) -> dict[str, Any]:
-        """Totals and per provider / per model counters, latency percentiles and cost."""
-        out = self._svc.stats.snapshot()
+    def stats(self, *, samples: bool = False) -> dict[str, Any]:
+        """Totals and per provider / per model counters, latency percentiles and cost;
+        `samples`: latency samples instead of percentiles, for engine.runtime.stats.merge."""
+        out = self._svc.stats.export() if samples else self._svc.stats.snapshot()
         out["cache"] = dict(self._svc.cache.stats())
         out["breakers"] = self._svc.breakers.snapshot()
         return out

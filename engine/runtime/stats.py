@@ -7,6 +7,7 @@ from a bounded window of recent samples so memory stays flat under any traffic.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,18 +36,16 @@ class _Bucket:
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     recent: deque[bool] = field(default_factory=lambda: deque(maxlen=RECENT))
 
-    def view(self) -> dict[str, Any]:
+    def export(self) -> dict[str, Any]:
+        """The raw figures (latency samples, not percentiles), which `merge` can add up."""
         return {
             "requests": self.requests,
             "successes": self.successes,
             "failures": self.failures,
-            "error_rate": self.failures / self.requests if self.requests else 0.0,
-            "latency_avg_ms": sum(self.latencies) / len(self.latencies) if self.latencies else None,
-            "latency_p50_ms": _percentile(self.latencies, 0.5),
-            "latency_p95_ms": _percentile(self.latencies, 0.95),
             "cost_usd": self.cost_usd,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "latencies": list(self.latencies),
         }
 
 
@@ -135,22 +134,58 @@ class Stats:
             return 0.0
         return b.recent.count(False) / len(b.recent)
 
-    def snapshot(self) -> dict[str, Any]:
-        """A plain-dict copy, safe to serialise (JSON) and to keep."""
+    def export(self) -> dict[str, Any]:
+        """Raw, mergeable figures: what one worker of several hands the one that answers
+        /v1/stats (`merge` turns any number of them into `snapshot`'s shape)."""
         t = self._totals
         return {
-            "totals": {
-                "requests": t.requests,
-                "successes": t.successes,
-                "failures": t.failures,
-                "cache_hits": t.cache_hits,
-                "fallbacks": t.fallbacks,
-                "cost_usd": t.cost_usd,
-                "unknown_cost_responses": t.unknown_cost_responses,
-                "input_tokens": t.input_tokens,
-                "output_tokens": t.output_tokens,
-                "total_tokens": t.input_tokens + t.output_tokens,
-            },
-            "providers": {k: b.view() for k, b in self._providers.items()},
-            "models": {k: b.view() for k, b in self._models.items()},
+            "totals": {name: getattr(t, name) for name in _Totals.__slots__},
+            "providers": {k: b.export() for k, b in self._providers.items()},
+            "models": {k: b.export() for k, b in self._models.items()},
         }
+
+    def snapshot(self) -> dict[str, Any]:
+        """A plain-dict copy, safe to serialise (JSON) and to keep."""
+        return merge([self.export()])
+
+
+def merge(exports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Several `Stats.export()`s (one per worker) as one `snapshot`: counts and costs
+    added, error rates and latency percentiles over every worker's samples together."""
+    totals = _sum(e["totals"] for e in exports)
+    totals["total_tokens"] = totals["input_tokens"] + totals["output_tokens"]
+    return {
+        "totals": totals,
+        "providers": _merge_buckets([e["providers"] for e in exports]),
+        "models": _merge_buckets([e["models"] for e in exports]),
+    }
+
+
+def _sum(parts: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for part in parts:
+        for name, value in part.items():
+            out[name] = out.get(name, 0) + value
+    return out
+
+
+def _merge_buckets(groups: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    names = {name: None for group in groups for name in group}  # first-seen order
+    return {name: _view([g[name] for g in groups if name in g]) for name in names}
+
+
+def _view(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    samples: deque[float] = deque(x for p in parts for x in p["latencies"])
+    n = _sum({k: v for k, v in p.items() if k != "latencies"} for p in parts)
+    return {
+        "requests": n["requests"],
+        "successes": n["successes"],
+        "failures": n["failures"],
+        "error_rate": n["failures"] / n["requests"] if n["requests"] else 0.0,
+        "latency_avg_ms": sum(samples) / len(samples) if samples else None,
+        "latency_p50_ms": _percentile(samples, 0.5),
+        "latency_p95_ms": _percentile(samples, 0.95),
+        "cost_usd": n["cost_usd"],
+        "input_tokens": n["input_tokens"],
+        "output_tokens": n["output_tokens"],
+    }

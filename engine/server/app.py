@@ -19,7 +19,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,7 +35,7 @@ from engine.assemble import default_ledger_path
 from engine.messages import Request, parse_request
 from engine.result import Response
 from engine.runtime.spend import SpendReport
-from engine.server import dashboard, ops, plugins, tracing
+from engine.server import aggregate, dashboard, ops, plugins, tracing
 from engine.server.access import AccessLog
 from engine.server.auth import Authenticator, Principal
 from engine.server.common import (
@@ -68,6 +69,7 @@ from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings
 from engine.server.sse import SSE_HEADERS, ChunkEncoder, EventStreamResponse, aclose_events
 from engine.server.surface import SurfaceRoute, surface_routes
+from engine.server.workers import Workers
 
 log = logging.getLogger("engine.server")
 
@@ -246,15 +248,7 @@ async def list_models(request: HTTPRequest) -> HTTPResponse:
 async def stats(request: HTTPRequest) -> HTTPResponse:
     state = _state(request)
     state.auth.authenticate(request.headers.get("authorization"))
-    payload = {
-        "engine": state.engine.stats(),
-        "server": {
-            "uptime_s": time.time() - state.started,
-            "key_spend_usd": state.auth.spent(),
-            "reloads": state.watcher.reloads if state.watcher else 0,
-            "reload_failures": state.watcher.failures if state.watcher else 0,
-        },
-    }
+    payload = await aggregate.stats_payload(state)
     return HTTPResponse(
         orjson.dumps(payload, default=_jsonable, option=orjson.OPT_NON_STR_KEYS),
         media_type="application/json",
@@ -285,7 +279,9 @@ async def readyz(request: HTTPRequest) -> HTTPResponse:
 
 
 async def metrics(request: HTTPRequest) -> HTTPResponse:
-    return HTTPResponse(_state(request).metrics.render(), media_type=CONTENT_TYPE)
+    state = _state(request)
+    live = await aggregate.live_state(state) if aggregate.workers_of(state) else None
+    return HTTPResponse(state.metrics.render(live), media_type=CONTENT_TYPE)
 
 
 # --------------------------------------------------------------------------- app
@@ -348,16 +344,26 @@ class EngineApp(Starlette):
 
 
 def create_app(
-    engine: RoutingEngine, settings: ServerSettings, watcher: ConfigWatcher | None = None
+    engine: RoutingEngine,
+    settings: ServerSettings,
+    watcher: ConfigWatcher | None = None,
+    workers_dir: Path | None = None,
 ) -> Starlette:
-    """The ASGI app over one engine; the watcher (if any) runs while the app is up."""
+    """The ASGI app over one engine; the watcher (if any) runs while the app is up.
+    `workers_dir`: the directory one server's workers share (runner.serve), which makes
+    /metrics and /v1/stats speak for all of them (server/aggregate.py)."""
+    live = aggregate.live_reader(engine, watcher)
     state = ServerState(
         engine,
         settings,
         Authenticator(settings.api_keys),
-        ServerMetrics(_state_reader(engine, watcher)),
+        ServerMetrics(live, multiprocess_dir=workers_dir),
         watcher,
     )
+    workers = None
+    if workers_dir is not None:
+        workers = Workers(workers_dir, lambda: aggregate.worker_snapshot(state, live))
+        state.extras["workers"] = workers
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -369,9 +375,13 @@ def create_app(
             if settings.warm_on_start or settings.keep_alive_s
             else None
         )
+        if workers is not None:
+            await workers.start()
         try:
             yield
         finally:
+            if workers is not None:
+                await workers.aclose()
             for background in (task, warming):
                 if background is not None:
                     background.cancel()
@@ -414,27 +424,3 @@ async def _warm(engine: RoutingEngine, keep_alive_s: float | None) -> None:
     warm = getattr(engine, "warm", None)
     if warm is not None:
         await warm(keep_alive_s=keep_alive_s)
-
-
-def _state_reader(
-    engine: RoutingEngine, watcher: ConfigWatcher | None = None
-) -> Callable[[], Mapping[str, Any]]:
-    """Breaker states from stats(), queued waiters per provider and the hot-reload counts,
-    for the metrics scrape."""
-
-    def read() -> Mapping[str, Any]:
-        stats = engine.stats()
-        stats = stats if isinstance(stats, Mapping) else {}
-        status = getattr(engine, "rate_limit_status", None)
-        queued: dict[str, int] = {}
-        if status is not None:
-            for provider in engine.plan.providers.values():
-                if provider.enabled:
-                    queued[provider.id] = int(status(provider.id).get("queued", 0))
-        out: dict[str, Any] = {"breakers": stats.get("breakers") or {}, "rate_limit_queued": queued}
-        if watcher is not None:
-            out["config_reloads"] = watcher.reloads
-            out["config_reload_failures"] = watcher.failures
-        return out
-
-    return read

@@ -11,10 +11,12 @@ nothing per request.
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from engine.errors import AttemptRecord
@@ -42,7 +44,16 @@ def policy_label(policy: str | None, known: Container[str]) -> str | None:
 class ServerMetrics:
     """The metric objects and the few verbs the app calls on them."""
 
-    def __init__(self, stats: Callable[[], Mapping[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        stats: Callable[[], Mapping[str, Any]] | None = None,
+        multiprocess_dir: Path | None = None,
+    ) -> None:
+        """`multiprocess_dir`: this server's workers' shared directory (runner.serve sets
+        PROMETHEUS_MULTIPROC_DIR to it before they start), so a scrape adds up the counters
+        and histograms of every worker from their files, whichever worker answers; each
+        count then reaches its file as it happens, not at this worker's next scrape."""
+        self._multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._rows: dict[tuple[str | None, str, str, int, bool], _Row] = {}
@@ -84,7 +95,7 @@ class ServerMetrics:
         self.cache_hits = Counter(
             "engine_cache_hits", "Responses served from cache.", ["policy"], registry=r
         )
-        if stats is not None:
+        if stats is not None and multiprocess_dir is None:
             r.register(EngineStateCollector(stats))
 
     def observe(
@@ -124,6 +135,8 @@ class ServerMetrics:
             pending[hits] = pending.get(hits, 0.0) + 1
         if attempts:
             self.observe_attempts(row.policy, attempts)
+        if self._multiprocess_dir is not None:
+            self.flush()  # siblings read the files at their scrapes, not ours
 
     def flush(self) -> None:
         """Hand the counts summed since the last scrape to their prometheus series."""
@@ -149,9 +162,17 @@ class ServerMetrics:
         if attempts and attempts[-1].outcome == "ok" and attempts[-1].fallback_index > 0:
             self._child(self.fallbacks, policy).inc()
 
-    def render(self) -> bytes:
+    def render(self, live: Mapping[str, Any] | None = None) -> bytes:
+        """The Prometheus text; in multiprocess mode every worker's counters from the files,
+        with `live` (breakers, waiters, reloads: every worker's, server/aggregate.py)."""
         self.flush()
-        return bytes(generate_latest(self.registry))
+        if self._multiprocess_dir is None:
+            return bytes(generate_latest(self.registry))
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self._multiprocess_dir))  # type: ignore[no-untyped-call]
+        if live is not None:
+            registry.register(EngineStateCollector(lambda: live))
+        return bytes(generate_latest(registry))
 
 
 class _Row:

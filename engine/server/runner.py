@@ -9,8 +9,14 @@ shutdown, which closes the engine and flushes the ledger.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 
@@ -58,6 +64,36 @@ def banner(plan: Plan, settings: ServerSettings) -> str:
     return "\n".join(lines)
 
 
+#: The directory one server's workers share, created by the supervisor (`serve`); the
+#: variable is prometheus-client's own, read when a worker first imports it.
+WORKERS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def workers_dir(settings: ServerSettings) -> Path | None:
+    """Where this worker and its siblings meet (metrics files, sockets); None alone."""
+    shared = os.environ.get(WORKERS_DIR_ENV)
+    return Path(shared) if settings.workers > 1 and shared else None
+
+
+@contextlib.contextmanager
+def shared_workers_dir() -> Iterator[Path]:
+    """A fresh private directory for one server's workers, named in the environment they
+    inherit, removed when the server stops: prometheus-client's multiprocess files must
+    not outlive the processes that wrote them, or a restarted server would count on from
+    the last run's totals."""
+    directory = Path(tempfile.mkdtemp(prefix="engine-workers-"))
+    previous = os.environ.get(WORKERS_DIR_ENV)
+    os.environ[WORKERS_DIR_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop(WORKERS_DIR_ENV, None)
+        else:
+            os.environ[WORKERS_DIR_ENV] = previous
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 def build_app(settings: ServerSettings | None = None) -> Starlette:
     """The app for one worker: settings from env, engine from the config dir, watcher on."""
     settings = settings or load_settings()
@@ -75,7 +111,7 @@ def build_app(settings: ServerSettings | None = None) -> Starlette:
     watcher = ConfigWatcher(
         settings.config_dir, load_plan, engine.reload, settings.reload_interval_s
     )
-    app = create_app(engine, settings, watcher)
+    app = create_app(engine, settings, watcher, workers_dir(settings))
     settle_heap()
     return app
 
@@ -147,7 +183,8 @@ def serve(settings: ServerSettings) -> None:
     )
     server = uvicorn.Server(config)
     if config.workers > 1:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        with shared_workers_dir():
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
     else:
         server.run()
     if not server.started and config.workers == 1:

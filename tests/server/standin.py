@@ -108,7 +108,7 @@ class StandInEngine:
             self.closed_streams += 1
             self.stream_closed.set()
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, *, samples: bool = False) -> dict[str, Any]:
         return {
             "requests": len(self.calls),
             "breakers": {"mock": "closed"},

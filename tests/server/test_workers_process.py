@@ -130,3 +130,51 @@ async def test_three_workers_admit_exactly_the_limit_however_connections_spread(
     assert set(statuses) == {200, 429}
     assert len(workers.upstream.requests) == 20
     assert (workers.state / "limits.sqlite3").exists()
+
+
+def _requests_in(metrics: str) -> float:
+    """The sum of every engine_requests_total series in a Prometheus text."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("engine_requests_total{")
+    )
+
+
+async def _all_workers_up(http: httpx.AsyncClient, url: str, count: int) -> None:
+    """Until a /v1/stats answer counts `count` workers (each starts its own engine)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 180
+    while loop.time() < deadline:
+        server = (await http.get(f"{url}/v1/stats")).json()["server"]
+        if server["workers"]["answered"] == count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("not every worker came up")
+
+
+@pytest.mark.parametrize("workers", [2], indirect=True)
+async def test_every_scrape_counts_every_workers_requests(workers: Served) -> None:
+    """After K requests spread over `--workers 2`, each of several scrapes of /metrics and
+    of /v1/stats (on fresh connections, so either worker answers) shows exactly K."""
+    fresh = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(timeout=30, limits=fresh) as http:
+        await _all_workers_up(http, workers.url, 2)
+        k = 0
+        for _ in range(20):  # until the kernel has handed both workers some requests
+            answers = await asyncio.gather(
+                *(http.post(f"{workers.url}/v1/chat/completions", json=_body(i)) for i in range(6))
+            )
+            assert [a.status_code for a in answers] == [200] * 6
+            k += 6
+            spread = (await http.get(f"{workers.url}/v1/stats")).json()["server"]["workers"]
+            if min(spread["requests"]) > 0:
+                break
+        assert min(spread["requests"]) > 0 and sum(spread["requests"]) == k
+        metrics = [_requests_in((await http.get(f"{workers.url}/metrics")).text) for _ in range(6)]
+        stats = [(await http.get(f"{workers.url}/v1/stats")).json() for _ in range(6)]
+    assert metrics == [k] * 6
+    assert [s["engine"]["totals"]["requests"] for s in stats] == [k] * 6
+    assert [s["engine"]["providers"]["primary"]["requests"] for s in stats] == [k] * 6
+    assert all(s["server"]["workers"]["answered"] == 2 for s in stats)
+    assert len(workers.upstream.requests) == k
