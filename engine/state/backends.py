@@ -37,6 +37,7 @@ from engine.state.redis_budget import RedisBudgetStore
 from engine.state.redis_cache import RedisCache
 from engine.state.redis_common import connect
 from engine.state.redis_ratelimit import RedisRateLimiter
+from engine.state.redis_scripts import scripts_for
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -74,9 +75,11 @@ def shared_state(url: str, clock: Clock, *, hold_s: float) -> SharedState:
             ]
         )
     client = connect(url)
+    scripts = scripts_for(url, client, given=False)  # one pipelined connection for both
+    limiter = InProcessRateLimiter(clock)
     return SharedState(
-        rate_limiter=RedisRateLimiter(url, clock, InProcessRateLimiter(clock), client=client),
-        budget=RedisBudgetStore(url, hold_s=hold_s, client=client),
+        rate_limiter=RedisRateLimiter(url, clock, limiter, client=client, scripts=scripts),
+        budget=RedisBudgetStore(url, hold_s=hold_s, client=client, scripts=scripts),
         cache=RedisCache(url, DataclassCodec(Response), clock, client=client),
         breaker_signal=RedisBreakerSignal(url, client=client),
     )

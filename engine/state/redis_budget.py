@@ -42,6 +42,7 @@ from engine.state.money import (
 )
 from engine.state.protocols import Reservation, SpendSource
 from engine.state.redis_common import connect, tag
+from engine.state.redis_scripts import Scripts, scripts_for
 
 log = logging.getLogger(__name__)
 
@@ -144,15 +145,22 @@ class RedisBudgetStore:
     """`BudgetStore` on Redis: one atomic script per reservation, settle and release."""
 
     def __init__(
-        self, url: str, *, hold_s: float = HOLD_S, prefix: str = "engine", client: Any = None
+        self,
+        url: str,
+        *,
+        hold_s: float = HOLD_S,
+        prefix: str = "engine",
+        client: Any = None,
+        scripts: Scripts | None = None,
     ) -> None:
         self._redis: aioredis.Redis = client if client is not None else connect(url)
         self._name = "the Redis budget store"
         self._hold_ms = max(1, int(hold_s * 1000))
         self._prefix = prefix
-        self._reserve = self._redis.register_script(_RESERVE)
-        self._close = self._redis.register_script(_CLOSE)
-        self._spent = self._redis.register_script(_SPENT)
+        self._scripts = scripts or scripts_for(url, self._redis, given=client is not None)
+        self._reserve = self._scripts.register(_RESERVE)
+        self._close = self._scripts.register(_CLOSE)
+        self._spent = self._scripts.register(_SPENT)
 
     def __repr__(self) -> str:  # never the URL: it may carry a password
         return f"RedisBudgetStore(prefix={self._prefix!r})"
@@ -237,4 +245,5 @@ class RedisBudgetStore:
         return {"day": int(day) / NANO, "month": int(month) / NANO}
 
     async def aclose(self) -> None:
+        await self._scripts.aclose()
         await self._redis.aclose()

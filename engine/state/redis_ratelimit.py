@@ -40,6 +40,7 @@ from engine.state.protocols import Lease, RateLimiter
 from engine.state.ratelimit.learned import MAX_BLOCK_S
 from engine.state.redis_common import connect, tag
 from engine.state.redis_limits_lua import ACQUIRE, CLOSE, OBSERVE, STATUS
+from engine.state.redis_scripts import Scripts, scripts_for
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +72,17 @@ class RedisRateLimiter:
         *,
         prefix: str = "engine",
         client: Any = None,
+        scripts: Scripts | None = None,
     ) -> None:
         self._redis: aioredis.Redis = client if client is not None else connect(url)
         self._clock = clock
         self._fallback = fallback
         self._prefix = prefix
-        self._acquire = self._redis.register_script(ACQUIRE)
-        self._close = self._redis.register_script(CLOSE)
-        self._observe = self._redis.register_script(OBSERVE)
-        self._status = self._redis.register_script(STATUS)
+        self._scripts = scripts or scripts_for(url, self._redis, given=client is not None)
+        self._acquire = self._scripts.register(ACQUIRE)
+        self._close = self._scripts.register(CLOSE)
+        self._observe = self._scripts.register(OBSERVE)
+        self._status = self._scripts.register(STATUS)
         self._queues: dict[str, asyncio.Lock] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._open: set[int] = set()
@@ -296,6 +299,7 @@ class RedisRateLimiter:
 
     async def aclose(self) -> None:
         await self.flush()
+        await self._scripts.aclose()
         await self._redis.aclose()
         await self._fallback.aclose()
 

@@ -1,0 +1,247 @@
+"""Lua scripts on the hot path: one pipelined connection instead of redis-py's client.
+
+Every engine call with Redis state runs two to four short scripts (a rate-limit lease, a
+budget hold, their settlements). Through redis-py's asyncio client one script costs about
+130-250 us of this process's CPU (its pool, its connection's bookkeeping, its command
+dispatch), several times the engine's own work per call, and two of them sit before the
+request goes out. `ScriptConnection` sends the same EVALSHA over one TCP connection that
+every coroutine of the event loop shares: commands are written as they come, answers are
+matched in order (Redis answers a connection's commands in the order it read them), so
+calls in flight at once share round trips and no pool is needed. Encoding and parsing are
+hiredis's (`pack_command`, `Reader`); only the framing of requests to answers is here.
+Measured on this machine (bench/shared_state.py and the note in docs/state.md): about 5x
+less CPU per script than redis-py's client.
+
+What it does not do is delegated: `rediss://` (TLS), sentinel and cluster URLs, and a
+client passed in by a caller (fakeredis in quick tests) run the same scripts through
+redis-py (`RedisPyScripts`). Errors are redis-py's classes (`ResponseError`,
+`ConnectionError`, `TimeoutError`), so the stores' fail-closed handling is the same for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, cast
+
+import hiredis
+import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from engine.state.redis_common import ANSWER_TIMEOUT_S, CONNECT_TIMEOUT_S
+
+Arg = int | str | bytes | float
+
+
+class Script(Protocol):
+    """One registered Lua script."""
+
+    def __call__(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Awaitable[Any]:
+        """Run it and wait for the reply."""
+        ...
+
+
+class Scripts(Protocol):
+    """Registers Lua sources as `Script`s."""
+
+    def register(self, source: str) -> Script: ...
+
+    async def aclose(self) -> None: ...
+
+
+class RedisPyScripts:
+    """The scripts through a redis-py client (TLS, cluster, or a client given by a test)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+
+    def register(self, source: str) -> Script:
+        return _PyScript(self._client.register_script(source))
+
+    async def aclose(self) -> None:
+        """The client belongs to the store, which closes it."""
+
+
+class _Wire(asyncio.Protocol):
+    """One connection: replies handed to the waiting futures in the order sent.
+
+    Commands issued in one turn of the event loop leave in one write (flushed by a
+    `call_soon`): a call's budget settle, lease correction and header update go together,
+    and each write is a system call that also wakes the server (measured the largest part
+    of this process's CPU per call with Redis state before they were coalesced)."""
+
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports (the server runs on uvloop) are not asyncio.Transport subclasses
+        self.transport = cast("asyncio.Transport", transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            if not self.waiting:  # an answer nobody asked for: the stream is out of step
+                self.fail(RedisConnectionError("unexpected reply from Redis"))
+                return
+            fut = self.waiting.popleft()
+            if not fut.done():
+                fut.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._fail_waiting(RedisConnectionError("Redis closed the connection"))
+
+    def send(self, args: Sequence[Arg]) -> asyncio.Future[Any]:
+        assert self.transport is not None
+        fut = asyncio.get_running_loop().create_future()
+        self.waiting.append(fut)
+        if not self._out:
+            fut.get_loop().call_soon(self._flush)
+        self._out.append(hiredis.pack_command(tuple(args)))  # type: ignore[arg-type]  # its stub types a 1-tuple
+        return fut
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self.transport is not None:
+            self.transport.write(b"".join(out))
+
+    def fail(self, exc: Exception) -> None:
+        """Drop the connection: once one answer is missed, every later one is misaligned."""
+        self._out.clear()
+        if self.transport is not None:
+            self.transport.abort()
+            self.transport = None
+        self._fail_waiting(exc)
+
+    def _fail_waiting(self, exc: Exception) -> None:
+        while self.waiting:
+            fut = self.waiting.popleft()
+            if not fut.done():
+                fut.set_exception(exc)
+
+
+class ScriptConnection:
+    """`Scripts` over one pipelined connection to a plain `redis://` server."""
+
+    def __init__(self, url: str) -> None:
+        options = parse_url(url)
+        self._host = str(options.get("host", "localhost"))
+        self._port = int(options.get("port", 6379))
+        self._db = int(options.get("db", 0))
+        self._username: str | None = options.get("username")
+        self._password: str | None = options.get("password")
+        self._wire: _Wire | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connecting: asyncio.Future[_Wire] | None = None
+
+    def __repr__(self) -> str:  # never the URL or the password
+        return f"ScriptConnection({self._host}:{self._port}/{self._db})"
+
+    def register(self, source: str) -> Script:
+        return _Script(self, source)
+
+    async def call(self, command: Sequence[Arg]) -> Any:
+        wire = await self._connected()
+        return await self.answer(wire, wire.send(command))
+
+    async def answer(self, wire: _Wire, fut: asyncio.Future[Any]) -> Any:
+        try:
+            async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                return await fut
+        except TimeoutError:
+            wire.fail(RedisTimeoutError("Redis did not answer in time"))
+            raise RedisTimeoutError("Redis did not answer in time") from None
+
+    async def _connected(self) -> _Wire:
+        loop = asyncio.get_running_loop()
+        wire = self._wire
+        if wire is not None and wire.transport is not None and self._loop is loop:
+            return wire
+        if self._connecting is None or self._loop is not loop:
+            self._loop = loop
+            self._connecting = loop.create_future()
+            connecting = self._connecting
+            try:
+                self._wire = await self._open(loop)
+                connecting.set_result(self._wire)
+            except BaseException as exc:
+                connecting.set_exception(exc)
+                connecting.exception()  # retrieved: the waiters below see it too
+                raise
+            finally:
+                self._connecting = None
+            return self._wire
+        return await asyncio.shield(self._connecting)
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> _Wire:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                _, wire = await loop.create_connection(_Wire, self._host, self._port)
+                handshake = []
+                if self._password is not None:
+                    auth = (self._username, self._password) if self._username else (self._password,)
+                    handshake.append(wire.send(("AUTH", *auth)))
+                if self._db:
+                    handshake.append(wire.send(("SELECT", self._db)))
+                for reply in await asyncio.gather(*handshake):
+                    if isinstance(reply, hiredis.ReplyError):
+                        wire.fail(RedisConnectionError("Redis refused the connection"))
+                        raise RedisConnectionError(f"Redis refused the connection: {reply}")
+                return wire
+        except TimeoutError:
+            raise RedisTimeoutError("timed out connecting to Redis") from None
+        except OSError as exc:
+            raise RedisConnectionError(f"cannot connect to Redis ({type(exc).__name__})") from None
+
+    async def aclose(self) -> None:
+        if self._wire is not None:
+            self._wire.fail(RedisConnectionError("closed"))
+            self._wire = None
+
+
+class _PyScript:
+    """A redis-py script as a `Script`."""
+
+    def __init__(self, script: Callable[..., Awaitable[Any]]) -> None:
+        self._script = script
+
+    def __call__(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Awaitable[Any]:
+        return self._script(keys=keys, args=args)
+
+
+class _Script:
+    """One registered script on the pipelined connection."""
+
+    def __init__(self, conn: ScriptConnection, source: str) -> None:
+        self._conn, self._source = conn, source
+        self._sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Any:
+        return await self._checked(await self._conn.call(self._evalsha(keys, args)), keys, args)
+
+    def _evalsha(self, keys: Sequence[Arg], args: Sequence[Arg]) -> tuple[Arg, ...]:
+        return ("EVALSHA", self._sha, len(keys), *keys, *args)
+
+    async def _checked(self, reply: Any, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
+        if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT"):
+            # EVAL also caches the script, so the next EVALSHA finds it.
+            reply = await self._conn.call(("EVAL", self._source, len(keys), *keys, *args))
+        if isinstance(reply, hiredis.ReplyError):
+            raise ResponseError(str(reply))
+        return reply
+
+
+def scripts_for(url: str, client: aioredis.Redis, given: bool) -> Scripts:
+    """The pipelined connection for a plain redis:// URL; redis-py's client otherwise (TLS,
+    unix sockets, or a client a caller passed in)."""
+    if given or not url.startswith("redis://"):
+        return RedisPyScripts(client)
+    return ScriptConnection(url)
