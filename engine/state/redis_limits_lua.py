@@ -5,15 +5,27 @@ Per key of a pool there are two hashes (both under the provider's hash tag):
      (dim 1 requests, 2 input tokens, 3 output tokens, 4 total tokens);
   M  the key's meta: lim<d> learned limit, rem<d>/rst<d> the provider's remaining figure
      and when it resets (ms), blocked (ms, Retry-After), inflight.
-A missing limit is -1. Times are the Redis server's (`TIME`), so replicas agree.
+A missing limit is -1. Times are the Redis server's (`TIME`), so replicas agree, unless the
+first ARGV gives one in ms (>= 0; the scripts read their own arguments from `A`, the ARGV
+after it): tests drive the window with an injected clock that way. Usage booked in second
+s counts until s + 61: a slice leaves the window 60 s after its end, as in-process, never
+early.
 """
 
 from __future__ import annotations
 
 _NOW = """
-local t = redis.call('TIME')
-local sec = tonumber(t[1])
-local now_ms = sec * 1000 + math.floor(tonumber(t[2]) / 1000)
+local given = tonumber(ARGV[1])
+local A = {}  -- the script's own arguments, after the time
+for i = 2, #ARGV do A[i - 1] = ARGV[i] end
+local now_ms
+if given >= 0 then
+  now_ms = given
+else
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local sec = math.floor(now_ms / 1000)
 local function meta(M)
   local raw = redis.call('HGETALL', M)
   local m = {}
@@ -32,7 +44,7 @@ local function window(W)
   for i = 1, #raw, 2 do
     local s = tonumber(string.sub(raw[i], 1, -3))
     local d = tonumber(string.sub(raw[i], -1))
-    if s < sec - 59 then
+    if s < sec - 60 then  -- second s ends at s + 1 and leaves the window 60 s later
       redis.call('HDEL', W, raw[i])
     else
       used[d] = used[d] + tonumber(raw[i + 1])
@@ -48,13 +60,13 @@ end
 ACQUIRE = (
     _NOW
     + """
-local need = {1, tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[1]) + tonumber(ARGV[2])}
+local need = {1, tonumber(A[1]), tonumber(A[2]), tonumber(A[1]) + tonumber(A[2])}
 local best, best_room, best_flight, wait_ms = 0, -1, 0, 60000
 for k = 1, #KEYS / 2 do
   local W, M = KEYS[2 * k - 1], KEYS[2 * k]
   local m = meta(M)
   local used, first = window(W)
-  local cfg = {tonumber(ARGV[3 * k]), tonumber(ARGV[3 * k + 1]), tonumber(ARGV[3 * k + 2]), -1}
+  local cfg = {tonumber(A[3 * k]), tonumber(A[3 * k + 1]), tonumber(A[3 * k + 2]), -1}
   local fits, room, ready = true, 1.0, now_ms
   if (m['blocked'] or 0) > now_ms then fits = false; ready = m['blocked'] end
   for d = 1, 4 do
@@ -64,7 +76,7 @@ for k = 1, #KEYS / 2 do
       local left = lim - used[d] - n
       if left < 0 then
         fits = false
-        ready = math.max(ready, ((first or sec) + 60) * 1000)
+        ready = math.max(ready, ((first or sec) + 61) * 1000)
       elseif lim > 0 then
         room = math.min(room, left / lim)
       end
@@ -106,14 +118,14 @@ return {best, sec}
 CLOSE = (
     _NOW
     + """
-local slot = tonumber(ARGV[1])
-local delta = {tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]),
-               tonumber(ARGV[3]) + tonumber(ARGV[4])}
+local slot = tonumber(A[1])
+local delta = {tonumber(A[2]), tonumber(A[3]), tonumber(A[4]),
+               tonumber(A[3]) + tonumber(A[4])}
 local W, M = KEYS[1], KEYS[2]
 local m = meta(M)
 for d = 1, 4 do
   if delta[d] ~= 0 then
-    if slot >= sec - 59 then
+    if slot >= sec - 60 then
       local field = slot .. ':' .. d
       if redis.call('HINCRBY', W, field, delta[d]) <= 0 then redis.call('HDEL', W, field) end
     end
@@ -135,14 +147,14 @@ OBSERVE = (
     + """
 local M = KEYS[2]
 for d = 1, 4 do
-  local lim, rem = tonumber(ARGV[2 * d - 1]), tonumber(ARGV[2 * d])
+  local lim, rem = tonumber(A[2 * d - 1]), tonumber(A[2 * d])
   if lim > 0 then redis.call('HSET', M, 'lim' .. d, lim) end
   if rem >= 0 then
-    local reset = d == 1 and tonumber(ARGV[9]) or tonumber(ARGV[10])
+    local reset = d == 1 and tonumber(A[9]) or tonumber(A[10])
     redis.call('HSET', M, 'rem' .. d, rem, 'rst' .. d, now_ms + reset)
   end
 end
-local retry = tonumber(ARGV[11])
+local retry = tonumber(A[11])
 if retry > 0 then
   local blocked = tonumber(redis.call('HGET', M, 'blocked') or '0')
   if now_ms + retry > blocked then redis.call('HSET', M, 'blocked', now_ms + retry) end
@@ -159,7 +171,7 @@ STATUS = (
     + """
 local m = meta(KEYS[2])
 local used = window(KEYS[1])
-local cfg = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), -1}
+local cfg = {tonumber(A[1]), tonumber(A[2]), tonumber(A[3]), -1}
 local out = {}
 for d = 1, 4 do
   local lim = effective(m, cfg[d], d)

@@ -21,7 +21,6 @@ rather than refuse every call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections import Counter
@@ -38,6 +37,7 @@ from engine.messages import RateLimitInfo
 from engine.plan.values import KeyPlan
 from engine.state.protocols import Lease, RateLimiter
 from engine.state.ratelimit.learned import MAX_BLOCK_S
+from engine.state.ratelimit.queue import WaitQueue
 from engine.state.redis_common import connect, tag
 from engine.state.redis_limits_lua import ACQUIRE, CLOSE, OBSERVE, STATUS
 from engine.state.redis_scripts import Scripts, scripts_for
@@ -73,7 +73,10 @@ class RedisRateLimiter:
         prefix: str = "engine",
         client: Any = None,
         scripts: Scripts | None = None,
+        server_clock: bool = True,
     ) -> None:
+        """`server_clock=False` runs the windows on `clock` instead of the Redis server's
+        (tests with a fake clock; replicas on several hosts need the server's)."""
         self._redis: aioredis.Redis = client if client is not None else connect(url)
         self._clock = clock
         self._fallback = fallback
@@ -84,7 +87,7 @@ class RedisRateLimiter:
         self._observe = self._scripts.register(OBSERVE)
         self._status = self._scripts.register(STATUS)
         self._queues: dict[str, asyncio.Lock] = {}
-        self._wakeups: dict[str, asyncio.Event] = {}
+        self._naps: dict[str, WaitQueue] = {}
         self._open: set[int] = set()
         self._in_flight: Counter[str] = Counter()  # this replica's open leases per provider
         self._ids = itertools.count(1)
@@ -92,9 +95,14 @@ class RedisRateLimiter:
         self._pending: set[asyncio.Future[None]] = set()  # corrections on their way
         self._observed: dict[tuple[str, str], tuple[float, tuple[int | None, ...]]] = {}
         self.fallbacks = 0  # calls served by the local share because Redis was unreachable
+        self._server_clock = server_clock
 
     def __repr__(self) -> str:  # never the URL: it may carry a password
         return f"RedisRateLimiter(prefix={self._prefix!r})"
+
+    def _now(self) -> int:
+        """The scripts' first argument: -1 (use the server's TIME) or the clock's ms."""
+        return -1 if self._server_clock else int(self._clock.time() * 1000)
 
     def _redis_keys(self, provider: str, keys: Sequence[KeyPlan]) -> list[str]:
         base = f"{self._prefix}:rl:{tag(provider)}"
@@ -146,7 +154,6 @@ class RedisRateLimiter:
         deadline: float,
         max_wait_s: float,
     ) -> Lease:
-        wake = self._wakeups.setdefault(provider, asyncio.Event())
         while True:
             lease, wait_s = await self._try(provider, pool, need)
             if lease is not None:
@@ -156,15 +163,15 @@ class RedisRateLimiter:
             hopeless = wait_s > left and not self._in_flight[provider]
             if left <= 0 or hopeless:
                 raise self._limited(provider, wait_s, max_wait_s)
-            wake.clear()
-            with contextlib.suppress(TimeoutError):  # a nap, cut short by a local release
-                await asyncio.wait_for(wake.wait(), timeout=max(min(wait_s, left), 0.001))
+            await self._naps.setdefault(provider, WaitQueue()).nap(
+                self._clock, max(min(wait_s, left), 0.001)
+            )  # a nap on the clock, cut short by a local settle, release or new headers
 
     async def _try(
         self, provider: str, pool: tuple[KeyPlan, ...], need: tuple[int, int]
     ) -> tuple[Lease | None, float]:
         """One atomic check-and-book: (a lease, 0) or (None, seconds until room may appear)."""
-        args: list[int | str] = [need[0], need[1]]
+        args: list[int | str] = [self._now(), need[0], need[1]]
         for key in pool:
             args += [_limit(key.rpm), _limit(key.input_tpm), _limit(key.output_tpm)]
         try:
@@ -221,11 +228,15 @@ class RedisRateLimiter:
         self._open.discard(lease.ident)
         self._in_flight[lease.provider] -= 1
         keys = self._redis_keys(lease.provider, (lease.key,))
-        args = [lease.slot, requests, inp - lease.input_tokens, out - lease.output_tokens]
+        args = [self._now(), lease.slot, requests]
+        args += [inp - lease.input_tokens, out - lease.output_tokens]
         self._background(self._close(keys=keys, args=args), "settle a lease")
-        wake = self._wakeups.get(lease.provider)
-        if wake is not None:
-            wake.set()
+        self._wake(lease.provider)
+
+    def _wake(self, provider: str) -> None:
+        nap = self._naps.get(provider)
+        if nap is not None:
+            nap.notify()
 
     def _background(self, work: Awaitable[Any], what: str) -> None:
         task = asyncio.ensure_future(self._quietly(work, what))
@@ -256,6 +267,7 @@ class RedisRateLimiter:
         self._observed[(provider, key_id)] = (now, limits)
         key = KeyPlan(id=key_id, secret=None)
         args = [
+            self._now(),
             _limit(info.limit_requests), _limit(info.remaining_requests),
             _limit(info.limit_input_tokens), _limit(info.remaining_input_tokens),
             _limit(info.limit_output_tokens), _limit(info.remaining_output_tokens),
@@ -267,9 +279,7 @@ class RedisRateLimiter:
             self._observe(keys=self._redis_keys(provider, (key,)), args=args), "store headers"
         )
         await self._fallback.observe(provider, key_id, info)  # ready if Redis goes away
-        wake = self._wakeups.get(provider)
-        if wake is not None:
-            wake.set()
+        self._wake(provider)
 
     async def status(self, provider: str) -> dict[str, Any]:
         """Per key id: limit, remaining and used per dimension across all replicas."""
@@ -283,7 +293,12 @@ class RedisRateLimiter:
             try:
                 rows = await self._status(
                     keys=self._redis_keys(provider, (key,)),
-                    args=[_limit(key.rpm), _limit(key.input_tpm), _limit(key.output_tpm)],
+                    args=[
+                        self._now(),
+                        _limit(key.rpm),
+                        _limit(key.input_tpm),
+                        _limit(key.output_tpm),
+                    ],
                 )
             except (RedisError, OSError):
                 keys[key.id] = {"error": "Redis unreachable"}

@@ -13,7 +13,6 @@ the clock run on the others.
 from __future__ import annotations
 
 import itertools
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +20,14 @@ from pathlib import Path
 import pytest
 
 from engine.clock import Clock
+from engine.messages import RateLimitInfo
 from engine.state.budget import InProcessBudgetStore
 from engine.state.ledger import SQLiteLedger
 from engine.state.postgres_ledger import PostgresLedger
-from engine.state.protocols import BudgetStore, Ledger, RateLimiter
+from engine.state.protocols import BudgetStore, Lease, Ledger, RateLimiter
 from engine.state.ratelimit import InProcessRateLimiter
 from engine.state.redis_budget import RedisBudgetStore
+from engine.state.redis_ratelimit import RedisRateLimiter
 from engine.state.sqlite_budget import SQLiteBudgetStore
 from engine.state.sqlite_ratelimit import SQLiteRateLimiter
 from engine.testing.ledger import CapturingLedger
@@ -55,7 +56,7 @@ class Scratch:
 
 BudgetFactory = Callable[[Scratch, int], Sequence[BudgetStore]]
 LedgerFactory = Callable[[Scratch, Clock], Ledger]
-LimiterFactory = Callable[[Clock], RateLimiter]
+LimiterFactory = Callable[[Scratch], RateLimiter]
 
 
 def _in_process_budgets(scratch: Scratch, replicas: int) -> Sequence[BudgetStore]:
@@ -90,19 +91,49 @@ LEDGERS: dict[str, LedgerFactory] = {
 }
 
 
-def _sqlite_limiter(clock: Clock) -> RateLimiter:
+def _sqlite_limiter(scratch: Scratch) -> RateLimiter:
     """A SQLite limiter on a file of its own (a worker's fallback: a third of each limit)."""
-    directory = Path(tempfile.mkdtemp(prefix="limits-"))
-    return SQLiteRateLimiter(
-        directory / "limits.sqlite3", clock, InProcessRateLimiter(clock, 1 / 3)
+    fallback = InProcessRateLimiter(scratch.clock, 1 / 3)
+    return SQLiteRateLimiter(scratch.path / "limits.sqlite3", scratch.clock, fallback)
+
+
+class _SettledRedisRateLimiter(RedisRateLimiter):
+    """The Redis limiter with each settle, release and observe awaited to the server: it sends them
+    in the background by design (a late correction only makes it careful a moment longer),
+    and the suite checks the window's arithmetic, not that moment."""
+
+    async def settle(self, lease: Lease, input_tokens: int, output_tokens: int) -> None:
+        await super().settle(lease, input_tokens, output_tokens)
+        await self.flush()
+
+    async def release(self, lease: Lease) -> None:
+        await super().release(lease)
+        await self.flush()
+
+    async def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
+        await super().observe(provider, key_id, info)
+        await self.flush()
+
+
+def _redis_limiter(scratch: Scratch) -> RateLimiter:
+    """A Redis limiter whose windows follow the test's clock (`server_clock=False`)."""
+    clock = scratch.clock
+    fallback = InProcessRateLimiter(clock)
+    return _SettledRedisRateLimiter(
+        scratch.redis_url(), clock, fallback, prefix=scratch.prefix, server_clock=False
     )
 
 
 LIMITERS: dict[str, LimiterFactory] = {
-    "in-process": InProcessRateLimiter,
-    "recorded in-process": lambda clock: RecordingRateLimiter(InProcessRateLimiter(clock)),
+    "in-process": lambda scratch: InProcessRateLimiter(scratch.clock),
+    "recorded in-process": lambda scratch: RecordingRateLimiter(
+        InProcessRateLimiter(scratch.clock)
+    ),
     "sqlite": _sqlite_limiter,
+    "redis": _redis_limiter,
 }
+#: How late usage may leave each limiter's window: its time slice (in-process 0.1 s).
+LIMITER_SLICE: dict[str, float] = {"redis": 1.0}
 
 
 async def close_all(stores: Sequence[BudgetStore]) -> None:

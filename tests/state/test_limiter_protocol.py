@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,7 +19,7 @@ from engine.state.protocols import RateLimiter
 from engine.state.ratelimit import RESOLUTION_S
 from engine.testing.clock import FakeClock
 
-from .backends import LIMITERS
+from .backends import LIMITER_SLICE, LIMITERS, Scratch
 
 #: Usage may leave a backend's window up to one time slice late (never early).
 SLICE = RESOLUTION_S
@@ -32,8 +35,12 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def limiter(backend: str, clock: FakeClock) -> RateLimiter:
-    return LIMITERS[backend](clock)
+async def limiter(
+    backend: str, clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[RateLimiter]:
+    made = LIMITERS[backend](Scratch(tmp_path, clock, request))
+    yield made
+    await made.aclose()
 
 
 async def lease_now(rl: RateLimiter, keys: list[KeyPlan], tin: int = 10, tout: int = 10) -> object:
@@ -42,7 +49,7 @@ async def lease_now(rl: RateLimiter, keys: list[KeyPlan], tin: int = 10, tout: i
     return got if got is not None else await rl.acquire("p", keys, tin, tout, 0)
 
 
-async def test_the_window_slides(limiter: RateLimiter, clock: FakeClock) -> None:
+async def test_the_window_slides(limiter: RateLimiter, clock: FakeClock, backend: str) -> None:
     """rpm=2 admits two, refuses a third (fast path: None, taking nothing), frees a slot
     60 s after the first."""
     k = [key(rpm=2)]
@@ -54,7 +61,19 @@ async def test_the_window_slides(limiter: RateLimiter, clock: FakeClock) -> None
         await limiter.acquire("p", k, 10, 10, 0)
     assert (await limiter.status("p"))["keys"]["p#0"]["requests"]["used"] == 2
     clock.advance(30 + SLICE)
+    clock.advance(LIMITER_SLICE.get(backend, SLICE) - SLICE)
     await lease_now(limiter, k)
+
+
+async def test_usage_never_leaves_the_window_early(limiter: RateLimiter, clock: FakeClock) -> None:
+    """A request booked late in a second still counts 59.1 s later (the window is 60 s from
+    the request, whatever a backend's slice width)."""
+    k = [key(rpm=1)]
+    clock.advance(0.9)
+    await lease_now(limiter, k)
+    clock.advance(59.1)
+    with pytest.raises(RateLimitedError):
+        await limiter.acquire("p", k, 10, 10, 0)
 
 
 async def test_settle_books_real_usage_and_release_refunds(
@@ -113,6 +132,8 @@ async def test_a_waiter_gets_its_lease_when_room_appears(
     assert lease.key.id == "p#0" and clock.monotonic() >= 1000 + 60
 
 
+_examples = itertools.count()
+
 # One step: (seconds later, input tokens, output tokens, share of the estimate really used).
 _ops = st.lists(
     st.tuples(
@@ -131,12 +152,18 @@ _ops = st.lists(
 )
 @given(ops=_ops)
 def test_no_window_of_60_s_exceeds_a_limit_and_no_refusal_lacks_a_cause(
-    backend: str, ops: list[tuple[float, int, int, float]]
+    backend: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    ops: list[tuple[float, int, int, float]],
 ) -> None:
     """Over any 60 s, admitted usage stays within every limit; a refusal always had a reason
     (allowing for usage that leaves the window up to one slice late)."""
     clock = FakeClock()
-    rl = LIMITERS[backend](clock)
+    scratch = tmp_path / f"example{next(_examples)}"
+    scratch.mkdir()
+    rl = LIMITERS[backend](Scratch(scratch, clock, request))
+    late = LIMITER_SLICE.get(backend, SLICE)
     k = [KeyPlan("p#0", None, rpm=5, input_tpm=1000, output_tpm=600)]
     taken: list[tuple[float, int, int]] = []  # (time, input, output) as settled
 
@@ -151,7 +178,7 @@ def test_no_window_of_60_s_exceeds_a_limit_and_no_refusal_lacks_a_cause(
             try:
                 lease = await rl.acquire("p", k, tin, tout, 0)
             except RateLimitedError:
-                n, used_in, used_out = within(60 + SLICE)
+                n, used_in, used_out = within(60 + late)
                 assert n + 1 > 5 or used_in + tin > 1000 or used_out + tout > 600
                 continue
             n, used_in, used_out = within(60)
