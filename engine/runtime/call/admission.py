@@ -15,6 +15,7 @@ for a model and key is built here too, once per plan and key.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, NamedTuple
 
 from engine.endpoints import Endpoint
@@ -55,23 +56,56 @@ class Admission:
         self.svc, self.call, self.trail = svc, call, trail
 
     async def admit(self, cand: Candidate, index: int) -> Admitted:
-        """Breakers, then a lease, then a reservation, in that order; or `Skip`."""
+        """Breakers, then a lease and a reservation; or `Skip`, nothing held.
+
+        The lease and the reservation are independent, so they are asked for together: a
+        shared store (Redis) answers both in one round trip instead of two (bench/
+        shared_state.py: one round trip less of added latency per call)."""
         self._breakers(cand, index)
-        lease = await self._lease(cand, index)
         try:
-            reservation = await self._reserve(cand)
+            terms = self._hold_terms(cand)
+        except BudgetExceededError as exc:
+            raise self._over_budget(cand, index, exc) from None
+        reserving = (
+            None if terms is None else asyncio.ensure_future(self.svc.budget.reserve(*terms))
+        )
+        try:
+            lease = await self._lease(cand, index)
+        except BaseException:
+            if reserving is not None:
+                await self._drop(reserving)
+            raise
+        try:
+            reservation = None if reserving is None else await reserving
         except BudgetExceededError as exc:
             await self.svc.limiter.release(lease)
-            self.abandon(cand)
-            self.trail.skip(
-                cand.provider.id, cand.scored.model.id, "budget_exceeded", str(exc), index
-            )
-            raise Skip(cand.scored.model.id) from None
+            raise self._over_budget(cand, index, exc) from None
         except BaseException:
             await self.svc.limiter.release(lease)
             self.abandon(cand)
             raise
         return admitted(lease=lease, reservation=reservation, started=self.svc.clock.monotonic())
+
+    def _over_budget(self, cand: Candidate, index: int, exc: BudgetExceededError) -> Skip:
+        """The candidate passed over: its worst case does not fit the budget."""
+        self.abandon(cand)
+        self.trail.skip(cand.provider.id, cand.scored.model.id, "budget_exceeded", str(exc), index)
+        return Skip(cand.scored.model.id)
+
+    async def _drop(self, reserving: asyncio.Future[Reservation]) -> None:
+        """The reservation asked for beside a lease that was refused, given back."""
+        try:
+            reservation = await asyncio.shield(reserving)
+        except asyncio.CancelledError:  # this call is cancelled; the hold may still land
+            reserving.add_done_callback(self._release_landed)
+            raise
+        except Exception:  # refused or failed: nothing is held
+            return
+        await self.svc.budget.release(reservation)
+
+    def _release_landed(self, reserving: asyncio.Future[Reservation]) -> None:
+        if not reserving.cancelled() and reserving.exception() is None:
+            self.svc.spawn(self.svc.budget.release(reserving.result()))
 
     def quick(self, cand: Candidate) -> Lease | None:
         """`admit` for the common case that needs no await: every breaker closed, no budget
@@ -136,11 +170,12 @@ class Admission:
             )
             raise Skip(pid) from None
 
-    async def _reserve(self, cand: Candidate) -> Reservation | None:
-        """The worst case reserved against the workspace's daily/monthly budget (its own
-        caps and the route's, engine.plan.wallets), whatever way the call reached the
-        candidate. A price that is not known cannot be shown to fit under a cap, so it is
-        refused; with no cap at all nothing is reserved."""
+    def _hold_terms(self, cand: Candidate) -> tuple[str, float, float | None, float | None] | None:
+        """What to reserve (bucket, worst case, daily and monthly caps): the worst case
+        against the workspace's daily/monthly budget (its own caps and the route's,
+        engine.plan.wallets), whatever way the call reached the candidate. A price that is
+        not known cannot be shown to fit under a cap, so it is refused (BudgetExceededError);
+        with no cap at all nothing is reserved (None)."""
         call = self.call
         b = cand.route.budget
         daily, monthly = call.wallet.caps(b.daily_usd, b.monthly_usd)
@@ -152,8 +187,7 @@ class Admission:
                 f"the price of {cand.scored.model.id} is not known, so the workspace "
                 "budget cannot hold its cost (set input_price and output_price)"
             )
-        bucket = call.wallet.name(call.workspace)
-        return await self.svc.budget.reserve(bucket, worst, daily, monthly)
+        return call.wallet.name(call.workspace), worst, daily, monthly
 
     def _estimate(self, cand: Candidate) -> tuple[int, int]:
         """Input and output tokens the lease books before the real usage is known."""

@@ -11,10 +11,11 @@ import pytest
 from engine.errors import UnavailableError
 from engine.messages import Usage, parse_request
 from engine.plan.values import BudgetPlan
-from engine.runtime.call.admission import Admission
+from engine.runtime.call.admission import Admission, Skip
 from engine.runtime.call.attempt import Attempt
 from engine.runtime.call.data import Trail, call_data
 from engine.runtime.call.walk import Walk
+from engine.state.protocols import Lease
 
 from ..doubles import Rig, ask, make_plan, model, rig, route
 
@@ -75,3 +76,43 @@ async def test_a_try_without_a_verdict_is_aborted(ending: str) -> None:
     assert r.limiter.open == 0 and r.limiter.released == ["a#0"] and r.budget.reserved == {}
     assert admission.trail.attempts == [] and r.engine.stats()["models"] == {}
     assert [row.outcome for row in r.ledger.rows] == ["cancelled"]
+
+
+async def test_a_refused_lease_gives_back_the_reservation_asked_beside_it() -> None:
+    """The lease and the reservation are asked for together; a lease refused (local rate
+    limit) leaves no hold on the budget."""
+    r, admission, walk = setup()
+    r.limiter.exhausted.add("a")
+    _, cand = next(iter(walk))
+    with pytest.raises(Skip):
+        await admission.admit(cand, 0)
+    await asyncio.gather(*r.engine._svc.background)
+    assert [c.method for c in r.budget.calls] == ["reserve", "release"]
+    assert r.budget.reserved == {} and r.limiter.open == 0
+    assert [t.outcome for t in admission.trail.attempts] == ["rate_limited"]
+
+
+async def test_a_call_cancelled_while_leasing_gives_back_the_reservation() -> None:
+    """Cancelled while the lease waits: the hold asked beside it is released when it lands."""
+    r, admission, walk = setup()
+    gate = asyncio.Event()
+    first_key = r.limiter.first_key
+    granted = first_key.acquire
+
+    async def slow(*args: object) -> Lease:
+        await gate.wait()
+        return await granted(*args)  # type: ignore[arg-type]
+
+    first_key.acquire = slow  # type: ignore[method-assign]
+    _, cand = next(iter(walk))
+    task = asyncio.create_task(admission.admit(cand, 0))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(5):
+        await asyncio.sleep(0)
+    await asyncio.gather(*r.engine._svc.background)
+    assert [c.method for c in r.budget.calls] == ["reserve", "release"]
+    assert r.budget.reserved == {}
