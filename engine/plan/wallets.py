@@ -18,8 +18,10 @@ any candidate is tried, and admission reserves every try against it:
                            none (a pin, a bare name, a budget-less policy); a policy's
                            own cap still binds the calls that go through it
 
-Resolution allocates nothing: the wallets are built at compile time, and `bucket=None`
-means "book under the call's own workspace name".
+Resolution allocates nothing: the wallets are built at compile time. A listed name and
+the pool have a fixed bucket; `bucket=None` means "book under the call's own workspace
+name", which the runtime bounds (engine/runtime/workspaces.py: at most 10,000 names a month
+per process one by one, the rest in one overflow bucket under the same caps).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ OTHERS = "*"
 class Wallet(NamedTuple):
     """One workspace's budget as a call sees it."""
 
-    bucket: str | None  # the name spend is booked under; None: the call's workspace
+    bucket: str | None  # the name spend is booked under; None: the call's own (bounded)
     daily_usd: float | None
     monthly_usd: float | None
     floor: bool  # True: caps bind every try (min with the policy's); False: only tries
@@ -94,7 +96,7 @@ def declared(
 ) -> Wallets:
     """Wallets from a `workspaces:` section: listed names, and `"*"` as one shared pool."""
     wallets = {
-        name: Wallet(bucket=None, daily_usd=d, monthly_usd=m, floor=True)
+        name: Wallet(bucket=name, daily_usd=d, monthly_usd=m, floor=True)
         for name, (d, m) in named.items()
     }
     pool = UNCAPPED if others is None else Wallet(OTHERS, others[0], others[1], True)

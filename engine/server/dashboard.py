@@ -136,18 +136,20 @@ def _open_breakers(state: ServerState) -> dict[str, str]:
 
 
 async def _budgets(state: ServerState, month_rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per workspace spent today / this month against the tightest route limits; per key."""
+    """Per workspace spent today / this month against its workspace budget (a name in the
+    `"*"` pool shows the pool's spend and caps); per key."""
     engine: Any = state.engine
     limits = ops.budget_limits(state)
     workspaces = {}
     for row in month_rows:
         name = str(row["workspace"])
         spent = await engine.aspent(name)
+        wallet = engine.plan.wallets.of(name)
         workspaces[name] = {
             "day_usd": spent.get("day", 0.0),
             "month_usd": spent.get("month", 0.0),
-            "daily_limit_usd": limits["workspace_daily_usd"],
-            "monthly_limit_usd": limits["workspace_monthly_usd"],
+            "daily_limit_usd": wallet.daily_usd,
+            "monthly_limit_usd": wallet.monthly_usd,
         }
     spent_by_key = state.auth.spent()
     keys = {

@@ -161,11 +161,20 @@ def budget_limits(state: ServerState) -> dict[str, Any]:
         for k in state.settings.api_keys
         if k.budget_usd is not None
     }
+    wallets = state.engine.plan.wallets
+    named = {name: _caps(w) for name, w in wallets.named.items()}
+    if wallets.others.bucket is not None:  # the "*" pool of every workspace not listed
+        named[wallets.others.bucket] = _caps(wallets.others)
     return {
         "workspace_daily_usd": min(daily, default=None),
         "workspace_monthly_usd": min(monthly, default=None),
+        "workspaces": named,
         "keys": keys,
     }
+
+
+def _caps(wallet: Any) -> dict[str, float | None]:
+    return {"daily_usd": wallet.daily_usd, "monthly_usd": wallet.monthly_usd}
 
 
 def _routes(plan: Any) -> list[Any]:

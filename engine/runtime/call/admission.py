@@ -182,12 +182,15 @@ class Admission:
         if daily is None and monthly is None:
             return None
         worst = cand.scored.worst_cost_usd
+        if worst == 0:  # a free model (mock, local): nothing to hold, nothing to settle
+            return None
         if worst is None:
             raise BudgetExceededError(
                 f"the price of {cand.scored.model.id} is not known, so the workspace "
                 "budget cannot hold its cost (set input_price and output_price)"
             )
-        return call.wallet.name(call.workspace), worst, daily, monthly
+        bucket = call.wallet.bucket or self.svc.names.bucket(call.workspace)
+        return bucket, worst, daily, monthly
 
     def _estimate(self, cand: Candidate) -> tuple[int, int]:
         """Input and output tokens the lease books before the real usage is known."""
@@ -218,14 +221,15 @@ class Admission:
 
 
 def _capped(cand: Candidate, call: CallData) -> bool:
-    """Does this try reserve (a daily or monthly cap from its route or its workspace)?"""
+    """Does this try reserve (a daily or monthly cap from its route or its workspace, and
+    a model that is not free)?"""
     b, w = cand.route.budget, call.wallet
     return (
         b.daily_usd is not None
         or b.monthly_usd is not None
         or w.daily_usd is not None
         or w.monthly_usd is not None
-    )
+    ) and cand.scored.worst_cost_usd != 0
 
 
 def _endpoint(cand: Candidate, key: KeyPlan) -> Endpoint:
