@@ -45,6 +45,8 @@ from engine.runtime.services import CacheKey, Featurizer, Selector, Services
 from engine.runtime.source import PlanSource, cache_size, with_default_policy
 from engine.runtime.stats import Stats
 from engine.runtime.strategies import StrategyState
+from engine.state.announced import FILE_NAME as ANNOUNCED_FILE
+from engine.state.announced import AnnouncedLimits
 from engine.state.backends import HOLD_MARGIN_S, ledger_at, shared_state
 from engine.state.budget import InProcessBudgetStore
 from engine.state.cache import LRUCache, cache_key
@@ -94,6 +96,12 @@ def budgets_path(config: str | os.PathLike[str]) -> Path:
     return default_ledger_path(config).with_name("budgets.sqlite3")
 
 
+def announced_path(config: str | os.PathLike[str]) -> Path:
+    """The limits providers announced in their headers (what `validate` compares declared
+    limits with): beside the ledger."""
+    return default_ledger_path(config).with_name(ANNOUNCED_FILE)
+
+
 def limits_path(config: str | os.PathLike[str]) -> Path:
     """The shared rate-limit file of a multi-worker server: beside the ledger."""
     return default_ledger_path(config).with_name("limits.sqlite3")
@@ -122,6 +130,7 @@ def services(
     featurizer: Featurizer | None = None,
     cache_key: CacheKey | None = None,
     breaker_signal: BreakerSignal | None = None,
+    announced: AnnouncedLimits | None = None,
 ) -> Services:
     """The live state for an engine over `plan`: the given backends, else in-process ones."""
     clock = clock or SystemClock()
@@ -141,6 +150,7 @@ def services(
         strategies=StrategyState(seed),
         stats=Stats(),
         breaker_signal=breaker_signal,
+        announced=announced,
     )
 
 
@@ -164,7 +174,8 @@ class Engine(_runtime.Engine):
         **injected: Any,
     ) -> Engine:
         """An engine over a compiled plan; every collaborator can be injected (tests, Redis):
-        rate_limiter, budget, cache, ledger, clock, rng, seed, selector, featurizer, cache_key.
+        rate_limiter, budget, cache, ledger, clock, rng, seed, selector, featurizer, cache_key,
+        announced (where the limits providers announce are kept for `validate`).
         """
         return cls(
             plan,
@@ -214,6 +225,7 @@ class Engine(_runtime.Engine):
             where = ledger_url or os.environ.get("ENGINE_LEDGER_URL") or ledger_path
             where = where or str(default_ledger_path(directory))
             injected["ledger"] = ledger_at(where, clock, spill_dir=directory / ".engine")
+        injected.setdefault("announced", AnnouncedLimits(announced_path(directory), clock))
         return cls.from_plan(plan, source=source, default_policy=chosen, **injected)
 
     @classmethod

@@ -2,7 +2,10 @@
 
 PATH may be a config directory (models.yaml + routes/, and server.yaml when present), a
 routes/ directory, models.yaml or single route files. Route files are checked against the
-models.yaml beside (or above) them so references resolve. Output: one
+models.yaml beside (or above) them so references resolve. Declared provider limits lower
+than what the provider last announced in its rate-limit headers (kept beside the ledger
+while the engine serves, or `--announced FILE`) are warnings at the declared figure's
+line. Output: one
 `file:line:column: json.path: message (hint)` per line, sorted; `--format json` for CI.
 Exit 0 when clean (warnings allowed), 1 on errors, 2 on usage.
 """
@@ -15,10 +18,14 @@ import os
 import sys
 from pathlib import Path
 
-from engine.compile.compiler import check_config
+from engine.assemble import announced_path
+from engine.compile.announced import below_announced
+from engine.compile.compiler import check_config, sort_diagnostics
 from engine.config.project import ConfigSet, find_models_file, load_paths, route_files
 from engine.errors import Diagnostic
 from engine.server.settings import file_problems
+from engine.state.announced import FILE_NAME as ANNOUNCED_FILE
+from engine.state.announced import read as read_announced
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    parser.add_argument(
+        "--announced",
+        metavar="FILE",
+        type=Path,
+        help="limits providers announced, to compare declared limits with (default: "
+        f"{ANNOUNCED_FILE} beside the ledger, written by the engine as it serves)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,12 +53,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"validate: {exc}", file=sys.stderr)
         return 2
     _, found = check_config(cs, os.environ)
+    found = sort_diagnostics(found + _below_announced(cs, args.announced))
     found = [d for d in found if d.file not in context]
     for path in {Path(p) for p in args.paths if Path(p).is_dir()}:
         found += file_problems(path)  # a config dir's server.yaml, when it has one
     _print(found, args.format)
     failing = {"error", "warning"} if args.strict else {"error"}
     return 1 if any(d.severity in failing for d in found) else 0
+
+
+def _below_announced(cs: ConfigSet, path: Path | None) -> list[Diagnostic]:
+    """Declared limits lower than what the providers announced, when that was kept."""
+    if cs.models is None or cs.models_doc is None:
+        return []
+    if path is None:
+        path = announced_path(Path(cs.models_doc.source).parent)
+    return below_announced(cs.models, cs.models_doc, read_announced(path))
 
 
 class UsageError(Exception):

@@ -95,14 +95,20 @@ def _option(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _keys(pid: str, spec: ProviderSpec, refs: Mapping[str, str]) -> Iterator[KeyPlan]:
+def key_entries(pid: str, spec: ProviderSpec) -> list[tuple[KeySpec | str, str]]:
+    """The provider's keys that have a value, with their paths, in the order their labels
+    (`<pid>#0`, `#1`, ...) number them."""
     prefix = join_path("providers", pid)
     entries: list[tuple[KeySpec | str, str]] = []
     if spec.api_key is not None:
         entries.append((spec.api_key, join_path(prefix, "api_key")))
     entries += [(e, join_path(join_path(prefix, "keys"), i)) for i, e in enumerate(spec.keys)]
+    return [(e, p) for e, p in entries if _key_text(e)]
+
+
+def _keys(pid: str, spec: ProviderSpec, refs: Mapping[str, str]) -> Iterator[KeyPlan]:
     default = spec.limits
-    for i, (entry, path) in enumerate((e, p) for e, p in entries if _key_text(e)):
+    for i, (entry, path) in enumerate(key_entries(pid, spec)):
         limits = entry if isinstance(entry, KeySpec) else default
         yield KeyPlan(
             id=f"{pid}#{i}",

@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.clock import Clock
 from engine.endpoints import Endpoint
-from engine.messages import Request
+from engine.messages import RateLimitInfo, Request
 from engine.plan.compiled import Plan
 from engine.plan.values import Features, KeyPlan, ProviderPlan, Selection
 from engine.providers.base import Adapter
@@ -27,6 +27,8 @@ from engine.runtime.keys import KeyBook
 from engine.runtime.observe import AttemptObserver
 from engine.runtime.stats import Stats
 from engine.runtime.strategies import StrategyState
+from engine.runtime.workspaces import WorkspaceNames
+from engine.state.announced import AnnouncedLimits
 from engine.state.protocols import (
     BreakerSignal,
     BudgetStore,
@@ -65,11 +67,22 @@ class Services:
     endpoints: dict[tuple[int, ...], tuple[tuple[Any, ...], Endpoint]] = field(default_factory=dict)
     keyless: dict[str, tuple[KeyPlan, ...]] = field(default_factory=dict)  # provider id -> label
     observer: AttemptObserver | None = None  # sees every try (tracing); runtime/observe.py
+    #: Where the limits providers announce are kept for `validate` (None: nowhere).
+    announced: AnnouncedLimits | None = None
     #: The route retry plans compiled into tenacity objects so far (call/retry.py).
     retries: RetryPolicies = field(init=False)
+    #: Unlisted workspace names booked one by one, bounded (runtime/workspaces.py).
+    names: WorkspaceNames = field(init=False)
 
     def __post_init__(self) -> None:
         self.retries = RetryPolicies(self.clock.sleep, self.rng)
+        self.names = WorkspaceNames(self.clock)
+
+    def announce(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
+        """Keep what a provider announced; the file is rewritten (off the loop) only when a
+        figure changed."""
+        if self.announced is not None and self.announced.observe(provider, key_id, info):
+            self.spawn(asyncio.to_thread(self.announced.save))
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping that must finish even when the caller was cancelled."""

@@ -132,6 +132,7 @@ class Attempt:
         await svc.limiter.settle(held.lease, usage.input_tokens, usage.output_tokens)
         if self._rate_limit is not None:
             await svc.limiter.observe(pid, held.lease.key.id, self._rate_limit)
+            svc.announce(pid, held.lease.key.id, self._rate_limit)
         if not svc.breakers.all_closed:
             svc.breakers.success(pid)
             svc.breakers.success(mid)
