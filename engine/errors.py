@@ -51,27 +51,14 @@ statuses and provider error texts passed through `redact`.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from engine.secrets import redact
+
 if TYPE_CHECKING:
     from engine.messages import RateLimitInfo
-
-_KEY_PATTERNS = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|"
-    r"gsk_[A-Za-z0-9]{8,}|hf_[A-Za-z0-9]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,}|"
-    r"(?<=://)[^/@\s]+(?=@))"  # the user-info of a URL (`https://user:pass@host`)
-)
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove every known secret and anything shaped like an API key from `text`."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return _KEY_PATTERNS.sub("***", text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ masks those in its repr, and `option_secrets` lists them for redaction.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 
@@ -108,3 +108,18 @@ class ProviderOptions(Mapping[str, str]):
     def __repr__(self) -> str:
         shown = {k: "***" if is_secret_option(k) else v for k, v in self._data.items()}
         return repr(shown)
+
+
+_KEY_PATTERNS = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|"
+    r"gsk_[A-Za-z0-9]{8,}|hf_[A-Za-z0-9]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,}|"
+    r"(?<=://)[^/@\s]+(?=@))"  # the user-info of a URL (`https://user:pass@host`)
+)
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """Remove every known secret and anything shaped like an API key from `text`."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return _KEY_PATTERNS.sub("***", text)

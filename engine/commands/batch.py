@@ -29,7 +29,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from engine.errors import ConfigError, redact
+from engine.errors import ConfigError
+from engine.secrets import redact
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,10 +23,10 @@ from typing import Any
 
 from engine.clock import Clock
 from engine.endpoints import Endpoint
-from engine.errors import redact
 from engine.plan.compiled import Plan
 from engine.plan.values import ProviderPlan
 from engine.runtime.services import Services
+from engine.secrets import redact
 
 #: Error rate over the recent window above which a provider reads as degraded.
 DEGRADED_ERROR_RATE = 0.25

@@ -20,9 +20,10 @@ from typing import Any
 from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
-from engine.errors import TemplateRenderError, redact
+from engine.errors import TemplateRenderError
 from engine.messages import Message, Request
 from engine.plan.values import TemplatePlan
+from engine.secrets import redact
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 

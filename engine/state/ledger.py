@@ -14,7 +14,7 @@ and counted in `dropped`, never raised into a request: the ledger is a record of
 traffic, not a gate on it.
 
 A `LedgerRow` has no field that could hold a key or a prompt, and the writer still passes
-every text field through `engine.errors.redact` as a second line of defence. The file, its
+every text field through `engine.secrets.redact` as a second line of defence. The file, its
 schema and its read side are engine.state.ledger_file; `NullLedger` records nothing.
 """
 
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.clock import Clock
-from engine.errors import redact
+from engine.secrets import redact
 from engine.state.journal import Journal, orphans
 from engine.state.ledger_file import (
     COLUMNS,

@@ -35,7 +35,7 @@ from typing import Any
 
 import asyncpg
 
-from engine.errors import redact
+from engine.secrets import redact
 from engine.state.journal import Journal, orphans
 from engine.state.protocols import LedgerRow
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from engine.compile import load_plan
 from engine.endpoints import Endpoint
-from engine.errors import redact
+from engine.secrets import redact
 
 PASSWORD = "hunter2-gateway-pass"
 
