@@ -40,6 +40,7 @@ from engine.providers.base import Adapter
 from engine.result import Response, StreamEvent
 from engine.runtime import engine as _runtime
 from engine.runtime.breaker import BreakerBoard
+from engine.runtime.clients import ClientBudgets
 from engine.runtime.engine import RequestLike
 from engine.runtime.services import CacheKey, Featurizer, Selector, Services
 from engine.runtime.source import PlanSource, cache_size, with_default_policy
@@ -47,9 +48,11 @@ from engine.runtime.stats import Stats
 from engine.runtime.strategies import StrategyState
 from engine.state.announced import FILE_NAME as ANNOUNCED_FILE
 from engine.state.announced import AnnouncedLimits
-from engine.state.backends import HOLD_MARGIN_S, ledger_at, shared_state
+from engine.state.backends import HOLD_MARGIN_S, KEY_SCOPE, ledger_at, shared_state
 from engine.state.budget import InProcessBudgetStore
 from engine.state.cache import LRUCache, cache_key
+from engine.state.key_limits import InProcessKeyLimiter, KeyLimiter
+from engine.state.keys import KeyRegistry, SQLiteKeyRegistry
 from engine.state.ledger import NullLedger
 from engine.state.protocols import (
     BreakerSignal,
@@ -59,6 +62,8 @@ from engine.state.protocols import (
     ResponseCache,
 )
 from engine.state.ratelimit import InProcessRateLimiter
+from engine.state.redis_key_limits import RedisKeyLimiter
+from engine.state.redis_keys import RedisKeyRegistry
 from engine.state.sqlite_budget import SQLiteBudgetStore
 from engine.state.sqlite_ratelimit import SQLiteRateLimiter
 
@@ -67,6 +72,8 @@ __all__ = [
     "arun",
     "astream",
     "budgets_path",
+    "client_budgets_path",
+    "client_key_stores",
     "default_engine",
     "default_ledger_path",
     "explain",
@@ -107,6 +114,11 @@ def limits_path(config: str | os.PathLike[str]) -> Path:
     return default_ledger_path(config).with_name("limits.sqlite3")
 
 
+def client_budgets_path(config: str | os.PathLike[str]) -> Path:
+    """The client-key budget file of a multi-worker server: beside the workspaces' one."""
+    return default_ledger_path(config).with_name("key-budgets.sqlite3")
+
+
 def load_plan(config: Path) -> tuple[Plan, list[Diagnostic]]:
     """Validate and compile a config directory: the plan and its warnings; ConfigError."""
     plan, warnings = _compile_dir(config)
@@ -121,6 +133,7 @@ def services(
     *,
     rate_limiter: RateLimiter | None = None,
     budget: BudgetStore | None = None,
+    client_budget: BudgetStore | None = None,
     cache: ResponseCache | None = None,
     ledger: Ledger | None = None,
     clock: Clock | None = None,
@@ -149,12 +162,18 @@ def services(
         breakers=BreakerBoard(clock, on_open),
         strategies=StrategyState(seed),
         stats=Stats(),
+        clients=ClientBudgets(client_budget or client_budget_store(clock)),
         breaker_signal=breaker_signal,
         announced=announced,
     )
 
 
 _cache_key = cache_key
+
+
+def client_budget_store(clock: Clock) -> InProcessBudgetStore:
+    """The in-process store client-key budgets use by default (restored from the ledger)."""
+    return InProcessBudgetStore(clock, scope=KEY_SCOPE, totals=True)
 
 
 # -- the public Engine -----------------------------------------------------------------------
@@ -174,8 +193,9 @@ class Engine(_runtime.Engine):
         **injected: Any,
     ) -> Engine:
         """An engine over a compiled plan; every collaborator can be injected (tests, Redis):
-        rate_limiter, budget, cache, ledger, clock, rng, seed, selector, featurizer, cache_key,
-        announced (where the limits providers announce are kept for `validate`).
+        rate_limiter, budget, client_budget, cache, ledger, clock, rng, seed, selector,
+        featurizer, cache_key, announced (where the limits providers announce are kept for
+        `validate`).
         """
         return cls(
             plan,
@@ -219,6 +239,7 @@ class Engine(_runtime.Engine):
             shared = shared_state(state, clock, hold_s=hold_s)
             injected.setdefault("rate_limiter", shared.rate_limiter)
             injected.setdefault("budget", shared.budget)
+            injected.setdefault("client_budget", shared.client_budget)
             injected.setdefault("cache", shared.cache)
             injected.setdefault("breaker_signal", shared.breaker_signal)
         if "ledger" not in injected:
@@ -265,10 +286,29 @@ def for_workers(
         **urls,
         clock=clock,
         budget=SQLiteBudgetStore(budgets_path(config), clock),  # seeded by the engine
+        client_budget=SQLiteBudgetStore(
+            client_budgets_path(config), clock, scope=KEY_SCOPE, totals=True
+        ),
         rate_limiter=SQLiteRateLimiter(
             limits_path(config), clock, InProcessRateLimiter(clock, share=1.0 / workers)
         ),
     )
+
+
+def client_key_stores(
+    config: Path, plan: Plan, *, state_url: str | None = None, registry: bool = False
+) -> tuple[KeyLimiter, KeyRegistry | None]:
+    """The server's per-client-key limiter and, when the admin API is on (`registry`), its
+    key registry: both in the Redis of `state_url` ($ENGINE_STATE_URL) when set, shared by
+    every replica; else limits in process and the registry in a SQLite file beside the
+    ledger (`keys.sqlite3`) that every worker of the host opens."""
+    url = state_url or os.environ.get("ENGINE_STATE_URL")
+    if url:
+        hold_s = call_timeout_s(plan) + HOLD_MARGIN_S
+        keys = RedisKeyRegistry(url) if registry else None
+        return RedisKeyLimiter(url, hold_s=hold_s), keys
+    path = default_ledger_path(config).with_name("keys.sqlite3")
+    return InProcessKeyLimiter(SystemClock()), SQLiteKeyRegistry(path) if registry else None
 
 
 def call_timeout_s(plan: Plan) -> float:

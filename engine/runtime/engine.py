@@ -30,6 +30,7 @@ from engine.runtime.adapters import AdapterFactory, Adapters, no_factory
 from engine.runtime.batch import Progress, run_batch
 from engine.runtime.call.chat import ChatCall
 from engine.runtime.call.embed import EmbedCall
+from engine.runtime.clients import ClientBudgets
 from engine.runtime.conversation import Conversation
 from engine.runtime.explain import explain_target
 from engine.runtime.hooks import Hooks
@@ -87,6 +88,7 @@ class Engine:
     async def _restore_and_listen(self) -> None:
         svc = self._svc
         await svc.budget.restore(PooledSpend(svc.ledger, self._plan.wallets))
+        await svc.clients.restore(svc.ledger, svc.clock)
         if svc.breaker_signal is not None:
             await svc.breaker_signal.start(svc.breakers.remote_open)
 
@@ -283,6 +285,17 @@ class Engine:
             await self._start()
         return dict(await self._svc.budget.spent(self._plan.wallets.bucket(workspace)))
 
+    async def aclient_spent(self, client: str) -> dict[str, float]:
+        """A client key's spend today, this month and all time, open holds included."""
+        if not self._started:
+            await self._start()
+        return dict(await self._svc.clients.spent(client))
+
+    @property
+    def clients(self) -> ClientBudgets:
+        """Client-key budgets: `clients.set({key id: ClientBudget})` (the server's keys)."""
+        return self._svc.clients
+
     def spent(self, workspace: str) -> dict[str, float]:
         """The sync form of `aspent` (runs it on the engine's private loop thread)."""
         return self._sync.call(self.aspent(workspace))
@@ -372,6 +385,7 @@ class Engine:
             await asyncio.gather(*self._svc.background, return_exceptions=True)
         await self._svc.ledger.aclose()
         await self._svc.budget.aclose()
+        await self._svc.clients.store.aclose()
         await self._svc.limiter.aclose()
         if self._svc.breaker_signal is not None:
             await self._svc.breaker_signal.aclose()

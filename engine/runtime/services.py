@@ -1,9 +1,9 @@
 """`Services`: the live state and collaborators every call of one engine shares.
 
 A call (engine/runtime/call/) reads its plan from the call's data and everything that
-outlives the call from here: adapters, the state backends (limiter, budget, cache, ledger),
-the clock and rng, select and features, breakers, strategy state, stats, the keys rejected
-recently, the endpoints and compiled retry policies built so far.
+outlives the call from here: adapters, the state backends (limiter, budget, client-key
+budgets, cache, ledger), the clock and rng, select and features, breakers, strategy
+state, stats, the keys rejected recently, the endpoints and compiled retry policies built so far.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from engine.plan.values import Features, KeyPlan, ProviderPlan, Selection
 from engine.providers.base import Adapter
 from engine.runtime.breaker import BreakerBoard
 from engine.runtime.call.retry import RetryPolicies
+from engine.runtime.clients import ClientBudgets
 from engine.runtime.keys import KeyBook
 from engine.runtime.observe import AttemptObserver
 from engine.runtime.stats import Stats
@@ -59,6 +60,8 @@ class Services:
     breakers: BreakerBoard
     strategies: StrategyState
     stats: Stats
+    #: Client-key budgets: a second budget store scoped by API key id (runtime/clients.py).
+    clients: ClientBudgets
     #: Breaker openings shared with other replicas (None: breakers are this process's own).
     breaker_signal: BreakerSignal | None = None
     #: Keys rejected with 401 (cooling down, probed again) or rotated in the environment.

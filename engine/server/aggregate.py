@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from engine.runtime.stats import merge
+from engine.server.client_keys import key_spend
 from engine.server.common import RoutingEngine, ServerState
 from engine.server.metrics import BREAKER_VALUES
 from engine.server.reload import ConfigWatcher
@@ -66,7 +67,7 @@ async def stats_payload(state: ServerState) -> dict[str, Any]:
     """The /v1/stats body: this worker's engine, or every worker's added up."""
     server: dict[str, Any] = {
         "uptime_s": time.time() - state.started,
-        "key_spend_usd": state.auth.spent(),
+        "key_spend_usd": await key_spend(state),  # from the shared store: every worker's
         "reloads": state.watcher.reloads if state.watcher else 0,
         "reload_failures": state.watcher.failures if state.watcher else 0,
     }

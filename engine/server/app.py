@@ -35,9 +35,10 @@ from engine.assemble import default_ledger_path
 from engine.messages import Request, parse_request
 from engine.result import Response
 from engine.runtime.spend import SpendReport
-from engine.server import aggregate, dashboard, ops, plugins, tracing
+from engine.server import admin, aggregate, dashboard, ops, plugins, tracing
 from engine.server.access import AccessLog
-from engine.server.auth import Authenticator, Principal
+from engine.server.auth import Principal
+from engine.server.client_keys import authenticator, close_keys
 from engine.server.common import (
     POLICY_HEADER,
     RoutingEngine,
@@ -54,7 +55,6 @@ from engine.server.exchange import (
     JSONAnswer,
     StreamTracker,
     as_function_call,
-    cap_budget,
     dropped_header,
     meta_headers,
     raw_headers,
@@ -70,6 +70,7 @@ from engine.server.settings import ServerSettings
 from engine.server.sse import SSE_HEADERS, ChunkEncoder, EventStreamResponse, aclose_events
 from engine.server.surface import SurfaceRoute, surface_routes
 from engine.server.workers import Workers
+from engine.state.key_limits import Ticket
 
 log = logging.getLogger("engine.server")
 
@@ -113,21 +114,24 @@ async def chat_completions(
     started = time.perf_counter()
     headers = wanted_headers(scope)
     policy_hint = headers.get(POLICY_HEADER) or None
-    stream = False
+    stream, ticket = False, None
     try:
-        who = state.auth.authenticate(headers.get("authorization"))
+        who = await state.auth.authenticate(headers.get("authorization"))
         limit = state.settings.max_body_bytes
         data = decode_json(await read_body(receive, headers.get("content-length"), limit))
         state.auth.authorize(who, routing_target(data, policy_hint, state.engine.plan))
-        cap_budget(data, state.auth.remaining(who))
         merge_metadata(data, headers, who)
         req = parse_request(data)
         stream = req.stream
+        ticket = await state.auth.admit(who, req)  # the key's rpm / tpm / concurrency
         if stream:
-            return await _stream(state, req, policy_hint, who, started, "functions" in data)
+            legacy = "functions" in data
+            return await _stream(state, req, policy_hint, who, started, legacy, ticket)
         resp = await state.engine.arun(req, policy=policy_hint)
     except Exception as exc:
+        state.auth.done(ticket)
         return _failed(state, exc, policy_hint, started, stream=stream)
+    state.auth.done(ticket, resp.usage)
     return _answer(state, resp, who, started, req, "functions" in data)
 
 
@@ -144,7 +148,6 @@ def _answer(
         body["id"] = f"chatcmpl-{int(started * 1e9):x}"
     if legacy:
         as_function_call(body)
-    state.auth.charge(who, resp.cost_usd)
     state.metrics.observe(
         policy=resp.policy, provider=resp.provider, model=resp.model, status=200, stream=False,
         seconds=time.perf_counter() - started, input_tokens=resp.usage.input_tokens,
@@ -196,6 +199,7 @@ async def _stream(
     who: Principal,
     started: float,
     legacy: bool = False,
+    ticket: Ticket | None = None,
 ) -> EventStreamResponse:
     """Wait for the first event (so failover before it is invisible and errors get a status)."""
     events = state.engine.astream(req, policy=policy)
@@ -206,7 +210,7 @@ async def _stream(
             await aclose_events(events)
         raise
     ttft = time.perf_counter() - started
-    tracker = StreamTracker(state, who, first, started, ttft)
+    tracker = StreamTracker(state, who, first, started, ttft, ticket)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     headers = {
         **SSE_HEADERS,
@@ -227,7 +231,7 @@ async def _stream(
 
 async def list_models(request: HTTPRequest) -> HTTPResponse:
     state = _state(request)
-    state.auth.authenticate(request.headers.get("authorization"))
+    await state.auth.authenticate(request.headers.get("authorization"))
     plan = state.engine.plan
     created = int(state.started)
     data: list[dict[str, Any]] = [
@@ -247,7 +251,7 @@ async def list_models(request: HTTPRequest) -> HTTPResponse:
 
 async def stats(request: HTTPRequest) -> HTTPResponse:
     state = _state(request)
-    state.auth.authenticate(request.headers.get("authorization"))
+    await state.auth.authenticate(request.headers.get("authorization"))
     payload = await aggregate.stats_payload(state)
     return HTTPResponse(
         orjson.dumps(payload, default=_jsonable, option=orjson.OPT_NON_STR_KEYS),
@@ -356,7 +360,7 @@ def create_app(
     state = ServerState(
         engine,
         settings,
-        Authenticator(settings.api_keys),
+        authenticator(engine, settings),
         ServerMetrics(live, multiprocess_dir=workers_dir),
         watcher,
     )
@@ -388,6 +392,7 @@ def create_app(
                     with contextlib.suppress(asyncio.CancelledError):
                         await background
             await engine.aclose()  # flushes the ledger
+            await close_keys(state.auth)
 
     plugins.install(engine, plugins.load_plugins(settings.plugins))
     chat = ChatRoute(state)
@@ -407,6 +412,7 @@ def create_app(
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             *ops.routes(),
+            *admin.routes(),
             *dashboard.routes(),
         ],
         exception_handlers={ServerError: _server_error, HTTPException: _http_error},

@@ -26,6 +26,7 @@ from starlette.routing import Route
 from engine.errors import RequestError
 from engine.server import ops
 from engine.server.auth import Principal
+from engine.server.client_keys import key_views
 from engine.server.common import ServerState, error_response
 from engine.server.errors import HTTPError
 from engine.state.money import month_start
@@ -139,7 +140,6 @@ async def _budgets(state: ServerState, month_rows: list[dict[str, Any]]) -> dict
     """Per workspace spent today / this month against its workspace budget (a name in the
     `"*"` pool shows the pool's spend and caps); per key."""
     engine: Any = state.engine
-    limits = ops.budget_limits(state)
     workspaces = {}
     for row in month_rows:
         name = str(row["workspace"])
@@ -151,10 +151,10 @@ async def _budgets(state: ServerState, month_rows: list[dict[str, Any]]) -> dict
             "daily_limit_usd": wallet.daily_usd,
             "monthly_limit_usd": wallet.monthly_usd,
         }
-    spent_by_key = state.auth.spent()
     keys = {
-        key_id: {**view, "spent_usd": spent_by_key.get(key_id, 0.0)}
-        for key_id, view in limits["keys"].items()
+        key_id: {**view, "spent_usd": view["spent"].get("total", 0.0)}
+        for key_id, view in (await key_views(state)).items()
+        if view["budget_usd"] is not None
     }
     return {"workspaces": workspaces, "keys": keys}
 

@@ -24,7 +24,7 @@ from engine.server.common import (
     merge_metadata,
 )
 from engine.server.errors import INTERNAL, to_http
-from engine.server.exchange import cap_budget, read_body, response_headers, routing_target
+from engine.server.exchange import read_body, response_headers, routing_target
 from engine.server.metrics import policy_label
 
 __all__ = ["EMBEDDINGS_PATH", "embeddings"]
@@ -37,12 +37,11 @@ async def embeddings(request: HTTPRequest) -> HTTPResponse:
     started = time.perf_counter()
     policy = request.headers.get(POLICY_HEADER) or None
     try:
-        who = state.auth.authenticate(request.headers.get("authorization"))
+        who = await state.auth.authenticate(request.headers.get("authorization"))
         limit = state.settings.max_body_bytes
         body = await read_body(request.receive, request.headers.get("content-length"), limit)
         data = decode_json(body)
         state.auth.authorize(who, routing_target(data, policy, state.engine.plan))
-        cap_budget(data, state.auth.remaining(who))
         merge_metadata(data, request.headers, who)
         req = parse_embedding_request(data)
         resp = await state.engine.aembed(req, policy)
@@ -53,7 +52,6 @@ async def embeddings(request: HTTPRequest) -> HTTPResponse:
             status=error.status, stream=False, seconds=time.perf_counter() - started,
         )  # fmt: skip
         return error_response(error)
-    state.auth.charge(who, resp.cost_usd)
     state.metrics.observe(
         policy=resp.policy, provider=resp.provider, model=resp.model, status=200, stream=False,
         seconds=time.perf_counter() - started, input_tokens=resp.usage.input_tokens,

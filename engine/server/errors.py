@@ -60,9 +60,16 @@ class HTTPError:
 class ServerError(Exception):
     """An HTTP-level problem found by the server itself (bad JSON, auth, body size)."""
 
-    def __init__(self, status: int, message: str, type_: str, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
-        self.error = HTTPError(status, message, type_, code)
+        self.error = HTTPError(status, message, type_, code, retry_after=retry_after)
 
 
 #: Provider error kinds -> (status, OpenAI type) as seen by *our* client.

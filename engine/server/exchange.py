@@ -15,7 +15,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from engine.messages import Request
+from engine.messages import Request, Usage
 from engine.plan.compiled import Plan
 from engine.pricing import CostBreakdown
 from engine.providers.support import dropped
@@ -23,6 +23,7 @@ from engine.result import StreamEvent
 from engine.server.auth import Principal
 from engine.server.common import META_HEADERS, POLICY_HEADER, ServerState
 from engine.server.errors import INTERNAL, ServerError, to_http
+from engine.state.key_limits import Ticket
 
 __all__ = [
     "DROPPED_HEADER",
@@ -30,7 +31,6 @@ __all__ = [
     "StreamTracker",
     "as_function_call",
     "as_function_call_delta",
-    "cap_budget",
     "dropped_header",
     "meta_headers",
     "raw_headers",
@@ -148,13 +148,6 @@ def raw_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
 
 
-def cap_budget(data: dict[str, Any], remaining: float | None) -> None:
-    if remaining is None:
-        return
-    asked = data.get("budget_usd")
-    data["budget_usd"] = min(asked, remaining) if isinstance(asked, int | float) else remaining
-
-
 _META_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -175,9 +168,16 @@ class StreamTracker:
     """Collects usage and cost as events pass, and records them when the stream ends."""
 
     def __init__(
-        self, state: ServerState, who: Principal, first: StreamEvent, started: float, ttft: float
+        self,
+        state: ServerState,
+        who: Principal,
+        first: StreamEvent,
+        started: float,
+        ttft: float,
+        ticket: Ticket | None = None,
     ) -> None:
         self.state, self.who, self.first, self.started = state, who, first, started
+        self.ticket = ticket  # the key's request slot, given back when the stream ends
         self.last = first
         self.input_tokens = self.output_tokens = 0
         state.metrics.observe_ttft(first.policy, ttft)
@@ -193,7 +193,7 @@ class StreamTracker:
             499 if disconnected else (200 if error is None else (to_http(error) or INTERNAL).status)
         )
         cost = self.last.cost_usd
-        self.state.auth.charge(self.who, cost)
+        self.state.auth.done(self.ticket, Usage(self.input_tokens, self.output_tokens))
         self.state.metrics.observe(
             policy=self.first.policy, provider=self.first.provider, model=self.first.model,
             status=status, stream=True, seconds=time.perf_counter() - self.started,

@@ -38,5 +38,5 @@ def describe(state: ServerState, model_id: str) -> dict[str, Any]:
 
 async def retrieve_model(request: HTTPRequest) -> HTTPResponse:
     state: ServerState = request.app.state.server
-    state.auth.authenticate(request.headers.get("authorization"))
+    await state.auth.authenticate(request.headers.get("authorization"))
     return json_response(describe(state, request.path_params["model_id"]))

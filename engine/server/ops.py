@@ -33,7 +33,8 @@ from engine.errors import RequestError
 from engine.messages import parse_request
 from engine.runtime.record import ExternalCall
 from engine.runtime.spend import DIMENSIONS, SpendReport
-from engine.server.auth import Principal
+from engine.server.auth import ANONYMOUS, Principal
+from engine.server.client_keys import key_views
 from engine.server.common import (
     POLICY_HEADER,
     ServerState,
@@ -56,7 +57,7 @@ def _state(request: HTTPRequest) -> ServerState:
     return state
 
 
-def caller(state: ServerState, header: str | None, admin_only: bool) -> Principal:
+async def caller(state: ServerState, header: str | None, admin_only: bool) -> Principal:
     """Who calls an ops route: the admin key, or (when allowed) any client key."""
     admin = state.settings.admin_key
     if admin is not None:
@@ -66,11 +67,11 @@ def caller(state: ServerState, header: str | None, admin_only: bool) -> Principa
         ):
             return ADMIN
         if admin_only:
-            state.auth.authenticate(header)  # a wrong key is 401 ...
+            await state.auth.authenticate(header)  # a wrong key is 401 ...
             raise ServerError(  # ... a client key is 403
                 403, "this route needs the admin key", "permission_error", "admin_only"
             )
-    return state.auth.authenticate(header)
+    return await state.auth.authenticate(header)
 
 
 def handled(admin_only: bool) -> Callable[[Callable[..., Awaitable[Any]]], Handler]:
@@ -80,8 +81,9 @@ def handled(admin_only: bool) -> Callable[[Callable[..., Awaitable[Any]]], Handl
         async def route(request: HTTPRequest) -> HTTPResponse:
             state = _state(request)
             try:
-                who = caller(state, request.headers.get("authorization"), admin_only)
-                return json_response(await fn(state, request, who))
+                who = await caller(state, request.headers.get("authorization"), admin_only)
+                result = await fn(state, request, who)
+                return result if isinstance(result, HTTPResponse) else json_response(result)
             except Exception as exc:
                 error = to_http(exc) or _bad_value(exc)
                 if error is None:
@@ -144,11 +146,11 @@ async def limits(state: ServerState, request: HTTPRequest, who: Principal) -> di
             blocked = float(view.get("blocked_for_s") or 0.0)
             keys[key_id] = {**view, "blocked_until": now + blocked if blocked else None}
         out[pid] = {"queued": status.get("queued", 0), "keys": keys}
-    return {"providers": out, "budgets": budget_limits(state)}
+    return {"providers": out, "budgets": {**budget_limits(state), "keys": await key_views(state)}}
 
 
 def budget_limits(state: ServerState) -> dict[str, Any]:
-    """The tightest daily and monthly workspace budget any route sets, and per-key budgets."""
+    """The tightest daily and monthly workspace budget any route sets."""
     daily: list[float] = []
     monthly: list[float] = []
     for route in _routes(state.engine.plan):
@@ -156,11 +158,6 @@ def budget_limits(state: ServerState) -> dict[str, Any]:
             daily.append(route.budget.daily_usd)
         if route.budget.monthly_usd is not None:
             monthly.append(route.budget.monthly_usd)
-    keys = {
-        k.id: {"workspace": k.workspace, "budget_usd": k.budget_usd}
-        for k in state.settings.api_keys
-        if k.budget_usd is not None
-    }
     wallets = state.engine.plan.wallets
     named = {name: _caps(w) for name, w in wallets.named.items()}
     if wallets.others.bucket is not None:  # the "*" pool of every workspace not listed
@@ -169,7 +166,6 @@ def budget_limits(state: ServerState) -> dict[str, Any]:
         "workspace_daily_usd": min(daily, default=None),
         "workspace_monthly_usd": min(monthly, default=None),
         "workspaces": named,
-        "keys": keys,
     }
 
 
@@ -282,11 +278,11 @@ async def usage(state: ServerState, request: HTTPRequest, who: Principal) -> Any
     if who.workspace is not None:
         data["workspace"] = who.workspace
     call = ExternalCall.parse(data)
-    if who is not ADMIN and state.auth.enabled:
+    if who is not ADMIN and who is not ANONYMOUS:
         call = _with_client(call, who.key_id)
     engine: Any = state.engine
     recorded = await engine.arecord(call)
-    state.auth.charge(who, recorded.get("cost_usd"))
+    await state.auth.book(who, recorded.get("cost_usd"))
     return recorded
 
 

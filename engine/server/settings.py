@@ -24,7 +24,9 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class ApiKeySpec(BaseModel):
-    """One client key: who it is (a label), and what it may do."""
+    """One client key: who it is (a label), and what it may do: its budgets (`budget_usd`
+    all-time, `daily_usd`, `monthly_usd`) and request limits (`rpm`, `tpm`,
+    `max_concurrent`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -33,7 +35,12 @@ class ApiKeySpec(BaseModel):
     key_env: str | None = None
     workspace: str | None = None
     policies: tuple[str, ...] | None = None  # None: every policy and model
-    budget_usd: float | None = Field(default=None, ge=0)
+    budget_usd: float | None = Field(default=None, ge=0)  # all-time (engine/runtime/clients)
+    daily_usd: float | None = Field(default=None, ge=0)
+    monthly_usd: float | None = Field(default=None, ge=0)
+    rpm: int | None = Field(default=None, ge=1)  # requests per minute
+    tpm: int | None = Field(default=None, ge=1)  # tokens per minute
+    max_concurrent: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> ApiKeySpec:
@@ -52,6 +59,11 @@ class ApiKey(BaseModel):
     workspace: str | None = None
     policies: frozenset[str] | None = None
     budget_usd: float | None = None
+    daily_usd: float | None = None
+    monthly_usd: float | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
 
 
 class PluginsSpec(BaseModel):
@@ -232,6 +244,11 @@ def _resolve_key(spec: ApiKeySpec, index: int, env: Mapping[str, str]) -> ApiKey
         workspace=spec.workspace,
         policies=frozenset(spec.policies) if spec.policies is not None else None,
         budget_usd=spec.budget_usd,
+        daily_usd=spec.daily_usd,
+        monthly_usd=spec.monthly_usd,
+        rpm=spec.rpm,
+        tpm=spec.tpm,
+        max_concurrent=spec.max_concurrent,
     )
 
 

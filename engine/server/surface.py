@@ -31,7 +31,6 @@ from engine.server.exchange import (
     DROPPED_HEADER,
     JSONAnswer,
     StreamTracker,
-    cap_budget,
     dropped_header,
     raw_headers,
     read_body,
@@ -42,6 +41,7 @@ from engine.server.exchange import (
 from engine.server.metrics import policy_label
 from engine.server.responses import Responses
 from engine.server.sse import SSE_HEADERS, Encoder, EventStreamResponse, aclose_events
+from engine.state.key_limits import Ticket
 
 __all__ = ["Surface", "SurfaceRoute", "surface_routes"]
 
@@ -85,29 +85,30 @@ class SurfaceRoute:
         state, started = self.state, time.perf_counter()
         headers = wanted_headers(scope)
         policy = headers.get(POLICY_HEADER) or None
-        stream = False
+        stream, ticket = False, None
         try:
-            who = state.auth.authenticate(headers.get("authorization"))
+            who = await state.auth.authenticate(headers.get("authorization"))
             limit = state.settings.max_body_bytes
             data = decode_json(await read_body(receive, headers.get("content-length"), limit))
             chat = self.surface.to_chat(data)
             state.auth.authorize(who, routing_target(chat, policy, state.engine.plan))
-            cap_budget(chat, state.auth.remaining(who))
             merge_metadata(chat, headers, who)
             req = parse_request(chat)
             stream = req.stream
+            ticket = await state.auth.admit(who, req)  # the key's rpm / tpm / concurrency
             if stream:
-                return await self._stream(req, data, policy, who, started)
+                return await self._stream(req, data, policy, who, started, ticket)
             resp = await state.engine.arun(req, policy=policy)
         except Exception as exc:
+            state.auth.done(ticket)
             return self._failed(exc, policy, started, stream)
+        state.auth.done(ticket, resp.usage)
         return self._answer(resp, req, data, who, started)
 
     def _answer(
         self, resp: Response, req: Request, data: dict[str, Any], who: Principal, started: float
     ) -> JSONAnswer:
         state = self.state
-        state.auth.charge(who, resp.cost_usd)
         state.metrics.observe(
             policy=resp.policy, provider=resp.provider, model=resp.model, status=200,
             stream=False, seconds=time.perf_counter() - started,
@@ -150,6 +151,7 @@ class SurfaceRoute:
         policy: str | None,
         who: Principal,
         started: float,
+        ticket: Ticket | None,
     ) -> EventStreamResponse:
         """Wait for the first event (failover before it is invisible; errors get a status)."""
         events = self.state.engine.astream(req, policy=policy)
@@ -159,7 +161,8 @@ class SurfaceRoute:
             with contextlib.suppress(Exception):
                 await aclose_events(events)
             raise
-        tracker = StreamTracker(self.state, who, first, started, time.perf_counter() - started)
+        ttft = time.perf_counter() - started
+        tracker = StreamTracker(self.state, who, first, started, ttft, ticket)
         headers = {
             **SSE_HEADERS,
             **response_headers(

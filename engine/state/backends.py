@@ -2,9 +2,9 @@
 
 One switch each, read by the composition root (engine/assemble.py):
 
-- a state URL `redis://` or `rediss://` (Valkey speaks the same protocol) moves budgets,
-  rate limits, the response cache and breaker openings to Redis, one client shared by all;
-  no URL keeps the in-process defaults;
+- a state URL `redis://` or `rediss://` (Valkey speaks the same protocol) moves budgets
+  (workspaces' and client keys'), rate limits, the response cache and breaker openings to
+  Redis, one client shared by all; no URL keeps the in-process defaults;
 - a ledger URL `postgresql://` (or `postgres://`) moves the cost ledger to Postgres; a
   plain path (or `sqlite:///path`) is the SQLite ledger.
 
@@ -41,6 +41,8 @@ from engine.state.redis_scripts import scripts_for
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+#: What a client-key budget's refusal calls the name it was reserved under.
+KEY_SCOPE = "API key"
 #: A reservation outlives its call's total timeout by this much before it expires.
 HOLD_MARGIN_S = 60.0
 
@@ -51,6 +53,7 @@ class SharedState:
 
     rate_limiter: RateLimiter
     budget: BudgetStore
+    client_budget: BudgetStore  # the same store, scoped by client API key id
     cache: ResponseCache
     breaker_signal: BreakerSignal
 
@@ -80,6 +83,15 @@ def shared_state(url: str, clock: Clock, *, hold_s: float) -> SharedState:
     return SharedState(
         rate_limiter=RedisRateLimiter(url, clock, limiter, client=client, scripts=scripts),
         budget=RedisBudgetStore(url, hold_s=hold_s, client=client, scripts=scripts),
+        client_budget=RedisBudgetStore(
+            url,
+            hold_s=hold_s,
+            client=client,
+            scripts=scripts,
+            prefix="engine:key",
+            scope=KEY_SCOPE,
+            totals=True,
+        ),  # fmt: skip
         cache=RedisCache(url, DataclassCodec(Response), clock, client=client),
         breaker_signal=RedisBreakerSignal(url, client=client),
     )

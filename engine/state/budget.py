@@ -21,6 +21,10 @@ days and months are dropped when the day changes (no check reads them again), an
 `max_workspaces` names are tracked; beyond that, new names share one bucket, `OVERFLOW`,
 under the same limits, which is stricter than per-name tracking and never looser.
 
+A store built with `totals=True` (the client-key scope, engine.runtime.clients) also keeps an
+all-time total per name (period `ALL`), checked against `reserve`'s `total_usd`; a store
+without it refuses a `total_usd` (ValueError) rather than ignore it.
+
 Spend survives restarts through the ledger: `restore(ledger)` rebuilds this month's settled
 spend from its daily totals, once per store. Several processes need one shared store
 instead (engine.state.sqlite_budget on one host; see docs/state.md).
@@ -34,9 +38,11 @@ from dataclasses import dataclass
 
 from engine.clock import Clock
 from engine.state.money import (
+    ALL,
     NANO,
     check_amount,
     check_limit,
+    check_totals,
     month_start,
     nanos,
     nanos_up,
@@ -65,8 +71,17 @@ OVERFLOW = "(other workspaces)"
 class InProcessBudgetStore:
     """Budgets for one process. Implements `engine.state.protocols.BudgetStore`."""
 
-    def __init__(self, clock: Clock, max_workspaces: int = MAX_WORKSPACES) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        max_workspaces: int = MAX_WORKSPACES,
+        *,
+        scope: str = "workspace",
+        totals: bool = False,
+    ) -> None:
         self._clock = clock
+        self._scope = scope  # what a refusal calls the name ("workspace", "API key")
+        self._totals = totals  # also keep an all-time total per name (client keys)
         self._lock = threading.Lock()
         self._settled: dict[tuple[str, str], int] = {}  # (workspace, day|month) -> nano-USD
         self._reserved: dict[tuple[str, str], int] = {}
@@ -93,7 +108,7 @@ class InProcessBudgetStore:
         if day == self._today:
             return
         self._today = day
-        for key in [k for k in self._settled if k[1] not in (day, month)]:
+        for key in [k for k in self._settled if k[1] not in (day, month, ALL)]:
             self._drop(self._settled, key)
 
     async def restore(self, source: SpendSource) -> None:
@@ -115,9 +130,11 @@ class InProcessBudgetStore:
         amount_usd: float,
         daily_usd: float | None,
         monthly_usd: float | None,
+        total_usd: float | None = None,
     ) -> Reservation:
         """Book the worst case, or raise BudgetExceededError naming the limit it would pass."""
         check_amount(amount_usd)
+        check_totals(self._totals, total_usd)
         now = self._clock.time()
         day, month = utc_day(now), utc_month(now)
         amount = nanos_up(amount_usd)
@@ -126,6 +143,7 @@ class InProcessBudgetStore:
             bucket = self._bucket(workspace)
             self._check(bucket, day, amount, daily_usd, "daily")
             self._check(bucket, month, amount, monthly_usd, "monthly")
+            self._check(bucket, ALL, amount, total_usd, "total")
             self._add(self._reserved, bucket, day, month, amount)
             self._next_token += 1
             token = self._next_token
@@ -140,7 +158,7 @@ class InProcessBudgetStore:
         key = (workspace, period)
         spent = self._settled.get(key, 0)
         held = self._reserved.get(key, 0)
-        check_limit(workspace, period, name, limit, spent, held, amount)
+        check_limit(workspace, period, name, limit, spent, held, amount, scope=self._scope)
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
         """Replace the reservation by the real cost (recorded as is, even above the hold)."""
@@ -179,6 +197,8 @@ class InProcessBudgetStore:
         """The tables' sum for the workspace's current UTC day and month, in USD."""
         now = self._clock.time()
         periods = {"day": utc_day(now), "month": utc_month(now)}
+        if self._totals:
+            periods["total"] = ALL
         with self._lock:
             bucket = self._bucket(workspace)
             return {
@@ -189,8 +209,8 @@ class InProcessBudgetStore:
     def _add(
         self, table: dict[tuple[str, str], int], workspace: str, day: str, month: str, nanos: int
     ) -> None:
-        """Add to both periods' entries; an entry that comes to zero is dropped."""
-        for period in (day, month):
+        """Add to both periods' entries (and the total's); an entry at zero is dropped."""
+        for period in (day, month, ALL) if self._totals else (day, month):
             key = (workspace, period)
             total = table.get(key, 0) + nanos
             if total:

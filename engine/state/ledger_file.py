@@ -41,6 +41,7 @@ GROUPS: Mapping[str, str] = {
     "workspace": "workspace",
     "policy": "policy",
     "outcome": "outcome",
+    "client": "client",  # the calling API key's id (client-key budgets restore from it)
 }
 COLUMNS = (
     "ts",

@@ -18,6 +18,8 @@ import time
 from engine.errors import BudgetExceededError
 
 NANO = 1_000_000_000  # nano-dollars per USD
+#: The period name of an all-time total (kept by stores built with `totals=True`).
+ALL = "all"
 
 
 def utc_day(ts: float) -> str:
@@ -58,13 +60,28 @@ def check_amount(usd: float) -> None:
         raise ValueError(f"a budget amount must be a finite number >= 0, got {usd!r}")
 
 
+def check_totals(kept: bool, total_usd: float | None) -> None:
+    """Refuse a total limit on a store that keeps no totals (it could not enforce it)."""
+    if total_usd is not None and not kept:
+        raise ValueError("this budget store keeps no all-time totals (build it with totals=True)")
+
+
 def check_limit(
-    workspace: str, period: str, name: str, limit: float, spent: int, held: int, amount: int
+    workspace: str,
+    period: str,
+    name: str,
+    limit: float,
+    spent: int,
+    held: int,
+    amount: int,
+    scope: str = "workspace",
 ) -> None:
-    """Raise BudgetExceededError when spent + held + amount (nano-USD) would pass `limit`."""
+    """Raise BudgetExceededError when spent + held + amount (nano-USD) would pass `limit`.
+    `scope` names what `workspace` is ("workspace", "API key") in the message."""
     if spent + held + amount > math.floor(limit * NANO):
+        where = "" if period == ALL else f" ({period})"
         raise BudgetExceededError(
-            f"workspace {workspace!r} {name} budget ${limit:.4f} ({period}) would be "
+            f"{scope} {workspace!r} {name} budget ${limit:.4f}{where} would be "
             f"exceeded: spent ${spent / NANO:.4f}, reserved ${held / NANO:.4f}, "
             f"this call up to ${amount / NANO:.4f}"
         )

@@ -124,8 +124,11 @@ class BudgetStore(Protocol):
         amount_usd: float,
         daily_usd: float | None,
         monthly_usd: float | None,
+        total_usd: float | None = None,
     ) -> Reservation:
-        """Reserve the worst case atomically, or raise BudgetExceededError."""
+        """Reserve the worst case atomically, or raise BudgetExceededError. `total_usd` is
+        an all-time limit, which only a store built with `totals=True` keeps (the client-key
+        scope, engine.runtime.clients); any other store raises ValueError for one."""
         ...
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
@@ -137,7 +140,8 @@ class BudgetStore(Protocol):
         ...
 
     async def spent(self, workspace: str) -> Mapping[str, float]:
-        """{"day": usd, "month": usd} including open reservations."""
+        """{"day": usd, "month": usd} including open reservations (and "total" when the
+        store keeps all-time totals)."""
         ...
 
     async def aclose(self) -> None:
@@ -224,7 +228,7 @@ class Ledger(SpendSource, Protocol):
     async def totals(
         self, workspace: str | None, since: float, by: str
     ) -> Sequence[Mapping[str, Any]]:
-        """Per `by` value (model, provider, workspace, policy, outcome): attempts, ok,
+        """Per `by` value (model, provider, workspace, policy, outcome, client): attempts, ok,
         cached, tokens, cost_usd (known costs) and unknown_cost (rows without one)."""
         ...
 

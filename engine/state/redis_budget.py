@@ -35,6 +35,7 @@ from engine.state.money import (
     NANO,
     check_amount,
     check_limit,
+    check_totals,
     month_start,
     nanos,
     nanos_up,
@@ -85,7 +86,8 @@ local function held_now(now_ms)
 end
 """
 
-# KEYS: spend, holds, expiries, seq. ARGV: amount, day limit (-1 none), month limit, hold ms.
+# KEYS: spend, holds, expiries, seq. ARGV: amount, day limit (-1 none), month limit, hold ms,
+# total limit (-1 none; only a store that keeps totals passes one).
 # -> {token or 0, budget refused ('' when booked), spent that period, held, the period}
 _RESERVE = (
     _CLOCK
@@ -101,6 +103,10 @@ end
 if ARGV[3] ~= '-1' and spent_m + held + amount > tonumber(ARGV[3]) then
   return {0, 'monthly', tostring(spent_m), tostring(held), string.sub(month, 3)}
 end
+local spent_t = tonumber(redis.call('HGET', KEYS[1], 'a:all') or '0')
+if ARGV[5] ~= '-1' and spent_t + held + amount > tonumber(ARGV[5]) then
+  return {0, 'total', tostring(spent_t), tostring(held), 'all'}
+end
 local tok = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[2], tok, ARGV[1])
 redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[4]), tok)
@@ -108,7 +114,8 @@ return {tok, '', tostring(spent_d), tostring(held), ''}
 """
 )
 
-# KEYS: spend, holds, expiries, done. ARGV: token, settled nanos (0 to release).
+# KEYS: spend, holds, expiries, done. ARGV: token, settled nanos (0 to release), done ms,
+# spend TTL ms (0: the spend never expires), '1' to add to the all-time total.
 # -> 1 when this call closed the token, 0 when it was already closed.
 _CLOSE = (
     _CLOCK
@@ -122,13 +129,14 @@ local cost = tonumber(ARGV[2])
 if cost > 0 then
   redis.call('HINCRBY', KEYS[1], day, cost)
   redis.call('HINCRBY', KEYS[1], month, cost)
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+  if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[1], 'a:all', cost) end
+  if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4])) end
 end
 return 1
 """
 )
 
-# KEYS: spend, holds, expiries. -> {day spent + held, month spent + held}
+# KEYS: spend, holds, expiries. -> {day, month, all-time: spent + held}
 _SPENT = (
     _CLOCK
     + _HELD
@@ -136,7 +144,8 @@ _SPENT = (
 local held = held_now(now_ms)
 local d = tonumber(redis.call('HGET', KEYS[1], day) or '0')
 local m = tonumber(redis.call('HGET', KEYS[1], month) or '0')
-return {tostring(d + held), tostring(m + held)}
+local a = tonumber(redis.call('HGET', KEYS[1], 'a:all') or '0')
+return {tostring(d + held), tostring(m + held), tostring(a + held)}
 """
 )
 
@@ -152,9 +161,14 @@ class RedisBudgetStore:
         prefix: str = "engine",
         client: Any = None,
         scripts: Scripts | None = None,
+        scope: str = "workspace",
+        totals: bool = False,
     ) -> None:
         self._redis: aioredis.Redis = client if client is not None else connect(url)
         self._name = "the Redis budget store"
+        self._scope = scope  # what a refusal calls the name ("workspace", "API key")
+        self._totals = totals  # keep an all-time total per name, and never expire its spend
+        self._spend_ttl_ms = 0 if totals else SPEND_TTL_MS
         self._hold_ms = max(1, int(hold_s * 1000))
         self._prefix = prefix
         self._scripts = scripts or scripts_for(url, self._redis, given=client is not None)
@@ -181,7 +195,10 @@ class RedisBudgetStore:
             pipe = self._redis.pipeline(transaction=False)
             pipe.hincrby(keys[0], f"d:{day}", nanos(usd))
             pipe.hincrby(keys[0], f"m:{day[:7]}", nanos(usd))
-            pipe.pexpire(keys[0], SPEND_TTL_MS)
+            if self._totals:
+                pipe.hincrby(keys[0], "a:all", nanos(usd))
+            else:
+                pipe.pexpire(keys[0], SPEND_TTL_MS)
             await pipe.execute()
 
     async def _server_time(self) -> float:
@@ -194,24 +211,30 @@ class RedisBudgetStore:
         amount_usd: float,
         daily_usd: float | None,
         monthly_usd: float | None,
+        total_usd: float | None = None,
     ) -> Reservation:
-        """Hold the worst case against day and month together, or raise BudgetExceededError."""
+        """Hold the worst case against day, month (and total) together, or raise
+        BudgetExceededError."""
         check_amount(amount_usd)
+        check_totals(self._totals, total_usd)
         amount = nanos_up(amount_usd)
-        limits = [-1 if v is None else int(v * NANO) for v in (daily_usd, monthly_usd)]
+        day, month, total = (
+            -1 if v is None else int(v * NANO) for v in (daily_usd, monthly_usd, total_usd)
+        )
         keys = self._keys(workspace)[:4]
         try:
             token, refused, spent, held, period = await self._reserve(
-                keys=keys, args=[amount, *limits, self._hold_ms]
+                keys=keys, args=[amount, day, month, self._hold_ms, total]
             )
         except (RedisError, OSError) as exc:
             raise RoutingError(f"{self._name} is unreachable ({type(exc).__name__})") from None
         if int(token) == 0:
             name = refused.decode()
-            limit = daily_usd if name == "daily" else monthly_usd
+            limit = {"daily": daily_usd, "monthly": monthly_usd}.get(name, total_usd)
             check_limit(
-                workspace, period.decode(), name, float(limit or 0.0), int(spent), int(held), amount
-            )
+                workspace, period.decode(), name, float(limit or 0.0), int(spent), int(held),
+                amount, scope=self._scope,
+            )  # fmt: skip
         return Reservation(workspace, amount / NANO, int(token))
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
@@ -227,7 +250,7 @@ class RedisBudgetStore:
         try:
             await self._close(
                 keys=[spend, holds, exp, done],
-                args=[reservation.token, cost, DONE_MS, SPEND_TTL_MS],
+                args=[reservation.token, cost, DONE_MS, self._spend_ttl_ms, int(self._totals)],
             )
         except (RedisError, OSError) as exc:
             log.error(
@@ -239,10 +262,13 @@ class RedisBudgetStore:
         """{"day": usd, "month": usd} including open holds, on the server's calendar."""
         keys = self._keys(workspace)[:3]
         try:
-            day, month = await self._spent(keys=keys, args=[])
+            day, month, total = await self._spent(keys=keys, args=[])
         except (RedisError, OSError) as exc:
             raise RoutingError(f"{self._name} is unreachable ({type(exc).__name__})") from None
-        return {"day": int(day) / NANO, "month": int(month) / NANO}
+        out = {"day": int(day) / NANO, "month": int(month) / NANO}
+        if self._totals:
+            out["total"] = int(total) / NANO
+        return out
 
     async def aclose(self) -> None:
         await self._scripts.aclose()

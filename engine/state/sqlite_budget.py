@@ -36,9 +36,11 @@ from typing import TypeVar
 from engine.clock import Clock
 from engine.errors import RoutingError
 from engine.state.money import (
+    ALL,
     NANO,
     check_amount,
     check_limit,
+    check_totals,
     month_start,
     nanos,
     nanos_up,
@@ -82,8 +84,18 @@ def _seeded(conn: sqlite3.Connection) -> bool:
 class SQLiteBudgetStore:
     """Budgets shared across processes. Implements `engine.state.protocols.BudgetStore`."""
 
-    def __init__(self, path: str | Path, clock: Clock, hold_s: float = HOLD_S) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        clock: Clock,
+        hold_s: float = HOLD_S,
+        *,
+        scope: str = "workspace",
+        totals: bool = False,
+    ) -> None:
         self.path = Path(path)
+        self._scope = scope  # what a refusal calls the name ("workspace", "API key")
+        self._totals = totals  # also keep an all-time total per name (period ALL)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._hold_s = hold_s
@@ -104,7 +116,7 @@ class SQLiteBudgetStore:
             if _seeded(conn):  # another worker seeded it while we read the ledger
                 return
             for workspace, day, usd in rows:
-                for period in (day, day[:7]):
+                for period in self._periods(day, day[:7]):
                     self._add(conn, workspace, period, nanos(usd))
             conn.execute("INSERT INTO meta (key, value) VALUES ('seeded', 'ledger')")
 
@@ -116,15 +128,22 @@ class SQLiteBudgetStore:
         amount_usd: float,
         daily_usd: float | None,
         monthly_usd: float | None,
+        total_usd: float | None = None,
     ) -> Reservation:
         """Book the worst case, or raise BudgetExceededError naming the limit it would pass."""
         check_amount(amount_usd)
+        check_totals(self._totals, total_usd)
         now = self._clock.time()
         day, month, amount = utc_day(now), utc_month(now), nanos_up(amount_usd)
+        limits = (
+            (day, daily_usd, "daily"),
+            (month, monthly_usd, "monthly"),
+            (ALL, total_usd, "total"),
+        )
 
         def book(conn: sqlite3.Connection) -> int:
             conn.execute("DELETE FROM held WHERE expires < ?", (now,))
-            for period, limit, name in ((day, daily_usd, "daily"), (month, monthly_usd, "monthly")):
+            for period, limit, name in limits:
                 if limit is not None:
                     self._check(conn, workspace, period, amount, limit, name)
             cur = conn.execute(
@@ -156,8 +175,8 @@ class SQLiteBudgetStore:
                 return
             conn.execute("DELETE FROM held WHERE token = ?", (reservation.token,))
             workspace, day, month = row
-            self._add(conn, workspace, day, cost)
-            self._add(conn, workspace, month, cost)
+            for period in self._periods(day, month):
+                self._add(conn, workspace, period, cost)
 
         try:
             await self._run(lambda: self._transaction(settle))
@@ -179,6 +198,8 @@ class SQLiteBudgetStore:
         """{"day": usd, "month": usd} for the current UTC periods, open reservations included."""
         now = self._clock.time()
         periods = {"day": utc_day(now), "month": utc_month(now)}
+        if self._totals:
+            periods["total"] = ALL
 
         def read(conn: sqlite3.Connection) -> dict[str, float]:
             return {
@@ -193,6 +214,10 @@ class SQLiteBudgetStore:
         await self._run(self._conn.close)
         self._thread.shutdown(wait=False)
 
+    def _periods(self, day: str, month: str) -> tuple[str, ...]:
+        """The periods a settled cost counts in: its day and month, and the total if kept."""
+        return (day, month, ALL) if self._totals else (day, month)
+
     # -- SQL ------------------------------------------------------------------------------
 
     def _check(
@@ -206,7 +231,7 @@ class SQLiteBudgetStore:
     ) -> None:
         spent = self._settled(conn, workspace, period)
         held = self._held(conn, workspace, period, None)
-        check_limit(workspace, period, name, limit, spent, held, amount)
+        check_limit(workspace, period, name, limit, spent, held, amount, scope=self._scope)
 
     @staticmethod
     def _settled(conn: sqlite3.Connection, workspace: str, period: str) -> int:
@@ -217,9 +242,11 @@ class SQLiteBudgetStore:
 
     @staticmethod
     def _held(conn: sqlite3.Connection, workspace: str, period: str, now: float | None) -> int:
-        column = "day" if len(period) == 10 else "month"
-        sql = f"SELECT COALESCE(SUM(nanos), 0) FROM held WHERE workspace = ? AND {column} = ?"
-        args: tuple[object, ...] = (workspace, period)
+        sql = "SELECT COALESCE(SUM(nanos), 0) FROM held WHERE workspace = ?"
+        args: tuple[object, ...] = (workspace,)
+        if period != ALL:  # every open hold counts against the total
+            sql += f" AND {'day' if len(period) == 10 else 'month'} = ?"
+            args += (period,)
         if now is not None:  # readers skip expired holds; writers have just deleted them
             sql += " AND expires >= ?"
             args += (now,)

@@ -20,7 +20,7 @@ from typing import Any
 from engine.state.protocols import LedgerRow
 
 #: What `totals` may group by, as for the SQLite ledger.
-GROUPS = ("model", "provider", "workspace", "policy", "outcome")
+GROUPS = ("model", "provider", "workspace", "policy", "outcome", "client")
 
 
 class CapturingLedger:

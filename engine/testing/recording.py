@@ -153,8 +153,11 @@ class RecordingBudgetStore(_Recorder):
         amount_usd: float,
         daily_usd: float | None,
         monthly_usd: float | None,
+        total_usd: float | None = None,
     ) -> Reservation:
-        args = (workspace, amount_usd, daily_usd, monthly_usd)
+        args: tuple[Any, ...] = (workspace, amount_usd, daily_usd, monthly_usd)
+        if total_usd is not None:
+            args += (total_usd,)
         try:
             reservation = await self.inner.reserve(*args)
         except BaseException as exc:

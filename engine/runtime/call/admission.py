@@ -5,7 +5,8 @@
     a rate-limit lease on that key   refused -> recorded "rate_limited" (local limit)
     a budget reservation             refused -> recorded "budget_exceeded"
       (the workspace's caps and the route's, whatever policy, pin, bare name or
-      fallback led to the candidate: engine.plan.wallets)
+      fallback led to the candidate: engine.plan.wallets; then the calling client
+      key's: runtime/clients.py)
 
 Whatever is refused raises `Skip` (the failover loop moves on) after giving back what was
 taken before the refusal. A try that is admitted holds an `Admitted`: its lease and its
@@ -41,6 +42,7 @@ class Admitted(NamedTuple):
     lease: Lease
     reservation: Reservation | None
     started: float  # monotonic seconds when admission ended
+    key_hold: Reservation | None = None  # the same worst case, held on the client key
 
 
 # One per try, built by name without a keyword dict (engine/frozen.py).
@@ -84,7 +86,32 @@ class Admission:
             await self.svc.limiter.release(lease)
             self.abandon(cand)
             raise
-        return admitted(lease=lease, reservation=reservation, started=self.svc.clock.monotonic())
+        key_hold = None
+        if self.call.client_budget is not None:
+            key_hold = await self._hold_key(cand, index, lease, reservation)
+        now = self.svc.clock.monotonic()
+        return admitted(lease=lease, reservation=reservation, started=now, key_hold=key_hold)
+
+    async def _hold_key(
+        self, cand: Candidate, index: int, lease: Lease, reservation: Reservation | None
+    ) -> Reservation | None:
+        """The same worst case held on the calling client key (runtime/clients.py), after
+        the workspace's; a refusal gives back the lease and the workspace's hold."""
+        try:
+            return await self._reserve_key(cand)
+        except BudgetExceededError as exc:
+            await self._give_back(lease, reservation)
+            raise self._over_budget(cand, index, exc) from None
+        except BaseException:
+            await self._give_back(lease, reservation)
+            self.abandon(cand)
+            raise
+
+    async def _give_back(self, lease: Lease, reservation: Reservation | None) -> None:
+        """What a refused try took before the refusal: its lease, its workspace hold."""
+        await self.svc.limiter.release(lease)
+        if reservation is not None:
+            await self.svc.budget.release(reservation)
 
     def _over_budget(self, cand: Candidate, index: int, exc: BudgetExceededError) -> Skip:
         """The candidate passed over: its worst case does not fit the budget."""
@@ -112,7 +139,8 @@ class Admission:
         to reserve, a key with room now. None (nothing taken, nothing recorded) whenever
         `admit` must decide. Saves a try two coroutines (measured > 1 us a call)."""
         svc, route = self.svc, cand.route
-        if not svc.breakers.all_closed or _capped(cand, self.call):
+        call = self.call
+        if not svc.breakers.all_closed or _capped(cand, call) or call.client_budget is not None:
             return None
         keys = svc.good_keys(cand.provider)
         if not keys:
@@ -191,6 +219,20 @@ class Admission:
             )
         bucket = call.wallet.bucket or self.svc.names.bucket(call.workspace)
         return bucket, worst, daily, monthly
+
+    async def _reserve_key(self, cand: Candidate) -> Reservation | None:
+        """The same worst case held on the calling client key, when it has a budget and
+        the price is known (runtime/clients.py)."""
+        budget, client = self.call.client_budget, self.call.client
+        if budget is None or client is None:
+            return None
+        worst = cand.scored.worst_cost_usd
+        if worst is None:  # as for workspaces: an unknown price cannot be held under a cap
+            raise BudgetExceededError(
+                f"the price of {cand.scored.model.id} is not known, so API key {client!r}'s "
+                "budget cannot hold its cost (set input_price and output_price)"
+            )
+        return await self.svc.clients.reserve(client, budget, worst)
 
     def _estimate(self, cand: Candidate) -> tuple[int, int]:
         """Input and output tokens the lease books before the real usage is known."""

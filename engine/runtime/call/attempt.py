@@ -140,9 +140,8 @@ class Attempt:
         if svc.keys.cooling:
             svc.keys.answered(held.lease.key.id)
         self._record("ok", None, None, latency, usage, cost)
-        r = held.reservation
-        if r is not None:
-            await svc.budget.settle(r, r.amount_usd if cost is None else cost)
+        if held.reservation is not None or held.key_hold is not None:
+            await self._close_holds(cost, settle=True)
 
     async def _fail(self, exc: ProviderError) -> None:
         svc, cand, held = self.admission.svc, self.cand, self.held
@@ -168,14 +167,11 @@ class Attempt:
             usage = self.partial()
             cost = self._price(usage)
             self._record(exc.kind, str(exc), exc.status, latency, usage, cost)
-            if held.reservation is not None:
-                r = held.reservation
-                await svc.budget.settle(r, r.amount_usd if cost is None else cost)
+            await self._close_holds(cost, settle=True)
             return
         # A request that never left this machine cost nothing (0, not "unknown").
         self._record(exc.kind, str(exc), exc.status, latency, None, None if exc.reached else 0.0)
-        if held.reservation is not None:
-            await svc.budget.release(held.reservation)
+        await self._close_holds(None, settle=False)
 
     async def _abort(self) -> None:
         svc, held = self.admission.svc, self.held
@@ -189,16 +185,27 @@ class Attempt:
             # streamed, so the budget keeps that (a task of its own: the caller is gone).
             usage = self.partial()
             cost = self._price(usage)
-            r = held.reservation
-            if r is not None:
-                svc.spawn(svc.budget.settle(r, r.amount_usd if cost is None else cost))
+            if held.reservation is not None or held.key_hold is not None:
+                svc.spawn(self._close_holds(cost, settle=True))
             self._ledger("cancelled", latency, usage, cost)
             return
-        if held.reservation is not None:
+        if held.reservation is not None or held.key_hold is not None:
             # A task of its own, so a cancelled caller still gives its reservation back.
-            svc.spawn(svc.budget.release(held.reservation))
+            svc.spawn(self._close_holds(None, settle=False))
         # The ledger still hears of it: the upstream may have started (and billed) the work.
         self._ledger("cancelled", latency, None, None)
+
+    async def _close_holds(self, cost: float | None, *, settle: bool) -> None:
+        """Settle the workspace's and the client key's holds at `cost` (at the hold itself
+        when the cost is unknown), or release both (`settle=False`)."""
+        svc, held = self.admission.svc, self.held
+        for store, r in ((svc.budget, held.reservation), (svc.clients.store, held.key_hold)):
+            if r is None:
+                continue
+            if settle:
+                await store.settle(r, r.amount_usd if cost is None else cost)
+            else:
+                await store.release(r)
 
     # -- records --------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ class ChatCall:
     ) -> None:
         self.svc = svc
         now = svc.clock.monotonic()
-        self.call = call_data(plan, request, svc.features(request), streaming, now)
+        self.call = call_data(plan, request, svc.features(request), streaming, now, svc.clients)
         self.trail = Trail()
         target = policy or request.model or plan.default_policy
         self.walk = Walk(svc, self.call, self.trail, target)

@@ -19,6 +19,7 @@ from engine.messages import Request
 from engine.plan.compiled import Plan
 from engine.plan.values import Features
 from engine.plan.wallets import Wallet
+from engine.runtime.clients import ClientBudget, ClientBudgets
 
 #: Request ids: a per-process random prefix and a counter (unique, and cheaper than uuid4).
 _ID_PREFIX = os.urandom(4).hex()
@@ -38,6 +39,7 @@ class CallData(NamedTuple):
     workspace: str  # who is charged: budgets and ledger rows
     client: str | None  # the calling API key's label (metadata `client`, set by the server)
     wallet: Wallet  # the workspace's budget: caps and the name its spend is booked under
+    client_budget: ClientBudget | None  # the calling key's money limits, if it has any
 
 
 # Built by name without the dict a class call packs keywords into (engine/frozen.py).
@@ -45,12 +47,19 @@ _call_data = builder(CallData)
 
 
 def call_data(
-    plan: Plan, request: Request, features: Features, streaming: bool, now: float
+    plan: Plan,
+    request: Request,
+    features: Features,
+    streaming: bool,
+    now: float,
+    clients: ClientBudgets | None = None,
 ) -> CallData:
-    """The data of a call starting `now` (monotonic), with a fresh request id."""
+    """The data of a call starting `now` (monotonic), with a fresh request id; `clients`
+    gives the calling key's budget."""
     mine, theirs = features.budget_usd, request.budget_usd
     budget = mine if theirs is None else theirs if mine is None else min(mine, theirs)
     workspace = features.workspace or str(request.metadata.get("workspace", "default"))
+    client = _label(request.metadata.get("client"))
     return _call_data(
         plan=plan,
         request=request,
@@ -60,8 +69,9 @@ def call_data(
         started=now,
         budget_usd=budget,
         workspace=workspace,
-        client=_label(request.metadata.get("client")),
+        client=client,
         wallet=plan.wallets.of(workspace),
+        client_budget=None if clients is None else clients.of(client),
     )
 
 

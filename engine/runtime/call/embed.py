@@ -53,7 +53,8 @@ class EmbedCall:
     ) -> None:
         self.svc, self.request = svc, request
         chat = request.as_chat()
-        self.call = call_data(plan, chat, svc.features(chat), False, svc.clock.monotonic())
+        now = svc.clock.monotonic()
+        self.call = call_data(plan, chat, svc.features(chat), False, now, svc.clients)
         self.trail = Trail()
         target = policy or request.model or plan.default_policy
         self.walk = Walk(svc, self.call, self.trail, target)
