@@ -91,7 +91,7 @@ def shared_state(url: str, clock: Clock, *, hold_s: float) -> SharedState:
             prefix="engine:key",
             scope=KEY_SCOPE,
             totals=True,
-        ),  # fmt: skip
+        ),
         cache=RedisCache(url, DataclassCodec(Response), clock, client=client),
         breaker_signal=RedisBreakerSignal(url, client=client),
     )
