@@ -115,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
     url = args.ledger or os.environ.get("ENGINE_LEDGER_URL")
     if url and url.startswith(POSTGRES_SCHEMES):
         where = "the Postgres ledger"  # never the URL: it may carry a password
-        if until is not None or args.by in ("key", "day"):
-            print("error: --until, --by key and --by day need a SQLite ledger", file=sys.stderr)
+        if until is not None or args.by == "day":
+            print("error: --until and --by day need a SQLite ledger", file=sys.stderr)
             return 2
         try:
             totals, daily = asyncio.run(_postgres(url, args.workspace, since, args.by))
@@ -168,7 +168,13 @@ async def _postgres(
     """Totals and days from the shared Postgres ledger (every replica's rows)."""
     ledger = PostgresLedger(url)
     try:
-        return await ledger.totals(workspace, since, by), await ledger.daily(workspace, since)
+        if by != "key":
+            return await ledger.totals(workspace, since, by), await ledger.daily(workspace, since)
+        # the key's id is the ledger's `client` column (never the key itself)
+        rows = [
+            {**r, "key": r["client"] or ""} for r in await ledger.totals(workspace, since, "client")
+        ]
+        return rows, await ledger.daily(workspace, since)
     finally:
         await ledger.aclose()
 
