@@ -78,3 +78,28 @@ async def test_a_key_without_limits_is_never_counted() -> None:
             await http.post("/v1/chat/completions", json=BODY, headers=AUTH) for _ in range(20)
         ]
     assert {a.status_code for a in answers} == {200}
+
+
+async def test_tpm_books_the_estimate_then_the_real_usage() -> None:
+    """tpm: 60 with max_tokens 40: each request books its input estimate plus max_tokens
+    (49) while in flight and its real usage (5) after, so three pass one after another and
+    the fourth would pass the limit: 429 naming tpm."""
+    engine = StandInEngine()
+    ask = {**BODY, "max_tokens": 40}
+    async with serving(engine, _settings(tpm=60)) as running, running.http() as http:
+        answers = [
+            await http.post("/v1/chat/completions", json=ask, headers=AUTH) for _ in range(4)
+        ]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert "tpm" in answers[-1].json()["error"]["message"]
+
+
+def test_workers_without_a_shared_store_split_each_limit() -> None:
+    """Without a state URL, each of N workers enforces its 1/N share of a key's limits
+    (rounded up), as provider limits are split."""
+    from engine.clock import SystemClock
+    from engine.server.auth import Authenticator
+    from engine.state.key_limits import InProcessKeyLimiter, KeyLimits
+
+    auth = Authenticator((), InProcessKeyLimiter(SystemClock()), share=3)
+    assert auth._shared(KeyLimits(rpm=10, tpm=None, max_concurrent=1)) == KeyLimits(4, None, 1)

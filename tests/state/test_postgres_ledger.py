@@ -144,3 +144,27 @@ async def test_repr_never_shows_the_url() -> None:
     """The URL may carry a password; the ledger's repr does not show it."""
     ledger = PostgresLedger("postgresql://user:hunter2@db/x")
     assert "hunter2" not in repr(ledger)
+
+
+async def test_costs_by_key_reads_the_postgres_ledger(clean: str) -> None:
+    """`python -m engine costs --by key` over the Postgres ledger totals per client key id
+    (it used to refuse: "--by key needs a SQLite ledger")."""
+    import json
+    import subprocess
+    import sys
+
+    ledger = PostgresLedger(clean)
+    try:
+        for _ in range(3):
+            ledger.record(row("acme", 0.5))
+        await ledger.flush()
+    finally:
+        await ledger.aclose()
+    argv = [sys.executable, "-m", "engine", "costs", "--ledger", clean, "--by", "key"]
+    done = await asyncio.to_thread(
+        subprocess.run, [*argv, "--format", "json"], capture_output=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    (only,) = json.loads(done.stdout)["totals"]
+    assert only["key"] == "team-a" and only["attempts"] == 3
+    assert only["cost_usd"] == pytest.approx(1.5)
