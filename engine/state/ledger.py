@@ -153,7 +153,11 @@ class SQLiteLedger:
         # A plain tuple of its fields: the garbage collector stops tracking such tuples at
         # its first look, so rows waiting for their batch never age into (and trigger)
         # full collections under heavy traffic.
-        fields = _values(_ROW_FIELDS(row))  # redacted before it reaches any file
+        try:
+            fields = _values(_ROW_FIELDS(row))  # redacted before it reaches any file
+        except Exception as exc:  # a malformed row: counted, never the call's failure
+            self._drop(exc)
+            return
         if self._journal is None:
             self._queue.put((*fields, None))
             return
@@ -167,8 +171,11 @@ class SQLiteLedger:
     def _replay(self, conn: sqlite3.Connection, directory: Path) -> None:
         """Store the rows of journals whose process died (idempotent: ids), then drop them."""
         for orphan in orphans(directory):
-            rows = orphan.rows()
+            rows, dropped = orphan.rows(), self.dropped
             self._insert(conn, rows)
+            if self.dropped > dropped:  # kept for a later start (a sick disk, a new schema)
+                orphan.release()
+                continue
             orphan.remove()
             self.replayed += len(rows)
         if self.replayed:
@@ -265,8 +272,8 @@ class SQLiteLedger:
         try:
             if batch:
                 self._insert(conn, batch)
-                if self._journal is not None:
-                    self._journal.done(len(batch))
+                if self._journal is not None:  # rows it could not take were never in it
+                    self._journal.done(sum(1 for row in batch if row[-1] is not None))
         finally:
             for marker in markers:
                 marker.set_result(None)

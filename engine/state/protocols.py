@@ -9,7 +9,7 @@ other side of a network:
 - the only synchronous calls are the ones declared as such below, and each says why it
   never needs the network: `RateLimiter.try_acquire_nowait` (a fast path a backend may
   decline by returning None), `RateLimiter.register` and `ResponseCache.stats/resize`
-  (local bookkeeping), `Ledger.record` (an enqueue);
+  (local bookkeeping), `Ledger.record` (a local journal write and an enqueue);
 - every capability the runtime uses is a method here, with its default behaviour
   documented, so nothing is looked up by `getattr` or by scanning a class.
 
@@ -206,15 +206,17 @@ class LedgerRow:
 class Ledger(SpendSource, Protocol):
     """Every attempt, for cost reports and for restoring budgets at start.
 
-    Durability: `record` only enqueues (it runs on every attempt and must not wait for a
-    disk or a network). A row is durable once `flush()` has returned; `aclose()` flushes.
-    A process killed before that loses the rows of the last moment (the SQLite ledger
-    commits at least every `flush_interval_s`, 0.5 s by default), never a committed one;
-    the budget store, written when each call settles, is the record money checks use.
+    Durability: `record` runs on every attempt and must not wait for a store or a
+    network; the SQLite and Postgres ledgers write the row to a local journal (one
+    `write(2)`, engine.state.journal) before returning, so a row recorded before its
+    answer leaves survives `kill -9`, and is stored (once: rows carry an id) when the
+    ledger is next opened. A row is in the store itself once `flush()` has returned;
+    `aclose()` flushes.
     """
 
     def record(self, row: LedgerRow) -> None:
-        """Queue a row; writing happens off the hot path, and never raises into a call."""
+        """Take a row (journaled, where the backend has a journal); storing it happens off
+        the hot path, and never raises into a call."""
         ...
 
     async def flush(self) -> None:
