@@ -18,6 +18,10 @@ one private thread, so a transaction waiting for another process's lock never bl
 event loop. When the file cannot be used, the worker falls back to its own share of every
 limit (`fallback`, an in-process limiter with share 1/N) with a warning, counted in
 `status` as `fallbacks`: a rate limit is a courtesy to the provider, not money.
+
+A worker killed mid-call leaves its booking in the window (it leaves after 60 s, as the
+provider's count does) and its request counted as in flight; that count only breaks ties
+between keys and shows in `status`, it never refuses a request.
 """
 
 from __future__ import annotations
