@@ -109,6 +109,7 @@ async def test_an_unusable_file_falls_back_to_the_workers_share(
     (rl,) = workers(tmp_path, clock, 1)
     rl._fallback = InProcessRateLimiter(clock, 1 / 3)
     rl._conn.close()  # every statement now raises sqlite3.ProgrammingError
+    rl._fast.close()
     keys = (KeyPlan(id="p#0", secret=None, rpm=6),)
     for _ in range(2):
         await rl.acquire("p", keys, 1, 1, 0)
@@ -116,4 +117,5 @@ async def test_an_unusable_file_falls_back_to_the_workers_share(
         await rl.acquire("p", keys, 1, 1, 0)
     assert rl.fallbacks == 3 and "limited by this worker's share" in caplog.text
     rl._conn = sqlite3.connect(":memory:", check_same_thread=False)
+    rl._fast = sqlite3.connect(":memory:", check_same_thread=False)
     await rl.aclose()
