@@ -12,7 +12,6 @@ the routing inputs (`model`, `metadata`, `capabilities`, `budget_usd`, `cache`,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,12 +24,62 @@ from pydantic import (
     model_validator,
 )
 
+# The answer side lives in engine/answers.py; its names are re-exported from here.
+from engine.answers import (
+    Blob,
+    Choice,
+    Chunk,
+    FinishReason,
+    ProviderResponse,
+    RateLimitInfo,
+    StreamAccumulator,
+    ToolCallDelta,
+    ToolCallOut,
+    Usage,
+)
 from engine.errors import RequestError
 from engine.request_forms import needs_rewrite, rewrite
 
+__all__ = [
+    "MAX_JSON_DEPTH",
+    "AudioPart",
+    "Blob",
+    "CacheBreakpoint",
+    "Choice",
+    "Chunk",
+    "ContentPart",
+    "FileData",
+    "FilePart",
+    "FinishReason",
+    "FunctionCall",
+    "FunctionSpec",
+    "ImagePart",
+    "ImageURL",
+    "InputAudio",
+    "JSONObject",
+    "Message",
+    "NamedToolChoice",
+    "ProviderResponse",
+    "RateLimitInfo",
+    "ReasoningEffort",
+    "RefusalPart",
+    "Request",
+    "ResponseFormat",
+    "Role",
+    "StreamAccumulator",
+    "StreamOptions",
+    "TextPart",
+    "Tool",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallOut",
+    "ToolChoice",
+    "Usage",
+    "parse_request",
+]
+
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"]
-FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
 
 
 #: How deep free-form JSON (metadata, variables, tool parameters, JSON schemas) may nest.
@@ -281,119 +330,3 @@ def parse_request(data: Request | dict[str, Any]) -> Request:
             f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
         )
         raise RequestError(f"invalid request: {problems}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Tokens one call used, normalised across providers (the adapters translate).
-
-    `input_tokens` is the whole prompt, cache reads and writes included; `output_tokens`
-    includes reasoning ("thinking") tokens, which every provider bills as output. The other
-    three say which parts of those were cache reads, cache writes and reasoning, because
-    they are priced differently (engine.pricing)."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitInfo:
-    """What a provider's response headers (or error body) said about its limits."""
-
-    limit_requests: int | None = None
-    remaining_requests: int | None = None
-    reset_requests_s: float | None = None
-    limit_input_tokens: int | None = None
-    remaining_input_tokens: int | None = None
-    limit_output_tokens: int | None = None
-    remaining_output_tokens: int | None = None
-    limit_tokens: int | None = None
-    remaining_tokens: int | None = None
-    reset_tokens_s: float | None = None
-    retry_after_s: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallOut:
-    """A completed tool call in a response (arguments reassembled when streamed)."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderResponse:
-    """What one adapter call returns: the normalised answer of one upstream request."""
-
-    content: str | None
-    tool_calls: tuple[ToolCallOut, ...] = ()
-    finish_reason: FinishReason = "stop"
-    usage: Usage = field(default_factory=Usage)
-    upstream_model: str = ""
-    response_id: str = ""
-    rate_limit: RateLimitInfo | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallDelta:
-    """A fragment of a streamed tool call; fragments with the same index concatenate."""
-
-    index: int
-    id: str | None = None
-    name: str | None = None
-    arguments: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """One streamed piece: text, tool-call fragments, and on the last chunks finish/usage."""
-
-    content: str = ""
-    tool_calls: tuple[ToolCallDelta, ...] = ()
-    finish_reason: FinishReason | None = None
-    usage: Usage | None = None
-    rate_limit: RateLimitInfo | None = None
-
-
-class StreamAccumulator:
-    """Rebuilds a ProviderResponse from chunks (tool-call fragments reassembled by index)."""
-
-    __slots__ = ("_calls", "_finish", "_model", "_text", "_usage")
-
-    def __init__(self, upstream_model: str = "") -> None:
-        self._text: list[str] = []
-        self._calls: dict[int, list[str]] = {}
-        self._finish: FinishReason = "stop"
-        self._usage = Usage()
-        self._model = upstream_model
-
-    def add(self, chunk: Chunk) -> None:
-        if chunk.content:
-            self._text.append(chunk.content)
-        for d in chunk.tool_calls:
-            slot = self._calls.setdefault(d.index, ["", "", ""])
-            slot[0] = d.id or slot[0]
-            slot[1] = d.name or slot[1]
-            slot[2] += d.arguments
-        if chunk.finish_reason is not None:
-            self._finish = chunk.finish_reason
-        if chunk.usage is not None:
-            self._usage = chunk.usage
-
-    def result(self) -> ProviderResponse:
-        calls = tuple(ToolCallOut(i, n, a) for _, (i, n, a) in sorted(self._calls.items()))
-        return ProviderResponse(
-            content="".join(self._text) if self._text or not calls else None,
-            tool_calls=calls,
-            finish_reason=self._finish,
-            usage=self._usage,
-            upstream_model=self._model,
-        )

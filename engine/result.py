@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import AttemptRecord
-from engine.messages import Chunk, FinishReason, ToolCallOut, Usage
+from engine.messages import Blob, Choice, Chunk, FinishReason, ToolCallOut, Usage
 from engine.pricing import CostBreakdown
 
 
@@ -86,27 +86,44 @@ class Response:
     #: What `after_response` hooks added (the server sends it as x-engine-meta-* headers).
     metadata: Metadata = NO_METADATA
     cost_breakdown: CostBreakdown | None = None  # cost_usd per kind of token, when priced
+    logprobs: Blob | None = None  # the first choice's token logprobs, when asked and given
+    choices: tuple[Choice, ...] = ()  # choices 1..n-1 of a request with n > 1
 
     def to_openai(self) -> dict[str, Any]:
-        """This response as an OpenAI `chat.completion` object."""
-        message: dict[str, Any] = {"role": "assistant", "content": self.content, "refusal": None}
-        if self.tool_calls:
-            message["tool_calls"] = _tool_calls_openai(self.tool_calls)
+        """This response as an OpenAI `chat.completion` object (every choice)."""
+        first = _choice_openai(0, self.content, self.tool_calls, self.finish_reason, self.logprobs)
         return {
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
             "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": self.finish_reason,
-                }
+                first,
+                *(
+                    _choice_openai(c.index, c.content, c.tool_calls, c.finish_reason, c.logprobs)
+                    for c in self.choices
+                ),
             ],
             "usage": _usage_openai(self.usage),
         }
+
+
+def _choice_openai(
+    index: int,
+    content: str | None,
+    calls: tuple[ToolCallOut, ...],
+    finish: FinishReason,
+    logprobs: Blob | None,
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None}
+    if calls:
+        message["tool_calls"] = _tool_calls_openai(calls)
+    return {
+        "index": index,
+        "message": message,
+        "logprobs": None if logprobs is None else logprobs.value,
+        "finish_reason": finish,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +169,11 @@ class StreamEvent:
             "created": self.created,
             "model": self.model,
             "choices": [
-                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": c.finish_reason}
+                {
+                    "index": c.index,
+                    "delta": delta,
+                    "logprobs": None if c.logprobs is None else c.logprobs.value,
+                    "finish_reason": c.finish_reason,
+                }
             ],
         }

@@ -37,6 +37,7 @@ from engine.errors import (
     UnavailableError,
 )
 from engine.messages import (
+    Choice,
     Chunk,
     FinishReason,
     ProviderResponse,
@@ -201,13 +202,16 @@ class MockAdapter:
         await self._wait(endpoint)
         self._maybe_fail(endpoint)
         answer = answer_for_request(request, endpoint.upstream_model)
+        n = request.n or 1  # n choices, all the scripted answer, each billed
+        content = answer.text if not answer.calls else None
         return ProviderResponse(
-            content=answer.text if not answer.calls else None,
+            content=content,
             tool_calls=answer.calls,
             finish_reason=answer.finish,
-            usage=Usage(answer.input_tokens, answer.output_tokens),
+            usage=Usage(answer.input_tokens, answer.output_tokens * n),
             upstream_model=endpoint.upstream_model,
             response_id=f"mock-{zlib.crc32(answer.text.encode()):010d}",
+            choices=tuple(Choice(i, content, answer.calls, answer.finish) for i in range(1, n)),
         )
 
     async def stream(self, request: Request, endpoint: Endpoint) -> AsyncIterator[Chunk]:
@@ -222,9 +226,15 @@ class MockAdapter:
             for start in range(0, len(call.arguments), size):
                 piece = call.arguments[start : start + size]
                 yield Chunk(tool_calls=(ToolCallDelta(index, arguments=piece),))
+        n = request.n or 1
+        for i in range(1, n):  # further choices (n > 1), each in one piece
+            calls = tuple(
+                ToolCallDelta(j, c.id, c.name, c.arguments) for j, c in enumerate(answer.calls)
+            )
+            yield Chunk("" if calls else answer.text, calls, answer.finish, index=i)
         yield Chunk(
             finish_reason=answer.finish,
-            usage=Usage(answer.input_tokens, answer.output_tokens),
+            usage=Usage(answer.input_tokens, answer.output_tokens * n),
         )
 
     async def embed(self, request: EmbeddingRequest, endpoint: Endpoint) -> ProviderEmbedding:

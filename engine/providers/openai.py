@@ -26,6 +26,8 @@ from engine.endpoints import Endpoint
 from engine.errors import ProviderError
 from engine.frozen import builder
 from engine.messages import (
+    Blob,
+    Choice,
     Chunk,
     FinishReason,
     ProviderResponse,
@@ -142,8 +144,9 @@ def _token_field(request: Request, chosen: str | None) -> str:
 
 
 #: Request fields sent as they are, when set and the endpoint's model takes them
-#: (`_Options.sent`; `n` is never sent: the engine returns one choice per answer).
+#: (`_Options.sent`); `n` too: the answer's further choices come back as `choices`.
 _PASSTHROUGH = (
+    "n",
     "temperature",
     "top_p",
     "stop",
@@ -235,11 +238,35 @@ def _count(details: Any, name: str) -> int:
 def parse_completion(
     endpoint: Endpoint, data: dict[str, Any], rate: RateLimitInfo | None
 ) -> ProviderResponse:
-    """A chat.completion object as a ProviderResponse."""
+    """A chat.completion object as a ProviderResponse (choices after the first, of a
+    request with `n` > 1, as its `choices`; each choice's logprobs as sent)."""
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise protocol_error(endpoint, "response has no choices")
-    choice = choices[0]
+    content, calls, finish, logprobs = _choice(choices[0])
+    return _provider_response(
+        content,
+        calls,
+        finish,
+        _usage(data.get("usage")) or Usage(),
+        str(data.get("model") or endpoint.upstream_model),
+        str(data.get("id") or ""),
+        rate,
+        logprobs,
+        tuple(
+            Choice(int(c.get("index") or i), *_choice(c))
+            for i, c in enumerate(choices[1:], 1)
+            if isinstance(c, dict)
+        )
+        if len(choices) > 1
+        else (),
+    )
+
+
+def _choice(
+    choice: dict[str, Any],
+) -> tuple[str | None, tuple[ToolCallOut, ...], FinishReason, Blob | None]:
+    """One choice's content, tool calls, finish reason and logprobs."""
     message = choice.get("message") or {}
     raw_calls = message.get("tool_calls")
     calls = (
@@ -258,15 +285,9 @@ def parse_completion(
     content = message.get("content")
     if content is None and message.get("refusal"):
         content, finish = message["refusal"], "content_filter"
-    return _provider_response(
-        content,
-        calls,
-        "tool_calls" if calls and finish == "stop" else finish,
-        _usage(data.get("usage")) or Usage(),
-        str(data.get("model") or endpoint.upstream_model),
-        str(data.get("id") or ""),
-        rate,
-    )
+    raw = choice.get("logprobs")
+    logprobs = Blob(raw) if isinstance(raw, dict) else None
+    return content, calls, "tool_calls" if calls and finish == "stop" else finish, logprobs
 
 
 def parse_chunk(data: dict[str, Any]) -> Chunk | None:
@@ -289,9 +310,12 @@ def parse_chunk(data: dict[str, Any]) -> Chunk | None:
     raw_finish = choice.get("finish_reason")
     finish = finish_reason(raw_finish) if raw_finish else None
     content = delta.get("content") or delta.get("refusal") or ""
-    if not content and not calls and finish is None and usage is None:
+    raw = choice.get("logprobs")
+    logprobs = Blob(raw) if isinstance(raw, dict) else None
+    if not content and not calls and finish is None and usage is None and logprobs is None:
         return None
-    return Chunk(content=content, tool_calls=calls, finish_reason=finish, usage=usage)
+    index = int(choice.get("index") or 0)
+    return Chunk(content, calls, finish, usage, None, logprobs, index)
 
 
 def error_from_object(

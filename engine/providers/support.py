@@ -68,15 +68,15 @@ _LOCAL = (
 
 #: Fields each protocol carries (natively or translated); everything else is dropped.
 CARRIED: dict[str, frozenset[str]] = {
-    "openai": frozenset((*_CLASSIC, "logprobs", "top_logprobs", *OPENAI_ONLY)),
-    "openai-compatible": frozenset((*_CLASSIC, "logprobs", "top_logprobs")),
+    "openai": frozenset((*_CLASSIC, "n", "logprobs", "top_logprobs", *OPENAI_ONLY)),
+    "openai-compatible": frozenset((*_CLASSIC, "n", "logprobs", "top_logprobs")),
     "anthropic": frozenset(
         {"temperature", "top_p", "stop", "user", "parallel_tool_calls", "response_format"}
         | {"reasoning_effort"}
     ),
     "gemini": frozenset(_LOCAL),
     "ollama": frozenset(_LOCAL),
-    "mock": frozenset(_CLASSIC),
+    "mock": frozenset((*_CLASSIC, "n")),
 }
 CARRIED["azure"] = CARRIED["openai"]
 
@@ -132,8 +132,8 @@ def dropped(request: Request, protocol: str, options: Mapping[str, str]) -> list
 def _why(
     name: str, value: object, protocol: str, carried: frozenset[str] | None, model: ModelRules
 ) -> str | None:
-    if name == "n":
-        return "the engine returns one choice per answer"
+    if name == "n" and carried is not None and name not in carried:
+        return f"{protocol} answers one choice"
     if carried is not None and name not in carried:
         return f"{protocol} has no equivalent"
     if name in SAMPLING and not model.sampling:

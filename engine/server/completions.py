@@ -3,14 +3,17 @@
 The `prompt` (one string, or a list holding one) is the user message; `max_tokens`
 (default 16, as OpenAI's), sampling, `stop`, `seed`, `user` and `logit_bias` keep their
 names; `logprobs: N` asks for `logprobs` with `top_logprobs: N`; `echo` puts the prompt in
-front of the text. `best_of` and `suffix` have no chat equivalent and are ignored; `n` is
-reported dropped like in chat. Streams are `text_completion` chunks ending in `[DONE]`.
+front of the text, and the answer's token logprobs come back in the legacy shape
+(`tokens`, `token_logprobs`, `top_logprobs` as token -> logprob maps, `text_offset`).
+`best_of` and `suffix` have no chat equivalent and are ignored; `n` is passed on like in
+chat (n choices, or named dropped). Streams are `text_completion` chunks ending in `[DONE]`.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -43,8 +46,32 @@ def _prompt(data: dict[str, Any]) -> str:
     return prompt
 
 
-def _choice(text: str, finish: str | None) -> dict[str, Any]:
-    return {"text": text, "index": 0, "logprobs": None, "finish_reason": finish}
+def _choice(
+    text: str, finish: str | None, logprobs: Mapping[str, Any] | None = None, index: int = 0
+) -> dict[str, Any]:
+    legacy = None if logprobs is None else _legacy_logprobs(logprobs)
+    return {"text": text, "index": index, "logprobs": legacy, "finish_reason": finish}
+
+
+def _legacy_logprobs(logprobs: Mapping[str, Any]) -> dict[str, Any]:
+    """Chat's per-token logprobs in the legacy Completions shape."""
+    tokens = [t for t in logprobs.get("content") or () if isinstance(t, dict)]
+    offsets, at = [], 0
+    for t in tokens:
+        offsets.append(at)
+        at += len(str(t.get("token", "")))
+    return {
+        "tokens": [t.get("token") for t in tokens],
+        "token_logprobs": [t.get("logprob") for t in tokens],
+        "top_logprobs": [
+            {a.get("token"): a.get("logprob") for a in t.get("top_logprobs") or ()} for t in tokens
+        ],
+        "text_offset": offsets,
+    }
+
+
+def _finish(reason: str | None) -> str | None:
+    return None if reason is None else ("length" if reason == "length" else "stop")
 
 
 class Completions:
@@ -71,13 +98,16 @@ class Completions:
         text = resp.content or ""
         if data.get("echo"):
             text = _prompt(data) + text
-        finish = "length" if resp.finish_reason == "length" else "stop"
+        more = [
+            _choice(c.content or "", _finish(c.finish_reason), c.logprobs, c.index)
+            for c in resp.choices
+        ]
         return {
             "id": "cmpl-" + (resp.id or uuid.uuid4().hex).removeprefix("chatcmpl-"),
             "object": "text_completion",
             "created": resp.created,
             "model": resp.model,
-            "choices": [_choice(text, finish)],
+            "choices": [_choice(text, _finish(resp.finish_reason), resp.logprobs), *more],
             "usage": {
                 "prompt_tokens": resp.usage.input_tokens,
                 "completion_tokens": resp.usage.output_tokens,
@@ -105,12 +135,10 @@ class CompletionChunks:
 
     def encode(self, event: StreamEvent) -> bytes:
         c = event.chunk
-        text, self.echo = self.echo + c.content, ""
-        finish = (
-            None
-            if c.finish_reason is None
-            else ("length" if c.finish_reason == "length" else "stop")
-        )
+        text = c.content
+        if c.index == 0:
+            text, self.echo = self.echo + c.content, ""
+        finish = _finish(c.finish_reason)
         base = {
             "id": self.id,
             "object": "text_completion",
@@ -119,7 +147,8 @@ class CompletionChunks:
         }
         out = b""
         if text or finish is not None:
-            out = b"data: " + orjson.dumps({**base, "choices": [_choice(text, finish)]}) + b"\n\n"
+            choice = _choice(text, finish, c.logprobs, c.index)
+            out = b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n"
         if c.usage is not None and self.include_usage:
             usage = {
                 "prompt_tokens": c.usage.input_tokens,

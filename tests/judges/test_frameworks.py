@@ -4,6 +4,7 @@ process: langchain-openai, openai-agents (its default Responses model), instruct
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -101,3 +102,9 @@ def test_llm_cli_completion_with_logprobs(stack: Stack, tmp_path: Path) -> None:
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "gpt-4o-mini heard: hello"
+    logs = subprocess.run(
+        [str(llm), "logs", "--json", "-n", "1"], capture_output=True, text=True, env=env, timeout=60
+    )
+    logged = json.loads(logs.stdout)[0]["response_json"]["logprobs"]  # what llm kept
+    assert "".join(entry["text"] for entry in logged) == "gpt-4o-mini heard: hello"
+    assert all(len(entry["top_logprobs"][0]) == 2 for entry in logged if entry["text"])

@@ -100,7 +100,10 @@ def test_every_schema_field_is_accepted_over_http(stack: Stack) -> None:
     body |= {"model": "oai", "stream": False, "modalities": ["text"]}
     with client(stack) as c:
         raw = c.chat.completions.with_raw_response.create(**body)
-        assert "n (the engine returns one choice" in raw.headers["x-engine-dropped"]
+        assert "n (" not in raw.headers.get("x-engine-dropped", "")
+        done = raw.parse()
+        assert len(done.choices) == SAMPLES["n"]
+        assert done.choices[0].logprobs is not None  # a tool call: no text tokens
         with pytest.raises(openai.BadRequestError, match="temprature"):
             c.chat.completions.create(model="oai", messages=MSG, extra_body={"temprature": 1})
 
@@ -214,3 +217,40 @@ def test_models_retrieve(stack: Stack) -> None:
         assert c.models.retrieve("chat").id == "chat"
         with pytest.raises(openai.NotFoundError):
             c.models.retrieve("nope/nothing")
+
+
+def test_n_choices_and_logprobs_through_the_sdk(stack: Stack) -> None:
+    """n=3 with logprobs on OpenAI: three choices, each with its token logprobs, usage for
+    all three; on Anthropic (no `n`): one choice and the header naming why."""
+    with client(stack) as c:
+        one = c.chat.completions.create(model="oai", messages=MSG)
+        done = c.chat.completions.create(
+            model="oai", messages=MSG, n=3, logprobs=True, top_logprobs=2
+        )
+        claude = c.chat.completions.with_raw_response.create(model="claude", messages=MSG, n=3)
+    assert [ch.index for ch in done.choices] == [0, 1, 2]
+    for ch in done.choices:
+        tokens = ch.logprobs.content  # type: ignore[union-attr]
+        assert "".join(t.token for t in tokens or []) == ch.message.content
+        assert all(len(t.top_logprobs) == 2 for t in tokens or [])
+    assert done.usage and one.usage
+    assert done.usage.completion_tokens == 3 * one.usage.completion_tokens
+    assert len(claude.parse().choices) == 1
+    assert "n (anthropic answers one choice)" in claude.headers["x-engine-dropped"]
+
+
+async def test_streamed_logprobs_and_choices_through_the_sdk(stack: Stack) -> None:
+    """A stream with n=2 and logprobs: each chunk's logprobs cover its text, per index."""
+    async with openai.AsyncOpenAI(base_url=stack.v1, api_key="sk", max_retries=0) as c:
+        stream = await c.chat.completions.create(
+            model="oai", messages=MSG, stream=True, n=2, logprobs=True, top_logprobs=1
+        )
+        chunks = [ch async for ch in stream if ch.choices]
+    text: dict[int, str] = {}
+    for ch in chunks:
+        choice = ch.choices[0]
+        if choice.delta.content:
+            assert choice.logprobs is not None and choice.logprobs.content
+            assert "".join(t.token for t in choice.logprobs.content) == choice.delta.content
+            text[choice.index] = text.get(choice.index, "") + choice.delta.content
+    assert text == {0: "gpt-4o-mini heard: hello there", 1: "gpt-4o-mini heard: hello there"}

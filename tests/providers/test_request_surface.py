@@ -208,9 +208,9 @@ def test_dropped_names_each_field_and_why() -> None:
     assert dropped(req, "anthropic", {}) == [
         "seed (anthropic has no equivalent)",
         "logit_bias (anthropic has no equivalent)",
-        "n (the engine returns one choice per answer)",
+        "n (anthropic answers one choice)",
     ]
-    assert dropped(req, "openai", {}) == ["n (the engine returns one choice per answer)"]
+    assert dropped(req, "openai", {}) == []
     assert dropped(chat(temperature=0.3), "openai", REASONING) == [
         "temperature (the model takes only its default sampling)"
     ]

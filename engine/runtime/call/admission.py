@@ -147,6 +147,9 @@ class Admission:
             return None
         features = self.call.features
         tout = features.output_tokens or route.default_max_tokens
+        n = self.call.request.n
+        if n is not None and n > 1:
+            tout *= n  # every choice is output
         return svc.limiter.try_acquire_nowait(cand.provider.id, keys, features.input_tokens, tout)
 
     def _breakers(self, cand: Candidate, index: int) -> None:
@@ -217,8 +220,18 @@ class Admission:
                 f"the price of {cand.scored.model.id} is not known, so the workspace "
                 "budget cannot hold its cost (set input_price and output_price)"
             )
+        worst += self._more_choices(cand)
         bucket = call.wallet.bucket or self.svc.names.bucket(call.workspace)
         return bucket, worst, daily, monthly
+
+    def _more_choices(self, cand: Candidate) -> float:
+        """What n > 1 choices add to the worst case: n times the largest output, one prompt."""
+        n = self.call.request.n
+        if n is None or n <= 1:
+            return 0.0
+        model = cand.scored.model
+        out = self.call.features.output_tokens or model.max_output
+        return model.cost(0, (n - 1) * out) or 0.0
 
     async def _reserve_key(self, cand: Candidate) -> Reservation | None:
         """The same worst case held on the calling client key, when it has a budget and
@@ -232,12 +245,14 @@ class Admission:
                 f"the price of {cand.scored.model.id} is not known, so API key {client!r}'s "
                 "budget cannot hold its cost (set input_price and output_price)"
             )
-        return await self.svc.clients.reserve(client, budget, worst)
+        return await self.svc.clients.reserve(client, budget, worst + self._more_choices(cand))
 
     def _estimate(self, cand: Candidate) -> tuple[int, int]:
-        """Input and output tokens the lease books before the real usage is known."""
+        """Input and output tokens the lease books before the real usage is known (the
+        output of every choice, for n > 1)."""
         features = self.call.features
-        return features.input_tokens, features.output_tokens or cand.route.default_max_tokens
+        out = features.output_tokens or cand.route.default_max_tokens
+        return features.input_tokens, out * max(1, self.call.request.n or 1)
 
     def _skip(self, cand: Candidate, outcome: str, why: str, index: int) -> None:
         self.trail.skip(cand.provider.id, cand.scored.model.id, outcome, why, index)

@@ -122,6 +122,8 @@ class ChatCall:
             id="chatcmpl-" + call.request_id,
             created=int(time.time()),
             cost_breakdown=attempt.cost_detail,
+            logprobs=result.logprobs,
+            choices=result.choices,
         )
         u = result.usage
         fallback = attempt.index > 0

@@ -117,7 +117,14 @@ def replay(resp: Response) -> Iterator[StreamEvent]:
         "policy": resp.policy,
         "rule": resp.rule,
     }
-    if resp.content or deltas:
-        yield StreamEvent(Chunk(content=resp.content or "", tool_calls=deltas), **common)
+    if resp.content or deltas or resp.logprobs:
+        first = Chunk(content=resp.content or "", tool_calls=deltas, logprobs=resp.logprobs)
+        yield StreamEvent(first, **common)
+    for c in resp.choices:  # n > 1: each further choice whole, with its finish reason
+        calls = tuple(
+            ToolCallDelta(i, t.id, t.name, t.arguments) for i, t in enumerate(c.tool_calls)
+        )
+        piece = Chunk(c.content or "", calls, c.finish_reason, logprobs=c.logprobs, index=c.index)
+        yield StreamEvent(piece, **common)
     last = Chunk(finish_reason=resp.finish_reason, usage=resp.usage)
     yield StreamEvent(last, cost_usd=resp.cost_usd, attempts=resp.attempts, **common)

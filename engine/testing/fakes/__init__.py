@@ -14,9 +14,10 @@ Retry-After, connection reset, stall, truncated stream, malformed JSON, an error
 
 from ._server import REFUSAL, Ask, ExtraUsage, FakeUpstream, Fault, RecordedRequest
 from .anthropic import FakeAnthropic
+from .azure import FakeAzure
 from .gemini import FakeGemini
 from .ollama import FakeOllama
-from .openai import FakeAzure, FakeOpenAI
+from .openai import FakeOpenAI
 
 __all__ = [
     "REFUSAL",

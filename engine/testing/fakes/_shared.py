@@ -88,6 +88,8 @@ class Ask:
     max_tokens: int | None = None
     include_usage: bool = False
     schema: dict[str, Any] | None = None  # the structured answer's JSON Schema, if asked
+    n: int = 1  # choices asked for (OpenAI's `n`)
+    logprobs: int | None = None  # None: not asked; else how many top_logprobs per token
 
     def answer(self, call_id_prefix: str = "call_") -> ScriptedAnswer:
         return script_answer(

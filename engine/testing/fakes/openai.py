@@ -1,12 +1,11 @@
-"""Fake OpenAI Chat Completions and Azure OpenAI upstreams.
+"""Fake OpenAI Chat Completions upstream (the Azure one, a subclass, is in azure.py).
 
 Bodies follow the official OpenAPI document (`CreateChatCompletionResponse`, the
 `chat.completion.chunk` stream with `stream_options.include_usage` and `data: [DONE]`,
 `{"error": {message, type, param, code}}`), headers follow what the services send
-(`x-request-id`, `x-ratelimit-*` with Go-style reset durations, `retry-after`). The Azure
-fake routes by deployment, requires `api-version` and the `api-key` header, opens streams
-with a `choices: []` prompt-filter chunk and reports content filtering the way the live
-service does (`innererror.content_filter_result`).
+(`x-request-id`, `x-ratelimit-*` with Go-style reset durations, `retry-after`). Asked for
+`n` choices it answers n (each the scripted answer, each billed); asked for `logprobs` it
+sends each choice's token logprobs in OpenAI's shape (choices.py).
 """
 
 from __future__ import annotations
@@ -21,8 +20,9 @@ from aiohttp import web
 from engine.providers.mock import JSON_OBJECT, ScriptedAnswer, ScriptedTool
 
 from ._server import Ask, BadRequest, FakeUpstream, json_response, split_text, sse, text_of
+from .choices import logprobs
 
-__all__ = ["FakeAzure", "FakeOpenAI"]
+__all__ = ["FakeOpenAI", "scripted_tools"]
 
 _TYPES = {
     400: "invalid_request_error",
@@ -95,6 +95,9 @@ def parse_chat(body: Any, model_override: str | None = None) -> Ask:
     if isinstance(choice, dict):
         choice = (choice.get("function") or {}).get("name")
     options = body.get("stream_options") or {}
+    top = body.get("top_logprobs")
+    if top is not None and not body.get("logprobs"):
+        raise BadRequest("logprobs must be set to true if top_logprobs is used")
     return Ask(
         model=str(model),
         stream=bool(body.get("stream")),
@@ -106,6 +109,8 @@ def parse_chat(body: Any, model_override: str | None = None) -> Ask:
         max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
         include_usage=bool(options.get("include_usage")),
         schema=_schema(body),
+        n=int(body.get("n") or 1),
+        logprobs=int(top or 0) if body.get("logprobs") else None,
     )
 
 
@@ -195,11 +200,12 @@ class FakeOpenAI(FakeUpstream):
     def _id(self) -> str:
         return f"chatcmpl-fake{self._count:06d}"
 
-    def _usage(self, answer: ScriptedAnswer) -> dict[str, Any]:
-        # OpenAI: prompt_tokens includes cached tokens, completion_tokens reasoning tokens.
+    def _usage(self, answer: ScriptedAnswer, n: int = 1) -> dict[str, Any]:
+        # OpenAI: prompt_tokens includes cached tokens, completion_tokens reasoning tokens
+        # (and every one of the n choices).
         extra = self.extra_usage
         prompt = answer.input_tokens + extra.cache_read + extra.cache_write
-        completion = answer.output_tokens + extra.reasoning
+        completion = (answer.output_tokens + extra.reasoning) * n
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -229,7 +235,11 @@ class FakeOpenAI(FakeUpstream):
                 }
                 for c in answer.calls
             ]
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": answer.finish}
+        lp = logprobs(answer.text if not answer.calls else "", ask.logprobs)
+        choices = [
+            {"index": i, "message": message, "logprobs": lp, "finish_reason": answer.finish}
+            for i in range(ask.n)
+        ]
         return self._sent(
             "response",
             self._decorate(
@@ -238,8 +248,8 @@ class FakeOpenAI(FakeUpstream):
                     "object": "chat.completion",
                     "created": int(time.time()),
                     "model": ask.model,
-                    "choices": [choice],
-                    "usage": self._usage(answer),
+                    "choices": choices,
+                    "usage": self._usage(answer, ask.n),
                     "service_tier": "default",
                     "system_fingerprint": "fp_fake",
                 }
@@ -254,22 +264,38 @@ class FakeOpenAI(FakeUpstream):
         """Hook for Azure's content-filter annotations."""
         return data
 
-    def _chunk(self, ask: Ask, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    def _chunk(
+        self, ask: Ask, delta: dict[str, Any], finish: str | None, index: int = 0
+    ) -> dict[str, Any]:
+        lp = logprobs(delta["content"], ask.logprobs) if delta.get("content") else None
         chunk: dict[str, Any] = {
             "id": self._id(),
             "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": ask.model,
             "system_fingerprint": "fp_fake",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "choices": [{"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish}],
         }
         if ask.include_usage:
             chunk["usage"] = None
         return chunk
 
     def frames(self, ask: Ask, answer: ScriptedAnswer) -> tuple[list[bytes], list[bytes]]:
-        chunks = [self._chunk(ask, {"role": "assistant", "content": "", "refusal": None}, None)]
-        chunks += [self._chunk(ask, {"content": piece}, None) for piece in split_text(answer.text)]
+        chunks = [c for i in range(ask.n) for c in self._choice_chunks(ask, answer, i)]
+        if ask.include_usage:
+            usage_chunk = self._chunk(ask, {}, None)
+            usage_chunk["choices"] = []
+            usage_chunk["usage"] = self._usage(answer, ask.n)
+            chunks.append(usage_chunk)
+        chunks = self._lead_chunks(ask) + chunks
+        return [sse(self._sent("chunk", c)) for c in chunks], [b"data: [DONE]\n\n"]
+
+    def _choice_chunks(self, ask: Ask, answer: ScriptedAnswer, i: int) -> list[dict[str, Any]]:
+        """One choice's chunks: the role, the text in pieces, tool calls, the finish."""
+        chunks = [self._chunk(ask, {"role": "assistant", "content": "", "refusal": None}, None, i)]
+        chunks += [
+            self._chunk(ask, {"content": piece}, None, i) for piece in split_text(answer.text)
+        ]
         for index, call in enumerate(answer.calls):
             head = {
                 "index": index,
@@ -277,151 +303,12 @@ class FakeOpenAI(FakeUpstream):
                 "type": "function",
                 "function": {"name": call.name, "arguments": ""},
             }
-            chunks.append(self._chunk(ask, {"tool_calls": [head]}, None))
+            chunks.append(self._chunk(ask, {"tool_calls": [head]}, None, i))
             for piece in split_text(call.arguments, 7):
                 part = {"index": index, "function": {"arguments": piece}}
-                chunks.append(self._chunk(ask, {"tool_calls": [part]}, None))
-        chunks.append(self._chunk(ask, {}, answer.finish))
-        if ask.include_usage:
-            usage_chunk = self._chunk(ask, {}, None)
-            usage_chunk["choices"] = []
-            usage_chunk["usage"] = self._usage(answer)
-            chunks.append(usage_chunk)
-        chunks = self._lead_chunks(ask) + chunks
-        return [sse(self._sent("chunk", c)) for c in chunks], [b"data: [DONE]\n\n"]
+                chunks.append(self._chunk(ask, {"tool_calls": [part]}, None, i))
+        chunks.append(self._chunk(ask, {}, answer.finish, i))
+        return chunks
 
     def _lead_chunks(self, ask: Ask) -> list[dict[str, Any]]:
         return []
-
-
-_FILTER_OK = {
-    "hate": {"filtered": False, "severity": "safe"},
-    "self_harm": {"filtered": False, "severity": "safe"},
-    "sexual": {"filtered": False, "severity": "safe"},
-    "violence": {"filtered": False, "severity": "safe"},
-}
-
-
-class FakeAzure(FakeOpenAI):
-    """`POST {url}/openai/deployments/{deployment}/chat/completions?api-version=...`, and
-    the newer `POST {url}/openai/v1/chat/completions` with the deployment as `model`.
-
-    `deployments` (optional) lists the deployments that exist; others answer 404
-    DeploymentNotFound. `url` is the resource endpoint (no path).
-    """
-
-    name = "azure"
-    base_path = ""
-
-    def __init__(
-        self, *, api_key: str | None = None, seed: int = 0, deployments: tuple[str, ...] = ()
-    ) -> None:
-        super().__init__(api_key=api_key, seed=seed)
-        self.deployments = deployments
-
-    def add_routes(self, app: web.Application) -> None:
-        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self.handle)
-        app.router.add_post("/openai/v1/chat/completions", self.handle)  # the newer v1 API
-        app.router.add_post("/openai/deployments/{deployment}/embeddings", self.handle_embed)
-
-    def presented_key(self, request: web.Request) -> str | None:
-        key = request.headers.get("api-key")
-        return key if key is not None else super().presented_key(request)
-
-    def auth_error(self, request: web.Request) -> web.Response | None:
-        key = self.presented_key(request)
-        if key is None or (self.api_key is not None and key != self.api_key):
-            message = (
-                "Access denied due to invalid subscription key or wrong API endpoint. "
-                "Make sure to provide a valid key for an active subscription and use a "
-                "correct regional API endpoint for your resource."
-            )
-            return json_response(401, {"error": {"code": "401", "message": message}}, {})
-        return None
-
-    def error_body(self, status: int, message: str, code: str | None) -> dict[str, Any]:
-        if code == "content_filter":
-            return {
-                "error": {
-                    "message": message,
-                    "type": None,
-                    "param": "prompt",
-                    "code": "content_filter",
-                    "status": status,
-                    "innererror": {
-                        "code": "ResponsibleAIPolicyViolation",
-                        "content_filter_result": {
-                            **_FILTER_OK,
-                            "violence": {"filtered": True, "severity": "medium"},
-                        },
-                    },
-                }
-            }
-        if status == 429:
-            return {"error": {"code": "429", "message": message}}
-        return super().error_body(status, message, code)
-
-    def error_response(
-        self, status: int, message: str, code: str | None, headers: Mapping[str, str]
-    ) -> web.Response:
-        headers = {**headers, "apim-request-id": f"apim-{self._count:08d}"}
-        return json_response(status, self.error_body(status, message, code), headers)
-
-    def success_headers(self) -> dict[str, str]:
-        used = self._count
-        return {
-            "apim-request-id": f"apim-{used:08d}",
-            "x-ms-region": "Sweden Central",
-            "x-ratelimit-remaining-requests": str(max(0, 1000 - used)),
-            "x-ratelimit-remaining-tokens": str(max(0, 100000 - 50 * used)),
-        }
-
-    def parse(self, request: web.Request, body: Any) -> Ask:
-        if "deployment" not in request.match_info:  # v1 API: deployment named by `model`
-            ask = parse_chat(body)
-            if self.deployments and ask.model not in self.deployments:
-                raise _DeploymentNotFound
-            return ask
-        if not request.query.get("api-version"):
-            raise BadRequest("Missing required query parameter: api-version")
-        deployment = request.match_info["deployment"]
-        if self.deployments and deployment not in self.deployments:
-            raise _DeploymentNotFound
-        has_model = isinstance(body, dict) and body.get("model")
-        return parse_chat(body, model_override=None if has_model else deployment)
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        try:
-            return await super().handle(request)
-        except _DeploymentNotFound:
-            message = (
-                "The API deployment for this resource does not exist. If you created the "
-                "deployment within the last 5 minutes, please wait a moment and try again."
-            )
-            return json_response(
-                404, {"error": {"code": "DeploymentNotFound", "message": message}}, {}
-            )
-
-    def _decorate(self, data: dict[str, Any]) -> dict[str, Any]:
-        data["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": _FILTER_OK}]
-        for choice in data["choices"]:
-            choice["content_filter_results"] = _FILTER_OK
-        return data
-
-    def _lead_chunks(self, ask: Ask) -> list[dict[str, Any]]:
-        return [
-            {
-                "choices": [],
-                "created": 0,
-                "id": "",
-                "model": "",
-                "object": "",
-                "prompt_filter_results": [
-                    {"prompt_index": 0, "content_filter_results": _FILTER_OK}
-                ],
-            }
-        ]
-
-
-class _DeploymentNotFound(Exception):
-    pass
