@@ -30,7 +30,7 @@ from engine.runtime.spend import DIMENSIONS, SpendReport
 from engine.state.backends import POSTGRES_SCHEMES
 from engine.state.ledger_file import open_ledger
 from engine.state.money import day_start, month_start, utc_day
-from engine.state.postgres_ledger import PostgresLedger
+from engine.state.postgres_spend import PostgresSpendReport
 
 _COLUMNS = (
     "attempts",
@@ -115,11 +115,8 @@ def run(args: argparse.Namespace) -> int:
     url = args.ledger or os.environ.get("ENGINE_LEDGER_URL")
     if url and url.startswith(POSTGRES_SCHEMES):
         where = "the Postgres ledger"  # never the URL: it may carry a password
-        if until is not None or args.by == "day":
-            print("error: --until and --by day need a SQLite ledger", file=sys.stderr)
-            return 2
         try:
-            totals, daily = asyncio.run(_postgres(url, args.workspace, since, args.by))
+            totals, daily = asyncio.run(_postgres(url, args.workspace, since, until, args.by))
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             print(f"error: {where} is unreachable ({type(exc).__name__})", file=sys.stderr)
             return 1
@@ -163,20 +160,15 @@ def _sqlite(
 
 
 async def _postgres(
-    url: str, workspace: str | None, since: float, by: str
+    url: str, workspace: str | None, since: float, until: float | None, by: str
 ) -> tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]]:
     """Totals and days from the shared Postgres ledger (every replica's rows)."""
-    ledger = PostgresLedger(url)
+    spend = PostgresSpendReport(url)
     try:
-        if by != "key":
-            return await ledger.totals(workspace, since, by), await ledger.daily(workspace, since)
-        # the key's id is the ledger's `client` column (never the key itself)
-        rows = [
-            {**r, "key": r["client"] or ""} for r in await ledger.totals(workspace, since, "client")
-        ]
-        return rows, await ledger.daily(workspace, since)
+        totals = await spend.totals(by, since, until, workspace)
+        return totals, await spend.totals("day", since, until, workspace)
     finally:
-        await ledger.aclose()
+        await spend.aclose()
 
 
 def to_csv(report: Mapping[str, Any]) -> str:

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from engine.state.ledger_file import open_ledger
 
@@ -161,3 +161,54 @@ def _where(since: float, until: float | None, workspace: str | None) -> tuple[st
         clauses.append("COALESCE(workspace, 'default') = ?")
         params.append(workspace)
     return "WHERE " + " AND ".join(clauses), params
+
+
+class SpendReader(Protocol):
+    """The reports the server reads (`GET /v1/costs`, the dashboard), whichever ledger is
+    configured: `LocalSpend` over the SQLite file, `PostgresSpendReport` over Postgres."""
+
+    async def totals(
+        self, by: str, since: float, until: float | None = None, workspace: str | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    async def series(
+        self,
+        by: str,
+        since: float,
+        until: float | None = None,
+        workspace: str | None = None,
+        bucket: str = "hour",
+    ) -> list[dict[str, Any]]: ...
+
+    async def failovers(self, since: float, limit: int = 20) -> list[dict[str, Any]]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalSpend:
+    """`SpendReport` (the SQLite file) as a `SpendReader`; its reads are quick local
+    queries, run in place as before."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.report = SpendReport(path)
+
+    async def totals(
+        self, by: str, since: float, until: float | None = None, workspace: str | None = None
+    ) -> list[dict[str, Any]]:
+        return self.report.totals(by, since, until, workspace)
+
+    async def series(
+        self,
+        by: str,
+        since: float,
+        until: float | None = None,
+        workspace: str | None = None,
+        bucket: str = "hour",
+    ) -> list[dict[str, Any]]:
+        return self.report.series(by, since, until, workspace, bucket)
+
+    async def failovers(self, since: float, limit: int = 20) -> list[dict[str, Any]]:
+        return self.report.failovers(since, limit)
+
+    async def aclose(self) -> None:
+        self.report.close()

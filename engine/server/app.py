@@ -31,10 +31,8 @@ from starlette.responses import Response as HTTPResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from engine.assemble import default_ledger_path
 from engine.messages import Request, parse_request
 from engine.result import Response
-from engine.runtime.spend import SpendReport
 from engine.server import admin, aggregate, dashboard, ops, plugins, tracing
 from engine.server.access import AccessLog
 from engine.server.auth import Principal
@@ -393,6 +391,7 @@ def create_app(
                         await background
             await engine.aclose()  # flushes the ledger
             await close_keys(state.auth)
+            await ops.spend_report(state).aclose()
 
     plugins.install(engine, plugins.load_plugins(settings.plugins))
     chat = ChatRoute(state)
@@ -420,7 +419,7 @@ def create_app(
     )
     app.state.server = state
     tracing.attach(app, engine)
-    state.extras["spend"] = SpendReport(default_ledger_path(settings.config_dir))
+    state.extras["spend"] = ops.spend_reader(settings.ledger_url, settings.config_dir)
     return app
 
 

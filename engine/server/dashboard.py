@@ -70,8 +70,10 @@ async def data(state: ServerState, request: HTTPRequest, who: Principal) -> dict
     workspace = who.workspace
     await ops.flush(state)
     report = ops.spend_report(state)
-    spend = {by: _pivot(report.series(by, since, None, workspace, bucket), by) for by in SERIES}
-    totals = report.totals("provider", since, None, workspace)
+    spend = {
+        by: _pivot(await report.series(by, since, None, workspace, bucket), by) for by in SERIES
+    }
+    totals = await report.totals("provider", since, None, workspace)
     return {
         "generated": now,
         "window": {"hours": hours, "bucket": bucket, "since": since},
@@ -81,9 +83,9 @@ async def data(state: ServerState, request: HTTPRequest, who: Principal) -> dict
         "total_attempts": sum(r["attempts"] for r in totals),
         "providers": await _providers(state),
         "breakers": _open_breakers(state),
-        "failovers": report.failovers(since, 20),
+        "failovers": await report.failovers(since, 20),
         "budgets": await _budgets(
-            state, report.totals("workspace", month_start(now), None, workspace)
+            state, await report.totals("workspace", month_start(now), None, workspace)
         ),
     }
 

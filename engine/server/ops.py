@@ -23,16 +23,18 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request as HTTPRequest
 from starlette.responses import Response as HTTPResponse
 from starlette.routing import Route
 
+from engine.assemble import default_ledger_path
 from engine.errors import RequestError
 from engine.messages import parse_request
 from engine.runtime.record import ExternalCall
-from engine.runtime.spend import DIMENSIONS, SpendReport
+from engine.runtime.spend import DIMENSIONS, LocalSpend, SpendReader
 from engine.server.auth import ANONYMOUS, Principal
 from engine.server.client_keys import key_views
 from engine.server.common import (
@@ -44,7 +46,9 @@ from engine.server.common import (
     merge_metadata,
 )
 from engine.server.errors import INTERNAL, ServerError, to_http
+from engine.state.backends import POSTGRES_SCHEMES
 from engine.state.money import day_start, month_start
+from engine.state.postgres_spend import PostgresSpendReport
 
 log = logging.getLogger("engine.server")
 
@@ -221,8 +225,16 @@ def _int(text: str, name: str) -> int:
     return int(text)
 
 
-def spend_report(state: ServerState) -> SpendReport:
-    report: SpendReport = state.extras["spend"]
+def spend_reader(ledger_url: str | None, config_dir: Path) -> SpendReader:
+    """The reports over the configured ledger: Postgres when `ledger_url` names it (every
+    replica's calls), else this host's SQLite file."""
+    if ledger_url and ledger_url.startswith(POSTGRES_SCHEMES):
+        return PostgresSpendReport(ledger_url)
+    return LocalSpend(default_ledger_path(config_dir))
+
+
+def spend_report(state: ServerState) -> SpendReader:
+    report: SpendReader = state.extras["spend"]
     return report
 
 
@@ -236,7 +248,7 @@ async def costs(state: ServerState, request: HTTPRequest, who: Principal) -> dic
     workspace = who.workspace or params.get("workspace") or None
     since, until, label = window(params, time.time())
     await flush(state)
-    rows = spend_report(state).totals(by, since, until, workspace)
+    rows = await spend_report(state).totals(by, since, until, workspace)
     total = sum(r["cost_usd"] for r in rows)
     return {
         "workspace": workspace,

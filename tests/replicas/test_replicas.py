@@ -10,6 +10,7 @@ when the hold expires.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -152,19 +154,42 @@ async def test_budget_and_ledger_hold_across_replicas(replicas: Replicas) -> Non
     spent = sum(float(a.headers["x-engine-cost-usd"]) for a in ok)
     assert 0 < len(ok) < len(answers)
     assert spent <= 0.1 + 1e-12
+    # Any one replica's GET /v1/costs reads the shared ledger: every replica's answers.
+    page = await _costs_until(replicas.urls[0], len(ok))
+    (row,) = [r for r in page["rows"] if r["model"] == "primary/gpt-4o-mini"]
+    assert row["ok"] == len(ok) and page["total_cost_usd"] == pytest.approx(spent)
+    async with httpx.AsyncClient(timeout=30) as http:  # the dashboard reads it too
+        board = (await http.get(f"{replicas.urls[1]}/v1/dashboard", params={"hours": 1})).json()
+    assert board["total_cost_usd"] == pytest.approx(spent)
     for proc in replicas.procs:  # SIGTERM flushes each replica's ledger buffer
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
-    costs = subprocess.run(
-        [sys.executable, "-m", "engine", "costs", "--config", str(replicas.config),
-         "--workspace", "acme", "--format", "json"],
-        cwd=ROOT, env=replicas.env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert costs.returncode == 0, costs.stderr
-    report = json.loads(costs.stdout)
-    (total,) = [r for r in report["totals"] if r.get("model") == "primary/gpt-4o-mini"]
-    assert total["ok"] == len(ok)
-    assert total["cost_usd"] == pytest.approx(spent)
+    tomorrow = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).date().isoformat()
+    for extra in ([], ["--by", "key", "--until", tomorrow]):
+        costs = subprocess.run(
+            [sys.executable, "-m", "engine", "costs", "--config", str(replicas.config),
+             "--workspace", "acme", "--format", "json", *extra],
+            cwd=ROOT, env=replicas.env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert costs.returncode == 0, costs.stderr
+        report = json.loads(costs.stdout)
+        assert sum(r["ok"] for r in report["totals"]) == len(ok)
+        assert report["total"]["cost_usd"] == pytest.approx(spent)
+        assert [d["ok"] for d in report["daily"]] == [len(ok)]
+
+
+async def _costs_until(url: str, answered: int) -> dict[str, Any]:
+    """/v1/costs for workspace acme once it counts `answered` successes (rows reach Postgres
+    within the writers' batch interval)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        for _ in range(100):
+            page: dict[str, Any] = (
+                await http.get(f"{url}/v1/costs", params={"workspace": "acme", "by": "model"})
+            ).json()
+            if sum(r["ok"] for r in page["rows"]) >= answered:
+                return page
+            await asyncio.sleep(0.1)
+    return page
 
 
 @pytest.mark.parametrize("replicas", [0.03], indirect=True)  # one call's worst case: $0.02
