@@ -161,7 +161,12 @@ class PostgresLedger:
             if self._pool is None:
                 pool = await asyncpg.create_pool(self._url, min_size=1, max_size=4, timeout=5)
                 try:
-                    async with pool.acquire() as conn:
+                    async with pool.acquire() as conn, conn.transaction():
+                        # One replica at a time: concurrent CREATE TABLE IF NOT EXISTS race
+                        # in Postgres (a unique violation on pg_type for the loser).
+                        await conn.execute(
+                            "SELECT pg_advisory_xact_lock(hashtext($1))", self._table
+                        )
                         for statement in _schema(self._table):
                             await conn.execute(statement)
                     await self._replay_orphans(pool)
