@@ -102,7 +102,7 @@ async def record(svc: Services, plan: Plan, call: ExternalCall) -> dict[str, Any
         )
     )  # fmt: skip
     if cost:  # spent already: the budget learns of it (no limit applies to the past)
-        bucket = plan.wallets.bucket(workspace)  # a pooled name books into its pool
+        bucket = plan.wallets.of(workspace).bucket or svc.names.bucket(workspace)
         reservation = await svc.budget.reserve(bucket, cost, None, None)
         await svc.budget.settle(reservation, cost)
     return {

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from engine.cli import main
 from engine.testing.fakes import FakeOpenAI
 from tests.server.realstack import write_config
 from tests.server.test_process import ROOT, _free_port, _wait_ready
@@ -31,6 +32,7 @@ class Served:
     url: str
     ledger: Path
     proc: subprocess.Popen[bytes]
+    config: Path
 
     def stop(self) -> None:
         """SIGTERM: the server drains and flushes its ledger before it exits."""
@@ -42,6 +44,12 @@ class Served:
 async def server(tmp_path: Path) -> AsyncIterator[Served]:
     async with FakeOpenAI() as primary:
         config = write_config(tmp_path / "cfg", primary.url, primary.url)
+        models = (config / "models.yaml").read_text()  # a declared limit below the fake's
+        models = models.replace(
+            "api_key: sk-primary-key-0000000}",
+            "api_key: sk-primary-key-0000000, limits: {rpm: 5000}}",
+        )
+        (config / "models.yaml").write_text(models)
         with (config / "models.yaml").open("a") as f:
             f.write(
                 "  primary/text-embedding-3-small:\n"
@@ -59,7 +67,7 @@ async def server(tmp_path: Path) -> AsyncIterator[Served]:
         try:
             url = f"http://127.0.0.1:{port}"
             await _wait_ready(url, proc)
-            yield Served(url, ledger, proc)
+            yield Served(url, ledger, proc, config)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -135,3 +143,17 @@ async def test_pins_and_invented_workspaces_stop_at_their_caps(server: Served) -
     server.stop()
     assert 0 < ledger_spend(server.ledger, ("team",)) <= 0.01
     assert 0 < ledger_spend(server.ledger) - ledger_spend(server.ledger, ("team",)) <= 0.01
+
+
+async def test_validate_reads_the_limits_the_server_heard(
+    server: Served, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The serving process keeps what the provider announced beside its ledger; validate
+    then warns at the declared `rpm: 5000` (the fake announces 10,000)."""
+    (answer,) = await burst(server.url, 1, lambda i: "team")
+    assert answer.status_code == 200
+    server.stop()
+    heard = server.ledger.with_name("announced-limits.json")
+    assert main(["validate", "--announced", str(heard), str(server.config)]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "announced" in x]
+    assert "providers.primary.limits.rpm: declared rpm 5000 is below the 10000" in line
