@@ -84,11 +84,6 @@ class Wallets:
         """The name the workspace's spend is booked under (a pool's, or its own)."""
         return self.of(workspace).name(workspace)
 
-    @property
-    def capped(self) -> bool:
-        """Does any workspace carry a cap of its own (so calls may need a reservation)?"""
-        return self.others is not UNCAPPED or bool(self.named)
-
 
 def declared(
     named: Mapping[str, tuple[float | None, float | None]],
