@@ -61,10 +61,22 @@ class AnnouncedLimits:
     def __init__(self, path: Path, clock: Clock) -> None:
         self.path, self._clock = path, clock
         self._seen: Announced = {}
+        self._last: dict[tuple[str, str], tuple[int | None, ...]] = {}  # the cheap check
         self._lock = threading.Lock()
 
     def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> bool:
-        """Remember what one answer announced; True when a figure changed (save then)."""
+        """Remember what one answer announced; True when a figure changed (save then).
+        Called on every answer that carried headers: the unchanged case is one tuple
+        compared with the last one of that key."""
+        values = (
+            info.limit_requests,
+            info.limit_input_tokens,
+            info.limit_output_tokens,
+            info.limit_tokens,
+        )
+        if self._last.get((provider, key_id)) == values:
+            return False
+        self._last[(provider, key_id)] = values
         found = figures(info)
         if not found:
             return False
