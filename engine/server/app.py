@@ -36,7 +36,7 @@ from engine.result import Response
 from engine.server import admin, aggregate, dashboard, ops, plugins, tracing
 from engine.server.access import AccessLog
 from engine.server.auth import Principal
-from engine.server.client_keys import authenticator, close_keys
+from engine.server.client_keys import authenticator, close_keys, watch_keys
 from engine.server.common import (
     POLICY_HEADER,
     RoutingEngine,
@@ -372,6 +372,7 @@ def create_app(
         import asyncio
 
         task = asyncio.create_task(watcher.run()) if watcher and settings.reload else None
+        keys = watch_keys(state) if settings.reload else None  # server.yaml's api_keys
         warming = (
             asyncio.create_task(_warm(engine, settings.keep_alive_s))
             if settings.warm_on_start or settings.keep_alive_s
@@ -384,7 +385,7 @@ def create_app(
         finally:
             if workers is not None:
                 await workers.aclose()
-            for background in (task, warming):
+            for background in (task, warming, keys):
                 if background is not None:
                     background.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

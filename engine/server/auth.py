@@ -71,15 +71,20 @@ class Authenticator:
         clients: ClientBudgets | None = None,
         share: int = 1,
     ) -> None:
-        self.keys = keys
-        self._static = {digest(k.secret.reveal()): (k.id, principal_of(k)) for k in keys}
         self.limiter = limiter
         self.registry = registry
         self._clients = clients
         self._share = max(1, share)  # workers splitting limits no shared store counts
         self._pending: set[asyncio.Task[Any]] = set()
-        if clients is not None:
-            clients.set({who.key_id: who.budget for _, who in self._static.values() if who.budget})
+        self.replace_keys(keys)
+
+    def replace_keys(self, keys: tuple[ApiKey, ...]) -> None:
+        """Serve these static keys from now on (server.yaml changed: client_keys.watch)."""
+        self.keys = keys
+        self._static = {digest(k.secret.reveal()): (k.id, principal_of(k)) for k in keys}
+        if self._clients is not None:
+            budgets = {who.key_id: who.budget for _, who in self._static.values() if who.budget}
+            self._clients.set(budgets)
 
     @property
     def enabled(self) -> bool:

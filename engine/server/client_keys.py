@@ -9,14 +9,20 @@ dashboard and /v1/stats show per key: ids, limits and spend, never a key's text 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from engine.assemble import client_key_stores
+from engine.errors import ConfigError
 from engine.runtime.clients import ClientBudgets
 from engine.server.auth import Authenticator, Principal, principal_of
 from engine.server.common import RoutingEngine, ServerState
-from engine.server.settings import ServerSettings
+from engine.server.settings import SETTINGS_FILE, ServerSettings, load_settings
+
+log = logging.getLogger("engine.server")
 
 
 def authenticator(engine: RoutingEngine, settings: ServerSettings) -> Authenticator:
@@ -35,6 +41,41 @@ def authenticator(engine: RoutingEngine, settings: ServerSettings) -> Authentica
         clients if isinstance(clients, ClientBudgets) else None,
         share=1 if settings.state_url else settings.workers,
     )
+
+
+def watch_keys(state: ServerState) -> asyncio.Task[None]:
+    """Poll server.yaml (as the config watcher polls models.yaml) and serve its `api_keys`
+    as edited, without a restart; a broken edit is logged and the keys stay as they were."""
+    return asyncio.create_task(_watch(state))
+
+
+async def _watch(state: ServerState) -> None:
+    settings = state.settings
+    path = settings.config_dir / SETTINGS_FILE
+    last = _stamp(path)
+    while True:
+        await asyncio.sleep(settings.reload_interval_s)
+        now = _stamp(path)
+        if now == last:
+            continue
+        last = now
+        try:
+            fresh = await asyncio.to_thread(load_settings, settings.config_dir)
+        except ConfigError as exc:
+            log.error("server.yaml change rejected; the API keys stay as they were")
+            for d in exc.diagnostics:
+                log.error("  %s", d.format())
+            continue
+        state.auth.replace_keys(fresh.api_keys)
+        log.warning("API keys reloaded from %s (%d keys)", path, len(fresh.api_keys))
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 async def close_keys(auth: Authenticator) -> None:

@@ -8,6 +8,7 @@ stored as digests only: no listing, log, ledger row or error carries a key's tex
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -116,3 +117,23 @@ async def test_without_an_admin_key_the_admin_api_is_off(tmp_path: Path) -> None
             )
     assert answer.status_code == 403
     assert answer.json()["error"]["code"] == "admin_api_disabled"
+
+
+async def test_server_yaml_key_edits_apply_without_a_restart(tmp_path: Path) -> None:
+    """Editing server.yaml's api_keys while the server runs: the key added is served and
+    the key removed is refused, within a few reload intervals, no restart."""
+    first = "reload_interval_s: 0.2\napi_keys:\n  - id: old\n    key_env: YAML_KEY\n"
+    env = {**ENV, "NEW_KEY": "sk-new-secret-0123456789"}
+    async with key_stack(tmp_path, first, env) as stack:
+        url = await stack.start()
+        async with httpx.AsyncClient(timeout=30) as http:
+            assert await _chat(http, url, YAML_KEY) == 200
+            (stack.config / "server.yaml").write_text(
+                "reload_interval_s: 0.2\napi_keys:\n  - id: new\n    key_env: NEW_KEY\n"
+            )
+            for _ in range(300):  # bounded: the watcher polls every 0.2 s
+                if await _chat(http, url, env["NEW_KEY"]) == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert await _chat(http, url, env["NEW_KEY"]) == 200
+            assert await _chat(http, url, YAML_KEY) == 401
