@@ -8,6 +8,7 @@ key id (engine/state/client_spend.py). Run against in-process, SQLite and Redis.
 from __future__ import annotations
 
 import calendar
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -35,7 +36,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         made = SQLiteBudgetStore(tmp_path / "k.sqlite3", clock, scope="API key", totals=True)
     else:
         url = request.getfixturevalue("redis_srv").url
-        prefix = f"keytest{id(tmp_path)}"
+        prefix = f"keytest-{uuid.uuid4().hex}"  # this test's keys only, on the shared server
         made = RedisBudgetStore(url, prefix=prefix, scope="API key", totals=True)
     yield made
     await made.aclose()
