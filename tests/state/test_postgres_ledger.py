@@ -168,3 +168,15 @@ async def test_costs_by_key_reads_the_postgres_ledger(clean: str) -> None:
     (only,) = json.loads(done.stdout)["totals"]
     assert only["key"] == "team-a" and only["attempts"] == 3
     assert only["cost_usd"] == pytest.approx(1.5)
+
+
+async def test_replicas_starting_together_create_the_table_once(clean: str) -> None:
+    """Eight ledgers (replicas) opening a missing table at once all start: creating the
+    schema is serialized (`CREATE ... IF NOT EXISTS` alone races on Postgres' catalog)."""
+    ledgers = [PostgresLedger(clean) for _ in range(8)]
+    try:
+        answers = await asyncio.gather(*(led.totals(None, 0.0, "model") for led in ledgers))
+        assert answers == [[]] * 8
+    finally:
+        for led in ledgers:
+            await led.aclose()
