@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.messages import Request, parse_request
 from engine.result import Response
-from engine.server import admin, aggregate, dashboard, ops, plugins, tracing
+from engine.server import admin, aggregate, dashboard, ops, plugins, status, tracing
 from engine.server.access import AccessLog
 from engine.server.auth import Principal
 from engine.server.client_keys import authenticator, close_keys, watch_keys
@@ -43,7 +43,6 @@ from engine.server.common import (
     ServerState,
     decode_json,
     error_response,
-    json_response,
     merge_metadata,
 )
 from engine.server.embeddings import EMBEDDINGS_PATH, embeddings
@@ -61,7 +60,7 @@ from engine.server.exchange import (
     routing_target,
     wanted_headers,
 )
-from engine.server.metrics import CONTENT_TYPE, ServerMetrics, policy_label
+from engine.server.metrics import ServerMetrics, policy_label
 from engine.server.model_info import MODEL_PATH, retrieve_model
 from engine.server.reload import ConfigWatcher
 from engine.server.settings import ServerSettings
@@ -224,68 +223,6 @@ async def _stream(
     )
 
 
-# --------------------------------------------------------------------------- other routes
-
-
-async def list_models(request: HTTPRequest) -> HTTPResponse:
-    state = _state(request)
-    await state.auth.authenticate(request.headers.get("authorization"))
-    plan = state.engine.plan
-    created = int(state.started)
-    data: list[dict[str, Any]] = [
-        {"id": name, "object": "model", "created": created, "owned_by": "engine", "kind": "policy"}
-        for name in sorted(plan.policies)
-    ]
-    for model_id, model in sorted(plan.models.items()):
-        provider = plan.providers.get(model.provider)
-        data.append(
-            {
-                "id": model_id, "object": "model", "created": created, "owned_by": model.provider,
-                "kind": "model", "enabled": bool(provider and provider.enabled),
-            }
-        )  # fmt: skip
-    return json_response({"object": "list", "data": data})
-
-
-async def stats(request: HTTPRequest) -> HTTPResponse:
-    state = _state(request)
-    await state.auth.authenticate(request.headers.get("authorization"))
-    payload = await aggregate.stats_payload(state)
-    return HTTPResponse(
-        orjson.dumps(payload, default=_jsonable, option=orjson.OPT_NON_STR_KEYS),
-        media_type="application/json",
-    )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, set | frozenset | tuple):
-        return list(value)
-    if hasattr(value, "as_dict"):
-        return value.as_dict()
-    return str(value)
-
-
-async def healthz(request: HTTPRequest) -> HTTPResponse:
-    return json_response({"status": "ok"})
-
-
-async def readyz(request: HTTPRequest) -> HTTPResponse:
-    plan = _state(request).engine.plan
-    enabled = sorted(p.id for p in plan.providers.values() if p.enabled)
-    body = {
-        "status": "ready" if enabled else "no provider enabled",
-        "providers": enabled,
-        "policies": len(plan.policies),
-    }
-    return json_response(body, 200 if enabled else 503)
-
-
-async def metrics(request: HTTPRequest) -> HTTPResponse:
-    state = _state(request)
-    live = await aggregate.live_state(state) if aggregate.workers_of(state) else None
-    return HTTPResponse(state.metrics.render(live), media_type=CONTENT_TYPE)
-
-
 # --------------------------------------------------------------------------- app
 
 
@@ -404,13 +341,13 @@ def create_app(
         routes=[
             Route(CHAT_PATH, chat, methods=["POST"]),
             *(Route(path, route, methods=["POST"]) for path, route in surfaces.items()),
-            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/models", status.list_models, methods=["GET"]),
             Route(MODEL_PATH, retrieve_model, methods=["GET"]),
             Route(EMBEDDINGS_PATH, embeddings, methods=["POST"]),
-            Route("/v1/stats", stats, methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics, methods=["GET"]),
+            Route("/v1/stats", status.stats, methods=["GET"]),
+            Route("/healthz", status.healthz, methods=["GET"]),
+            Route("/readyz", status.readyz, methods=["GET"]),
+            Route("/metrics", status.metrics, methods=["GET"]),
             *ops.routes(),
             *admin.routes(),
             *dashboard.routes(),
