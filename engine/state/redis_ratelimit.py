@@ -37,6 +37,7 @@ from engine.messages import RateLimitInfo
 from engine.plan.values import KeyPlan
 from engine.state.protocols import Lease, RateLimiter
 from engine.state.ratelimit.learned import MAX_BLOCK_S
+from engine.state.ratelimit.observed import ObserveThrottle
 from engine.state.ratelimit.queue import WaitQueue
 from engine.state.redis_common import connect, tag
 from engine.state.redis_limits_lua import ACQUIRE, CLOSE, OBSERVE, STATUS
@@ -45,8 +46,6 @@ from engine.state.redis_scripts import Scripts, scripts_for
 log = logging.getLogger(__name__)
 
 _DIMENSIONS = ("requests", "input_tokens", "output_tokens", "tokens")
-#: How often a key's `remaining` figures are sent on when nothing else in them changed.
-OBSERVE_EVERY_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +92,7 @@ class RedisRateLimiter:
         self._ids = itertools.count(1)
         self._keys: dict[str, tuple[KeyPlan, ...]] = {}
         self._pending: set[asyncio.Future[None]] = set()  # corrections on their way
-        self._observed: dict[tuple[str, str], tuple[float, tuple[int | None, ...]]] = {}
+        self._observe_due = ObserveThrottle()
         self.fallbacks = 0  # calls served by the local share because Redis was unreachable
         self._server_clock = server_clock
 
@@ -255,16 +254,8 @@ class RedisRateLimiter:
         `remaining` countdown of a busy key at most every OBSERVE_EVERY_S (the script's own
         booking counts it down meanwhile), which saves a round trip on most calls."""
         now = self._clock.monotonic()
-        limits = (info.limit_requests, info.limit_input_tokens, info.limit_output_tokens)
-        last = self._observed.get((provider, key_id))
-        if (
-            info.retry_after_s is None
-            and last is not None
-            and last[1] == limits
-            and now - last[0] < OBSERVE_EVERY_S
-        ):
+        if not self._observe_due.due(provider, key_id, info, now):
             return
-        self._observed[(provider, key_id)] = (now, limits)
         key = KeyPlan(id=key_id, secret=None)
         args = [
             self._now(),

@@ -44,6 +44,7 @@ from engine.messages import RateLimitInfo
 from engine.plan.values import KeyPlan
 from engine.state import sqlite_limits_sql as sql
 from engine.state.protocols import Lease, RateLimiter
+from engine.state.ratelimit.observed import ObserveThrottle
 from engine.state.ratelimit.queue import WaitQueue
 from engine.state.ratelimit.window import Amounts, amounts
 
@@ -54,9 +55,6 @@ log = logging.getLogger(__name__)
 POLL_S = 0.25
 #: The shortest nap, so a wait never spins on a clock that has not moved.
 MIN_NAP_S = 0.01
-#: How often a key's `remaining` figures are written when nothing else in them changed
-#: (each booking counts them down meanwhile, in the same transaction).
-OBSERVE_EVERY_S = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +92,7 @@ class SQLiteRateLimiter:
         self._keys: dict[str, tuple[KeyPlan, ...]] = {}
         self._open: set[int] = set()
         self._ids = itertools.count(1)
-        self._observed: dict[tuple[str, str], tuple[float, tuple[int | None, ...]]] = {}
+        self._observe_due = ObserveThrottle()
         self.fallbacks = 0  # acquisitions served by the local share because the file failed
 
     def __repr__(self) -> str:
@@ -234,19 +232,11 @@ class SQLiteRateLimiter:
     async def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
         """Store what the headers said for every worker. A Retry-After or a new limit is
         written at once; the mere `remaining` countdown of a busy key at most every
-        OBSERVE_EVERY_S (bookings count it down meanwhile), which saves a transaction on
-        most calls."""
+        OBSERVE_EVERY_S (ratelimit/observed.py; bookings count it down meanwhile), which
+        saves a transaction on most calls."""
         now = self._clock.time()
-        limits = (info.limit_requests, info.limit_input_tokens, info.limit_output_tokens)
-        last = self._observed.get((provider, key_id))
-        if (
-            info.retry_after_s is None
-            and last is not None
-            and last[1] == limits
-            and now - last[0] < OBSERVE_EVERY_S
-        ):
+        if not self._observe_due.due(provider, key_id, info, now):
             return
-        self._observed[(provider, key_id)] = (now, limits)
         await self._fallback.observe(provider, key_id, info)  # ready if the file fails
         try:
             await self._run(lambda conn: sql.observe(conn, provider, key_id, info, now))
