@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install system-deps test lint typecheck unit run bench clean
+.PHONY: install system-deps bench-tools test lint typecheck unit run bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,17 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+# Benchmarks only (never `make test`): bench.workers drives the server with wrk and answers
+# as the upstream with nginx, so the load and the fake upstream take almost no CPU.
+bench-tools:
+	@missing=""; for pair in wrk:wrk nginx-light:nginx; do pkg=$${pair%%:*}; bin=$${pair#*:}; \
+	  command -v $$bin >/dev/null 2>&1 || test -x /usr/sbin/$$bin || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check engine tests bench
 	$(VENV)/bin/ruff format --check engine tests bench
@@ -44,7 +55,7 @@ test: lint typecheck unit
 run: $(STAMP)
 	$(PY) -m engine serve --config . $(ARGS)
 
-bench: $(STAMP)  # make bench BENCH=routing|adapters|runtime|proxy ARGS=...
+bench: $(STAMP)  # make bench BENCH=routing|adapters|runtime|proxy|workers ARGS=...
 	$(PY) -m bench.$(or $(BENCH),routing) $(ARGS)
 
 clean:

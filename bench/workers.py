@@ -1,32 +1,44 @@
 """What `serve --workers 2` buys: throughput of one worker against two, same upstream, same run.
 
     python -m bench.workers [--rounds 3] [--seconds 10] [--state redis|sqlite|both]
+                            [--load wrk|python] [--upstream nginx|python]
 
-Starts the fast fake upstream (bench.proxy_apps) and, for `redis`, a real redis-server on
-a free loopback port; then, one at a time, `python -m engine serve` with 1 and with 2
-workers, and drives each at 50 requests in flight from a separate load process
-(bench.proxy's load generator). The route has a daily budget and the key a requests-per-
-minute limit far above what is sent, so every call reserves and settles a budget and books
-a rate-limit lease in the shared state: Redis (`ENGINE_STATE_URL`, the issue's target:
-2 workers >= 1.6x one) or, without a state URL, the SQLite files beside the ledger that
-`--workers N` shares. It prints requests per second per setup, the ratio, and the load
-average before and after (on 2 cores the load generator and the upstream compete with
-the workers, so the ratio is a floor). Nothing asserts.
+Starts the fake upstream and, for `redis`, a real redis-server on a free loopback port;
+then, one at a time, `python -m engine serve` with 1 and with 2 workers, and drives each
+at 50 connections. The route has a daily budget and the key a requests-per-minute limit
+far above what is sent, so every call reserves and settles a budget and books a rate-limit
+lease in the shared state: Redis (`ENGINE_STATE_URL`, the issue's target: 2 workers >=
+1.6x one) or, without a state URL, the SQLite files beside the ledger that `--workers N`
+shares.
+
+On a 2-core machine whatever drives the server competes with it for the cores, so by
+default the load is `wrk` (C, one thread) and the upstream `nginx` answering a canned
+completion (bench/lean.py; `make bench-tools` installs both from Debian). `--load python`
+and `--upstream python` use bench.proxy's aiohttp load generator and fake upstream
+instead (each costs about as much CPU per request as a worker). For every run it prints
+requests per second and the cores each process group used over the measured stretch
+(utime+stime from /proc): the engine's workers, its supervisor, redis-server, the
+upstream, the load generator, everything else, and what stayed idle. Nothing asserts.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.proxy import PY, System, free_port, run_load, started, wait_ready
+from bench import lean
+from bench.proxy import PY, System, free_port, payload_for, started, wait_ready
 
 MODELS = """\
 providers:
@@ -73,24 +85,94 @@ def all_workers_up(port: int, workers: int, within_s: float = 120.0) -> bool:
     return False
 
 
-def measure(tmp: Path, upstream: str, workers: int, state_url: str | None, seconds: float) -> float:
-    """Requests per second at 50 in flight through one server of `workers` workers."""
+@dataclass
+class Setup:
+    """What one run of the bench uses: the upstream, the load, the state URL and its pid."""
+
+    upstream: str
+    load: str
+    upstream_pids: list[int]
+    state_url: str | None = None
+    redis_pid: int | None = None
+
+
+@dataclass
+class Run:
+    rps: float
+    cores: dict[str, float]
+
+
+def drive(system: System, setup: Setup, seconds: float) -> tuple[float, int, str | None, float]:
+    """One stretch of load at 50 in flight: (rps, errors, first error, load CPU seconds)."""
+    if setup.load == "wrk":
+        r = lean.wrk_load(system.url, payload_for("chat", system.model, "ping", False), 50, seconds)
+        return r.rps, r.errors, r.first_error, r.cpu_s
+    argv = [PY, "-m", "bench.proxy", "--load", system.url, "--n", "1000000", "--c", "50"]
+    out, cpu = lean.run_metered([*argv, "--seconds", str(seconds)], timeout=seconds + 120)
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return float(result["rps"]), int(result["errors"]), result["first_error"], cpu
+
+
+def measure(tmp: Path, setup: Setup, workers: int, seconds: float) -> Run:
+    """Requests per second at 50 in flight through one server of `workers` workers, and
+    the cores each process group used meanwhile."""
     port = free_port()
-    cfg = config(tmp / f"cfg-{workers}-{time.monotonic_ns()}", upstream)
+    cfg = config(tmp / f"cfg-{workers}-{time.monotonic_ns()}", setup.upstream)
     env = {"ENGINE_LOG_LEVEL": "warning", "ENGINE_LEDGER": str(cfg / "ledger.sqlite3")}
-    if state_url:
-        env["ENGINE_STATE_URL"] = state_url
+    if setup.state_url:
+        env["ENGINE_STATE_URL"] = setup.state_url
     argv = [PY, "-m", "engine", "serve", "--config", str(cfg), "--port", str(port)]
     argv += ["--workers", str(workers)]
     system = System(f"engine-w{workers}", argv, port, env=env)
     with started(argv, env) as proc:
         if (err := wait_ready(system, proc)) or not all_workers_up(port, workers):
             raise RuntimeError(f"{system.name} did not start: {err or 'a worker is missing'}")
-        run_load(system, n=2000, c=50, seconds=3)  # warm every worker's connections
-        result: dict[str, Any] = run_load(system, n=1_000_000, c=50, seconds=seconds)
-    if result["errors"]:
-        raise RuntimeError(f"{system.name}: {result['errors']} errors: {result['first_error']}")
-    return float(result["rps"])
+        drive(system, setup, 3)  # warm every worker's connections
+        below = lean.descendants(proc.pid)
+        groups = {"workers": below or [proc.pid], "supervisor": [proc.pid] if below else []}
+        if setup.redis_pid is not None:
+            groups["redis"] = [setup.redis_pid]
+        groups["upstream"] = setup.upstream_pids
+        meter = lean.Meter(groups)
+        rps, errors, first_error, load_cpu = drive(system, setup, seconds)
+        cores = meter.stop({f"load ({setup.load})": load_cpu})
+    if errors:
+        raise RuntimeError(f"{system.name}: {errors} errors: {first_error}")
+    return Run(rps, cores)
+
+
+@contextlib.contextmanager
+def upstream_server(kind: str, port: int) -> Iterator[list[int]]:
+    """The fake upstream on `port`; yields the pids whose CPU is its."""
+    if kind == "nginx":
+        with lean.nginx_upstream(port) as proc:
+            yield [proc.pid]
+    else:
+        with started([PY, "-m", "bench.proxy_apps", "upstream", str(port)]) as proc:
+            yield [proc.pid]
+
+
+def report(state: str, runs: dict[int, list[Run]]) -> None:
+    one, two = (statistics.median(r.rps for r in runs[w]) for w in (1, 2))
+    rounds = [[round(r.rps) for r in runs[w]] for w in (1, 2)]
+    print(f"state {state}: 1 worker {one:.0f} req/s, 2 workers {two:.0f} req/s, "
+          f"ratio {two / one:.2f}x (median of {len(runs[1])}; rounds {rounds[0]} / {rounds[1]})")  # fmt: skip
+    for w in (1, 2):
+        for r in runs[w]:
+            per_call = ", ".join(
+                f"{k} {v / r.rps * 1e6:.0f}" for k, v in r.cores.items() if k != "idle"
+            )
+            print(
+                f"  {w} worker{'s' if w > 1 else ''} {r.rps:6.0f} req/s; cores: {lean.shares(r.cores)}"
+            )
+            print(f"    CPU us per request: {per_call}")
+
+
+def tools(a: argparse.Namespace) -> None:
+    missing = lean.tools_missing()
+    if missing and (a.load == "wrk" or a.upstream == "nginx"):
+        raise SystemExit(f"missing Debian packages {missing}: run `make bench-tools`, "
+                         "or pass --load python --upstream python")  # fmt: skip
 
 
 def main(argv: list[str]) -> int:
@@ -98,10 +180,12 @@ def main(argv: list[str]) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--state", choices=["redis", "sqlite", "both"], default="redis")
+    p.add_argument("--load", choices=["wrk", "python"], default="wrk")
+    p.add_argument("--upstream", choices=["nginx", "python"], default="nginx")
     a = p.parse_args(argv)
+    tools(a)
     before = os.getloadavg()[0]
     upstream_port = free_port()
-    upstream = f"http://127.0.0.1:{upstream_port}"
     states = ["redis", "sqlite"] if a.state == "both" else [a.state]
     redis = None
     if "redis" in states:
@@ -111,24 +195,23 @@ def main(argv: list[str]) -> int:
     try:
         with (
             tempfile.TemporaryDirectory() as tmpdir,
-            started([PY, "-m", "bench.proxy_apps", "upstream", str(upstream_port)]),
+            upstream_server(a.upstream, upstream_port) as upstream_pids,
         ):
             for state in states:
-                url = redis.url if state == "redis" and redis is not None else None
-                figures: dict[int, list[float]] = {1: [], 2: []}
+                setup = Setup(f"http://127.0.0.1:{upstream_port}", a.load, upstream_pids)
+                if state == "redis" and redis is not None:
+                    setup.state_url, setup.redis_pid = redis.url, redis._proc.pid
+                runs: dict[int, list[Run]] = {1: [], 2: []}
                 for _ in range(a.rounds):
                     for workers in (1, 2):
-                        rps = measure(Path(tmpdir), upstream, workers, url, a.seconds)
-                        figures[workers].append(rps)
-                one, two = (statistics.median(figures[w]) for w in (1, 2))
-                print(f"state {state}: 1 worker {one:.0f} req/s, 2 workers {two:.0f} req/s, "
-                      f"ratio {two / one:.2f}x (median of {a.rounds}; rounds "
-                      f"{[round(x) for x in figures[1]]} / {[round(x) for x in figures[2]]})")  # fmt: skip
+                        runs[workers].append(measure(Path(tmpdir), setup, workers, a.seconds))
+                report(state, runs)
     finally:
         if redis is not None:
             redis.stop()
     after = os.getloadavg()[0]
-    print(f"{os.cpu_count()} cores; load average {before:.1f} before, {after:.1f} after")
+    print(f"{os.cpu_count()} cores; load {a.load}, upstream {a.upstream}; "
+          f"load average {before:.1f} before, {after:.1f} after")  # fmt: skip
     return 0
 
 
