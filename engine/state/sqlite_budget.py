@@ -15,8 +15,9 @@ any call's deadline). On first use the month so far is seeded from the cost ledg
 in the same kind of transaction; after that this file is the record of spend (it is
 written when a call settles, while the ledger is written in batches a moment later).
 
-The database calls run on one private thread, so a transaction waiting for another process's
-lock never blocks the event loop. When the file cannot be used, `reserve` fails closed with
+A transaction that finds the file free runs at once on the event loop; one that must wait
+for another process's lock waits on a private thread, never blocking the loop
+(sqlite_shared.py). When the file cannot be used, `reserve` fails closed with
 a RoutingError (the server answers 503) rather than spend unchecked, while a failed `settle`
 or `release` is logged and the call's answer kept. Only routes with a daily or monthly
 budget reserve at all, so this costs nothing to calls without one.
@@ -24,14 +25,10 @@ budget reserve at all, so this costs nothing to calls without one.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-import threading
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
 
 from engine.clock import Clock
 from engine.errors import RoutingError
@@ -48,8 +45,8 @@ from engine.state.money import (
     utc_month,
 )
 from engine.state.protocols import Reservation, SpendSource
+from engine.state.sqlite_shared import SharedFile
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 #: How long an unsettled reservation counts (a process that died cannot release it).
@@ -67,14 +64,6 @@ CREATE TABLE IF NOT EXISTS held (
 CREATE INDEX IF NOT EXISTS held_by_workspace ON held (workspace);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(_SCHEMA)
-    return conn
 
 
 def _seeded(conn: sqlite3.Connection) -> bool:
@@ -99,16 +88,14 @@ class SQLiteBudgetStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._hold_s = hold_s
-        self._conn = _connect(self.path)
-        self._lock = threading.Lock()  # one statement sequence at a time on the connection
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="budget-sqlite")
+        self._file = SharedFile(self.path, _SCHEMA, "budget-sqlite")
 
     # -- the protocol ---------------------------------------------------------------------
 
     async def restore(self, source: SpendSource) -> None:
         """Seed the month so far from the ledger the first time the file is used (by any
         process); after that this file is the record of spend and `source` is not read."""
-        if await self._run(lambda: self._transaction(_seeded)):
+        if await self._file.run(_seeded):
             return
         rows = await source.spend_since(month_start(self._clock.time()))
 
@@ -120,7 +107,7 @@ class SQLiteBudgetStore:
                     self._add(conn, workspace, period, nanos(usd))
             conn.execute("INSERT INTO meta (key, value) VALUES ('seeded', 'ledger')")
 
-        await self._run(lambda: self._transaction(seed))
+        await self._file.run(seed)
 
     async def reserve(
         self,
@@ -154,7 +141,7 @@ class SQLiteBudgetStore:
             return cur.lastrowid
 
         try:
-            token = await self._run(lambda: self._transaction(book))
+            token = await self._file.run(book)
         except sqlite3.Error as exc:  # fail closed: spending unchecked is what budgets prevent
             raise RoutingError(
                 f"budget store {self.path.name} unavailable ({type(exc).__name__}: {exc}); "
@@ -179,7 +166,7 @@ class SQLiteBudgetStore:
                 self._add(conn, workspace, period, cost)
 
         try:
-            await self._run(lambda: self._transaction(settle))
+            await self._file.run(settle)
         except sqlite3.Error:  # the call has succeeded: keep its answer, lose only the record
             log.exception("budget store %s: could not settle a reservation", self.path.name)
 
@@ -190,7 +177,7 @@ class SQLiteBudgetStore:
             conn.execute("DELETE FROM held WHERE token = ?", (reservation.token,))
 
         try:
-            await self._run(lambda: self._transaction(release))
+            await self._file.run(release)
         except sqlite3.Error:  # the hold expires after hold_s instead
             log.exception("budget store %s: could not release a reservation", self.path.name)
 
@@ -208,11 +195,10 @@ class SQLiteBudgetStore:
                 for name, p in periods.items()
             }
 
-        return await self._run(lambda: self._transaction(read))
+        return await self._file.run(read)
 
     async def aclose(self) -> None:
-        await self._run(self._conn.close)
-        self._thread.shutdown(wait=False)
+        await self._file.aclose()
 
     def _periods(self, day: str, month: str) -> tuple[str, ...]:
         """The periods a settled cost counts in: its day and month, and the total if kept."""
@@ -259,19 +245,3 @@ class SQLiteBudgetStore:
             "ON CONFLICT (workspace, period) DO UPDATE SET nanos = nanos + excluded.nanos",
             (workspace, period, nanos),
         )
-
-    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `body` in one write transaction (other processes wait for it, and it for them)."""
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = body(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
-
-    async def _run(self, call: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, call)

@@ -15,7 +15,7 @@ Waiting stays per worker, as with Redis: requests that find no room queue in FIF
 woken early by this worker's settle, release or headers, and looks again at least every
 `POLL_S`, since another worker's refund can make room sooner. A transaction that finds
 the file free runs at once; one that must wait for another process's lock waits on a
-private thread, never blocking the event loop (`_run`). When the file cannot be used, the
+private thread, never blocking the event loop (sqlite_shared.py). When the file cannot be used, the
 worker falls back to its own share of every limit (`fallback`, an in-process limiter with
 share 1/N) with a warning, counted in `status` as `fallbacks`: a rate limit is a courtesy
 to the provider, not money.
@@ -31,12 +31,10 @@ import asyncio
 import itertools
 import logging
 import sqlite3
-import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from engine.clock import Clock
 from engine.errors import RateLimitedError
@@ -47,8 +45,8 @@ from engine.state.protocols import Lease, RateLimiter
 from engine.state.ratelimit.observed import ObserveThrottle
 from engine.state.ratelimit.queue import WaitQueue
 from engine.state.ratelimit.window import Amounts, amounts
+from engine.state.sqlite_shared import SharedFile
 
-T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 #: The longest a waiting request goes without looking at the shared window again.
@@ -73,20 +71,7 @@ class SQLiteRateLimiter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._fallback = fallback
-        self._conn = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")  # a limiter's window needs no fsync
-        self._conn.executescript(sql.SCHEMA)
-        #: The same file for transactions tried on the event loop: no busy timeout, so one
-        #: that would have to wait for another process gives up at once (see `_run`).
-        self._fast = sqlite3.connect(
-            self.path, timeout=0.0, isolation_level=None, check_same_thread=False
-        )
-        self._fast.execute("PRAGMA synchronous=NORMAL")  # per connection, like the above
-        self._lock = threading.Lock()  # one transaction at a time in this process
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="limits-sqlite")
+        self._file = SharedFile(self.path, sql.SCHEMA, "limits-sqlite")
         self._queues: dict[str, asyncio.Lock] = {}
         self._naps: dict[str, WaitQueue] = {}
         self._keys: dict[str, tuple[KeyPlan, ...]] = {}
@@ -168,7 +153,7 @@ class SQLiteRateLimiter:
         """One check-and-book: (a lease, ...) or (None, when room may appear, in flight)."""
         now = self._clock.time()
         try:
-            got = await self._run(lambda conn: sql.book(conn, provider, pool, need, now))
+            got = await self._file.run(lambda conn: sql.book(conn, provider, pool, need, now))
         except sqlite3.Error as exc:
             return await self._degraded(provider, pool, need, exc), now, 0
         if got.booked is None or got.key is None:
@@ -219,7 +204,9 @@ class SQLiteRateLimiter:
         self._open.discard(lease.ident)
         now = self._clock.time()
         try:
-            await self._run(lambda conn: sql.close(conn, lease.provider, lease.booked, delta, now))
+            await self._file.run(
+                lambda conn: sql.close(conn, lease.provider, lease.booked, delta, now)
+            )
         except sqlite3.Error as exc:  # the booking stays, and leaves the window in 60 s
             log.warning("rate-limit file %s: could not close a lease (%s)", self.path.name, exc)
         self._wake(lease.provider)
@@ -239,7 +226,7 @@ class SQLiteRateLimiter:
             return
         await self._fallback.observe(provider, key_id, info)  # ready if the file fails
         try:
-            await self._run(lambda conn: sql.observe(conn, provider, key_id, info, now))
+            await self._file.run(lambda conn: sql.observe(conn, provider, key_id, info, now))
         except sqlite3.Error as exc:
             log.warning("rate-limit file %s: could not store headers (%s)", self.path.name, exc)
         self._wake(provider)
@@ -253,61 +240,11 @@ class SQLiteRateLimiter:
         out["shared"] = "sqlite"
         out["fallbacks"] = self.fallbacks
         try:
-            out["keys"] = await self._run(lambda conn: sql.status(conn, provider, pool, now))
+            out["keys"] = await self._file.run(lambda conn: sql.status(conn, provider, pool, now))
         except sqlite3.Error:
             out["keys"] = {k.id: {"error": "rate-limit file unusable"} for k in pool}
         return out
 
     async def aclose(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._close_files)
-        self._thread.shutdown(wait=False)
+        await self._file.aclose()
         await self._fallback.aclose()
-
-    def _close_files(self) -> None:
-        with self._lock:
-            self._fast.close()
-            self._conn.close()
-
-    # -- transactions: at once when the file is free, else on the private thread -------------
-
-    async def _run(self, body: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `body` in one write transaction. Most find the file free: they run at once on
-        the event loop (a transaction is ~0.1 ms; two hops to a thread and back cost more
-        than that: acquire + settle p50 515 -> 250 us, measured at load ~7). One that finds
-        another process in the file waits for it on the private thread, never on the loop."""
-        done, result = self._at_once(body)
-        if done:
-            return cast(T, result)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._transaction, self._conn, body)
-
-    def _at_once(self, body: Callable[[sqlite3.Connection], T]) -> tuple[bool, T | None]:
-        """(True, result) when the file's write lock was free this instant; (False, None)
-        having done nothing when it was not (`_fast` has no busy timeout)."""
-        if not self._lock.acquire(blocking=False):
-            return False, None
-        try:
-            try:
-                self._fast.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError:  # locked by another process (or broken: the
-                return False, None  # thread's attempt reports that)
-            return True, self._commit(self._fast, body)
-        finally:
-            self._lock.release()
-
-    def _transaction(self, conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
-        """On the private thread: wait for the write lock (other processes wait for us too)."""
-        with self._lock:
-            conn.execute("BEGIN IMMEDIATE")
-            return self._commit(conn, body)
-
-    @staticmethod
-    def _commit(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
-        """The body of a transaction begun on `conn`, then COMMIT (ROLLBACK if anything fails)."""
-        try:
-            result = body(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return result

@@ -105,7 +105,7 @@ async def test_an_unusable_file_fails_closed(tmp_path: Path, clock: FakeClock) -
     """No budget check, no spending: reserve refuses with a routing error; settle only logs."""
     store = SQLiteBudgetStore(tmp_path / "b.sqlite3", clock)
     held = await store.reserve("ws", 0.1, daily_usd=1.0, monthly_usd=None)
-    store._conn.close()  # as if the file had gone away
+    store._file.break_for_tests()  # as if the file had gone away
     with pytest.raises(RoutingError, match=r"budget store b\.sqlite3 unavailable"):
         await store.reserve("ws", 0.1, daily_usd=1.0, monthly_usd=None)
     await store.settle(held, 0.1)  # logged, not raised: the call's answer is kept

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -108,14 +107,11 @@ async def test_an_unusable_file_falls_back_to_the_workers_share(
     """When the file fails, a worker limits by its own share (a third) and says so."""
     (rl,) = workers(tmp_path, clock, 1)
     rl._fallback = InProcessRateLimiter(clock, 1 / 3)
-    rl._conn.close()  # every statement now raises sqlite3.ProgrammingError
-    rl._fast.close()
+    rl._file.break_for_tests()  # every statement now raises sqlite3.ProgrammingError
     keys = (KeyPlan(id="p#0", secret=None, rpm=6),)
     for _ in range(2):
         await rl.acquire("p", keys, 1, 1, 0)
     with pytest.raises(RateLimitedError):
         await rl.acquire("p", keys, 1, 1, 0)
     assert rl.fallbacks == 3 and "limited by this worker's share" in caplog.text
-    rl._conn = sqlite3.connect(":memory:", check_same_thread=False)
-    rl._fast = sqlite3.connect(":memory:", check_same_thread=False)
     await rl.aclose()
