@@ -74,14 +74,26 @@ local day = string.format('d:%04d-%02d-%02d', yy, mm, dd)
 local month = string.format('m:%04d-%02d', yy, mm)
 """
 
-# KEYS: spend, holds, expiries. Drops expired holds; returns the sum of the open ones.
+# KEYS: spend, holds, expiries. Drops expired holds; returns the sum of the open ones. The
+# sum is kept in the holds hash (field 'sum': a hold's amount added when booked, taken off
+# when closed or expired), so a reservation costs the same however many calls are in
+# flight instead of adding every open hold up; holds booked before it are summed once.
 _HELD = """
 local function held_now(now_ms)
+  local raw = redis.call('HGET', KEYS[2], 'sum')
+  local held, dirty = tonumber(raw or '0'), raw == false
+  if dirty then
+    for _, v in ipairs(redis.call('HVALS', KEYS[2])) do held = held + tonumber(v) end
+  end
   local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now_ms)
-  for _, tok in ipairs(gone) do redis.call('HDEL', KEYS[2], tok) end
+  for _, tok in ipairs(gone) do
+    held = held - tonumber(redis.call('HGET', KEYS[2], tok) or '0')
+    redis.call('HDEL', KEYS[2], tok)
+    dirty = true
+  end
   if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms) end
-  local held = 0
-  for _, v in ipairs(redis.call('HVALS', KEYS[2])) do held = held + tonumber(v) end
+  if held ~= 0 and redis.call('ZCARD', KEYS[3]) == 0 then held, dirty = 0, true end  -- none open
+  if dirty then redis.call('HSET', KEYS[2], 'sum', held) end
   return held
 end
 """
@@ -108,7 +120,7 @@ if ARGV[5] ~= '-1' and spent_t + held + amount > tonumber(ARGV[5]) then
   return {0, 'total', tostring(spent_t), tostring(held), 'all'}
 end
 local tok = redis.call('INCR', KEYS[4])
-redis.call('HSET', KEYS[2], tok, ARGV[1])
+redis.call('HSET', KEYS[2], tok, ARGV[1], 'sum', held + amount)
 redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[4]), tok)
 return {tok, '', tostring(spent_d), tostring(held), ''}
 """
@@ -123,8 +135,12 @@ _CLOSE = (
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms)
 if redis.call('ZSCORE', KEYS[4], ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[4], now_ms + tonumber(ARGV[3]), ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
+local hold = redis.call('HMGET', KEYS[2], ARGV[1], 'sum')
+if hold[1] then  -- still open (not expired): its amount leaves the running sum
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  if hold[2] then redis.call('HSET', KEYS[2], 'sum', tonumber(hold[2]) - tonumber(hold[1])) end
+end
 local cost = tonumber(ARGV[2])
 if cost > 0 then
   redis.call('HINCRBY', KEYS[1], day, cost)

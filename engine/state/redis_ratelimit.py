@@ -21,6 +21,7 @@ rather than refuse every call.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 from collections import Counter
@@ -91,7 +92,7 @@ class RedisRateLimiter:
         self._in_flight: Counter[str] = Counter()  # this replica's open leases per provider
         self._ids = itertools.count(1)
         self._keys: dict[str, tuple[KeyPlan, ...]] = {}
-        self._pending: set[asyncio.Future[None]] = set()  # corrections on their way
+        self._pending: set[asyncio.Future[Any]] = set()  # corrections on their way
         self._observe_due = ObserveThrottle()
         self.fallbacks = 0  # calls served by the local share because Redis was unreachable
         self._server_clock = server_clock
@@ -238,15 +239,19 @@ class RedisRateLimiter:
             nap.notify()
 
     def _background(self, work: Awaitable[Any], what: str) -> None:
-        task = asyncio.ensure_future(self._quietly(work, what))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        """Send now, never wait: on the pipelined connection the script leaves in this turn
+        of the loop (no task of its own) and later commands of this process run after it."""
+        sent = asyncio.ensure_future(work)
+        self._pending.add(sent)
+        sent.add_done_callback(functools.partial(self._landed, what))
 
-    async def _quietly(self, work: Awaitable[Any], what: str) -> None:
-        try:
-            await work
-        except (RedisError, OSError) as exc:
+    def _landed(self, what: str, sent: asyncio.Future[Any]) -> None:
+        self._pending.discard(sent)
+        exc = None if sent.cancelled() else sent.exception()
+        if isinstance(exc, (RedisError, OSError)):
             log.warning("Redis rate limiter could not %s (%s)", what, type(exc).__name__)
+        elif exc is not None:
+            log.error("Redis rate limiter could not %s", what, exc_info=exc)
 
     async def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
         """Store what the headers said (limits, remaining until reset, Retry-After) for all
@@ -301,7 +306,7 @@ class RedisRateLimiter:
     async def flush(self) -> None:
         """Wait for the corrections still on their way to Redis."""
         while self._pending:
-            await asyncio.gather(*list(self._pending))
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     async def aclose(self) -> None:
         await self.flush()

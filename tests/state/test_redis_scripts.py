@@ -10,6 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from engine.state.redis_scripts import RedisPyScripts, ScriptConnection, scripts_for
 from engine.testing.servers import RedisServer, free_port
@@ -111,3 +112,29 @@ def test_tls_and_given_clients_go_through_redis_py(redis_srv: RedisServer) -> No
     assert isinstance(scripts_for(redis_srv.url, client, given=True), RedisPyScripts)
     tls = "rediss://127.0.0.1:6380/0"
     assert isinstance(scripts_for(tls, client, given=False), RedisPyScripts)
+
+
+async def test_a_server_that_never_answers_times_out_and_the_connection_is_dropped() -> None:
+    """One timer per connection stands for every command's answer timeout: the oldest
+    unanswered command fails every command behind it, and the next call connects again."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def mute(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # reads nothing, answers nothing
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    conn = ScriptConnection(f"redis://127.0.0.1:{port}/0", answer_timeout_s=0.05)
+    echo = conn.register(ECHO)
+    try:
+        calls = [asyncio.ensure_future(echo(args=[str(i)])) for i in range(3)]
+        for outcome in await asyncio.gather(*calls, return_exceptions=True):
+            assert isinstance(outcome, RedisTimeoutError)
+        with pytest.raises(RedisTimeoutError):
+            await echo(args=["again"])
+        assert len(accepted) == 2  # the timed-out connection was not reused
+    finally:
+        await conn.aclose()
+        server.close()
+        for writer in accepted:
+            writer.close()

@@ -1,0 +1,97 @@
+"""The running sums behind the Redis scripts' O(1) cost: the rate-limit window's per-dimension
+sums and the budget's held total always equal what summing every slice or every open hold
+gives (the scripts used to do that sum on every call), through random traffic, idle gaps,
+expiries and data written before the sums existed."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import redis.asyncio as aioredis
+
+from engine.errors import RateLimitedError
+from engine.plan.values import KeyPlan
+from engine.state.ratelimit import InProcessRateLimiter
+from engine.state.redis_budget import RedisBudgetStore
+from engine.state.redis_common import tag
+from engine.state.redis_ratelimit import RedisRateLimiter
+from engine.testing.clock import FakeClock
+from engine.testing.servers import RedisServer
+
+
+def _in_window(fields: dict[bytes, bytes], sec: int) -> list[int]:
+    """Each dimension's usage summed from the slices, as the scripts once did."""
+    used = [0, 0, 0, 0]
+    for name, value in fields.items():
+        second, _, dim = name.decode().partition(":")
+        if dim and int(second) >= sec - 60:
+            used[int(dim) - 1] += int(value)
+    return used
+
+
+async def test_window_sums_equal_the_slices_through_random_traffic(
+    redis_srv: RedisServer, prefix: str
+) -> None:
+    clock = FakeClock()
+    rl = RedisRateLimiter(
+        redis_srv.url, clock, InProcessRateLimiter(clock), prefix=prefix, server_clock=False
+    )
+    admin = aioredis.Redis.from_url(redis_srv.url)
+    keys = (KeyPlan(id="k#0", secret=None, rpm=40, input_tpm=5000),)
+    window = f"{prefix}:rl:{tag('p')}:w:k#0"
+    rnd = random.Random(7)
+    leases = []
+    try:
+        for step in range(400):
+            roll = rnd.random()
+            if step == 200:  # a window written before the sums: its slices count once
+                await admin.hdel(window, "t", "u1", "u2", "u3", "u4")
+            elif roll < 0.5:
+                with contextlib.suppress(RateLimitedError):
+                    leases.append(await rl.acquire("p", keys, rnd.randint(0, 300), 10, 0))
+            elif roll < 0.75 and leases:
+                lease = leases.pop(rnd.randrange(len(leases)))
+                if rnd.random() < 0.5:
+                    await rl.settle(lease, rnd.randint(0, 400), rnd.randint(0, 30))
+                else:
+                    await rl.release(lease)
+                await rl.flush()
+            else:
+                clock.advance(rnd.choice([0.3, 1.0, 7.0, 30.0, 61.0, 150.0]))
+            status = (await rl.status("p"))["keys"]["k#0"]
+            fields = await admin.hgetall(window)
+            used = _in_window(fields, int(clock.time()))
+            dims = ("requests", "input_tokens", "output_tokens", "tokens")
+            assert [status[d]["used"] for d in dims] == used
+    finally:
+        await rl.aclose()
+        await admin.aclose()
+
+
+async def test_held_sum_equals_the_open_holds(redis_srv: RedisServer, prefix: str) -> None:
+    store = RedisBudgetStore(redis_srv.url, prefix=prefix)
+    brief = RedisBudgetStore(redis_srv.url, prefix=prefix, hold_s=0.001)  # holds that expire
+    admin = aioredis.Redis.from_url(redis_srv.url)
+    holds = f"{prefix}:budget:{tag('ws')}:holds"
+    rnd = random.Random(3)
+    open_ = []
+    try:
+        await admin.hset(holds, "999999", "7")  # a hold booked before the sum existed
+        await admin.zadd(f"{prefix}:budget:{tag('ws')}:exp", {"999999": 2**50})
+        for _ in range(300):
+            roll = rnd.random()
+            maker = brief if roll < 0.1 else store  # dropped by a later script once expired
+            if roll < 0.55:
+                open_.append(await maker.reserve("ws", rnd.random() / 100, 1e6, None))
+            elif open_:
+                held = open_.pop(rnd.randrange(len(open_)))
+                await store.settle(held, rnd.random() / 100)
+            await store.spent("ws")
+            fields = await admin.hgetall(holds)
+            open_sum = sum(int(v) for k, v in fields.items() if k != b"sum")
+            assert int(fields[b"sum"]) == open_sum
+    finally:
+        await store.aclose()
+        await brief.aclose()
+        await admin.aclose()
