@@ -129,10 +129,12 @@ class SQLiteBudgetStore:
         )
 
         def book(conn: sqlite3.Connection) -> int:
-            conn.execute("DELETE FROM held WHERE expires < ?", (now,))
+            # The checks come first and write nothing, so a refusal fails only its own
+            # caller when transactions are grouped (sqlite_shared.py).
             for period, limit, name in limits:
                 if limit is not None:
-                    self._check(conn, workspace, period, amount, limit, name)
+                    self._check(conn, workspace, period, amount, limit, name, now)
+            conn.execute("DELETE FROM held WHERE expires < ?", (now,))
             cur = conn.execute(
                 "INSERT INTO held (workspace, day, month, nanos, expires) VALUES (?, ?, ?, ?, ?)",
                 (workspace, day, month, amount, now + self._hold_s),
@@ -214,9 +216,10 @@ class SQLiteBudgetStore:
         amount: int,
         limit: float,
         name: str,
+        now: float,
     ) -> None:
         spent = self._settled(conn, workspace, period)
-        held = self._held(conn, workspace, period, None)
+        held = self._held(conn, workspace, period, now)
         check_limit(workspace, period, name, limit, spent, held, amount, scope=self._scope)
 
     @staticmethod
@@ -227,15 +230,14 @@ class SQLiteBudgetStore:
         return int(row[0]) if row else 0
 
     @staticmethod
-    def _held(conn: sqlite3.Connection, workspace: str, period: str, now: float | None) -> int:
+    def _held(conn: sqlite3.Connection, workspace: str, period: str, now: float) -> int:
         sql = "SELECT COALESCE(SUM(nanos), 0) FROM held WHERE workspace = ?"
         args: tuple[object, ...] = (workspace,)
         if period != ALL:  # every open hold counts against the total
             sql += f" AND {'day' if len(period) == 10 else 'month'} = ?"
             args += (period,)
-        if now is not None:  # readers skip expired holds; writers have just deleted them
-            sql += " AND expires >= ?"
-            args += (now,)
+        sql += " AND expires >= ?"  # an expired hold no longer counts, deleted or not
+        args += (now,)
         return int(conn.execute(sql, args).fetchone()[0])
 
     @staticmethod
