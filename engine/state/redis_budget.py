@@ -18,11 +18,14 @@ from any number of processes and hosts see each other. What the scripts guarante
 
 When Redis cannot be reached, `reserve` fails closed with a RoutingError naming the store
 (the server answers 503, nothing is spent); a failed settle or release is logged and the
-answer kept (its hold expires by itself).
+answer kept (its hold expires by itself). Settle and release do not wait for Redis's reply
+on the pipelined connection (see `_finish`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -46,6 +49,12 @@ from engine.state.redis_common import connect, tag
 from engine.state.redis_scripts import Scripts, scripts_for
 
 log = logging.getLogger(__name__)
+
+#: Closes written but not yet answered, of every store of this process. `spent` waits for
+#: those on its loop, so a read through any store sees every settle this process made before
+#: it, even through another connection (stores built apart, as tests' replicas are; Redis
+#: orders one connection's commands, not several connections').
+_IN_FLIGHT: set[asyncio.Future[Any]] = set()
 
 #: How long an unsettled reservation counts when the caller gives no call timeout.
 HOLD_S = 600.0
@@ -262,20 +271,39 @@ class RedisBudgetStore:
         await self._finish(reservation, 0)
 
     async def _finish(self, reservation: Reservation, cost: int) -> None:
+        """Close the hold. On the pipelined connection the script is written before this
+        returns and its reply is not awaited: Redis runs a connection's commands in order,
+        so this process's next reserve or spent sees it, and the bytes are at the server
+        before the call's answer leaves; until it lands another replica sees the hold (the
+        worst case). A call saves a round trip at its end (docs/state.md)."""
         spend, holds, exp, _seq, done = self._keys(reservation.workspace)
+        keys = [spend, holds, exp, done]
+        args = [reservation.token, cost, DONE_MS, self._spend_ttl_ms, int(self._totals)]
+        sent = self._close.written(keys, args)
+        if sent is not None:
+            _IN_FLIGHT.add(sent)
+            sent.add_done_callback(functools.partial(self._closed, reservation))
+            return
         try:
-            await self._close(
-                keys=[spend, holds, exp, done],
-                args=[reservation.token, cost, DONE_MS, self._spend_ttl_ms, int(self._totals)],
-            )
+            await self._close(keys=keys, args=args)
         except (RedisError, OSError) as exc:
-            log.error(
-                "%s: could not close reservation %s of %r (%s); its hold expires by itself",
-                self._name, reservation.token, reservation.workspace, type(exc).__name__,
-            )  # fmt: skip
+            self._unclosed(reservation, exc)
+
+    def _closed(self, reservation: Reservation, sent: asyncio.Future[Any]) -> None:
+        _IN_FLIGHT.discard(sent)
+        exc = None if sent.cancelled() else sent.exception()
+        if exc is not None:
+            self._unclosed(reservation, exc)
+
+    def _unclosed(self, reservation: Reservation, exc: BaseException) -> None:
+        log.error(
+            "%s: could not close reservation %s of %r (%s); its hold expires by itself",
+            self._name, reservation.token, reservation.workspace, type(exc).__name__,
+        )  # fmt: skip
 
     async def spent(self, workspace: str) -> Mapping[str, float]:
         """{"day": usd, "month": usd} including open holds, on the server's calendar."""
+        await _landed()
         keys = self._keys(workspace)[:3]
         try:
             day, month, total = await self._spent(keys=keys, args=[])
@@ -287,5 +315,15 @@ class RedisBudgetStore:
         return out
 
     async def aclose(self) -> None:
+        """Wait for the closes still on their way, then give back the connections."""
+        await _landed()
         await self._scripts.aclose()
         await self._redis.aclose()
+
+
+async def _landed() -> None:
+    """Return once the closes this process sent so far (on this loop) have their replies."""
+    loop = asyncio.get_running_loop()
+    sent = [f for f in _IN_FLIGHT if f.get_loop() is loop]
+    if sent:
+        await asyncio.wait(sent)

@@ -45,6 +45,13 @@ class Script(Protocol):
         """Run it and wait for the reply."""
         ...
 
+    def written(self, keys: Sequence[Arg], args: Sequence[Arg]) -> asyncio.Future[Any] | None:
+        """Run it without waiting: written to the one open connection before this returns
+        (so every later command of this process runs after it), the future gets the reply.
+        None when that cannot be promised (no connection open yet, a pooled client): then
+        call the script and await it."""
+        ...
+
 
 class Scripts(Protocol):
     """Registers Lua sources as `Script`s."""
@@ -133,13 +140,14 @@ class _Wire(asyncio.Protocol):
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._watch)
         if not self._out:
-            loop.call_soon(self._flush)
+            loop.call_soon(self.flush)
         self._out.append(hiredis.pack_command(tuple(command)))  # type: ignore[arg-type]  # its stub types a 1-tuple
         return fut
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write what is queued (at the end of the loop's turn, or at once for `written`)."""
         out, self._out = self._out, []
-        if self.transport is not None:
+        if out and self.transport is not None:
             self.transport.write(b"".join(out))
 
     def _watch(self) -> None:
@@ -273,6 +281,10 @@ class _PyScript:
     def __call__(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Awaitable[Any]:
         return self._script(keys=keys, args=args)
 
+    def written(self, keys: Sequence[Arg], args: Sequence[Arg]) -> asyncio.Future[Any] | None:
+        """Never: a pooled client's commands may run in any order."""
+        return None
+
 
 class _Script:
     """One registered script on the pipelined connection."""
@@ -288,6 +300,15 @@ class _Script:
         if wire is None:
             return asyncio.ensure_future(self._connect_and_call(keys, args))
         return wire.send(("EVALSHA", self._sha, len(keys), *keys, *args), None, self, keys, args)
+
+    def written(self, keys: Sequence[Arg], args: Sequence[Arg]) -> asyncio.Future[Any] | None:
+        wire = self._conn.open_wire()
+        if wire is None:
+            return None
+        evalsha = ("EVALSHA", self._sha, len(keys), *keys, *args)
+        sent = wire.send(evalsha, None, self, keys, args)
+        wire.flush()  # with whatever this turn of the loop queued before it
+        return sent
 
     async def _connect_and_call(self, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         wire = await self._conn.connected()

@@ -8,6 +8,7 @@ import random
 import pytest
 
 from engine.errors import BudgetExceededError, RoutingError
+from engine.state import redis_budget
 from engine.state.money import utc_day
 from engine.state.redis_budget import RedisBudgetStore
 from engine.testing.servers import RedisServer, free_port
@@ -146,3 +147,58 @@ async def test_unreachable_redis_fails_closed() -> None:
         assert "secret-pw" not in str(err.value) and "secret-pw" not in repr(store)
     finally:
         await store.aclose()
+
+
+async def test_a_settle_is_written_without_waiting_and_later_reads_see_it(
+    redis_srv: RedisServer, prefix: str
+) -> None:
+    """settle returns once its script is written (its reply still on the way); this store's
+    and any other store's later reads of this process see it."""
+    store = RedisBudgetStore(redis_srv.url, prefix=prefix)
+    other = RedisBudgetStore(redis_srv.url, prefix=prefix)  # a connection of its own
+    try:
+        held = await store.reserve("ws", 0.4, daily_usd=1.0, monthly_usd=None)
+        await store.settle(held, 0.1)
+        assert redis_budget._IN_FLIGHT  # written, not answered yet
+        assert (await other.spent("ws"))["day"] == pytest.approx(0.1)
+        assert not redis_budget._IN_FLIGHT
+        await store.reserve("ws", 0.9, daily_usd=1.0, monthly_usd=None)  # 0.1 + 0.9 fits
+    finally:
+        await store.aclose()
+        await other.aclose()
+
+
+async def test_a_settle_lost_with_its_connection_leaves_the_hold_to_expire(
+    redis_srv: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection drops under a settle that was written: logged, and the hold keeps
+    counting (the worst case, never less) until it expires."""
+    cut: list[asyncio.StreamWriter] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+
+    async def relay(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", redis_srv.port)
+        cut.extend((client_w, up_w))
+        await asyncio.gather(pipe(client_r, up_w), pipe(up_r, client_w), return_exceptions=True)
+
+    proxy = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    store = RedisBudgetStore(f"redis://127.0.0.1:{port}/0", prefix=prefix, hold_s=0.3)
+    direct = RedisBudgetStore(redis_srv.url, prefix=prefix)
+    try:
+        held = await store.reserve("ws", 0.4, daily_usd=1.0, monthly_usd=None)
+        for writer in cut:  # the connection is gone before the settle's bytes reach Redis
+            writer.transport.abort()
+        await store.settle(held, 0.1)
+        await store.spent("ws")  # waits for the settle's fate
+        assert "could not close reservation" in caplog.text
+        assert (await direct.spent("ws"))["day"] == pytest.approx(0.4)
+        await asyncio.sleep(0.4)
+        assert (await direct.spent("ws"))["day"] == 0.0
+    finally:
+        await store.aclose()
+        await direct.aclose()
+        proxy.close()
