@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 #: How long an unsettled reservation counts (a process that died cannot release it).
 HOLD_S = 3600.0
+#: How often a store deletes expired holds (they stop counting when they expire anyway).
+PRUNE_S = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spend (
@@ -89,6 +91,7 @@ class SQLiteBudgetStore:
         self._clock = clock
         self._hold_s = hold_s
         self._file = SharedFile(self.path, _SCHEMA, "budget-sqlite")
+        self._prune_at = 0.0  # when expired holds are next deleted (`_prune`)
 
     # -- the protocol ---------------------------------------------------------------------
 
@@ -103,8 +106,7 @@ class SQLiteBudgetStore:
             if _seeded(conn):  # another worker seeded it while we read the ledger
                 return
             for workspace, day, usd in rows:
-                for period in self._periods(day, day[:7]):
-                    self._add(conn, workspace, period, nanos(usd))
+                self._add(conn, workspace, self._periods(day, day[:7]), nanos(usd))
             conn.execute("INSERT INTO meta (key, value) VALUES ('seeded', 'ledger')")
 
         await self._file.run(seed)
@@ -134,7 +136,7 @@ class SQLiteBudgetStore:
             for period, limit, name in limits:
                 if limit is not None:
                     self._check(conn, workspace, period, amount, limit, name, now)
-            conn.execute("DELETE FROM held WHERE expires < ?", (now,))
+            self._prune(conn, now)
             cur = conn.execute(
                 "INSERT INTO held (workspace, day, month, nanos, expires) VALUES (?, ?, ?, ?, ?)",
                 (workspace, day, month, amount, now + self._hold_s),
@@ -158,14 +160,13 @@ class SQLiteBudgetStore:
 
         def settle(conn: sqlite3.Connection) -> None:
             row = conn.execute(
-                "SELECT workspace, day, month FROM held WHERE token = ?", (reservation.token,)
+                "DELETE FROM held WHERE token = ? RETURNING workspace, day, month",
+                (reservation.token,),
             ).fetchone()
             if row is None:
                 return
-            conn.execute("DELETE FROM held WHERE token = ?", (reservation.token,))
             workspace, day, month = row
-            for period in self._periods(day, month):
-                self._add(conn, workspace, period, cost)
+            self._add(conn, workspace, self._periods(day, month), cost)
 
         try:
             await self._file.run(settle)
@@ -192,9 +193,7 @@ class SQLiteBudgetStore:
 
         def read(conn: sqlite3.Connection) -> dict[str, float]:
             return {
-                name: (self._settled(conn, workspace, p) + self._held(conn, workspace, p, now))
-                / NANO
-                for name, p in periods.items()
+                name: sum(self._used(conn, workspace, p, now)) / NANO for name, p in periods.items()
             }
 
         return await self._file.run(read)
@@ -218,32 +217,38 @@ class SQLiteBudgetStore:
         name: str,
         now: float,
     ) -> None:
-        spent = self._settled(conn, workspace, period)
-        held = self._held(conn, workspace, period, now)
+        spent, held = self._used(conn, workspace, period, now)
         check_limit(workspace, period, name, limit, spent, held, amount, scope=self._scope)
 
     @staticmethod
-    def _settled(conn: sqlite3.Connection, workspace: str, period: str) -> int:
-        row = conn.execute(
-            "SELECT nanos FROM spend WHERE workspace = ? AND period = ?", (workspace, period)
-        ).fetchone()
-        return int(row[0]) if row else 0
-
-    @staticmethod
-    def _held(conn: sqlite3.Connection, workspace: str, period: str, now: float) -> int:
-        sql = "SELECT COALESCE(SUM(nanos), 0) FROM held WHERE workspace = ?"
-        args: tuple[object, ...] = (workspace,)
+    def _used(conn: sqlite3.Connection, workspace: str, period: str, now: float) -> tuple[int, int]:
+        """(settled, held) nano-dollars of one period, in one statement."""
+        held = "SELECT COALESCE(SUM(nanos), 0) FROM held WHERE workspace = ?"
+        args: tuple[object, ...] = (workspace, period, workspace)
         if period != ALL:  # every open hold counts against the total
-            sql += f" AND {'day' if len(period) == 10 else 'month'} = ?"
+            held += f" AND {'day' if len(period) == 10 else 'month'} = ?"
             args += (period,)
-        sql += " AND expires >= ?"  # an expired hold no longer counts, deleted or not
+        held += " AND expires >= ?"  # an expired hold no longer counts, deleted or not
         args += (now,)
-        return int(conn.execute(sql, args).fetchone()[0])
+        settled = "SELECT nanos FROM spend WHERE workspace = ? AND period = ?"
+        row = conn.execute(f"SELECT COALESCE(({settled}), 0), ({held})", args).fetchone()
+        return int(row[0]), int(row[1])
+
+    def _prune(self, conn: sqlite3.Connection, now: float) -> None:
+        """Delete expired holds (those of a process that died mid-call) now and then: they
+        stopped counting when they expired, this only keeps the table small."""
+        if now >= self._prune_at:
+            conn.execute("DELETE FROM held WHERE expires < ?", (now,))
+            self._prune_at = now + PRUNE_S
 
     @staticmethod
-    def _add(conn: sqlite3.Connection, workspace: str, period: str, nanos: int) -> None:
+    def _add(
+        conn: sqlite3.Connection, workspace: str, periods: tuple[str, ...], nanos: int
+    ) -> None:
+        """Add `nanos` to every one of `periods`, in one statement."""
+        values = ", ".join("(?, ?, ?)" for _ in periods)
         conn.execute(
-            "INSERT INTO spend (workspace, period, nanos) VALUES (?, ?, ?) "
+            f"INSERT INTO spend (workspace, period, nanos) VALUES {values} "
             "ON CONFLICT (workspace, period) DO UPDATE SET nanos = nanos + excluded.nanos",
-            (workspace, period, nanos),
+            [v for period in periods for v in (workspace, period, nanos)],
         )

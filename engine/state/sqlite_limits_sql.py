@@ -72,7 +72,7 @@ def live(slot: int, now: float) -> bool:
     return slot * RESOLUTION_S + WINDOW_S > now + _EPSILON_S
 
 
-def _cutoff(now: float) -> int:
+def cutoff(now: float) -> int:
     """The newest slot that has left the window."""
     cut = math.floor((now - WINDOW_S) / RESOLUTION_S)
     while live(cut, now):
@@ -123,7 +123,7 @@ def load_states(
 ) -> list[KeyState]:
     """The pool as the in-process limiter's `KeyState`s: window totals (and, with `slices`,
     each live slice, which `ready_at` walks), learned limits and requests in flight."""
-    cut = _cutoff(now)
+    cut = cutoff(now)
     states = []
     for key in keys:
         state = KeyState.of(key, 1.0)
@@ -174,10 +174,18 @@ class Outcome:
 
 
 def book(
-    conn: sqlite3.Connection, provider: str, keys: Sequence[KeyPlan], need: Amounts, now: float
+    conn: sqlite3.Connection,
+    provider: str,
+    keys: Sequence[KeyPlan],
+    need: Amounts,
+    now: float,
+    prune: bool = True,
 ) -> Outcome:
-    """Check every key of the pool and book the request on the best one, in one go."""
-    conn.execute("DELETE FROM rl_use WHERE provider = ? AND slot <= ?", (provider, _cutoff(now)))
+    """Check every key of the pool and book the request on the best one, in one go.
+    `prune`: also delete the slices that have left the window (they no longer count
+    either way; the limiter does it once per slice, not per call)."""
+    if prune:
+        conn.execute("DELETE FROM rl_use WHERE provider = ? AND slot <= ?", (provider, cutoff(now)))
     states = load_states(conn, provider, keys, now, slices=False)
     best = choose(states, now, need)
     if best is None:

@@ -76,6 +76,7 @@ class SQLiteRateLimiter:
         self._naps: dict[str, WaitQueue] = {}
         self._keys: dict[str, tuple[KeyPlan, ...]] = {}
         self._open: set[int] = set()
+        self._pruned: dict[str, int] = {}  # provider -> the window cutoff last pruned to
         self._ids = itertools.count(1)
         self._observe_due = ObserveThrottle()
         self.fallbacks = 0  # acquisitions served by the local share because the file failed
@@ -152,8 +153,13 @@ class SQLiteRateLimiter:
     ) -> tuple[Lease | None, float, int]:
         """One check-and-book: (a lease, ...) or (None, when room may appear, in flight)."""
         now = self._clock.time()
+        cut = sql.cutoff(now)
+        prune = self._pruned.get(provider) != cut  # once per slice, not per call
+        self._pruned[provider] = cut
         try:
-            got = await self._file.run(lambda conn: sql.book(conn, provider, pool, need, now))
+            got = await self._file.run(
+                lambda conn: sql.book(conn, provider, pool, need, now, prune)
+            )
         except sqlite3.Error as exc:
             return await self._degraded(provider, pool, need, exc), now, 0
         if got.booked is None or got.key is None:
