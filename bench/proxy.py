@@ -162,6 +162,52 @@ async def _load(
     }
 
 
+async def _paired(
+    base: str, apis: list[str], n: int, slices: int, model: str
+) -> dict[str, list[float]]:
+    """c=1 on one connection to one server: `slices` rounds of `n` requests per API, the
+    API that goes first rotating each round; returns each API's p50 (ms) per round. Paired
+    rounds cancel what drifts over a run and what differs between server processes, which
+    separate rows (one server process each, one after the other) do not."""
+    import aiohttp
+
+    hdrs = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench-0000000000"}
+    bodies = {a: json.dumps(payload_for(a, model, "ping", False)).encode() for a in apis}
+    out: dict[str, list[float]] = {a: [] for a in apis}
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=1), timeout=timeout
+    ) as session:
+        for api in apis:  # warm every route first
+            for _ in range(20):
+                await _one(session, base + APIS[api], bodies[api], hdrs, False)
+        for i in range(slices):
+            for api in apis[i % len(apis) :] + apis[: i % len(apis)]:
+                lat = [
+                    (await _one(session, base + APIS[api], bodies[api], hdrs, False))[0]
+                    for _ in range(n)
+                ]
+                out[api].append(_pct(lat, 0.5) * 1000)
+    return out
+
+
+def paired_main(argv: list[str]) -> None:
+    """Entry of the paired load process: prints one JSON line {api: [p50 ms per round]}."""
+    p = argparse.ArgumentParser()
+    p.add_argument("base")
+    p.add_argument("--apis", default=",".join(APIS))
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--slices", type=int, default=10)
+    p.add_argument("--model", default="bench")
+    a = p.parse_args(argv)
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    result = asyncio.run(_paired(a.base, a.apis.split(","), a.n, a.slices, a.model))
+    print(json.dumps(result))
+
+
 def load_main(argv: list[str]) -> None:
     """Entry of the load-generator process: prints one JSON line of results."""
     p = argparse.ArgumentParser()
@@ -298,6 +344,24 @@ def run_load(
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def api_gaps(system: System, apis: list[str], quick: bool) -> dict[str, float]:
+    """Per API, the median over paired rounds of its c=1 p50 minus chat's (ms), all against
+    this one server process (`_paired`)."""
+    argv = [PY, "-m", "bench.proxy", "--paired", f"http://127.0.0.1:{system.port}"]
+    argv += ["--apis", ",".join(["chat", *apis]), "--slices", "4" if quick else "10"]
+    argv += ["--model", system.model]
+    out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-500:])
+    p50s = json.loads(out.stdout.strip().splitlines()[-1])
+    return {
+        f"paired_{api}_ms": statistics.median(
+            a - c for a, c in zip(p50s[api], p50s["chat"], strict=True)
+        )
+        for api in apis
+    }
+
+
 def tree_rss_mb(pid: int) -> float:
     """RSS of a process and all its descendants (LiteLLM and node may fork)."""
     children: dict[int, list[int]] = {}
@@ -375,6 +439,9 @@ def engine_config(tmp: Path, upstream: str) -> Path:
         "  bench/gpt-4o-mini:\n"
         "    upstream: gpt-4o-mini\n"
         "    capabilities: [chat, tools, json, streaming]\n"
+        # One token-limit field whichever API asked (chat and Messages say max_tokens,
+        # Responses max_output_tokens): every API row sends the upstream the same bytes.
+        "    parameters: {token_limit: max_tokens}\n"
         "    input_price: 0.15\n"
         "    output_price: 0.6\n"
         "    context_window: 128000\n"
@@ -544,7 +611,10 @@ def render(results: dict[str, dict[str, Any]], skipped: list[str]) -> str:
         other = results.get(f"engine-{api}", {})
         if eng.get("c1_p50_ms") and other.get("c1_p50_ms"):
             extra = other["c1_p50_ms"] - eng["c1_p50_ms"]
-            lines.append(f"/v1/{api} p50 over /v1/chat/completions at c=1: {extra:+.3f} ms")
+            text = f"/v1/{api} p50 over /v1/chat/completions at c=1: {extra:+.3f} ms (rows)"
+            if f"paired_{api}_ms" in eng:
+                text += f", {eng[f'paired_{api}_ms']:+.3f} ms (one server, paired rounds)"
+            lines.append(text)
     for other in ("portkey", "litellm", "floor"):
         o = results.get(other, {})
         if eng.get("rps") and o.get("rps"):
@@ -562,8 +632,13 @@ DEFAULT_SYSTEMS = (
 def one_round(
     all_systems: list[System], up_proc: subprocess.Popen[bytes], quick: bool, rss: bool
 ) -> dict[str, dict[str, Any]]:
-    """Every system once, direct first; `add_*` figures are relative to this round's direct."""
+    """Every system once, direct first; `add_*` figures are relative to this round's direct.
+    With an engine-<api> row chosen too, the engine's server also measures those APIs
+    against chat in paired rounds (`api_gaps`)."""
     results: dict[str, dict[str, Any]] = {}
+    chosen = {s.name for s in all_systems}
+    paired = [s.api for s in all_systems if s.name.startswith("engine-") and s.api != "chat"]
+    paired = paired if "engine" in chosen else []
     for system in all_systems:
         if system.name == "direct":
             if err := wait_ready(system, up_proc):
@@ -575,6 +650,8 @@ def one_round(
                     results[system.name] = {"skipped": err}
                     continue
                 results[system.name] = measure(system, proc, quick, rss=rss)
+                if system.name == "engine" and paired:
+                    results["engine"] |= api_gaps(system, paired, quick)
         print(f"measured {system.name}", file=sys.stderr, flush=True)
     direct = results["direct"]
     for r in results.values():
@@ -622,6 +699,9 @@ def _apply(how: Callable[..., float], numbers: list[float], key: str) -> float:
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "--load":
         load_main(argv[1:])
+        return 0
+    if argv and argv[0] == "--paired":
+        paired_main(argv[1:])
         return 0
     p = argparse.ArgumentParser(prog="python -m bench.proxy", description=__doc__.splitlines()[0])
     p.add_argument(

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from engine.messages import FinishReason
+from engine.messages import FinishReason, Request
 from engine.result import Response, StreamEvent
 from engine.server.errors import HTTPError, ServerError
 from engine.server.sse import sse_event
@@ -240,7 +240,7 @@ class AnthropicMessages:
             },
         }
 
-    def encoder(self, data: dict[str, Any]) -> MessageEvents:
+    def encoder(self, data: dict[str, Any], req: Request) -> MessageEvents:
         return MessageEvents()
 
     def error_body(self, error: HTTPError) -> dict[str, Any]:

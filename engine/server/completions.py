@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from engine.messages import Request
 from engine.result import Response, StreamEvent
 from engine.server.errors import HTTPError, ServerError
 from engine.server.sse import DONE, error_event
@@ -115,7 +116,7 @@ class Completions:
             },
         }
 
-    def encoder(self, data: dict[str, Any]) -> CompletionChunks:
+    def encoder(self, data: dict[str, Any], req: Request) -> CompletionChunks:
         options = data.get("stream_options")
         usage = isinstance(options, dict) and bool(options.get("include_usage"))
         return CompletionChunks(_prompt(data) if data.get("echo") else "", usage)

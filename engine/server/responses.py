@@ -20,6 +20,7 @@ import time
 import uuid
 from typing import Any
 
+from engine.messages import Request
 from engine.result import Response, StreamEvent
 from engine.server.errors import HTTPError
 from engine.server.responses_request import to_chat
@@ -96,6 +97,12 @@ def _call_item(
     }
 
 
+def _response_id(engine_id: str) -> str:
+    """`resp_` and the engine's call id, as Messages and Completions derive theirs (a random
+    one when there is none): no uuid of its own, ~2 us a call."""
+    return "resp_" + (engine_id or uuid.uuid4().hex).removeprefix("chatcmpl-")
+
+
 def _finish(body: dict[str, Any], finish: str) -> None:
     if finish == "length":
         body["status"] = "incomplete"
@@ -114,7 +121,7 @@ class Responses:
         return to_chat(data)
 
     def answer(self, resp: Response, data: dict[str, Any]) -> dict[str, Any]:
-        rid = "resp_" + uuid.uuid4().hex
+        rid = _response_id(resp.id)
         body = _envelope(rid, resp.model, data, "completed")
         if resp.content is not None or not resp.tool_calls:
             body["output"].append(_message_item("msg_" + rid[5:], resp.content or "", "completed"))
@@ -128,7 +135,7 @@ class Responses:
         _finish(body, resp.finish_reason)
         return body
 
-    def encoder(self, data: dict[str, Any]) -> ResponseEvents:
+    def encoder(self, data: dict[str, Any], req: Request) -> ResponseEvents:
         return ResponseEvents(data)
 
     def error_body(self, error: HTTPError) -> dict[str, Any]:
@@ -140,7 +147,7 @@ class ResponseEvents:
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
-        self.rid = "resp_" + uuid.uuid4().hex
+        self.rid = ""  # from the first event's id (`_response_id`)
         self.sequence = 0
         self.model = ""
         self.items: list[dict[str, Any]] = []  # output items, in order
@@ -164,7 +171,7 @@ class ResponseEvents:
     def encode(self, event: StreamEvent) -> bytes:
         out = b""
         if not self.sequence:
-            self.model = event.model
+            self.rid, self.model = _response_id(event.id), event.model
             out += self._event("response.created", response=self._response("in_progress"))
             out += self._event("response.in_progress", response=self._response("in_progress"))
         c = event.chunk
@@ -181,7 +188,7 @@ class ResponseEvents:
     def _text_delta(self, delta: str) -> bytes:
         out = b""
         if self.text is None:
-            self.text = _message_item("msg_" + uuid.uuid4().hex, "", "in_progress")
+            self.text = _message_item("msg_" + self.rid[5:], "", "in_progress")
             self.text["_text"] = ""
             self.items.append(self.text)
             index = len(self.items) - 1

@@ -1,13 +1,16 @@
-"""One route shape for every API the server speaks besides chat: translate in, call the
-engine, translate out.
+"""One route for every API the server speaks: translate in, call the engine, translate out.
 
-A `Surface` (Anthropic Messages, OpenAI Responses, legacy Completions) turns its request
-body into the engine's chat request and the engine's answer, stream events and errors back
-into its own wire format. Everything between is the chat route's own path: the same
+A `Surface` (chat completions, Anthropic Messages, OpenAI Responses, legacy Completions)
+turns its request body into the engine's chat request and the engine's answer, stream
+events and errors back into its own wire format; chat's translation is the identity
+(server/chat.py). Everything between is one path, `SurfaceRoute`: the same
 authentication, key allow-list and budget cap, the same `Engine.arun` / `astream` (so the
 same policies, failover, breakers, limits, budgets, cache and ledger), the same metrics and
-answer headers. `SurfaceRoute` is a bare ASGI app like `ChatRoute`, so a surface costs what
-its translation costs and nothing more.
+answer headers. `SurfaceRoute` is a bare ASGI app that `EngineApp` calls before starlette's
+middleware and router (which cost about as much CPU per call as the route's own work), so
+an API costs what its translation costs and nothing more. Nothing here needs what
+starlette adds: every failure becomes an error body in the API's shape, and anything
+unexpected propagates to the server, which logs it and answers a bare 500.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from engine.messages import Request, parse_request
 from engine.result import Response
 from engine.server.anthropic_messages import AnthropicMessages
 from engine.server.auth import Principal
+from engine.server.chat import ChatSurface
 from engine.server.common import POLICY_HEADER, ServerState, decode_json, merge_metadata
 from engine.server.completions import Completions
 from engine.server.errors import INTERNAL, HTTPError, to_http
@@ -32,6 +36,7 @@ from engine.server.exchange import (
     JSONAnswer,
     StreamTracker,
     dropped_header,
+    meta_headers,
     raw_headers,
     read_body,
     response_headers,
@@ -61,8 +66,8 @@ class Surface(Protocol):
         """The engine's answer as this API's response object."""
         ...
 
-    def encoder(self, data: dict[str, Any]) -> Encoder:
-        """This API's stream framing for one streamed call."""
+    def encoder(self, data: dict[str, Any], req: Request) -> Encoder:
+        """This API's stream framing for one streamed call (`req`: its parsed request)."""
         ...
 
     def error_body(self, error: HTTPError) -> dict[str, Any]:
@@ -116,8 +121,16 @@ class SurfaceRoute:
             cost_usd=resp.cost_usd, attempts=resp.attempts, cached=resp.cached,
         )  # fmt: skip
         headers = response_headers(
-            resp.provider, resp.model, len(resp.attempts), resp.cost_usd, resp.cached, resp.policy
+            resp.provider,
+            resp.model,
+            len(resp.attempts),
+            resp.cost_usd,
+            resp.cached,
+            resp.policy,
+            None if resp.cached else resp.cost_breakdown,
         )
+        if resp.metadata:
+            headers.update(meta_headers(resp.metadata))
         dropped = dropped_header(state.engine.plan, req, resp.provider, resp.model)
         if dropped:
             headers[DROPPED_HEADER] = dropped
@@ -172,11 +185,11 @@ class SurfaceRoute:
         dropped = dropped_header(self.state.engine.plan, req, first.provider, first.model)
         if dropped:
             headers[DROPPED_HEADER] = dropped
-        encoder = self.surface.encoder(data)
+        encoder = self.surface.encoder(data, req)
         return EventStreamResponse(first, events, encoder, headers, tracker.see, tracker.end)
 
 
 def surface_routes(state: ServerState) -> dict[str, SurfaceRoute]:
     """The bare ASGI route of every surface, by path."""
-    surfaces: list[Surface] = [AnthropicMessages(), Responses(), Completions()]
+    surfaces: list[Surface] = [ChatSurface(), AnthropicMessages(), Responses(), Completions()]
     return {s.path: SurfaceRoute(state, s) for s in surfaces}

@@ -92,24 +92,34 @@ def test_engine_costs_shows_the_token_breakdown(
     assert "cache read" in table and "cache write" in table and "reasoning" in table
 
 
+#: One call per API the server speaks (each takes the same path through the server).
+API_CALLS = {
+    "/v1/chat/completions": {"model": "default", **ask()},
+    "/v1/messages": {"model": "default", **ask()},
+    "/v1/responses": {"model": "default", "input": "hello there", "max_output_tokens": 50},
+}
+
+
 async def test_server_header_carries_the_cost_breakdown(tmp_path: Path) -> None:
-    """x-engine-cost-breakdown splits x-engine-cost-usd by kind of token."""
+    """x-engine-cost-breakdown splits x-engine-cost-usd by kind of token, on every API."""
     async with FakeAnthropic() as up:
         up.extra_usage = ExtraUsage(cache_read=1000)
         eng = Engine.from_config(haiku_config(tmp_path, up.url), ledger=NullLedger())
         async with serving(eng, ServerSettings(config_dir=tmp_path / "cfg")) as running:
             http = running.http()
-            r = await http.post("/v1/chat/completions", json={"model": "default", **ask()})
+            answers = {path: await http.post(path, json=body) for path, body in API_CALLS.items()}
             await http.aclose()
         await eng.aclose()
-    assert r.status_code == 200, r.text
-    parts = dict(p.split("=") for p in r.headers["x-engine-cost-breakdown"].split(", "))
-    assert set(parts) == {"input", "cache_read", "cache_write", "output"}
-    assert float(parts["cache_read"]) == pytest.approx(1000 * 0.1 / 1e6, abs=1e-8)
-    assert sum(map(float, parts.values())) == pytest.approx(
-        float(r.headers["x-engine-cost-usd"]), abs=1e-7
-    )
-    assert r.json()["usage"]["prompt_tokens_details"] == {"cached_tokens": 1000}
+    for path, r in answers.items():
+        assert r.status_code == 200, (path, r.text)
+        parts = dict(p.split("=") for p in r.headers["x-engine-cost-breakdown"].split(", "))
+        assert set(parts) == {"input", "cache_read", "cache_write", "output"}
+        assert float(parts["cache_read"]) == pytest.approx(1000 * 0.1 / 1e6, abs=1e-8)
+        assert sum(map(float, parts.values())) == pytest.approx(
+            float(r.headers["x-engine-cost-usd"]), abs=1e-7
+        )
+    usage = answers["/v1/chat/completions"].json()["usage"]
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 1000}
 
 
 def mistral_config(tmp_path: Path, url: str, as_of: str | None) -> Path:
