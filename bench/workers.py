@@ -18,7 +18,9 @@ and `--upstream python` use bench.proxy's aiohttp load generator and fake upstre
 instead (each costs about as much CPU per request as a worker). For every run it prints
 requests per second and the cores each process group used over the measured stretch
 (utime+stime from /proc): the engine's workers, its supervisor, redis-server, the
-upstream, the load generator, everything else, and what stayed idle. Nothing asserts.
+upstream, the load generator, everything else, and what stayed idle; then the CPU each
+request took per group, and the throughput that CPU allows on an otherwise idle machine
+(`projected`: the ratio to quote when "other" was busy). Nothing asserts.
 """
 
 from __future__ import annotations
@@ -152,6 +154,25 @@ def upstream_server(kind: str, port: int) -> Iterator[list[int]]:
             yield [proc.pid]
 
 
+def cpu_per_request(run: Run) -> dict[str, float]:
+    """Seconds of CPU per request of each of the bench's own process groups."""
+    ours = {k: v for k, v in run.cores.items() if k not in ("other", "idle")}
+    return {k: v / run.rps for k, v in ours.items()}
+
+
+def projected(runs: dict[int, list[Run]]) -> tuple[float, float]:
+    """Requests per second if nothing else ran, from the CPU each request took: one
+    worker is bound by its one core (or by both cores, shared with redis, upstream and
+    load); two workers by both cores. What the ratio would be on a quiet machine, when
+    other processes ("other") took cores during the run."""
+    cost = {w: {k: statistics.median(cpu_per_request(r)[k] for r in runs[w])
+                for k in cpu_per_request(runs[w][0])} for w in (1, 2)}  # fmt: skip
+    cores = os.cpu_count() or 2
+    one = min(1 / cost[1]["workers"], cores / sum(cost[1].values()))
+    two = min(2 / cost[2]["workers"], cores / sum(cost[2].values()))
+    return one, two
+
+
 def report(state: str, runs: dict[int, list[Run]]) -> None:
     one, two = (statistics.median(r.rps for r in runs[w]) for w in (1, 2))
     rounds = [[round(r.rps) for r in runs[w]] for w in (1, 2)]
@@ -159,13 +180,13 @@ def report(state: str, runs: dict[int, list[Run]]) -> None:
           f"ratio {two / one:.2f}x (median of {len(runs[1])}; rounds {rounds[0]} / {rounds[1]})")  # fmt: skip
     for w in (1, 2):
         for r in runs[w]:
-            per_call = ", ".join(
-                f"{k} {v / r.rps * 1e6:.0f}" for k, v in r.cores.items() if k != "idle"
-            )
-            print(
-                f"  {w} worker{'s' if w > 1 else ''} {r.rps:6.0f} req/s; cores: {lean.shares(r.cores)}"
-            )
+            per_call = ", ".join(f"{k} {v * 1e6:.0f}" for k, v in cpu_per_request(r).items())
+            plural = "s" if w > 1 else ""
+            print(f"  {w} worker{plural} {r.rps:6.0f} req/s; cores: {lean.shares(r.cores)}")
             print(f"    CPU us per request: {per_call}")
+    p_one, p_two = projected(runs)
+    print(f"  projected from CPU per request, nothing else running: 1 worker {p_one:.0f}, "
+          f"2 workers {p_two:.0f} req/s, ratio {p_two / p_one:.2f}x")  # fmt: skip
 
 
 def tools(a: argparse.Namespace) -> None:
