@@ -61,6 +61,12 @@ class Pool:
                 return await self._connect(connect_s), False
             await self._wait_turn()  # each release hands one waiter a connection or a slot
 
+    def take_idle(self) -> Connection | None:
+        """An idle connection ready now, or None when the caller must `acquire` (none idle,
+        or others queued first). The common case of back-to-back calls needs no coroutine
+        and no timer (http.py)."""
+        return None if self._waiters else self._reuse()
+
     def _reuse(self) -> Connection | None:
         idle, now = self._idle, self._loop.time()
         while idle:
