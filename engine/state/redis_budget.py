@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 #: orders one connection's commands, not several connections').
 _IN_FLIGHT: set[asyncio.Future[Any]] = set()
 
+#: Workspaces whose key names are kept before the cache starts over.
+NAMES_MAX = 4096
 #: How long an unsettled reservation counts when the caller gives no call timeout.
 HOLD_S = 600.0
 #: How long a settled or released token is remembered (settle/release idempotency).
@@ -116,15 +118,15 @@ _RESERVE = (
     + """
 local held = held_now(now_ms)
 local amount = tonumber(ARGV[1])
-local spent_d = tonumber(redis.call('HGET', KEYS[1], day) or '0')
-local spent_m = tonumber(redis.call('HGET', KEYS[1], month) or '0')
+local spent = redis.call('HMGET', KEYS[1], day, month, 'a:all')
+local spent_d, spent_m = tonumber(spent[1] or '0'), tonumber(spent[2] or '0')
 if ARGV[2] ~= '-1' and spent_d + held + amount > tonumber(ARGV[2]) then
   return {0, 'daily', tostring(spent_d), tostring(held), string.sub(day, 3)}
 end
 if ARGV[3] ~= '-1' and spent_m + held + amount > tonumber(ARGV[3]) then
   return {0, 'monthly', tostring(spent_m), tostring(held), string.sub(month, 3)}
 end
-local spent_t = tonumber(redis.call('HGET', KEYS[1], 'a:all') or '0')
+local spent_t = tonumber(spent[3] or '0')
 if ARGV[5] ~= '-1' and spent_t + held + amount > tonumber(ARGV[5]) then
   return {0, 'total', tostring(spent_t), tostring(held), 'all'}
 end
@@ -200,13 +202,21 @@ class RedisBudgetStore:
         self._reserve = self._scripts.register(_RESERVE)
         self._close = self._scripts.register(_CLOSE)
         self._spent = self._scripts.register(_SPENT)
+        self._names: dict[str, tuple[str, ...]] = {}
 
     def __repr__(self) -> str:  # never the URL: it may carry a password
         return f"RedisBudgetStore(prefix={self._prefix!r})"
 
-    def _keys(self, workspace: str) -> list[str]:
-        base = f"{self._prefix}:budget:{tag(workspace)}"
-        return [f"{base}:spend", f"{base}:holds", f"{base}:exp", f"{base}:seq", f"{base}:done"]
+    def _keys(self, workspace: str) -> tuple[str, ...]:
+        """A workspace's key names, built once (a hash tag and five f-strings otherwise)."""
+        names = self._names.get(workspace)
+        if names is None:
+            if len(self._names) > NAMES_MAX:
+                self._names.clear()
+            base = f"{self._prefix}:budget:{tag(workspace)}"
+            names = tuple(f"{base}:{part}" for part in ("spend", "holds", "exp", "seq", "done"))
+            self._names[workspace] = names
+        return names
 
     async def restore(self, source: SpendSource) -> None:
         """Seed this month's settled spend from the ledger, once per month for all replicas

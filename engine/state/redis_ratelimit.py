@@ -47,6 +47,8 @@ from engine.state.redis_scripts import Scripts, scripts_for
 log = logging.getLogger(__name__)
 
 _DIMENSIONS = ("requests", "input_tokens", "output_tokens", "tokens")
+#: Pools whose Redis key names are kept before the cache starts over (plans come and go).
+NAMES_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,7 @@ class RedisRateLimiter:
         self._observe = self._scripts.register(OBSERVE)
         self._status = self._scripts.register(STATUS)
         self._queues: dict[str, asyncio.Lock] = {}
+        self._names: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._naps: dict[str, WaitQueue] = {}
         self._open: set[int] = set()
         self._in_flight: Counter[str] = Counter()  # this replica's open leases per provider
@@ -104,9 +107,18 @@ class RedisRateLimiter:
         """The scripts' first argument: -1 (use the server's TIME) or the clock's ms."""
         return -1 if self._server_clock else int(self._clock.time() * 1000)
 
-    def _redis_keys(self, provider: str, keys: Sequence[KeyPlan]) -> list[str]:
-        base = f"{self._prefix}:rl:{tag(provider)}"
-        return [f"{base}:{part}:{k.id}" for k in keys for part in ("w", "m")]
+    def _redis_keys(self, provider: str, keys: Sequence[KeyPlan]) -> tuple[str, ...]:
+        """The window and meta names of each key, built once per provider and key ids (a
+        hash tag and five f-strings a call otherwise)."""
+        ident = (provider, *(k.id for k in keys))
+        names = self._names.get(ident)
+        if names is None:
+            if len(self._names) > NAMES_MAX:
+                self._names.clear()
+            base = f"{self._prefix}:rl:{tag(provider)}"
+            names = tuple(f"{base}:{p}:{k.id}" for k in keys for p in ("w", "m"))
+            self._names[ident] = names
+        return names
 
     def _pool(self, provider: str, keys: Sequence[KeyPlan]) -> tuple[KeyPlan, ...]:
         pool = tuple(keys) or (KeyPlan(id=f"{provider}#0", secret=None),)
@@ -136,7 +148,7 @@ class RedisRateLimiter:
         pool = self._pool(provider, keys)
         need = (max(input_tokens, 0), max(output_tokens, 0))
         deadline = self._clock.monotonic() + max(max_wait_s, 0.0)
-        queue = self._queues.setdefault(provider, asyncio.Lock())
+        queue = self._queues.get(provider) or self._queues.setdefault(provider, asyncio.Lock())
         if not queue.locked():
             lease, wait_s = await self._try(provider, pool, need)
             if lease is not None:
