@@ -10,7 +10,8 @@ happens before authentication, so any client could do it.
 
 - a head limit: more than `max_header_bytes` of request line and headers, or more than
   `max_headers` header fields, is answered `431` and the connection closed (the bytes are
-  counted as they arrive, so memory stays within the limit plus one socket read);
+  counted as they arrive, so memory stays within the limit plus one socket read; the
+  fields are counted once the head is complete, which the byte limit already bounds);
 - a head timeout: the request line and headers must arrive within `header_timeout_s` of the
   connection opening or of the request's first byte: `408`, closed. A new connection that
   sent nothing at all is closed without an answer (there is no request to answer);
@@ -91,7 +92,6 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         super().__init__(config, *args, **kwargs)
         self.limits: ProtocolLimits = getattr(config, "limits", None) or ProtocolLimits()
         self._head_bytes = 0  # bytes received while a head is incomplete
-        self._header_count = 0
         self._in_head = True  # waiting for (the rest of) a request's head
         self._begun = False  # a byte of the current request has arrived
         self._timer: asyncio.TimerHandle | None = None
@@ -144,17 +144,13 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
             if self._timer is None:  # after a keep-alive pause: the head's own deadline
                 self._arm(self.limits.header_timeout_s, self._head_timed_out)
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.limits.max_headers:
-            raise _Refused(
-                431, f"more than {self.limits.max_headers} request headers", "headers_too_large"
-            )
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         if self._head_bytes > self.limits.max_header_bytes:
             raise _Refused(*self._too_large())
+        if len(self.headers) > self.limits.max_headers:
+            raise _Refused(
+                431, f"more than {self.limits.max_headers} request headers", "headers_too_large"
+            )
         self._in_head = False
         self._arm(self.limits.body_timeout_s, self._body_timed_out)
         super().on_headers_complete()
@@ -162,7 +158,7 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._disarm()
         self._in_head, self._begun = True, False
-        self._head_bytes = self._header_count = 0
+        self._head_bytes = 0
         super().on_message_complete()
 
     # ----------------------------------------------------------------- timers and answers
