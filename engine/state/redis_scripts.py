@@ -95,6 +95,7 @@ class _Wire(asyncio.Protocol):
         self._out: list[bytes] = []
         self._timeout_s = answer_timeout_s
         self._timer: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Handle | None = None  # the end-of-turn write, when queued
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports (the server runs on uvloop) are not asyncio.Transport subclasses
@@ -139,13 +140,17 @@ class _Wire(asyncio.Protocol):
         self.waiting.append((fut, deadline, script, keys, args))
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._watch)
-        if not self._out:
-            loop.call_soon(self.flush)
+        if self._flushing is None:
+            self._flushing = loop.call_soon(self.flush)
         self._out.append(hiredis.pack_command(tuple(command)))  # type: ignore[arg-type]  # its stub types a 1-tuple
         return fut
 
     def flush(self) -> None:
-        """Write what is queued (at the end of the loop's turn, or at once for `written`)."""
+        """Write what is queued (at the end of the loop's turn, or at once for `written`:
+        then the turn's flush is dropped, so what the next turn sends leaves together)."""
+        if self._flushing is not None:
+            self._flushing.cancel()
+            self._flushing = None
         out, self._out = self._out, []
         if out and self.transport is not None:
             self.transport.write(b"".join(out))
@@ -166,6 +171,9 @@ class _Wire(asyncio.Protocol):
     def fail(self, exc: Exception) -> None:
         """Drop the connection: once one answer is missed, every later one is misaligned."""
         self._out.clear()
+        if self._flushing is not None:
+            self._flushing.cancel()
+            self._flushing = None
         if self.transport is not None:
             self.transport.abort()
             self.transport = None
