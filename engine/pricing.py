@@ -27,6 +27,8 @@ from datetime import UTC, date, datetime, time
 from functools import cache
 from typing import Any
 
+from engine.frozen import builder
+
 __all__ = [
     "CostBreakdown",
     "PriceSchedule",
@@ -76,11 +78,16 @@ class CostBreakdown:
         return self.input_usd + self.cache_read_usd + self.cache_write_usd + self.output_usd
 
 
+#: One per priced try (engine/frozen.py: a frozen dataclass's own __init__ costs ~4x more).
+_cost_breakdown = builder(CostBreakdown)
+
+
 def breakdown(
     rates: Rates, input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0
 ) -> CostBreakdown:
     """What a call of this usage cost at these rates, split by kind of token."""
-    return CostBreakdown(*_parts(rates, input_tokens, output_tokens, cache_read, cache_write))
+    i, r, w, o = _parts(rates, input_tokens, output_tokens, cache_read, cache_write)
+    return _cost_breakdown(input_usd=i, cache_read_usd=r, cache_write_usd=w, output_usd=o)
 
 
 def cost(

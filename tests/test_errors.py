@@ -1,5 +1,11 @@
 """The error tree: messages never carry secrets; diagnostics format as file:line:col."""
 
+import string
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engine import secrets
 from engine.errors import (
     AllCandidatesFailedError,
     AttemptRecord,
@@ -14,6 +20,19 @@ def test_redact_removes_known_secret_and_key_shapes() -> None:
     """A known secret and anything shaped like a provider key are both masked."""
     text = redact("key abc-CANARY-123 and sk-proj-abcdefghijklmnop", ["abc-CANARY-123"])
     assert "CANARY" not in text and "sk-proj" not in text
+
+
+@given(st.text(alphabet=string.ascii_lowercase + string.digits, min_size=1))
+def test_lowercase_alphanumeric_text_never_looks_like_a_key(text: str) -> None:
+    """`redact` returns such texts unscanned: no key pattern can match one of them."""
+    assert secrets._KEY_PATTERNS.search(text) is None
+    assert redact(text) == text
+
+
+def test_a_key_is_masked_even_with_lowercase_around_it() -> None:
+    """The unscanned shortcut never covers a text with a key in it."""
+    assert redact("requestsk-abcdefghijklmnop") == "request***"
+    assert redact("aizaxAIzaSyA0123456789abcdefghijk") == "aizax***"
 
 
 def test_provider_error_message_is_redacted() -> None:
