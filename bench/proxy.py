@@ -11,6 +11,12 @@ by request count and wall time. It prints, per system:
 - added time to first streamed chunk at concurrency 1 (p50);
 - RSS at idle and peak RSS while 1,000 streams are open at once.
 
+The engine-messages and engine-responses rows are the same server and the same upstream call
+with another API in front. Their p50 over chat is printed twice: row against row (separate
+server processes, measured one after the other), and paired (`api_gaps`: one server,
+interleaved c=1 rounds), which is immune to drift over the run and to process-to-process
+differences.
+
 LiteLLM: `bench/.venv/bin/pip install 'litellm[proxy]'`. Portkey: `npm install --prefix bench
 @portkey-ai/gateway`. Each is skipped with a printed reason when missing.
 """
@@ -196,8 +202,8 @@ def paired_main(argv: list[str]) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("base")
     p.add_argument("--apis", default=",".join(APIS))
-    p.add_argument("--n", type=int, default=200)
-    p.add_argument("--slices", type=int, default=10)
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--slices", type=int, default=20)
     p.add_argument("--model", default="bench")
     a = p.parse_args(argv)
     with contextlib.suppress(ImportError):
@@ -348,7 +354,7 @@ def api_gaps(system: System, apis: list[str], quick: bool) -> dict[str, float]:
     """Per API, the median over paired rounds of its c=1 p50 minus chat's (ms), all against
     this one server process (`_paired`)."""
     argv = [PY, "-m", "bench.proxy", "--paired", f"http://127.0.0.1:{system.port}"]
-    argv += ["--apis", ",".join(["chat", *apis]), "--slices", "4" if quick else "10"]
+    argv += ["--apis", ",".join(["chat", *apis]), "--slices", "4" if quick else "20"]
     argv += ["--model", system.model]
     out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
