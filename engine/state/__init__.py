@@ -5,6 +5,9 @@
     ratelimit/          InProcessRateLimiter: window, learned limits, key choice, FIFO queue
     budget.py           InProcessBudgetStore: one process, exact under concurrency
     sqlite_budget.py    SQLiteBudgetStore: one file shared by every process on a host
+    sqlite_ratelimit.py SQLiteRateLimiter: the same for provider-key rate limits
+    sqlite_shared.py    SharedFile: how their transactions reach the file (at once when free,
+                        one per event-loop turn for the rest, waits on a private thread)
     money.py            the budget arithmetic both share (UTC periods, nano-dollars, the check)
     cache.py            cache_key() and LRUCache: the in-process response cache
     ledger.py           SQLiteLedger (batched writer thread) and NullLedger
