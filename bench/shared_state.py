@@ -12,7 +12,9 @@ to Redis. A raw aiohttp POST is the baseline both are read against.
 
 Figures: sequential latency (median, p90) and what Redis adds to the median (target
 <= 0.3 ms on loopback); throughput at `--concurrent` in flight, Redis / in-process (target
->= 60%), and CPU per call in this process. Nothing asserts; it prints.
+>= 60%), and CPU per call in this process; the redis-server's own CPU per call with Redis
+state (from /proc, so it holds on a busy machine) and its scripts' share of it (`INFO
+commandstats`). Nothing asserts; it prints.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+import redis
 
 from bench.runtime import (
     KEY,
@@ -70,6 +73,38 @@ def engine_client(
     return call, eng.aclose
 
 
+class RedisMeter:
+    """The redis-server's CPU and its scripts' time per call with Redis state, per phase."""
+
+    def __init__(self, pid: int, port: int) -> None:
+        self._pid, self._admin = pid, redis.Redis(port=port)
+        self.calls, self._cpu = 0, 0.0
+        self.phases: dict[str, tuple[float, float]] = {}
+
+    def counted(self, call: Call) -> Call:
+        async def counting() -> None:
+            self.calls += 1
+            await call()
+
+        return counting
+
+    def start(self) -> None:
+        self._admin.config_resetstat()
+        self.calls, self._cpu = 0, _cpu_s(self._pid)
+
+    def stop(self, phase: str) -> None:
+        cpu = (_cpu_s(self._pid) - self._cpu) / max(self.calls, 1)
+        scripts = self._admin.info("commandstats").get("cmdstat_evalsha", {"usec": 0})
+        self.phases[phase] = (cpu, scripts["usec"] / 1e6 / max(self.calls, 1))
+
+
+def _cpu_s(pid: int) -> float:
+    """A process's user + system CPU seconds (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def report(seq: dict[str, list[float]], rps: dict[str, tuple[float, float]]) -> None:
     med = {k: statistics.median(v) for k, v in seq.items()}
     p90 = {k: statistics.quantiles(v, n=10)[-1] for k, v in seq.items()}
@@ -90,18 +125,30 @@ async def main(args: argparse.Namespace) -> None:
 
     proc, url = start_upstream()
     try:
-        with redis_server() as redis, tempfile.TemporaryDirectory() as tmp:
+        with redis_server() as server, tempfile.TemporaryDirectory() as tmp:
             connector = aiohttp.TCPConnector(limit=100)
             async with aiohttp.ClientSession(connector=connector) as session:
+                meter = RedisMeter(server.pid, server.port)
                 local, close_local = engine_client(url, tmp, None)
-                shared, close_shared = engine_client(url, tmp, redis.url)
-                calls = {"raw": raw_client(url, session), "inprocess": local, "redis": shared}
+                shared, close_shared = engine_client(url, tmp, server.url)
+                calls = {
+                    "raw": raw_client(url, session),
+                    "inprocess": local,
+                    "redis": meter.counted(shared),
+                }
+                meter.start()
                 seq = await sequential(calls, args.calls, args.rounds)
+                meter.stop("sequential")
+                meter.start()
                 rps = await concurrent_rounds(calls, args.concurrent, args.total, args.rounds)
+                meter.stop(f"{args.concurrent} in flight")
                 await close_local()
                 await close_shared()
         print(f"upstream: FakeOpenAI; {args.calls} sequential, {args.total} at {args.concurrent}")
         report(seq, rps)
+        print("redis-server per call with Redis state (its CPU, its scripts' part of it):")
+        for phase, (cpu, scripts) in meter.phases.items():
+            print(f"  {phase:14s} {cpu * 1e6:8.1f} us {scripts * 1e6:8.1f} us")
     finally:
         proc.terminate()
         proc.wait()
