@@ -18,21 +18,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from engine.state.ledger_file import open_ledger
+from engine.state.spend_sql import bucket_width, dimensions, group_column
 
 #: `by` values and the SQL expression each groups on (never user text in the SQL).
-DIMENSIONS: dict[str, str] = {
-    "model": "model",
-    "provider": "provider",
-    "workspace": "COALESCE(workspace, 'default')",
-    "policy": "COALESCE(policy, '')",
-    "outcome": "outcome",
-    "key": "COALESCE(client, '')",
-    "day": "date(ts, 'unixepoch')",
-}
+DIMENSIONS: dict[str, str] = dimensions("date(ts, 'unixepoch')")
 #: Columns newer ledgers have; an older file (opened read-only, not migrated) reads them as 0.
 _NEWER = ("cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
-#: Series bucket widths in seconds.
-BUCKETS: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86400}
 
 _AGGREGATES = (
     "COUNT(*) AS attempts, "
@@ -50,10 +41,7 @@ _AGGREGATES = (
 
 def dimension(by: str, has_client: bool = True) -> str:
     """The SQL for a `by` value; ValueError naming the choices for anything else."""
-    try:
-        column = DIMENSIONS[by]
-    except KeyError:
-        raise ValueError(f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)}") from None
+    column = group_column(by, DIMENSIONS)
     # A ledger written before the `client` column existed (opened read-only, not migrated).
     return column if has_client or by != "key" else "''"
 
@@ -116,9 +104,7 @@ class SpendReport:
     ) -> list[dict[str, Any]]:
         """Cost and attempts per time bucket (start as Unix time `t`) and `by` value."""
         column = dimension(by, self._client_column())
-        width = BUCKETS.get(bucket)
-        if width is None:
-            raise ValueError(f"unknown bucket {bucket!r}; choose one of {', '.join(BUCKETS)}")
+        width = bucket_width(bucket)
         where, params = _where(since, until, workspace)
         sql = (
             f"SELECT CAST(ts / {width} AS INTEGER) * {width} AS t, {column} AS {by}, "

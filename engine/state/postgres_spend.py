@@ -15,18 +15,12 @@ from typing import Any
 import asyncpg
 
 from engine.state.postgres_ledger import TABLE
+from engine.state.spend_sql import bucket_width, dimensions, group_column
 
-#: `by` values and the SQL each groups on (never user text in the SQL); as SpendReport's.
-DIMENSIONS: dict[str, str] = {
-    "model": "model",
-    "provider": "provider",
-    "workspace": "COALESCE(workspace, 'default')",
-    "policy": "COALESCE(policy, '')",
-    "outcome": "outcome",
-    "key": "COALESCE(client, '')",
-    "day": "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
-}
-BUCKETS: dict[str, int] = {"minute": 60, "hour": 3600, "day": 86400}
+#: `by` values and the SQL each groups on (never user text in the SQL), as SpendReport's.
+DIMENSIONS: dict[str, str] = dimensions(
+    "to_char(to_timestamp(ts) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+)
 _AGGREGATES = (
     "COUNT(*) AS attempts, "
     "COUNT(*) FILTER (WHERE outcome = 'ok') AS ok, "
@@ -64,7 +58,7 @@ class PostgresSpendReport:
         self, by: str, since: float, until: float | None = None, workspace: str | None = None
     ) -> list[dict[str, Any]]:
         """Per `by` value: attempts, successes, cached, tokens, cost, unknown-cost count."""
-        column = _dimension(by)
+        column = group_column(by, DIMENSIONS)
         where, params = _where(since, until, workspace)
         return await self._select(
             f"SELECT {column} AS {by}, {_AGGREGATES} FROM {self._table} {where} "
@@ -81,10 +75,8 @@ class PostgresSpendReport:
         bucket: str = "hour",
     ) -> list[dict[str, Any]]:
         """Cost and attempts per time bucket (start as Unix time `t`) and `by` value."""
-        column = _dimension(by)
-        width = BUCKETS.get(bucket)
-        if width is None:
-            raise ValueError(f"unknown bucket {bucket!r}; choose one of {', '.join(BUCKETS)}")
+        column = group_column(by, DIMENSIONS)
+        width = bucket_width(bucket)
         where, params = _where(since, until, workspace)
         return await self._select(
             f"SELECT (floor(ts / {width}) * {width})::bigint AS t, {column} AS {by}, "
@@ -115,13 +107,6 @@ class PostgresSpendReport:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
-
-
-def _dimension(by: str) -> str:
-    try:
-        return DIMENSIONS[by]
-    except KeyError:
-        raise ValueError(f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)}") from None
 
 
 def _where(since: float, until: float | None, workspace: str | None) -> tuple[str, list[Any]]:
