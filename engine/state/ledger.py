@@ -1,8 +1,8 @@
 """The cost ledger: every attempt as one SQLite row, durable before its answer leaves.
 
-`record(row)` writes the row to this process's journal (engine.state.journal: one
-`write(2)` of one line, a few microseconds, which survives the process being killed) and
-puts it on a thread-safe queue. One daemon writer thread drains the queue and inserts in
+`record(row)` writes the row to this process's journal (engine.state.journal: one line
+copied into a shared file mapping, about 2 us, which survives the process being killed)
+and puts it on a thread-safe queue. One daemon writer thread drains the queue and inserts in
 batches (up to `batch_size` rows per transaction, at least every `flush_interval_s`), so
 a burst of requests costs one commit, not one each; once a batch is committed the journal
 lets go of it. At start the ledger stores the journals that dead processes left (a

@@ -1,12 +1,12 @@
 """The cost ledger on Postgres: one table every replica writes, so costs add up across hosts.
 
 Like the SQLite ledger, `record(row)` writes the row to this process's journal
-(engine.state.journal: one `write(2)`, so it survives the process being killed) and
-appends it to a buffer; one writer task per process sends the buffer in batches, one
-round trip each, at least every `flush_interval_s`. The table's columns are derived from
-`LedgerRow`'s fields plus `row_id`, so a field added there becomes a column here (added to
-an existing table on start), and the reports (`totals`, `daily`, `spend_since`) are the
-same SQL as SQLite's, in Postgres' dialect.
+(engine.state.journal: one copy into a shared file mapping, which survives the process
+being killed) and appends it to a buffer; one writer task per process sends the buffer
+in batches, one round trip each, at least every `flush_interval_s`. The table's columns
+are derived from `LedgerRow`'s fields plus `row_id`, so a field added there becomes a
+column here (added to an existing table on start), and the reports (`totals`, `daily`,
+`spend_since`) are the same SQL as SQLite's, in Postgres' dialect.
 
 Every row carries a unique `row_id` and a write skips ids the table already has, so
 sending a row twice (a batch whose commit the connection lost, a journal replayed after a

@@ -208,10 +208,10 @@ class Ledger(SpendSource, Protocol):
 
     Durability: `record` runs on every attempt and must not wait for a store or a
     network; the SQLite and Postgres ledgers write the row to a local journal (one
-    `write(2)`, engine.state.journal) before returning, so a row recorded before its
-    answer leaves survives `kill -9`, and is stored (once: rows carry an id) when the
-    ledger is next opened. A row is in the store itself once `flush()` has returned;
-    `aclose()` flushes.
+    copy into a shared file mapping, engine.state.journal) before returning, so a row
+    recorded before its answer leaves survives `kill -9`, and is stored (once: rows
+    carry an id) when the ledger is next opened. A row is in the store itself once
+    `flush()` has returned; `aclose()` flushes.
     """
 
     def record(self, row: LedgerRow) -> None:
