@@ -133,6 +133,17 @@ class InProcessBudgetStore:
         total_usd: float | None = None,
     ) -> Reservation:
         """Book the worst case, or raise BudgetExceededError naming the limit it would pass."""
+        return self.reserve_nowait(workspace, amount_usd, daily_usd, monthly_usd, total_usd)
+
+    def reserve_nowait(
+        self,
+        workspace: str,
+        amount_usd: float,
+        daily_usd: float | None,
+        monthly_usd: float | None,
+        total_usd: float | None = None,
+    ) -> Reservation:
+        """`reserve` itself: this store never needs to be awaited."""
         check_amount(amount_usd)
         check_totals(self._totals, total_usd)
         now = self._clock.time()

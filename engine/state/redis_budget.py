@@ -240,6 +240,17 @@ class RedisBudgetStore:
         secs, micros = await self._redis.time()
         return float(secs) + micros / 1e6
 
+    def reserve_nowait(
+        self,
+        workspace: str,
+        amount_usd: float,
+        daily_usd: float | None,
+        monthly_usd: float | None,
+        total_usd: float | None = None,
+    ) -> Reservation | None:
+        """Always None: this store is asked with `reserve` (one round trip, beside the lease)."""
+        return None
+
     async def reserve(
         self,
         workspace: str,

@@ -111,6 +111,17 @@ class SQLiteBudgetStore:
 
         await self._file.run(seed)
 
+    def reserve_nowait(
+        self,
+        workspace: str,
+        amount_usd: float,
+        daily_usd: float | None,
+        monthly_usd: float | None,
+        total_usd: float | None = None,
+    ) -> Reservation | None:
+        """Always None: this store is asked with `reserve` (its file is shared)."""
+        return None
+
     async def reserve(
         self,
         workspace: str,

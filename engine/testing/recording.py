@@ -165,6 +165,24 @@ class RecordingBudgetStore(_Recorder):
             raise
         return self._log("reserve", args, reservation)
 
+    def reserve_nowait(
+        self,
+        workspace: str,
+        amount_usd: float,
+        daily_usd: float | None,
+        monthly_usd: float | None,
+        total_usd: float | None = None,
+    ) -> Reservation | None:
+        args: tuple[Any, ...] = (workspace, amount_usd, daily_usd, monthly_usd)
+        if total_usd is not None:
+            args += (total_usd,)
+        try:
+            reservation = self.inner.reserve_nowait(*args)
+        except BaseException as exc:
+            self._failed("reserve", args, exc)
+            raise
+        return None if reservation is None else self._log("reserve", args, reservation)
+
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
         await self.inner.settle(reservation, actual_usd)
         self._log("settle", (reservation, actual_usd), None)
