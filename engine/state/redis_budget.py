@@ -11,8 +11,9 @@ from any number of processes and hosts see each other. What the scripts guarante
 - a reservation holds its worst case until settled or released, and at most `hold_s`
   (the call's total timeout plus a margin): a replica killed mid-call gives its hold back
   on its own when the hold expires;
-- settle and release are idempotent (a second one, or one after the hold expired, books
-  nothing twice): each finished token is remembered for two days;
+- settle and release are idempotent (a second one books nothing): a token is closed while
+  its hold is open, or within two days of its hold's expiry (a stalled process's late
+  settle still books its cost once), and nothing is kept per closed token;
 - every key of one workspace carries the same hash tag, so each script touches one slot
   and the store works on Redis Cluster.
 
@@ -60,8 +61,8 @@ _IN_FLIGHT: set[asyncio.Future[Any]] = set()
 NAMES_MAX = 4096
 #: How long an unsettled reservation counts when the caller gives no call timeout.
 HOLD_S = 600.0
-#: How long a settled or released token is remembered (settle/release idempotency).
-DONE_MS = 2 * 86_400_000
+#: How long an expired hold can still be settled (its cost booked once) or released.
+LAPSED_MS = 2 * 86_400_000
 #: A workspace's spend hash outlives its month by this much after its last write.
 SPEND_TTL_MS = 40 * 86_400_000
 
@@ -85,38 +86,49 @@ local day = string.format('d:%04d-%02d-%02d', yy, mm, dd)
 local month = string.format('m:%04d-%02d', yy, mm)
 """
 
-# KEYS: spend, holds, expiries. Drops expired holds; returns the sum of the open ones. The
-# sum is kept in the holds hash (field 'sum': a hold's amount added when booked, taken off
-# when closed or expired), so a reservation costs the same however many calls are in
-# flight instead of adding every open hold up; holds booked before it are summed once.
+# KEYS: spend, holds, expiries, lapsed. Drops expired holds; returns the sum of the open
+# ones. The sum is kept in the holds hash (field 'sum': a hold's amount added when booked,
+# taken off when closed or expired), so a reservation costs the same however many calls are
+# in flight instead of adding every open hold up; holds booked before it are summed once.
+# An expired hold's token moves to the lapsed set for LAPSED_MS, so the call's settle, if
+# it comes after all (a process that stalled past the hold), still books its cost once.
 _HELD = """
-local function held_now(now_ms)
+local function held_now(now_ms, lapsed_ms)
   local raw = redis.call('HGET', KEYS[2], 'sum')
   local held, dirty = tonumber(raw or '0'), raw == false
   if dirty then
     for _, v in ipairs(redis.call('HVALS', KEYS[2])) do held = held + tonumber(v) end
   end
   local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now_ms)
-  for _, tok in ipairs(gone) do
-    held = held - tonumber(redis.call('HGET', KEYS[2], tok) or '0')
-    redis.call('HDEL', KEYS[2], tok)
+  if #gone > 0 then
+    local later = {}
+    for i, tok in ipairs(gone) do
+      held = held - tonumber(redis.call('HGET', KEYS[2], tok) or '0')
+      redis.call('HDEL', KEYS[2], tok)
+      later[2 * i - 1], later[2 * i] = now_ms + lapsed_ms, tok
+    end
+    redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms)
+    for i = 1, #later, 200 do
+      redis.call('ZADD', KEYS[4], unpack(later, i, math.min(i + 199, #later)))
+    end
+    redis.call('PEXPIRE', KEYS[4], lapsed_ms)
     dirty = true
   end
-  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms) end
   if held ~= 0 and redis.call('ZCARD', KEYS[3]) == 0 then held, dirty = 0, true end  -- none open
   if dirty then redis.call('HSET', KEYS[2], 'sum', held) end
   return held
 end
 """
 
-# KEYS: spend, holds, expiries, seq. ARGV: amount, day limit (-1 none), month limit, hold ms,
-# total limit (-1 none; only a store that keeps totals passes one).
+# KEYS: spend, holds, expiries, lapsed, seq. ARGV: amount, day limit (-1 none), month
+# limit, hold ms, total limit (-1 none; only a store that keeps totals passes one), lapsed ms.
 # -> {token or 0, budget refused ('' when booked), spent that period, held, the period}
 _RESERVE = (
     _CLOCK
     + _HELD
     + """
-local held = held_now(now_ms)
+local held = held_now(now_ms, tonumber(ARGV[6]))
 local amount = tonumber(ARGV[1])
 local spent = redis.call('HMGET', KEYS[1], day, month, 'a:all')
 local spent_d, spent_m = tonumber(spent[1] or '0'), tonumber(spent[2] or '0')
@@ -130,48 +142,54 @@ local spent_t = tonumber(spent[3] or '0')
 if ARGV[5] ~= '-1' and spent_t + held + amount > tonumber(ARGV[5]) then
   return {0, 'total', tostring(spent_t), tostring(held), 'all'}
 end
-local tok = redis.call('INCR', KEYS[4])
+local tok = redis.call('INCR', KEYS[5])
 redis.call('HSET', KEYS[2], tok, ARGV[1], 'sum', held + amount)
 redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[4]), tok)
 return {tok, '', tostring(spent_d), tostring(held), ''}
 """
 )
 
-# KEYS: spend, holds, expiries, done. ARGV: token, settled nanos (0 to release), done ms,
-# spend TTL ms (0: the spend never expires), '1' to add to the all-time total.
+# KEYS: spend, holds, expiries, lapsed. ARGV: token, settled nanos (0 to release), spend
+# TTL ms (0: the spend never expires), '1' to add to the all-time total.
 # -> 1 when this call closed the token, 0 when it was already closed.
+# A token is closed once: while its hold is open (in the holds hash), or, once the hold
+# expired, while it is in the lapsed set; a second close finds it in neither. Nothing is
+# remembered per closed token (it used to be kept two days, a set as large as two days of
+# calls).
 _CLOSE = (
     _CLOCK
     + """
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms)
-if redis.call('ZSCORE', KEYS[4], ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[4], now_ms + tonumber(ARGV[3]), ARGV[1])
 local hold = redis.call('HMGET', KEYS[2], ARGV[1], 'sum')
-if hold[1] then  -- still open (not expired): its amount leaves the running sum
+if hold[1] then  -- open: its amount leaves the running sum
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[1])
   if hold[2] then redis.call('HSET', KEYS[2], 'sum', tonumber(hold[2]) - tonumber(hold[1])) end
+else  -- closed already, or lapsed (and then still closed once, within its time)
+  local until_ms = redis.call('ZSCORE', KEYS[4], ARGV[1])
+  if not until_ms then return 0 end
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  if tonumber(until_ms) < now_ms then return 0 end
 end
 local cost = tonumber(ARGV[2])
 if cost > 0 then
-  redis.call('HINCRBY', KEYS[1], day, cost)
+  -- the TTL is set when the day's field is new (the spend outlives its month by far)
+  local first = redis.call('HINCRBY', KEYS[1], day, cost) == cost
   redis.call('HINCRBY', KEYS[1], month, cost)
-  if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[1], 'a:all', cost) end
-  if tonumber(ARGV[4]) > 0 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4])) end
+  if ARGV[4] == '1' then redis.call('HINCRBY', KEYS[1], 'a:all', cost) end
+  if first and tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3])) end
 end
 return 1
 """
 )
 
-# KEYS: spend, holds, expiries. -> {day, month, all-time: spent + held}
+# KEYS: spend, holds, expiries, lapsed. ARGV: lapsed ms. -> {day, month, all-time: spent + held}
 _SPENT = (
     _CLOCK
     + _HELD
     + """
-local held = held_now(now_ms)
-local d = tonumber(redis.call('HGET', KEYS[1], day) or '0')
-local m = tonumber(redis.call('HGET', KEYS[1], month) or '0')
-local a = tonumber(redis.call('HGET', KEYS[1], 'a:all') or '0')
+local held = held_now(now_ms, tonumber(ARGV[1]))
+local spent = redis.call('HMGET', KEYS[1], day, month, 'a:all')
+local d, m, a = tonumber(spent[1] or '0'), tonumber(spent[2] or '0'), tonumber(spent[3] or '0')
 return {tostring(d + held), tostring(m + held), tostring(a + held)}
 """
 )
@@ -214,7 +232,8 @@ class RedisBudgetStore:
             if len(self._names) > NAMES_MAX:
                 self._names.clear()
             base = f"{self._prefix}:budget:{tag(workspace)}"
-            names = tuple(f"{base}:{part}" for part in ("spend", "holds", "exp", "seq", "done"))
+            # "done" is the lapsed set (it once held every closed token: see _CLOSE)
+            names = tuple(f"{base}:{part}" for part in ("spend", "holds", "exp", "done", "seq"))
             self._names[workspace] = names
         return names
 
@@ -267,10 +286,10 @@ class RedisBudgetStore:
         day, month, total = (
             -1 if v is None else int(v * NANO) for v in (daily_usd, monthly_usd, total_usd)
         )
-        keys = self._keys(workspace)[:4]
         try:
             token, refused, spent, held, period = await self._reserve(
-                keys=keys, args=[amount, day, month, self._hold_ms, total]
+                keys=self._keys(workspace),
+                args=[amount, day, month, self._hold_ms, total, LAPSED_MS],
             )
         except (RedisError, OSError) as exc:
             raise RoutingError(f"{self._name} is unreachable ({type(exc).__name__})") from None
@@ -297,9 +316,8 @@ class RedisBudgetStore:
         so this process's next reserve or spent sees it, and the bytes are at the server
         before the call's answer leaves; until it lands another replica sees the hold (the
         worst case). A call saves a round trip at its end (docs/state.md)."""
-        spend, holds, exp, _seq, done = self._keys(reservation.workspace)
-        keys = [spend, holds, exp, done]
-        args = [reservation.token, cost, DONE_MS, self._spend_ttl_ms, int(self._totals)]
+        keys = self._keys(reservation.workspace)[:4]
+        args = [reservation.token, cost, self._spend_ttl_ms, int(self._totals)]
         sent = self._close.written(keys, args)
         if sent is not None:
             _IN_FLIGHT.add(sent)
@@ -325,9 +343,9 @@ class RedisBudgetStore:
     async def spent(self, workspace: str) -> Mapping[str, float]:
         """{"day": usd, "month": usd} including open holds, on the server's calendar."""
         await _landed()
-        keys = self._keys(workspace)[:3]
+        keys = self._keys(workspace)[:4]
         try:
-            day, month, total = await self._spent(keys=keys, args=[])
+            day, month, total = await self._spent(keys=keys, args=[LAPSED_MS])
         except (RedisError, OSError) as exc:
             raise RoutingError(f"{self._name} is unreachable ({type(exc).__name__})") from None
         out = {"day": int(day) / NANO, "month": int(month) / NANO}

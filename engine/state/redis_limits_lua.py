@@ -29,6 +29,11 @@ else
   now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local sec = math.floor(now_ms / 1000)
+-- Field names as constants: each Lua string built at run time ('lim' .. d) costs about a
+-- microsecond of the server's CPU, and a call used to build dozens.
+local LIM = {'lim1', 'lim2', 'lim3', 'lim4'}
+local REM = {'rem1', 'rem2', 'rem3', 'rem4'}
+local RST = {'rst1', 'rst2', 'rst3', 'rst4'}
 local function meta(M)
   local raw = redis.call('HGETALL', M)
   local m = {}
@@ -37,12 +42,16 @@ local function meta(M)
 end
 local function effective(m, configured, d)
   local lim = configured
-  local learned = m['lim' .. d] or -1
+  local learned = m[LIM[d]] or -1
   if learned >= 0 and (lim < 0 or learned < lim) then lim = learned end
   return lim
 end
+local function fields(s)  -- second s's four field names
+  local p = s .. ':'
+  return {p .. '1', p .. '2', p .. '3', p .. '4'}
+end
 local function slice(W, s)  -- second s's four fields, their amounts (0 when absent), any?
-  local f = {s .. ':1', s .. ':2', s .. ':3', s .. ':4'}
+  local f = fields(s)
   local v = redis.call('HMGET', W, f[1], f[2], f[3], f[4])
   local n = {tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0, tonumber(v[4]) or 0}
   return f, n, v[1] or v[2] or v[3] or v[4]
@@ -63,25 +72,35 @@ local function rebuild(W)  -- the sums from every slice: a window without them, 
   end
   return used
 end
-local function save(W, tail, used)
+local function save(W, tail, used)  -- only when the tail moved: at most once a second
   redis.call('HSET', W, 't', tail, 'u1', used[1], 'u2', used[2], 'u3', used[3], 'u4', used[4])
   redis.call('PEXPIRE', W, 120000)
 end
 -- The window's usage per dimension: running sums ('u1'..'u4') of the slices from 't' on,
 -- kept up to date by every booking and correction; the slices that left the window since
 -- the last call are subtracted here (one HMGET per second passed), so a call costs the same
--- whatever the traffic, instead of reading 60 seconds of slices every time.
-local function window(W)
-  local st = redis.call('HMGET', W, 't', 'u1', 'u2', 'u3', 'u4')
+-- whatever the traffic, instead of reading 60 seconds of slices every time. The same HMGET
+-- reads the fields `cur` names (the second a booking goes to). -> the sums, their tail, the
+-- values of `cur` (0 when absent), and whether the tail moved (the TTLs were renewed then:
+-- a booking in the second of the last renewal needs none).
+local function window(W, cur)
+  local st
+  if cur then
+    st = redis.call('HMGET', W, 't', 'u1', 'u2', 'u3', 'u4', cur[1], cur[2], cur[3], cur[4])
+  else
+    st = redis.call('HMGET', W, 't', 'u1', 'u2', 'u3', 'u4')
+  end
+  local now = {tonumber(st[6]) or 0, tonumber(st[7]) or 0, tonumber(st[8]) or 0,
+               tonumber(st[9]) or 0}
   local tail = tonumber(st[1])
   local used
   if tail == nil or sec - 60 - tail > 61 then
     used, tail = rebuild(W), sec - 60
     save(W, tail, used)
-    return used, tail
+    return used, tail, now, true
   end
   used = {tonumber(st[2]), tonumber(st[3]), tonumber(st[4]), tonumber(st[5])}
-  if tail >= sec - 60 then return used, tail end
+  if tail >= sec - 60 then return used, tail, now, false end
   while tail < sec - 60 do
     local f, v, any = slice(W, tail)
     if any then
@@ -91,7 +110,7 @@ local function window(W)
     tail = tail + 1
   end
   save(W, tail, used)
-  return used, tail
+  return used, tail, now, true
 end
 local function first(W, tail)  -- the oldest second with usage still in the window, or nil
   for s = tail, sec do
@@ -104,17 +123,20 @@ end
 
 #: KEYS: W1, M1, W2, M2, ...  ARGV: input, output, then per key rpm, input_tpm, output_tpm.
 #: -> {key index (1-based), booked second} or {0, ms until room may appear}
+#: The booking is one HSET on the window (the second's slices and the sums) and one on the
+#: meta (in flight, remaining figures): five commands a call on a one-key pool.
 ACQUIRE = (
     _NOW
     + """
 local need = {1, tonumber(A[1]), tonumber(A[2]), tonumber(A[1]) + tonumber(A[2])}
+local cur = fields(sec)
 local best, best_room, best_flight, wait_ms = 0, -1, 0, 60000
-local metas, sums, tails = {}, {}, {}
+local metas, sums, tails, nows, moved = {}, {}, {}, {}, {}
 for k = 1, #KEYS / 2 do
   local W, M = KEYS[2 * k - 1], KEYS[2 * k]
   local m = meta(M)
-  local used, tail = window(W)
-  metas[k], sums[k], tails[k] = m, used, tail
+  local used, tail, now, mv = window(W, cur)
+  metas[k], sums[k], tails[k], nows[k], moved[k] = m, used, tail, now, mv
   local cfg = {tonumber(A[3 * k]), tonumber(A[3 * k + 1]), tonumber(A[3 * k + 2]), -1}
   local fits, room, ready, oldest = true, 1.0, now_ms, nil
   if (m['blocked'] or 0) > now_ms then fits = false; ready = m['blocked'] end
@@ -131,7 +153,7 @@ for k = 1, #KEYS / 2 do
         room = math.min(room, left / lim)
       end
     end
-    local rem, rst = m['rem' .. d] or -1, m['rst' .. d] or 0
+    local rem, rst = m[REM[d]] or -1, m[RST[d]] or 0
     if rem >= 0 and rst > now_ms and n > rem then
       fits = false
       ready = math.max(ready, rst)
@@ -148,26 +170,31 @@ for k = 1, #KEYS / 2 do
 end
 if best == 0 then return {0, math.max(wait_ms, 1)} end
 local W, M = KEYS[2 * best - 1], KEYS[2 * best]
-local m, used = metas[best], sums[best]
+local m, used, now = metas[best], sums[best], nows[best]
+local w = {'t', math.min(tails[best], sec)}
+local mm = {'inflight', (m['inflight'] or 0) + 1}
 for d = 1, 4 do
   if need[d] > 0 then
-    redis.call('HINCRBY', W, sec .. ':' .. d, need[d])
     used[d] = used[d] + need[d]
+    w[#w + 1] = cur[d]
+    w[#w + 1] = now[d] + need[d]
   end
-  local rem, rst = m['rem' .. d] or -1, m['rst' .. d] or 0
+  local rem, rst = m[REM[d]] or -1, m[RST[d]] or 0
   if rem >= 0 and rst > now_ms then
-    redis.call('HSET', M, 'rem' .. d, math.max(0, rem - need[d]))
+    mm[#mm + 1] = REM[d]
+    mm[#mm + 1] = math.max(0, rem - need[d])
   end
 end
-save(W, math.min(tails[best], sec), used)
-redis.call('HINCRBY', M, 'inflight', 1)
-redis.call('PEXPIRE', M, 86400000)
+redis.call('HSET', W, 'u1', used[1], 'u2', used[2], 'u3', used[3], 'u4', used[4], unpack(w))
+redis.call('HSET', M, unpack(mm))
+if moved[best] then redis.call('PEXPIRE', M, 86400000) end
 return {best, sec}
 """
 )
 
 #: KEYS: W, M.  ARGV: booked second, request delta (0 settle, -1 release), input delta,
 #: output delta (real minus estimate).
+#: One HMGET and one HSET on the window, one HSET on the meta (when it exists).
 CLOSE = (
     _NOW
     + """
@@ -176,32 +203,48 @@ local delta = {tonumber(A[2]), tonumber(A[3]), tonumber(A[4]),
                tonumber(A[3]) + tonumber(A[4])}
 local W, M = KEYS[1], KEYS[2]
 local m = meta(M)
-local st = redis.call('HMGET', W, 't', 'u1', 'u2', 'u3', 'u4')
-local tail = tonumber(st[1])
-local used = {tonumber(st[2]), tonumber(st[3]), tonumber(st[4]), tonumber(st[5])}
 local booked = slot >= sec - 60  -- a slice that left the window is not corrected
-local counted = booked and tail ~= nil and slot >= tail  -- in the running sums
-for d = 1, 4 do
-  if delta[d] ~= 0 then
-    if booked then
-      local field = slot .. ':' .. d
-      local old = tonumber(redis.call('HGET', W, field) or '0')
+if booked then
+  local f = fields(slot)
+  local st = redis.call('HMGET', W, 't', 'u1', 'u2', 'u3', 'u4', f[1], f[2], f[3], f[4])
+  local tail = tonumber(st[1])
+  local used = {tonumber(st[2]), tonumber(st[3]), tonumber(st[4]), tonumber(st[5])}
+  local counted = tail ~= nil and slot >= tail  -- in the running sums
+  local sets, dels = {}, {}
+  for d = 1, 4 do
+    if delta[d] ~= 0 then
+      local old = tonumber(st[5 + d]) or 0
       local new = old + delta[d]
-      if new > 0 then redis.call('HSET', W, field, new) else redis.call('HDEL', W, field) end
+      if new > 0 then
+        sets[#sets + 1] = f[d]
+        sets[#sets + 1] = new
+      else
+        dels[#dels + 1] = f[d]
+      end
       if counted then used[d] = used[d] + math.max(new, 0) - old end
     end
-    local rem, rst = m['rem' .. d] or -1, m['rst' .. d] or 0
-    if rem >= 0 and rst > now_ms then
-      redis.call('HSET', M, 'rem' .. d, math.max(0, rem - delta[d]))
-    end
+  end
+  if counted then
+    redis.call('HSET', W, 'u1', used[1], 'u2', used[2], 'u3', used[3], 'u4', used[4], unpack(sets))
+  else
+    if #sets > 0 then redis.call('HSET', W, unpack(sets)) end
+    if tail ~= nil then dels[#dels + 1] = 't' end  -- before the sums' start: summed again
+  end
+  if #dels > 0 then redis.call('HDEL', W, unpack(dels)) end
+end
+local mm = {}
+if m['inflight'] then
+  mm[1] = 'inflight'
+  mm[2] = math.max(0, m['inflight'] - 1)
+end
+for d = 1, 4 do
+  local rem, rst = m[REM[d]] or -1, m[RST[d]] or 0
+  if delta[d] ~= 0 and rem >= 0 and rst > now_ms then
+    mm[#mm + 1] = REM[d]
+    mm[#mm + 1] = math.max(0, rem - delta[d])
   end
 end
-if counted then
-  redis.call('HSET', W, 'u1', used[1], 'u2', used[2], 'u3', used[3], 'u4', used[4])
-elseif booked and tail ~= nil then  -- before the sums' start: counted from the slices again
-  redis.call('HDEL', W, 't')
-end
-if redis.call('HINCRBY', M, 'inflight', -1) < 0 then redis.call('HSET', M, 'inflight', 0) end
+if #mm > 0 then redis.call('HSET', M, unpack(mm)) end
 return 1
 """
 )
@@ -214,10 +257,10 @@ OBSERVE = (
 local M = KEYS[2]
 for d = 1, 4 do
   local lim, rem = tonumber(A[2 * d - 1]), tonumber(A[2 * d])
-  if lim > 0 then redis.call('HSET', M, 'lim' .. d, lim) end
+  if lim > 0 then redis.call('HSET', M, LIM[d], lim) end
   if rem >= 0 then
     local reset = d == 1 and tonumber(A[9]) or tonumber(A[10])
-    redis.call('HSET', M, 'rem' .. d, rem, 'rst' .. d, now_ms + reset)
+    redis.call('HSET', M, REM[d], rem, RST[d], now_ms + reset)
   end
 end
 local retry = tonumber(A[11])
@@ -243,7 +286,7 @@ for d = 1, 4 do
   local lim = effective(m, cfg[d], d)
   local remaining = -1
   if lim >= 0 then remaining = math.max(0, lim - used[d]) end
-  local rem, rst = m['rem' .. d] or -1, m['rst' .. d] or 0
+  local rem, rst = m[REM[d]] or -1, m[RST[d]] or 0
   if rem >= 0 and rst > now_ms and (remaining < 0 or rem < remaining) then remaining = rem end
   table.insert(out, lim); table.insert(out, remaining); table.insert(out, used[d])
 end

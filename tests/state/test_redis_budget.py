@@ -6,11 +6,13 @@ import asyncio
 import random
 
 import pytest
+import redis.asyncio as aioredis
 
 from engine.errors import BudgetExceededError, RoutingError
 from engine.state import redis_budget
 from engine.state.money import utc_day
 from engine.state.redis_budget import RedisBudgetStore
+from engine.state.redis_common import tag
 from engine.testing.servers import RedisServer, free_port
 
 
@@ -202,3 +204,49 @@ async def test_a_settle_lost_with_its_connection_leaves_the_hold_to_expire(
         await store.aclose()
         await direct.aclose()
         proxy.close()
+
+
+async def test_closed_tokens_leave_nothing_behind(redis_srv: RedisServer, prefix: str) -> None:
+    """Idempotent closes keep no record per closed token (a set as large as two days of
+    calls once): after many settles and releases, twice each, only the running sum is left."""
+    store = RedisBudgetStore(redis_srv.url, prefix=prefix)
+    admin = aioredis.Redis.from_url(redis_srv.url)
+    base = f"{prefix}:budget:{tag('ws')}"
+    try:
+        held = [
+            await store.reserve("ws", 0.01, daily_usd=100.0, monthly_usd=None) for _ in range(200)
+        ]
+        for i, res in enumerate(held):
+            await (store.settle(res, 0.005) if i % 2 else store.release(res))
+            await (store.release(res) if i % 2 else store.settle(res, 0.005))
+        assert (await store.spent("ws"))["day"] == pytest.approx(100 * 0.005)
+        assert await admin.hgetall(f"{base}:holds") == {b"sum": b"0"}
+        assert await admin.zcard(f"{base}:exp") == 0
+        assert not await admin.exists(f"{base}:done")
+    finally:
+        await store.aclose()
+        await admin.aclose()
+
+
+async def test_a_late_settle_books_once(redis_srv: RedisServer, prefix: str) -> None:
+    """A settle that comes after its hold expired (a process that stalled past it) still
+    books the real cost, once, whether or not another call swept the hold away first; the
+    lapsed token is forgotten after LAPSED_MS."""
+    brief = RedisBudgetStore(redis_srv.url, prefix=prefix, hold_s=0.05)
+    admin = aioredis.Redis.from_url(redis_srv.url)
+    lapsed = f"{prefix}:budget:{tag('ws')}:done"
+    try:
+        unswept = await brief.reserve("ws", 0.5, daily_usd=1.0, monthly_usd=None)
+        swept = await brief.reserve("ws", 0.3, daily_usd=1.0, monthly_usd=None)
+        await asyncio.sleep(0.1)
+        await brief.settle(unswept, 0.2)  # expired, still in the holds hash
+        assert (await brief.spent("ws"))["day"] == pytest.approx(0.2)  # sweeps `swept`
+        assert 0 < await admin.pttl(lapsed) <= redis_budget.LAPSED_MS
+        await brief.settle(swept, 0.1)
+        await brief.settle(swept, 0.1)
+        await brief.release(unswept)
+        assert (await brief.spent("ws"))["day"] == pytest.approx(0.3)
+        assert await admin.zcard(lapsed) == 0
+    finally:
+        await brief.aclose()
+        await admin.aclose()
