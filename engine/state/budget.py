@@ -32,8 +32,9 @@ instead (engine.state.sqlite_budget on one host; see docs/state.md).
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 
 from engine.clock import Clock
@@ -133,17 +134,29 @@ class InProcessBudgetStore:
         total_usd: float | None = None,
     ) -> Reservation:
         """Book the worst case, or raise BudgetExceededError naming the limit it would pass."""
-        return self.reserve_nowait(workspace, amount_usd, daily_usd, monthly_usd, total_usd)
+        return self._book(workspace, amount_usd, daily_usd, monthly_usd, total_usd)
 
-    def reserve_nowait(
+    def reserve_soon(
         self,
         workspace: str,
         amount_usd: float,
         daily_usd: float | None,
         monthly_usd: float | None,
         total_usd: float | None = None,
+    ) -> Awaitable[Reservation]:
+        """Decided now: the reservation as a done future, or BudgetExceededError."""
+        done: asyncio.Future[Reservation] = asyncio.get_running_loop().create_future()
+        done.set_result(self._book(workspace, amount_usd, daily_usd, monthly_usd, total_usd))
+        return done
+
+    def _book(
+        self,
+        workspace: str,
+        amount_usd: float,
+        daily_usd: float | None,
+        monthly_usd: float | None,
+        total_usd: float | None,
     ) -> Reservation:
-        """`reserve` itself: this store never needs to be awaited."""
         check_amount(amount_usd)
         check_totals(self._totals, total_usd)
         now = self._clock.time()

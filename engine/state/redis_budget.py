@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -259,17 +259,6 @@ class RedisBudgetStore:
         secs, micros = await self._redis.time()
         return float(secs) + micros / 1e6
 
-    def reserve_nowait(
-        self,
-        workspace: str,
-        amount_usd: float,
-        daily_usd: float | None,
-        monthly_usd: float | None,
-        total_usd: float | None = None,
-    ) -> Reservation | None:
-        """Always None: this store is asked with `reserve` (one round trip, beside the lease)."""
-        return None
-
     async def reserve(
         self,
         workspace: str,
@@ -280,6 +269,18 @@ class RedisBudgetStore:
     ) -> Reservation:
         """Hold the worst case against day, month (and total) together, or raise
         BudgetExceededError."""
+        return await self.reserve_soon(workspace, amount_usd, daily_usd, monthly_usd, total_usd)
+
+    def reserve_soon(
+        self,
+        workspace: str,
+        amount_usd: float,
+        daily_usd: float | None,
+        monthly_usd: float | None,
+        total_usd: float | None = None,
+    ) -> Awaitable[Reservation]:
+        """`reserve`, its script sent before this returns (on the pipelined connection), so
+        the caller's lease leaves in the same write; the answer is read when awaited."""
         check_amount(amount_usd)
         check_totals(self._totals, total_usd)
         amount = nanos_up(amount_usd)
@@ -287,14 +288,28 @@ class RedisBudgetStore:
             -1 if v is None else int(v * NANO) for v in (daily_usd, monthly_usd, total_usd)
         )
         try:
-            token, refused, spent, held, period = await self._reserve(
+            reply = self._reserve(
                 keys=self._keys(workspace),
                 args=[amount, day, month, self._hold_ms, total, LAPSED_MS],
             )
         except (RedisError, OSError) as exc:
             raise RoutingError(f"{self._name} is unreachable ({type(exc).__name__})") from None
+        return self._reserved(reply, workspace, amount, (daily_usd, monthly_usd, total_usd))
+
+    async def _reserved(
+        self,
+        reply: Awaitable[Any],
+        workspace: str,
+        amount: int,
+        limits: tuple[float | None, float | None, float | None],
+    ) -> Reservation:
+        try:
+            token, refused, spent, held, period = await reply
+        except (RedisError, OSError) as exc:
+            raise RoutingError(f"{self._name} is unreachable ({type(exc).__name__})") from None
         if int(token) == 0:
             name = refused.decode()
+            daily_usd, monthly_usd, total_usd = limits
             limit = {"daily": daily_usd, "monthly": monthly_usd}.get(name, total_usd)
             check_limit(
                 workspace, period.decode(), name, float(limit or 0.0), int(spent), int(held),

@@ -287,7 +287,8 @@ class _PyScript:
         self._script = script
 
     def __call__(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Awaitable[Any]:
-        return self._script(keys=keys, args=args)
+        """Started at once (a task), as the pipelined connection's scripts are sent at once."""
+        return asyncio.ensure_future(self._script(keys=keys, args=args))
 
     def written(self, keys: Sequence[Arg], args: Sequence[Arg]) -> asyncio.Future[Any] | None:
         """Never: a pooled client's commands may run in any order."""

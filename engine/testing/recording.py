@@ -15,7 +15,7 @@ uses to check that a backend was driven as the runtime promises.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -165,23 +165,33 @@ class RecordingBudgetStore(_Recorder):
             raise
         return self._log("reserve", args, reservation)
 
-    def reserve_nowait(
+    def reserve_soon(
         self,
         workspace: str,
         amount_usd: float,
         daily_usd: float | None,
         monthly_usd: float | None,
         total_usd: float | None = None,
-    ) -> Reservation | None:
+    ) -> Awaitable[Reservation]:
         args: tuple[Any, ...] = (workspace, amount_usd, daily_usd, monthly_usd)
         if total_usd is not None:
             args += (total_usd,)
         try:
-            reservation = self.inner.reserve_nowait(*args)
+            pending = self.inner.reserve_soon(*args)
         except BaseException as exc:
             self._failed("reserve", args, exc)
             raise
-        return None if reservation is None else self._log("reserve", args, reservation)
+        return self._reserved(args, pending)
+
+    async def _reserved(
+        self, args: tuple[Any, ...], pending: Awaitable[Reservation]
+    ) -> Reservation:
+        try:
+            reservation = await pending
+        except BaseException as exc:
+            self._failed("reserve", args, exc)
+            raise
+        return self._log("reserve", args, reservation)
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
         await self.inner.settle(reservation, actual_usd)

@@ -17,6 +17,7 @@ for a model and key is built here too, once per plan and key.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Any, NamedTuple
 
 from engine.endpoints import Endpoint
@@ -58,44 +59,25 @@ class Admission:
         self.svc, self.call, self.trail = svc, call, trail
 
     async def admit(self, cand: Candidate, index: int) -> Admitted:
-        """Breakers, then a lease and a reservation; or `Skip`, nothing held."""
+        """Breakers, then a lease and a reservation; or `Skip`, nothing held.
+
+        The lease and the reservation are independent, so they are asked for together: the
+        reservation is started first (`BudgetStore.reserve_soon`: a shared store sends its
+        request at once), then the lease, so Redis answers both in one round trip."""
         self._breakers(cand, index)
         try:
             terms = self._hold_terms(cand)
-            # A local store decides now (no task, no loop turn: ~55k instructions a call);
-            # a shared one answers None and is asked beside the lease (`_lease_and_hold`).
-            reservation = None if terms is None else self.svc.budget.reserve_nowait(*terms)
+            reserving = None if terms is None else self.svc.budget.reserve_soon(*terms)
         except BudgetExceededError as exc:
             raise self._over_budget(cand, index, exc) from None
-        if terms is not None and reservation is None:
-            lease, reservation = await self._lease_and_hold(cand, index, terms)
-        else:
-            try:
-                lease = await self._lease(cand, index)
-            except BaseException:
-                if reservation is not None:
-                    await self.svc.budget.release(reservation)
-                raise
-        key_hold = None
-        if self.call.client_budget is not None:
-            key_hold = await self._hold_key(cand, index, lease, reservation)
-        now = self.svc.clock.monotonic()
-        return admitted(lease=lease, reservation=reservation, started=now, key_hold=key_hold)
-
-    async def _lease_and_hold(
-        self, cand: Candidate, index: int, terms: tuple[str, float, float | None, float | None]
-    ) -> tuple[Lease, Reservation]:
-        """The lease and a shared store's reservation, asked for together: the lease and
-        the reservation are independent, so a shared store (Redis) answers both in one
-        round trip instead of two (bench/shared_state.py)."""
-        reserving = asyncio.ensure_future(self.svc.budget.reserve(*terms))
         try:
             lease = await self._lease(cand, index)
         except BaseException:
-            await self._drop(reserving)
+            if reserving is not None:
+                await self._drop(reserving)
             raise
         try:
-            return lease, await reserving
+            reservation = None if reserving is None else await reserving
         except BudgetExceededError as exc:
             await self.svc.limiter.release(lease)
             raise self._over_budget(cand, index, exc) from None
@@ -103,6 +85,11 @@ class Admission:
             await self.svc.limiter.release(lease)
             self.abandon(cand)
             raise
+        key_hold = None
+        if self.call.client_budget is not None:
+            key_hold = await self._hold_key(cand, index, lease, reservation)
+        now = self.svc.clock.monotonic()
+        return admitted(lease=lease, reservation=reservation, started=now, key_hold=key_hold)
 
     async def _hold_key(
         self, cand: Candidate, index: int, lease: Lease, reservation: Reservation | None
@@ -131,12 +118,13 @@ class Admission:
         self.trail.skip(cand.provider.id, cand.scored.model.id, "budget_exceeded", str(exc), index)
         return Skip(cand.scored.model.id)
 
-    async def _drop(self, reserving: asyncio.Future[Reservation]) -> None:
+    async def _drop(self, reserving: Awaitable[Reservation]) -> None:
         """The reservation asked for beside a lease that was refused, given back."""
+        pending = asyncio.ensure_future(reserving)
         try:
-            reservation = await asyncio.shield(reserving)
+            reservation = await asyncio.shield(pending)
         except asyncio.CancelledError:  # this call is cancelled; the hold may still land
-            reserving.add_done_callback(self._release_landed)
+            pending.add_done_callback(self._release_landed)
             raise
         except Exception:  # refused or failed: nothing is held
             return
