@@ -33,6 +33,7 @@ import fcntl
 import logging
 import mmap
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -93,7 +94,7 @@ class Journal:
         size = max(self._segment_bytes, need)
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
         try:
-            os.posix_fallocate(fd, 0, size)
+            _allocate(fd, size)
             view = mmap.mmap(fd, size)
         except BaseException:
             os.close(fd)
@@ -213,6 +214,16 @@ def orphans(directory: str | os.PathLike[str]) -> Iterator[Orphan]:
             os.close(fd)
             continue
         yield Orphan(lock_path, fd)
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Give the file `size` bytes of real disk blocks (zeros), so copies into its mapping
+    never fault for want of space: `posix_fallocate` where the platform has it (Linux),
+    else by writing the zeros (macOS)."""
+    if sys.platform.startswith("linux"):
+        os.posix_fallocate(fd, 0, size)
+    else:
+        os.pwrite(fd, bytes(size), 0)
 
 
 def _between(segments: list[_Segment], stored: int, upto: int) -> Iterator[Row]:

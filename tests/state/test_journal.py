@@ -128,3 +128,19 @@ def test_a_live_journal_is_never_replayed_and_a_dead_ones_is(tmp_path: Path) -> 
     assert list(orphans(tmp_path)) == []
     assert [r[0] for r in live.pending()] == ["live"]
     live.close()
+
+
+def test_segments_get_their_blocks_without_posix_fallocate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the platform has no posix_fallocate (macOS) the zeros are written instead:
+    the segment is its full size at once, and rows read back as on Linux."""
+    monkeypatch.setattr("engine.state.journal.sys.platform", "darwin")
+    journal = Journal(tmp_path, segment_bytes=4096)
+    journal.append(("row", 1))
+    (segment,) = tmp_path.glob("*.log")
+    assert segment.stat().st_size == 4096
+    assert [r[:2] for r in journal.pending()] == [("row", 1)]
+    journal.done(1)
+    journal.close()
+    assert list(tmp_path.iterdir()) == []
