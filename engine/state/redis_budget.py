@@ -83,7 +83,7 @@ local dd = doy - math.floor((153 * mp + 2) / 5) + 1
 local mm = mp < 10 and mp + 3 or mp - 9
 local yy = yoe + era * 400 + (mm <= 2 and 1 or 0)
 local day = string.format('d:%04d-%02d-%02d', yy, mm, dd)
-local month = string.format('m:%04d-%02d', yy, mm)
+local month = 'm:' .. string.sub(day, 3, 9)
 """
 
 # KEYS: spend, holds, expiries, lapsed. Drops expired holds; returns the sum of the open
@@ -123,7 +123,7 @@ end
 
 # KEYS: spend, holds, expiries, lapsed, seq. ARGV: amount, day limit (-1 none), month
 # limit, hold ms, total limit (-1 none; only a store that keeps totals passes one), lapsed ms.
-# -> {token or 0, budget refused ('' when booked), spent that period, held, the period}
+# -> {token} or {0, the budget refused, spent that period, held, the period}
 _RESERVE = (
     _CLOCK
     + _HELD
@@ -145,7 +145,7 @@ end
 local tok = redis.call('INCR', KEYS[5])
 redis.call('HSET', KEYS[2], tok, ARGV[1], 'sum', held + amount)
 redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[4]), tok)
-return {tok, '', tostring(spent_d), tostring(held), ''}
+return {tok}
 """
 )
 
@@ -304,10 +304,12 @@ class RedisBudgetStore:
         limits: tuple[float | None, float | None, float | None],
     ) -> Reservation:
         try:
-            token, refused, spent, held, period = await reply
+            answer = await reply
         except (RedisError, OSError) as exc:
             raise RoutingError(f"{self._name} is unreachable ({type(exc).__name__})") from None
-        if int(token) == 0:
+        token = int(answer[0])
+        if token == 0:
+            refused, spent, held, period = answer[1:]
             name = refused.decode()
             daily_usd, monthly_usd, total_usd = limits
             limit = {"daily": daily_usd, "monthly": monthly_usd}.get(name, total_usd)
@@ -315,7 +317,7 @@ class RedisBudgetStore:
                 workspace, period.decode(), name, float(limit or 0.0), int(spent), int(held),
                 amount, scope=self._scope,
             )  # fmt: skip
-        return Reservation(workspace, amount / NANO, int(token))
+        return Reservation(workspace, amount / NANO, token)
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
         """Replace the hold by the real cost (booked on the Redis server's day)."""

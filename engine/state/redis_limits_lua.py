@@ -29,11 +29,23 @@ else
   now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local sec = math.floor(now_ms / 1000)
+"""
+
+# The helpers a script needs, after _NOW (each script takes only those it uses: defining a
+# function costs the server a little on every run).
+_FIELDS = """
 -- Field names as constants: each Lua string built at run time ('lim' .. d) costs about a
 -- microsecond of the server's CPU, and a call used to build dozens.
 local LIM = {'lim1', 'lim2', 'lim3', 'lim4'}
 local REM = {'rem1', 'rem2', 'rem3', 'rem4'}
 local RST = {'rst1', 'rst2', 'rst3', 'rst4'}
+local function fields(s)  -- second s's four field names
+  local p = s .. ':'
+  return {p .. '1', p .. '2', p .. '3', p .. '4'}
+end
+"""
+
+_META = """
 local function meta(M)
   local raw = redis.call('HGETALL', M)
   local m = {}
@@ -46,10 +58,9 @@ local function effective(m, configured, d)
   if learned >= 0 and (lim < 0 or learned < lim) then lim = learned end
   return lim
 end
-local function fields(s)  -- second s's four field names
-  local p = s .. ':'
-  return {p .. '1', p .. '2', p .. '3', p .. '4'}
-end
+"""
+
+_WINDOW = """
 local function slice(W, s)  -- second s's four fields, their amounts (0 when absent), any?
   local f = fields(s)
   local v = redis.call('HMGET', W, f[1], f[2], f[3], f[4])
@@ -127,6 +138,9 @@ end
 #: meta (in flight, remaining figures): five commands a call on a one-key pool.
 ACQUIRE = (
     _NOW
+    + _FIELDS
+    + _META
+    + _WINDOW
     + """
 local need = {1, tonumber(A[1]), tonumber(A[2]), tonumber(A[1]) + tonumber(A[2])}
 local cur = fields(sec)
@@ -197,6 +211,8 @@ return {best, sec}
 #: One HMGET and one HSET on the window, one HSET on the meta (when it exists).
 CLOSE = (
     _NOW
+    + _FIELDS
+    + _META
     + """
 local slot = tonumber(A[1])
 local delta = {tonumber(A[2]), tonumber(A[3]), tonumber(A[4]),
@@ -253,6 +269,7 @@ return 1
 #: ms, retry-after ms.
 OBSERVE = (
     _NOW
+    + _FIELDS
     + """
 local M = KEYS[2]
 for d = 1, 4 do
@@ -277,6 +294,9 @@ return 1
 #: -> {limit, remaining, used} x 4 dims, inflight, ms still blocked
 STATUS = (
     _NOW
+    + _FIELDS
+    + _META
+    + _WINDOW
     + """
 local m = meta(KEYS[2])
 local used = window(KEYS[1])
