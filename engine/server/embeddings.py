@@ -24,7 +24,7 @@ from engine.server.common import (
     merge_metadata,
 )
 from engine.server.errors import INTERNAL, to_http
-from engine.server.exchange import read_body, response_headers, routing_target
+from engine.server.exchange import read_body, response_headers, routing_target, str_headers
 from engine.server.metrics import policy_label
 
 __all__ = ["EMBEDDINGS_PATH", "embeddings"]
@@ -60,4 +60,4 @@ async def embeddings(request: HTTPRequest) -> HTTPResponse:
     headers = response_headers(
         resp.provider, resp.model, len(resp.attempts), resp.cost_usd, False, resp.policy
     )
-    return json_response(resp.to_openai(req.encoding_format), headers=headers)
+    return json_response(resp.to_openai(req.encoding_format), headers=str_headers(headers))

@@ -37,6 +37,7 @@ __all__ = [
     "read_body",
     "response_headers",
     "routing_target",
+    "str_headers",
     "wanted_headers",
 ]
 
@@ -98,23 +99,31 @@ def response_headers(
     cached: bool,
     policy: str | None,
     breakdown: CostBreakdown | None = None,
-) -> dict[str, str]:
-    headers = {
-        "x-engine-provider": provider,
-        "x-engine-model": model,
-        "x-engine-attempts": str(max(attempts, 1)),
-        "x-engine-cache": "hit" if cached else "miss",
-    }
+) -> list[tuple[bytes, bytes]]:
+    """The answer's x-engine-* headers as ASGI pairs (latin-1, as starlette encodes them).
+
+    Built as bytes with constant names and the money formatted straight into bytes: a
+    dict of str encoded afterwards cost ~9k instructions a request more."""
+    headers = [
+        (b"x-engine-provider", provider.encode("latin-1")),
+        (b"x-engine-model", model.encode("latin-1")),
+        (b"x-engine-attempts", b"%d" % max(attempts, 1)),
+        (b"x-engine-cache", b"hit" if cached else b"miss"),
+    ]
     if cost is not None:
-        headers["x-engine-cost-usd"] = f"{cost:.8f}"
+        headers.append((b"x-engine-cost-usd", b"%.8f" % cost))
     if breakdown is not None:  # the same cost, per kind of token
-        headers["x-engine-cost-breakdown"] = (
-            f"input={breakdown.input_usd:.8f}, cache_read={breakdown.cache_read_usd:.8f}, "
-            f"cache_write={breakdown.cache_write_usd:.8f}, output={breakdown.output_usd:.8f}"
-        )
+        headers.append((b"x-engine-cost-breakdown", _BREAKDOWN % _money(breakdown)))
     if policy:
-        headers["x-engine-policy"] = policy
+        headers.append((b"x-engine-policy", policy.encode("latin-1")))
     return headers
+
+
+_BREAKDOWN = b"input=%.8f, cache_read=%.8f, cache_write=%.8f, output=%.8f"
+
+
+def _money(b: CostBreakdown) -> tuple[float, float, float, float]:
+    return b.input_usd, b.cache_read_usd, b.cache_write_usd, b.output_usd
 
 
 _JSON_TYPE = (b"content-type", b"application/json")
@@ -146,6 +155,11 @@ class JSONAnswer:
 def raw_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
     """ASGI header pairs, encoded as starlette encodes them (latin-1)."""
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+def str_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """ASGI header pairs as a starlette `headers=` mapping (the reverse of raw_headers)."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
 
 
 _META_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -202,7 +216,7 @@ class StreamTracker:
         )  # fmt: skip
 
 
-DROPPED_HEADER = "x-engine-dropped"
+DROPPED_HEADER = b"x-engine-dropped"
 
 
 def dropped_header(plan: Plan, request: Request, provider: str, model: str) -> str | None:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
@@ -107,14 +107,14 @@ class EventStreamResponse:
         first: StreamEvent,
         rest: AsyncIterator[StreamEvent],
         encoder: Encoder,
-        headers: Mapping[str, str],
+        headers: list[tuple[bytes, bytes]],
         on_event: Callable[[StreamEvent], None],
         on_end: Callable[[BaseException | None, bool], Awaitable[None] | None],
     ) -> None:
         self.first = first
         self.rest = rest
         self.encoder = encoder
-        self.headers = [(k.encode(), v.encode()) for k, v in headers.items()]
+        self.headers = headers
         self.on_event = on_event
         self.on_end = on_end
         self.disconnected = False
@@ -191,8 +191,8 @@ async def aclose_events(iterator: AsyncIterator[StreamEvent]) -> None:
         await close()
 
 
-SSE_HEADERS = {
-    "content-type": "text/event-stream; charset=utf-8",
-    "cache-control": "no-cache",
-    "x-accel-buffering": "no",
-}
+SSE_HEADERS = (
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+)

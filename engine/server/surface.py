@@ -130,12 +130,12 @@ class SurfaceRoute:
             None if resp.cached else resp.cost_breakdown,
         )
         if resp.metadata:
-            headers.update(meta_headers(resp.metadata))
+            headers += raw_headers(meta_headers(resp.metadata))
         dropped = dropped_header(state.engine.plan, req, resp.provider, resp.model)
         if dropped:
-            headers[DROPPED_HEADER] = dropped
+            headers.append((DROPPED_HEADER, dropped.encode("latin-1")))
         body = orjson.dumps(self.surface.answer(resp, data))
-        return JSONAnswer(body, 200, raw_headers(headers))
+        return JSONAnswer(body, 200, headers)
 
     def _failed(
         self, exc: Exception, policy: str | None, started: float, stream: bool
@@ -176,15 +176,15 @@ class SurfaceRoute:
             raise
         ttft = time.perf_counter() - started
         tracker = StreamTracker(self.state, who, first, started, ttft, ticket)
-        headers = {
-            **SSE_HEADERS,
-            **response_headers(
+        headers = [
+            *SSE_HEADERS,
+            *response_headers(
                 first.provider, first.model, len(first.attempts), None, first.cached, first.policy
             ),
-        }
+        ]
         dropped = dropped_header(self.state.engine.plan, req, first.provider, first.model)
         if dropped:
-            headers[DROPPED_HEADER] = dropped
+            headers.append((DROPPED_HEADER, dropped.encode("latin-1")))
         encoder = self.surface.encoder(data, req)
         return EventStreamResponse(first, events, encoder, headers, tracker.see, tracker.end)
 

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from engine.errors import InvalidRequestError, RequestError
-from engine.messages import parse_request
+from engine.messages import Request, parse_request
 from engine.providers import anthropic, gemini, get_adapter, ollama, openai
 from engine.providers.mock import MockAdapter
-from engine.providers.support import dropped
+from engine.providers.support import OPTIONAL, dropped
 from engine.testing.fakes import FakeOpenAI
 
 from . import openapi
@@ -215,6 +215,15 @@ def test_dropped_names_each_field_and_why() -> None:
         "temperature (the model takes only its default sampling)"
     ]
     assert dropped(chat(), "gemini", {}) == []
+
+
+def test_dropped_sees_fields_set_after_parsing() -> None:
+    """`dropped` looks only at the fields a request was given: every field it names
+    defaults to None, and a field set later (a template's `model_copy`) still counts."""
+    defaults = {name: Request.model_fields[name] for name in OPTIONAL}
+    assert all(f.default is None and f.default_factory is None for f in defaults.values())
+    given = chat().model_copy(update={"seed": 7})
+    assert dropped(given, "anthropic", {}) == ["seed (anthropic has no equivalent)"]
 
 
 PERSON = {
