@@ -32,7 +32,6 @@ instead (engine.state.sqlite_budget on one host; see docs/state.md).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
@@ -125,18 +124,7 @@ class InProcessBudgetStore:
             for workspace, day, usd in rows:
                 self._add(self._settled, self._bucket(workspace), day, day[:7], nanos(usd))
 
-    async def reserve(
-        self,
-        workspace: str,
-        amount_usd: float,
-        daily_usd: float | None,
-        monthly_usd: float | None,
-        total_usd: float | None = None,
-    ) -> Reservation:
-        """Book the worst case, or raise BudgetExceededError naming the limit it would pass."""
-        return self._book(workspace, amount_usd, daily_usd, monthly_usd, total_usd)
-
-    def reserve_soon(
+    def reserve(
         self,
         workspace: str,
         amount_usd: float,
@@ -144,10 +132,9 @@ class InProcessBudgetStore:
         monthly_usd: float | None,
         total_usd: float | None = None,
     ) -> Awaitable[Reservation]:
-        """Decided now: the reservation as a done future, or BudgetExceededError."""
-        done: asyncio.Future[Reservation] = asyncio.get_running_loop().create_future()
-        done.set_result(self._book(workspace, amount_usd, daily_usd, monthly_usd, total_usd))
-        return done
+        """Book the worst case now, or raise BudgetExceededError naming the limit it would
+        pass; the awaitable only hands the reservation over."""
+        return _ready(self._book(workspace, amount_usd, daily_usd, monthly_usd, total_usd))
 
     def _book(
         self,
@@ -251,3 +238,7 @@ class InProcessBudgetStore:
             self._names[key[0]] = left
         else:
             del self._names[key[0]]
+
+
+async def _ready(reservation: Reservation) -> Reservation:
+    return reservation

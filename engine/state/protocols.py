@@ -8,8 +8,8 @@ other side of a network:
 - every method that reads or changes shared state is `async`;
 - the only synchronous calls are the ones declared as such below, and each says why it
   never needs the network: `RateLimiter.try_acquire_nowait` (a fast path a backend may
-  decline by returning None), `BudgetStore.reserve_soon` (which only starts a
-  reservation), `RateLimiter.register` and `ResponseCache.stats/resize`
+  decline by returning None), `BudgetStore.reserve` (which starts a reservation and
+  returns an awaitable of it), `RateLimiter.register` and `ResponseCache.stats/resize`
   (local bookkeeping), `Ledger.record` (a local journal write and an enqueue);
 - every capability the runtime uses is a method here, with its default behaviour
   documented, so nothing is looked up by `getattr` or by scanning a class.
@@ -119,20 +119,7 @@ class BudgetStore(Protocol):
         in-process store takes it once per store object."""
         ...
 
-    async def reserve(
-        self,
-        workspace: str,
-        amount_usd: float,
-        daily_usd: float | None,
-        monthly_usd: float | None,
-        total_usd: float | None = None,
-    ) -> Reservation:
-        """Reserve the worst case atomically, or raise BudgetExceededError. `total_usd` is
-        an all-time limit, which only a store built with `totals=True` keeps (the client-key
-        scope, engine.runtime.clients); any other store raises ValueError for one."""
-        ...
-
-    def reserve_soon(
+    def reserve(
         self,
         workspace: str,
         amount_usd: float,
@@ -140,11 +127,16 @@ class BudgetStore(Protocol):
         monthly_usd: float | None,
         total_usd: float | None = None,
     ) -> Awaitable[Reservation]:
-        """`reserve`, started now and awaited later: the caller takes its rate-limit lease
-        in between. A local store decides at once (BudgetExceededError raised here, or a
-        done future); a shared store sends its request before returning, so the store
-        answers the lease and the hold in one round trip. Why not a task around `reserve`:
-        a task and its loop turn cost about 55k instructions a call (bench: icount)."""
+        """Reserve the worst case atomically, or raise BudgetExceededError (at once or when
+        awaited). `total_usd` is an all-time limit, which only a store built with
+        `totals=True` keeps (the client-key scope, engine.runtime.clients); any other store
+        raises ValueError for one.
+
+        The reservation starts when this is called and is read when awaited, so admission
+        takes its rate-limit lease in between: a local store decides at once, a shared
+        store sends its request before returning (Redis then answers lease and hold in one
+        round trip). An `async def` implementation is fine too; it starts when awaited.
+        Why not a task around it: a task and its loop turn cost ~55k instructions a call."""
         ...
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:

@@ -259,19 +259,7 @@ class RedisBudgetStore:
         secs, micros = await self._redis.time()
         return float(secs) + micros / 1e6
 
-    async def reserve(
-        self,
-        workspace: str,
-        amount_usd: float,
-        daily_usd: float | None,
-        monthly_usd: float | None,
-        total_usd: float | None = None,
-    ) -> Reservation:
-        """Hold the worst case against day, month (and total) together, or raise
-        BudgetExceededError."""
-        return await self.reserve_soon(workspace, amount_usd, daily_usd, monthly_usd, total_usd)
-
-    def reserve_soon(
+    def reserve(
         self,
         workspace: str,
         amount_usd: float,
@@ -279,8 +267,10 @@ class RedisBudgetStore:
         monthly_usd: float | None,
         total_usd: float | None = None,
     ) -> Awaitable[Reservation]:
-        """`reserve`, its script sent before this returns (on the pipelined connection), so
-        the caller's lease leaves in the same write; the answer is read when awaited."""
+        """Hold the worst case against day, month (and total) together, or raise
+        BudgetExceededError. The script is sent before this returns (on the pipelined
+        connection), so the caller's lease leaves in the same write; the answer is read
+        when awaited."""
         check_amount(amount_usd)
         check_totals(self._totals, total_usd)
         amount = nanos_up(amount_usd)

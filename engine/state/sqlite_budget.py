@@ -25,10 +25,9 @@ budget reserve at all, so this costs nothing to calls without one.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from engine.clock import Clock
@@ -111,19 +110,6 @@ class SQLiteBudgetStore:
             conn.execute("INSERT INTO meta (key, value) VALUES ('seeded', 'ledger')")
 
         await self._file.run(seed)
-
-    def reserve_soon(
-        self,
-        workspace: str,
-        amount_usd: float,
-        daily_usd: float | None,
-        monthly_usd: float | None,
-        total_usd: float | None = None,
-    ) -> Awaitable[Reservation]:
-        """`reserve` as a task, so it runs beside the caller's lease."""
-        return asyncio.ensure_future(
-            self.reserve(workspace, amount_usd, daily_usd, monthly_usd, total_usd)
-        )
 
     async def reserve(
         self,

@@ -147,25 +147,7 @@ class RecordingBudgetStore(_Recorder):
         await self.inner.restore(source)
         self._log("restore", (source,), None)
 
-    async def reserve(
-        self,
-        workspace: str,
-        amount_usd: float,
-        daily_usd: float | None,
-        monthly_usd: float | None,
-        total_usd: float | None = None,
-    ) -> Reservation:
-        args: tuple[Any, ...] = (workspace, amount_usd, daily_usd, monthly_usd)
-        if total_usd is not None:
-            args += (total_usd,)
-        try:
-            reservation = await self.inner.reserve(*args)
-        except BaseException as exc:
-            self._failed("reserve", args, exc)
-            raise
-        return self._log("reserve", args, reservation)
-
-    def reserve_soon(
+    def reserve(
         self,
         workspace: str,
         amount_usd: float,
@@ -177,7 +159,7 @@ class RecordingBudgetStore(_Recorder):
         if total_usd is not None:
             args += (total_usd,)
         try:
-            pending = self.inner.reserve_soon(*args)
+            pending = self.inner.reserve(*args)
         except BaseException as exc:
             self._failed("reserve", args, exc)
             raise

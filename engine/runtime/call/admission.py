@@ -62,12 +62,12 @@ class Admission:
         """Breakers, then a lease and a reservation; or `Skip`, nothing held.
 
         The lease and the reservation are independent, so they are asked for together: the
-        reservation is started first (`BudgetStore.reserve_soon`: a shared store sends its
+        reservation is started first (`BudgetStore.reserve`: a shared store sends its
         request at once), then the lease, so Redis answers both in one round trip."""
         self._breakers(cand, index)
         try:
             terms = self._hold_terms(cand)
-            reserving = None if terms is None else self.svc.budget.reserve_soon(*terms)
+            reserving = None if terms is None else self.svc.budget.reserve(*terms)
         except BudgetExceededError as exc:
             raise self._over_budget(cand, index, exc) from None
         try:
