@@ -77,8 +77,11 @@ class KeyLimiter(Protocol):
 @dataclass
 class _Key:
     requests: deque[tuple[float, str]] = field(default_factory=deque)  # (time, token)
-    tokens: dict[str, tuple[float, int]] = field(default_factory=dict)  # token -> (time, n)
+    tokens: dict[str, int] = field(default_factory=dict)  # token -> n, while in the window
     in_flight: set[str] = field(default_factory=set)
+    #: The tokens in the window, kept as entries come and go (summing them on every
+    #: request cost O(requests per minute)).
+    used: int = 0
 
 
 class InProcessKeyLimiter:
@@ -100,13 +103,12 @@ class InProcessKeyLimiter:
             oldest = key.requests[0][0] if key.requests else now
             if limits.rpm is not None and len(key.requests) >= limits.rpm:
                 raise KeyLimitedError(key_id, "rpm", oldest + WINDOW_S - now)
-            used = sum(n for _, n in key.tokens.values())
-            if limits.tpm is not None and used and used + tokens > limits.tpm:
-                first = min(t for t, _ in key.tokens.values())
-                raise KeyLimitedError(key_id, "tpm", first + WINDOW_S - now)
+            if limits.tpm is not None and key.used and key.used + tokens > limits.tpm:
+                raise KeyLimitedError(key_id, "tpm", oldest + WINDOW_S - now)
             token = str(next(self._ids))
             key.requests.append((now, token))
-            key.tokens[token] = (now, tokens)
+            key.tokens[token] = tokens
+            key.used += tokens
             key.in_flight.add(token)
         return Ticket(key_id, token, tokens)
 
@@ -118,14 +120,15 @@ class InProcessKeyLimiter:
             key.in_flight.discard(ticket.token)
             booked = key.tokens.get(ticket.token)
             if booked is not None:
-                key.tokens[ticket.token] = (booked[0], tokens)
+                key.tokens[ticket.token] = tokens
+                key.used += tokens - booked
 
     @staticmethod
     def _expire(key: _Key, now: float) -> None:
+        """Requests that left the window, and their tokens (each request has both)."""
         while key.requests and key.requests[0][0] <= now - WINDOW_S:
-            key.requests.popleft()
-        for token in [t for t, (at, _) in key.tokens.items() if at <= now - WINDOW_S]:
-            del key.tokens[token]
+            _, token = key.requests.popleft()
+            key.used -= key.tokens.pop(token, 0)
 
     async def aclose(self) -> None:
         """Nothing to give back."""
