@@ -1,11 +1,11 @@
 """Prometheus metrics for the server, on a registry of its own (one per app, so tests are isolated).
 
 Per-request figures (requests, latency, time to first token, tokens, cost, fallbacks, cache
-hits) are observed as responses leave; the counters among them are summed in plain numbers
-and added to their series when /metrics is scraped (lock-free: requests and scrapes both run
-on the event loop's thread). Live engine state (breaker states, rate-limit waits)
-is read from `Engine.stats()` at scrape time by a collector, so it is never stale and costs
-nothing per request.
+hits) are observed as responses leave; requests, latency, tokens, cost and cache hits are
+summed in plain numbers and added to their series when /metrics is scraped (lock-free:
+requests and scrapes both run on the event loop's thread). Live engine state (breaker
+states, rate-limit waits) is read from `Engine.stats()` at scrape time by a collector, so it
+is never stale and costs nothing per request.
 """
 
 from __future__ import annotations
