@@ -1,16 +1,15 @@
 """Prometheus metrics for the server, on a registry of its own (one per app, so tests are isolated).
 
 Per-request figures (requests, latency, time to first token, tokens, cost, fallbacks, cache
-hits) are observed as responses leave; requests, latency, tokens, cost and cache hits are
-summed in plain numbers and added to their series when /metrics is scraped (lock-free:
-requests and scrapes both run on the event loop's thread). Live engine state (breaker
-states, rate-limit waits) is read from `Engine.stats()` at scrape time by a collector, so it
-is never stale and costs nothing per request.
+hits) are observed as responses leave; the counters among them are summed in plain numbers
+and added to their series when /metrics is scraped (lock-free: requests and scrapes both run
+on the event loop's thread). Live engine state (breaker states, rate-limit waits)
+is read from `Engine.stats()` at scrape time by a collector, so it is never stale and costs
+nothing per request.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Container, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,7 @@ class ServerMetrics:
         self.registry = CollectorRegistry()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._rows: dict[tuple[str | None, str, str, int, bool], _Row] = {}
+        self._pending: dict[Any, float] = {}  # prometheus child -> amount not yet added
         r = self.registry
         self.requests = Counter(
             "engine_requests",
@@ -113,22 +113,36 @@ class ServerMetrics:
         attempts: tuple[AttemptRecord, ...] = (),
         cached: bool = False,
     ) -> None:
-        # Hot path (every request): one dict lookup finds the row of this outcome, which
-        # sums the request into plain numbers (see _Row).
+        # Hot path (every request): one dict lookup finds the series of this outcome, and
+        # counters are summed in `_pending` and handed to prometheus-client at scrape time,
+        # since each of its `inc` calls takes a lock (half the cost of this method before).
         key = (policy, provider, model, status, stream)
         row = self._rows.get(key)
         if row is None:
             row = self._rows[key] = _Row(self, policy or "", provider, model, status, stream)
-        row.add(seconds, input_tokens, output_tokens, cost_usd, cached)
+        pending = self._pending
+        pending[row.requests] = pending.get(row.requests, 0.0) + 1
+        row.latency.observe(seconds)
+        if input_tokens or output_tokens:
+            tokens_in, tokens_out = row.tokens()
+            pending[tokens_in] = pending.get(tokens_in, 0.0) + input_tokens
+            pending[tokens_out] = pending.get(tokens_out, 0.0) + output_tokens
+        if cost_usd:
+            cost = row.cost()
+            pending[cost] = pending.get(cost, 0.0) + cost_usd
+        if cached:
+            hits = row.cache_hits()
+            pending[hits] = pending.get(hits, 0.0) + 1
         if attempts:
             self.observe_attempts(row.policy, attempts)
         if self._multiprocess_dir is not None:
-            row.flush()  # siblings read the files at their scrapes, not ours
+            self.flush()  # siblings read the files at their scrapes, not ours
 
     def flush(self) -> None:
-        """Hand the amounts summed since the last scrape to their prometheus series."""
-        for row in self._rows.values():
-            row.flush()
+        """Hand the counts summed since the last scrape to their prometheus series."""
+        pending, self._pending = self._pending, {}
+        for child, amount in pending.items():
+            child.inc(amount)
 
     def observe_ttft(self, policy: str | None, seconds: float) -> None:
         self._child(self.ttft, policy or "").observe(seconds)
@@ -162,20 +176,15 @@ class ServerMetrics:
 
 
 class _Row:
-    """The series one kind of outcome (policy, provider, model, status, stream) touches, and
-    what it counted since the last `flush`.
+    """The series one kind of outcome (policy, provider, model, status, stream) touches.
 
-    Observing a request adds to plain numbers here; `flush` (at each scrape, or after each
-    request when sibling workers read the files) hands the sums to prometheus-client, whose
-    every `inc` and histogram `observe` takes a lock: ~8k instructions a request more. A
-    series is still created at its first use, so which series exist and their `_created`
-    times do not depend on when scrapes happen.
+    Each is created at its first use, as `ServerMetrics._child` would, so which series
+    exist and their `_created` times do not depend on when scrapes happen.
     """
 
     __slots__ = (
-        "bounds", "buckets", "cache_hits", "cached", "cost", "cost_usd", "input_tokens",
-        "latency", "metrics", "model", "output_tokens", "policy", "provider", "requests",
-        "requests_n", "seconds", "tokens",
+        "_cache_hits", "_cost", "_tokens", "latency", "metrics", "model", "policy", "provider",
+        "requests",
     )  # fmt: skip
 
     def __init__(
@@ -186,63 +195,28 @@ class _Row:
         self.metrics, self.policy, self.provider, self.model = metrics, policy, provider, model
         self.requests = metrics._child(metrics.requests, policy, provider, str(status), kind)
         self.latency = metrics._child(metrics.latency, policy, kind)
-        self.bounds: tuple[float, ...] = tuple(self.latency._upper_bounds)  # ends with +Inf
-        self.tokens: tuple[Any, Any] | None = None
-        self.cost: Any = None
-        self.cache_hits: Any = None
-        self._reset()
+        self._tokens: tuple[Any, Any] | None = None
+        self._cost: Any = None
+        self._cache_hits: Any = None
 
-    def _reset(self) -> None:
-        self.requests_n = self.cached = self.input_tokens = self.output_tokens = 0
-        self.seconds = self.cost_usd = 0.0
-        self.buckets = [0] * len(self.bounds)
+    def tokens(self) -> tuple[Any, Any]:
+        if self._tokens is None:
+            m = self.metrics
+            self._tokens = (
+                m._child(m.tokens, self.provider, self.model, "input"),
+                m._child(m.tokens, self.provider, self.model, "output"),
+            )
+        return self._tokens
 
-    def add(
-        self, seconds: float, input_tokens: int, output_tokens: int, cost_usd: float | None,
-        cached: bool,
-    ) -> None:  # fmt: skip
-        """One request; its latency lands in the bucket prometheus-client's `observe` picks
-        (the first bound at or above it)."""
-        self.requests_n += 1
-        self.seconds += seconds
-        self.buckets[bisect_left(self.bounds, seconds)] += 1
-        if input_tokens or output_tokens:
-            if self.tokens is None:
-                m = self.metrics
-                self.tokens = (
-                    m._child(m.tokens, self.provider, self.model, "input"),
-                    m._child(m.tokens, self.provider, self.model, "output"),
-                )
-            self.input_tokens += input_tokens
-            self.output_tokens += output_tokens
-        if cost_usd:
-            if self.cost is None:
-                self.cost = self.metrics._child(self.metrics.cost, self.provider, self.model)
-            self.cost_usd += cost_usd
-        if cached:
-            if self.cache_hits is None:
-                self.cache_hits = self.metrics._child(self.metrics.cache_hits, self.policy)
-            self.cached += 1
+    def cost(self) -> Any:
+        if self._cost is None:
+            self._cost = self.metrics._child(self.metrics.cost, self.provider, self.model)
+        return self._cost
 
-    def flush(self) -> None:
-        """Hand the sums to their series (the histogram's as its own `observe` would)."""
-        if not self.requests_n:
-            return
-        self.requests.inc(self.requests_n)
-        latency = self.latency
-        latency._sum.inc(self.seconds)
-        for bucket, count in zip(latency._buckets, self.buckets, strict=True):
-            if count:
-                bucket.inc(count)
-        if self.input_tokens or self.output_tokens:
-            assert self.tokens is not None
-            self.tokens[0].inc(self.input_tokens)
-            self.tokens[1].inc(self.output_tokens)
-        if self.cost_usd:
-            self.cost.inc(self.cost_usd)
-        if self.cached:
-            self.cache_hits.inc(self.cached)
-        self._reset()
+    def cache_hits(self) -> Any:
+        if self._cache_hits is None:
+            self._cache_hits = self.metrics._child(self.metrics.cache_hits, self.policy)
+        return self._cache_hits
 
 
 class EngineStateCollector(Collector):
