@@ -1,4 +1,5 @@
-"""/v1/stats and the live part of /metrics, for one worker or for all of a server's workers.
+"""/v1/stats, /v1/health, /v1/limits and the live part of /metrics, for one worker or for
+all of a server's workers.
 
 One worker answers from its own engine, as it always has. With `--workers N` the answering
 worker gathers every sibling's snapshot (server/workers.py) and adds them up: request and
@@ -85,6 +86,17 @@ async def stats_payload(state: ServerState) -> dict[str, Any]:
         "requests": [s["engine"]["totals"]["requests"] for s in snapshots],  # this one first
     }
     return {"engine": merge_engine([s["engine"] for s in snapshots]), "server": server}
+
+
+async def engine_stats(state: ServerState) -> Mapping[str, Any]:
+    """`engine.stats()` for the whole server: this worker's, or every worker's merged (so
+    /v1/health shows every worker's traffic and the most open state of each breaker)."""
+    workers = workers_of(state)
+    if workers is None:
+        stats: Mapping[str, Any] = state.engine.stats()
+        return stats
+    snapshots, _ = await workers.gather()
+    return merge_engine([s["engine"] for s in snapshots])
 
 
 async def live_state(state: ServerState) -> Snapshot:

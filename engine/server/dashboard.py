@@ -24,7 +24,7 @@ from starlette.responses import Response as HTTPResponse
 from starlette.routing import Route
 
 from engine.errors import RequestError
-from engine.server import ops
+from engine.server import aggregate, ops
 from engine.server.auth import Principal
 from engine.server.client_keys import key_views
 from engine.server.common import ServerState, error_response
@@ -82,7 +82,7 @@ async def data(state: ServerState, request: HTTPRequest, who: Principal) -> dict
         "total_cost_usd": sum(r["cost_usd"] for r in totals),
         "total_attempts": sum(r["attempts"] for r in totals),
         "providers": await _providers(state),
-        "breakers": _open_breakers(state),
+        "breakers": await _open_breakers(state),
         "failovers": await report.failovers(since, 20),
         "budgets": await _budgets(
             state, await report.totals("workspace", month_start(now), None, workspace)
@@ -113,7 +113,7 @@ def _pivot(rows: list[dict[str, Any]], by: str) -> dict[str, Any]:
 async def _providers(state: ServerState) -> dict[str, Any]:
     engine: Any = state.engine
     health = await engine.health(detail=True)
-    stats = engine.stats()
+    stats = await aggregate.engine_stats(state)  # every worker's under --workers
     traffic = stats.get("providers", {})
     breakers = stats.get("breakers", {})
     out = {}
@@ -133,8 +133,8 @@ async def _providers(state: ServerState) -> dict[str, Any]:
     return out
 
 
-def _open_breakers(state: ServerState) -> dict[str, str]:
-    stats: Any = state.engine.stats()
+async def _open_breakers(state: ServerState) -> dict[str, str]:
+    stats = await aggregate.engine_stats(state)  # the most open state any worker has
     return {k: v for k, v in (stats.get("breakers") or {}).items() if v != "closed"}
 
 

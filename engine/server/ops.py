@@ -35,6 +35,7 @@ from engine.errors import RequestError
 from engine.messages import parse_request
 from engine.runtime.record import ExternalCall
 from engine.runtime.spend import DIMENSIONS, LocalSpend, SpendReader
+from engine.server import aggregate
 from engine.server.auth import ANONYMOUS, Principal
 from engine.server.client_keys import key_views
 from engine.server.common import (
@@ -116,7 +117,7 @@ async def health(state: ServerState, request: HTTPRequest, who: Principal) -> di
     """Provider health with reasons, plus breaker, traffic and key figures per provider."""
     engine: Any = state.engine
     report: dict[str, Any] = await engine.health(detail=True)
-    stats = engine.stats()
+    stats = await aggregate.engine_stats(state)  # every worker's under --workers
     breakers = stats.get("breakers", {})
     traffic = stats.get("providers", {})
     for pid, view in report["providers"].items():
@@ -142,6 +143,10 @@ async def limits(state: ServerState, request: HTTPRequest, who: Principal) -> di
     """Rate-limit headroom per provider and key (key labels, never keys)."""
     engine: Any = state.engine
     now = time.time()
+    # Windows and in-flight counts are in the shared store; each worker queues its own
+    # waiters, so under --workers the queues are every worker's added up.
+    live = await aggregate.live_state(state)
+    queued: dict[str, int] | None = live.get("rate_limit_queued") if live else None
     out: dict[str, Any] = {}
     for pid in sorted(state.engine.plan.providers):
         status = await engine.arate_limit_status(pid)
@@ -149,7 +154,8 @@ async def limits(state: ServerState, request: HTTPRequest, who: Principal) -> di
         for key_id, view in status.get("keys", {}).items():
             blocked = float(view.get("blocked_for_s") or 0.0)
             keys[key_id] = {**view, "blocked_until": now + blocked if blocked else None}
-        out[pid] = {"queued": status.get("queued", 0), "keys": keys}
+        waiting = status.get("queued", 0) if queued is None else queued.get(pid, 0)
+        out[pid] = {"queued": waiting, "keys": keys}
     return {"providers": out, "budgets": {**budget_limits(state), "keys": await key_views(state)}}
 
 

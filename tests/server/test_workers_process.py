@@ -26,7 +26,7 @@ providers:
     protocol: openai
     base_url: '{url}'
     api_key: sk-primary-key-0000000
-    limits: {{rpm: 20}}
+    limits: {{rpm: {rpm}}}
 models:
   primary/gpt-4o-mini:
     upstream: gpt-4o-mini
@@ -72,11 +72,13 @@ class Served:
 
 @pytest.fixture
 async def workers(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Served]:
-    count = getattr(request, "param", 3)
+    # `(workers, rpm)`: the limit test needs rpm 20; the scrape test sends until the
+    # kernel has spread its connections, which must not run into a limit
+    count, rpm = getattr(request, "param", (3, 20))
     async with FakeOpenAI() as upstream:
         config = tmp_path / "cfg"
         (config / "routes").mkdir(parents=True)
-        (config / "models.yaml").write_text(MODELS.format(url=upstream.url))
+        (config / "models.yaml").write_text(MODELS.format(url=upstream.url, rpm=rpm))
         (config / "routes" / "chat.yaml").write_text(ROUTE)
         state = tmp_path / "state"
         env = {k: v for k, v in os.environ.items() if not k.endswith("_BASE_URL")}
@@ -153,10 +155,11 @@ async def _all_workers_up(http: httpx.AsyncClient, url: str, count: int) -> None
     raise AssertionError("not every worker came up")
 
 
-@pytest.mark.parametrize("workers", [2], indirect=True)
+@pytest.mark.parametrize("workers", [(2, 100_000)], indirect=True)
 async def test_every_scrape_counts_every_workers_requests(workers: Served) -> None:
-    """After K requests spread over `--workers 2`, each of several scrapes of /metrics and
-    of /v1/stats (on fresh connections, so either worker answers) shows exactly K."""
+    """After K requests spread over `--workers 2`, each of several scrapes of /metrics,
+    /v1/stats, /v1/health and /v1/dashboard (on fresh connections, so either worker
+    answers) shows exactly K."""
     fresh = httpx.Limits(max_keepalive_connections=0)
     async with httpx.AsyncClient(timeout=30, limits=fresh) as http:
         await _all_workers_up(http, workers.url, 2)
@@ -173,7 +176,13 @@ async def test_every_scrape_counts_every_workers_requests(workers: Served) -> No
         assert min(spread["requests"]) > 0 and sum(spread["requests"]) == k
         metrics = [_requests_in((await http.get(f"{workers.url}/metrics")).text) for _ in range(6)]
         stats = [(await http.get(f"{workers.url}/v1/stats")).json() for _ in range(6)]
+        health = [(await http.get(f"{workers.url}/v1/health")).json() for _ in range(6)]
+        board = [(await http.get(f"{workers.url}/v1/dashboard")).json() for _ in range(6)]
+        limits = [(await http.get(f"{workers.url}/v1/limits")).json() for _ in range(6)]
     assert metrics == [k] * 6
+    assert [h["models"]["primary/gpt-4o-mini"]["requests"] for h in health] == [k] * 6
+    assert [b["providers"]["primary"]["requests"] for b in board] == [k] * 6
+    assert [x["providers"]["primary"]["queued"] for x in limits] == [0] * 6
     assert [s["engine"]["totals"]["requests"] for s in stats] == [k] * 6
     assert [s["engine"]["providers"]["primary"]["requests"] for s in stats] == [k] * 6
     assert all(s["server"]["workers"]["answered"] == 2 for s in stats)
