@@ -34,7 +34,6 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from engine.errors import RoutingError
 from engine.state.money import (
     NANO,
     check_amount,
@@ -46,7 +45,7 @@ from engine.state.money import (
     utc_month,
 )
 from engine.state.protocols import Reservation, SpendSource
-from engine.state.redis_common import connect, tag
+from engine.state.redis_common import KeyNames, connect, tag, unreachable
 from engine.state.redis_scripts import Scripts, scripts_for
 
 log = logging.getLogger(__name__)
@@ -57,8 +56,6 @@ log = logging.getLogger(__name__)
 #: orders one connection's commands, not several connections').
 _IN_FLIGHT: set[asyncio.Future[Any]] = set()
 
-#: Workspaces whose key names are kept before the cache starts over.
-NAMES_MAX = 4096
 #: How long an unsettled reservation counts when the caller gives no call timeout.
 HOLD_S = 600.0
 #: How long an expired hold can still be settled (its cost booked once) or released.
@@ -220,22 +217,15 @@ class RedisBudgetStore:
         self._reserve = self._scripts.register(_RESERVE)
         self._close = self._scripts.register(_CLOSE)
         self._spent = self._scripts.register(_SPENT)
-        self._names: dict[str, tuple[str, ...]] = {}
+        self._keys = KeyNames(self._key_names)  # a workspace's key names
 
     def __repr__(self) -> str:  # never the URL: it may carry a password
         return f"RedisBudgetStore(prefix={self._prefix!r})"
 
-    def _keys(self, workspace: str) -> tuple[str, ...]:
-        """A workspace's key names, built once (a hash tag and five f-strings otherwise)."""
-        names = self._names.get(workspace)
-        if names is None:
-            if len(self._names) > NAMES_MAX:
-                self._names.clear()
-            base = f"{self._prefix}:budget:{tag(workspace)}"
-            # "done" is the lapsed set (it once held every closed token: see _CLOSE)
-            names = tuple(f"{base}:{part}" for part in ("spend", "holds", "exp", "done", "seq"))
-            self._names[workspace] = names
-        return names
+    def _key_names(self, workspace: str) -> tuple[str, ...]:
+        base = f"{self._prefix}:budget:{tag(workspace)}"
+        # "done" is the lapsed set (it once held every closed token: see _CLOSE)
+        return tuple(f"{base}:{part}" for part in ("spend", "holds", "exp", "done", "seq"))
 
     async def restore(self, source: SpendSource) -> None:
         """Seed this month's settled spend from the ledger, once per month for all replicas
@@ -283,7 +273,7 @@ class RedisBudgetStore:
                 args=[amount, day, month, self._hold_ms, total, LAPSED_MS],
             )
         except (RedisError, OSError) as exc:
-            raise RoutingError(f"{self._name} is unreachable ({type(exc).__name__})") from None
+            raise unreachable(self._name, exc) from None
         return self._reserved(reply, workspace, amount, (daily_usd, monthly_usd, total_usd))
 
     async def _reserved(
@@ -296,7 +286,7 @@ class RedisBudgetStore:
         try:
             answer = await reply
         except (RedisError, OSError) as exc:
-            raise RoutingError(f"{self._name} is unreachable ({type(exc).__name__})") from None
+            raise unreachable(self._name, exc) from None
         token = int(answer[0])
         if token == 0:
             refused, spent, held, period = answer[1:]
@@ -354,7 +344,7 @@ class RedisBudgetStore:
         try:
             day, month, total = await self._spent(keys=keys, args=[LAPSED_MS])
         except (RedisError, OSError) as exc:
-            raise RoutingError(f"{self._name} is unreachable ({type(exc).__name__})") from None
+            raise unreachable(self._name, exc) from None
         out = {"day": int(day) / NANO, "month": int(month) / NANO}
         if self._totals:
             out["total"] = int(total) / NANO

@@ -7,7 +7,14 @@ and works on Redis Cluster. The URL is never logged or repr'd: it may carry a pa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
 import redis.asyncio as aioredis
+
+from engine.errors import RoutingError
+
+K = TypeVar("K", bound=Hashable)
 
 #: Seconds to connect, to wait for one answer, and to wait for a free pooled connection
 #: before a store counts as unreachable.
@@ -16,6 +23,9 @@ ANSWER_TIMEOUT_S = 5.0
 POOL_WAIT_S = 5.0
 #: Connections per process: a burst of calls queues for these instead of opening hundreds.
 MAX_CONNECTIONS = 32
+#: Owners whose key names a store keeps before it starts over (plans and workspaces come
+#: and go).
+NAMES_MAX = 4096
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -35,3 +45,26 @@ def tag(name: str) -> str:
     """`{name}` as a Redis Cluster hash tag, with braces escaped so a name cannot break it."""
     escaped = name.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
     return "{" + escaped + "}"
+
+
+def unreachable(store: str, exc: BaseException) -> RoutingError:
+    """What a call gets when `store` cannot be reached: the server's 503 naming the store
+    (never its URL) and the kind of failure."""
+    return RoutingError(f"{store} is unreachable ({type(exc).__name__})")
+
+
+class KeyNames(Generic[K]):
+    """An owner's Redis key names, built once by `build` and kept for the next call (a hash
+    tag and an f-string per key on every call otherwise); bounded by NAMES_MAX."""
+
+    def __init__(self, build: Callable[[K], tuple[str, ...]]) -> None:
+        self._build = build
+        self._names: dict[K, tuple[str, ...]] = {}
+
+    def __call__(self, owner: K) -> tuple[str, ...]:
+        names = self._names.get(owner)
+        if names is None:
+            if len(self._names) > NAMES_MAX:
+                self._names.clear()
+            names = self._names[owner] = self._build(owner)
+        return names

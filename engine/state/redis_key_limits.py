@@ -17,9 +17,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from engine.errors import RoutingError
 from engine.state.key_limits import WINDOW_S, KeyLimitedError, KeyLimits, Ticket
-from engine.state.redis_common import connect, tag
+from engine.state.redis_common import connect, tag, unreachable
 
 # KEYS: requests (zset token -> ms), tokens (hash token -> n, plus the running sum under
 # `_sum`), in flight (zset token -> expiry ms), seq. ARGV: rpm, tpm, concurrency (-1: none),
@@ -112,9 +111,7 @@ class RedisKeyLimiter:
                 args=[*args, max(0, tokens), int(WINDOW_S * 1000), self._hold_ms],
             )
         except (RedisError, OSError) as exc:
-            raise RoutingError(
-                f"the Redis key limiter is unreachable ({type(exc).__name__})"
-            ) from None
+            raise unreachable("the Redis key limiter", exc) from None
         if int(token) == 0:
             raise KeyLimitedError(key_id, refused.decode(), int(wait_ms) / 1000)
         return Ticket(key_id, str(int(token)), tokens)

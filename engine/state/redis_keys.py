@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from engine.errors import RoutingError
 from engine.state.keys import KeyRecord
-from engine.state.redis_common import connect, tag
+from engine.state.redis_common import connect, tag, unreachable
 
 # KEYS: records, digests. ARGV: digest, id ('' for none) -> {record by digest, record by id}
 _LOOKUP = """
@@ -96,4 +96,4 @@ class RedisKeyRegistry:
 
 
 def _unreachable(exc: BaseException) -> RoutingError:
-    return RoutingError(f"the Redis key registry is unreachable ({type(exc).__name__})")
+    return unreachable("the Redis key registry", exc)

@@ -40,15 +40,13 @@ from engine.state.protocols import Lease, RateLimiter
 from engine.state.ratelimit.learned import MAX_BLOCK_S
 from engine.state.ratelimit.observed import ObserveThrottle
 from engine.state.ratelimit.queue import WaitQueue
-from engine.state.redis_common import connect, tag
+from engine.state.redis_common import KeyNames, connect, tag
 from engine.state.redis_limits_lua import ACQUIRE, CLOSE, OBSERVE, STATUS
 from engine.state.redis_scripts import Scripts, scripts_for
 
 log = logging.getLogger(__name__)
 
 _DIMENSIONS = ("requests", "input_tokens", "output_tokens", "tokens")
-#: Pools whose Redis key names are kept before the cache starts over (plans come and go).
-NAMES_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +87,7 @@ class RedisRateLimiter:
         self._observe = self._scripts.register(OBSERVE)
         self._status = self._scripts.register(STATUS)
         self._queues: dict[str, asyncio.Lock] = {}
-        self._names: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._names = KeyNames(self._key_names)  # (provider, *key ids) -> their keys
         self._naps: dict[str, WaitQueue] = {}
         self._open: set[int] = set()
         self._in_flight: Counter[str] = Counter()  # this replica's open leases per provider
@@ -108,17 +106,13 @@ class RedisRateLimiter:
         return -1 if self._server_clock else int(self._clock.time() * 1000)
 
     def _redis_keys(self, provider: str, keys: Sequence[KeyPlan]) -> tuple[str, ...]:
-        """The window and meta names of each key, built once per provider and key ids (a
-        hash tag and five f-strings a call otherwise)."""
-        ident = (provider, *(k.id for k in keys))
-        names = self._names.get(ident)
-        if names is None:
-            if len(self._names) > NAMES_MAX:
-                self._names.clear()
-            base = f"{self._prefix}:rl:{tag(provider)}"
-            names = tuple(f"{base}:{p}:{k.id}" for k in keys for p in ("w", "m"))
-            self._names[ident] = names
-        return names
+        """The window and meta names of each key of the pool."""
+        return self._names((provider, *(k.id for k in keys)))
+
+    def _key_names(self, pool: tuple[str, ...]) -> tuple[str, ...]:
+        provider, *key_ids = pool
+        base = f"{self._prefix}:rl:{tag(provider)}"
+        return tuple(f"{base}:{part}:{key_id}" for key_id in key_ids for part in ("w", "m"))
 
     def _pool(self, provider: str, keys: Sequence[KeyPlan]) -> tuple[KeyPlan, ...]:
         pool = tuple(keys) or (KeyPlan(id=f"{provider}#0", secret=None),)
