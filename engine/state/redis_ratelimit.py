@@ -41,7 +41,7 @@ from engine.state.ratelimit.learned import MAX_BLOCK_S
 from engine.state.ratelimit.observed import ObserveThrottle
 from engine.state.ratelimit.queue import WaitQueue
 from engine.state.redis_common import KeyNames, connect, tag
-from engine.state.redis_limits_lua import ACQUIRE, CLOSE, OBSERVE, STATUS
+from engine.state.redis_limits_lua import ACQUIRE, CLOSE, HISTORY, OBSERVE, STATE, STATUS
 from engine.state.redis_scripts import Scripts, scripts_for
 
 log = logging.getLogger(__name__)
@@ -106,13 +106,13 @@ class RedisRateLimiter:
         return -1 if self._server_clock else int(self._clock.time() * 1000)
 
     def _redis_keys(self, provider: str, keys: Sequence[KeyPlan]) -> tuple[str, ...]:
-        """The window and meta names of each key of the pool."""
+        """The state and history names of each key of the pool."""
         return self._names((provider, *(k.id for k in keys)))
 
     def _key_names(self, pool: tuple[str, ...]) -> tuple[str, ...]:
         provider, *key_ids = pool
         base = f"{self._prefix}:rl:{tag(provider)}"
-        return tuple(f"{base}:{part}:{key_id}" for key_id in key_ids for part in ("w", "m"))
+        return tuple(f"{base}:{part}:{key_id}" for key_id in key_ids for part in (STATE, HISTORY))
 
     def _pool(self, provider: str, keys: Sequence[KeyPlan]) -> tuple[KeyPlan, ...]:
         pool = tuple(keys) or (KeyPlan(id=f"{provider}#0", secret=None),)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import struct
 
 import redis.asyncio as aioredis
 
@@ -15,18 +16,23 @@ from engine.plan.values import KeyPlan
 from engine.state.ratelimit import InProcessRateLimiter
 from engine.state.redis_budget import RedisBudgetStore
 from engine.state.redis_common import tag
+from engine.state.redis_limits_lua import HISTORY, STATE
 from engine.state.redis_ratelimit import RedisRateLimiter
 from engine.testing.clock import FakeClock
 from engine.testing.servers import RedisServer
 
 
-def _in_window(fields: dict[bytes, bytes], sec: int) -> list[int]:
-    """Each dimension's usage summed from the slices, as the scripts once did."""
+def _in_window(state: bytes | None, history: dict[bytes, bytes], sec: int) -> list[int]:
+    """Each dimension's usage summed from the slices (the current one in the state, the
+    older ones in the history), as the scripts once did on every call."""
     used = [0, 0, 0, 0]
-    for name, value in fields.items():
-        second, _, dim = name.decode().partition(":")
-        if dim and int(second) >= sec - 60:
-            used[int(dim) - 1] += int(value)
+    slices = [(int(name), struct.unpack("<4d", value)) for name, value in history.items()]
+    if state is not None:
+        packed = struct.unpack("<24d", state)
+        slices.append((int(packed[0]), packed[1:5]))
+    for second, amounts in slices:
+        if second >= sec - 60:
+            used = [u + int(a) for u, a in zip(used, amounts, strict=True)]
     return used
 
 
@@ -39,14 +45,15 @@ async def test_window_sums_equal_the_slices_through_random_traffic(
     )
     admin = aioredis.Redis.from_url(redis_srv.url)
     keys = (KeyPlan(id="k#0", secret=None, rpm=40, input_tpm=5000),)
-    window = f"{prefix}:rl:{tag('p')}:w:k#0"
+    state = f"{prefix}:rl:{tag('p')}:{STATE}:k#0"
+    history = f"{prefix}:rl:{tag('p')}:{HISTORY}:k#0"
     rnd = random.Random(7)
     leases = []
     try:
         for step in range(400):
             roll = rnd.random()
-            if step == 200:  # a window written before the sums: its slices count once
-                await admin.hdel(window, "t", "u1", "u2", "u3", "u4")
+            if step in (150, 300):  # the state lost (evicted): the history counts once
+                await admin.delete(state)
             elif roll < 0.5:
                 with contextlib.suppress(RateLimitedError):
                     leases.append(await rl.acquire("p", keys, rnd.randint(0, 300), 10, 0))
@@ -60,8 +67,9 @@ async def test_window_sums_equal_the_slices_through_random_traffic(
             else:
                 clock.advance(rnd.choice([0.3, 1.0, 7.0, 30.0, 61.0, 150.0]))
             status = (await rl.status("p"))["keys"]["k#0"]
-            fields = await admin.hgetall(window)
-            used = _in_window(fields, int(clock.time()))
+            used = _in_window(
+                await admin.get(state), await admin.hgetall(history), int(clock.time())
+            )
             dims = ("requests", "input_tokens", "output_tokens", "tokens")
             assert [status[d]["used"] for d in dims] == used
     finally:
