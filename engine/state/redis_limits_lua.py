@@ -17,8 +17,8 @@ cost 50-70 us of the server's CPU per script; packing and unpacking 24 doubles i
 call each (measured in docs/state.md).
 
 A missing limit is -1. Times are the Redis server's (`TIME`), so replicas agree, unless
-the first ARGV gives one in ms (>= 0; the scripts read their own arguments from `A`, the
-ARGV after it): tests drive the window with an injected clock that way. Usage booked in
+the last ARGV gives one in ms (>= 0): tests drive the window with an injected clock that
+way. Usage booked in
 second s counts until s + 61: a slice leaves the window 60 s after its end, as
 in-process, never early.
 """
@@ -32,17 +32,16 @@ from __future__ import annotations
 STATE, HISTORY = "s", "h"
 
 _NOW = """
-local given = tonumber(ARGV[1])
-local A = {}  -- the script's own arguments, after the time
-for i = 2, #ARGV do A[i - 1] = ARGV[i] end
+local tonumber, max, min, floor = tonumber, math.max, math.min, math.floor
+local given = tonumber(ARGV[#ARGV])
 local now_ms
 if given >= 0 then
   now_ms = given
 else
   local t = redis.call('TIME')
-  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  now_ms = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
 end
-local sec = math.floor(now_ms / 1000)
+local sec = floor(now_ms / 1000)
 """
 
 # S's layout: s[CUR] the current slice's second and s[C + d] its amounts (d = 1..4); s[T]
@@ -52,8 +51,16 @@ local sec = math.floor(now_ms / 1000)
 _STATE = """
 local FMT, SLICE = '<dddddddddddddddddddddddd', '<dddd'
 local CUR, C, T, U, LIM, REM, RST, BLOCKED, INFLIGHT = 1, 1, 6, 6, 10, 14, 18, 23, 24
-local function save(S, s)  -- the TTL rides on the SET: a day after the last write
-  redis.call('SET', S, struct.pack(FMT, unpack(s, 1, 24)), 'PX', '86400000')
+-- renew: the TTL too, a day from now (a key's first write, then once a second as bookings
+-- open new seconds); otherwise the SET keeps it (PX costs the server ~7k instructions more:
+-- it rewrites the command with an absolute time for replication).
+local function save(S, s, renew)
+  local packed = struct.pack(FMT, unpack(s, 1, 24))
+  if renew then
+    redis.call('SET', S, packed, 'PX', '86400000')
+  else
+    redis.call('SET', S, packed, 'KEEPTTL')
+  end
 end
 local function fresh(H)  -- a key seen for the first time, or whose state was lost
   local s = {sec, 0, 0, 0, 0, sec - 60, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1,
@@ -68,10 +75,10 @@ local function fresh(H)  -- a key seen for the first time, or whose state was lo
   end
   return s
 end
-local function load(S, H)
+local function load(S, H)  -- -> the state, and whether it was missing
   local raw = redis.call('GET', S)
-  if raw then return {struct.unpack(FMT, raw)} end
-  return fresh(H)
+  if raw then return {struct.unpack(FMT, raw)}, false end
+  return fresh(H), true
 end
 local function effective(s, configured, d)
   local lim, learned = configured, s[LIM + d]
@@ -93,7 +100,7 @@ local function advance(s, H)
     return true
   end
   local names = {}
-  for x = tail, math.min(sec - 61, s[CUR] - 1) do names[#names + 1] = tostring(x) end
+  for x = tail, min(sec - 61, s[CUR] - 1) do names[#names + 1] = tostring(x) end
   if #names > 0 then
     local v, gone = redis.call('HMGET', H, unpack(names)), {}
     for i = 1, #names do
@@ -129,7 +136,8 @@ local function first(s, H)
 end
 """
 
-#: KEYS: S1, H1, S2, H2, ...  ARGV: input, output, then per key rpm, input_tpm, output_tpm.
+#: KEYS: S1, H1, S2, H2, ...  ARGV: input, output, then per key rpm, input_tpm, output_tpm,
+#: then the time (as in every script: -1 for the server's).
 #: -> {key index (1-based), booked second} or {0, ms until room may appear}
 #: On a one-key pool a booking is one GET and one SET, plus an HSET and a PEXPIRE of the
 #: history when it opens a new second.
@@ -138,14 +146,16 @@ ACQUIRE = (
     + _STATE
     + _WINDOW
     + """
-local need = {1, tonumber(A[1]), tonumber(A[2]), tonumber(A[1]) + tonumber(A[2])}
+local input, output = tonumber(ARGV[1]), tonumber(ARGV[2])
+local need = {1, input, output, input + output}
 local best, best_room, best_flight, wait_ms = 0, -1, 0, 60000
-local states, moved = {}, {}
+local states, moved, missing = {}, {}, {}
 for k = 1, #KEYS / 2 do
   local S, H = KEYS[2 * k - 1], KEYS[2 * k]
-  local s = load(S, H)
+  local s
+  s, missing[k] = load(S, H)
   states[k], moved[k] = s, advance(s, H)
-  local cfg = {tonumber(A[3 * k]), tonumber(A[3 * k + 1]), tonumber(A[3 * k + 2]), -1}
+  local cfg = {tonumber(ARGV[3 * k]), tonumber(ARGV[3 * k + 1]), tonumber(ARGV[3 * k + 2]), -1}
   local fits, room, ready, oldest = true, 1.0, now_ms, nil
   if s[BLOCKED] > now_ms then fits = false; ready = s[BLOCKED] end
   for d = 1, 4 do
@@ -156,14 +166,14 @@ for k = 1, #KEYS / 2 do
       if left < 0 then
         fits = false
         oldest = oldest or first(s, H) or sec
-        ready = math.max(ready, (oldest + 61) * 1000)
+        ready = max(ready, (oldest + 61) * 1000)
       elseif lim > 0 then
-        room = math.min(room, left / lim)
+        room = min(room, left / lim)
       end
     end
     if s[REM + d] >= 0 and s[RST + d] > now_ms and n > s[REM + d] then
       fits = false
-      ready = math.max(ready, s[RST + d])
+      ready = max(ready, s[RST + d])
     end
   end
   if fits then
@@ -175,11 +185,12 @@ for k = 1, #KEYS / 2 do
   end
 end
 for k = 1, #KEYS / 2 do  -- keep the other keys' moved windows
-  if moved[k] and k ~= best then save(KEYS[2 * k - 1], states[k]) end
+  if moved[k] and k ~= best then save(KEYS[2 * k - 1], states[k], missing[k]) end
 end
-if best == 0 then return {0, math.max(wait_ms, 1)} end
-local S, H, s = KEYS[2 * best - 1], KEYS[2 * best], states[best]
-if s[CUR] ~= sec then  -- a new second: the current slice joins the history
+if best == 0 then return {0, max(wait_ms, 1)} end
+local S, H, s, renew = KEYS[2 * best - 1], KEYS[2 * best], states[best], missing[best]
+if s[CUR] ~= sec then
+  renew = true  -- a new second: the current slice joins the history
   if s[C + 1] > 0 or s[C + 2] > 0 or s[C + 3] > 0 or s[C + 4] > 0 then
     redis.call('HSET', H, tostring(s[CUR]),
                struct.pack(SLICE, s[C + 1], s[C + 2], s[C + 3], s[C + 4]))
@@ -191,32 +202,32 @@ end
 for d = 1, 4 do
   s[C + d], s[U + d] = s[C + d] + need[d], s[U + d] + need[d]
   if s[REM + d] >= 0 and s[RST + d] > now_ms then
-    s[REM + d] = math.max(0, s[REM + d] - need[d])
+    s[REM + d] = max(0, s[REM + d] - need[d])
   end
 end
 s[INFLIGHT] = s[INFLIGHT] + 1
-save(S, s)
+save(S, s, renew)
 return {best, sec}
 """
 )
 
 #: KEYS: S, H.  ARGV: booked second, request delta (0 settle, -1 release), input delta,
-#: output delta (real minus estimate). A slice never goes below zero.
+#: output delta (real minus estimate), the time. A slice never goes below zero.
 #: Within the booked second: one GET and one SET; a correction of an older second adds an
 #: HGET and an HSET (or HDEL) of the history.
 CLOSE = (
     _NOW
     + _STATE
     + """
-local slot = tonumber(A[1])
-local delta = {tonumber(A[2]), tonumber(A[3]), tonumber(A[4]),
-               tonumber(A[3]) + tonumber(A[4])}
+local slot = tonumber(ARGV[1])
+local input, output = tonumber(ARGV[3]), tonumber(ARGV[4])
+local delta = {tonumber(ARGV[2]), input, output, input + output}
 local S, H = KEYS[1], KEYS[2]
-local s = load(S, H)
+local s, missing = load(S, H)
 local function correct(amounts, at)  -- amounts[at + d] += delta, the sums follow
   for d = 1, 4 do
     local old = amounts[at + d]
-    local new = math.max(old + delta[d], 0)
+    local new = max(old + delta[d], 0)
     amounts[at + d], s[U + d] = new, s[U + d] + new - old
   end
 end
@@ -237,60 +248,60 @@ if slot >= sec - 60 and slot >= s[T] then  -- a slice that left the window is no
     end
   end
 end
-s[INFLIGHT] = math.max(0, s[INFLIGHT] - 1)
+s[INFLIGHT] = max(0, s[INFLIGHT] - 1)
 for d = 1, 4 do
   if delta[d] ~= 0 and s[REM + d] >= 0 and s[RST + d] > now_ms then
-    s[REM + d] = math.max(0, s[REM + d] - delta[d])
+    s[REM + d] = max(0, s[REM + d] - delta[d])
   end
 end
-save(S, s)
+save(S, s, missing)
 return 1
 """
 )
 
 #: KEYS: S, H.  ARGV: limit/remaining x 4 dims (-1 absent), request reset ms, token reset
-#: ms, retry-after ms.
+#: ms, retry-after ms, the time.
 OBSERVE = (
     _NOW
     + _STATE
     + """
 local s = load(KEYS[1], KEYS[2])
 for d = 1, 4 do
-  local lim, rem = tonumber(A[2 * d - 1]), tonumber(A[2 * d])
+  local lim, rem = tonumber(ARGV[2 * d - 1]), tonumber(ARGV[2 * d])
   if lim > 0 then s[LIM + d] = lim end
   if rem >= 0 then
     s[REM + d] = rem
-    s[RST + d] = now_ms + (d == 1 and tonumber(A[9]) or tonumber(A[10]))
+    s[RST + d] = now_ms + (d == 1 and tonumber(ARGV[9]) or tonumber(ARGV[10]))
   end
 end
-local retry = tonumber(A[11])
+local retry = tonumber(ARGV[11])
 if retry > 0 and now_ms + retry > s[BLOCKED] then s[BLOCKED] = now_ms + retry end
-save(KEYS[1], s)
+save(KEYS[1], s, true)
 return 1
 """
 )
 
-#: KEYS: S, H.  ARGV: rpm, input_tpm, output_tpm.
+#: KEYS: S, H.  ARGV: rpm, input_tpm, output_tpm, the time.
 #: -> {limit, remaining, used} x 4 dims, inflight, ms still blocked
 STATUS = (
     _NOW
     + _STATE
     + _WINDOW
     + """
-local s = load(KEYS[1], KEYS[2])
-if advance(s, KEYS[2]) then save(KEYS[1], s) end
-local cfg = {tonumber(A[1]), tonumber(A[2]), tonumber(A[3]), -1}
+local s, missing = load(KEYS[1], KEYS[2])
+if advance(s, KEYS[2]) then save(KEYS[1], s, missing) end
+local cfg = {tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), -1}
 local out = {}
 for d = 1, 4 do
   local lim = effective(s, cfg[d], d)
   local remaining = -1
-  if lim >= 0 then remaining = math.max(0, lim - s[U + d]) end
+  if lim >= 0 then remaining = max(0, lim - s[U + d]) end
   local rem, rst = s[REM + d], s[RST + d]
   if rem >= 0 and rst > now_ms and (remaining < 0 or rem < remaining) then remaining = rem end
   table.insert(out, lim); table.insert(out, remaining); table.insert(out, s[U + d])
 end
 table.insert(out, s[INFLIGHT])
-table.insert(out, math.max(0, s[BLOCKED] - now_ms))
+table.insert(out, max(0, s[BLOCKED] - now_ms))
 return out
 """
 )

@@ -102,7 +102,7 @@ class RedisRateLimiter:
         return f"RedisRateLimiter(prefix={self._prefix!r})"
 
     def _now(self) -> int:
-        """The scripts' first argument: -1 (use the server's TIME) or the clock's ms."""
+        """The scripts' last argument: -1 (use the server's TIME) or the clock's ms."""
         return -1 if self._server_clock else int(self._clock.time() * 1000)
 
     def _redis_keys(self, provider: str, keys: Sequence[KeyPlan]) -> tuple[str, ...]:
@@ -177,9 +177,10 @@ class RedisRateLimiter:
         self, provider: str, pool: tuple[KeyPlan, ...], need: tuple[int, int]
     ) -> tuple[Lease | None, float]:
         """One atomic check-and-book: (a lease, 0) or (None, seconds until room may appear)."""
-        args: list[int | str] = [self._now(), need[0], need[1]]
+        args: list[int | str] = [need[0], need[1]]
         for key in pool:
             args += [_limit(key.rpm), _limit(key.input_tpm), _limit(key.output_tpm)]
+        args.append(self._now())
         try:
             index, value = await self._acquire(keys=self._redis_keys(provider, pool), args=args)
         except (RedisError, OSError) as exc:
@@ -234,8 +235,8 @@ class RedisRateLimiter:
         self._open.discard(lease.ident)
         self._in_flight[lease.provider] -= 1
         keys = self._redis_keys(lease.provider, (lease.key,))
-        args = [self._now(), lease.slot, requests]
-        args += [inp - lease.input_tokens, out - lease.output_tokens]
+        args = [lease.slot, requests, inp - lease.input_tokens, out - lease.output_tokens]
+        args.append(self._now())
         self._background(self._close(keys=keys, args=args), "settle a lease")
         self._wake(lease.provider)
 
@@ -269,13 +270,13 @@ class RedisRateLimiter:
             return
         key = KeyPlan(id=key_id, secret=None)
         args = [
-            self._now(),
             _limit(info.limit_requests), _limit(info.remaining_requests),
             _limit(info.limit_input_tokens), _limit(info.remaining_input_tokens),
             _limit(info.limit_output_tokens), _limit(info.remaining_output_tokens),
             _limit(info.limit_tokens), _limit(info.remaining_tokens),
             int((info.reset_requests_s or 60.0) * 1000), int((info.reset_tokens_s or 60.0) * 1000),
             int(min(info.retry_after_s or 0.0, MAX_BLOCK_S) * 1000),  # capped, as in-process
+            self._now(),
         ]  # fmt: skip
         self._background(
             self._observe(keys=self._redis_keys(provider, (key,)), args=args), "store headers"
@@ -296,10 +297,10 @@ class RedisRateLimiter:
                 rows = await self._status(
                     keys=self._redis_keys(provider, (key,)),
                     args=[
-                        self._now(),
                         _limit(key.rpm),
                         _limit(key.input_tpm),
                         _limit(key.output_tpm),
+                        self._now(),
                     ],
                 )
             except (RedisError, OSError):
