@@ -41,7 +41,15 @@ from engine.state.ratelimit.learned import MAX_BLOCK_S
 from engine.state.ratelimit.observed import ObserveThrottle
 from engine.state.ratelimit.queue import WaitQueue
 from engine.state.redis_common import KeyNames, connect, tag
-from engine.state.redis_limits_lua import ACQUIRE, CLOSE, HISTORY, OBSERVE, STATE, STATUS
+from engine.state.redis_limits_lua import (
+    ACQUIRE,
+    CLOSE,
+    HISTORY,
+    OBSERVE,
+    STATE,
+    STATUS,
+    packed,
+)
 from engine.state.redis_scripts import Scripts, scripts_for
 
 log = logging.getLogger(__name__)
@@ -177,10 +185,10 @@ class RedisRateLimiter:
         self, provider: str, pool: tuple[KeyPlan, ...], need: tuple[int, int]
     ) -> tuple[Lease | None, float]:
         """One atomic check-and-book: (a lease, 0) or (None, seconds until room may appear)."""
-        args: list[int | str] = [need[0], need[1]]
+        numbers = [need[0], need[1]]
         for key in pool:
-            args += [_limit(key.rpm), _limit(key.input_tpm), _limit(key.output_tpm)]
-        args.append(self._now())
+            numbers += [_limit(key.rpm), _limit(key.input_tpm), _limit(key.output_tpm)]
+        args = (packed(*numbers, self._now()),)
         try:
             index, value = await self._acquire(keys=self._redis_keys(provider, pool), args=args)
         except (RedisError, OSError) as exc:
@@ -235,8 +243,15 @@ class RedisRateLimiter:
         self._open.discard(lease.ident)
         self._in_flight[lease.provider] -= 1
         keys = self._redis_keys(lease.provider, (lease.key,))
-        args = [lease.slot, requests, inp - lease.input_tokens, out - lease.output_tokens]
-        args.append(self._now())
+        args = (
+            packed(
+                lease.slot,
+                requests,
+                inp - lease.input_tokens,
+                out - lease.output_tokens,
+                self._now(),
+            ),
+        )
         self._background(self._close(keys=keys, args=args), "settle a lease")
         self._wake(lease.provider)
 
@@ -269,7 +284,7 @@ class RedisRateLimiter:
         if not self._observe_due.due(provider, key_id, info, now):
             return
         key = KeyPlan(id=key_id, secret=None)
-        args = [
+        args = (packed(
             _limit(info.limit_requests), _limit(info.remaining_requests),
             _limit(info.limit_input_tokens), _limit(info.remaining_input_tokens),
             _limit(info.limit_output_tokens), _limit(info.remaining_output_tokens),
@@ -277,7 +292,7 @@ class RedisRateLimiter:
             int((info.reset_requests_s or 60.0) * 1000), int((info.reset_tokens_s or 60.0) * 1000),
             int(min(info.retry_after_s or 0.0, MAX_BLOCK_S) * 1000),  # capped, as in-process
             self._now(),
-        ]  # fmt: skip
+        ),)  # fmt: skip
         self._background(
             self._observe(keys=self._redis_keys(provider, (key,)), args=args), "store headers"
         )
@@ -296,12 +311,14 @@ class RedisRateLimiter:
             try:
                 rows = await self._status(
                     keys=self._redis_keys(provider, (key,)),
-                    args=[
-                        _limit(key.rpm),
-                        _limit(key.input_tpm),
-                        _limit(key.output_tpm),
-                        self._now(),
-                    ],
+                    args=(
+                        packed(
+                            _limit(key.rpm),
+                            _limit(key.input_tpm),
+                            _limit(key.output_tpm),
+                            self._now(),
+                        ),
+                    ),
                 )
             except (RedisError, OSError):
                 keys[key.id] = {"error": "Redis unreachable"}
