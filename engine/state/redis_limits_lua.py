@@ -145,8 +145,50 @@ local function first(s, H)
 end
 """
 
-#: KEYS: S1, H1, S2, H2, ...  Numbers: input, output, then per key rpm, input_tpm, output_tpm,
-#: then the time (as in every script: -1 for the server's).
+_CLOSE = """
+local function correct(s, amounts, at, delta)  -- amounts[at + d] += delta; s's sums follow
+  for d = 1, 4 do
+    local old = amounts[at + d]
+    local new = max(old + delta[d], 0)  -- a slice never goes below zero
+    amounts[at + d], s[U + d] = new, s[U + d] + new - old
+  end
+end
+-- A lease closed: its slice (second `slot`) corrected by `delta` (requests: 0 settle, -1
+-- release; input and output tokens: real minus estimate), unless it left the window; one
+-- request fewer in flight; the provider's remaining figures follow. Within the current
+-- second that is S alone; an older second adds an HGET and an HSET (or HDEL) of H.
+local function close(s, H, slot, requests, input, output)
+  local delta = {requests, input, output, input + output}
+  if slot >= sec - 60 and slot >= s[T] then
+    if slot == s[CUR] then
+      correct(s, s, C, delta)
+    elseif slot < s[CUR] then
+      local name = tostring(slot)
+      local raw = redis.call('HGET', H, name)
+      if raw then
+        local a = {struct.unpack(SLICE, raw)}
+        correct(s, a, 0, delta)
+        if a[1] > 0 or a[2] > 0 or a[3] > 0 or a[4] > 0 then
+          redis.call('HSET', H, name, struct.pack(SLICE, a[1], a[2], a[3], a[4]))
+        else
+          redis.call('HDEL', H, name)
+        end
+      end
+    end
+  end
+  s[INFLIGHT] = max(0, s[INFLIGHT] - 1)
+  for d = 1, 4 do
+    if delta[d] ~= 0 and s[REM + d] >= 0 and s[RST + d] > now_ms then
+      s[REM + d] = max(0, s[REM + d] - delta[d])
+    end
+  end
+end
+"""
+
+#: KEYS: S1, H1, S2, H2, ...  Numbers: input, output, per key rpm, input_tpm, output_tpm, then
+#: the number of leases to close first and for each its key index, booked second, request,
+#: input and output deltas (as CLOSE's), then the time (as in every script: -1 for the
+#: server's).
 #: -> {key index (1-based), booked second} or {0, ms until room may appear}
 #: On a one-key pool a booking is one GET and one SET, plus an HSET and a PEXPIRE of the
 #: history when it opens a new second.
@@ -154,16 +196,25 @@ ACQUIRE = (
     _NOW
     + _STATE
     + _WINDOW
+    + _CLOSE
     + """
 local input, output = A[1], A[2]
 local need = {1, input, output, input + output}
 local best, best_room, best_flight, wait_ms = 0, -1, 0, 60000
 local states, moved, missing = {}, {}, {}
 for k = 1, #KEYS / 2 do
-  local S, H = KEYS[2 * k - 1], KEYS[2 * k]
   local s
-  s, missing[k] = load(S, H)
-  states[k], moved[k] = s, advance(s, H)
+  s, missing[k] = load(KEYS[2 * k - 1], KEYS[2 * k])
+  states[k], moved[k] = s, advance(s, KEYS[2 * k])
+end
+local at = 3 * #KEYS / 2 + 3  -- the leases to close, carried by this booking
+for i = at + 1, at + 5 * A[at], 5 do
+  local k = A[i]
+  close(states[k], KEYS[2 * k], A[i + 1], A[i + 2], A[i + 3], A[i + 4])
+  moved[k] = true
+end
+for k = 1, #KEYS / 2 do
+  local s, H = states[k], KEYS[2 * k]
   local cfg = {A[3 * k], A[3 * k + 1], A[3 * k + 2], -1}
   local fits, room, ready, oldest = true, 1.0, now_ms, nil
   if s[BLOCKED] > now_ms then fits = false; ready = s[BLOCKED] end
@@ -193,7 +244,7 @@ for k = 1, #KEYS / 2 do
     wait_ms = ready - now_ms
   end
 end
-for k = 1, #KEYS / 2 do  -- keep the other keys' moved windows
+for k = 1, #KEYS / 2 do  -- keep the other keys' moved windows and closed leases
   if moved[k] and k ~= best then save(KEYS[2 * k - 1], states[k], missing[k]) end
 end
 if best == 0 then return {0, max(wait_ms, 1)} end
@@ -220,50 +271,19 @@ return {best, sec}
 """
 )
 
-#: KEYS: S, H.  Numbers: booked second, request delta (0 settle, -1 release), input delta,
-#: output delta (real minus estimate), the time. A slice never goes below zero.
-#: Within the booked second: one GET and one SET; a correction of an older second adds an
-#: HGET and an HSET (or HDEL) of the history.
+#: KEYS: S, H.  Numbers: the number of leases, for each its booked second, request delta (0
+#: settle, -1 release), input and output deltas (real minus estimate), then the time.
+#: The leases a replica closed that no booking of its own carried (see RedisRateLimiter).
 CLOSE = (
     _NOW
     + _STATE
+    + _CLOSE
     + """
-local slot = A[1]
-local input, output = A[3], A[4]
-local delta = {A[2], input, output, input + output}
-local S, H = KEYS[1], KEYS[2]
-local s, missing = load(S, H)
-local function correct(amounts, at)  -- amounts[at + d] += delta, the sums follow
-  for d = 1, 4 do
-    local old = amounts[at + d]
-    local new = max(old + delta[d], 0)
-    amounts[at + d], s[U + d] = new, s[U + d] + new - old
-  end
+local s, missing = load(KEYS[1], KEYS[2])
+for i = 2, 1 + 4 * A[1], 4 do
+  close(s, KEYS[2], A[i], A[i + 1], A[i + 2], A[i + 3])
 end
-if slot >= sec - 60 and slot >= s[T] then  -- a slice that left the window is not corrected
-  if slot == s[CUR] then
-    correct(s, C)
-  elseif slot < s[CUR] then
-    local name = tostring(slot)
-    local raw = redis.call('HGET', H, name)
-    if raw then
-      local a = {struct.unpack(SLICE, raw)}
-      correct(a, 0)
-      if a[1] > 0 or a[2] > 0 or a[3] > 0 or a[4] > 0 then
-        redis.call('HSET', H, name, struct.pack(SLICE, a[1], a[2], a[3], a[4]))
-      else
-        redis.call('HDEL', H, name)
-      end
-    end
-  end
-end
-s[INFLIGHT] = max(0, s[INFLIGHT] - 1)
-for d = 1, 4 do
-  if delta[d] ~= 0 and s[REM + d] >= 0 and s[RST + d] > now_ms then
-    s[REM + d] = max(0, s[REM + d] - delta[d])
-  end
-end
-save(S, s, missing)
+save(KEYS[1], s, missing)
 return 1
 """
 )

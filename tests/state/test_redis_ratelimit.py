@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis.asyncio as aioredis
 
 from engine.clock import SystemClock
 from engine.errors import RateLimitedError
 from engine.messages import RateLimitInfo
 from engine.plan.values import KeyPlan
+from engine.state import redis_ratelimit
 from engine.state.ratelimit import InProcessRateLimiter
 from engine.state.redis_ratelimit import RedisRateLimiter
 from engine.testing.servers import RedisServer, free_port
@@ -136,3 +138,48 @@ async def test_unreachable_redis_falls_back_to_the_local_share() -> None:
         assert (await a.status("p"))["fallbacks"] == 2
     finally:
         await a.aclose()
+
+
+async def test_a_closed_lease_rides_on_the_next_booking(
+    redis_srv: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A settle sends no script of its own when a booking on the key follows: the booking
+    carries the correction, and every replica sees it."""
+    monkeypatch.setattr(redis_ratelimit, "CLOSE_DELAY_S", 3600.0)  # no CLOSE by itself
+    a, b = limiter(redis_srv.url, prefix), limiter(redis_srv.url, prefix)
+    admin = aioredis.Redis.from_url(redis_srv.url)
+    keys = (KeyPlan(id="p#0", secret=None, input_tpm=100_000),)
+    b.register("p", keys)
+    try:
+        first = await a.acquire("p", keys, 100, 0, max_wait_s=0)
+        await a.settle(first, 700, 0)
+        await admin.config_resetstat()
+        await a.acquire("p", keys, 100, 0, max_wait_s=0)
+        stats = await admin.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 1  # the booking alone
+        status = await b.status("p")
+        assert status["keys"]["p#0"]["input_tokens"]["used"] == 800
+        assert status["keys"]["p#0"]["in_flight"] == 1
+    finally:
+        await a.aclose()
+        await b.aclose()
+        await admin.aclose()
+
+
+async def test_a_closed_lease_reaches_redis_on_its_own(redis_srv: RedisServer, prefix: str) -> None:
+    """With no booking to carry it, a settle's correction is sent by itself, soon."""
+    a, b = limiter(redis_srv.url, prefix), limiter(redis_srv.url, prefix)
+    keys = (KeyPlan(id="p#0", secret=None, input_tpm=100_000),)
+    b.register("p", keys)
+    try:
+        lease = await a.acquire("p", keys, 100, 0, max_wait_s=0)
+        await a.settle(lease, 40, 0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while (await b.status("p"))["keys"]["p#0"]["input_tokens"]["used"] != 40:
+            assert loop.time() < deadline, "the correction never reached Redis"
+            await asyncio.sleep(0.005)
+        assert (await b.status("p"))["keys"]["p#0"]["in_flight"] == 0
+    finally:
+        await a.aclose()
+        await b.aclose()
