@@ -153,11 +153,12 @@ local function correct(s, amounts, at, delta)  -- amounts[at + d] += delta; s's 
     amounts[at + d], s[U + d] = new, s[U + d] + new - old
   end
 end
--- A lease closed: its slice (second `slot`) corrected by `delta` (requests: 0 settle, -1
--- release; input and output tokens: real minus estimate), unless it left the window; one
--- request fewer in flight; the provider's remaining figures follow. Within the current
--- second that is S alone; an older second adds an HGET and an HSET (or HDEL) of H.
-local function close(s, H, slot, requests, input, output)
+-- Leases closed: their slice (second `slot`) corrected by `delta` (requests: 0 settle, -1
+-- release; input and output tokens: real minus estimate; summed over `closes` leases),
+-- unless it left the window; that many requests fewer in flight; the provider's remaining
+-- figures follow. Within the current second that is S alone; an older second adds an HGET
+-- and an HSET (or HDEL) of H.
+local function close(s, H, slot, requests, input, output, closes)
   local delta = {requests, input, output, input + output}
   if slot >= sec - 60 and slot >= s[T] then
     if slot == s[CUR] then
@@ -176,7 +177,7 @@ local function close(s, H, slot, requests, input, output)
       end
     end
   end
-  s[INFLIGHT] = max(0, s[INFLIGHT] - 1)
+  s[INFLIGHT] = max(0, s[INFLIGHT] - closes)
   for d = 1, 4 do
     if delta[d] ~= 0 and s[REM + d] >= 0 and s[RST + d] > now_ms then
       s[REM + d] = max(0, s[REM + d] - delta[d])
@@ -185,11 +186,12 @@ local function close(s, H, slot, requests, input, output)
 end
 """
 
-#: KEYS: S1, H1, S2, H2, ...  Numbers: input, output, per key rpm, input_tpm, output_tpm, then
-#: the number of leases to close first and for each its key index, booked second, request,
-#: input and output deltas (as CLOSE's), then the time (as in every script: -1 for the
-#: server's).
-#: -> {key index (1-based), booked second} or {0, ms until room may appear}
+#: KEYS: S1, H1, S2, H2, ...  Numbers: input, output, the requests wanted ahead (see
+#: redis_grants), per key rpm, input_tpm, output_tpm, then the number of corrections to book
+#: first and for each its key index, booked second, request, input and output deltas and
+#: leases closed (as CLOSE's), then the time (as in every script: -1 for the server's).
+#: -> {key index (1-based), booked second, requests granted, ms left in that second} or
+#: {0, ms until room may appear}
 #: On a one-key pool a booking is one GET and one SET, plus an HSET and a PEXPIRE of the
 #: history when it opens a new second.
 ACQUIRE = (
@@ -198,7 +200,7 @@ ACQUIRE = (
     + _WINDOW
     + _CLOSE
     + """
-local input, output = A[1], A[2]
+local input, output, want = A[1], A[2], A[3]
 local need = {1, input, output, input + output}
 local best, best_room, best_flight, wait_ms = 0, -1, 0, 60000
 local states, moved, missing = {}, {}, {}
@@ -207,15 +209,17 @@ for k = 1, #KEYS / 2 do
   s, missing[k] = load(KEYS[2 * k - 1], KEYS[2 * k])
   states[k], moved[k] = s, advance(s, KEYS[2 * k])
 end
-local at = 3 * #KEYS / 2 + 3  -- the leases to close, carried by this booking
-for i = at + 1, at + 5 * A[at], 5 do
+local at = 3 * #KEYS / 2 + 4  -- the corrections this booking carries
+for i = at + 1, at + 6 * A[at], 6 do
   local k = A[i]
-  close(states[k], KEYS[2 * k], A[i + 1], A[i + 2], A[i + 3], A[i + 4])
+  close(states[k], KEYS[2 * k], A[i + 1], A[i + 2], A[i + 3], A[i + 4], A[i + 5])
   moved[k] = true
 end
+local cfgs = {}
 for k = 1, #KEYS / 2 do
   local s, H = states[k], KEYS[2 * k]
-  local cfg = {A[3 * k], A[3 * k + 1], A[3 * k + 2], -1}
+  local cfg = {A[3 * k + 1], A[3 * k + 2], A[3 * k + 3], -1}
+  cfgs[k] = cfg
   local fits, room, ready, oldest = true, 1.0, now_ms, nil
   if s[BLOCKED] > now_ms then fits = false; ready = s[BLOCKED] end
   for d = 1, 4 do
@@ -249,6 +253,15 @@ for k = 1, #KEYS / 2 do  -- keep the other keys' moved windows and closed leases
 end
 if best == 0 then return {0, max(wait_ms, 1)} end
 local S, H, s, renew = KEYS[2 * best - 1], KEYS[2 * best], states[best], missing[best]
+local g = want  -- requests booked: at most a quarter of any room left after this one
+for d = 1, 4 do
+  local lim = effective(s, cfgs[best][d], d)
+  if lim >= 0 and need[d] > 0 then g = min(g, floor((lim - s[U + d]) / need[d] / 4)) end
+  if s[REM + d] >= 0 and s[RST + d] > now_ms and need[d] > 0 then
+    g = min(g, floor(s[REM + d] / need[d] / 4))
+  end
+end
+g = max(g, 1)
 if s[CUR] ~= sec then
   renew = true  -- a new second: the current slice joins the history
   if s[C + 1] > 0 or s[C + 2] > 0 or s[C + 3] > 0 or s[C + 4] > 0 then
@@ -260,28 +273,30 @@ if s[CUR] ~= sec then
   s[CUR] = sec
 end
 for d = 1, 4 do
-  s[C + d], s[U + d] = s[C + d] + need[d], s[U + d] + need[d]
+  local n = g * need[d]
+  s[C + d], s[U + d] = s[C + d] + n, s[U + d] + n
   if s[REM + d] >= 0 and s[RST + d] > now_ms then
-    s[REM + d] = max(0, s[REM + d] - need[d])
+    s[REM + d] = max(0, s[REM + d] - n)
   end
 end
-s[INFLIGHT] = s[INFLIGHT] + 1
+s[INFLIGHT] = s[INFLIGHT] + g
 save(S, s, renew)
-return {best, sec}
+return {best, sec, g, (sec + 1) * 1000 - now_ms}
 """
 )
 
-#: KEYS: S, H.  Numbers: the number of leases, for each its booked second, request delta (0
-#: settle, -1 release), input and output deltas (real minus estimate), then the time.
-#: The leases a replica closed that no booking of its own carried (see RedisRateLimiter).
+#: KEYS: S, H.  Numbers: the number of corrections, for each its booked second, request delta
+#: (0 settle, -1 release), input and output deltas (real minus estimate) and the leases it
+#: closes, then the time. What a replica owes that no booking of its own carried
+#: (redis_grants.Owed).
 CLOSE = (
     _NOW
     + _STATE
     + _CLOSE
     + """
 local s, missing = load(KEYS[1], KEYS[2])
-for i = 2, 1 + 4 * A[1], 4 do
-  close(s, KEYS[2], A[i], A[i + 1], A[i + 2], A[i + 3])
+for i = 2, 1 + 5 * A[1], 5 do
+  close(s, KEYS[2], A[i], A[i + 1], A[i + 2], A[i + 3], A[i + 4])
 end
 save(KEYS[1], s, missing)
 return 1

@@ -9,7 +9,8 @@ headroom and books the request in the same step, so no two replicas can take the
 slot. The window is 60 one-second slices per key (the in-process limiter uses 0.1 s:
 coarser here to keep the script's work small); settle corrects the booked slice with the
 real usage, release takes the request back. Those corrections ride on this replica's next
-booking on the key (the same script), or go by themselves within CLOSE_DELAY_S.
+booking on the key (the same script), or go by themselves within CLOSE_DELAY_S; and a key
+with plenty of room books several requests ahead for this replica (redis_grants).
 
 Waiting stays per replica: requests that find no room queue in FIFO order (an asyncio
 lock per provider), the head sleeps until the script says room may appear, and a local
@@ -42,6 +43,7 @@ from engine.state.ratelimit.learned import MAX_BLOCK_S
 from engine.state.ratelimit.observed import ObserveThrottle
 from engine.state.ratelimit.queue import WaitQueue
 from engine.state.redis_common import KeyNames, connect, tag
+from engine.state.redis_grants import Ahead, Closing, Grant
 from engine.state.redis_limits_lua import (
     ACQUIRE,
     CLOSE,
@@ -56,10 +58,6 @@ from engine.state.redis_scripts import Scripts, scripts_for
 log = logging.getLogger(__name__)
 
 _DIMENSIONS = ("requests", "input_tokens", "output_tokens", "tokens")
-
-#: How long a closed lease's correction waits for a booking of this replica on the same key
-#: to carry it before it is sent on its own.
-CLOSE_DELAY_S = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +105,7 @@ class RedisRateLimiter:
         self._ids = itertools.count(1)
         self._keys: dict[str, tuple[KeyPlan, ...]] = {}
         self._pending: set[asyncio.Future[Any]] = set()  # scripts on their way
-        # leases closed here, not yet in Redis: (provider, key id) -> (second, deltas...)
-        self._closed: dict[tuple[str, str], list[tuple[int, int, int, int]]] = {}
-        self._closing: asyncio.TimerHandle | None = None  # sends them after CLOSE_DELAY_S
+        self._ahead = Ahead(clock, self._send_closes)  # grants, corrections not yet sent
         self._observe_due = ObserveThrottle()
         self.fallbacks = 0  # calls served by the local share because Redis was unreachable
         self._server_clock = server_clock
@@ -192,23 +188,47 @@ class RedisRateLimiter:
     async def _try(
         self, provider: str, pool: tuple[KeyPlan, ...], need: tuple[int, int]
     ) -> tuple[Lease | None, float]:
-        """One atomic check-and-book: (a lease, 0) or (None, seconds until room may appear)."""
-        numbers = [need[0], need[1]]
+        """A lease from this replica's grant on the pool, else one atomic check-and-book in
+        Redis: (a lease, 0) or (None, seconds until room may appear)."""
+        if (lease := self._from_grant(provider, need)) is not None:
+            return lease, 0.0
+        want = self._ahead.want(provider)
+        numbers = [need[0], need[1], want]
         for key in pool:
             numbers += [_limit(key.rpm), _limit(key.input_tpm), _limit(key.output_tpm)]
-        numbers += self._carried(provider, pool)
+        numbers += self._ahead.owed.carried(provider, pool)
         args = (packed(*numbers, self._now()),)
+        sent = self._clock.monotonic()
+        if want > 1:
+            self._ahead.refilling(provider, True)  # one booking ahead at a time
         try:
-            index, value = await self._acquire(keys=self._redis_keys(provider, pool), args=args)
+            reply = await self._acquire(keys=self._redis_keys(provider, pool), args=args)
         except (RedisError, OSError) as exc:
             return await self._degraded(provider, pool, need, exc), 0.0
-        if int(index) == 0:
-            return None, int(value) / 1000
+        finally:
+            if want > 1:
+                self._ahead.refilling(provider, False)
+        if int(reply[0]) == 0:  # no room in Redis; a grant that came back meanwhile may have
+            return self._from_grant(provider, need), int(reply[1]) / 1000
+        index, slot, granted, ms_left = (int(v) for v in reply)
+        key = pool[index - 1]
+        if granted > 1:
+            until = sent + ms_left / 1000
+            rest = granted - 1
+            self._ahead.keep(
+                provider, Grant(key, slot, until, granted, rest, rest * need[0], rest * need[1])
+            )
+        return self._lease(provider, key, need, slot), 0.0
+
+    def _lease(self, provider: str, key: KeyPlan, need: tuple[int, int], slot: int) -> Lease:
         ident = next(self._ids)
         self._open.add(ident)
         self._in_flight[provider] += 1
-        key = pool[int(index) - 1]
-        return _SharedLease(provider, key, need[0], need[1], int(value), ident), 0.0
+        return _SharedLease(provider, key, need[0], need[1], slot, ident)
+
+    def _from_grant(self, provider: str, need: tuple[int, int]) -> Lease | None:
+        grant = self._ahead.take(provider, need)
+        return None if grant is None else self._lease(provider, grant.key, need, grant.slot)
 
     async def _degraded(
         self, provider: str, pool: tuple[KeyPlan, ...], need: tuple[int, int], exc: BaseException
@@ -246,40 +266,21 @@ class RedisRateLimiter:
     async def _finish(self, lease: _SharedLease, requests: int, inp: int, out: int) -> None:
         """Close the lease locally now (and wake a waiter); its correction reaches Redis
         with this replica's next booking on the key, or on its own within CLOSE_DELAY_S.
-        Riding on the booking saves the server a script per call (a third of its work per
-        call, docs/state.md); until it lands, the window shows the lease's estimate and
-        other replicas count that instead of the real usage, which the delay bounds."""
+        Riding on the booking (summed with the others of its key and second) saves the
+        server a script per call (docs/state.md); until it lands, the window shows the
+        lease's estimate and other replicas count that instead of the real usage, which
+        the delay bounds."""
         if lease.ident not in self._open:
             return
         self._open.discard(lease.ident)
         self._in_flight[lease.provider] -= 1
-        correction = (lease.slot, requests, inp - lease.input_tokens, out - lease.output_tokens)
-        self._closed.setdefault((lease.provider, lease.key.id), []).append(correction)
-        if self._closing is None:
-            loop = asyncio.get_running_loop()
-            self._closing = loop.call_later(CLOSE_DELAY_S, self._send_closed)
+        inp, out = inp - lease.input_tokens, out - lease.output_tokens
+        self._ahead.owe(lease.provider, lease.key.id, lease.slot, requests, inp, out, 1)
         self._wake(lease.provider)
 
-    def _carried(self, provider: str, pool: tuple[KeyPlan, ...]) -> list[int]:
-        """The ACQUIRE numbers that close this replica's pending leases of the pool."""
-        numbers = [0]
-        for index, key in enumerate(pool, 1):
-            for correction in self._closed.pop((provider, key.id), ()):
-                numbers[0] += 1
-                numbers += (index, *correction)
-        return numbers
-
-    def _send_closed(self) -> None:
-        """Send every pending correction, one CLOSE per key."""
-        if self._closing is not None:
-            self._closing.cancel()
-            self._closing = None
-        closed, self._closed = self._closed, {}
-        for (provider, key_id), corrections in closed.items():
+    def _send_closes(self, closes: list[Closing]) -> None:
+        for provider, key_id, numbers in closes:
             keys = self._redis_keys(provider, (KeyPlan(id=key_id, secret=None),))
-            numbers = [len(corrections)]
-            for correction in corrections:
-                numbers += correction
             args = (packed(*numbers, self._now()),)
             self._background(self._close(keys=keys, args=args), "settle leases")
 
@@ -324,6 +325,8 @@ class RedisRateLimiter:
         self._background(
             self._observe(keys=self._redis_keys(provider, (key,)), args=args), "store headers"
         )
+        if info.retry_after_s:
+            self._ahead.retire(provider, key_id)  # pushed back: no more calls from its grant
         await self._fallback.observe(provider, key_id, info)  # ready if Redis goes away
         self._wake(provider)
 
@@ -334,7 +337,7 @@ class RedisRateLimiter:
         out: dict[str, Any] = {"provider": provider, "queued": int(bool(queue and queue.locked()))}
         out["shared"] = "redis"
         out["fallbacks"] = self.fallbacks
-        self._send_closed()  # this replica's closed leases, before the reads below
+        self._ahead.give_back()  # this replica's grants and closed leases, before the reads
         keys: dict[str, Any] = {}
         for key in pool:
             try:
@@ -357,8 +360,9 @@ class RedisRateLimiter:
         return out
 
     async def flush(self) -> None:
-        """Send the pending corrections and wait for every script on its way to Redis."""
-        self._send_closed()
+        """Give back the grants' unused room, send the pending corrections and wait for
+        every script on its way to Redis."""
+        self._ahead.give_back()
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 

@@ -11,9 +11,10 @@ from engine.clock import SystemClock
 from engine.errors import RateLimitedError
 from engine.messages import RateLimitInfo
 from engine.plan.values import KeyPlan
-from engine.state import redis_ratelimit
+from engine.state import redis_grants
 from engine.state.ratelimit import InProcessRateLimiter
 from engine.state.redis_ratelimit import RedisRateLimiter
+from engine.testing.clock import FakeClock
 from engine.testing.servers import RedisServer, free_port
 
 
@@ -145,25 +146,94 @@ async def test_a_closed_lease_rides_on_the_next_booking(
 ) -> None:
     """A settle sends no script of its own when a booking on the key follows: the booking
     carries the correction, and every replica sees it."""
-    monkeypatch.setattr(redis_ratelimit, "CLOSE_DELAY_S", 3600.0)  # no CLOSE by itself
+    monkeypatch.setattr(redis_grants, "CLOSE_DELAY_S", 3600.0)  # no CLOSE by itself
     a, b = limiter(redis_srv.url, prefix), limiter(redis_srv.url, prefix)
     admin = aioredis.Redis.from_url(redis_srv.url)
-    keys = (KeyPlan(id="p#0", secret=None, input_tpm=100_000),)
+    keys = (KeyPlan(id="p#0", secret=None, input_tpm=700),)  # too little room to book ahead
     b.register("p", keys)
     try:
         first = await a.acquire("p", keys, 100, 0, max_wait_s=0)
-        await a.settle(first, 700, 0)
+        await a.settle(first, 40, 0)
         await admin.config_resetstat()
         await a.acquire("p", keys, 100, 0, max_wait_s=0)
         stats = await admin.info("commandstats")
         assert stats["cmdstat_evalsha"]["calls"] == 1  # the booking alone
         status = await b.status("p")
-        assert status["keys"]["p#0"]["input_tokens"]["used"] == 800
+        assert status["keys"]["p#0"]["input_tokens"]["used"] == 140
         assert status["keys"]["p#0"]["in_flight"] == 1
     finally:
         await a.aclose()
         await b.aclose()
         await admin.aclose()
+
+
+async def test_room_booked_ahead_serves_calls_and_goes_back(
+    redis_srv: RedisServer, prefix: str
+) -> None:
+    """With plenty of room a booking books several requests ahead (doubling with the
+    replica's pace): the calls it covers need no script; every replica counts the room
+    until it is given back, and exactly what was used stays."""
+    clock = FakeClock()
+    a = RedisRateLimiter(
+        redis_srv.url, clock, InProcessRateLimiter(clock), prefix=prefix, server_clock=False
+    )
+    b = RedisRateLimiter(
+        redis_srv.url, clock, InProcessRateLimiter(clock), prefix=prefix, server_clock=False
+    )
+    admin = aioredis.Redis.from_url(redis_srv.url)
+    keys = (KeyPlan(id="p#0", secret=None, rpm=10_000),)
+    b.register("p", keys)
+    try:
+        await admin.config_resetstat()
+        leases = [await a.acquire("p", keys, 10, 5, max_wait_s=0) for _ in range(15)]
+        stats = await admin.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 4  # books 2, 4, 8 and 16 requests
+        assert {lease.key.id for lease in leases} == {"p#0"}
+        ahead = (await b.status("p"))["keys"]["p#0"]
+        assert ahead["requests"]["used"] == 15 + 15  # the last booking's unused room counts
+        await a.flush()  # gives it back
+        used = (await b.status("p"))["keys"]["p#0"]
+        assert used["requests"]["used"] == 15
+        assert used["input_tokens"]["used"] == 150 and used["output_tokens"]["used"] == 75
+        assert used["in_flight"] == 15
+    finally:
+        await a.aclose()
+        await b.aclose()
+        await admin.aclose()
+
+
+async def test_booking_ahead_never_lets_replicas_past_the_limit(
+    redis_srv: RedisServer, prefix: str
+) -> None:
+    """Three replicas taking turns on a 100 rpm key: exactly 100 calls go in the minute,
+    whatever each holds ahead (a refused call still takes its replica's room ahead)."""
+    clock = FakeClock()
+    replicas = [
+        RedisRateLimiter(
+            redis_srv.url, clock, InProcessRateLimiter(clock), prefix=prefix, server_clock=False
+        )
+        for _ in range(3)
+    ]
+    keys = (KeyPlan(id="p#0", secret=None, rpm=100),)
+    admitted, refused_in_a_row, turn = 0, 0, 0
+    try:
+        while refused_in_a_row < 3:
+            try:
+                await replicas[turn % 3].acquire("p", keys, 1, 1, max_wait_s=0)
+            except RateLimitedError:
+                refused_in_a_row += 1
+            else:
+                admitted, refused_in_a_row = admitted + 1, 0
+            turn += 1
+            clock.advance(0.001)
+        assert admitted == 100
+        for r in replicas:
+            await r.flush()
+        status = await replicas[0].status("p")
+        assert status["keys"]["p#0"]["requests"]["used"] == 100
+    finally:
+        for r in replicas:
+            await r.aclose()
 
 
 async def test_a_closed_lease_reaches_redis_on_its_own(redis_srv: RedisServer, prefix: str) -> None:
