@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import pytest
 import redis.asyncio as aioredis
 
 from engine.errors import BudgetExceededError, RoutingError
 from engine.state import redis_budget
-from engine.state.money import utc_day
+from engine.state.money import utc_day, utc_month
 from engine.state.redis_budget import RedisBudgetStore
 from engine.state.redis_common import tag
 from engine.testing.servers import RedisServer, free_port
@@ -220,9 +221,9 @@ async def test_closed_tokens_leave_nothing_behind(redis_srv: RedisServer, prefix
             await (store.settle(res, 0.005) if i % 2 else store.release(res))
             await (store.release(res) if i % 2 else store.settle(res, 0.005))
         assert (await store.spent("ws"))["day"] == pytest.approx(100 * 0.005)
-        assert await admin.hgetall(f"{base}:holds") == {b"sum": b"0"}
-        assert await admin.zcard(f"{base}:exp") == 0
-        assert not await admin.exists(f"{base}:done")
+        assert await admin.hget(f"{base}:held", "sum") == b"0"
+        assert await admin.zcard(f"{base}:open") == 0
+        assert not await admin.exists(f"{base}:lapsed")
     finally:
         await store.aclose()
         await admin.aclose()
@@ -234,7 +235,7 @@ async def test_a_late_settle_books_once(redis_srv: RedisServer, prefix: str) -> 
     lapsed token is forgotten after LAPSED_MS."""
     brief = RedisBudgetStore(redis_srv.url, prefix=prefix, hold_s=0.05)
     admin = aioredis.Redis.from_url(redis_srv.url)
-    lapsed = f"{prefix}:budget:{tag('ws')}:done"
+    lapsed = f"{prefix}:budget:{tag('ws')}:lapsed"
     try:
         unswept = await brief.reserve("ws", 0.5, daily_usd=1.0, monthly_usd=None)
         swept = await brief.reserve("ws", 0.3, daily_usd=1.0, monthly_usd=None)
@@ -249,4 +250,43 @@ async def test_a_late_settle_books_once(redis_srv: RedisServer, prefix: str) -> 
         assert await admin.zcard(lapsed) == 0
     finally:
         await brief.aclose()
+        await admin.aclose()
+
+
+async def test_the_servers_day_decides_whatever_the_process_guesses(
+    redis_srv: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scripts check the caller's guess of the day against the server's TIME: a process
+    whose clock is days off still books, limits and reports on the server's day."""
+    skewed = int(time.time() // 86400) + 3
+    monkeypatch.setattr(redis_budget, "_today", lambda: redis_budget._calendar(skewed))
+    store = RedisBudgetStore(redis_srv.url, prefix=prefix)
+    admin = aioredis.Redis.from_url(redis_srv.url)
+    try:
+        held = await store.reserve("ws", 0.4, daily_usd=1.0, monthly_usd=None)
+        await store.settle(held, 0.25)
+        assert (await store.spent("ws"))["day"] == pytest.approx(0.25)
+        secs, _ = await admin.time()
+        day = utc_day(secs)
+        spend = await admin.hgetall(f"{prefix}:budget:{tag('ws')}:spend")
+        assert spend == {f"d:{day}".encode(): b"250000000", f"m:{day[:7]}".encode(): b"250000000"}
+        with pytest.raises(BudgetExceededError, match=day):
+            await store.reserve("ws", 0.8, daily_usd=1.0, monthly_usd=None)
+    finally:
+        await store.aclose()
+        await admin.aclose()
+
+
+async def test_the_scripts_calendar_matches_pythons(redis_srv: RedisServer) -> None:
+    """The day and month names the scripts build when the caller's guess is wrong: leap
+    days, year ends and random instants up to 2242, as Python's UTC calendar names them."""
+    admin = aioredis.Redis.from_url(redis_srv.url)
+    script = "local t = {ARGV[4], '0'}" + redis_budget._DAY + "return {day, month}"
+    rnd = random.Random(5)
+    stamps = [0, 951_782_399, 951_782_400, 978_307_199, 4_107_542_400, 1_798_761_599]
+    try:
+        for secs in stamps + [rnd.randrange(0, 2**33) for _ in range(300)]:
+            day, month = await admin.eval(script, 0, -1, "", "", secs)  # -1: never the guess
+            assert (day.decode(), month.decode()) == (f"d:{utc_day(secs)}", f"m:{utc_month(secs)}")
+    finally:
         await admin.aclose()
