@@ -12,15 +12,17 @@ from any number of processes and hosts see each other. What the scripts guarante
   (the call's total timeout plus a margin): a replica killed mid-call gives its hold back
   on its own when the hold expires;
 - settle and release are idempotent (a second one books nothing): a token is closed while
-  its hold is open, or within two days of its hold's expiry (a stalled process's late
-  settle still books its cost once), and nothing is kept per closed token;
+  its hold is open, or for two days after a later script found its hold expired (a
+  stalled process's late settle still books its cost once), and nothing is kept per
+  closed token;
 - every key of one workspace carries the same hash tag, so each script touches one slot
   and the store works on Redis Cluster.
 
 When Redis cannot be reached, `reserve` fails closed with a RoutingError naming the store
 (the server answers 503, nothing is spent); a failed settle or release is logged and the
 answer kept (its hold expires by itself). Settle and release do not wait for Redis's reply
-on the pipelined connection (see `_finish`).
+on the pipelined connection (see `_finish`). The scripts, and what each costs the server,
+are in engine/state/redis_budget_lua.py.
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ from engine.state.money import (
     utc_month,
 )
 from engine.state.protocols import Reservation, SpendSource
+from engine.state.redis_budget_lua import CLOSE, RESERVE, SPENT, packed
 from engine.state.redis_common import KeyNames, connect, tag, unreachable
-from engine.state.redis_scripts import Scripts, scripts_for
+from engine.state.redis_scripts import Arg, Scripts, scripts_for
 
 log = logging.getLogger(__name__)
 
@@ -60,153 +63,8 @@ _IN_FLIGHT: set[asyncio.Future[Any]] = set()
 
 #: How long an unsettled reservation counts when the caller gives no call timeout.
 HOLD_S = 600.0
-#: How long an expired hold can still be settled (its cost booked once) or released.
-LAPSED_MS = 2 * 86_400_000
 #: A workspace's spend hash outlives its month by this much after its last write.
 SPEND_TTL_MS = 40 * 86_400_000
-
-# Measured with callgrind on redis-server 7.0 (instructions per script, docs/state.md): a
-# redis.call costs 3,500-8,000, a KEYS/ARGV entry ~1,200, a Lua number turned into a string
-# ~4,200, `tonumber` ~2,100 (it converts twice; arithmetic on the string, `s + 0`, once),
-# a closure ~1,400. So the scripts are straight-line code that calls Redis little, converts
-# little and takes few arguments.
-
-# The server's day and month (its TIME: replicas whose clocks differ still agree), from
-# `t = TIME`. The caller sends its guess (ARGV 1-3: the day's number since the epoch,
-# 'd:YYYY-MM-DD', 'm:YYYY-MM'), kept when it is the server's day; only a wrong guess (a
-# replica's clock off near midnight) has the names built here, by days_from_civil inverted
-# (H. Hinnant's algorithm; Lua has no dates). Building them on every call cost ~14,000.
-_DAY = """
-local day, month = ARGV[2], ARGV[3]
-if math.floor(t[1] / 86400) ~= ARGV[1] + 0 then
-  local z = math.floor(t[1] / 86400) + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
-    - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local dd = doy - math.floor((153 * mp + 2) / 5) + 1
-  local mm = mp < 10 and mp + 3 or mp - 9
-  local yy = yoe + era * 400 + (mm <= 2 and 1 or 0)
-  day = string.format('d:%04d-%02d-%02d', yy, mm, dd)
-  month = 'm:' .. string.sub(day, 3, 9)
-end
-"""
-
-# `now` is the time in ms as a string (TIME's seconds and the first 3 digits of its
-# microseconds): the sweep's bound, with no number->string conversion.
-_CLOCK = (
-    """
-local t = redis.call('TIME')
-local now = t[1] .. string.sub('00000' .. t[2], -6, -4)
-"""
-    + _DAY
-)
-
-# KEYS: spend, held, open, lapsed. An open hold is a member 'sequence:amount' of the open
-# set, scored by its expiry; the held hash keeps `sum`, the sum of their amounts (changed in
-# the same script as the set, so a reservation costs the same however many calls are in
-# flight), and `seq`, the last sequence number. The member carries the amount, so a close is
-# one ZREM and one HINCRBY (a hash of amounts took two calls more). A script cut short (Redis
-# does not roll back) leaves the sum too high, never too low: it grows before the set does
-# and shrinks after. Expired holds are dropped here; each one's member moves to the lapsed
-# set for LAPSED_MS, so the call's settle, if it comes after all (a process that stalled past
-# the hold), still books its cost once.
-_SWEEP = """
-local gone = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
-if #gone > 0 then
-  local freed, later = 0, {}
-  for i, member in ipairs(gone) do
-    freed = freed + string.match(member, ':(%d+)$')
-    later[2 * i - 1], later[2 * i] = now + LAPSED_MS, member
-  end
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-  for i = 1, #later, 200 do
-    redis.call('ZADD', KEYS[4], unpack(later, i, math.min(i + 199, #later)))
-  end
-  redis.call('PEXPIRE', KEYS[4], LAPSED_MS)
-  if redis.call('ZCARD', KEYS[3]) == 0 then  -- none open: the sum is 0, whatever it drifted to
-    redis.call('HSET', KEYS[2], 'sum', 0)
-  else
-    redis.call('HINCRBY', KEYS[2], 'sum', -freed)
-  end
-end
-""".replace("LAPSED_MS", str(LAPSED_MS))
-
-# KEYS: spend, held, open, lapsed. ARGV: (day), amount, hold ms, then per limit its period
-# ('d' day, 'm' month, 'a' all time) and nanos. -> the hold's sequence number, or
-# {0, the refused period's field, spent in it, held}. The sum is read by adding the amount
-# (HINCRBY answers a number, where a read answered a string to convert) and given back on
-# a refusal; only the periods with a limit are read (HMGET of all three cost ~4,000 more).
-_RESERVE = (
-    _CLOCK
-    + _SWEEP
-    + """
-local held = redis.call('HINCRBY', KEYS[2], 'sum', ARGV[4])
-for i = 6, #ARGV, 2 do
-  local field = ARGV[i] == 'd' and day or ARGV[i] == 'm' and month or 'a:all'
-  local spent = (redis.call('HGET', KEYS[1], field) or 0) + 0
-  if spent + held > ARGV[i + 1] + 0 then
-    redis.call('HINCRBY', KEYS[2], 'sum', -ARGV[4])
-    return {0, field, spent, held - ARGV[4]}
-  end
-end
-local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
-redis.call('ZADD', KEYS[3], now + ARGV[5], seq .. ':' .. ARGV[4])
-return seq
-"""
-)
-
-# KEYS: spend, held, open, lapsed. ARGV: (day), the hold's member, minus its amount, settled
-# nanos (0 to release), then 'all' (add to the all-time total, never expire) or the spend's
-# TTL ms. -> 1 when this call closed the hold, 0 when it was already closed.
-# A hold is closed once: while it is open (in the open set), or, once it expired, while it
-# is in the lapsed set; a second close finds it in neither. Nothing is remembered per closed
-# hold. A release reads no clock.
-_CLOSE = (
-    """
-if redis.call('ZREM', KEYS[3], ARGV[4]) == 1 then  -- open: its amount leaves the sum
-  redis.call('HINCRBY', KEYS[2], 'sum', ARGV[5])
-else  -- closed already, or lapsed (and then still closed once, within its time)
-  local until_ms = redis.call('ZSCORE', KEYS[4], ARGV[4])
-  if not until_ms then return 0 end
-  redis.call('ZREM', KEYS[4], ARGV[4])
-  local t = redis.call('TIME')
-  if until_ms + 0 < t[1] * 1000 + math.floor(t[2] / 1000) then return 0 end
-end
-if ARGV[6] == '0' then return 1 end
-local t = redis.call('TIME')
-"""
-    + _DAY
-    + """
--- the TTL is set when the day's field is new (the spend outlives its month by far)
-local first = redis.call('HINCRBY', KEYS[1], day, ARGV[6]) == ARGV[6] + 0
-redis.call('HINCRBY', KEYS[1], month, ARGV[6])
-if ARGV[7] == 'all' then
-  redis.call('HINCRBY', KEYS[1], 'a:all', ARGV[6])
-elseif first then
-  redis.call('PEXPIRE', KEYS[1], ARGV[7])
-end
-return 1
-"""
-)
-
-# KEYS: spend, held, open, lapsed. ARGV: (day). -> {day, month, all-time: spent + held}
-_SPENT = (
-    _CLOCK
-    + _SWEEP
-    + """
-local held = (redis.call('HGET', KEYS[2], 'sum') or 0) + 0
-if held ~= 0 and redis.call('ZCARD', KEYS[3]) == 0 then  -- none open (see the sweep)
-  held = 0
-  redis.call('HSET', KEYS[2], 'sum', 0)
-end
-local spent = redis.call('HMGET', KEYS[1], day, month, 'a:all')
-return {(spent[1] or 0) + held, (spent[2] or 0) + held, (spent[3] or 0) + held}
-"""
-)
 
 #: A hold's token carries its amount (token = sequence number * _SPAN + nanos), so a close
 #: names the open set's member 'sequence:nanos' without a lookup on the server. (Lua writes
@@ -250,9 +108,9 @@ class RedisBudgetStore:
         self._hold_ms = max(1, int(hold_s * 1000))
         self._prefix = prefix
         self._scripts = scripts or scripts_for(url, self._redis, given=client is not None)
-        self._reserve = self._scripts.register(_RESERVE)
-        self._close = self._scripts.register(_CLOSE)
-        self._spent = self._scripts.register(_SPENT)
+        self._reserve = self._scripts.register(RESERVE)
+        self._close = self._scripts.register(CLOSE)
+        self._spent = self._scripts.register(SPENT)
         self._keys = KeyNames(self._key_names)  # a workspace's key names
 
     def __repr__(self) -> str:  # never the URL: it may carry a password
@@ -300,10 +158,9 @@ class RedisBudgetStore:
         check_amount(amount_usd)
         check_totals(self._totals, total_usd)
         amount = nanos_up(amount_usd)
-        args: list[str | int] = [*_today(), amount, self._hold_ms]
-        for period, usd in zip("dma", (daily_usd, monthly_usd, total_usd), strict=True):
-            if usd is not None:
-                args += (period, int(usd * NANO))
+        today, day, month = _today()
+        limits = (-1 if v is None else int(v * NANO) for v in (daily_usd, monthly_usd, total_usd))
+        args: list[Arg] = [day, month, amount, packed(today, self._hold_ms, *limits)]
         try:
             reply = self._reserve(keys=self._keys(workspace), args=args)
         except (RedisError, OSError) as exc:
@@ -349,8 +206,10 @@ class RedisBudgetStore:
         worst case). A call saves a round trip at its end (docs/state.md)."""
         keys = self._keys(reservation.workspace)
         seq, amount = divmod(reservation.token, _SPAN)
-        keep = "all" if self._totals else SPEND_TTL_MS
-        args = [*_today(), f"{seq}:{amount}", -amount, cost, keep]
+        today, day, month = _today()
+        ttl_ms = -1 if self._totals else SPEND_TTL_MS
+        member = f"{seq}:{amount}"
+        args: list[Arg] = [day, month, member, -amount, cost, packed(today, cost, ttl_ms)]
         sent = self._close.written(keys, args)
         if sent is not None:
             _IN_FLIGHT.add(sent)
@@ -378,7 +237,9 @@ class RedisBudgetStore:
         await _landed()
         keys = self._keys(workspace)
         try:
-            day, month, total = await self._spent(keys=keys, args=_today())
+            today, day_name, month_name = _today()
+            args: list[Arg] = [day_name, month_name, today]
+            day, month, total = await self._spent(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             raise unreachable(self._name, exc) from None
         out = {"day": int(day) / NANO, "month": int(month) / NANO}

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from engine.errors import BudgetExceededError, RoutingError
-from engine.state import redis_budget
+from engine.state import redis_budget, redis_budget_lua
 from engine.state.money import utc_day, utc_month
 from engine.state.redis_budget import RedisBudgetStore
 from engine.state.redis_common import tag
@@ -242,7 +242,7 @@ async def test_a_late_settle_books_once(redis_srv: RedisServer, prefix: str) -> 
         await asyncio.sleep(0.1)
         await brief.settle(unswept, 0.2)  # expired, still in the holds hash
         assert (await brief.spent("ws"))["day"] == pytest.approx(0.2)  # sweeps `swept`
-        assert 0 < await admin.pttl(lapsed) <= redis_budget.LAPSED_MS
+        assert 0 < await admin.pttl(lapsed) <= redis_budget_lua.LAPSED_MS
         await brief.settle(swept, 0.1)
         await brief.settle(swept, 0.1)
         await brief.release(unswept)
@@ -281,12 +281,12 @@ async def test_the_scripts_calendar_matches_pythons(redis_srv: RedisServer) -> N
     """The day and month names the scripts build when the caller's guess is wrong: leap
     days, year ends and random instants up to 2242, as Python's UTC calendar names them."""
     admin = aioredis.Redis.from_url(redis_srv.url)
-    script = "local t = {ARGV[4], '0'}" + redis_budget._DAY + "return {day, month}"
+    script = "local t, today = {ARGV[3], '0'}, -1" + redis_budget_lua.DAY + "return {day, month}"
     rnd = random.Random(5)
     stamps = [0, 951_782_399, 951_782_400, 978_307_199, 4_107_542_400, 1_798_761_599]
     try:
         for secs in stamps + [rnd.randrange(0, 2**33) for _ in range(300)]:
-            day, month = await admin.eval(script, 0, -1, "", "", secs)  # -1: never the guess
+            day, month = await admin.eval(script, 0, "", "", secs)  # today -1: never the guess
             assert (day.decode(), month.decode()) == (f"d:{utc_day(secs)}", f"m:{utc_month(secs)}")
     finally:
         await admin.aclose()
