@@ -108,6 +108,38 @@ async def test_a_dead_replicas_hold_expires(redis_srv: RedisServer, prefix: str)
         await alive.aclose()
 
 
+async def test_expired_holds_are_swept_when_they_would_refuse_and_every_64th_hold(
+    redis_srv: RedisServer, prefix: str
+) -> None:
+    """Expired holds count until a sweep (the sum stays an upper bound): a reservation they
+    would refuse sweeps them and is checked again, refused only by what is still open; and
+    every 64th hold sweeps too, so holds nobody closes do not pile up."""
+    dead = RedisBudgetStore(redis_srv.url, prefix=prefix, hold_s=0.05)
+    alive = RedisBudgetStore(redis_srv.url, prefix=prefix)
+    admin = aioredis.Redis.from_url(redis_srv.url)
+    opened = f"{prefix}:budget:{tag('ws')}:open"
+    try:
+        await dead.reserve("ws", 0.4, daily_usd=1.0, monthly_usd=None)
+        await dead.reserve("ws", 0.3, daily_usd=1.0, monthly_usd=None)
+        kept = await alive.reserve("ws", 0.25, daily_usd=1.0, monthly_usd=None)
+        await asyncio.sleep(0.1)
+        with pytest.raises(BudgetExceededError, match=r"reserved \$0\.2500"):
+            await alive.reserve("ws", 0.8, daily_usd=1.0, monthly_usd=None)  # swept, still over
+        assert await admin.zcard(opened) == 1
+        await alive.release(kept)
+        for _ in range(3):
+            await dead.reserve("ws", 0.001, daily_usd=1.0, monthly_usd=None)
+        await asyncio.sleep(0.1)
+        for _ in range(64):  # never near the limit: only the 64th hold sweeps
+            await alive.release(await alive.reserve("ws", 0.001, daily_usd=1.0, monthly_usd=None))
+        assert await admin.zcard(opened) == 0
+        assert (await alive.spent("ws"))["day"] == 0.0
+    finally:
+        await dead.aclose()
+        await alive.aclose()
+        await admin.aclose()
+
+
 async def test_restore_seeds_the_month_once_for_all_replicas(
     redis_srv: RedisServer, prefix: str
 ) -> None:
