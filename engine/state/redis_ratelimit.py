@@ -337,7 +337,6 @@ class RedisRateLimiter:
         out: dict[str, Any] = {"provider": provider, "queued": int(bool(queue and queue.locked()))}
         out["shared"] = "redis"
         out["fallbacks"] = self.fallbacks
-        self._ahead.give_back()  # this replica's grants and closed leases, before the reads
         keys: dict[str, Any] = {}
         for key in pool:
             try:
