@@ -19,7 +19,7 @@ any replica send more than the window allows:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from engine.clock import Clock
@@ -124,13 +124,15 @@ class Ahead:
         self._refilling: set[str] = set()  # providers with a booking ahead on its way
         self._closing: asyncio.TimerHandle | None = None
 
-    def take(self, provider: str, need: tuple[int, int]) -> Grant | None:
+    def take(self, provider: str, pool: Sequence[KeyPlan], need: tuple[int, int]) -> Grant | None:
         """The provider's grant, one call's room taken from it; a grant that cannot serve
-        the call (its second ended, or it ran short) is given back."""
+        the call (its key left the pool of usable keys, its second ended, or it ran short)
+        is given back."""
         grant = self._grants.get(provider)
         if grant is None:
             return None
-        if grant.take(need, self._clock.monotonic()):
+        usable = any(key.id == grant.key.id for key in pool)
+        if usable and grant.take(need, self._clock.monotonic()):
             return grant
         self.retire(provider)
         return None

@@ -139,8 +139,12 @@ class RedisRateLimiter:
     def try_acquire_nowait(
         self, provider: str, keys: Sequence[KeyPlan], input_tokens: int, output_tokens: int
     ) -> Lease | None:
-        """No local fast path: every lease is booked in Redis (the async path)."""
-        return None
+        """A lease from this replica's room booked ahead on the pool, when it has some and
+        no call is queued before this one; None sends the call to `acquire`."""
+        queue = self._queues.get(provider)
+        if queue is not None and queue.locked():
+            return None
+        return self._from_grant(provider, keys, (max(input_tokens, 0), max(output_tokens, 0)))
 
     async def acquire(
         self,
@@ -190,7 +194,7 @@ class RedisRateLimiter:
     ) -> tuple[Lease | None, float]:
         """A lease from this replica's grant on the pool, else one atomic check-and-book in
         Redis: (a lease, 0) or (None, seconds until room may appear)."""
-        if (lease := self._from_grant(provider, need)) is not None:
+        if (lease := self._from_grant(provider, pool, need)) is not None:
             return lease, 0.0
         want = self._ahead.want(provider)
         numbers = [need[0], need[1], want]
@@ -209,7 +213,7 @@ class RedisRateLimiter:
             if want > 1:
                 self._ahead.refilling(provider, False)
         if int(reply[0]) == 0:  # no room in Redis; a grant that came back meanwhile may have
-            return self._from_grant(provider, need), int(reply[1]) / 1000
+            return self._from_grant(provider, pool, need), int(reply[1]) / 1000
         index, slot, granted, ms_left = (int(v) for v in reply)
         key = pool[index - 1]
         if granted > 1:
@@ -226,8 +230,10 @@ class RedisRateLimiter:
         self._in_flight[provider] += 1
         return _SharedLease(provider, key, need[0], need[1], slot, ident)
 
-    def _from_grant(self, provider: str, need: tuple[int, int]) -> Lease | None:
-        grant = self._ahead.take(provider, need)
+    def _from_grant(
+        self, provider: str, pool: Sequence[KeyPlan], need: tuple[int, int]
+    ) -> Lease | None:
+        grant = self._ahead.take(provider, pool, need)
         return None if grant is None else self._lease(provider, grant.key, need, grant.slot)
 
     async def _degraded(

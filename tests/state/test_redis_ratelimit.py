@@ -253,3 +253,24 @@ async def test_a_closed_lease_reaches_redis_on_its_own(redis_srv: RedisServer, p
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_room_ahead_serves_only_keys_still_in_the_pool(
+    redis_srv: RedisServer, prefix: str
+) -> None:
+    """Room booked on a key that has since left the pool (rejected, cooling down) is not
+    used; the call books on a usable key. Without a wait, a lease comes straight from the
+    room ahead (no await), or not at all."""
+    a = limiter(redis_srv.url, prefix)
+    k0, k1 = KeyPlan(id="p#0", secret=None), KeyPlan(id="p#1", secret=None)
+    try:
+        assert a.try_acquire_nowait("p", (k0,), 1, 1) is None  # nothing booked ahead yet
+        leases = [await a.acquire("p", (k0,), 1, 1, max_wait_s=0) for _ in range(3)]
+        nowait = a.try_acquire_nowait("p", (k0,), 1, 1)  # the third booked 4: 2 left
+        assert nowait is not None and nowait.key.id == "p#0"
+        moved = await a.acquire("p", (k1,), 1, 1, max_wait_s=0)
+        assert moved.key.id == "p#1"
+        for lease in (*leases, nowait, moved):
+            await a.settle(lease, 1, 1)
+    finally:
+        await a.aclose()
