@@ -153,8 +153,9 @@ class RedisBudgetStore:
     ) -> Awaitable[Reservation]:
         """Hold the worst case against day, month (and total) together, or raise
         BudgetExceededError. The script is sent before this returns (on the pipelined
-        connection), so the caller's lease leaves in the same write; the answer is read
-        when awaited."""
+        connection: written at once when it is the first command of the loop's turn), so
+        Redis works on it while the caller takes its lease; the answer is read when
+        awaited."""
         check_amount(amount_usd)
         check_totals(self._totals, total_usd)
         amount = nanos_up(amount_usd)

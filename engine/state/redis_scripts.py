@@ -77,10 +77,13 @@ class RedisPyScripts:
 class _Wire(asyncio.Protocol):
     """One connection: replies handed to the waiting futures in the order sent.
 
-    Commands issued in one turn of the event loop leave in one write (flushed by a
-    `call_soon`): a call's budget settle, lease correction and header update go together,
-    and each write is a system call that also wakes the server (measured the largest part
-    of this process's CPU per call with Redis state before they were coalesced).
+    The first command of a turn of the event loop is written at once; the others issued in
+    that turn leave together in one write at its end (a `call_soon`). Each write is a system
+    call that also wakes the server (measured the largest part of this process's CPU per
+    call with Redis state before commands were coalesced), and a lone command, such as a
+    sequential call's budget hold, should not wait for the rest of its caller's turn: its
+    caller went on for 50-100 us before the turn ended, while Redis could have answered
+    (bench.shared_state: the hold's write left ~90 us after it was asked for).
 
     A reply settles its future directly (no task, no coroutine per command), and one timer
     per connection, armed while answers are awaited, enforces the answer timeout instead of
@@ -96,6 +99,7 @@ class _Wire(asyncio.Protocol):
         self._timeout_s = answer_timeout_s
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Handle | None = None  # the end-of-turn write, when queued
+        self._turn_open = False  # a write left in this turn of the loop
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports (the server runs on uvloop) are not asyncio.Transport subclasses
@@ -129,9 +133,12 @@ class _Wire(asyncio.Protocol):
         script: _Script | None = None,
         keys: Sequence[Arg] = (),
         args: Sequence[Arg] = (),
+        now: bool = False,
     ) -> asyncio.Future[Any]:
         """Queue one command; its future gets the reply (a Redis error reply raised as
-        ResponseError; a script's NOSCRIPT is answered by sending it again with EVAL)."""
+        ResponseError; a script's NOSCRIPT is answered by sending it again with EVAL).
+        `now` writes it (and whatever is queued) at once without opening the turn: a
+        command nobody awaits, whose write should not delay the next awaited one."""
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         if fut is None:
@@ -140,10 +147,20 @@ class _Wire(asyncio.Protocol):
         self.waiting.append((fut, deadline, script, keys, args))
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._watch)
-        if self._flushing is None:
-            self._flushing = loop.call_soon(self.flush)
         self._out.append(hiredis.pack_command(tuple(command)))  # type: ignore[arg-type]  # its stub types a 1-tuple
+        if now:
+            self.flush()
+        elif self._flushing is None:
+            if self._turn_open:  # a write already left in this turn: the rest go at its end
+                self._flushing = loop.call_soon(self.flush)
+            else:  # the turn's first command leaves now, while its caller works on
+                self._turn_open = True
+                loop.call_soon(self._turn_ended)
+                self.flush()
         return fut
+
+    def _turn_ended(self) -> None:
+        self._turn_open = False
 
     def flush(self) -> None:
         """Write what is queued (at the end of the loop's turn, or at once for `written`:
@@ -315,9 +332,7 @@ class _Script:
         if wire is None:
             return None
         evalsha = ("EVALSHA", self._sha, len(keys), *keys, *args)
-        sent = wire.send(evalsha, None, self, keys, args)
-        wire.flush()  # with whatever this turn of the loop queued before it
-        return sent
+        return wire.send(evalsha, None, self, keys, args, now=True)  # with what is queued
 
     async def _connect_and_call(self, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         wire = await self._conn.connected()

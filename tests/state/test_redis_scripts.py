@@ -138,3 +138,34 @@ async def test_a_server_that_never_answers_times_out_and_the_connection_is_dropp
         server.close()
         for writer in accepted:
             writer.close()
+
+
+async def test_a_turns_first_command_leaves_at_once_the_rest_together(
+    redis_srv: RedisServer,
+) -> None:
+    """The first command of a turn of the event loop is written before its caller goes on
+    (Redis works on it meanwhile); the others of that turn leave in one write at its end.
+    A command nobody awaits (`written`) leaves at once without holding up the next one."""
+    conn = ScriptConnection(redis_srv.url)
+    echo = conn.register(ECHO)
+    try:
+        await echo(keys=[], args=["open"])
+        wire = conn.open_wire()
+        assert wire is not None and wire.transport is not None
+        await asyncio.sleep(0)  # a new turn
+        writes: list[bytes] = []
+        real = wire.transport.write
+        wire.transport.write = lambda data: (writes.append(bytes(data)), real(data))[1]  # type: ignore[method-assign]
+        first = echo(keys=[], args=["a"])
+        assert len(writes) == 1  # before this coroutine yielded
+        rest = [echo(keys=[], args=["b"]), echo(keys=[], args=["c"])]
+        assert len(writes) == 1
+        assert await asyncio.gather(first, *rest) == [b"a", b"b", b"c"]
+        assert len(writes) == 2 and writes[1].count(b"EVALSHA") == 2
+        await asyncio.sleep(0)
+        unawaited = echo.written(keys=[], args=["d"])
+        awaited = echo(keys=[], args=["e"])
+        assert len(writes) == 4  # both at once: the first did not open the turn
+        assert unawaited is not None and await unawaited == b"d" and await awaited == b"e"
+    finally:
+        await conn.aclose()
