@@ -49,8 +49,8 @@ from engine.state.money import (
     utc_month,
 )
 from engine.state.protocols import Reservation, SpendSource
-from engine.state.redis_budget_lua import CLOSE, RESERVE, SPENT, packed
-from engine.state.redis_common import KeyNames, connect, tag, unreachable
+from engine.state.redis_budget_lua import CLOSE, RESERVE, SPENT
+from engine.state.redis_common import KeyNames, connect, packed, tag, unreachable
 from engine.state.redis_scripts import Arg, Scripts, scripts_for
 
 log = logging.getLogger(__name__)

@@ -1,18 +1,11 @@
-"""The Lua scripts of the Redis budget store (engine/state/redis_budget.py), and how they
-take their numbers. Why they look as they do: see the measured costs below."""
+"""The Lua scripts of the Redis budget store (engine/state/redis_budget.py); they take
+their numbers packed (redis_common.packed). Why they look as they do: see the measured
+costs below."""
 
 from __future__ import annotations
 
-import struct
-
 #: How long an expired hold can still be settled (its cost booked once) or released.
 LAPSED_MS = 2 * 86_400_000
-
-
-def packed(*numbers: float) -> bytes:
-    """A script's numbers as one argument: little-endian doubles, exact for integers below
-    2**53 (as Lua's numbers are), unpacked by `struct.unpack` at C speed."""
-    return struct.pack(f"<{len(numbers)}d", *numbers)
 
 
 # Measured with callgrind on redis-server 7.0 (instructions per script, docs/state.md): a

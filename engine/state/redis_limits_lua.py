@@ -25,8 +25,6 @@ in-process, never early.
 
 from __future__ import annotations
 
-import struct
-
 #: Redis key suffixes of a pool key's state and history. New names, not the hashes' "w"
 #: and "m": a replica of the previous version reads only its own layout (a rolling upgrade
 #: counts the two versions apart for at most a minute; learned limits come back with the
@@ -34,17 +32,9 @@ import struct
 STATE, HISTORY = "s", "h"
 
 
-def packed(*numbers: int) -> bytes:
-    """A script's numbers as its one argument, little-endian doubles (exact for integers
-    below 2**53), the time last (-1: the server's). Each argument costs a script about
-    1.2k instructions and each `tonumber` 1.7k; one `struct.unpack` of them all costs less
-    than two (callgrind on redis-server)."""
-    return struct.pack(f"<{len(numbers)}d", *numbers)
-
-
 _NOW = """
 local max, min, floor = math.max, math.min, math.floor
-local A = {struct.unpack('<' .. string.rep('d', #ARGV[1] / 8), ARGV[1])}  -- see `packed`
+local A = {struct.unpack('<' .. string.rep('d', #ARGV[1] / 8), ARGV[1])}  -- redis_common.packed
 local now_ms = A[#ARGV[1] / 8]
 if now_ms < 0 then
   local t = redis.call('TIME')

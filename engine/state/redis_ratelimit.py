@@ -42,7 +42,7 @@ from engine.state.protocols import Lease, RateLimiter
 from engine.state.ratelimit.learned import MAX_BLOCK_S
 from engine.state.ratelimit.observed import ObserveThrottle
 from engine.state.ratelimit.queue import WaitQueue
-from engine.state.redis_common import KeyNames, connect, tag
+from engine.state.redis_common import KeyNames, connect, packed, tag
 from engine.state.redis_grants import Ahead, Closing, Grant
 from engine.state.redis_limits_lua import (
     ACQUIRE,
@@ -51,7 +51,6 @@ from engine.state.redis_limits_lua import (
     OBSERVE,
     STATE,
     STATUS,
-    packed,
 )
 from engine.state.redis_scripts import Scripts, scripts_for
 
