@@ -23,6 +23,12 @@ def limiter(url: str, prefix: str) -> RedisRateLimiter:
     return RedisRateLimiter(url, clock, InProcessRateLimiter(clock), prefix=prefix)
 
 
+def on_clock(url: str, prefix: str, clock: FakeClock) -> RedisRateLimiter:
+    """A replica whose windows run on `clock` (the scripts are given its time)."""
+    fallback = InProcessRateLimiter(clock)
+    return RedisRateLimiter(url, clock, fallback, prefix=prefix, server_clock=False)
+
+
 async def test_three_replicas_share_one_request_limit(redis_srv: RedisServer, prefix: str) -> None:
     """60 concurrent requests through 3 replicas against a 20 rpm key: exactly 20 go."""
     replicas = [limiter(redis_srv.url, prefix) for _ in range(3)]
@@ -174,12 +180,7 @@ async def test_room_booked_ahead_serves_calls_and_goes_back(
     replica's pace): the calls it covers need no script; every replica counts the room
     until it is given back, and exactly what was used stays."""
     clock = FakeClock()
-    a = RedisRateLimiter(
-        redis_srv.url, clock, InProcessRateLimiter(clock), prefix=prefix, server_clock=False
-    )
-    b = RedisRateLimiter(
-        redis_srv.url, clock, InProcessRateLimiter(clock), prefix=prefix, server_clock=False
-    )
+    a, b = on_clock(redis_srv.url, prefix, clock), on_clock(redis_srv.url, prefix, clock)
     admin = aioredis.Redis.from_url(redis_srv.url)
     keys = (KeyPlan(id="p#0", secret=None, rpm=10_000),)
     b.register("p", keys)
@@ -208,12 +209,7 @@ async def test_booking_ahead_never_lets_replicas_past_the_limit(
     """Three replicas taking turns on a 100 rpm key: exactly 100 calls go in the minute,
     whatever each holds ahead (a refused call still takes its replica's room ahead)."""
     clock = FakeClock()
-    replicas = [
-        RedisRateLimiter(
-            redis_srv.url, clock, InProcessRateLimiter(clock), prefix=prefix, server_clock=False
-        )
-        for _ in range(3)
-    ]
+    replicas = [on_clock(redis_srv.url, prefix, clock) for _ in range(3)]
     keys = (KeyPlan(id="p#0", secret=None, rpm=100),)
     admitted, refused_in_a_row, turn = 0, 0, 0
     try:
