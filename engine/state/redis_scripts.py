@@ -77,13 +77,14 @@ class RedisPyScripts:
 class _Wire(asyncio.Protocol):
     """One connection: replies handed to the waiting futures in the order sent.
 
-    The first command of a turn of the event loop is written at once; the others issued in
-    that turn leave together in one write at its end (a `call_soon`). Each write is a system
-    call that also wakes the server (measured the largest part of this process's CPU per
-    call with Redis state before commands were coalesced), and a lone command, such as a
-    sequential call's budget hold, should not wait for the rest of its caller's turn: its
-    caller went on for 50-100 us before the turn ended, while Redis could have answered
-    (bench.shared_state: the hold's write left ~90 us after it was asked for).
+    A command whose reply is awaited while no other awaited reply is outstanding is written
+    at once; otherwise commands leave together in one write at the end of the loop's turn
+    (a `call_soon`). Each write is a system call that also wakes the server (measured the
+    largest part of this process's CPU per call with Redis state before commands were
+    coalesced), so under load they share writes; but a lone command, such as a sequential
+    call's budget hold, should not wait for the rest of its caller's turn: its caller went
+    on for 50-100 us before the turn ended, while Redis could have answered (the hold's
+    write left ~90 us after it was asked for).
 
     A reply settles its future directly (no task, no coroutine per command), and one timer
     per connection, armed while answers are awaited, enforces the answer timeout instead of
@@ -99,7 +100,7 @@ class _Wire(asyncio.Protocol):
         self._timeout_s = answer_timeout_s
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Handle | None = None  # the end-of-turn write, when queued
-        self._turn_open = False  # a write left in this turn of the loop
+        self._awaited = 0  # replies a caller waits for, not yet read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports (the server runs on uvloop) are not asyncio.Transport subclasses
@@ -111,14 +112,16 @@ class _Wire(asyncio.Protocol):
             if not self.waiting:  # an answer nobody asked for: the stream is out of step
                 self.fail(RedisConnectionError("unexpected reply from Redis"))
                 return
-            fut, _, script, keys, args = self.waiting.popleft()
+            fut, _, script, keys, args, awaited = self.waiting.popleft()
+            self._awaited -= awaited
             if fut.done():
                 continue
             if type(reply) is not hiredis.ReplyError:
                 fut.set_result(reply)
             elif script is not None and str(reply).startswith("NOSCRIPT"):
                 # EVAL also caches the script, so the next EVALSHA finds it.
-                self.send(("EVAL", script.source, len(keys), *keys, *args), fut)
+                eval_ = ("EVAL", script.source, len(keys), *keys, *args)
+                self.send(eval_, fut, now=not awaited)
             else:
                 fut.set_exception(ResponseError(str(reply)))
 
@@ -137,30 +140,23 @@ class _Wire(asyncio.Protocol):
     ) -> asyncio.Future[Any]:
         """Queue one command; its future gets the reply (a Redis error reply raised as
         ResponseError; a script's NOSCRIPT is answered by sending it again with EVAL).
-        `now` writes it (and whatever is queued) at once without opening the turn: a
-        command nobody awaits, whose write should not delay the next awaited one."""
+        `now` writes it (and whatever is queued) at once: a command nobody awaits (the
+        caller keeps the future only to learn of a failure)."""
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         if fut is None:
             fut = loop.create_future()
         deadline = loop.time() + self._timeout_s
-        self.waiting.append((fut, deadline, script, keys, args))
+        self.waiting.append((fut, deadline, script, keys, args, not now))
+        self._awaited += not now
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._watch)
         self._out.append(hiredis.pack_command(tuple(command)))  # type: ignore[arg-type]  # its stub types a 1-tuple
-        if now:
-            self.flush()
+        if now or (self._flushing is None and self._awaited == 1):
+            self.flush()  # nothing to share a write with: Redis works while the caller does
         elif self._flushing is None:
-            if self._turn_open:  # a write already left in this turn: the rest go at its end
-                self._flushing = loop.call_soon(self.flush)
-            else:  # the turn's first command leaves now, while its caller works on
-                self._turn_open = True
-                loop.call_soon(self._turn_ended)
-                self.flush()
+            self._flushing = loop.call_soon(self.flush)
         return fut
-
-    def _turn_ended(self) -> None:
-        self._turn_open = False
 
     def flush(self) -> None:
         """Write what is queued (at the end of the loop's turn, or at once for `written`:
@@ -200,15 +196,16 @@ class _Wire(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._awaited = 0
         while self.waiting:
             fut = self.waiting.popleft()[0]
             if not fut.done():
                 fut.set_exception(exc)
 
 
-#: A command awaiting its reply: the future, its deadline, and for a script what NOSCRIPT
-#: needs to send it again (the script, its keys and arguments).
-_Pending = tuple[asyncio.Future[Any], float, "_Script | None", Sequence[Arg], Sequence[Arg]]
+#: A command awaiting its reply: the future, its deadline, for a script what NOSCRIPT needs
+#: to send it again (the script, its keys and arguments), and whether a caller awaits it.
+_Pending = tuple[asyncio.Future[Any], float, "_Script | None", Sequence[Arg], Sequence[Arg], bool]
 
 
 class ScriptConnection:

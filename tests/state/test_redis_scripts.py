@@ -140,12 +140,13 @@ async def test_a_server_that_never_answers_times_out_and_the_connection_is_dropp
             writer.close()
 
 
-async def test_a_turns_first_command_leaves_at_once_the_rest_together(
+async def test_a_lone_awaited_command_leaves_at_once_the_rest_together(
     redis_srv: RedisServer,
 ) -> None:
-    """The first command of a turn of the event loop is written before its caller goes on
-    (Redis works on it meanwhile); the others of that turn leave in one write at its end.
-    A command nobody awaits (`written`) leaves at once without holding up the next one."""
+    """A command awaited while no other awaited reply is outstanding is written before its
+    caller goes on (Redis works on it meanwhile); the others issued in that turn leave in
+    one write at its end. A command nobody awaits (`written`) leaves at once and does not
+    hold up the next awaited one."""
     conn = ScriptConnection(redis_srv.url)
     echo = conn.register(ECHO)
     try:
