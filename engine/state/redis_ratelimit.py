@@ -27,7 +27,7 @@ import functools
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ from engine.state.redis_limits_lua import (
     STATE,
     STATUS,
 )
-from engine.state.redis_scripts import Scripts, scripts_for
+from engine.state.redis_scripts import Arg, Script, Scripts, scripts_for
 
 log = logging.getLogger(__name__)
 
@@ -287,17 +287,22 @@ class RedisRateLimiter:
         for provider, key_id, numbers in closes:
             keys = self._redis_keys(provider, (KeyPlan(id=key_id, secret=None),))
             args = (packed(*numbers, self._now()),)
-            self._background(self._close(keys=keys, args=args), "settle leases")
+            self._background(self._close, keys, args, "settle leases")
 
     def _wake(self, provider: str) -> None:
         nap = self._naps.get(provider)
         if nap is not None:
             nap.notify()
 
-    def _background(self, work: Awaitable[Any], what: str) -> None:
-        """Send now, never wait: on the pipelined connection the script leaves in this turn
-        of the loop (no task of its own) and later commands of this process run after it."""
-        sent = asyncio.ensure_future(work)
+    def _background(
+        self, script: Script, keys: Sequence[Arg], args: Sequence[Arg], what: str
+    ) -> None:
+        """Send now, never wait: on the pipelined connection the script is written at once
+        as a reply nobody awaits (so it does not hold back the next awaited command) and
+        later commands of this process run after it; elsewhere it runs as a task."""
+        sent = script.written(keys, args)
+        if sent is None:
+            sent = asyncio.ensure_future(script(keys=keys, args=args))
         self._pending.add(sent)
         sent.add_done_callback(functools.partial(self._landed, what))
 
@@ -327,9 +332,7 @@ class RedisRateLimiter:
             int(min(info.retry_after_s or 0.0, MAX_BLOCK_S) * 1000),  # capped, as in-process
             self._now(),
         ),)  # fmt: skip
-        self._background(
-            self._observe(keys=self._redis_keys(provider, (key,)), args=args), "store headers"
-        )
+        self._background(self._observe, self._redis_keys(provider, (key,)), args, "store headers")
         if info.retry_after_s:
             self._ahead.retire(provider, key_id)  # pushed back: no more calls from its grant
         await self._fallback.observe(provider, key_id, info)  # ready if Redis goes away
