@@ -19,7 +19,7 @@ from typing import Any
 
 from engine.plan.values import KeyPlan
 from engine.state.ratelimit.learned import Limits
-from engine.state.ratelimit.window import DIMENSIONS, Amounts, Use, Window, amounts
+from engine.state.ratelimit.window import DIMENSIONS, Amounts, Use, Window
 
 
 @dataclass(slots=True)
@@ -39,11 +39,11 @@ class KeyState:
         self.key = key
         self.limits.rebind(key)
 
-    def take(self, now: float, input_tokens: int, output_tokens: int) -> Use:
+    def take(self, now: float, need: Amounts) -> Use:
         """Book one request: in the window, against remaining figures, as in flight."""
-        use = self.window.take(now, input_tokens, output_tokens)
+        use = self.window.take(now, need)
         if self.limits.informed:
-            self.limits.spend(amounts(1, input_tokens, output_tokens), now)
+            self.limits.spend(need, now)
             if self.limits.asked_until:
                 self.limits.probe(now)
         self.in_flight += 1
@@ -66,13 +66,13 @@ def headroom(state: KeyState, now: float, need: Amounts) -> float | None:
         return 1.0
     if now < limits.blocked_until:
         return None
-    used, hinted = state.window.used, limits.hinted
+    used, hints = state.window.used, limits.hints
     room = 1.0
     # Written with conditional expressions rather than min(): this runs for every attempt,
     # and the builtins' calls cost about 1 us a call here (bench/state.py).
     for dim in limits.watched:
         limit = limits.effective[dim]
-        hint = limits.hints[dim].current(now) if dim in hinted else None
+        hint = hints[dim].current(now)
         if limit is None:
             if hint is not None and need[dim] > hint:
                 return None

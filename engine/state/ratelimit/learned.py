@@ -88,16 +88,22 @@ class Limits:
         """Learn limits, remaining figures and a Retry-After from one answer's headers."""
         self.informed = True
         self.unlimited = False
+        # Headers name two or three of the four dimensions (OpenAI: requests and tokens;
+        # Anthropic: requests, input and output): a dimension they say nothing about is
+        # passed over without a call.
+        limit, remaining = info.limit_requests, info.remaining_requests
+        if limit is not None or remaining is not None:
+            self._learn(0, limit, remaining, now + (info.reset_requests_s or DEFAULT_RESET_S))
         tokens_reset = now + (info.reset_tokens_s or DEFAULT_RESET_S)
-        self._learn(
-            0,
-            info.limit_requests,
-            info.remaining_requests,
-            now + (info.reset_requests_s or DEFAULT_RESET_S),
-        )
-        self._learn(1, info.limit_input_tokens, info.remaining_input_tokens, tokens_reset)
-        self._learn(2, info.limit_output_tokens, info.remaining_output_tokens, tokens_reset)
-        self._learn(3, info.limit_tokens, info.remaining_tokens, tokens_reset)
+        limit, remaining = info.limit_input_tokens, info.remaining_input_tokens
+        if limit is not None or remaining is not None:
+            self._learn(1, limit, remaining, tokens_reset)
+        limit, remaining = info.limit_output_tokens, info.remaining_output_tokens
+        if limit is not None or remaining is not None:
+            self._learn(2, limit, remaining, tokens_reset)
+        limit, remaining = info.limit_tokens, info.remaining_tokens
+        if limit is not None or remaining is not None:
+            self._learn(3, limit, remaining, tokens_reset)
         after = info.retry_after_s
         if after is not None and after > 0:
             self.asked_until = max(self.asked_until, now + after)

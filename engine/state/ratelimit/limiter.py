@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.clock import Clock
 from engine.errors import RateLimitedError
+from engine.frozen import builder
 from engine.messages import RateLimitInfo
 from engine.plan.values import KeyPlan
 from engine.state.protocols import Lease
@@ -29,6 +30,11 @@ class _Lease(Lease):
 
     state: KeyState
     use: Use
+
+
+# One per try: builder() skips the frozen dataclass's per-field object.__setattr__
+# (engine/frozen.py).
+_lease = builder(_Lease)
 
 
 @dataclass(slots=True)
@@ -66,6 +72,8 @@ class InProcessRateLimiter:
         self._clock = clock
         self._share = share
         self._pools: dict[str, _Pool] = {}
+        #: provider -> the keys last bound, their pool and states (see `_bind`)
+        self._bound: dict[str, tuple[Sequence[KeyPlan], _Pool, list[KeyState]]] = {}
 
     def _pool(self, provider: str) -> _Pool:
         pool = self._pools.get(provider)
@@ -74,8 +82,17 @@ class InProcessRateLimiter:
         return pool
 
     def _bind(self, provider: str, keys: Sequence[KeyPlan]) -> tuple[_Pool, list[KeyState]]:
+        """The pool and the states of these keys. The same keys as last time (the common
+        case: a provider's key tuple lives as long as its plan) reuse the states found then,
+        without a lookup per key."""
+        bound = self._bound.get(provider)
+        if bound is not None and bound[0] is keys:
+            return bound[1], bound[2]
         pool = self._pool(provider)
-        return pool, pool.bind(keys or (KeyPlan(id=f"{provider}#0", secret=None),))
+        states = pool.bind(keys or (KeyPlan(id=f"{provider}#0", secret=None),))
+        if isinstance(keys, tuple):  # immutable, so `is` proves the same keys
+            self._bound[provider] = (keys, pool, states)
+        return pool, states
 
     def register(self, provider: str, keys: Sequence[KeyPlan]) -> None:
         """Make keys visible in `status` before their first request."""
@@ -113,8 +130,15 @@ class InProcessRateLimiter:
         best = choose(states, now, need)
         if best is None:
             return None
-        use = best.take(now, need[1], need[2])
-        return _Lease(provider, best.key, need[1], need[2], best, use)
+        use = best.take(now, need)
+        return _lease(
+            provider=provider,
+            key=best.key,
+            input_tokens=need[1],
+            output_tokens=need[2],
+            state=best,
+            use=use,
+        )
 
     async def _wait(
         self, provider: str, pool: _Pool, states: list[KeyState], need: Amounts, max_wait_s: float
@@ -174,7 +198,7 @@ class InProcessRateLimiter:
         lease.use.open = False
         lease.state.close(lease.use, requests, input_tokens, output_tokens, self._clock.monotonic())
         pool = self._pools.get(lease.provider)
-        if pool is not None:
+        if pool is not None and pool.queue.watchers:  # only a napping queue head watches
             pool.queue.notify()
 
     async def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
@@ -185,7 +209,8 @@ class InProcessRateLimiter:
             unknown = KeyPlan(id=key_id, secret=None)
             state = pool.states[key_id] = KeyState.of(unknown, pool.share)
         state.limits.observe(info, self._clock.monotonic())
-        pool.queue.notify()
+        if pool.queue.watchers:  # only a napping queue head watches
+            pool.queue.notify()
 
     async def status(self, provider: str) -> dict[str, Any]:
         """Per key id (never the key): limit and remaining per dimension; queued requests."""

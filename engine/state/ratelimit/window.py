@@ -71,14 +71,14 @@ class Window:
             old.live = False
             self._count(amounts(-old.requests, -old.input, -old.output))
 
-    def take(self, now: float, input_tokens: int, output_tokens: int) -> Use:
-        """Book one request in the current slice."""
+    def take(self, now: float, need: Amounts) -> Use:
+        """Book one request (`need`: its amounts, requests first) in the current slice."""
         current = self._slice(now)
-        current.requests += 1
-        current.input += input_tokens
-        current.output += output_tokens
-        self._count(amounts(1, input_tokens, output_tokens))
-        return Use(current, 1, input_tokens, output_tokens)
+        current.requests += need[0]
+        current.input += need[1]
+        current.output += need[2]
+        self._count(need)
+        return Use(current, need[0], need[1], need[2])
 
     def correct(self, use: Use, requests: int, input_tokens: int, output_tokens: int) -> Amounts:
         """Replace a footprint by what really happened (requests=0: never sent); returns
