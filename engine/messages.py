@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     ValidationError,
     field_validator,
     model_validator,
@@ -285,15 +286,20 @@ class Request(BaseModel):
     fallbacks: list[str] = Field(default_factory=list)
     variables: JSONObject = Field(default_factory=dict)  # for policy templates
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _shorthands(cls, data: Any) -> Any:
+    def _shorthands(cls, data: Any, handler: ModelWrapValidatorHandler[Request]) -> Request:
         """The shorthand and legacy forms (`prompt`, `functions`, `function` messages...)
-        as the canonical fields (engine.request_forms). It runs on every request, so the
-        check comes first."""
-        if not isinstance(data, dict) or not needs_rewrite(data):
-            return data
-        return rewrite(data)
+        as the canonical fields (engine.request_forms). Every such form fails the canonical
+        schema (an unknown key or role), so the body is validated as it is first and
+        rewritten only when that fails: the common request skips `needs_rewrite`'s walk of
+        its messages (~4k instructions a request)."""
+        try:
+            return handler(data)
+        except ValidationError:
+            if not isinstance(data, dict) or not needs_rewrite(data):
+                raise
+        return handler(rewrite(data))
 
     @field_validator("stop", mode="before")
     @classmethod
