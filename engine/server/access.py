@@ -1,11 +1,13 @@
-"""Request ids and structured access logs, as one ASGI wrapper around the whole app.
+"""Request ids and structured access logs.
 
 Every HTTP answer carries `x-request-id`: the client's own when it sent a sane one (so a
-caller's id follows the request through our logs), else a fresh random one. With
-`access_log` on, each request also leaves one JSON line on the `engine.access` logger
-(stderr): time, request id, method, path, status, duration, client address, and the routing
-facts the chat route put in its headers (provider, model, policy, attempts, cost), plus the
-trace id when tracing is on. Nothing from the body or the Authorization header is logged.
+caller's id follows the request through our logs), else a fresh random one. The API
+surfaces (server/surface.py) put it in the header list they build anyway; every other route
+gets it from `RequestIds`, an ASGI wrapper around starlette. With `access_log` on, each
+request also leaves one JSON line on the `engine.access` logger (stderr): time, request id,
+method, path, status, duration, client address, and the routing facts the chat route put
+in its headers (provider, model, policy, attempts, cost), plus the trace id when tracing is
+on. Nothing from the body or the Authorization header is logged.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -25,13 +26,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("engine.access")
 
-#: The current request's id, for anything that logs or traces while serving it.
-REQUEST_ID: ContextVar[str] = ContextVar("engine_request_id", default="")
-
-_HEADER = b"x-request-id"
-#: Fresh ids: a random per-process prefix and a counter (unique, and no syscall per request).
-_PREFIX = os.urandom(6).hex().encode()
-_COUNTER = itertools.count()
+REQUEST_ID_HEADER = b"x-request-id"
+#: Fresh ids: 24 hex digits, a random per-process prefix (the high 48 bits) and a counter
+#: (unique, and no syscall per request).
+_COUNTER = itertools.count(int.from_bytes(os.urandom(6), "big") << 48)
 _SANE = re.compile(rb"[A-Za-z0-9._:/+=-]{1,128}")
 _LOGGED = {
     b"x-engine-provider": "provider",
@@ -40,19 +38,41 @@ _LOGGED = {
     b"x-engine-attempts": "attempts",
     b"x-engine-cost-usd": "cost_usd",
     b"x-engine-cache": "cache",
+    REQUEST_ID_HEADER: "request_id",
 }
 
 
 def incoming_id(scope: Scope) -> bytes:
     """The client's x-request-id if it is a plain token of sane length, else a new one."""
     for name, value in scope["headers"]:
-        if name == _HEADER and _SANE.fullmatch(value):
+        if name == REQUEST_ID_HEADER and _SANE.fullmatch(value):
             return bytes(value)
-    return b"%s%012x" % (_PREFIX, next(_COUNTER))
+    return b"%024x" % next(_COUNTER)
+
+
+class RequestIds:
+    """Wraps an ASGI app (starlette's routes): the request id on every answer it sends."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid = incoming_id(scope)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", ()), (REQUEST_ID_HEADER, rid)],
+                }
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
 
 
 class AccessLog:
-    """Wraps an ASGI app: request id in and out, and one JSON log line per request."""
+    """Wraps an ASGI app (installed only when access logging is on): one JSON log line per
+    HTTP request, its request id read from the answer's x-request-id header."""
 
     def __init__(
         self, app: ASGIApp, enabled: bool, trace_id: Callable[[], str | None] | None = None
@@ -67,32 +87,24 @@ class AccessLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = incoming_id(scope)
-        REQUEST_ID.set(rid.decode("latin-1"))
         seen: list[Message] = []
 
-        async def send_with_id(message: Message) -> None:
+        async def send_seen(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), (_HEADER, rid)]}
                 seen.append(message)
             await send(message)
 
-        if not self.enabled:
-            await self.app(scope, receive, send_with_id)
-            return
         started = time.perf_counter()
         trace = self.trace_id() if self.trace_id is not None else None
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_seen)
         finally:
-            self._log(scope, rid, seen[0] if seen else None, started, trace)
+            self._log(scope, seen[0] if seen else None, started, trace)
 
-    def _log(
-        self, scope: Scope, rid: bytes, start: Message | None, started: float, trace: str | None
-    ) -> None:
+    def _log(self, scope: Scope, start: Message | None, started: float, trace: str | None) -> None:
         entry: dict[str, Any] = {
             "ts": round(time.time(), 3),
-            "request_id": rid.decode("latin-1"),
+            "request_id": "",
             "method": scope["method"],
             "path": scope["path"],
             "status": start["status"] if start else 500,
@@ -105,6 +117,8 @@ class AccessLog:
             field = _LOGGED.get(name)
             if field is not None:
                 entry[field] = value.decode("latin-1")
+        if not entry["request_id"]:  # the app failed before answering: the client's id
+            entry["request_id"] = incoming_id(scope).decode("latin-1")
         log.info(orjson.dumps(entry).decode())
 
 

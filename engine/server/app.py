@@ -30,7 +30,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from engine.server import admin, aggregate, dashboard, ops, plugins, status, tracing
-from engine.server.access import AccessLog
+from engine.server.access import AccessLog, RequestIds
 from engine.server.client_keys import authenticator, close_keys, watch_keys
 from engine.server.common import RoutingEngine, ServerState, error_response
 from engine.server.embeddings import EMBEDDINGS_PATH, embeddings
@@ -68,8 +68,9 @@ class EngineApp(Starlette):
     """Starlette, with a POST to an API surface's path sent straight to its raw ASGI route.
 
     The check is three dict lookups; every other path, method and scope type (lifespan
-    included) goes through starlette as before. Every HTTP request passes `AccessLog` first
-    (request id, JSON access log).
+    included) goes through starlette as before, behind `RequestIds` (the surfaces send
+    their own x-request-id). With access logging on, every HTTP request passes `AccessLog`
+    first.
     """
 
     def __init__(
@@ -81,8 +82,10 @@ class EngineApp(Starlette):
         super().__init__(**kwargs)
         #: POST paths served by bare ASGI routes (chat and the other API surfaces).
         self.fast: dict[str, Any] = dict(surfaces)
+        self.routed = RequestIds(super().__call__)
         self.access = AccessLog(self._dispatch, access_log)
-        self.entry: ASGIApp = self.access  # tracing.attach wraps it when OTLP is configured
+        # tracing.attach wraps it when OTLP is configured
+        self.entry: ASGIApp = self.access if access_log else self._dispatch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -96,7 +99,7 @@ class EngineApp(Starlette):
             if route is not None:
                 await route(scope, receive, send)
                 return
-        await super().__call__(scope, receive, send)
+        await self.routed(scope, receive, send)
 
 
 def create_app(

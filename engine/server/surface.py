@@ -25,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from engine.messages import Request, parse_request
 from engine.result import Response
+from engine.server.access import REQUEST_ID_HEADER, incoming_id
 from engine.server.anthropic_messages import AnthropicMessages
 from engine.server.auth import Principal
 from engine.server.chat import ChatSurface
@@ -83,7 +84,9 @@ class SurfaceRoute:
         self.surface = surface
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rid = incoming_id(scope)
         response = await self.handle(scope, receive)
+        response.headers.append((REQUEST_ID_HEADER, rid))  # after content-type, as before
         await response(scope, receive, send)
 
     async def handle(self, scope: Scope, receive: Receive) -> JSONAnswer | EventStreamResponse:
