@@ -34,6 +34,7 @@ from engine.state.protocols import (
 from engine.state.ratelimit import InProcessRateLimiter
 from engine.state.redis_breaker import RedisBreakerSignal
 from engine.state.redis_budget import RedisBudgetStore
+from engine.state.redis_budget_ahead import BookedAheadBudget
 from engine.state.redis_cache import RedisCache
 from engine.state.redis_common import connect
 from engine.state.redis_ratelimit import RedisRateLimiter
@@ -82,15 +83,19 @@ def shared_state(url: str, clock: Clock, *, hold_s: float) -> SharedState:
     limiter = InProcessRateLimiter(clock)
     return SharedState(
         rate_limiter=RedisRateLimiter(url, clock, limiter, client=client, scripts=scripts),
-        budget=RedisBudgetStore(url, hold_s=hold_s, client=client, scripts=scripts),
-        client_budget=RedisBudgetStore(
-            url,
-            hold_s=hold_s,
-            client=client,
-            scripts=scripts,
-            prefix="engine:key",
-            scope=KEY_SCOPE,
-            totals=True,
+        budget=BookedAheadBudget(
+            RedisBudgetStore(url, hold_s=hold_s, client=client, scripts=scripts)
+        ),
+        client_budget=BookedAheadBudget(
+            RedisBudgetStore(
+                url,
+                hold_s=hold_s,
+                client=client,
+                scripts=scripts,
+                prefix="engine:key",
+                scope=KEY_SCOPE,
+                totals=True,
+            )
         ),
         cache=RedisCache(url, DataclassCodec(Response), clock, client=client),
         breaker_signal=RedisBreakerSignal(url, client=client),

@@ -32,7 +32,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -49,7 +49,7 @@ from engine.state.money import (
     utc_month,
 )
 from engine.state.protocols import Reservation, SpendSource
-from engine.state.redis_budget_lua import CLOSE, RESERVE, SPENT
+from engine.state.redis_budget_lua import BOOK, CLOSE, GRANT, RESERVE, SPENT
 from engine.state.redis_common import KeyNames, connect, packed, tag, unreachable
 from engine.state.redis_scripts import Arg, Scripts, scripts_for
 
@@ -79,6 +79,11 @@ def _calendar(day: int) -> tuple[int, str, str]:
     """The scripts' calendar arguments for a UTC day number: the day, its names."""
     name = utc_day(day * 86400.0)
     return day, f"d:{name}", f"m:{name[:7]}"
+
+
+def held_nanos(reservation: Reservation) -> int:
+    """What a reservation of this store holds, exactly, in nano-dollars (its token says)."""
+    return reservation.token % _SPAN
 
 
 def _today() -> tuple[int, str, str]:
@@ -111,10 +116,17 @@ class RedisBudgetStore:
         self._reserve = self._scripts.register(RESERVE)
         self._close = self._scripts.register(CLOSE)
         self._spent = self._scripts.register(SPENT)
+        self._grant = self._scripts.register(GRANT)
+        self._book = self._scripts.register(BOOK)
         self._keys = KeyNames(self._key_names)  # a workspace's key names
 
     def __repr__(self) -> str:  # never the URL: it may carry a password
         return f"RedisBudgetStore(prefix={self._prefix!r})"
+
+    @property
+    def prefix(self) -> str:
+        """The stores sharing this prefix share their budgets."""
+        return self._prefix
 
     def _key_names(self, workspace: str) -> tuple[str, ...]:
         base = f"{self._prefix}:budget:{tag(workspace)}"
@@ -181,6 +193,16 @@ class RedisBudgetStore:
             raise unreachable(self._name, exc) from None
         if not isinstance(answer, list):
             return Reservation(workspace, amount / NANO, int(answer) * _SPAN + amount)
+        self._refused(answer, workspace, amount, limits)
+
+    def _refused(
+        self,
+        answer: list[Any],
+        workspace: str,
+        amount: int,
+        limits: tuple[float | None, float | None, float | None],
+    ) -> NoReturn:
+        """A script's refusal {0, period field, spent, held} as BudgetExceededError."""
         _, field, spent, held = answer
         period = field.decode()
         name = _LIMITS[period[0]]
@@ -190,6 +212,72 @@ class RedisBudgetStore:
             scope=self._scope,
         )  # fmt: skip
         raise AssertionError(f"the budget script refused {name} on sums that fit")
+
+    def grant(
+        self,
+        workspace: str,
+        amount: int,
+        limits: tuple[float | None, float | None, float | None],
+        *,
+        want: int,
+        ahead: int,
+        longer_ms: int,
+    ) -> Awaitable[Reservation]:
+        """Hold `want` nanos (room booked ahead: redis_budget_ahead.py) when every limited
+        period has `ahead` times `amount` left, capped at a quarter of the least room left;
+        else exactly `amount`, or raise BudgetExceededError. The hold lasts `longer_ms`
+        beyond a call's; the Reservation says how much was held. Sent before this returns."""
+        check_totals(self._totals, limits[2])
+        today, day, month = _today()
+        caps = (-1 if v is None else int(v * NANO) for v in limits)
+        numbers = packed(today, self._hold_ms + longer_ms, *caps, want, ahead)
+        try:
+            reply = self._grant(keys=self._keys(workspace), args=[day, month, amount, numbers])
+        except (RedisError, OSError) as exc:
+            raise unreachable(self._name, exc) from None
+        return self._granted(reply, workspace, amount, limits)
+
+    async def _granted(
+        self,
+        reply: Awaitable[Any],
+        workspace: str,
+        amount: int,
+        limits: tuple[float | None, float | None, float | None],
+    ) -> Reservation:
+        try:
+            answer = await reply
+        except (RedisError, OSError) as exc:
+            raise unreachable(self._name, exc) from None
+        if len(answer) == 2:
+            seq, held = int(answer[0]), int(answer[1])
+            return Reservation(workspace, held / NANO, seq * _SPAN + held)
+        self._refused(answer, workspace, amount, limits)
+
+    def book(self, workspace: str, cost_usd: float) -> None:
+        """Book a cost on the server's day and month, and nothing else: the cost of a call
+        held in room booked ahead (that room stays held until given back with `release`).
+        Written at once, not awaited; a failure is logged."""
+        cost = max(0, nanos(cost_usd))
+        if not cost:
+            return
+        today, day, month = _today()
+        ttl_ms = -1 if self._totals else SPEND_TTL_MS
+        keys = self._keys(workspace)[:1]
+        args: list[Arg] = [day, month, cost, packed(today, cost, ttl_ms)]
+        sent = self._book.written(keys, args)
+        if sent is None:
+            sent = asyncio.ensure_future(self._book(keys=keys, args=args))
+        _IN_FLIGHT.add(sent)
+        sent.add_done_callback(functools.partial(self._booked, workspace, cost))
+
+    def _booked(self, workspace: str, cost: int, sent: asyncio.Future[Any]) -> None:
+        _IN_FLIGHT.discard(sent)
+        exc = None if sent.cancelled() else sent.exception()
+        if exc is not None:
+            log.error(
+                "%s: could not book %d nano-dollars spent by %r (%s)",
+                self._name, cost, workspace, type(exc).__name__,
+            )  # fmt: skip
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
         """Replace the hold by the real cost (booked on the Redis server's day)."""
@@ -205,12 +293,7 @@ class RedisBudgetStore:
         so this process's next reserve or spent sees it, and the bytes are at the server
         before the call's answer leaves; until it lands another replica sees the hold (the
         worst case). A call saves a round trip at its end (docs/state.md)."""
-        keys = self._keys(reservation.workspace)
-        seq, amount = divmod(reservation.token, _SPAN)
-        today, day, month = _today()
-        ttl_ms = -1 if self._totals else SPEND_TTL_MS
-        member = f"{seq}:{amount}"
-        args: list[Arg] = [day, month, member, -amount, cost, packed(today, cost, ttl_ms)]
+        keys, args = self._close_args(reservation, cost)
         sent = self._close.written(keys, args)
         if sent is not None:
             _IN_FLIGHT.add(sent)
@@ -220,6 +303,24 @@ class RedisBudgetStore:
             await self._close(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             self._unclosed(reservation, exc)
+
+    def give_back(self, reservation: Reservation) -> None:
+        """`release` without an await: written before this returns on the pipelined
+        connection (so what this process sends next runs after it), else sent as a task."""
+        keys, args = self._close_args(reservation, 0)
+        sent = self._close.written(keys, args)
+        if sent is None:
+            sent = asyncio.ensure_future(self._close(keys=keys, args=args))
+        _IN_FLIGHT.add(sent)
+        sent.add_done_callback(functools.partial(self._closed, reservation))
+
+    def _close_args(self, reservation: Reservation, cost: int) -> tuple[list[Arg], list[Arg]]:
+        keys: list[Arg] = list(self._keys(reservation.workspace))
+        seq, amount = divmod(reservation.token, _SPAN)
+        today, day, month = _today()
+        ttl_ms = -1 if self._totals else SPEND_TTL_MS
+        member = f"{seq}:{amount}"
+        return keys, [day, month, member, -amount, cost, packed(today, cost, ttl_ms)]
 
     def _closed(self, reservation: Reservation, sent: asyncio.Future[Any]) -> None:
         _IN_FLIGHT.discard(sent)

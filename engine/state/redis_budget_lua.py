@@ -120,6 +120,26 @@ end
 """
 )
 
+# Books `booked` (the cost as a string; `cost`, the same as a number) on the server's day
+# and month, into KEYS[1] (spend); `today` and `ttl_ms` as in CLOSE.
+BOOKING = (
+    """
+local t = redis.call('TIME')
+"""
+    + DAY
+    + """
+-- the TTL is set when the day's field is new (the spend outlives its month by far)
+local first = redis.call('HINCRBY', KEYS[1], day, booked) == cost
+redis.call('HINCRBY', KEYS[1], month, booked)
+if ttl_ms < 0 then
+  redis.call('HINCRBY', KEYS[1], 'a:all', booked)
+elseif first then
+  redis.call('PEXPIRE', KEYS[1], ttl_ms)
+end
+return 1
+"""
+)
+
 # KEYS: spend, held, open, lapsed. ARGV: (day), the hold's member, minus its amount, settled
 # nanos (0 to release), packed: today, settled nanos, the spend's TTL ms (-1: it never
 # expires and the cost is added to the all-time total too). -> 1 when this call closed the
@@ -139,21 +159,9 @@ else  -- closed already, or lapsed (and then still closed once, within its time)
   if until_ms + 0 < t[1] * 1000 + math.floor(t[2] / 1000) then return 0 end
 end
 if ARGV[5] == '0' then return 1 end
-local today, cost, ttl_ms = struct.unpack('<ddd', ARGV[6])
-local t = redis.call('TIME')
+local booked, today, cost, ttl_ms = ARGV[5], struct.unpack('<ddd', ARGV[6])
 """
-    + DAY
-    + """
--- the TTL is set when the day's field is new (the spend outlives its month by far)
-local first = redis.call('HINCRBY', KEYS[1], day, ARGV[5]) == cost
-redis.call('HINCRBY', KEYS[1], month, ARGV[5])
-if ttl_ms < 0 then
-  redis.call('HINCRBY', KEYS[1], 'a:all', ARGV[5])
-elseif first then
-  redis.call('PEXPIRE', KEYS[1], ttl_ms)
-end
-return 1
-"""
+    + BOOKING
 )
 
 # KEYS: spend, held, open, lapsed. ARGV: (day), today. -> {day, month, all-time: spent + held}
@@ -171,5 +179,60 @@ if held ~= 0 and redis.call('ZCARD', KEYS[3]) == 0 then  -- none open (see the s
 end
 local spent = redis.call('HMGET', KEYS[1], day, month, 'a:all')
 return {(spent[1] or 0) + held, (spent[2] or 0) + held, (spent[3] or 0) + held}
+"""
+)
+
+# KEYS: spend. ARGV: (day), settled nanos, packed: today, settled nanos, the spend's TTL ms
+# (-1 as in CLOSE). -> 1. The cost of a call held in room booked ahead
+# (redis_budget_ahead.py): that room stays held until its replica gives it back, so only
+# the spend is booked (the replica closes each call once; nothing to find here).
+BOOK = (
+    """
+local booked, today, cost, ttl_ms = ARGV[3], struct.unpack('<ddd', ARGV[4])
+"""
+    + BOOKING
+)
+
+# KEYS: spend, held, open, lapsed. ARGV: (day), amount, packed: today, hold ms, the day's,
+# month's and all-time limits (-1: none), `want` and `ahead`. -> {sequence number, nanos
+# held}, or a refusal as RESERVE's. Holds `want` (room booked ahead, redis_budget_ahead.py)
+# when every limited period has `ahead` times the amount left, capped at a quarter of the
+# least room left; otherwise exactly the amount, refused as RESERVE refuses. Amounts are
+# written with %d: Lua writes a number above 1e14 as '1e+14', which the member must not be.
+GRANT = (
+    """
+local today, hold_ms, limit_d, limit_m, limit_a, want, ahead = struct.unpack('<ddddddd', ARGV[4])
+"""
+    + CLOCK
+    + """
+local limits, amount = {day, limit_d, month, limit_m, 'a:all', limit_a}, ARGV[3] + 0
+for pass = 1, 2 do
+  local held, room, refused = (redis.call('HGET', KEYS[2], 'sum') or 0) + 0, nil, nil
+  for i = 1, 5, 2 do
+    if limits[i + 1] >= 0 and not refused then
+      local spent = (redis.call('HGET', KEYS[1], limits[i]) or 0) + 0
+      local left = limits[i + 1] - spent - held
+      if left < amount then refused = {0, limits[i], spent, held}
+      elseif not room or left < room then room = left end
+    end
+  end
+  if not refused then
+    local grant = amount
+    if room and room >= ahead * amount then
+      grant = math.max(amount, math.min(want, math.floor(room / 4)))
+    end
+    grant = string.format('%d', grant)
+    redis.call('HINCRBY', KEYS[2], 'sum', grant)
+    local seq = redis.call('HINCRBY', KEYS[2], 'seq', 1)
+    redis.call('ZADD', KEYS[3], now + hold_ms, seq .. ':' .. grant)
+    if seq % 64 == 0 then"""
+    + SWEEP
+    + """    end
+    return {seq, grant}
+  end
+  if pass == 2 then return refused end"""
+    + SWEEP
+    + """  if #gone == 0 then return refused end
+end
 """
 )

@@ -27,6 +27,7 @@ from engine.state.postgres_ledger import PostgresLedger
 from engine.state.protocols import BudgetStore, Lease, Ledger, RateLimiter
 from engine.state.ratelimit import InProcessRateLimiter
 from engine.state.redis_budget import RedisBudgetStore
+from engine.state.redis_budget_ahead import BookedAheadBudget
 from engine.state.redis_ratelimit import RedisRateLimiter
 from engine.state.sqlite_budget import SQLiteBudgetStore
 from engine.state.sqlite_ratelimit import SQLiteRateLimiter
@@ -74,13 +75,21 @@ def _redis_budgets(scratch: Scratch, replicas: int) -> Sequence[BudgetStore]:
     return [RedisBudgetStore(url, prefix=scratch.prefix) for _ in range(replicas)]
 
 
+def _redis_ahead_budgets(scratch: Scratch, replicas: int) -> Sequence[BudgetStore]:
+    """The Redis store as the engine builds it: room booked ahead (redis_budget_ahead)."""
+    url = scratch.redis_url()
+    stores = (RedisBudgetStore(url, prefix=scratch.prefix) for _ in range(replicas))
+    return [BookedAheadBudget(store) for store in stores]
+
+
 BUDGETS: dict[str, BudgetFactory] = {
     "in-process": _in_process_budgets,
     "sqlite": _sqlite_budgets,
     "redis": _redis_budgets,
+    "redis booked ahead": _redis_ahead_budgets,
 }
 #: Backends whose UTC day and month come from their server's clock, not the injected one.
-SERVER_CLOCK = frozenset({"redis"})
+SERVER_CLOCK = frozenset({"redis", "redis booked ahead"})
 
 LEDGERS: dict[str, LedgerFactory] = {
     "sqlite": lambda scratch, clock: SQLiteLedger(scratch.path / "ledger.sqlite3", clock),

@@ -19,6 +19,7 @@ from engine.state.budget import InProcessBudgetStore
 from engine.state.client_spend import ClientSpend
 from engine.state.protocols import BudgetStore, LedgerRow
 from engine.state.redis_budget import RedisBudgetStore
+from engine.state.redis_budget_ahead import BookedAheadBudget
 from engine.state.sqlite_budget import SQLiteBudgetStore
 from engine.testing.clock import FakeClock
 from engine.testing.ledger import CapturingLedger
@@ -26,7 +27,7 @@ from engine.testing.ledger import CapturingLedger
 NOW = float(calendar.timegm((2026, 3, 14, 12, 0, 0, 0, 0, 0)))
 
 
-@pytest.fixture(params=["in-process", "sqlite", "redis"])
+@pytest.fixture(params=["in-process", "sqlite", "redis", "redis booked ahead"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BudgetStore]:
     clock = FakeClock(start=NOW)
     made: BudgetStore
@@ -38,6 +39,8 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         url = request.getfixturevalue("redis_srv").url
         prefix = f"keytest-{uuid.uuid4().hex}"  # this test's keys only, on the shared server
         made = RedisBudgetStore(url, prefix=prefix, scope="API key", totals=True)
+        if request.param == "redis booked ahead":
+            made = BookedAheadBudget(made)
     yield made
     await made.aclose()
 
@@ -78,7 +81,7 @@ async def test_restore_from_the_ledger_gives_each_key_its_day_month_and_total(
     for ts, cost in ((NOW, 0.1), (NOW - 5 * 86400, 0.2), (NOW - 365 * 86400, 0.4)):
         ledger.record(_row(ts, "team-a", cost))
     ledger.record(_row(NOW, None, 9.0))
-    if isinstance(store, RedisBudgetStore):  # its day is the Redis server's: compare totals
+    if isinstance(store, RedisBudgetStore | BookedAheadBudget):  # the Redis server's day: totals
         await store.restore(ClientSpend(ledger, FakeClock(start=NOW)))
         assert (await store.spent("team-a"))["total"] == pytest.approx(0.7)
         return
