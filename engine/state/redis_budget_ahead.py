@@ -221,7 +221,12 @@ class BookedAheadBudget:
         if block not in self._blocks:
             return
         self._blocks.discard(block)
-        _HELD.get((self._store.prefix, workspace), set()).discard(block)
+        owner = (self._store.prefix, workspace)
+        held = _HELD.get(owner)
+        if held is not None:
+            held.discard(block)
+            if not held:
+                del _HELD[owner]
         self._store.give_back(block.hold)  # before any block this process asks for next
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:

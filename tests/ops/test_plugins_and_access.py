@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from engine.testing.fakes import Fault
-from tests.ops.conftest import MSG, ROOT, start
+from tests.ops.conftest import MSG, ROOT, Server, start
 from tests.server.realstack import write_config
 
 PLUGINS_YAML = """\
@@ -67,6 +69,17 @@ def test_a_bad_plugin_path_stops_serve_with_a_diagnostic(tmp_path: Path) -> None
     assert "Traceback" not in out.stderr
 
 
+async def _logged(server: Server, request_id: str) -> list[dict[str, Any]]:
+    """The JSON access-log lines once `request_id`'s is among them: a line is written after
+    its response has left, so the client can read the answer first."""
+    for _ in range(100):
+        lines = [json.loads(x) for x in server.output().splitlines() if x.startswith("{")]
+        if any(line.get("request_id") == request_id for line in lines):
+            break
+        await asyncio.sleep(0.05)
+    return lines
+
+
 async def test_request_id_is_echoed_and_logged_as_json(tmp_path: Path) -> None:
     """An incoming x-request-id comes back and lands in a JSON access-log line; a missing or
     unsafe one is replaced by a fresh id."""
@@ -79,7 +92,7 @@ async def test_request_id_is_echoed_and_logged_as_json(tmp_path: Path) -> None:
             fresh = await http.get("/v1/models")
             unsafe = await http.get("/v1/models", headers={"x-request-id": "a b\tc"})
             missing = await http.get("/nowhere", headers={"x-request-id": "lost-1"})
-        lines = [json.loads(x) for x in server.output().splitlines() if x.startswith("{")]
+        lines = await _logged(server, "lost-1")
     assert mine.headers["x-request-id"] == "req-abc.123"
     assert len(fresh.headers["x-request-id"]) == 24
     assert unsafe.headers["x-request-id"] not in ("a b\tc", fresh.headers["x-request-id"])
