@@ -121,7 +121,8 @@ class Ahead:
         self._send = send
         self._grants: dict[str, Grant] = {}
         self._want: dict[str, int] = {}  # provider -> requests the next booking asks for
-        self._refilling: set[str] = set()  # providers with a booking ahead on its way
+        # providers with a booking ahead on its way -> done when it is answered
+        self._refills: dict[str, asyncio.Future[None]] = {}
         self._closing: asyncio.TimerHandle | None = None
 
     def take(self, provider: str, pool: Sequence[KeyPlan], need: tuple[int, int]) -> Grant | None:
@@ -139,13 +140,20 @@ class Ahead:
 
     def want(self, provider: str) -> int:
         """Requests to book ahead: one while another booking ahead is on its way."""
-        return 1 if provider in self._refilling else self._want.get(provider, 2)
+        return 1 if provider in self._refills else self._want.get(provider, 2)
 
     def refilling(self, provider: str, on: bool) -> None:
+        """A booking ahead for `provider` is sent (`on`) or answered (its grant kept)."""
         if on:
-            self._refilling.add(provider)
-        else:
-            self._refilling.discard(provider)
+            self._refills[provider] = asyncio.get_running_loop().create_future()
+        elif (refill := self._refills.pop(provider, None)) is not None:
+            refill.set_result(None)
+
+    def refill(self, provider: str) -> asyncio.Future[None] | None:
+        """The booking ahead on its way for `provider`, if any: a call the grant cannot
+        serve waits for it (one round trip, as its own booking would take) instead of
+        running a script of its own."""
+        return self._refills.get(provider)
 
     def keep(self, provider: str, grant: Grant) -> None:
         """Hold a new grant (giving back an older one) until its second ends."""

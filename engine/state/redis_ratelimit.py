@@ -195,6 +195,10 @@ class RedisRateLimiter:
         Redis: (a lease, 0) or (None, seconds until room may appear)."""
         if (lease := self._from_grant(provider, pool, need)) is not None:
             return lease, 0.0
+        if (refill := self._ahead.refill(provider)) is not None:
+            await asyncio.shield(refill)  # answered: served from its grant if it has room
+            if (lease := self._from_grant(provider, pool, need)) is not None:
+                return lease, 0.0
         want = self._ahead.want(provider)
         numbers = [need[0], need[1], want]
         for key in pool:
