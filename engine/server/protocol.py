@@ -1,4 +1,4 @@
-"""uvicorn's httptools protocol, writing each response's head and body in one send().
+"""uvicorn's httptools protocol, writing what a response sends in one loop turn at its end.
 
 An ASGI response is two messages, and uvicorn writes each to the socket as it comes: the
 status line and headers, then the body. uvloop sends every write at once, so a small JSON
@@ -6,12 +6,13 @@ answer costs two send() calls and reaches the client as two TCP segments. Measur
 concurrency 1 (a raw ASGI app, loopback), joining them saves ~6 us of server CPU and
 ~0.01 ms of latency per request, a noticeable share of the whole hop.
 
-`CoalescingTransport` sits between uvicorn's protocol and the real transport. It holds a
-write that starts a response (`HTTP/1.1 ...`) and sends it together with the next write,
-which in practice comes in the same step of the same task (uvicorn's `send` does not yield
-between the ASGI start and body messages unless the socket is full). A held head is never
-left behind: a `call_soon` callback sends it at the end of the current loop iteration, and
-`close` sends it first. Everything else passes straight through.
+`CoalescingTransport` sits between uvicorn's protocol and the real transport. It keeps
+what is written during a turn of the event loop and sends it in one `writelines` at the
+end of that turn (a `call_soon`), or first thing in `close`. Before it sends, it has the
+state stores write what they hold for "before the answer" (engine/state/before_answer.py):
+a call's cost booked in Redis, so a replica killed after answering has booked what it
+answered; and because every answer of a turn waits for the turn's end, the turn's bookings
+leave in one write instead of one each (bench.workers). The first connection arms that.
 """
 
 from __future__ import annotations
@@ -21,44 +22,47 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-_HEAD = b"HTTP/1.1 "
+from engine.state import before_answer
 
 
 class CoalescingTransport:
-    """A transport that sends a response's head with the write that follows it."""
+    """A transport that sends what a loop turn wrote at the turn's end, in one call."""
 
-    __slots__ = ("_held", "_loop", "_transport")
+    __slots__ = ("_loop", "_out", "_transport")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
         self._loop = loop
-        self._held: bytes | None = None
+        self._out: list[bytes] | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        held = self._held
-        if held is not None:
-            self._held = None
-            self._transport.writelines((held, data))
-        elif data[:9] == _HEAD:
-            self._held = bytes(data)
+        out = self._out
+        if out is None:
+            self._out = [bytes(data)]
             self._loop.call_soon(self.flush)
         else:
-            self._transport.write(data)
+            out.append(bytes(data))
+
+    def writelines(self, lines: Any) -> None:
+        for data in lines:
+            self.write(data)
 
     def flush(self) -> None:
-        """Send a held head now (the next loop iteration, or before closing)."""
-        held = self._held
-        if held is not None:
-            self._held = None
+        """Send what is kept (at the end of the turn, or before closing), after whatever
+        the state stores hold for before an answer."""
+        out = self._out
+        if out is not None:
+            self._out = None
+            before_answer.flush()
             if not self._transport.is_closing():
-                self._transport.write(held)
+                self._transport.writelines(out)
 
     def close(self) -> None:
         self.flush()
         self._transport.close()
 
     def abort(self) -> None:
-        self._held = None
+        self._out = None
         self._transport.abort()
 
     def is_closing(self) -> bool:
@@ -82,5 +86,6 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol over a `CoalescingTransport` (pass it as `http=`)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        before_answer.arm()  # every answer of this process now leaves through a flush
         wrapped: Any = CoalescingTransport(transport, self.loop)
         super().connection_made(wrapped)

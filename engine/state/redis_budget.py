@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from engine.state import before_answer
 from engine.state.money import (
     NANO,
     check_amount,
@@ -256,7 +257,9 @@ class RedisBudgetStore:
     def book(self, workspace: str, cost_usd: float) -> None:
         """Book a cost on the server's day and month, and nothing else: the cost of a call
         held in room booked ahead (that room stays held until given back with `release`).
-        Written at once, not awaited; a failure is logged."""
+        Not awaited; a failure is logged. Written before this process's next answer leaves:
+        at once, or, under a server armed for it, with the turn's other bookings
+        (engine/state/before_answer.py)."""
         cost = max(0, nanos(cost_usd))
         if not cost:
             return
@@ -264,7 +267,9 @@ class RedisBudgetStore:
         ttl_ms = -1 if self._totals else SPEND_TTL_MS
         keys = self._keys(workspace)[:1]
         args: list[Arg] = [day, month, cost, packed(today, cost, ttl_ms)]
-        sent = self._book.written(keys, args)
+        # Held for the turn's end when a server writes its answers after `before_answer`
+        send = self._book.held if before_answer.armed() else self._book.written
+        sent = send(keys, args)
         if sent is None:
             sent = asyncio.ensure_future(self._book(keys=keys, args=args))
         _IN_FLIGHT.add(sent)

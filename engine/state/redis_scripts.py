@@ -33,6 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from engine.state import before_answer
 from engine.state.redis_common import ANSWER_TIMEOUT_S, CONNECT_TIMEOUT_S
 
 Arg = int | str | bytes | float
@@ -50,6 +51,12 @@ class Script(Protocol):
         (so every later command of this process runs after it), the future gets the reply.
         None when that cannot be promised (no connection open yet, a pooled client): then
         call the script and await it."""
+        ...
+
+    def held(self, keys: Sequence[Arg], args: Sequence[Arg]) -> asyncio.Future[Any] | None:
+        """As `written`, but the write waits for the end of the loop's turn or for the next
+        answer this process writes, whichever comes first (engine/state/before_answer.py),
+        so a turn's commands share one write. None as for `written`."""
         ...
 
 
@@ -137,25 +144,30 @@ class _Wire(asyncio.Protocol):
         keys: Sequence[Arg] = (),
         args: Sequence[Arg] = (),
         now: bool = False,
+        held: bool = False,
     ) -> asyncio.Future[Any]:
         """Queue one command; its future gets the reply (a Redis error reply raised as
         ResponseError; a script's NOSCRIPT is answered by sending it again with EVAL).
-        `now` writes it (and whatever is queued) at once: a command nobody awaits (the
-        caller keeps the future only to learn of a failure)."""
+        `now` writes it (and whatever is queued) at once, `held` at the end of the turn or
+        before this process's next answer (before_answer): both are commands nobody
+        awaits (the caller keeps the future only to learn of a failure)."""
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         if fut is None:
             fut = loop.create_future()
         deadline = loop.time() + self._timeout_s
-        self.waiting.append((fut, deadline, script, keys, args, not now))
-        self._awaited += not now
+        awaited = not (now or held)
+        self.waiting.append((fut, deadline, script, keys, args, awaited))
+        self._awaited += awaited
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._watch)
         self._out.append(hiredis.pack_command(tuple(command)))  # type: ignore[arg-type]  # its stub types a 1-tuple
-        if now or (self._flushing is None and self._awaited == 1):
+        if now or (awaited and self._flushing is None and self._awaited == 1):
             self.flush()  # nothing to share a write with: Redis works while the caller does
         elif self._flushing is None:
             self._flushing = loop.call_soon(self.flush)
+        if held:
+            before_answer.hold(self, self.flush)
         return fut
 
     def flush(self) -> None:
@@ -308,6 +320,9 @@ class _PyScript:
         """Never: a pooled client's commands may run in any order."""
         return None
 
+    def held(self, keys: Sequence[Arg], args: Sequence[Arg]) -> asyncio.Future[Any] | None:
+        return None
+
 
 class _Script:
     """One registered script on the pipelined connection."""
@@ -330,6 +345,13 @@ class _Script:
             return None
         evalsha = ("EVALSHA", self._sha, len(keys), *keys, *args)
         return wire.send(evalsha, None, self, keys, args, now=True)  # with what is queued
+
+    def held(self, keys: Sequence[Arg], args: Sequence[Arg]) -> asyncio.Future[Any] | None:
+        wire = self._conn.open_wire()
+        if wire is None:
+            return None
+        evalsha = ("EVALSHA", self._sha, len(keys), *keys, *args)
+        return wire.send(evalsha, None, self, keys, args, held=True)
 
     async def _connect_and_call(self, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         wire = await self._conn.connected()

@@ -1,18 +1,23 @@
-"""CoalescingTransport: a response's head leaves with its body, and is never left behind."""
+"""CoalescingTransport: what a loop turn writes leaves at its end in one call, after what the
+state stores hold for before an answer (engine/state/before_answer.py), and never later."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import hiredis
+
 from engine.server.protocol import CoalescingTransport
+from engine.state import before_answer
+from engine.state.redis_scripts import _Wire
 
 
 class _Recorder:
     """The transport calls the wrapper makes, in order."""
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
+    def __init__(self, calls: list[tuple[str, Any]] | None = None) -> None:
+        self.calls: list[tuple[str, Any]] = [] if calls is None else calls
         self.closing = False
 
     def write(self, data: bytes) -> None:
@@ -28,49 +33,65 @@ class _Recorder:
         self.closing = True
         self.calls.append(("close", None))
 
+    def abort(self) -> None:
+        self.close()
+
     def get_write_buffer_size(self) -> int:
         return 7
 
 
-async def test_head_and_body_leave_in_one_call() -> None:
-    """The head is held and sent together with the body that follows it."""
+async def test_a_turns_writes_leave_together_at_its_end() -> None:
+    """Head and body (and anything else the turn writes) leave in one call, next turn."""
     real = _Recorder()
     t = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
     t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    t.write(bytearray(b"ok"))
     assert real.calls == []
-    t.write(b"ok")
-    assert real.calls == [("writelines", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")]
-    await asyncio.sleep(0)  # the scheduled flush finds nothing left to send
-    assert len(real.calls) == 1
-
-
-async def test_a_lone_head_is_sent_at_the_next_loop_iteration() -> None:
-    """A head whose body comes later (a slow stream) still leaves at once."""
-    real = _Recorder()
-    t = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
-    t.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
     await asyncio.sleep(0)
-    assert real.calls == [("write", b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")]
-    t.write(b"5\r\nhello\r\n")
-    assert real.calls[-1] == ("write", b"5\r\nhello\r\n")
+    assert real.calls == [("writelines", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")]
+    t.writelines([b"5\r\n", b"hello\r\n"])  # a stream's next chunk: its own turn
+    await asyncio.sleep(0)
+    assert real.calls[-1] == ("writelines", b"5\r\nhello\r\n") and len(real.calls) == 2
 
 
-async def test_close_sends_a_held_head_first_and_a_closed_socket_gets_nothing() -> None:
-    """close() flushes before closing; a head held when the socket closed is dropped."""
+async def test_close_sends_what_is_kept_first_and_a_closed_socket_gets_nothing() -> None:
+    """close() flushes before closing; bytes kept when the socket closed are dropped."""
     real = _Recorder()
     t = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
     t.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
     t.close()
-    assert real.calls == [("write", b"HTTP/1.1 400 Bad Request\r\n\r\n"), ("close", None)]
+    assert real.calls == [("writelines", b"HTTP/1.1 400 Bad Request\r\n\r\n"), ("close", None)]
     t.write(b"HTTP/1.1 200 OK\r\n\r\n")
     await asyncio.sleep(0)
     assert real.calls[-1] == ("close", None)
+    assert t.get_write_buffer_size() == 7 and t.is_closing()
 
 
-async def test_other_writes_and_calls_pass_through() -> None:
-    """Bytes that do not start a response, and the rest of the API, go straight through."""
-    real = _Recorder()
-    t = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
-    t.write(b"data: x\n\n")
-    assert real.calls == [("write", b"data: x\n\n")]
-    assert t.get_write_buffer_size() == 7 and not t.is_closing()
+async def test_what_a_store_holds_is_written_before_the_answer() -> None:
+    """A booking held for before the answer leaves first, even when the answer's flush was
+    scheduled before the booking was made (a stream's last chunk)."""
+    calls: list[tuple[str, Any]] = []
+    client, store = _Recorder(calls), _Recorder(calls)
+    t = CoalescingTransport(client, asyncio.get_running_loop())  # type: ignore[arg-type]
+    t.write(b"data: last\n\n")  # its flush is queued now
+    before_answer.hold(store, lambda: store.write(b"BOOK"))
+    await asyncio.sleep(0)
+    assert calls == [("write", b"BOOK"), ("writelines", b"data: last\n\n")]
+
+
+async def test_held_commands_of_a_turn_share_one_write() -> None:
+    """Commands sent `held` leave together: at the end of the turn or at the next answer."""
+    wire = _Wire()
+    redis = _Recorder()
+    wire.connection_made(redis)  # type: ignore[arg-type]
+    sent = [wire.send(("EVALSHA", "x", 0, n), held=True) for n in range(3)]
+    assert redis.calls == [] and wire._awaited == 0
+    before_answer.flush()  # an answer is about to leave
+    expected = b"".join(hiredis.pack_command(("EVALSHA", "x", 0, n)) for n in range(3))
+    assert redis.calls == [("write", expected)]
+    wire.data_received(b":1\r\n:1\r\n:1\r\n")
+    assert [f.result() for f in sent] == [1, 1, 1]
+    wire.send(("EVALSHA", "x", 0, 9), held=True)
+    await asyncio.sleep(0)  # no answer this turn: the turn's end writes it
+    assert redis.calls[-1] == ("write", hiredis.pack_command(("EVALSHA", "x", 0, 9)))
+    wire.fail(ConnectionError("done"))
