@@ -179,21 +179,26 @@ class RedisBudgetStore:
             reply = self._reserve(keys=self._keys(workspace), args=args)
         except (RedisError, OSError) as exc:
             raise unreachable(self._name, exc) from None
-        return self._reserved(reply, workspace, amount, (daily_usd, monthly_usd, total_usd))
+        return self._held(reply, workspace, amount, (daily_usd, monthly_usd, total_usd))
 
-    async def _reserved(
+    async def _held(
         self,
         reply: Awaitable[Any],
         workspace: str,
         amount: int,
         limits: tuple[float | None, float | None, float | None],
     ) -> Reservation:
+        """A hold's reply: RESERVE's sequence number, GRANT's {sequence number, nanos
+        held}, or a refusal {0, period field, spent, held} (raised as BudgetExceededError)."""
         try:
             answer = await reply
         except (RedisError, OSError) as exc:
             raise unreachable(self._name, exc) from None
         if not isinstance(answer, list):
-            return Reservation(workspace, amount / NANO, int(answer) * _SPAN + amount)
+            answer = [answer, amount]
+        if len(answer) == 2:
+            seq, held = int(answer[0]), int(answer[1])
+            return Reservation(workspace, held / NANO, seq * _SPAN + held)
         self._refused(answer, workspace, amount, limits)
 
     def _refused(
@@ -236,23 +241,7 @@ class RedisBudgetStore:
             reply = self._grant(keys=self._keys(workspace), args=[day, month, amount, numbers])
         except (RedisError, OSError) as exc:
             raise unreachable(self._name, exc) from None
-        return self._granted(reply, workspace, amount, limits)
-
-    async def _granted(
-        self,
-        reply: Awaitable[Any],
-        workspace: str,
-        amount: int,
-        limits: tuple[float | None, float | None, float | None],
-    ) -> Reservation:
-        try:
-            answer = await reply
-        except (RedisError, OSError) as exc:
-            raise unreachable(self._name, exc) from None
-        if len(answer) == 2:
-            seq, held = int(answer[0]), int(answer[1])
-            return Reservation(workspace, held / NANO, seq * _SPAN + held)
-        self._refused(answer, workspace, amount, limits)
+        return self._held(reply, workspace, amount, limits)
 
     def book(self, workspace: str, cost_usd: float) -> None:
         """Book a cost on the server's day and month, and nothing else: the cost of a call
