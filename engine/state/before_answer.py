@@ -12,15 +12,25 @@ turn leaves in one write ahead of the turn's answers (measured ~10-17 bookings p
 
 Nothing is held unless a server armed it: a library caller gets its answer as a return
 value, with no write this module could order, so stores write their bookings at once.
-One event loop per process is what arms it (a server worker).
+Held flushes are per thread: each belongs to a connection of that thread's event loop
+(a server worker's loop; the engine's own loop thread for its synchronous API keeps its
+own), so a flush never writes on another loop's connection.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 _armed = False
-_held: dict[int, Callable[[], None]] = {}  # id(its owner) -> flush: each at most once
+_local = threading.local()  # .held: id(its owner) -> flush, each at most once
+
+
+def _held() -> dict[int, Callable[[], None]]:
+    held: dict[int, Callable[[], None]] | None = getattr(_local, "held", None)
+    if held is None:
+        held = _local.held = {}
+    return held
 
 
 def arm() -> None:
@@ -36,11 +46,12 @@ def armed() -> bool:
 def hold(owner: object, flush: Callable[[], None]) -> None:
     """Run `owner`'s `flush` before the next answer is written (the owner may run it
     sooner, at the end of its loop's turn; a flush with nothing queued does nothing)."""
-    _held.setdefault(id(owner), flush)
+    _held().setdefault(id(owner), flush)
 
 
 def flush() -> None:
     """Write whatever stores hold back; called by the answer's writer before it writes."""
-    while _held:
-        _, pending = _held.popitem()
+    held = _held()
+    while held:
+        _, pending = held.popitem()
         pending()

@@ -4,6 +4,7 @@ state stores hold for before an answer (engine/state/before_answer.py), and neve
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import hiredis
@@ -95,3 +96,16 @@ async def test_held_commands_of_a_turn_share_one_write() -> None:
     await asyncio.sleep(0)  # no answer this turn: the turn's end writes it
     assert redis.calls[-1] == ("write", hiredis.pack_command(("EVALSHA", "x", 0, 9)))
     wire.fail(ConnectionError("done"))
+
+
+def test_a_flush_runs_only_its_own_threads_holds() -> None:
+    """Each loop's thread flushes its own connections, never another loop's."""
+    ran: list[str] = []
+    owner = object()
+    before_answer.hold(owner, lambda: ran.append("mine"))
+    other = threading.Thread(target=before_answer.flush)
+    other.start()
+    other.join()
+    assert ran == []
+    before_answer.flush()
+    assert ran == ["mine"]
