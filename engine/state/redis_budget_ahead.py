@@ -175,9 +175,7 @@ class BookedAheadBudget:
         size = held_nanos(hold)
         until = line.asked_at + self._lend_s
         block = _Block(hold, size, until, left=size, once=size <= line.asked)
-        if line.block is not None:
-            self._stop(line, line.block)
-        line.block = block
+        line.block = block  # none lends meanwhile: _ask stopped it before asking
         self._blocks.add(block)
         _HELD.setdefault((self._store.prefix, line.workspace), set()).add(block)
         line.timer = loop.call_at(block.until, self._ended, line, block)
@@ -215,13 +213,13 @@ class BookedAheadBudget:
                 line.timer.cancel()
                 line.timer = None
         if block.open == 0:
-            self._give_back(line.workspace, block)
+            self._give_back(block)
 
-    def _give_back(self, workspace: str, block: _Block) -> None:
+    def _give_back(self, block: _Block) -> None:
         if block not in self._blocks:
             return
         self._blocks.discard(block)
-        owner = (self._store.prefix, workspace)
+        owner = (self._store.prefix, block.hold.workspace)
         held = _HELD.get(owner)
         if held is not None:
             held.discard(block)
@@ -230,26 +228,27 @@ class BookedAheadBudget:
         self._store.give_back(block.hold)  # before any block this process asks for next
 
     async def settle(self, reservation: Reservation, actual_usd: float) -> None:
-        """Book the cost (written at once); the rest of the worst case goes back to the
-        block. A second settle or release of the same call does nothing."""
+        """Book the cost (before this process's next answer leaves: RedisBudgetStore.book);
+        the rest of the worst case goes back to the block. A second settle or release of
+        the same call does nothing."""
         call = self._calls.pop(reservation.token, None)
         if call is None:
             return
         self._store.book(reservation.workspace, actual_usd)
-        self._closed(reservation.workspace, *call, spent=max(0, nanos(actual_usd)))
+        self._closed(*call, spent=max(0, nanos(actual_usd)))
 
     async def release(self, reservation: Reservation) -> None:
         """The whole worst case goes back to the block; nothing is booked."""
         call = self._calls.pop(reservation.token, None)
         if call is not None:
-            self._closed(reservation.workspace, *call, spent=0)
+            self._closed(*call, spent=0)
 
-    def _closed(self, workspace: str, block: _Block, amount: int, *, spent: int) -> None:
+    def _closed(self, block: _Block, amount: int, *, spent: int) -> None:
         block.lent -= amount
         block.left += amount - spent
         block.open -= 1
         if not block.lends and block.open == 0:
-            self._give_back(workspace, block)
+            self._give_back(block)
 
     async def spent(self, workspace: str) -> Mapping[str, float]:
         """The store's figures, with this process's blocks counted as their calls' holds."""
@@ -263,5 +262,5 @@ class BookedAheadBudget:
             if line.timer is not None:
                 line.timer.cancel()
         for block in list(self._blocks):  # calls still open now are abandoned
-            self._give_back(block.hold.workspace, block)
+            self._give_back(block)
         await self._store.aclose()  # after the blocks' closes land

@@ -340,18 +340,19 @@ class _Script:
         return wire.send(("EVALSHA", self._sha, len(keys), *keys, *args), None, self, keys, args)
 
     def written(self, keys: Sequence[Arg], args: Sequence[Arg]) -> asyncio.Future[Any] | None:
-        wire = self._conn.open_wire()
-        if wire is None:
-            return None
-        evalsha = ("EVALSHA", self._sha, len(keys), *keys, *args)
-        return wire.send(evalsha, None, self, keys, args, now=True)  # with what is queued
+        return self._unawaited(keys, args, now=True)  # with what is queued
 
     def held(self, keys: Sequence[Arg], args: Sequence[Arg]) -> asyncio.Future[Any] | None:
+        return self._unawaited(keys, args, held=True)
+
+    def _unawaited(
+        self, keys: Sequence[Arg], args: Sequence[Arg], *, now: bool = False, held: bool = False
+    ) -> asyncio.Future[Any] | None:
         wire = self._conn.open_wire()
         if wire is None:
             return None
         evalsha = ("EVALSHA", self._sha, len(keys), *keys, *args)
-        return wire.send(evalsha, None, self, keys, args, held=True)
+        return wire.send(evalsha, None, self, keys, args, now=now, held=held)
 
     async def _connect_and_call(self, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         wire = await self._conn.connected()
