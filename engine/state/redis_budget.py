@@ -50,6 +50,7 @@ from engine.state.money import (
     utc_month,
 )
 from engine.state.protocols import Reservation, SpendSource
+from engine.state.redis_bookings import TurnBookings
 from engine.state.redis_budget_lua import BOOK, CLOSE, GRANT, RESERVE, SPENT
 from engine.state.redis_common import KeyNames, connect, packed, tag, unreachable
 from engine.state.redis_scripts import Arg, Scripts, scripts_for
@@ -119,6 +120,7 @@ class RedisBudgetStore:
         self._spent = self._scripts.register(SPENT)
         self._grant = self._scripts.register(GRANT)
         self._book = self._scripts.register(BOOK)
+        self._bookings = TurnBookings(self._send_booking)  # a server turn's, merged
         self._keys = KeyNames(self._key_names)  # a workspace's key names
 
     def __repr__(self) -> str:  # never the URL: it may carry a password
@@ -247,18 +249,23 @@ class RedisBudgetStore:
         """Book a cost on the server's day and month, and nothing else: the cost of a call
         held in room booked ahead (that room stays held until given back with `release`).
         Not awaited; a failure is logged. Written before this process's next answer leaves:
-        at once, or, under a server armed for it, with the turn's other bookings
-        (engine/state/before_answer.py)."""
+        at once, or, under a server armed for it, merged with the turn's other bookings of
+        the workspace into one (engine/state/redis_bookings.py)."""
         cost = max(0, nanos(cost_usd))
         if not cost:
             return
-        today, day, month = _today()
+        today = _today()[0]
+        if before_answer.armed():
+            self._bookings.add(workspace, today, cost)
+        else:
+            self._send_booking(workspace, today, cost, held=False)
+
+    def _send_booking(self, workspace: str, today: int, cost: int, held: bool = True) -> None:
+        _, day, month = _calendar(today)
         ttl_ms = -1 if self._totals else SPEND_TTL_MS
         keys = self._keys(workspace)[:1]
         args: list[Arg] = [day, month, cost, packed(today, cost, ttl_ms)]
-        # Held for the turn's end when a server writes its answers after `before_answer`
-        send = self._book.held if before_answer.armed() else self._book.written
-        sent = send(keys, args)
+        sent = (self._book.held if held else self._book.written)(keys, args)
         if sent is None:
             sent = asyncio.ensure_future(self._book(keys=keys, args=args))
         _IN_FLIGHT.add(sent)
@@ -301,6 +308,7 @@ class RedisBudgetStore:
     def give_back(self, reservation: Reservation) -> None:
         """`release` without an await: written before this returns on the pipelined
         connection (so what this process sends next runs after it), else sent as a task."""
+        self._bookings.flush()  # the costs it covered are booked first
         keys, args = self._close_args(reservation, 0)
         sent = self._close.written(keys, args)
         if sent is None:
@@ -352,6 +360,7 @@ class RedisBudgetStore:
 
 async def _landed() -> None:
     """Return once the closes this process sent so far (on this loop) have their replies."""
+    before_answer.flush()  # bookings this thread holds back (merged ones first)
     loop = asyncio.get_running_loop()
     sent = [f for f in _IN_FLIGHT if f.get_loop() is loop]
     if sent:
