@@ -54,54 +54,48 @@ class ChatCall:
 
     async def run(self) -> Response:
         """The whole non-streaming call."""
+        key = self._cache_key()
+        if key is not None:
+            hit = await self.svc.cache.get(key)
+            if isinstance(hit, Response):
+                return self._cached(hit)
         try:
-            key = self._cache_key()
-            if key is not None:
-                hit = await self.svc.cache.get(key)
-                if isinstance(hit, Response):
-                    return self._cached(hit)
-            try:
-                answer = await self.failover.answer(COMPLETE)
-            except EngineError:
-                self.svc.stats.request(False)
-                raise
-            return await self.finish(answer.attempt, answer.value, key)
-        finally:
-            self.walk.close()
+            answer = await self.failover.answer(COMPLETE)
+        except EngineError:
+            self.svc.stats.request(False)
+            raise
+        return await self.finish(answer.attempt, answer.value, key)
 
     async def stream(self) -> AsyncGenerator[StreamEvent, None]:
         """The whole streaming call; `final` holds the finished Response at the end."""
-        try:
-            key = self._cache_key()
-            hit = await self.svc.cache.get(key) if key is not None else None
-            if isinstance(hit, Response):
-                for event in replay(self._cached(hit)):
+        key = self._cache_key()
+        hit = await self.svc.cache.get(key) if key is not None else None
+        if isinstance(hit, Response):
+            for event in replay(self._cached(hit)):
+                yield event
+            return
+
+        async def finish(attempt: Attempt, result: ProviderResponse) -> Response:
+            return await self.finish(attempt, result, key)
+
+        while True:
+            try:
+                answer = await self.failover.answer(OPEN_STREAM)
+            except EngineError:
+                self.svc.stats.request(False)
+                raise
+            events = relay(answer, self.call, self.trail, self.svc.clock, finish)
+            try:
+                async for event in events:
                     yield event
                 return
-
-            async def finish(attempt: Attempt, result: ProviderResponse) -> Response:
-                return await self.finish(attempt, result, key)
-
-            while True:
-                try:
-                    answer = await self.failover.answer(OPEN_STREAM)
-                except EngineError:
-                    self.svc.stats.request(False)
-                    raise
-                events = relay(answer, self.call, self.trail, self.svc.clock, finish)
-                try:
-                    async for event in events:
-                        yield event
-                    return
-                except BrokenStream:
-                    continue  # failed where the route allows another candidate to take over
-                except ProviderError:
-                    self.svc.stats.request(False)
-                    raise
-                finally:
-                    await events.aclose()
-        finally:
-            self.walk.close()
+            except BrokenStream:
+                continue  # failed where the route allows another candidate to take over
+            except ProviderError:
+                self.svc.stats.request(False)
+                raise
+            finally:
+                await events.aclose()
 
     async def finish(self, attempt: Attempt, result: ProviderResponse, key: str | None) -> Response:
         """The answer of a settled attempt: the Response, the call's stats, the cache."""

@@ -62,23 +62,20 @@ class EmbedCall:
 
     async def run(self) -> EmbeddingResponse:
         try:
-            try:
-                answer = await self.failover.answer(Embed(self.request))
-            except EngineError:
-                self.svc.stats.request(False)
-                raise
-            attempt, result = answer.attempt, answer.value
-            u = result.usage
-            self.svc.stats.request(True, attempt.cost, u.input_tokens, 0, False, attempt.index > 0)
-            return EmbeddingResponse(
-                vectors=result.vectors,
-                usage=u,
-                cost_usd=attempt.cost,
-                provider=attempt.cand.provider.id,
-                model=attempt.cand.scored.model.id,
-                latency_ms=(self.svc.clock.monotonic() - self.call.started) * 1000,
-                attempts=tuple(self.trail.attempts),
-                policy=attempt.cand.policy,
-            )
-        finally:
-            self.walk.close()
+            answer = await self.failover.answer(Embed(self.request))
+        except EngineError:
+            self.svc.stats.request(False)
+            raise
+        attempt, result = answer.attempt, answer.value
+        u = result.usage
+        self.svc.stats.request(True, attempt.cost, u.input_tokens, 0, False, attempt.index > 0)
+        return EmbeddingResponse(
+            vectors=result.vectors,
+            usage=u,
+            cost_usd=attempt.cost,
+            provider=attempt.cand.provider.id,
+            model=attempt.cand.scored.model.id,
+            latency_ms=(self.svc.clock.monotonic() - self.call.started) * 1000,
+            attempts=tuple(self.trail.attempts),
+            policy=attempt.cand.policy,
+        )

@@ -18,8 +18,7 @@ is recorded in the trail.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from engine.errors import NoCandidateError
@@ -34,8 +33,6 @@ from engine.plan.values import (
 from engine.runtime.call.data import CallData, Trail
 from engine.runtime.call.targets import PIN_ROUTE, Leg, check, resolve
 from engine.runtime.services import Services
-
-_NONE: frozenset[str] = frozenset()
 
 
 class Candidate(NamedTuple):
@@ -54,25 +51,39 @@ class Candidate(NamedTuple):
 _candidate = builder(Candidate)
 
 
+class _Pending(NamedTuple):
+    """A route's fallback_policy, selected only when the walk reaches it."""
+
+    policy: str
+    leg: int
+    visited: tuple[str, ...]  # the policies this leg went through, each tried once
+
+
 class Walk:
     """The candidates of one call in try order, filtered by static eligibility.
 
+    The walk is a queue, filled one part at a time as it is reached (the primary leg, a
+    route's fallback_policy, each request fallback): nothing is selected or ordered
+    before it is needed, and a call answered by its first candidate leaves nothing
+    suspended behind (a generator would have to be closed, which raises into it).
     Iterating is resumable: a stream that breaks after it opened continues the walk where
     it stopped. What a failure rules out for the rest of the call (a provider that refused
     the credentials, a context window too small) is told to `rule_out_*`.
     """
 
     __slots__ = (
-        "_ahead",
         "_at_leg",
-        "_candidates",
+        "_fallbacks",
         "_handed",
         "_in_leg",
         "_leg_max",
+        "_legs",
         "_maxes",
         "_min_window",
-        "_skip_providers",
-        "_skip_reasons",
+        "_pending",
+        "_pos",
+        "_queue",
+        "_skipped",
         "_tried",
         "call",
         "primary",
@@ -82,24 +93,25 @@ class Walk:
 
     def __init__(self, svc: Services, call: CallData, trail: Trail, target: str | None) -> None:
         self.svc, self.call, self.trail = svc, call, trail
-        self._in_leg = self._leg_max = self._min_window = self._handed = 0
+        self._in_leg = self._leg_max = self._min_window = self._handed = self._pos = 0
         self._at_leg = -1  # the leg of the candidate handed out last
-        self._skip_providers = _NONE
-        self._skip_reasons: dict[str, str] = {}
+        self._legs = 0  # legs queued so far (0: not even the primary)
+        self._skipped: dict[str, str] = {}  # provider id -> why this call skips it
         self._tried: set[str] = set()
         self._maxes: dict[int, int] = {}  # leg -> its route's max_attempts
-        self._ahead: deque[Candidate] = deque()  # pulled by no_spare(), not yet handed out
-        for fallback in call.request.fallbacks:  # a typo must fail now, not be skipped
+        self._queue: list[Candidate] = []  # queued in try order; handed out up to _pos
+        self._pending: _Pending | None = None
+        self._fallbacks = fallbacks = call.request.fallbacks
+        for fallback in fallbacks:  # a typo must fail now, not be skipped
             check(call.plan, fallback)
         self.primary = self._primary(target)
-        self._candidates = self._walk()
 
     def _primary(self, target: str | None) -> Leg | None:
         """The first target; with request fallbacks, "no candidate" just moves on to them."""
         try:
             return resolve(self.call.plan, target, self.svc.select, self.call.features)
         except NoCandidateError as exc:
-            if not self.call.request.fallbacks:
+            if not self._fallbacks:
                 raise
             self.trail.eliminated.update(exc.eliminated)
             return None
@@ -117,11 +129,13 @@ class Walk:
     def __next__(self) -> tuple[int, Candidate]:
         """The next candidate worth a try (its leg has tries left and it is eligible), with
         its fallback index: how many candidates were handed out before it."""
-        ahead, candidates = self._ahead, self._candidates
+        queue = self._queue
         while True:
-            cand = ahead.popleft() if ahead else next(candidates, None)
-            if cand is None:
-                raise StopIteration
+            while self._pos == len(queue):
+                if not self._extend():
+                    raise StopIteration
+            cand = queue[self._pos]
+            self._pos += 1
             if cand.leg != self._at_leg:  # a new leg: its own count of tries
                 self._at_leg, self._in_leg, self._leg_max = cand.leg, 0, self._maxes[cand.leg]
             if self._in_leg < self._leg_max and self._eligible(cand):
@@ -129,61 +143,76 @@ class Walk:
                 self._handed += 1
                 return index, cand
 
-    def close(self) -> None:
-        """End the walk. Its suspended generator frame refers back to this object; closing
-        it breaks the cycle, so a finished call is freed at once by reference counting."""
-        self._candidates.close()
-
-    def _walk(self) -> Generator[Candidate, None, None]:
-        if self.primary is not None:
-            yield from self._leg(self.primary, 0)
-        for i, target in enumerate(self.call.request.fallbacks, start=1):
+    def _extend(self) -> bool:
+        """Queue the next part of the walk: a pending fallback_policy of the current leg,
+        else the next leg (the primary target, then each request fallback). False when
+        nothing is left; a part may add no candidate."""
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
             try:
-                leg = resolve(self.call.plan, target, self.svc.select, self.call.features)
+                sel = self.svc.select(self.call.plan, pending.policy, self.call.features)
             except NoCandidateError as exc:
-                self.trail.eliminated[target] = str(exc)
-                continue
-            yield from self._leg(leg, i)
+                self.trail.eliminated[pending.policy] = str(exc)
+                return True
+            self._queue_policy(sel, pending.leg, pending.visited)
+            return True
+        index = self._legs
+        if index > len(self._fallbacks):
+            return False
+        self._legs = index + 1
+        if index == 0:
+            if self.primary is not None:
+                self._queue_leg(self.primary, 0)
+            return True
+        target = self._fallbacks[index - 1]
+        try:
+            leg = resolve(self.call.plan, target, self.svc.select, self.call.features)
+        except NoCandidateError as exc:
+            self.trail.eliminated[target] = str(exc)
+            return True
+        self._queue_leg(leg, index)
+        return True
 
-    def _leg(self, leg: Leg, index: int) -> Generator[Candidate, None, None]:
+    def _queue_leg(self, leg: Leg, index: int) -> None:
         """One leg's candidates; its try count starts when its first one is handed out."""
         self._maxes[index] = leg.route.max_attempts
         if leg.pin is not None:
-            return self._pin(leg.pin, leg.route, index)
+            provider = self.call.plan.providers[leg.pin.model.provider]
+            self._queue.append(
+                _candidate(
+                    scored=leg.pin,
+                    provider=provider,
+                    route=leg.route,
+                    policy=None,
+                    rule=None,
+                    leg=index,
+                )
+            )
+            return
         assert leg.selection is not None
-        return self._policy(leg.selection, index, (leg.target,))
+        self._queue_policy(leg.selection, index, (leg.target,))
 
-    def _pin(self, pin: Scored, route: RoutePlan, index: int) -> Generator[Candidate, None, None]:
-        provider = self.call.plan.providers[pin.model.provider]
-        yield _candidate(
-            scored=pin, provider=provider, route=route, policy=None, rule=None, leg=index
-        )
-
-    def _policy(
-        self, sel: Selection, index: int, visited: tuple[str, ...]
-    ) -> Generator[Candidate, None, None]:
-        """The ranking (in live-strategy order), the chain, then the fallback_policy."""
-        route, providers = sel.route, self.call.plan.providers
+    def _queue_policy(self, sel: Selection, index: int, visited: tuple[str, ...]) -> None:
+        """The ranking (in live-strategy order) and the chain; the fallback_policy pending."""
+        route, providers, queue = sel.route, self.call.plan.providers, self._queue
         ordered = self._ordered(sel)
         for s in (*ordered, *sel.chain) if sel.chain else ordered:
             provider = providers.get(s.model.provider)
             if provider is not None:
-                yield _candidate(
-                    scored=s,
-                    provider=provider,
-                    route=route,
-                    policy=sel.policy,
-                    rule=sel.rule,
-                    leg=index,
+                queue.append(
+                    _candidate(
+                        scored=s,
+                        provider=provider,
+                        route=route,
+                        policy=sel.policy,
+                        rule=sel.rule,
+                        leg=index,
+                    )
                 )
         nxt = route.fallback_policy
         if nxt and nxt not in visited and nxt in self.call.plan.policies:
-            try:
-                fallback = self.svc.select(self.call.plan, nxt, self.call.features)
-            except NoCandidateError as exc:
-                self.trail.eliminated[nxt] = str(exc)
-                return
-            yield from self._policy(fallback, index, (*visited, nxt))
+            self._pending = _Pending(nxt, index, (*visited, nxt))
 
     def _ordered(self, sel: Selection) -> tuple[Scored, ...] | list[Scored]:
         """The ranking as the live strategy orders it (static strategies keep select's)."""
@@ -211,25 +240,22 @@ class Walk:
 
     def _waiting(self) -> int:
         """How many distinct candidates of the current leg could still get a try."""
-        ahead = self._ahead
-        while not ahead or ahead[-1].leg == self._at_leg:  # pull the rest of the leg
-            cand = next(self._candidates, None)
-            if cand is None:
+        queue, at_leg = self._queue, self._at_leg
+        while len(queue) == self._pos or queue[-1].leg == at_leg:  # queue the rest of the leg
+            if not self._extend():
                 break
-            ahead.append(cand)
         waiting: set[str] = set()
-        for c in ahead:
-            if c.leg != self._at_leg:
+        for c in queue[self._pos :]:
+            if c.leg != at_leg:
                 break
             mid, p = c.scored.model.id, c.provider
-            if mid not in self._tried and p.enabled and p.id not in self._skip_providers:
+            if mid not in self._tried and p.enabled and p.id not in self._skipped:
                 waiting.add(mid)
         return len(waiting)
 
     def rule_out_provider(self, provider: str, why: str) -> None:
         """The provider cannot serve this call (`why`): skip its other models."""
-        self._skip_providers |= {provider}
-        self._skip_reasons[provider] = why
+        self._skipped[provider] = why
 
     def rule_out_window(self, window: int) -> None:
         """The prompt did not fit `window` tokens: skip models whose window is not larger."""
@@ -245,8 +271,8 @@ class Walk:
         self._tried.add(m.id)
         if not p.enabled:
             why = "disabled", p.disabled_reason or "provider disabled"
-        elif p.id in self._skip_providers:
-            why = "skipped", self._skip_reasons[p.id]
+        elif p.id in self._skipped:
+            why = "skipped", self._skipped[p.id]
         elif self._min_window and m.context_window <= self._min_window:
             why = "context_window_exceeded", "context window not larger"
         elif not self._within_budget(cand):

@@ -52,7 +52,6 @@ async def test_another_operation_gets_retries_failover_and_records() -> None:
     trail = Trail()
     walk = Walk(svc, call, trail, "p")
     answer = await Failover(svc, call, trail, walk).answer(Embed())
-    walk.close()
     assert answer.value == [len("ok from m2"), 2.0] and answer.held is None
     assert answer.attempt.cand.scored.model.id == "b/m2" and answer.attempt.index == 1
     assert answer.attempt.cost == model("b/m2").cost(3, 0)
