@@ -19,7 +19,8 @@ fast with a protocol error instead of growing memory. What it leaves out on purp
 redirects (an API's 3xx is an error to report), cookies, HTTP/2. Pooling is pool.py's,
 dialing (Happy Eyeballs, proxies) dial.py's and proxy.py's. Deadlines belong to the caller
 (http.py), which closes a connection whose exchange it abandons, so a connection is only
-reused after a complete answer.
+reused after a complete answer. The caller gives each request its deadline; one timer per
+loop enforces them all (watch.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httptools
+
+from .watch import watch_of
 
 __all__ = ["BadResponse", "Connection", "ConnectionLost", "Target", "target_of", "tls_context"]
 
@@ -109,16 +112,18 @@ class _TurnWrites:
     __slots__ = ("_loop", "_queued", "_turn")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self._loop = weakref.ref(loop)  # weak: the registry below is keyed by the loop
         self._queued: list[tuple[asyncio.Transport, bytes]] = []
         self._turn: asyncio.Handle | None = None
 
     def write(self, transport: asyncio.Transport, data: bytes) -> None:
-        if self._turn is None:
-            transport.write(data)
-            self._turn = self._loop.call_soon(self._end)
-        else:
+        if self._turn is not None:
             self._queued.append((transport, data))
+            return
+        transport.write(data)
+        loop = self._loop()
+        if loop is not None:
+            self._turn = loop.call_soon(self._end)
 
     def _end(self) -> None:
         self._turn = None
@@ -150,6 +155,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._writes = _writes_of(loop)
+        self._watch = watch_of(loop)
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         # RFC 9112 2.2: a recipient MAY take a bare LF as a line end; aiohttp, curl and Go
@@ -293,8 +299,9 @@ class Connection(asyncio.Protocol):
 
     # -- the caller's side ----------------------------------------------------------------
 
-    def send(self, data: bytes, whole: bool) -> asyncio.Future[None]:
-        """Write one request; the future resolves at the answer's headers (or its end)."""
+    def send(self, data: bytes, whole: bool, deadline: float) -> asyncio.Future[None]:
+        """Write one request; the future resolves at the answer's headers (or its end), or
+        fails with TimeoutError at `deadline` (loop time) if they have not come by then."""
         assert self._transport is not None and self.complete
         self._whole = whole
         self._chunks.clear()
@@ -308,8 +315,14 @@ class Connection(asyncio.Protocol):
         self._head = 0
         self._fields = 0
         waiter = self._waiter = self._loop.create_future()
+        self._watch.add(self, deadline)
         self._writes.write(self._transport, data)
         return waiter
+
+    def expire(self) -> None:
+        """The request's deadline passed: it fails with TimeoutError (http.py names the
+        phase) and the connection is never reused."""
+        self._fail(TimeoutError())
 
     def body(self) -> bytes:
         """The whole answer's body (after a `whole` request completed)."""
@@ -359,6 +372,7 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self._watch.discard(self)
         if self._transport is not None:
             self._transport.close()
 
@@ -368,6 +382,7 @@ class Connection(asyncio.Protocol):
         self.close()
 
     def _fail(self, exc: BaseException) -> None:
+        self._watch.discard(self)
         self._error = exc
         self.complete = True
         self._keep = False
@@ -377,6 +392,7 @@ class Connection(asyncio.Protocol):
         self._wake_reader()
 
     def _wake_waiter(self) -> None:
+        self._watch.discard(self)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)

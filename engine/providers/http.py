@@ -202,11 +202,13 @@ class HttpClient:
         reused: bool,
         data: bytes,
         whole: bool,
+        deadline: float,
     ) -> None:
         """Write the request once; returns when the headers (or, `whole`, the answer) have
-        arrived. Whatever ends this early closes the connection (never reused)."""
+        arrived, or raises TimeoutError at `deadline`. Whatever ends this early closes the
+        connection (never reused)."""
         try:
-            await conn.send(data, whole)
+            await conn.send(data, whole, deadline)
         except ConnectionLost as exc:
             pool.release(conn)
             if conn.headers_done:
@@ -229,16 +231,15 @@ class HttpClient:
         streaming: bool,
     ) -> tuple[Pool, Connection, Deadlines]:
         """Get a connection, then send within the first deadline (for a whole answer that
-        is the total one: one timer covers both phases), its expiry named by the phase it
+        is the total one: one deadline covers both phases), its expiry named by the phase it
         cut short."""
         began = asyncio.get_running_loop().time()
         pool, target = self._pool_for(endpoint, url)
         data = _encode(endpoint, target, request[0], request[1])
         conn, reused = await self._acquire(pool, endpoint, began)
         deadlines = Deadlines.start(endpoint, streaming, began)
-        try:
-            async with asyncio.timeout_at(deadlines.first):
-                await self._send(endpoint, pool, conn, reused, data, not streaming)
+        try:  # the deadline is the loop's one timer's to keep (watch.py), not a timer each
+            await self._send(endpoint, pool, conn, reused, data, not streaming, deadlines.first)
         except TimeoutError:
             raise deadlines.timeout_error(endpoint, first=not conn.headers_done) from None
         return pool, conn, deadlines
