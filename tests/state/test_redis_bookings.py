@@ -17,20 +17,13 @@ from engine.state.redis_budget_ahead import BookedAheadBudget
 from engine.state.redis_budget_lua import BOOK, CLOSE
 from engine.testing.servers import RedisServer
 
+from .test_redis_budget_ahead import _scripts_run
+
 
 @pytest.fixture
 def armed(monkeypatch: pytest.MonkeyPatch) -> None:
     """As under `engine serve`: answers leave only after `before_answer.flush`."""
     monkeypatch.setattr(before_answer, "_armed", True)
-
-
-async def _books_run(redis_srv: RedisServer) -> int:
-    admin = aioredis.Redis.from_url(redis_srv.url)
-    try:
-        stats = await admin.info("commandstats")
-        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
-    finally:
-        await admin.aclose()
 
 
 @pytest.mark.usefixtures("armed")
@@ -45,12 +38,12 @@ async def test_a_turns_bookings_are_one_script_per_workspace(
         held = [await ahead.reserve(ws, 0.01, 100.0, None) for ws in ["a"] * 10 + ["b"] * 10]
         before_answer.flush()
         await asyncio.sleep(0.05)  # the blocks' grants are answered
-        before = await _books_run(redis_srv)
+        before = await _scripts_run(redis_srv)
         costs = [0.001 * (i + 1) for i in range(20)]
         await asyncio.gather(*(ahead.settle(h, c) for h, c in zip(held, costs, strict=True)))
         before_answer.flush()  # an answer is about to leave
         await asyncio.sleep(0.05)
-        assert await _books_run(redis_srv) - before == 2
+        assert await _scripts_run(redis_srv) - before == 2
         assert (await ahead.spent("a"))["day"] == pytest.approx(sum(costs[:10]), abs=1e-9)
         assert (await ahead.spent("b"))["day"] == pytest.approx(sum(costs[10:]), abs=1e-9)
         await ahead.aclose()  # the blocks go back: another process reads the costs alone
@@ -67,7 +60,6 @@ async def test_bookings_reach_redis_at_the_turns_end_without_an_answer(
 ) -> None:
     """Nothing written by a server in that turn: the merged booking still leaves."""
     store = RedisBudgetStore(redis_srv.url, prefix=prefix)
-    plain = RedisBudgetStore(redis_srv.url, prefix=prefix)
     try:
         await store.spent("ws")  # connected
         store.book("ws", 0.5)
@@ -82,7 +74,6 @@ async def test_bookings_reach_redis_at_the_turns_end_without_an_answer(
         assert sorted(int(v) for v in spend.values()) == [750_000_000] * 2  # day and month
     finally:
         await store.aclose()
-        await plain.aclose()
 
 
 @pytest.mark.usefixtures("armed")
