@@ -66,13 +66,12 @@ def headroom(state: KeyState, now: float, need: Amounts) -> float | None:
         return 1.0
     if now < limits.blocked_until:
         return None
-    used, hints = state.window.used, limits.hints
+    used = state.window.used
     room = 1.0
     # Written with conditional expressions rather than min(): this runs for every attempt,
     # and the builtins' calls cost about 1 us a call here (bench/state.py).
-    for dim in limits.watched:
-        limit = limits.effective[dim]
-        hint = hints[dim].current(now)
+    for dim, limit, figure in limits.watched:
+        hint = figure.remaining if now < figure.reset_at else None  # figure.current(now)
         if limit is None:
             if hint is not None and need[dim] > hint:
                 return None

@@ -61,10 +61,11 @@ class Limits:
     )
     #: min(configured, learned) x share, per dimension (DIMENSIONS order).
     effective: list[Limit] = field(default_factory=lambda: [None, None, None, None])
-    #: The dimensions with a limit or a remaining figure (the others never refuse).
-    watched: tuple[int, ...] = ()
-    #: The dimensions with a remaining figure (once set, it stays set).
-    hinted: tuple[int, ...] = ()
+    #: The dimensions with a limit or a remaining figure (the others never refuse), each
+    #: with its effective limit and its hint: what the per-request check reads.
+    watched: tuple[tuple[int, Limit, Hint], ...] = ()
+    #: The dimensions with a remaining figure, with their hint (once set, it stays set).
+    hinted: tuple[tuple[int, Hint], ...] = ()
     informed: bool = False  # headers have said something about this key
     #: Nothing configured and nothing learned: no check can refuse.
     unlimited: bool = True
@@ -121,25 +122,25 @@ class Limits:
     def spend(self, delta: Amounts, now: float) -> None:
         """Count usage against the remaining figures still in force (a negative amount
         gives back what an estimate over-booked)."""
-        for dim in self.hinted:
-            hint = self.hints[dim]
-            left = hint.current(now)
-            if left is not None:
+        for dim, hint in self.hinted:
+            left = hint.remaining  # hint.current(now), read here: twice per request
+            if left is not None and now < hint.reset_at:
                 left -= delta[dim]
                 hint.remaining = left if left > 0 else 0
 
     def _learn(self, dim: int, limit: int | None, remaining: int | None, reset_at: float) -> None:
         """One dimension's figures (nothing changes for a figure the headers left out)."""
         hint = self.hints[dim]
+        changed = False  # a new limit, or a first remaining figure: what `_watch` derives
         if limit is not None and limit > 0 and limit != hint.limit:
             hint.limit = limit
             self.effective[dim] = self._effective(dim)
+            changed = True
         if remaining is not None:
+            changed = changed or hint.remaining is None
             hint.remaining = remaining if remaining > 0 else 0
             hint.reset_at = reset_at
-        elif limit is None:
-            return
-        if dim not in self.hinted or dim not in self.watched:  # newly watched or hinted
+        if changed:
             self._watch()
 
     def _effective(self, dim: int) -> Limit:
@@ -153,7 +154,12 @@ class Limits:
         return max(1, int(limit * self.share))
 
     def _watch(self) -> None:
-        self.hinted = tuple(dim for dim in range(4) if self.hints[dim].remaining is not None)
+        hints, effective = self.hints, self.effective
+        self.hinted = tuple(
+            (dim, hints[dim]) for dim in range(4) if hints[dim].remaining is not None
+        )
         self.watched = tuple(
-            dim for dim in range(4) if self.effective[dim] is not None or dim in self.hinted
+            (dim, effective[dim], hints[dim])
+            for dim in range(4)
+            if effective[dim] is not None or hints[dim].remaining is not None
         )
