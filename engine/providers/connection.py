@@ -331,8 +331,9 @@ class Connection(asyncio.Protocol):
         chunks.clear()
         return data
 
-    async def read(self) -> bytes:
-        """The next body bytes of a streamed answer; b"" once it is complete."""
+    async def read(self, deadline: float) -> bytes:
+        """The next body bytes of a streamed answer; b"" once it is complete; TimeoutError
+        if none have come by `deadline` (loop time)."""
         chunks = self._chunks
         while not chunks:
             if self._error is not None:
@@ -340,10 +341,12 @@ class Connection(asyncio.Protocol):
             if self.complete:
                 return b""
             reader = self._reader = self._loop.create_future()
+            self._watch.add(self, deadline)
             try:
                 await reader
             finally:
                 self._reader = None
+                self._watch.discard(self)
         data = chunks.popleft()
         self._buffered -= len(data)
         if self._paused and self._buffered <= READ_LOW and self._transport is not None:

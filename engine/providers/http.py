@@ -70,9 +70,8 @@ class StreamReply:
         """The whole body (for error answers), within the total deadline."""
         chunks = []
         try:
-            async with asyncio.timeout_at(self._deadlines.total):
-                while data := await self._conn.read():
-                    chunks.append(data)
+            while data := await self._conn.read(self._deadlines.total):
+                chunks.append(data)
         except TimeoutError:
             self.close()
             raise self._deadlines.timeout_error(self._endpoint, first=False) from None
@@ -88,9 +87,8 @@ class StreamReply:
         first = True
         while True:
             deadline = self._deadlines.first if first else self._deadlines.total
-            try:
-                async with asyncio.timeout_at(deadline):
-                    data = await conn.read()
+            try:  # kept by the loop's one timer (watch.py): a stream reads many times
+                data = await conn.read(deadline)
             except TimeoutError:
                 raise self._deadlines.timeout_error(self._endpoint, first) from None
             except (ConnectionLost, BadResponse) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -187,6 +188,20 @@ async def test_slow_first_token_hits_first_token_timeout(case: Case) -> None:
         with pytest.raises(ProviderTimeoutError) as info:
             await _stream(case, up, chat(), timeouts=Timeouts(first_token_s=0.05, total_s=5))
     assert info.value.phase == "first_token"
+
+
+async def test_stream_cut_by_the_total_deadline_mid_way(case: Case) -> None:
+    """A stream whose pieces keep coming, but too slowly for the total deadline, times out
+    with phase=total after its first pieces (each read waits on the loop's one timer)."""
+    async with case.fake() as up:
+        up.script([Fault(trickle=0.05)])
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ProviderTimeoutError) as info:
+            await _stream(
+                case, up, chat("a sentence long enough to trickle"), timeouts=Timeouts(total_s=0.2)
+            )
+    assert info.value.phase == "total"
+    assert asyncio.get_running_loop().time() - started < 2.0
 
 
 async def test_trickle_within_deadline_completes(case: Case) -> None:
