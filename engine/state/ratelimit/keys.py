@@ -90,10 +90,6 @@ def headroom(state: KeyState, now: float, need: Amounts) -> float | None:
 
 def choose(states: Sequence[KeyState], now: float, need: Amounts) -> KeyState | None:
     """The key with most headroom for this request (see the module docstring), or None."""
-    if len(states) == 1:  # a single key (the common pool): it fits or not, nothing to rank
-        state = states[0]
-        state.window.evict(now)
-        return None if headroom(state, now, need) is None else state
     best: KeyState | None = None
     best_rank: tuple[float, int, int] | None = None
     for state in states:

@@ -205,7 +205,7 @@ class InProcessRateLimiter:
 
     async def observe(self, provider: str, key_id: str, info: RateLimitInfo) -> None:
         """Learn limits, remaining headroom and retry-after from a response's headers."""
-        pool = self._pools.get(provider) or self._pool(provider)  # a call only the first time
+        pool = self._pool(provider)
         state = pool.states.get(key_id)
         if state is None:
             unknown = KeyPlan(id=key_id, secret=None)

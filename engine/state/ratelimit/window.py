@@ -73,8 +73,7 @@ class Window:
 
     def take(self, now: float, need: Amounts) -> Use:
         """Book one request (`need`: its amounts, requests first) in the current slice."""
-        slices = self.slices
-        current = slices[-1] if slices and now < slices[-1].end else self._open(now)
+        current = self._slice(now)
         current.requests += need[0]
         current.input += need[1]
         current.output += need[2]
@@ -84,8 +83,9 @@ class Window:
     def correct(self, use: Use, requests: int, input_tokens: int, output_tokens: int) -> Amounts:
         """Replace a footprint by what really happened (requests=0: never sent); returns
         the change, which the caller also owes the provider's remaining figures."""
-        d_in, d_out = input_tokens - use.input, output_tokens - use.output
-        delta = (requests - use.requests, d_in, d_out, d_in + d_out)  # in DIMENSIONS order
+        delta = amounts(
+            requests - use.requests, input_tokens - use.input, output_tokens - use.output
+        )
         booked = use.slice
         if booked.live:
             booked.requests += delta[0]
@@ -113,9 +113,11 @@ class Window:
         used[2] += delta[2]
         used[3] += delta[3]
 
-    def _open(self, now: float) -> Slice:
-        """A new slice for `now` (the last one has ended)."""
+    def _slice(self, now: float) -> Slice:
+        slices = self.slices
+        if slices and now < slices[-1].end:
+            return slices[-1]
         end = (math.floor(now / RESOLUTION_S) + 1) * RESOLUTION_S
         fresh = Slice(end if end > now else end + RESOLUTION_S)
-        self.slices.append(fresh)
+        slices.append(fresh)
         return fresh
