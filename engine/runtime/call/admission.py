@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 from engine.endpoints import Endpoint
 from engine.errors import AttemptRecord, BudgetExceededError, RateLimitedError
@@ -37,8 +38,9 @@ class Skip(Exception):
     """A candidate was passed over without a network call (the reason is in the trail)."""
 
 
-class Admitted(NamedTuple):
-    """What an admitted try holds until it is closed."""
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """What an admitted try holds until it is closed (slots: read on every step of it)."""
 
     lease: Lease
     reservation: Reservation | None
