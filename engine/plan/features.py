@@ -14,10 +14,12 @@ an offline deployment cannot do.)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from engine.frozen import builder
-from engine.messages import ImagePart, Request, TextPart
+from engine.messages import ImagePart, Message, Request, TextPart, Tool
 from engine.plan.tokens import text_tokens
 from engine.plan.values import Features
 
@@ -28,20 +30,24 @@ IMAGE_TOKENS = 765  # a high-detail image tile budget, as OpenAI counts it
 #: Features(...) without a frozen dataclass's per-field cost (one per call; engine.frozen).
 _features = builder(Features)
 _NO_TAGS: frozenset[str] = frozenset()  # also the empty set of capabilities
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})  # one, read-only, for all without
 
 
 def features_of(request: Request) -> Features:
-    """The routing features of one request."""
-    meta: dict[str, Any] = dict(request.metadata)
-    if meta:
+    """The routing features of one request (each field read once: a field of the pydantic
+    Request reads several times slower than a plain attribute)."""
+    metadata, tools = request.metadata, request.tools
+    meta: Mapping[str, Any]
+    if metadata:
+        meta = dict(metadata)
         task_type, tags = _text(meta.get("task_type")), _tags(meta.get("tags"))
         workspace = _text(meta.get("workspace"))
     else:  # the common request without metadata
-        task_type, tags, workspace = None, _NO_TAGS, None
-    tokens, image = _scan(request)
+        meta, task_type, tags, workspace = _NO_METADATA, None, _NO_TAGS, None
+    tokens, image = _scan(request.messages, tools)
     return _features(
         task_type,
-        _capabilities(request, image),
+        _capabilities(request, tools, image),
         tokens,
         request.max_completion_tokens or request.max_tokens,  # request.output_limit
         tags,
@@ -53,14 +59,14 @@ def features_of(request: Request) -> Features:
 
 def estimate_tokens(request: Request) -> int:
     """Prompt tokens, an upper bound: text, images, tools' JSON and the format's overheads."""
-    return _scan(request)[0]
+    return _scan(request.messages, request.tools)[0]
 
 
-def _scan(request: Request) -> tuple[int, bool]:
+def _scan(messages: list[Message], tools: list[Tool] | None) -> tuple[int, bool]:
     """estimate_tokens' count, and whether any message carries an image: one pass over
     the messages for both (features_of needs both for every request)."""
     tokens, image = REPLY_PRIMING, False
-    for message in request.messages:
+    for message in messages:
         tokens += TOKENS_PER_MESSAGE
         if message.name:
             tokens += text_tokens(message.name)
@@ -76,20 +82,20 @@ def _scan(request: Request) -> tuple[int, bool]:
                     image = image or isinstance(part, ImagePart)
         for call in message.tool_calls or ():
             tokens += text_tokens(call.function.name) + text_tokens(call.function.arguments)
-    for tool in request.tools or ():
+    for tool in tools or ():
         described = f"{tool.function.name} {tool.function.description or ''}"
         tokens += text_tokens(described) + text_tokens(str(tool.function.parameters))
     return tokens, image
 
 
-def _capabilities(request: Request, image: bool) -> frozenset[str]:
-    """Required capabilities: the explicit ones and what the body implies (`image`: a
-    message carries an image part)."""
+def _capabilities(request: Request, tools: list[Tool] | None, image: bool) -> frozenset[str]:
+    """Required capabilities: the explicit ones and what the body implies (`tools`: the
+    request's; `image`: a message carries an image part)."""
     fmt = request.response_format
-    if not (request.capabilities or request.tools or request.stream or fmt or image):
+    if not (request.capabilities or tools or request.stream or fmt or image):
         return _NO_TAGS  # the plain chat call requires nothing (the same empty frozenset)
     caps = set(request.capabilities)
-    if request.tools:
+    if tools:
         caps.add("tools")
     if request.stream:
         caps.add("streaming")

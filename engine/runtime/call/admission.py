@@ -117,8 +117,8 @@ class Admission:
     def _over_budget(self, cand: Candidate, index: int, exc: BudgetExceededError) -> Skip:
         """The candidate passed over: its worst case does not fit the budget."""
         self.abandon(cand)
-        self.trail.skip(cand.provider.id, cand.scored.model.id, "budget_exceeded", str(exc), index)
-        return Skip(cand.scored.model.id)
+        self.trail.skip(cand.provider.id, cand.model.id, "budget_exceeded", str(exc), index)
+        return Skip(cand.model.id)
 
     async def _drop(self, reserving: Awaitable[Reservation]) -> None:
         """The reservation asked for beside a lease that was refused, given back."""
@@ -140,18 +140,14 @@ class Admission:
         """`admit` for the common case that needs no await: every breaker closed, no budget
         to reserve, a key with room now. None (nothing taken, nothing recorded) whenever
         `admit` must decide. Saves a try two coroutines (measured > 1 us a call)."""
-        svc, route = self.svc, cand.route
-        call = self.call
+        svc, call = self.svc, self.call
         if not svc.breakers.all_closed or _capped(cand, call) or call.client_budget is not None:
             return None
         keys = svc.good_keys(cand.provider)
         if not keys:
             return None
-        features = self.call.features
-        tout = features.output_tokens or route.default_max_tokens
-        n = self.call.request.n
-        if n is not None and n > 1:
-            tout *= n  # every choice is output
+        features = call.features
+        tout = (features.output_tokens or cand.route.default_max_tokens) * call.choices
         return svc.limiter.try_acquire_nowait(cand.provider.id, keys, features.input_tokens, tout)
 
     def _breakers(self, cand: Candidate, index: int) -> None:
@@ -159,7 +155,7 @@ class Admission:
         b = self.svc.breakers
         if b.all_closed:
             return
-        pid, mid = cand.provider.id, cand.scored.model.id
+        pid, mid = cand.provider.id, cand.model.id
         if not b.allow(pid):
             refused = pid
         elif not b.allow(mid):
@@ -186,7 +182,7 @@ class Admission:
             self.abandon(cand)
             self.trail.skip(
                 pid,
-                cand.scored.model.id,
+                cand.model.id,
                 "skipped",
                 "every key of the provider was rejected",
                 index,
@@ -198,9 +194,7 @@ class Admission:
             return await self.svc.limiter.acquire(pid, keys, *self._estimate(cand), wait_s)
         except RateLimitedError as exc:
             self.abandon(cand)
-            self.trail.skip(
-                pid, cand.scored.model.id, "rate_limited", f"local rate limit: {exc}", index
-            )
+            self.trail.skip(pid, cand.model.id, "rate_limited", f"local rate limit: {exc}", index)
             raise Skip(pid) from None
 
     def _hold_terms(self, cand: Candidate) -> tuple[str, float, float | None, float | None] | None:
@@ -219,7 +213,7 @@ class Admission:
             return None
         if worst is None:
             raise BudgetExceededError(
-                f"the price of {cand.scored.model.id} is not known, so the workspace "
+                f"the price of {cand.model.id} is not known, so the workspace "
                 "budget cannot hold its cost (set input_price and output_price)"
             )
         worst += self._more_choices(cand)
@@ -228,10 +222,10 @@ class Admission:
 
     def _more_choices(self, cand: Candidate) -> float:
         """What n > 1 choices add to the worst case: n times the largest output, one prompt."""
-        n = self.call.request.n
-        if n is None or n <= 1:
+        n = self.call.choices
+        if n == 1:
             return 0.0
-        model = cand.scored.model
+        model = cand.model
         out = self.call.features.output_tokens or model.max_output
         return model.cost(0, (n - 1) * out) or 0.0
 
@@ -244,7 +238,7 @@ class Admission:
         worst = cand.scored.worst_cost_usd
         if worst is None:  # as for workspaces: an unknown price cannot be held under a cap
             raise BudgetExceededError(
-                f"the price of {cand.scored.model.id} is not known, so API key {client!r}'s "
+                f"the price of {cand.model.id} is not known, so API key {client!r}'s "
                 "budget cannot hold its cost (set input_price and output_price)"
             )
         return await self.svc.clients.reserve(client, budget, worst + self._more_choices(cand))
@@ -254,27 +248,27 @@ class Admission:
         output of every choice, for n > 1)."""
         features = self.call.features
         out = features.output_tokens or cand.route.default_max_tokens
-        return features.input_tokens, out * max(1, self.call.request.n or 1)
+        return features.input_tokens, out * self.call.choices
 
     def _skip(self, cand: Candidate, outcome: str, why: str, index: int) -> None:
-        self.trail.skip(cand.provider.id, cand.scored.model.id, outcome, why, index)
+        self.trail.skip(cand.provider.id, cand.model.id, outcome, why, index)
 
     def abandon(self, cand: Candidate) -> None:
         """A half-open breaker's probe slot given back: this try will not report."""
         self.svc.breakers.abandon(cand.provider.id)
-        self.svc.breakers.abandon(cand.scored.model.id)
+        self.svc.breakers.abandon(cand.model.id)
 
     def endpoint(self, cand: Candidate, key: KeyPlan) -> Endpoint:
         """The adapter's view of one model with one key; built once per plan and key."""
         cache = self.svc.endpoints
         timeouts = cand.route.timeouts
-        ident = (id(cand.provider), id(cand.scored.model), id(key), id(timeouts))
+        ident = (id(cand.provider), id(cand.model), id(key), id(timeouts))
         entry = cache.get(ident)
         if entry is None:
             if len(cache) > ENDPOINT_CACHE_MAX:
                 cache.clear()
             # the entry keeps the parts alive, so their ids cannot be reused while cached
-            parts: tuple[Any, ...] = (cand.provider, cand.scored.model, key, timeouts)
+            parts: tuple[Any, ...] = (cand.provider, cand.model, key, timeouts)
             entry = cache[ident] = (parts, _endpoint(cand, key))
         return entry[1]
 
@@ -297,10 +291,10 @@ def _endpoint(cand: Candidate, key: KeyPlan) -> Endpoint:
         provider=p.id,
         protocol=p.protocol,
         base_url=p.base_url,
-        upstream_model=cand.scored.model.upstream,
+        upstream_model=cand.model.upstream,
         api_key=key.secret,
         key_id=key.id,
         timeouts=cand.route.timeouts or p.timeouts,
-        options=p.options if cand.scored.model.options is None else cand.scored.model.options,
+        options=p.options if cand.model.options is None else cand.model.options,
         pool_size=p.pool_size,
     )

@@ -95,7 +95,7 @@ class Attempt:
         self.endpoint = admission.endpoint(cand, held.lease.key)
         if admission.svc.keys.cooling:  # a key whose cooldown is over: this try probes it
             admission.svc.keys.claim(held.lease.key.id, self)
-        admission.svc.strategies.begin(cand.scored.model.id)
+        admission.svc.strategies.begin(cand.model.id)
         observer = admission.svc.observer
         if observer is not None:
             self.handle = observer.started(cand, self.endpoint, self.retry)
@@ -116,7 +116,7 @@ class Attempt:
         tb: TracebackType | None,
     ) -> Coroutine[Any, Any, None]:
         """Closes the try: returns the one closing coroutine that `async with` awaits."""
-        self.admission.svc.strategies.end(self.cand.scored.model.id)
+        self.admission.svc.strategies.end(self.cand.model.id)
         if exc is None and self._usage is not None:
             return self._settle(self._usage)
         if isinstance(exc, ProviderError):
@@ -127,7 +127,7 @@ class Attempt:
 
     async def _settle(self, usage: Usage) -> None:
         svc, cand, held = self.admission.svc, self.cand, self.held
-        pid, mid = cand.provider.id, cand.scored.model.id
+        pid, mid = cand.provider.id, cand.model.id
         latency = (svc.clock.monotonic() - held.started) * 1000
         self.cost = cost = self._price(usage)
         await svc.limiter.settle(held.lease, usage.input_tokens, usage.output_tokens)
@@ -151,7 +151,7 @@ class Attempt:
         if exc.kind in BREAKER_KINDS and exc.phase != "pool":  # a pool wait: congestion here
             plan = cand.route.breaker
             svc.breakers.failure(cand.provider.id, plan, exc.kind)
-            svc.breakers.failure(cand.scored.model.id, plan, exc.kind)
+            svc.breakers.failure(cand.model.id, plan, exc.kind)
         else:
             self.admission.abandon(cand)
         if isinstance(exc, RateLimitedError) and exc.retry_after:
@@ -212,7 +212,7 @@ class Attempt:
 
     def _price(self, usage: Usage) -> float | None:
         """The try's cost at the prices in force now, on every kind of token it used."""
-        prices = self.cand.scored.model.prices
+        prices = self.cand.model.prices
         if prices is None:
             return None
         detail = self.cost_detail = breakdown(
@@ -235,7 +235,7 @@ class Attempt:
     ) -> None:
         """The try's AttemptRecord, stats sample and ledger row."""
         cand, svc = self.cand, self.admission.svc
-        pid, mid = cand.provider.id, cand.scored.model.id
+        pid, mid = cand.provider.id, cand.model.id
         self.admission.trail.attempts.append(
             _attempt_record(
                 provider=pid,
@@ -267,7 +267,7 @@ class Attempt:
             call.workspace,
             policy=cand.policy,
             provider=cand.provider.id,
-            model=cand.scored.model.id,
+            model=cand.model.id,
             input_tokens=u.input_tokens,
             output_tokens=u.output_tokens,
             cost_usd=cost,

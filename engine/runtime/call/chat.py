@@ -108,7 +108,7 @@ class ChatCall:
             usage=result.usage,
             cost_usd=attempt.cost,
             provider=cand.provider.id,
-            model=cand.scored.model.id,
+            model=cand.model.id,
             latency_ms=(self.svc.clock.monotonic() - call.started) * 1000,
             attempts=tuple(self.trail.attempts),
             policy=cand.policy,

@@ -42,6 +42,7 @@ class CallData:
     client: str | None  # the calling API key's label (metadata `client`, set by the server)
     wallet: Wallet  # the workspace's budget: caps and the name its spend is booked under
     client_budget: ClientBudget | None  # the calling key's money limits, if it has any
+    choices: int  # how many choices the request asks for (n), at least 1: all are output
 
 
 # Built by name without the dict a class call packs keywords into (engine/frozen.py).
@@ -60,8 +61,9 @@ def call_data(
     gives the calling key's budget."""
     mine, theirs = features.budget_usd, request.budget_usd
     budget = mine if theirs is None else theirs if mine is None else min(mine, theirs)
-    workspace = features.workspace or str(request.metadata.get("workspace", "default"))
-    client = _label(request.metadata.get("client"))
+    metadata = request.metadata  # read once (a pydantic field)
+    workspace = features.workspace or str(metadata.get("workspace", "default"))
+    client = _label(metadata.get("client"))
     return _call_data(
         plan=plan,
         request=request,
@@ -74,6 +76,7 @@ def call_data(
         client=client,
         wallet=plan.wallets.of(workspace),
         client_budget=None if clients is None else clients.of(client),
+        choices=max(1, request.n or 1),
     )
 
 

@@ -74,7 +74,7 @@ class EmbedCall:
             usage=u,
             cost_usd=attempt.cost,
             provider=attempt.cand.provider.id,
-            model=attempt.cand.scored.model.id,
+            model=attempt.cand.model.id,
             latency_ms=(self.svc.clock.monotonic() - self.call.started) * 1000,
             attempts=tuple(self.trail.attempts),
             policy=attempt.cand.policy,

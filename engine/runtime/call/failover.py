@@ -141,7 +141,7 @@ class Failover:
         elif exc.unreachable:
             walk.rule_out_provider(provider.id, f"provider unreachable this call: {exc}")
         elif isinstance(exc, ContextWindowExceededError):
-            self.walk.rule_out_window(cand.scored.model.context_window)
+            self.walk.rule_out_window(cand.model.context_window)
         return False
 
     def final_error(self) -> EngineError:

@@ -45,7 +45,7 @@ async def relay(
         return StreamEvent(
             chunk=chunk,
             provider=cand.provider.id,
-            model=cand.scored.model.id,
+            model=cand.model.id,
             id=f"chatcmpl-{call.request_id}",
             created=int(clock.time()),
             attempts=tuple(trail.attempts) if attempts else (),
@@ -53,7 +53,7 @@ async def relay(
             rule=cand.rule,
         )
 
-    acc = StreamAccumulator(cand.scored.model.upstream)
+    acc = StreamAccumulator(cand.model.upstream)
     # Cut or abandoned from here on, the try is billed at what was streamed so far.
     attempt.partial = lambda: _estimate(call, acc.result())
     last: Chunk | None = None  # a bare usage report, held back to go out last

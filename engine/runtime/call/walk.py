@@ -26,6 +26,7 @@ from engine.errors import NoCandidateError
 from engine.frozen import builder
 from engine.plan.strategies import DYNAMIC_STRATEGIES
 from engine.plan.values import (
+    ModelPlan,
     ProviderPlan,
     RoutePlan,
     Scored,
@@ -44,6 +45,7 @@ class Candidate:
     slot is read about three times faster than a named tuple's field (measured)."""
 
     scored: Scored
+    model: ModelPlan  # scored.model, which every step of a try reads
     provider: ProviderPlan
     route: RoutePlan
     policy: str | None
@@ -187,6 +189,7 @@ class Walk:
             self._queue.append(
                 _candidate(
                     scored=leg.pin,
+                    model=leg.pin.model,
                     provider=provider,
                     route=leg.route,
                     policy=None,
@@ -208,6 +211,7 @@ class Walk:
                 queue.append(
                     _candidate(
                         scored=s,
+                        model=s.model,
                         provider=provider,
                         route=route,
                         policy=sel.policy,
@@ -253,7 +257,7 @@ class Walk:
         for c in queue[self._pos :]:
             if c.leg != at_leg:
                 break
-            mid, p = c.scored.model.id, c.provider
+            mid, p = c.model.id, c.provider
             if mid not in self._tried and p.enabled and p.id not in self._skipped:
                 waiting.add(mid)
         return len(waiting)
@@ -270,7 +274,7 @@ class Walk:
 
     def _eligible(self, cand: Candidate) -> bool:
         """Checks that need no network; each failure is recorded with its reason."""
-        m, p = cand.scored.model, cand.provider
+        m, p = cand.model, cand.provider
         if m.id in self._tried:
             return False
         self._tried.add(m.id)
