@@ -9,8 +9,9 @@
       key's: runtime/clients.py)
 
 Whatever is refused raises `Skip` (the failover loop moves on) after giving back what was
-taken before the refusal. A try that is admitted holds an `Admitted`: its lease and its
-reservation, closed later by the attempt (attempt.py), never here. The adapter's `Endpoint`
+taken before the refusal. A try that is admitted is given an `Admitted` (its lease and
+its reservations; `quick`: a lease alone), which the attempt keeps and closes later
+(attempt.py), never here. The adapter's `Endpoint`
 for a model and key is built here too, once per plan and key.
 """
 

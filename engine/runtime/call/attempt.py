@@ -32,7 +32,7 @@ from engine.errors import AttemptRecord, AuthenticationError, ProviderError, Rat
 from engine.frozen import builder
 from engine.messages import RateLimitInfo, Request, Usage
 from engine.pricing import CostBreakdown, breakdown
-from engine.runtime.call.admission import Admission, admitted
+from engine.runtime.call.admission import Admission
 from engine.runtime.call.walk import Candidate
 from engine.state.protocols import LedgerRow
 
@@ -58,11 +58,14 @@ class Attempt:
         "cost_detail",
         "endpoint",
         "handle",
-        "held",
         "index",
+        "key_hold",
+        "lease",
         "partial",
         "request",
+        "reservation",
         "retry",
+        "started",
         "ttft_ms",
     )
 
@@ -86,15 +89,20 @@ class Attempt:
 
     async def __aenter__(self) -> Attempt:
         admission, cand = self.admission, self.cand
-        quick = admission.quick(cand)  # no await in the common case (see Admission.quick)
-        self.held = held = (
-            admitted(lease=quick, reservation=None, started=admission.svc.clock.monotonic())
-            if quick is not None
-            else await admission.admit(cand, self.index)
-        )
-        self.endpoint = admission.endpoint(cand, held.lease.key)
+        # What admission took is kept on the attempt itself: the common case (no await,
+        # see Admission.quick) takes a lease and nothing else, so no Admitted is built.
+        lease = admission.quick(cand)
+        if lease is None:
+            held = await admission.admit(cand, self.index)
+            lease, self.reservation, self.key_hold = held.lease, held.reservation, held.key_hold
+            self.started = held.started
+        else:
+            self.reservation = self.key_hold = None
+            self.started = admission.svc.clock.monotonic()
+        self.lease = lease
+        self.endpoint = admission.endpoint(cand, lease.key)
         if admission.svc.keys.cooling:  # a key whose cooldown is over: this try probes it
-            admission.svc.keys.claim(held.lease.key.id, self)
+            admission.svc.keys.claim(lease.key.id, self)
         admission.svc.strategies.begin(cand.model.id)
         observer = admission.svc.observer
         if observer is not None:
@@ -103,7 +111,7 @@ class Attempt:
 
     def first_token(self) -> None:
         """The first chunk of a stream arrived: its time to first token is measured now."""
-        self.ttft_ms = (self.admission.svc.clock.monotonic() - self.held.started) * 1000
+        self.ttft_ms = (self.admission.svc.clock.monotonic() - self.started) * 1000
 
     def answered(self, usage: Usage, rate_limit: RateLimitInfo | None) -> None:
         """The upstream answered in full with this usage; leaving the block settles it."""
@@ -126,28 +134,28 @@ class Attempt:
     # -- the three ways a try closes ------------------------------------------------------
 
     async def _settle(self, usage: Usage) -> None:
-        svc, cand, held = self.admission.svc, self.cand, self.held
+        svc, cand, lease = self.admission.svc, self.cand, self.lease
         pid, mid = cand.provider.id, cand.model.id
-        latency = (svc.clock.monotonic() - held.started) * 1000
+        latency = (svc.clock.monotonic() - self.started) * 1000
         self.cost = cost = self._price(usage)
-        await svc.limiter.settle(held.lease, usage.input_tokens, usage.output_tokens)
+        await svc.limiter.settle(lease, usage.input_tokens, usage.output_tokens)
         if self._rate_limit is not None:
-            await svc.limiter.observe(pid, held.lease.key.id, self._rate_limit)
-            svc.announce(pid, held.lease.key.id, self._rate_limit)
+            await svc.limiter.observe(pid, lease.key.id, self._rate_limit)
+            svc.announce(pid, lease.key.id, self._rate_limit)
         if not svc.breakers.all_closed:
             svc.breakers.success(pid)
             svc.breakers.success(mid)
         svc.strategies.observe_latency(mid, latency, self.ttft_ms)
         if svc.keys.cooling:
-            svc.keys.answered(held.lease.key.id)
+            svc.keys.answered(lease.key.id)
         self._record("ok", None, None, latency, usage, cost)
-        if held.reservation is not None or held.key_hold is not None:
+        if self.reservation is not None or self.key_hold is not None:
             await self._close_holds(cost, settle=True)
 
     async def _fail(self, exc: ProviderError) -> None:
-        svc, cand, held = self.admission.svc, self.cand, self.held
-        latency = (svc.clock.monotonic() - held.started) * 1000
-        await svc.limiter.settle(held.lease, held.lease.input_tokens, 0)
+        svc, cand, lease = self.admission.svc, self.cand, self.lease
+        latency = (svc.clock.monotonic() - self.started) * 1000
+        await svc.limiter.settle(lease, lease.input_tokens, 0)
         if exc.kind in BREAKER_KINDS and exc.phase != "pool":  # a pool wait: congestion here
             plan = cand.route.breaker
             svc.breakers.failure(cand.provider.id, plan, exc.kind)
@@ -157,8 +165,8 @@ class Attempt:
         if isinstance(exc, RateLimitedError) and exc.retry_after:
             # Every request holding this key should pause, not only the one that was told.
             info = RateLimitInfo(retry_after_s=exc.retry_after)
-            await svc.limiter.observe(cand.provider.id, held.lease.key.id, info)
-        key = held.lease.key
+            await svc.limiter.observe(cand.provider.id, lease.key.id, info)
+        key = lease.key
         if isinstance(exc, AuthenticationError) and cand.provider.keys:
             if svc.keys.rejected(key, svc.clock.monotonic(), self):
                 svc.forget_key(key.id)
@@ -175,22 +183,22 @@ class Attempt:
         await self._close_holds(None, settle=False)
 
     async def _abort(self) -> None:
-        svc, held = self.admission.svc, self.held
-        await svc.limiter.release(held.lease)
+        svc, lease = self.admission.svc, self.lease
+        await svc.limiter.release(lease)
         self.admission.abandon(self.cand)
         if svc.keys.cooling:
-            svc.keys.released(held.lease.key.id, self)
-        latency = (svc.clock.monotonic() - held.started) * 1000
+            svc.keys.released(lease.key.id, self)
+        latency = (svc.clock.monotonic() - self.started) * 1000
         if self.partial is not None:
             # A stream the caller abandoned: the provider bills the prompt and what it
             # streamed, so the budget keeps that (a task of its own: the caller is gone).
             usage = self.partial()
             cost = self._price(usage)
-            if held.reservation is not None or held.key_hold is not None:
+            if self.reservation is not None or self.key_hold is not None:
                 svc.spawn(self._close_holds(cost, settle=True))
             self._ledger("cancelled", latency, usage, cost)
             return
-        if held.reservation is not None or held.key_hold is not None:
+        if self.reservation is not None or self.key_hold is not None:
             # A task of its own, so a cancelled caller still gives its reservation back.
             svc.spawn(self._close_holds(None, settle=False))
         # The ledger still hears of it: the upstream may have started (and billed) the work.
@@ -199,8 +207,8 @@ class Attempt:
     async def _close_holds(self, cost: float | None, *, settle: bool) -> None:
         """Settle the workspace's and the client key's holds at `cost` (at the hold itself
         when the cost is unknown), or release both (`settle=False`)."""
-        svc, held = self.admission.svc, self.held
-        for store, r in ((svc.budget, held.reservation), (svc.clients.store, held.key_hold)):
+        svc = self.admission.svc
+        for store, r in ((svc.budget, self.reservation), (svc.clients.store, self.key_hold)):
             if r is None:
                 continue
             if settle:
@@ -245,7 +253,7 @@ class Attempt:
                 latency_ms=latency,
                 retry=self.retry,
                 fallback_index=self.index,
-                key_id=self.held.lease.key.id,
+                key_id=self.lease.key.id,
                 status=status,
             )
         )
