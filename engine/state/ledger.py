@@ -7,7 +7,8 @@ batches (up to `batch_size` rows per transaction, at least every `flush_interval
 a burst of requests costs one commit, not one each; once a batch is committed the journal
 lets go of it. At start the ledger stores the journals that dead processes left (a
 `kill -9`, a crash) before anything reads it, so budgets restored at start count every
-answered call; each row carries an id (`row_id`), and a row stored twice is ignored.
+answered call; each row carries an id (`row_id`), and a replay leaves out the rows
+whose id is stored already.
 `flush()` waits until everything recorded so far is committed; `aclose()` flushes and
 stops the writer. A row that cannot be written (a disk error, a malformed row) is logged
 and counted in `dropped`, never raised into a request: the ledger is a record of the
@@ -45,6 +46,7 @@ from engine.state.ledger_file import (
     connect_reader,
     connect_writer,
     group_column,
+    stored_ids,
 )
 from engine.state.protocols import LedgerRow
 
@@ -66,20 +68,25 @@ _CHUNK = 999 // len(COLUMNS)
 
 @functools.lru_cache(maxsize=_CHUNK)
 def _insert_rows(rows: int) -> str:
-    """The INSERT statement for `rows` rows at once (kept: sqlite3 caches its compilation);
-    a row whose id is already stored (replayed from a journal) is skipped."""
+    """The INSERT statement for `rows` rows at once (kept: sqlite3 caches its compilation)."""
     one = "(" + ", ".join("?" * len(COLUMNS)) + ")"
     values = ", ".join([one] * rows)
-    return (
-        f"INSERT INTO attempts ({', '.join(COLUMNS)}) VALUES {values} "
-        "ON CONFLICT (row_id) DO NOTHING"
-    )
+    return f"INSERT INTO attempts ({', '.join(COLUMNS)}) VALUES {values}"
 
 
 _STOP = object()
 #: A LedgerRow as queued for the writer: its fields, in order.
 _Row = tuple[Any, ...]
 _ROW_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(LedgerRow)))
+
+
+def _unstored(conn: sqlite3.Connection, rows: list[_Row]) -> list[_Row]:
+    """A dead process's journaled rows less those already stored (found by id among the
+    rows from the oldest one's time on: the same row has the same `ts`)."""
+    if not rows:
+        return rows
+    stored = stored_ids(conn, min(row[0] for row in rows))
+    return [row for row in rows if row[-1] not in stored]
 
 
 class SQLiteLedger:
@@ -169,9 +176,10 @@ class SQLiteLedger:
             self._queue.put((*fields, None))
 
     def _replay(self, conn: sqlite3.Connection, directory: Path) -> None:
-        """Store the rows of journals whose process died (idempotent: ids), then drop them."""
+        """Store the rows of journals whose process died (idempotent: the rows whose id is
+        stored already are left out), then drop them."""
         for orphan in orphans(directory):
-            rows, dropped = orphan.rows(), self.dropped
+            rows, dropped = _unstored(conn, orphan.rows()), self.dropped
             self._insert(conn, rows)
             if self.dropped > dropped:  # kept for a later start (a sick disk, a new schema)
                 orphan.release()

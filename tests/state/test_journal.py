@@ -18,6 +18,7 @@ import pytest
 
 from engine.state.journal import Journal, orphans
 from engine.state.ledger import SQLiteLedger, journal_dir
+from engine.state.protocols import LedgerRow
 from engine.testing.clock import FakeClock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -144,3 +145,49 @@ def test_segments_get_their_blocks_without_posix_fallocate(
     journal.done(1)
     journal.close()
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_rows_stored_before_the_journal_let_go_are_not_stored_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process dying between a batch's commit and the journal's `done` leaves stored rows
+    in its journal: the next start stores only the rest (found by id), once."""
+    path = tmp_path / "ledger.sqlite3"
+    monkeypatch.setattr(Journal, "done", lambda self, rows: None)  # never told: all stay
+    ledger = SQLiteLedger(path, FakeClock())
+    for i in range(3):
+        ledger.record(LedgerRow(1e9 + i, "acme", "p", "mock", "mock/fast", 1, 1, 0.5, 1.0,
+                                "ok", 0, f"r{i}"))  # fmt: skip
+    await ledger.flush()
+    assert ledger.count() == 3
+    assert ledger._journal is not None
+    ledger._journal.append(
+        (
+            1e9 - 5,
+            "acme",
+            "p",
+            "mock",
+            "mock/fast",
+            1,
+            1,
+            0.5,
+            1.0,
+            "ok",
+            0,
+            "late",
+            0,
+            None,
+            0,
+            0,
+            0,
+        )
+    )  # fmt: skip  (journaled, not stored)
+    await ledger.aclose()  # nothing reported stored: the files stay, an orphan
+    monkeypatch.undo()
+    again = SQLiteLedger(path, FakeClock())
+    again.close()
+    assert again.replayed == 1
+    with sqlite3.connect(path) as db:
+        ids = [r[0] for r in db.execute("SELECT request_id FROM attempts ORDER BY ts")]
+    assert ids == ["late", "r0", "r1", "r2"]
+    assert not list(journal_dir(path).glob("*.log"))
