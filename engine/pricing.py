@@ -85,33 +85,25 @@ _cost_breakdown = builder(CostBreakdown)
 def breakdown(
     rates: Rates, input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0
 ) -> CostBreakdown:
-    """What a call of this usage cost at these rates, split by kind of token."""
-    i, r, w, o = _parts(rates, input_tokens, output_tokens, cache_read, cache_write)
-    return _cost_breakdown(input_usd=i, cache_read_usd=r, cache_write_usd=w, output_usd=o)
+    """What a call of this usage cost at these rates, split by kind of token: the cost
+    formula (see the module docstring), the only place it is written."""
+    r = rates.for_input(input_tokens) if rates.tiers else rates
+    input_tokens = input_tokens if input_tokens > 0 else 0
+    cache_read = min(cache_read, input_tokens) if cache_read > 0 else 0
+    cache_write = min(cache_write, input_tokens - cache_read) if cache_write > 0 else 0
+    return _cost_breakdown(
+        input_usd=(input_tokens - cache_read - cache_write) * r.input / 1e6,
+        cache_read_usd=cache_read * r.cache_read / 1e6,
+        cache_write_usd=cache_write * r.cache_write / 1e6,
+        output_usd=(output_tokens if output_tokens > 0 else 0) * r.output / 1e6,
+    )
 
 
 def cost(
     rates: Rates, input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0
 ) -> float:
     """USD for a call of this usage at these rates."""
-    a, b, c, d = _parts(rates, input_tokens, output_tokens, cache_read, cache_write)
-    return a + b + c + d
-
-
-def _parts(
-    rates: Rates, input_tokens: int, output_tokens: int, cache_read: int, cache_write: int
-) -> tuple[float, float, float, float]:
-    """The cost formula (see the module docstring): the only place it is written."""
-    r = rates.for_input(input_tokens) if rates.tiers else rates
-    input_tokens = input_tokens if input_tokens > 0 else 0
-    cache_read = min(cache_read, input_tokens) if cache_read > 0 else 0
-    cache_write = min(cache_write, input_tokens - cache_read) if cache_write > 0 else 0
-    return (
-        (input_tokens - cache_read - cache_write) * r.input / 1e6,
-        cache_read * r.cache_read / 1e6,
-        cache_write * r.cache_write / 1e6,
-        (output_tokens if output_tokens > 0 else 0) * r.output / 1e6,
-    )
+    return breakdown(rates, input_tokens, output_tokens, cache_read, cache_write).total_usd
 
 
 # -- schedules ------------------------------------------------------------------------------
@@ -139,11 +131,14 @@ class _Period:
 class PriceSchedule:
     """A model's prices over time; `rates_at(unix_ts)` gives the ones in force then."""
 
-    __slots__ = ("_day", "_periods", "_pinned", "_table")
+    __slots__ = ("_day", "_flat", "_periods", "_pinned", "_table")
 
     def __init__(self, periods: tuple[_Period, ...], pinned_ts: float | None = None) -> None:
         self._periods = periods
         self._pinned = pinned_ts
+        # One price without a daily window is in force at every instant (the first period
+        # is also the fallback before its start day): most models, declared prices too.
+        self._flat = periods[0].rates if len(periods) == 1 and not periods[0].window else None
         self._day = -1
         self._table: tuple[tuple[_Period, ...], Rates] = ((), periods[0].rates)
 
@@ -168,6 +163,8 @@ class PriceSchedule:
 
     def rates_at(self, ts: float) -> Rates:
         """The rates in force at unix time `ts` (or at the pinned instant)."""
+        if self._flat is not None:  # no day table to look up (~1k instructions a call)
+            return self._flat
         if self._pinned is not None:
             ts = self._pinned
         day = int(ts // _DAY)

@@ -111,7 +111,7 @@ class Journal:
         with self._mutex:
             seq = self.appended + 1
             full = (*row, f"{self.id}.{seq}")
-            line = orjson.dumps(full) + b"\n"
+            line = orjson.dumps(full, option=orjson.OPT_APPEND_NEWLINE)
             segment, view = self._current, self._current.view
             if view is None:
                 raise OSError("the journal is closed")
