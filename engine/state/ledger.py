@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import dataclasses
 import functools
 import logging
-import operator
 import os
 import queue
 import sqlite3
@@ -77,7 +75,6 @@ def _insert_rows(rows: int) -> str:
 _STOP = object()
 #: A LedgerRow as queued for the writer: its fields, in order.
 _Row = tuple[Any, ...]
-_ROW_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(LedgerRow)))
 
 
 def _unstored(conn: sqlite3.Connection, rows: list[_Row]) -> list[_Row]:
@@ -161,7 +158,7 @@ class SQLiteLedger:
         # its first look, so rows waiting for their batch never age into (and trigger)
         # full collections under heavy traffic.
         try:
-            fields = _values(_ROW_FIELDS(row))  # redacted before it reaches any file
+            fields = _values(row)  # redacted before it reaches any file
         except Exception as exc:  # a malformed row: counted, never the call's failure
             self._drop(exc)
             return
@@ -307,50 +304,34 @@ class SQLiteLedger:
         log.warning("cost ledger %s: row not written: %s", self.path, self.last_error)
 
 
-def _values(row: _Row) -> tuple[Any, ...]:
-    """A row's fields as SQL parameters, every text redacted (before the journal sees it).
+def _values(row: LedgerRow) -> tuple[Any, ...]:
+    """A row's fields as SQL parameters (COLUMNS but the id), every text redacted (before
+    the journal sees it).
 
-    `record` runs this for every row on the caller's event loop, so it works on the
-    field tuple as it is (no LedgerRow rebuilt) and the texts that come from the
-    configuration (a few distinct values) are redacted once each.
+    `record` runs this for every row on the caller's event loop, so it reads the row's
+    slots directly (an attrgetter of its 17 fields cost ~3.5k instructions more) and
+    the texts that come from the configuration (a few distinct values) are redacted once
+    each.
     """
-    (
-        ts,
-        workspace,
-        policy,
-        provider,
-        model,
-        tin,
-        tout,
-        cost,
-        latency,
-        outcome,
-        fallback,
-        rid,
-        cached,
-        client,
-        cache_read,
-        cache_write,
-        reasoning,
-    ) = row
+    workspace, policy, client = row.workspace, row.policy, row.client
     return (
-        ts,
+        row.ts,
         None if workspace is None else _redacted(workspace),
         None if policy is None else _redacted(policy),
-        _redacted(provider),
-        _redacted(model),
-        tin,
-        tout,
-        cost,
-        latency,
-        _redacted(outcome),
-        fallback,
-        redact(rid),  # unique per request: nothing to remember
-        int(cached),
+        _redacted(row.provider),
+        _redacted(row.model),
+        row.input_tokens,
+        row.output_tokens,
+        row.cost_usd,
+        row.latency_ms,
+        _redacted(row.outcome),
+        row.fallback_index,
+        redact(row.request_id),  # unique per request: nothing to remember
+        int(row.cached),
         None if client is None else _redacted(client),
-        cache_read,
-        cache_write,
-        reasoning,
+        row.cache_read_tokens,
+        row.cache_write_tokens,
+        row.reasoning_tokens,
     )
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import calendar
+import dataclasses
 import logging
 import sqlite3
 import subprocess
 import sys
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -310,3 +312,16 @@ async def test_a_version_1_ledger_gains_the_token_breakdown_columns(tmp_path: Pa
     await ledger.aclose()
     row = open_ledger(path).totals(None, 0.0, "model")[0]
     assert (row["attempts"], row["cache_read_tokens"], row["reasoning_tokens"]) == (2, 800, 30)
+
+
+async def test_every_field_lands_in_its_own_column(path: Path, clock: FakeClock) -> None:
+    """Each LedgerRow field is stored under the column of its name (values all distinct)."""
+    ledger = SQLiteLedger(path, clock)
+    stored = LedgerRow(DAY1, "ws", "pol", "prov", "prov/m", 11, 12, 0.5, 13.5, "ok", 2, "rid",
+                       True, "client-a", 3, 4, 5)  # fmt: skip
+    ledger.record(stored)
+    await ledger.aclose()
+    fields = [f.name for f in dataclasses.fields(LedgerRow)]
+    with sqlite3.connect(path) as db:
+        got = db.execute(f"SELECT {', '.join(fields)} FROM attempts").fetchone()
+    assert got == tuple(int(v) if isinstance(v, bool) else v for v in astuple(stored))
