@@ -79,10 +79,11 @@ _Row = tuple[Any, ...]
 
 def _unstored(conn: sqlite3.Connection, rows: list[_Row]) -> list[_Row]:
     """A dead process's journaled rows less those already stored (found by id among the
-    rows from the oldest one's time on: the same row has the same `ts`)."""
+    rows of the span of their times: the same row has the same `ts`)."""
     if not rows:
         return rows
-    stored = stored_ids(conn, min(row[0] for row in rows))
+    times = [row[0] for row in rows]
+    stored = stored_ids(conn, min(times), max(times))
     return [row for row in rows if row[-1] not in stored]
 
 

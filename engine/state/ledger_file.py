@@ -193,12 +193,13 @@ def connect_writer(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def stored_ids(conn: sqlite3.Connection, since: float) -> set[str]:
-    """The row ids stored at or after `since` (a range of the time index). A journal
-    replayed after a crash between a batch's commit and the journal's `done` holds rows
-    already stored, with the same `ts`: their ids are among these."""
-    sql = "SELECT row_id FROM attempts WHERE ts >= ? AND row_id IS NOT NULL"
-    return {row_id for (row_id,) in conn.execute(sql, (since,))}
+def stored_ids(conn: sqlite3.Connection, since: float, until: float) -> set[str]:
+    """The row ids stored from `since` to `until` (a range of the time index, so memory
+    stays bounded by the rows of that span). A journal replayed after a crash between a
+    batch's commit and the journal's `done` holds rows already stored, with the same `ts`:
+    their ids are among these."""
+    sql = "SELECT row_id FROM attempts WHERE ts BETWEEN ? AND ? AND row_id IS NOT NULL"
+    return {row_id for (row_id,) in conn.execute(sql, (since, until))}
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
