@@ -20,7 +20,7 @@ redirects (an API's 3xx is an error to report), cookies, HTTP/2. Pooling is pool
 dialing (Happy Eyeballs, proxies) dial.py's and proxy.py's. Deadlines belong to the caller
 (http.py), which closes a connection whose exchange it abandons, so a connection is only
 reused after a complete answer. The caller gives each request its deadline; one timer per
-loop enforces them all (watch.py).
+loop enforces them all, and a loop turn's request writes leave together (per_loop.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import select
 import ssl
-import weakref
 import zlib
 from collections import deque
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from .watch import watch_of
+from .per_loop import turn_writes_of, watch_of
 
 __all__ = ["BadResponse", "Connection", "ConnectionLost", "Target", "target_of", "tls_context"]
 
@@ -101,50 +100,6 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-class _TurnWrites:
-    """One loop's request writes: the first of a turn leaves at once (a lone request waits
-    for nothing), the rest at the turn's end, so under load a busy upstream is woken once
-    for them all rather than once a request. On two cores shared with the upstream this
-    took its CPU per request from 31-44 to 18-25 us and kept a second `engine serve`
-    worker's CPU per request at one worker's (bench.workers, Redis state: two workers
-    1.43x -> 1.69x the throughput of one)."""
-
-    __slots__ = ("_loop", "_queued", "_turn")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = weakref.ref(loop)  # weak: the registry below is keyed by the loop
-        self._queued: list[tuple[asyncio.Transport, bytes]] = []
-        self._turn: asyncio.Handle | None = None
-
-    def write(self, transport: asyncio.Transport, data: bytes) -> None:
-        if self._turn is not None:
-            self._queued.append((transport, data))
-            return
-        transport.write(data)
-        loop = self._loop()
-        if loop is not None:
-            self._turn = loop.call_soon(self._end)
-
-    def _end(self) -> None:
-        self._turn = None
-        queued, self._queued = self._queued, []
-        for transport, data in queued:
-            if not transport.is_closing():
-                transport.write(data)
-
-
-_WRITES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _TurnWrites] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _writes_of(loop: asyncio.AbstractEventLoop) -> _TurnWrites:
-    writes = _WRITES.get(loop)
-    if writes is None:
-        writes = _WRITES[loop] = _TurnWrites(loop)
-    return writes
-
-
 class Connection(asyncio.Protocol):
     """One socket: sends a request, parses the answer, hands out status, headers and body.
 
@@ -154,7 +109,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._writes = _writes_of(loop)
+        self._writes = turn_writes_of(loop)
         self._watch = watch_of(loop)
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)

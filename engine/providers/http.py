@@ -87,7 +87,7 @@ class StreamReply:
         first = True
         while True:
             deadline = self._deadlines.first if first else self._deadlines.total
-            try:  # kept by the loop's one timer (watch.py): a stream reads many times
+            try:  # kept by the loop's one timer (per_loop.py): a stream reads many times
                 data = await conn.read(deadline)
             except TimeoutError:
                 raise self._deadlines.timeout_error(self._endpoint, first) from None
@@ -236,7 +236,7 @@ class HttpClient:
         data = _encode(endpoint, target, request[0], request[1])
         conn, reused = await self._acquire(pool, endpoint, began)
         deadlines = Deadlines.start(endpoint, streaming, began)
-        try:  # the deadline is the loop's one timer's to keep (watch.py), not a timer each
+        try:  # the deadline is the loop's one timer's to keep (per_loop.py), not a timer each
             await self._send(endpoint, pool, conn, reused, data, not streaming, deadlines.first)
         except TimeoutError:
             raise deadlines.timeout_error(endpoint, first=not conn.headers_done) from None

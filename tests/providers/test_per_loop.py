@@ -1,4 +1,4 @@
-"""The loop's one timer for every request's deadline (engine/providers/watch.py): requests
+"""The loop's one timer for every request's deadline (engine/providers/per_loop.py): requests
 past their deadline expire, finished ones never do, an earlier deadline is not kept waiting
 behind a later one, and thousands of requests in flight share one timer handle."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from engine.providers.watch import DeadlineWatch, watch_of
+from engine.providers.per_loop import DeadlineWatch, watch_of
 
 
 class _Request:
