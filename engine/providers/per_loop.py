@@ -2,15 +2,16 @@
 timer for the deadlines of every request in flight on the loop.
 
 Why one timer for deadlines, not `asyncio.timeout_at` around each request (what http.py
-did): that is a timer handle per request, pushed onto and later popped off the loop's heap, each step comparing
-handles in Python, plus the context manager's own task bookkeeping: 33k of the ~222k
-instructions a POST cost through this client (callgrind, bench.runtime's upstream, 50 in
-flight). A request's deadline is almost never reached, so nothing needs doing per request
-but noting it: `add` records the deadline and arms the one timer only when this deadline
-comes before the armed one; `discard` forgets it when the answer (or, for a stream, its
-headers) arrives. When the timer fires it expires whatever is past its deadline and arms
-itself for the earliest one left, so it fires about once per deadline's length, not once
-per request. Memory is one entry per request in flight.
+did): that is a timer handle per request, pushed onto and later popped off the loop's
+heap, each step comparing handles in Python, plus the context manager's own task
+bookkeeping: 33k of the ~222k instructions a POST cost through this client (callgrind,
+bench.runtime's upstream, 50 in flight). A request's deadline is almost never reached, so
+nothing needs doing per request but noting it: `add` records the deadline and arms the
+one timer only when this deadline comes before the armed one; `discard` forgets it when
+the answer (or, for a stream, its headers) arrives. When the timer fires it expires
+whatever is past its deadline and arms itself for the earliest one left, so it fires
+about once per deadline's length, not once per request. Memory is one entry per request
+in flight.
 """
 
 from __future__ import annotations
