@@ -271,7 +271,7 @@ class Connection(asyncio.Protocol):
         self._fields = 0
         waiter = self._waiter = self._loop.create_future()
         self._watch.add(self, deadline)
-        self._writes.write(self._transport, data)
+        self._writes.write(self._transport, data, self._watch.alone())
         return waiter
 
     def expire(self) -> None:

@@ -1,12 +1,14 @@
-"""The loop's one timer for every request's deadline (engine/providers/per_loop.py): requests
-past their deadline expire, finished ones never do, an earlier deadline is not kept waiting
-behind a later one, and thousands of requests in flight share one timer handle."""
+"""What one loop's requests share (engine/providers/per_loop.py). The one timer for every
+request's deadline: requests past their deadline expire, finished ones never do, an earlier
+deadline is not kept waiting behind a later one, and thousands of requests in flight share
+one timer handle. The turn's writes: the first leaves at once, the rest at the turn's end,
+and a request alone in flight schedules nothing."""
 
 from __future__ import annotations
 
 import asyncio
 
-from engine.providers.per_loop import DeadlineWatch, watch_of
+from engine.providers.per_loop import DeadlineWatch, TurnWrites, watch_of
 
 
 class _Request:
@@ -58,3 +60,39 @@ async def test_requests_in_flight_share_one_timer() -> None:
     for request in requests:
         watch.discard(request)
     assert not any(r.expired_at for r in requests)
+
+
+class _Transport:
+    def __init__(self, sent: list[bytes]) -> None:
+        self.sent = sent
+
+    def write(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def test_a_turns_writes_after_the_first_leave_at_its_end() -> None:
+    loop = asyncio.get_running_loop()
+    writes, sent = TurnWrites(loop), []
+    transport = _Transport(sent)
+    writes.write(transport, b"a", False)  # type: ignore[arg-type]
+    writes.write(transport, b"b", False)  # type: ignore[arg-type]
+    writes.write(transport, b"c", False)  # type: ignore[arg-type]
+    assert sent == [b"a"]
+    await asyncio.sleep(0)
+    assert sent == [b"a", b"b", b"c"]
+
+
+async def test_a_request_alone_in_flight_is_written_at_once_with_no_turn_to_end() -> None:
+    loop = asyncio.get_running_loop()
+    writes, sent = TurnWrites(loop), []
+    ready = len(loop._ready)  # type: ignore[attr-defined]  # the loop's callbacks to run
+    writes.write(_Transport(sent), b"a", True)  # type: ignore[arg-type]
+    assert sent == [b"a"] and len(loop._ready) == ready  # type: ignore[attr-defined]
+    watch, request = DeadlineWatch(loop), _Request()
+    watch.add(request, loop.time() + 60)
+    assert watch.alone()
+    watch.add(_Request(), loop.time() + 60)
+    assert not watch.alone()
