@@ -62,8 +62,10 @@ def call_data(
     mine, theirs = features.budget_usd, request.budget_usd
     budget = mine if theirs is None else theirs if mine is None else min(mine, theirs)
     metadata = request.metadata  # read once (a pydantic field)
-    workspace = features.workspace or str(metadata.get("workspace", "default"))
-    client = _label(metadata.get("client"))
+    workspace, client = features.workspace or "default", None
+    if metadata:  # most requests carry none: nothing to look up (~2k instructions a call)
+        workspace = features.workspace or str(metadata.get("workspace", "default"))
+        client = _label(metadata.get("client"))
     return _call_data(
         plan=plan,
         request=request,
@@ -75,8 +77,8 @@ def call_data(
         workspace=workspace,
         client=client,
         wallet=plan.wallets.of(workspace),
-        client_budget=None if clients is None else clients.of(client),
-        choices=max(1, request.n or 1),
+        client_budget=None if client is None or clients is None else clients.of(client),
+        choices=request.n or 1,  # validated >= 1 when given
     )
 
 
