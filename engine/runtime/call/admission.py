@@ -251,9 +251,6 @@ class Admission:
         out = features.output_tokens or cand.route.default_max_tokens
         return features.input_tokens, out * self.call.choices
 
-    def _skip(self, cand: Candidate, outcome: str, why: str, index: int) -> None:
-        self.trail.skip(cand.provider.id, cand.model.id, outcome, why, index)
-
     def abandon(self, cand: Candidate) -> None:
         """A half-open breaker's probe slot given back: this try will not report."""
         self.svc.breakers.abandon(cand.provider.id)
