@@ -162,6 +162,7 @@ _PASSTHROUGH = (
 
 
 _passthrough_values = itemgetter(*_PASSTHROUGH)
+_PASSTHROUGH_SET = frozenset(_PASSTHROUGH)
 
 #: The package whose adapters' URLs and headers depend on the endpoint alone.
 _OWN = "engine.providers."
@@ -184,10 +185,11 @@ def _body(request: Request, endpoint: Endpoint, options: _Options, stream: bool)
     for m in request.messages:  # a loop: for a few messages, cheaper than a comprehension
         messages.append(_message(m, dialect))
     body: dict[str, Any] = {"model": endpoint.upstream_model, "messages": messages}
-    # The pass-through fields' values in one C call (a pydantic model keeps them in its
-    # __dict__); the common request sets none of them, and then there is no loop at all.
-    values = _passthrough_values(request.__dict__)
-    if values.count(None) != len(_PASSTHROUGH):
+    # The common request sets none of the pass-through fields: one set test on the fields
+    # the caller gave (a field not given holds None) instead of reading all 30 (~4k
+    # instructions a call); else their values in one C call from the model's __dict__.
+    if not _PASSTHROUGH_SET.isdisjoint(request.model_fields_set):
+        values = _passthrough_values(request.__dict__)
         sent = options.sent
         for name, value in zip(_PASSTHROUGH, values, strict=True):
             if value is not None and name in sent:

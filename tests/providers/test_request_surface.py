@@ -224,6 +224,10 @@ def test_dropped_sees_fields_set_after_parsing() -> None:
     assert all(f.default is None and f.default_factory is None for f in defaults.values())
     given = chat().model_copy(update={"seed": 7})
     assert dropped(given, "anthropic", {}) == ["seed (anthropic has no equivalent)"]
+    # The OpenAI body reads its pass-through fields the same way (engine.providers.openai).
+    later = chat().model_copy(update={"temperature": 0.5, "user": "u1"})
+    body = openai.build_body(later, endpoint("http://x"), False)
+    assert (body["temperature"], body["user"]) == (0.5, "u1")
 
 
 PERSON = {
