@@ -33,32 +33,9 @@ _NO_TAGS: frozenset[str] = frozenset()  # also the empty set of capabilities
 _NO_METADATA: Mapping[str, Any] = MappingProxyType({})  # one, read-only, for all without
 
 
-#: The fields besides the messages and the output limit that routing reads. The plain chat
-#: call gives none of them, and a field not given holds its empty default (None, {}, [],
-#: False: tests/compile/test_features.py pins that).
-ROUTING_INPUTS = frozenset(
-    {"metadata", "tools", "capabilities", "stream", "response_format", "budget_usd"}
-)
-_VISION = frozenset({"vision"})
-
-
 def features_of(request: Request) -> Features:
     """The routing features of one request (each field read once: a field of the pydantic
     Request reads several times slower than a plain attribute)."""
-    if ROUTING_INPUTS.isdisjoint(request.model_fields_set):
-        # The plain chat call: one set test instead of reading six fields that hold their
-        # defaults (~6.7k instructions a call, measured end to end).
-        tokens, image = _scan(request.messages, None)
-        return _features(
-            None,
-            _VISION if image else _NO_TAGS,
-            tokens,
-            request.max_completion_tokens or request.max_tokens,  # request.output_limit
-            _NO_TAGS,
-            None,
-            _NO_METADATA,
-            None,
-        )
     metadata, tools = request.metadata, request.tools
     meta: Mapping[str, Any]
     if metadata:

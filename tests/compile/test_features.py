@@ -150,21 +150,3 @@ def test_estimate_is_an_upper_bound_for_ascii_text(turns):
     """For any ASCII conversation the estimate is >= the mock provider's token count."""
     request = parse_request({"messages": [{"role": r, "content": t} for r, t in turns]})
     assert features_of(request).input_tokens >= _mock_input_tokens(request)
-
-
-def test_plain_call_shortcut_matches_the_general_path():
-    """features_of skips reading ROUTING_INPUTS when the caller gave none of them: they hold
-    their empty defaults, so giving each at its default (the general path) changes nothing,
-    and a field set later (a template's model_copy) still counts."""
-    from engine.messages import Request
-    from engine.plan.features import ROUTING_INPUTS
-
-    defaults = {name: Request.model_fields[name].get_default(call_default_factory=True)
-                for name in ROUTING_INPUTS}  # fmt: skip
-    assert not any(defaults.values())
-    image = {"type": "image_url", "image_url": {"url": "https://x/cat.png"}}
-    for content in ("hello there", [{"type": "text", "text": "look"}, image]):
-        body = {"messages": [{"role": "user", "content": content}], "max_tokens": 9}
-        assert features_of(parse_request(body)) == features_of(parse_request({**body, **defaults}))
-    later = parse_request(body).model_copy(update={"stream": True})
-    assert features_of(later).capabilities == frozenset({"vision", "streaming"})
