@@ -202,7 +202,7 @@ def book(
     )
     limits = best.limits
     if limits.informed:
-        limits.spend(need, now)
+        limits.spend(need)
         if limits.asked_until:
             limits.probe(now)
     _save(conn, provider, best.key.id, limits if limits.informed else None, 1, now)
@@ -224,7 +224,7 @@ def close(
     limits = Limits(KeyPlan(id=booked.key_id, secret=None))
     load_learned(limits, learned)
     if limits.informed:
-        limits.spend(delta, now)
+        limits.spend(delta)
     _save(conn, provider, booked.key_id, limits if limits.informed else None, -1, now)
 
 

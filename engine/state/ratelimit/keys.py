@@ -43,20 +43,18 @@ class KeyState:
         """Book one request: in the window, against remaining figures, as in flight."""
         use = self.window.take(now, need)
         if self.limits.informed:
-            self.limits.spend(need, now)
+            self.limits.spend(need)
             if self.limits.asked_until:
                 self.limits.probe(now)
         self.in_flight += 1
         return use
 
-    def close(
-        self, use: Use, requests: int, input_tokens: int, output_tokens: int, now: float
-    ) -> None:
+    def close(self, use: Use, requests: int, input_tokens: int, output_tokens: int) -> None:
         """The request is over: book what it really used (requests=0: never sent)."""
         self.in_flight -= 1
         delta = self.window.correct(use, requests, input_tokens, output_tokens)
         if self.limits.informed:
-            self.limits.spend(delta, now)
+            self.limits.spend(delta)
 
 
 def headroom(state: KeyState, now: float, need: Amounts) -> float | None:

@@ -198,7 +198,7 @@ class InProcessRateLimiter:
         if not lease.use.open:
             return
         lease.use.open = False
-        lease.state.close(lease.use, requests, input_tokens, output_tokens, self._clock.monotonic())
+        lease.state.close(lease.use, requests, input_tokens, output_tokens)
         pool = self._pools.get(lease.provider)
         if pool is not None and pool.queue.watchers:  # only a napping queue head watches
             pool.queue.notify()
