@@ -66,7 +66,9 @@ class RedisBreakerSignal:
         except (RedisError, OSError) as exc:
             log.warning("breaker signal: stopped listening (%s)", type(exc).__name__)
         finally:
-            with contextlib.suppress(RedisError, OSError):
+            # redis-py's close of a connection it already lost can fail with AttributeError
+            # (its writer is gone); a listener that stopped must not fail the engine's close.
+            with contextlib.suppress(RedisError, OSError, AttributeError):
                 await pubsub.aclose()
 
     def publish(self, key: str, cooldown_s: float) -> None:
