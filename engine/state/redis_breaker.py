@@ -63,7 +63,10 @@ class RedisBreakerSignal:
                 seconds, _, key = rest.partition("\t")
                 if origin != self._origin and key:
                     on_open(key, float(seconds))
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # a background listener must end, not crash the close
+            # Besides RedisError/OSError, redis-py's retry of a lost pubsub connection can
+            # raise AttributeError (its writer is gone): any end is logged and the engine
+            # goes on with local breakers.
             log.warning("breaker signal: stopped listening (%s)", type(exc).__name__)
         finally:
             # redis-py's close of a connection it already lost can fail with AttributeError
@@ -90,9 +93,10 @@ class RedisBreakerSignal:
         if self._pending:
             await asyncio.gather(*list(self._pending))
         if self._listener is not None:
-            self._listener.cancel()
+            listener, self._listener = self._listener, None
+            listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
+                await listener
         await self._redis.aclose()
 
 

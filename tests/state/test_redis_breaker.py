@@ -42,3 +42,24 @@ async def test_a_lost_listener_is_logged_and_closing_afterwards_does_not_fail(
     await signal.aclose()
     assert pubsub.closed
     assert "stopped listening (ConnectionError)" in caplog.text
+
+
+class _RetriedPubSub(_LostPubSub):
+    """redis-py's retry of a lost pubsub read reconnects through a writer that is gone."""
+
+    async def listen(self) -> AsyncIterator[dict[str, Any]]:
+        raise AttributeError("'NoneType' object has no attribute 'writelines'")
+        yield {}
+
+
+async def test_a_listener_ended_by_redis_pys_own_error_does_not_fail_close_even_twice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    signal = RedisBreakerSignal("redis://unused", client=_Client())
+    pubsub = _RetriedPubSub()
+    signal._listener = asyncio.ensure_future(signal._listen(pubsub, lambda key, s: None))
+    await asyncio.sleep(0)
+    await signal.aclose()
+    await signal.aclose()  # an engine closed twice (as the acceptance test does) stays quiet
+    assert pubsub.closed
+    assert "stopped listening (AttributeError)" in caplog.text
