@@ -1,19 +1,16 @@
 """Prometheus metrics for the server, on a registry of its own (one per app, so tests are isolated).
 
 Per-request figures (requests, latency, time to first token, tokens, cost, fallbacks, cache
-hits) are observed as responses leave; the counters among them, and the latency
-histogram's sum and buckets, are summed in plain numbers and added to their series when
-/metrics is scraped (lock-free: requests and scrapes both run on the event loop's thread;
-under `--workers N` once per loop turn instead). Live engine state (breaker states,
-rate-limit waits) is read from `Engine.stats()` at scrape time by a collector, so it is
-never stale and costs nothing per request.
+hits) are observed as responses leave; the counters among them are summed in plain numbers
+and added to their series when /metrics is scraped (lock-free: requests and scrapes both run
+on the event loop's thread). Live engine state (breaker states, rate-limit waits)
+is read from `Engine.stats()` at scrape time by a collector, so it is never stale and costs
+nothing per request.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from bisect import bisect_left
 from collections.abc import Callable, Container, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,8 +25,6 @@ from engine.state import before_answer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
-#: A histogram's upper bounds as prometheus-client keeps them (`+Inf` last).
-_BOUNDS = (*map(float, _BUCKETS), math.inf)
 BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -143,11 +138,7 @@ class ServerMetrics:
             row = self._rows[key] = _Row(self, policy or "", provider, model, status, stream)
         pending = self._pending
         pending[row.requests] = pending.get(row.requests, 0.0) + 1
-        # The latency histogram's sum and bucket, summed like the counters: its `observe`
-        # takes two locks and scans the bounds (~6k instructions a request).
-        pending[row.latency_sum] = pending.get(row.latency_sum, 0.0) + seconds
-        bucket = row.latency_buckets[bisect_left(_BOUNDS, seconds)]  # the first bound >= it
-        pending[bucket] = pending.get(bucket, 0.0) + 1
+        row.latency.observe(seconds)
         if input_tokens or output_tokens:
             tokens_in, tokens_out = row.tokens()
             pending[tokens_in] = pending.get(tokens_in, 0.0) + input_tokens
@@ -211,8 +202,8 @@ class _Row:
     """
 
     __slots__ = (
-        "_cache_hits", "_cost", "_tokens", "latency_buckets", "latency_sum", "metrics", "model",
-        "policy", "provider", "requests",
+        "_cache_hits", "_cost", "_tokens", "latency", "metrics", "model", "policy", "provider",
+        "requests",
     )  # fmt: skip
 
     def __init__(
@@ -222,11 +213,7 @@ class _Row:
         kind = "true" if stream else "false"
         self.metrics, self.policy, self.provider, self.model = metrics, policy, provider, model
         self.requests = metrics._child(metrics.requests, policy, provider, str(status), kind)
-        latency = metrics._child(metrics.latency, policy, kind)
-        # The histogram child's own values (each has `inc`, as a counter child does), so
-        # `observe` can sum into them; `_BOUNDS` are its bucket bounds, in order.
-        self.latency_sum: Any = latency._sum
-        self.latency_buckets: list[Any] = latency._buckets
+        self.latency = metrics._child(metrics.latency, policy, kind)
         self._tokens: tuple[Any, Any] | None = None
         self._cost: Any = None
         self._cache_hits: Any = None
