@@ -27,7 +27,7 @@ from engine.messages import Request, parse_request
 from engine.result import Response
 from engine.server.access import REQUEST_ID_HEADER, incoming_id
 from engine.server.anthropic_messages import AnthropicMessages
-from engine.server.auth import Principal
+from engine.server.auth import ANONYMOUS, Principal
 from engine.server.chat import ChatSurface
 from engine.server.common import POLICY_HEADER, ServerState, decode_json, merge_metadata
 from engine.server.completions import Completions
@@ -91,26 +91,32 @@ class SurfaceRoute:
 
     async def handle(self, scope: Scope, receive: Receive) -> JSONAnswer | EventStreamResponse:
         state, started = self.state, time.perf_counter()
-        headers = wanted_headers(scope)
+        auth, headers = state.auth, wanted_headers(scope)
         policy = headers.get(POLICY_HEADER) or None
         stream, ticket = False, None
         try:
-            who = await state.auth.authenticate(headers.get("authorization"))
+            # With no key configured every caller is ANONYMOUS (no allow-list, no limits):
+            # nothing is awaited or checked for it (~5k instructions a request).
+            who = ANONYMOUS
+            if auth.enabled:
+                who = await auth.authenticate(headers.get("authorization"))
             limit = state.settings.max_body_bytes
             data = decode_json(await read_body(receive, headers.get("content-length"), limit))
             chat = self.surface.to_chat(data)
-            state.auth.authorize(who, routing_target(chat, policy, state.engine.plan))
+            if who.policies is not None:  # the key's allow-list
+                auth.authorize(who, routing_target(chat, policy, state.engine.plan))
             merge_metadata(chat, headers, who)
             req = parse_request(chat)
             stream = req.stream
-            ticket = await state.auth.admit(who, req)  # the key's rpm / tpm / concurrency
+            if who.limits is not None:  # the key's rpm / tpm / concurrency
+                ticket = await auth.admit(who, req)
             if stream:
                 return await self._stream(req, data, policy, who, started, ticket)
             resp = await state.engine.arun(req, policy=policy)
         except Exception as exc:
-            state.auth.done(ticket)
+            auth.done(ticket)
             return self._failed(exc, policy, started, stream)
-        state.auth.done(ticket, resp.usage)
+        auth.done(ticket, resp.usage)
         return self._answer(resp, req, data, who, started)
 
     def _answer(
