@@ -91,19 +91,19 @@ class Response:
 
     def to_openai(self) -> dict[str, Any]:
         """This response as an OpenAI `chat.completion` object (every choice)."""
-        first = _choice_openai(0, self.content, self.tool_calls, self.finish_reason, self.logprobs)
+        choices = [
+            _choice_openai(0, self.content, self.tool_calls, self.finish_reason, self.logprobs)
+        ]
+        for c in self.choices:  # a request with n > 1 (no generator built for the usual one)
+            choices.append(
+                _choice_openai(c.index, c.content, c.tool_calls, c.finish_reason, c.logprobs)
+            )
         return {
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
-            "choices": [
-                first,
-                *(
-                    _choice_openai(c.index, c.content, c.tool_calls, c.finish_reason, c.logprobs)
-                    for c in self.choices
-                ),
-            ],
+            "choices": choices,
             "usage": _usage_openai(self.usage),
         }
 

@@ -18,10 +18,10 @@ from starlette.types import Receive, Scope, Send
 from engine.messages import Request, Usage
 from engine.plan.compiled import Plan
 from engine.pricing import CostBreakdown
-from engine.providers.support import dropped
+from engine.providers.support import OPTIONAL, dropped
 from engine.result import StreamEvent
 from engine.server.auth import Principal
-from engine.server.common import META_HEADERS, POLICY_HEADER, ServerState
+from engine.server.common import META_HEADERS, POLICY_HEADER, RoutingEngine, ServerState
 from engine.server.errors import INTERNAL, ServerError, to_http
 from engine.state.key_limits import Ticket
 
@@ -141,7 +141,7 @@ class JSONAnswer:
     __slots__ = ("body", "headers", "status")
 
     def __init__(self, body: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        headers.append((b"content-length", str(len(body)).encode()))
+        headers.append((b"content-length", b"%d" % len(body)))
         headers.append(_JSON_TYPE)
         self.body = body
         self.status = status
@@ -217,10 +217,16 @@ class StreamTracker:
 
 
 DROPPED_HEADER = b"x-engine-dropped"
+_OPTIONAL = frozenset(OPTIONAL)
 
 
-def dropped_header(plan: Plan, request: Request, provider: str, model: str) -> str | None:
+def dropped_header(
+    engine: RoutingEngine, request: Request, provider: str, model: str
+) -> str | None:
     """`field (why); ...` for what the answering model was not sent, else None."""
+    if _OPTIONAL.isdisjoint(request.model_fields_set):
+        return None  # the usual request sets no optional field: no lookups (~2k instructions)
+    plan = engine.plan
     target = plan.providers.get(provider)
     if target is None:
         return None

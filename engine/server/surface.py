@@ -140,7 +140,7 @@ class SurfaceRoute:
         )
         if resp.metadata:
             headers += raw_headers(meta_headers(resp.metadata))
-        dropped = dropped_header(state.engine.plan, req, resp.provider, resp.model)
+        dropped = dropped_header(state.engine, req, resp.provider, resp.model)
         if dropped:
             headers.append((DROPPED_HEADER, dropped.encode("latin-1")))
         body = orjson.dumps(self.surface.answer(resp, data))
@@ -191,7 +191,7 @@ class SurfaceRoute:
                 first.provider, first.model, len(first.attempts), None, first.cached, first.policy
             ),
         ]
-        dropped = dropped_header(self.state.engine.plan, req, first.provider, first.model)
+        dropped = dropped_header(self.state.engine, req, first.provider, first.model)
         if dropped:
             headers.append((DROPPED_HEADER, dropped.encode("latin-1")))
         encoder = self.surface.encoder(data, req)
