@@ -47,6 +47,11 @@ def incoming_id(scope: Scope) -> bytes:
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER and _SANE.fullmatch(value):
             return bytes(value)
+    return new_id()
+
+
+def new_id() -> bytes:
+    """A fresh request id (what `incoming_id` gives a request that sent none)."""
     return b"%024x" % next(_COUNTER)
 
 

@@ -20,6 +20,7 @@ from engine.plan.compiled import Plan
 from engine.pricing import CostBreakdown
 from engine.providers.support import OPTIONAL, dropped
 from engine.result import StreamEvent
+from engine.server.access import REQUEST_ID_HEADER
 from engine.server.auth import Principal
 from engine.server.common import META_HEADERS, POLICY_HEADER, RoutingEngine, ServerState
 from engine.server.errors import INTERNAL, ServerError, to_http
@@ -27,6 +28,7 @@ from engine.state.key_limits import Ticket
 
 __all__ = [
     "DROPPED_HEADER",
+    "REQUEST_ID",
     "JSONAnswer",
     "StreamTracker",
     "as_function_call",
@@ -41,10 +43,12 @@ __all__ = [
     "wanted_headers",
 ]
 
+#: x-request-id: read in the same pass, so the route knows whether the client sent one.
+REQUEST_ID = REQUEST_ID_HEADER.decode()
 #: Raw (lower-case, as ASGI servers send them) names of the headers the chat route reads.
 _WANTED = {
     name.encode("latin-1"): name
-    for name in ("authorization", "content-length", POLICY_HEADER, *META_HEADERS)
+    for name in ("authorization", "content-length", POLICY_HEADER, REQUEST_ID, *META_HEADERS)
 }
 
 

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from engine.messages import Request, parse_request
 from engine.result import Response
-from engine.server.access import REQUEST_ID_HEADER, incoming_id
+from engine.server.access import REQUEST_ID_HEADER, incoming_id, new_id
 from engine.server.anthropic_messages import AnthropicMessages
 from engine.server.auth import ANONYMOUS, Principal
 from engine.server.chat import ChatSurface
@@ -34,6 +34,7 @@ from engine.server.completions import Completions
 from engine.server.errors import INTERNAL, HTTPError, to_http
 from engine.server.exchange import (
     DROPPED_HEADER,
+    REQUEST_ID,
     JSONAnswer,
     StreamTracker,
     dropped_header,
@@ -84,14 +85,19 @@ class SurfaceRoute:
         self.surface = surface
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rid = incoming_id(scope)
-        response = await self.handle(scope, receive)
+        headers = wanted_headers(scope)
+        # The list is scanned again (for the first sane id) only when the client sent an
+        # x-request-id: a second pass over every request's headers cost ~4k instructions.
+        rid = incoming_id(scope) if REQUEST_ID in headers else new_id()
+        response = await self.handle(headers, receive)
         response.headers.append((REQUEST_ID_HEADER, rid))  # after content-type, as before
         await response(scope, receive, send)
 
-    async def handle(self, scope: Scope, receive: Receive) -> JSONAnswer | EventStreamResponse:
+    async def handle(
+        self, headers: dict[str, str], receive: Receive
+    ) -> JSONAnswer | EventStreamResponse:
         state, started = self.state, time.perf_counter()
-        auth, headers = state.auth, wanted_headers(scope)
+        auth = state.auth
         policy = headers.get(POLICY_HEADER) or None
         stream, ticket = False, None
         try:
