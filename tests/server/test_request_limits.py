@@ -157,3 +157,23 @@ async def test_ordinary_keep_alive_requests_are_unaffected(server: Server) -> No
         await reader.readexactly(length)
     assert await asyncio.wait_for(reader.read(), WAIT_S) == b""
     writer.close()
+
+
+async def test_a_head_trickled_after_a_keep_alive_answer_gets_its_own_408(
+    server: Server,
+) -> None:
+    """After an answer the idle timeout runs; the next request's first bytes end it, and
+    its half-sent head is then answered 408 by the head timeout (not closed as idle)."""
+    reader, writer = await server.connect()
+    writer.write(HEAD + b"content-length: %d\r\n\r\n" % len(BODY) + BODY)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT_S)
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )  # fmt: skip
+    await reader.readexactly(length)
+    writer.write(HEAD)
+    status, body, _ = await answer(reader)
+    writer.close()
+    assert status == 408
+    assert "request headers not received" in body["error"]["message"]  # type: ignore[index]
