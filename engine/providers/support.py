@@ -113,12 +113,17 @@ def _kind(protocol: str, options: Mapping[str, str]) -> str:
     return protocol
 
 
+def sets_optional(request: Request) -> bool:
+    """Whether the caller gave any field `dropped` looks at. Most requests give none: one
+    set test on the fields given, instead of reading all 26 from the pydantic model (~12k
+    instructions a request). A field not given holds its default, None (a test pins
+    that), which is never dropped."""
+    return not _OPTIONAL_SET.isdisjoint(request.model_fields_set)
+
+
 def dropped(request: Request, protocol: str, options: Mapping[str, str]) -> list[str]:
     """`field (why)` for each set field the answering model did not receive."""
-    # Most requests set none of these: one set test on the fields the caller gave, instead
-    # of reading all 26 from the pydantic model (~12k instructions a request). A field not
-    # given holds its default, None (a test pins that), which is never dropped.
-    if _OPTIONAL_SET.isdisjoint(request.model_fields_set):
+    if not sets_optional(request):
         return []
     values = _values(request)
     if values.count(None) == len(OPTIONAL):

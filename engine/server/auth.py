@@ -82,12 +82,15 @@ class Authenticator:
         """Serve these static keys from now on (server.yaml changed: client_keys.watch)."""
         self.keys = keys
         self._static = {digest(k.secret.reveal()): (k.id, principal_of(k)) for k in keys}
-        #: Whether clients must send a key (static keys, or the key registry is on). When
-        #: not, every caller is ANONYMOUS and the API route skips `authenticate`'s await.
-        self.enabled = bool(self._static) or self.registry is not None
         if self._clients is not None:
             budgets = {who.key_id: who.budget for _, who in self._static.values() if who.budget}
             self._clients.set(budgets)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether clients must send a key (static keys, or the key registry is on). When
+        not, every caller is ANONYMOUS and the API route skips `authenticate`'s await."""
+        return bool(self._static) or self.registry is not None
 
     async def authenticate(self, header: str | None) -> Principal:
         if not self._static and (self.registry is None or not await self.registry.active()):

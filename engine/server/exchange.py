@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from engine.messages import Request, Usage
 from engine.plan.compiled import Plan
 from engine.pricing import CostBreakdown
-from engine.providers.support import OPTIONAL, dropped
+from engine.providers.support import dropped, sets_optional
 from engine.result import StreamEvent
 from engine.server.access import REQUEST_ID_HEADER
 from engine.server.auth import Principal
@@ -221,15 +221,14 @@ class StreamTracker:
 
 
 DROPPED_HEADER = b"x-engine-dropped"
-_OPTIONAL = frozenset(OPTIONAL)
 
 
 def dropped_header(
     engine: RoutingEngine, request: Request, provider: str, model: str
 ) -> str | None:
     """`field (why); ...` for what the answering model was not sent, else None."""
-    if _OPTIONAL.isdisjoint(request.model_fields_set):
-        return None  # the usual request sets no optional field: no lookups (~2k instructions)
+    if not sets_optional(request):
+        return None  # the usual request: no plan lookups (~2k instructions)
     plan = engine.plan
     target = plan.providers.get(provider)
     if target is None:
