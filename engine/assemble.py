@@ -62,8 +62,6 @@ from engine.state.protocols import (
     ResponseCache,
 )
 from engine.state.ratelimit import InProcessRateLimiter
-from engine.state.redis_key_limits import RedisKeyLimiter
-from engine.state.redis_keys import RedisKeyRegistry
 from engine.state.sqlite_budget import SQLiteBudgetStore
 from engine.state.sqlite_ratelimit import SQLiteRateLimiter
 
@@ -303,7 +301,10 @@ def client_key_stores(
     every replica; else limits in process and the registry in a SQLite file beside the
     ledger (`keys.sqlite3`) that every worker of the host opens."""
     url = state_url or os.environ.get("ENGINE_STATE_URL")
-    if url:
+    if url:  # imported here, as engine/state/backends.py says why
+        from engine.state.redis_key_limits import RedisKeyLimiter
+        from engine.state.redis_keys import RedisKeyRegistry
+
         hold_s = call_timeout_s(plan) + HOLD_MARGIN_S
         keys = RedisKeyRegistry(url) if registry else None
         return RedisKeyLimiter(url, hold_s=hold_s), keys

@@ -49,7 +49,6 @@ from engine.server.common import (
 from engine.server.errors import INTERNAL, ServerError, to_http
 from engine.state.backends import POSTGRES_SCHEMES
 from engine.state.money import day_start, month_start
-from engine.state.postgres_spend import PostgresSpendReport
 
 log = logging.getLogger("engine.server")
 
@@ -235,6 +234,8 @@ def spend_reader(ledger_url: str | None, config_dir: Path) -> SpendReader:
     """The reports over the configured ledger: Postgres when `ledger_url` names it (every
     replica's calls), else this host's SQLite file."""
     if ledger_url and ledger_url.startswith(POSTGRES_SCHEMES):
+        from engine.state.postgres_spend import PostgresSpendReport  # see state/backends.py
+
         return PostgresSpendReport(ledger_url)
     return LocalSpend(default_ledger_path(config_dir))
 
