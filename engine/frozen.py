@@ -69,7 +69,7 @@ def builder(cls: Callable[P, T]) -> Callable[P, T]:
     if twin:
         body.append("self.__class__ = _target_cls_")
     body.append("return self")
-    return cast("Callable[P, T]", _define(args, body, namespace))
+    return cast("Callable[P, T]", _define(cls, args, body, namespace))
 
 
 def _parameter(f: dataclasses.Field[Any], namespace: dict[str, Any]) -> str:
@@ -96,12 +96,16 @@ def _tuple_builder(cls: type[tuple[Any, ...]]) -> Callable[..., Any]:
         else:
             args.append(name)
     values = "".join(f"{name}, " for name in fields)
-    return _define(args, [f"return _tuple_new_(_target_cls_, ({values}))"], namespace)
+    return _define(cls, args, [f"return _tuple_new_(_target_cls_, ({values}))"], namespace)
 
 
-def _define(args: list[str], body: list[str], namespace: dict[str, Any]) -> Callable[..., Any]:
+def _define(
+    cls: type, args: list[str], body: list[str], namespace: dict[str, Any]
+) -> Callable[..., Any]:
+    """Compile `build`, named after `cls` so tracebacks and profiles tell builders apart."""
     source = "def build({}):\n    {}\n".format(", ".join(args), "\n    ".join(body))
-    exec(source, namespace)  # the same technique dataclasses uses for its own __init__
+    # the same technique dataclasses uses for its own __init__
+    exec(compile(source, f"<builder {cls.__module__}.{cls.__qualname__}>", "exec"), namespace)
     built: Callable[..., Any] = namespace["build"]
     return built
 

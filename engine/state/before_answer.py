@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable
 
 _armed = False
+_holders = False  # a store of this process holds writes back when armed (`will_hold`)
 _local = threading.local()  # .held: id(its owner) -> flush, each at most once
 
 
@@ -41,6 +42,18 @@ def arm() -> None:
 
 def armed() -> bool:
     return _armed
+
+
+def will_hold() -> None:
+    """Said by a store that holds writes back under an armed server (at its construction):
+    the server's answers then wait for the end of their loop's turn, behind those writes.
+    Without such a store an answer leaves as soon as it is written (server/protocol.py)."""
+    global _holders
+    _holders = True
+
+
+def holders() -> bool:
+    return _holders
 
 
 def hold(owner: object, flush: Callable[[], None]) -> None:

@@ -33,6 +33,7 @@ class TurnBookings:
 
     def __init__(self, send: Callable[[str, int, int], None]) -> None:
         self._send = send  # (workspace, day number, nanos): one BOOK, held for the answer
+        before_answer.will_hold()
         self._local = threading.local()
 
     def _pending(self) -> Pending:

@@ -1,5 +1,6 @@
-"""CoalescingTransport: what a loop turn writes leaves at its end in one call, after what the
-state stores hold for before an answer (engine/state/before_answer.py), and never later."""
+"""CoalescingTransport: a response's head leaves with its body in one call, at once; with a
+store that holds writes for before an answer (engine/state/before_answer.py), what a loop
+turn writes leaves at its end in one call, after what the stores hold, and never later."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import threading
 from typing import Any
 
 import hiredis
+import pytest
 
 from engine.server.protocol import CoalescingTransport
 from engine.state import before_answer
+from engine.state.redis_bookings import TurnBookings
 from engine.state.redis_scripts import _Wire
 
 
@@ -41,6 +44,30 @@ class _Recorder:
         return 7
 
 
+@pytest.fixture
+def holding_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store of this process holds writes for before an answer (as a Redis budget does)."""
+    monkeypatch.setattr(before_answer, "_holders", True)
+
+
+async def test_a_head_leaves_with_its_body_at_once() -> None:
+    """No store holds writes: head and body go in one call as the body is written (no loop
+    turn between the provider's reply and the client's answer); a stream's chunks pass
+    straight through; a head with no body in its step leaves at the end of the turn."""
+    real = _Recorder()
+    t = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+    t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    assert real.calls == []
+    t.write(bytearray(b"ok"))
+    assert real.calls == [("writelines", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")]
+    t.write(b"data: 1\n\n")
+    assert real.calls[-1] == ("write", b"data: 1\n\n")
+    t.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    await asyncio.sleep(0)
+    assert real.calls[-1] == ("writelines", b"HTTP/1.1 200 OK\r\n\r\n") and len(real.calls) == 3
+
+
+@pytest.mark.usefixtures("holding_store")
 async def test_a_turns_writes_leave_together_at_its_end() -> None:
     """Head and body (and anything else the turn writes) leave in one call, next turn."""
     real = _Recorder()
@@ -68,6 +95,7 @@ async def test_close_sends_what_is_kept_first_and_a_closed_socket_gets_nothing()
     assert t.get_write_buffer_size() == 7 and t.is_closing()
 
 
+@pytest.mark.usefixtures("holding_store")
 async def test_what_a_store_holds_is_written_before_the_answer() -> None:
     """A booking held for before the answer leaves first, even when the answer's flush was
     scheduled before the booking was made (a stream's last chunk)."""
@@ -109,3 +137,10 @@ def test_a_flush_runs_only_its_own_threads_holds() -> None:
     assert ran == []
     before_answer.flush()
     assert ran == ["mine"]
+
+
+def test_a_store_that_holds_bookings_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Redis budget's turn bookings make the server's answers wait for the turn's end."""
+    monkeypatch.setattr(before_answer, "_holders", False)
+    TurnBookings(lambda workspace, day, cost: None)
+    assert before_answer.holders()
