@@ -67,9 +67,8 @@ class ServerMetrics:
         and histograms of every worker from their files, whichever worker answers; each
         count then reaches its file as it happens, not at this worker's next scrape."""
         self._multiprocess_dir = multiprocess_dir
-        if multiprocess_dir is not None:
-            before_answer.will_hold()  # see observe
         if multiprocess_dir is not None:  # the values of the metrics made from here on
+            before_answer.will_hold()  # see observe
             made = values.MultiProcessValue(process_identifier=_this_process)  # type: ignore[no-untyped-call]
             values.ValueClass = made
         self.registry = CollectorRegistry()
