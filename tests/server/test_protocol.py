@@ -50,10 +50,11 @@ def holding_store(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(before_answer, "_holders", True)
 
 
-async def test_a_head_leaves_with_its_body_at_once() -> None:
+async def test_a_head_leaves_with_its_body_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """No store holds writes: head and body go in one call as the body is written (no loop
     turn between the provider's reply and the client's answer); a stream's chunks pass
     straight through; a head with no body in its step leaves at the end of the turn."""
+    monkeypatch.setattr(before_answer, "_holders", False)  # what an earlier test's store said
     real = _Recorder()
     t = CoalescingTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
     t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
