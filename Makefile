@@ -28,10 +28,11 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-# Benchmarks only (never `make test`): bench.workers drives the server with wrk and answers
-# as the upstream with nginx, so the load and the fake upstream take almost no CPU.
+# Benchmarks only (never `make test`): bench.workers and bench.ab --lean drive the server
+# with wrk and answer as the upstream with nginx, so the load and the fake upstream take
+# almost no CPU; bench.instructions counts a server's instructions under valgrind.
 bench-tools:
-	@missing=""; for pair in wrk:wrk nginx-light:nginx; do pkg=$${pair%%:*}; bin=$${pair#*:}; \
+	@missing=""; for pair in wrk:wrk nginx-light:nginx valgrind:valgrind; do pkg=$${pair%%:*}; bin=$${pair#*:}; \
 	  command -v $$bin >/dev/null 2>&1 || test -x /usr/sbin/$$bin || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

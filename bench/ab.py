@@ -34,6 +34,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from bench import lean
 from bench.proxy import (
     PY,
     ROOT,
@@ -41,6 +42,7 @@ from bench.proxy import (
     _one,
     _pct,
     free_port,
+    payload_for,
     run_load,
     started,
     wait_ready,
@@ -117,31 +119,59 @@ def alternate_main(argv: list[str]) -> None:
     print(json.dumps(asyncio.run(_alternate(a.urls, a.n, a.slices))))
 
 
-def c1(systems: list[System], n: int, slices: int) -> list[list[float]]:
+def c1(
+    systems: list[System], pids: dict[str, int], n: int, slices: int
+) -> tuple[list[list[float]], dict[str, float]]:
+    """Each system's p50 per slice, and each server's CPU per request over the whole c=1
+    phase (with its latency, it tells time spent computing from time spent waiting)."""
     argv = [PY, "-m", "bench.ab", "--alternate", *(s.url for s in systems)]
     argv += ["--n", str(n), "--slices", str(slices)]
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-500:])
+    served = n * slices + 20  # the 20 warm-up requests count too
+    cpu = {name: (cpu_seconds(pid) - before[name]) / served * 1e6 for name, pid in pids.items()}
     result: list[list[float]] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+    return result, cpu
 
 
-def c50(systems: list[System], pids: dict[str, int], rounds: int, seconds: float) -> Any:
+def burst(s: System, seconds: float, wrk: bool) -> tuple[float, int]:
+    """One c=50 burst: (req/s, requests the server saw)."""
+    if wrk:
+        r = lean.wrk_load(s.url, payload_for("chat", s.model, "ping", False), 50, seconds)
+        if r.errors:
+            raise RuntimeError(f"{s.name}: {r.errors} errors: {r.first_error}")
+        return r.rps, r.requests
+    got = run_load(s, n=10**6, c=50, seconds=seconds)
+    if got["errors"]:
+        raise RuntimeError(f"{s.name}: {got['errors']} errors: {got['first_error']}")
+    return got["rps"], got["n"] + 5  # the 5 warm-up requests count too
+
+
+def c50(systems: list[System], pids: dict[str, int], rounds: int, seconds: float, wrk: bool) -> Any:
     """Per round, one burst per system: {name: [req/s]}, {server: [CPU us per request]}."""
     rps: dict[str, list[float]] = {s.name: [] for s in systems}
     cpu: dict[str, list[float]] = {name: [] for name in pids}
     for i in range(rounds):
         for s in systems[i % len(systems) :] + systems[: i % len(systems)]:
             before = cpu_seconds(pids[s.name]) if s.name in pids else 0.0
-            got = run_load(s, n=10**6, c=50, seconds=seconds)
-            if got["errors"]:
-                raise RuntimeError(f"{s.name}: {got['errors']} errors: {got['first_error']}")
-            rps[s.name].append(got["rps"])
-            if s.name in pids:  # the 5 warm-up requests count too
-                used = cpu_seconds(pids[s.name]) - before
-                cpu[s.name].append(used / (got["n"] + 5) * 1e6)
+            got, served = burst(s, seconds, wrk)
+            rps[s.name].append(got)
+            if s.name in pids:
+                cpu[s.name].append((cpu_seconds(pids[s.name]) - before) / served * 1e6)
     return rps, cpu
+
+
+@contextlib.contextmanager
+def upstream_server(port: int, nginx: bool) -> Any:
+    """The fake upstream: nginx's canned answer (--lean) or bench.proxy_apps'."""
+    if nginx:
+        with lean.nginx_upstream(port) as proc:
+            yield proc
+    else:
+        with started([PY, "-m", "bench.proxy_apps", "upstream", str(port)]) as proc:
+            yield proc
 
 
 def ratios(a: list[float], b: list[float]) -> float:
@@ -149,20 +179,21 @@ def ratios(a: list[float], b: list[float]) -> float:
     return statistics.median(y / x for x, y in zip(a, b, strict=True))
 
 
-def report(added: dict[str, list[float]], rps: Any, cpu: Any) -> str:
+def report(added: dict[str, list[float]], cpu1: dict[str, float], rps: Any, cpu: Any) -> str:
     med = statistics.median
     lines = [
-        "system      +p50 c1 ms   req/s c50   CPU us/req c50",
-        f"direct      {'-':>10}   {med(rps['direct']):>9.0f}   {'-':>14}",
+        "system      +p50 c1 ms   CPU us/req c1   req/s c50   CPU us/req c50",
+        f"direct      {'-':>10}   {'-':>13}   {med(rps['direct']):>9.0f}   {'-':>14}",
     ]
     for role in ROLES:
         lines.append(
-            f"{role:<10}  {med(added[role]):>10.3f}   {med(rps[role]):>9.0f}"
-            f"   {med(cpu[role]):>14.0f}"
+            f"{role:<10}  {med(added[role]):>10.3f}   {cpu1[role]:>13.0f}"
+            f"   {med(rps[role]):>9.0f}   {med(cpu[role]):>14.0f}"
         )
     lines.append(
         "candidate / baseline, median of paired ratios: "
-        f"+p50 c1 {ratios(added['baseline'], added['candidate']):.3f}, "
+        f"+p50 c1 {ratios(added['baseline'], added['candidate']):.3f} "
+        f"(CPU/req c1 {cpu1['candidate'] / cpu1['baseline']:.3f}), "
         f"req/s c50 {ratios(rps['baseline'], rps['candidate']):.3f}, "
         f"CPU/req c50 {ratios(cpu['baseline'], cpu['candidate']):.3f}"
     )
@@ -179,12 +210,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seconds", type=float, default=3.0, help="length of one c=50 burst")
     p.add_argument("--n", type=int, default=100, help="c=1 requests per system per slice")
     p.add_argument("--slices", type=int, default=30, help="c=1 slices")
+    p.add_argument(
+        "--lean",
+        action="store_true",
+        help="nginx as the upstream and wrk as the c=50 load (make bench-tools): the CPU "
+        "they leave free goes to the servers, so c=50 measures the servers, not the bench",
+    )
     a = p.parse_args(argv)
     trees = {"baseline": a.baseline.resolve(), "candidate": ROOT}
     up_port = free_port()
     upstream = f"http://127.0.0.1:{up_port}"
     with tempfile.TemporaryDirectory() as tmpdir, ExitStack() as stack:
-        stack.enter_context(started([PY, "-m", "bench.proxy_apps", "upstream", str(up_port)]))
+        stack.enter_context(upstream_server(up_port, a.lean))
         systems, pids = [System("direct", [], up_port)], {}
         for role in ROLES:
             s = server(role, trees[role], Path(tmpdir), upstream)
@@ -195,12 +232,14 @@ def main(argv: list[str]) -> int:
             systems.append(s)
             pids[role] = proc.pid
         time.sleep(1.0)
-        p50s = c1(systems, a.n, a.slices)
+        p50s, cpu1 = c1(systems, pids, a.n, a.slices)
         added = {s.name: [x - d for x, d in zip(p, p50s[0], strict=True)]
                  for s, p in zip(systems[1:], p50s[1:], strict=True)}  # fmt: skip
-        rps, cpu = c50(systems, pids, a.rounds, a.seconds)
-    print(f"baseline {trees['baseline']}, candidate {trees['candidate']}; {os.cpu_count()} cores")
-    print(report(added, rps, cpu))
+        rps, cpu = c50(systems, pids, a.rounds, a.seconds, a.lean)
+    setup = "nginx upstream, wrk load" if a.lean else "python upstream and load"
+    print(f"baseline {trees['baseline']}, candidate {trees['candidate']}; {setup}; "
+          f"{os.cpu_count()} cores")  # fmt: skip
+    print(report(added, cpu1, rps, cpu))
     return 0
 
 

@@ -176,8 +176,12 @@ def projected(runs: dict[int, list[Run]]) -> tuple[float, float]:
 def report(state: str, runs: dict[int, list[Run]]) -> None:
     one, two = (statistics.median(r.rps for r in runs[w]) for w in (1, 2))
     rounds = [[round(r.rps) for r in runs[w]] for w in (1, 2)]
+    # Each round runs one worker, then two: the ratio within a round is the one a VM whose
+    # speed drifts by minutes moves least (bench.ab pairs its rounds the same way).
+    paired = statistics.median(b.rps / a.rps for a, b in zip(runs[1], runs[2], strict=True))
     print(f"state {state}: 1 worker {one:.0f} req/s, 2 workers {two:.0f} req/s, "
-          f"ratio {two / one:.2f}x (median of {len(runs[1])}; rounds {rounds[0]} / {rounds[1]})")  # fmt: skip
+          f"ratio {two / one:.2f}x (median of {len(runs[1])}; rounds {rounds[0]} / {rounds[1]}); "
+          f"median of the rounds' own ratios {paired:.2f}x")  # fmt: skip
     for w in (1, 2):
         for r in runs[w]:
             per_call = ", ".join(f"{k} {v * 1e6:.0f}" for k, v in cpu_per_request(r).items())
