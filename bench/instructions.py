@@ -3,7 +3,7 @@
     python -m bench.instructions --baseline DIR [--n 1000] [--c 1] [--upstream nginx|python]
 
 Runs each checkout's `engine serve` (one worker, the config bench.proxy writes) under
-valgrind's callgrind with instrumentation off, warms it with 300 requests, then counts the
+valgrind's callgrind with instrumentation off, warms it (`--warmup` requests), then counts the
 user-space instructions the server process (every thread) executes while it answers `--n`
 chat requests at `--c` in flight, and prints instructions per request for both and their
 ratio.
@@ -87,7 +87,7 @@ def _total(directory: Path) -> int:
     return max(counts)
 
 
-def count(role: str, tree: Path, tmp: Path, upstream: str, n: int, c: int) -> float:
+def count(role: str, tree: Path, tmp: Path, upstream: str, n: int, c: int, warmup: int) -> float:
     """Instructions per request of `tree`'s server over `n` requests at `c` in flight."""
     system = server(role, tree, tmp, upstream)
     dumps = tmp / f"{role}-callgrind"
@@ -99,7 +99,7 @@ def count(role: str, tree: Path, tmp: Path, upstream: str, n: int, c: int) -> fl
                             stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
         _ready(system.url, proc)
-        asyncio.run(drive(system.url, 300, c))  # connections, caches, lazy imports
+        asyncio.run(drive(system.url, warmup, c))  # connections, caches, lazy imports
         _control("-i", "on", str(proc.pid))
         asyncio.run(drive(system.url, n, c))
         _control("-i", "off", str(proc.pid))
@@ -129,6 +129,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--baseline", type=Path, required=True, help="the other checkout's root")
     p.add_argument("--n", type=int, default=1000, help="requests counted per server")
     p.add_argument("--c", type=int, default=1, help="requests in flight")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=1000,
+        help="requests before counting: enough that one-time work (a statement compiled "
+        "per ledger batch size first seen, say) does not land in the count",
+    )
     p.add_argument("--upstream", choices=["nginx", "python"], default="nginx")
     a = p.parse_args(argv)
     missing = [t for t in ("valgrind", "callgrind_control") if shutil.which(t) is None]
@@ -141,7 +148,8 @@ def main(argv: list[str]) -> int:
     counts = {}
     with tempfile.TemporaryDirectory() as tmpdir, upstream(a.upstream, port):
         for role, tree in trees.items():
-            counts[role] = count(role, tree, Path(tmpdir), f"http://127.0.0.1:{port}", a.n, a.c)
+            url = f"http://127.0.0.1:{port}"
+            counts[role] = count(role, tree, Path(tmpdir), url, a.n, a.c, a.warmup)
     print(f"instructions per request, server process, {a.n} requests at c={a.c}:")
     for role, tree in trees.items():
         print(f"{role:<10} {counts[role]:>12,.0f}   {tree}")
