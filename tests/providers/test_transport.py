@@ -18,7 +18,12 @@ from pathlib import Path
 import pytest
 
 from engine.endpoints import Endpoint, Timeouts
-from engine.errors import ProtocolError, ProviderTimeoutError, UnavailableError
+from engine.errors import (
+    AuthenticationError,
+    ProtocolError,
+    ProviderTimeoutError,
+    UnavailableError,
+)
 from engine.providers import connection, proxy
 from engine.providers.http import HttpClient
 
@@ -109,6 +114,26 @@ async def test_sequential_calls_reuse_one_connection() -> None:
     first = up.requests[0]
     assert first.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost:")
     assert b"\r\nContent-Length: 2\r\n\r\n{}" in first
+
+
+async def test_headers_are_sent_as_given_and_a_smuggled_line_is_refused_every_time() -> None:
+    """The header lines are checked and encoded once per set of headers, and kept: the
+    same set is sent the same way again, and a value carrying CR/LF is refused on every
+    call (never kept, never sent), while a good set still goes out."""
+    client = HttpClient()
+    good = {"Authorization": "Bearer sk-good", "X-Title": "caf\xe9"}
+    bad = {"Authorization": "Bearer sk-bad\r\nX-Injected: 1"}
+    async with upstream(lambda c, n, r: (ok(), False)) as up:
+        url = f"{up.url}/chat/completions"
+        for _ in range(2):
+            assert (await client.post(endpoint(up.url), url, good, b"{}")).status == 200
+            with pytest.raises(AuthenticationError, match="cannot be sent"):
+                await client.post(endpoint(up.url), url, bad, b"{}")
+        await client.aclose()
+    assert len(up.requests) == 2
+    for request in up.requests:
+        assert b"\r\nAuthorization: Bearer sk-good\r\nX-Title: caf\xe9\r\n" in request
+        assert b"X-Injected" not in request
 
 
 async def test_connection_close_answer_is_not_reused() -> None:
