@@ -30,12 +30,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from bench import lean
-from bench.ab import server
-from bench.proxy import PY, ROOT, free_port, started
+from bench.ab import server, upstream_server
+from bench.proxy import ROOT, free_port
 
 
 async def drive(url: str, n: int, c: int) -> None:
@@ -114,16 +113,6 @@ def count(role: str, tree: Path, tmp: Path, upstream: str, n: int, c: int, warmu
             proc.wait()
 
 
-@contextlib.contextmanager
-def upstream(kind: str, port: int) -> Iterator[None]:
-    if kind == "nginx":
-        with lean.nginx_upstream(port):
-            yield
-    else:
-        with started([PY, "-m", "bench.proxy_apps", "upstream", str(port)]):
-            yield
-
-
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
     p.add_argument("--baseline", type=Path, required=True, help="the other checkout's root")
@@ -146,7 +135,7 @@ def main(argv: list[str]) -> int:
     trees = {"baseline": a.baseline.resolve(), "candidate": ROOT}
     port = free_port()
     counts = {}
-    with tempfile.TemporaryDirectory() as tmpdir, upstream(a.upstream, port):
+    with tempfile.TemporaryDirectory() as tmpdir, upstream_server(port, a.upstream == "nginx"):
         for role, tree in trees.items():
             url = f"http://127.0.0.1:{port}"
             counts[role] = count(role, tree, Path(tmpdir), url, a.n, a.c, a.warmup)

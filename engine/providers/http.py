@@ -23,6 +23,7 @@ counts every attempt, decides; a POST is never re-sent behind its back.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -128,36 +129,26 @@ _FIXED = (f"User-Agent: {USER_AGENT}\r\nAccept: */*\r\nAccept-Encoding: gzip, de
 )
 
 
-#: The header lines of each set of headers sent, checked and encoded: an adapter sends
-#: the same few on every call of an endpoint, and building them anew cost ~4k
-#: instructions a request (bench.instructions). Cleared when it holds _LINES_MAX sets.
-_LINES: dict[tuple[tuple[str, str], ...], bytes] = {}
-_LINES_MAX = 256
-
-
-def _lines(endpoint: Endpoint, items: tuple[tuple[str, str], ...]) -> bytes:
-    """`items` as header lines (kept in _LINES); a header with CR/LF (or outside latin-1)
-    is refused, not sent."""
+@functools.lru_cache(maxsize=256)
+def _lines(items: tuple[tuple[str, str], ...]) -> bytes | None:
+    """`items` as header lines, or None when one cannot be sent (CR/LF, NUL, outside
+    latin-1). Kept per set of headers: an adapter sends the same few on every call of an
+    endpoint, and building them anew cost ~4k instructions a request (bench.instructions)."""
     text = "".join([f"{name}: {value}\r\n" for name, value in items])
     # Each header contributes exactly one CR and one LF; more means one smuggles a line.
     if text.count("\r") != len(items) or text.count("\n") != len(items) or "\0" in text:
-        raise_bad_header(endpoint)
+        return None
     try:
-        lines = text.encode("latin-1")
+        return text.encode("latin-1")
     except UnicodeEncodeError:
-        raise_bad_header(endpoint)
-    if len(_LINES) >= _LINES_MAX:
-        _LINES.clear()
-    _LINES[items] = lines
-    return lines
+        return None
 
 
 def _encode(endpoint: Endpoint, target: Target, headers: Mapping[str, str], body: bytes) -> bytes:
     """The request's bytes; a header with CR/LF (or outside latin-1) is refused, not sent."""
-    items = tuple(headers.items())
-    extra = _LINES.get(items)
+    extra = _lines(tuple(headers.items()))
     if extra is None:
-        extra = _lines(endpoint, items)
+        raise_bad_header(endpoint)
     trace = OUTGOING_TRACEPARENT.get()  # set only while a traced attempt is in flight
     if trace is not None:
         extra += b"traceparent: %s\r\n" % trace

@@ -119,7 +119,7 @@ async def test_sequential_calls_reuse_one_connection() -> None:
 async def test_headers_are_sent_as_given_and_a_smuggled_line_is_refused_every_time() -> None:
     """The header lines are checked and encoded once per set of headers, and kept: the
     same set is sent the same way again, and a value carrying CR/LF is refused on every
-    call (never kept, never sent), while a good set still goes out."""
+    call (never sent), while a good set still goes out."""
     client = HttpClient()
     good = {"Authorization": "Bearer sk-good", "X-Title": "caf\xe9"}
     bad = {"Authorization": "Bearer sk-bad\r\nX-Injected: 1"}
