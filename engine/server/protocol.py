@@ -27,8 +27,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from engine.server import head
 from engine.state import before_answer
 
 _HEAD = b"HTTP/1.1 "
@@ -101,9 +103,13 @@ class CoalescingTransport:
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol over a `CoalescingTransport` (pass it as `http=`)."""
+    """uvicorn's httptools protocol over a `CoalescingTransport` (pass it as `http=`), its
+    answers' heads written by `head.HeadSend`."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         before_answer.arm()  # every answer of this process now leaves through a flush
         wrapped: Any = CoalescingTransport(transport, self.loop)
         super().connection_made(wrapped)
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        super()._start_asgi_task(cycle, head.with_head_send(app, cycle))
