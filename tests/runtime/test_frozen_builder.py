@@ -47,7 +47,7 @@ def test_defaults_keywords_and_factories() -> None:
 
 
 def test_subclass_of_a_frozen_dataclass() -> None:
-    """A subclass is built through its slots' descriptors: same result, still frozen."""
+    """A subclass of a dataclass is built the same way: same result, still frozen."""
     key = KeyPlan("p#0", None)
     built = builder(_Child)("p", key, 1, 2)
     assert type(built) is _Child and built == _Child("p", key, 1, 2)
