@@ -37,6 +37,7 @@ from .outcomes import (
     USER_AGENT,
     Deadlines,
     Reply,
+    make_reply,
     raise_bad_header,
     raise_connect_timeout,
     raise_cut,
@@ -258,9 +259,9 @@ class HttpClient:
     ) -> Reply:
         """One request, whole answer read; deadlines and connection errors translated."""
         pool, conn, _ = await self._exchange(endpoint, url, (headers, body), False)
-        reply = Reply(conn.status, _headers(conn), conn.body())
+        answer = make_reply(status=conn.status, headers=_headers(conn), body=conn.body())
         pool.release(conn)
-        return reply
+        return answer
 
     async def open_stream(
         self, endpoint: Endpoint, url: str, headers: Mapping[str, str], body: bytes
