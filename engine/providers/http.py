@@ -259,9 +259,9 @@ class HttpClient:
     ) -> Reply:
         """One request, whole answer read; deadlines and connection errors translated."""
         pool, conn, _ = await self._exchange(endpoint, url, (headers, body), False)
-        answer = make_reply(status=conn.status, headers=_headers(conn), body=conn.body())
+        reply = make_reply(status=conn.status, headers=_headers(conn), body=conn.body())
         pool.release(conn)
-        return answer
+        return reply
 
     async def open_stream(
         self, endpoint: Endpoint, url: str, headers: Mapping[str, str], body: bytes
